@@ -1,0 +1,260 @@
+"""The `inspector` command line: a thin layer that parses arguments, calls the library, prints results.
+
+Library errors (InspectorError subclasses) become one line on stderr and a non-zero exit code here, and
+only here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from inspector import __version__
+from inspector.errors import InspectorError
+
+
+def _progress(iterable, total: int | None = None, desc: str = ""):
+    """A tqdm progress bar on stderr (shown on terminals only)."""
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="img", disable=None, leave=False, file=sys.stderr)
+
+
+def _load_config(args: argparse.Namespace):
+    """The config named by --config (or ./config.toml, or the defaults)."""
+    from inspector import config
+
+    return config.load(args.config)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Fit, calibrate, save and activate a profile from a folder of good images."""
+    from inspector import pipeline, profiles
+
+    cfg = _load_config(args)
+    files = pipeline.list_images(Path(args.dir), cfg.input.patterns)
+    if not files:
+        raise InspectorError(f"no images matching {', '.join(cfg.input.patterns)} in {args.dir}")
+    ts = pipeline.load_training_images(files, cfg, lambda it, total: _progress(it, total, "decoding"))
+    for name, reason in ts.rejected:
+        print(f"skipped {name}: {reason}", file=sys.stderr)
+    print(f"fitting on {len(ts.images)} good images ...", file=sys.stderr)
+    profile = pipeline.fit_profile(ts.images, cfg.profile)
+    extra = {
+        "note": args.note or "",
+        "trained_from": str(Path(args.dir).resolve()),
+        "training_images": [{"name": n, "sha256": h} for n, h in zip(ts.names, ts.hashes)],
+        "config": str(cfg.source) if cfg.source else None,
+    }
+    version = profiles.save(cfg.models.dir, profile, extra)
+    if not args.no_activate:
+        profiles.activate(cfg.models.dir, version)
+    cal = profile.calibration_
+    result = {"version": version, "active": not args.no_activate, "threshold": profile.threshold_,
+              "n_train": profile.n_train_, "skipped": len(ts.rejected), "calibration": cal.method,
+              "false_alarm_budget": cal.false_alarm_rate, "cross_fitted_false_alarm_rate": cal.oof_false_alarm_rate}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        state = "active" if not args.no_activate else "saved, not active"
+        print(f"profile {version} ({state}): threshold {profile.threshold_:.3f}, {profile.n_train_} good images, "
+              f"calibrated by {cal.method} for a false-alarm budget of {cal.false_alarm_rate:.2%}")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    """Judge image files with the active profile."""
+    from inspector import pipeline, profiles
+
+    cfg = _load_config(args)
+    stored = profiles.load(cfg.models.dir, args.profile)
+    insp = pipeline.Inspector(stored.profile, stored.version, cfg.input)
+    worst = 0
+    for path in args.images:
+        v = insp.inspect_file(Path(path))
+        if args.json:
+            print(json.dumps(v.as_dict()))
+        elif v.verdict == "rejected":
+            print(f"{path}\trejected\t{v.reason}")
+        else:
+            print(f"{path}\t{v.verdict}\tscore {v.score:.3f}\tthreshold {v.threshold:.3f}\tprofile {v.profile_version}")
+        worst = max(worst, {"ok": 0, "defect": 1, "rejected": 3}[v.verdict])
+    return 0 if args.exit_zero else worst
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Fit on DIR/train/good, score DIR/test, print quality figures."""
+    from inspector import evaluate
+
+    cfg = _load_config(args)
+    res = evaluate.evaluate(Path(args.dir), cfg, lambda it, total: _progress(it, total, "eval"))
+    if args.report:
+        import numpy as np
+
+        from inspector import report
+
+        written = report.write_eval_report(
+            Path(args.report), labels=np.array([t != "good" for t in res.types]),
+            scores=res.scores, threshold=res.metrics["threshold"], names=res.names, types=res.types,
+            top_images=res.top, title=Path(args.dir).name,
+        )
+        res.metrics["report"] = str(Path(args.report) / "index.html") if written else None
+    m = res.metrics
+    if args.json:
+        print(json.dumps(m))
+        return 0
+    print(f"dataset            {m['dataset']}  ({m['n_train']} train, {m['n_test']} test)")
+    print(f"image AUROC        {m['image_auroc']:.4f}")
+    print(f"average precision  {m['average_precision']:.4f}")
+    print(f"threshold          {m['threshold']:.3f}")
+    print(f"false-alarm rate   {m['false_alarm_rate']:.3f}  (budget {m['false_alarm_budget']:.3f})")
+    print(f"recall             {m['recall']:.3f}")
+    for t, r in m["per_type_recall"].items():
+        print(f"  recall {t:<12}{r:.3f}")
+    pix = "n/a (no masks)" if m["pixel_auroc"] is None else f"{m['pixel_auroc']:.4f}"
+    print(f"pixel AUROC        {pix}")
+    print(f"ms per image       {m['ms_per_image']:.1f}")
+    if m.get("report"):
+        print(f"report             {m['report']}")
+    return 0
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    """Reproduce the tutorial's figure: the image beside per-image k-means segmentations."""
+    from inspector import imaging, panel
+
+    cfg = _load_config(args)
+    try:
+        ks = [int(k) for k in args.k.split(",") if k.strip()]
+    except ValueError:
+        raise InspectorError(f"--k takes comma-separated integers, got {args.k!r}") from None
+    if not ks or min(ks) < 2 or max(ks) > 64:
+        raise InspectorError("--k values must be between 2 and 64")
+    _, decoded = imaging.load(Path(args.image), max_pixels=cfg.input.max_pixels, max_bytes=cfg.input.max_bytes)
+    out = Path(args.out)
+    panel.write_panel(out, decoded.image, ks, max_side=args.max_side)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Measure speed ratios on generated 5 MP JPEGs."""
+    from inspector import bench
+
+    cfg = _load_config(args)
+    result = bench.run(cfg, runs=args.runs, n_fit=args.fit_images, log=lambda s: print(s, file=sys.stderr))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:<22}{value:.3f}" if isinstance(value, float) else f"{key:<22}{value}")
+    return 0
+
+
+def cmd_profiles(args: argparse.Namespace) -> int:
+    """List saved profile versions or activate one."""
+    from inspector import profiles
+
+    cfg = _load_config(args)
+    if args.action == "activate":
+        if not args.version:
+            raise InspectorError("profiles activate needs a VERSION (see `inspector profiles list`)")
+        profiles.activate(cfg.models.dir, args.version)
+        print(f"active profile: {args.version}")
+        return 0
+    rows = profiles.describe(cfg.models.dir)
+    if args.json:
+        print(json.dumps(rows))
+    elif not rows:
+        print(f"no profiles in {cfg.models.dir}")
+    for r in rows if not args.json else []:
+        thr = "-" if r["threshold"] is None else f"{r['threshold']:.3f}"
+        print(f"{'*' if r['active'] else ' '} {r['version']:<6} {r['created_at'] or '-':<26} threshold {thr:<8} "
+              f"n_train {r['n_train']}  {r['note']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one sub-command per job; every command has help text."""
+    parser = argparse.ArgumentParser(
+        prog="inspector", description="Visual inspection of parts: learn what good parts look like, flag the rest.")
+    parser.add_argument("--version", action="version", version=f"inspector {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", default=None,
+                        help="config file (default: ./config.toml if present, else built-in defaults)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("train", parents=[common], help="fit, calibrate, save and activate a profile from good images",
+                       description="Fit a normal profile on the good images in DIR, calibrate its threshold on "
+                                   "cross-fitted good images, save it as a new version and activate it.")
+    p.add_argument("dir", help="folder of defect-free images")
+    p.add_argument("--note", help="a note stored with the version")
+    p.add_argument("--no-activate", action="store_true", help="save the version without activating it")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("score", parents=[common], help="judge image files with the active profile",
+                       description="Print verdict (ok/defect/rejected), score and threshold per image. Exit code: "
+                                   "0 all ok, 1 a defect, 3 a rejected file (unless --exit-zero).")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--json", action="store_true", help="print one JSON object per line")
+    p.add_argument("--profile", metavar="VERSION", help="use this version instead of the active one")
+    p.add_argument("--exit-zero", action="store_true", help="exit 0 whatever the verdicts")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("eval", parents=[common], help="measure detection quality on an MVTec-layout folder",
+                       description="Fit on DIR/train/good with the current config (nothing is saved), score "
+                                   "DIR/test/*, and print AUROC, average precision, false-alarm rate and recall "
+                                   "at the calibrated threshold, per-type recall, pixel AUROC and ms per image.")
+    p.add_argument("dir", help="folder with train/good, test/good, test/<defect_type>, optional ground_truth")
+    p.add_argument("--json", action="store_true", help="print exactly one JSON object")
+    p.add_argument("--report", metavar="OUT", help="write ROC, histogram and overlays of the worst images to OUT")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("segment", parents=[common], help="the tutorial's figure: per-image k-means at several K",
+                       description="Write a panel: the image beside per-image cv2.kmeans segmentations "
+                                   "(KMEANS_PP_CENTERS, 10 attempts) at each K.")
+    p.add_argument("image", help="an image file")
+    p.add_argument("--k", default="2,4,10", help="comma-separated K values (default 2,4,10)")
+    p.add_argument("--out", default="panel.png", help="output PNG (default panel.png)")
+    p.add_argument("--max-side", type=int, default=512, help="downscale so the longer side is at most this")
+    p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("bench", parents=[common], help="measure speed as ratios on generated 5 MP JPEGs",
+                       description="Medians over generated 5 MP JPEGs: decode_ms (plain full decode), inspect_ms "
+                                   "(bytes to verdict as the service runs it), their ratio, and fit_s_200.")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--runs", type=int, default=15, help="timed repetitions per measure (default 15)")
+    p.add_argument("--fit-images", type=int, default=200, help="images for the fit timing (default 200)")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("profiles", parents=[common], help="list profile versions or activate one",
+                       description="`profiles list` shows versions (* = active); `profiles activate VERSION`.")
+    p.add_argument("action", nargs="?", choices=["list", "activate"], default="list")
+    p.add_argument("version", nargs="?", help="version to activate, e.g. v3")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_profiles)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except InspectorError as exc:
+        print(f"inspector: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("inspector: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,129 @@
+"""`inspector eval`: fit on an MVTec-layout folder's train/good, score its test/ images, measure quality.
+
+Layout: train/good/*, test/good/*, test/<defect_type>/*, optional ground_truth/<defect_type>/NNN_mask.png.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from inspector import imaging
+from inspector.config import Config
+from inspector.errors import DatasetError, ImageRejected
+from inspector.pipeline import Inspector, Progress, fit_profile, list_images, load_training_images
+
+MASK_SIDE = 256  # masks and maps are compared at this resolution for pixel AUROC
+
+
+@dataclass
+class EvalSet:
+    """Files of one MVTec-layout folder."""
+
+    train: list[Path]
+    test: list[tuple[Path, str]]  # (file, defect type or "good")
+    masks: dict[Path, Path]  # test file -> its ground-truth mask
+
+
+@dataclass
+class EvalResult:
+    """Metrics (the JSON object) plus per-image data for the report."""
+
+    metrics: dict[str, Any]
+    names: list[str] = field(default_factory=list)
+    types: list[str] = field(default_factory=list)
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    top: list[tuple[str, float, np.ndarray, np.ndarray]] = field(default_factory=list)
+
+
+def find_eval_set(root: Path, patterns: tuple[str, ...]) -> EvalSet:
+    """Discover an MVTec-layout folder; DatasetError naming what is missing."""
+    if not root.is_dir():
+        raise DatasetError(f"not a folder: {root}")
+    for required in ("train/good", "test/good"):
+        if not (root / required).is_dir():
+            raise DatasetError(f"{root} lacks {required}/ (expected MVTec layout: train/good, test/good, test/<type>)")
+    train = list_images(root / "train" / "good", patterns)
+    if not train:
+        raise DatasetError(f"no images in {root / 'train' / 'good'}")
+    test: list[tuple[Path, str]] = []
+    masks: dict[Path, Path] = {}
+    for folder in sorted(p for p in (root / "test").iterdir() if p.is_dir()):
+        for f in list_images(folder, patterns):
+            test.append((f, folder.name))
+            mask = root / "ground_truth" / folder.name / f"{f.stem}_mask.png"
+            if folder.name != "good" and mask.is_file():
+                masks[f] = mask
+    if not any(t != "good" for _, t in test):
+        raise DatasetError(f"{root / 'test'} has no defect folders (test/<defect_type>/)")
+    return EvalSet(train, test, masks)
+
+
+def _mask(path: Path | None) -> np.ndarray:
+    """Ground-truth mask at MASK_SIDE x MASK_SIDE as bool; all-False when absent."""
+    if path is None:
+        return np.zeros((MASK_SIDE, MASK_SIDE), bool)
+    m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if m is None:
+        raise DatasetError(f"unreadable mask: {path}")
+    return cv2.resize(m, (MASK_SIDE, MASK_SIDE), interpolation=cv2.INTER_NEAREST) > 127
+
+
+def evaluate(root: Path, cfg: Config, progress: Progress | None = None, n_top: int = 8) -> EvalResult:
+    """Fit with the current config on train/good and score every test image; returns the metrics."""
+    es = find_eval_set(root, cfg.input.patterns)
+    ts = load_training_images(es.train, cfg, progress)
+    profile = fit_profile(ts.images, cfg.profile)
+    inspector = Inspector(profile, "eval", cfg.input)
+    names, types, scores, ms, labels = [], [], [], [], []
+    map_pairs: list[tuple[np.ndarray, np.ndarray]] = []
+    kept: list[tuple[str, float, np.ndarray, np.ndarray]] = []
+    with_masks = bool(es.masks)
+    items = progress(es.test, total=len(es.test)) if progress else es.test
+    for path, kind in items:
+        data = imaging.read_file(path, cfg.input.max_bytes)
+        start = time.perf_counter()
+        v = inspector.inspect_bytes(data, path.name, keep_image=True)
+        ms.append((time.perf_counter() - start) * 1000.0)
+        if v.verdict == "rejected":
+            raise ImageRejected("eval", f"test image {path} was rejected: {v.reason}")
+        names.append(f"{kind}/{path.name}")
+        types.append(kind)
+        scores.append(v.score)
+        labels.append(kind != "good")
+        if with_masks:
+            up = cv2.resize(v.anomaly_map, (MASK_SIDE, MASK_SIDE), interpolation=cv2.INTER_LINEAR)
+            map_pairs.append((_mask(es.masks.get(path)), up))
+        kept.append((f"{kind}/{path.name}", v.score, v.image, v.anomaly_map))
+        kept = sorted(kept, key=lambda t: -t[1])[:n_top]
+    y = np.array(labels)
+    s = np.array(scores)
+    thr = profile.threshold_
+    pixel_auroc = None
+    if with_masks:
+        gt = np.concatenate([m.ravel() for m, _ in map_pairs])
+        pred = np.concatenate([p.ravel() for _, p in map_pairs])
+        pixel_auroc = float(roc_auc_score(gt, pred)) if gt.any() else None
+    per_type = {t: float((s[np.array(types) == t] > thr).mean()) for t in sorted(set(types)) if t != "good"}
+    metrics = {
+        "dataset": str(root),
+        "image_auroc": float(roc_auc_score(y, s)),
+        "average_precision": float(average_precision_score(y, s)),
+        "threshold": float(thr),
+        "false_alarm_rate": float((s[~y] > thr).mean()),
+        "false_alarm_budget": cfg.profile.false_alarm_rate,
+        "recall": float((s[y] > thr).mean()),
+        "per_type_recall": per_type,
+        "pixel_auroc": pixel_auroc,
+        "ms_per_image": float(np.median(ms)),
+        "n_train": len(ts.images),
+        "n_test": len(s),
+        "n_train_rejected": len(ts.rejected),
+    }
+    return EvalResult(metrics, names, types, s, kept)

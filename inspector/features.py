@@ -1,0 +1,121 @@
+"""Features computed from a segmentation: what the normal profile compares.
+
+Two families, both derived only from the label map and the novel-colour mask:
+
+* **Cell features** (local, for the per-cell comparison and the anomaly map). The working image is covered
+  by a grid of overlapping windows: one cell every `stride` pixels, each window `window` strides wide, so
+  neighbouring windows overlap and absorb small misalignment. Each cell holds, as fractions of its area:
+    - the share of every palette segment (K values): what colours are where;
+    - the segment boundary density: the share of pixels whose label differs from the right or lower
+      neighbour; it carries shape and texture (scratches, cracks and broken edges add boundaries);
+    - the novel-colour share: pixels farther from every palette colour than the good images ever were.
+  Shape: (GH, GW, K + 2).
+* **Global features** (whole image, for retrieving similar training images and for a whole-image kNN
+  term). Rotation-free parts first: global segment shares, boundary density and novel share; then the same
+  over concentric rings around the image centre (parts that rotate keep their ring profile); then segment
+  shares over a coarse grid (layout of aligned parts). Shape: (G,).
+
+Pure core: no file, database or network I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from inspector.segment import Segmentation
+
+
+@dataclass(frozen=True)
+class FeatureLayout:
+    """Geometry of the feature grid for one working image size."""
+
+    width: int  # working image width in pixels
+    height: int  # working image height in pixels
+    stride: int  # pixels between neighbouring cell centres
+    window: int  # window side in pixels (a multiple of the stride, so windows overlap)
+    n_rings: int  # concentric rings for the rotation-free global features
+    coarse: int  # coarse grid side (coarse x coarse) for the global layout features
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Cells down and across: (GH, GW)."""
+        return self.height // self.stride, self.width // self.stride
+
+
+def make_layout(
+    image_width: int, image_height: int, width: int, cells_across: int, window_strides: int,
+    n_rings: int, coarse: int,
+) -> FeatureLayout:
+    """Choose the working size for images of the given size: `width` px across, aspect kept, grid-aligned."""
+    stride = max(1, width // cells_across)
+    width = stride * cells_across
+    rows = max(1, round(width * image_height / max(image_width, 1) / stride))
+    return FeatureLayout(width, rows * stride, stride, stride * window_strides, n_rings, coarse)
+
+
+def _window_sums(maps: np.ndarray, layout: FeatureLayout) -> np.ndarray:
+    """Mean of each channel of maps (H, W, C) over every cell window; returns (GH, GW, C) float32."""
+    h, w, c = maps.shape
+    integral = np.zeros((h + 1, w + 1, c), dtype=np.float64)
+    np.cumsum(np.cumsum(maps, axis=0, dtype=np.float64), axis=1, out=integral[1:, 1:])
+    gh, gw = layout.grid
+    pad = (layout.window - layout.stride) // 2
+    y0 = np.clip(np.arange(gh) * layout.stride - pad, 0, h)
+    y1 = np.clip(y0 + layout.window, 0, h)
+    y0 = np.clip(y1 - layout.window, 0, h)
+    x0 = np.clip(np.arange(gw) * layout.stride - pad, 0, w)
+    x1 = np.clip(x0 + layout.window, 0, w)
+    x0 = np.clip(x1 - layout.window, 0, w)
+    sums = (
+        integral[y1][:, x1] - integral[y0][:, x1] - integral[y1][:, x0] + integral[y0][:, x0]
+    )
+    area = ((y1 - y0)[:, None] * (x1 - x0)[None, :]).astype(np.float64)
+    return (sums / area[..., None]).astype(np.float32)
+
+
+def pixel_channels(seg: Segmentation, n_colours: int, novel_distance: float) -> np.ndarray:
+    """Per-pixel indicator channels (H, W, K + 2): one-hot labels, boundary, novel colour."""
+    labels = seg.labels
+    h, w = labels.shape
+    out = np.zeros((h, w, n_colours + 2), dtype=np.float32)
+    out[..., :n_colours] = seg.soft
+    boundary = np.zeros((h, w), dtype=bool)
+    boundary[:, :-1] |= labels[:, :-1] != labels[:, 1:]
+    boundary[:-1, :] |= labels[:-1, :] != labels[1:, :]
+    out[..., n_colours] = boundary
+    out[..., n_colours + 1] = seg.distance > novel_distance
+    return out
+
+
+def cell_features(channels: np.ndarray, layout: FeatureLayout) -> np.ndarray:
+    """Cell features (GH, GW, K + 2) from pixel channels (H, W, K + 2)."""
+    return _window_sums(channels, layout)
+
+
+def region_pooling(layout: FeatureLayout) -> np.ndarray:
+    """Averaging matrix (R, H * W) float32 over the global regions: whole image, rings, coarse cells.
+
+    Rings split the inscribed circle's radius into `n_rings`; one more ring holds the corners.
+    """
+    h, w = layout.height, layout.width
+    ys, xs = np.indices((h, w), dtype=np.float32)
+    r = np.hypot(ys - (h - 1) / 2.0, xs - (w - 1) / 2.0) / (min(h, w) / 2.0)
+    ring = np.minimum((r * layout.n_rings).astype(np.int64), layout.n_rings).ravel()
+    q = layout.coarse
+    cy = np.minimum(np.arange(h) * q // h, q - 1)
+    cx = np.minimum(np.arange(w) * q // w, q - 1)
+    coarse = (cy[:, None] * q + cx[None, :]).ravel()
+    n_regions = 1 + (layout.n_rings + 1) + q * q
+    member = np.zeros((n_regions, h * w), dtype=np.float32)
+    member[0] = 1.0
+    member[1 + ring, np.arange(h * w)] = 1.0
+    member[2 + layout.n_rings + coarse, np.arange(h * w)] = 1.0
+    return member / np.maximum(member.sum(axis=1, keepdims=True), 1.0)
+
+
+def global_features(channels: np.ndarray, pooling: np.ndarray) -> np.ndarray:
+    """Whole-image features (R * C,) from pixel channels (H, W, C) and a region pooling matrix (R, H * W)."""
+    c = channels.shape[-1]
+    return (pooling @ channels.reshape(-1, c)).ravel().astype(np.float32)

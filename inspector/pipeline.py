@@ -1,0 +1,163 @@
+"""The inspection path as the service runs it: file bytes -> decoded image -> profile -> verdict.
+
+Also training from a folder of good images. This module joins the pure core (profile) with the image
+adapter (imaging); it does no database or network I/O.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from inspector import imaging
+from inspector.config import Config, InputConfig
+from inspector.errors import DatasetError, ImageRejected
+from inspector.profile import NormalProfile, ProfileParams
+
+Progress = Callable[[Sequence], "Iterator"]
+
+
+@dataclass
+class Verdict:
+    """The outcome of inspecting one file."""
+
+    name: str
+    sha256: str | None
+    verdict: str  # "ok", "defect" or "rejected"
+    reason: str | None  # rejection reason code and detail, or None
+    score: float | None
+    threshold: float | None
+    profile_version: str | None
+    width: int | None = None
+    height: int | None = None
+    size: int | None = None
+    ms: float = 0.0
+    anomaly_map: np.ndarray | None = field(default=None, repr=False)  # (GH, GW) float32, map units
+    image: np.ndarray | None = field(default=None, repr=False)  # (H, W, 3) uint8 BGR as scored
+
+    def as_dict(self) -> dict:
+        """JSON-able summary (no arrays)."""
+        keys = ("name", "sha256", "verdict", "reason", "score", "threshold", "profile_version", "width",
+                "height", "size", "ms")
+        return {k: getattr(self, k) for k in keys}
+
+
+def list_images(folder: Path, patterns: Sequence[str]) -> list[Path]:
+    """Image files directly in `folder` matching any pattern (case-insensitive), sorted by name."""
+    if not folder.is_dir():
+        raise DatasetError(f"not a folder: {folder}")
+    lowered = tuple(p.lower() for p in patterns)
+    from fnmatch import fnmatch
+
+    return sorted(p for p in folder.iterdir() if any(fnmatch(p.name.lower(), pat) for pat in lowered))
+
+
+def need_for(info: imaging.ImageInfo, params: ProfileParams) -> tuple[int, int]:
+    """The smallest decode size that still covers the working size for an image of this shape."""
+    return params.width, max(1, math.ceil(params.width * info.height / max(info.width, 1)))
+
+
+def decode_for_training(data: bytes, inp: InputConfig, params: ProfileParams) -> np.ndarray:
+    """Decode one training image at the reduced size the profile needs; (H, W, 3) uint8 BGR."""
+    info = imaging.probe(data, inp.max_pixels)
+    return imaging.decode(data, max_pixels=inp.max_pixels, need=need_for(info, params)).image
+
+
+@dataclass
+class TrainingSet:
+    """Decoded good images with their identities; rejected files listed separately."""
+
+    images: list[np.ndarray]
+    names: list[str]
+    hashes: list[str]
+    rejected: list[tuple[str, str]]
+
+
+def load_training_images(
+    files: Sequence[Path], cfg: Config, progress: Progress | None = None, workers: int | None = None,
+) -> TrainingSet:
+    """Read and decode training files in parallel (OpenCV releases the GIL); bad files are set aside."""
+
+    def one(path: Path) -> tuple[str, str | None, np.ndarray | None, str | None]:
+        try:
+            data = imaging.read_file(path, cfg.input.max_bytes)
+            return path.name, imaging.sha256_hex(data), decode_for_training(data, cfg.input, cfg.profile), None
+        except ImageRejected as exc:
+            return path.name, None, None, str(exc)
+
+    out = TrainingSet([], [], [], [])
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
+        results = pool.map(one, files)
+        for name, digest, image, error in (progress(results, total=len(files)) if progress else results):
+            if image is None:
+                out.rejected.append((name, error or "rejected"))
+            else:
+                out.images.append(image)
+                out.names.append(name)
+                out.hashes.append(digest or "")
+    return out
+
+
+def fit_profile(images: list[np.ndarray], params: ProfileParams) -> NormalProfile:
+    """Fit and calibrate a profile; DatasetError when there are too few good images."""
+    if len(images) < 2:
+        raise DatasetError(f"need at least 2 readable good images to train, found {len(images)}")
+    return NormalProfile(params).fit(images)
+
+
+class Inspector:
+    """Judges files or bytes with one fitted profile, exactly as the service does."""
+
+    def __init__(self, profile: NormalProfile, version: str | None, inp: InputConfig):
+        self.profile = profile
+        self.version = version
+        self.inp = inp
+        lay = profile.layout_
+        self._need = (lay.width, lay.height)
+
+    def inspect_bytes(self, data: bytes, name: str, keep_image: bool = False) -> Verdict:
+        """Hash, decode and score bytes; bad input becomes a `rejected` verdict, never an exception."""
+        start = time.perf_counter()
+        digest = imaging.sha256_hex(data) if data else None
+        try:
+            decoded = imaging.decode(data, max_pixels=self.inp.max_pixels, need=self._need)
+        except ImageRejected as exc:
+            return self._rejected(name, digest, exc, len(data), start)
+        work = self.profile.working_image(decoded.image)
+        scores, maps = self.profile.score_images([work])
+        score = float(scores[0])
+        threshold = self.profile.threshold_
+        return Verdict(
+            name=name, sha256=digest, verdict="defect" if score > threshold else "ok", reason=None,
+            score=score, threshold=threshold, profile_version=self.version, width=decoded.width,
+            height=decoded.height, size=len(data), ms=(time.perf_counter() - start) * 1000.0,
+            anomaly_map=maps[0], image=work if keep_image else None,
+        )
+
+    def inspect_file(self, path: Path, keep_image: bool = False) -> Verdict:
+        """Read a file once and inspect its bytes; unreadable files become `rejected` verdicts."""
+        start = time.perf_counter()
+        name = os.fsdecode(path.name) if isinstance(path, Path) else os.fsdecode(os.path.basename(path))
+        try:
+            data = imaging.read_file(path, self.inp.max_bytes)
+        except ImageRejected as exc:
+            return self._rejected(name, None, exc, None, start)
+        verdict = self.inspect_bytes(data, name, keep_image)
+        verdict.ms = (time.perf_counter() - start) * 1000.0
+        return verdict
+
+    def _rejected(self, name: str, digest: str | None, exc: ImageRejected, size: int | None,
+                  start: float) -> Verdict:
+        """A rejected verdict carrying the rejection reason."""
+        return Verdict(
+            name=name, sha256=digest, verdict="rejected", reason=str(exc), score=None,
+            threshold=self.profile.threshold_, profile_version=self.version, size=size,
+            ms=(time.perf_counter() - start) * 1000.0,
+        )

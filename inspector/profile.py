@@ -1,0 +1,309 @@
+"""The normal profile: a scikit-learn-style estimator fitted on good parts only, with its calibration.
+
+How a part is scored (each step earned its place by measurement, see README "Detection"):
+
+1. The image is resized to a small working size and segmented with the learned palette.
+2. Features: cell features on overlapping windows and global features (see `features.py`).
+3. Local term: the good training images most similar to this part (nearest by global features) are
+   retrieved, and every cell is compared with the same cell of each of them (L1 distance); the cell's
+   anomaly is the smallest distance, i.e. "no similar good part looks like this here". This yields the
+   anomaly map. Several retrieval sizes are averaged: a small one keeps the comparison consistent for
+   products with variants, a larger one avoids flagging rare-but-normal looks. The image's local score is
+   the mean of its worst cells (top `top_fraction` of cells).
+4. Global term: mean distance to the `global_k` nearest good images in the standardised rotation-free
+   global features (whole image and rings): it catches parts that rotate, where cells do not align.
+5. Each term is standardised (z) against scores of good images the fit did not see (cross-fitting). The
+   anomaly score is z_local + global_weight * max(0, z_global - global_margin): the global term speaks only
+   once it is clearly outside its normal range, so a noisy global term cannot drown a clear local defect.
+
+Calibration needs no defective parts: the threshold is the (1 - false_alarm_rate) quantile of the
+cross-fitted scores of good images, each scored by a profile that did not see it.
+
+scikit-learn conventions: `fit` returns self; learned attributes end in `_`; `score_samples` is higher for
+more normal parts; `decision_function = score_samples - offset_` is negative for anomalies; `predict`
+returns +1 (normal) or -1 (anomaly). `anomaly_score` is `-score_samples`, compared with `threshold_`.
+
+Pure core: no file, database or network I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+from inspector.features import (
+    FeatureLayout,
+    cell_features,
+    global_features,
+    make_layout,
+    pixel_channels,
+    region_pooling,
+)
+from inspector.segment import Palette
+
+FORMAT_VERSION = 1  # bump when the meaning of saved arrays changes
+
+
+@dataclass(frozen=True)
+class ProfileParams:
+    """Hyper-parameters of the normal profile; defaults come from config.py / config.toml."""
+
+    n_colours: int = 12
+    chroma_weight: float = 2.0
+    palette_balance: float = 0.0
+    softness: float = 0.5
+    width: int = 128
+    cells_across: int = 64
+    window_strides: int = 2
+    n_rings: int = 4
+    coarse: int = 4
+    neighbours: tuple[int, ...] = (5, 10, 20)
+    top_fraction: float = 0.002
+    global_k: int = 5
+    global_weight: float = 0.5
+    global_margin: float = 3.0
+    novel_quantile: float = 0.999
+    false_alarm_rate: float = 0.01
+    n_folds: int = 5
+    pixel_samples: int = 200_000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How the threshold was set, for the record and for the operator."""
+
+    method: str
+    n_good: int
+    false_alarm_rate: float
+    threshold: float
+    oof_false_alarm_rate: float
+
+
+def _top_mean(maps: np.ndarray, fraction: float) -> np.ndarray:
+    """Mean of the largest `fraction` of values in each row of maps (N, P); returns (N,)."""
+    k = max(1, math.ceil(fraction * maps.shape[1]))
+    part = np.partition(maps, maps.shape[1] - k, axis=1)[:, -k:]
+    return part.mean(axis=1)
+
+
+class NormalProfile:
+    """A profile of normal parts learned from good images; scores new images and maps their anomalies."""
+
+    def __init__(self, params: ProfileParams | None = None, **overrides):
+        base = params or ProfileParams()
+        self.params = ProfileParams(**{**asdict(base), **overrides})
+
+    # ---------------------------------------------------------------- preparation
+    def working_image(self, image: np.ndarray) -> np.ndarray:
+        """Resize a BGR uint8 image (H0, W0, 3) to the working size (H, W, 3)."""
+        lay = self.layout_
+        if image.shape[0] == lay.height and image.shape[1] == lay.width:
+            return image
+        return cv2.resize(image, (lay.width, lay.height), interpolation=cv2.INTER_AREA)
+
+    def _features(self, work: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Cell features (P, C) and global features (G,) of one working image (H, W, 3)."""
+        seg = self.palette_.assign(work)
+        channels = pixel_channels(seg, len(self.palette_.centres_), self.novel_distance_)
+        cells = cell_features(channels, self.layout_)
+        return cells.reshape(-1, cells.shape[-1]), global_features(channels, self.pooling_)
+
+    def _featurise(self, images: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Stack features of many images: cells (N, P, C) float32, globals (N, G) float32."""
+        cells, globs = [], []
+        for image in images:
+            c, g = self._features(self.working_image(image))
+            cells.append(c)
+            globs.append(g)
+        return np.stack(cells), np.stack(globs)
+
+    # ---------------------------------------------------------------- fitting
+    def fit(self, images: Iterable[np.ndarray], y=None) -> "NormalProfile":
+        """Learn palette, features and calibration from good BGR uint8 images (each (H0, W0, 3))."""
+        p = self.params
+        works: list[np.ndarray] = []
+        for image in images:
+            if not works:
+                h0, w0 = image.shape[:2]
+                self.layout_ = make_layout(w0, h0, p.width, p.cells_across, p.window_strides, p.n_rings, p.coarse)
+            works.append(self.working_image(image))
+        if len(works) < 2:
+            raise ValueError(f"need at least 2 good images to fit a profile, got {len(works)}")
+        self.n_train_ = len(works)
+        rng = np.random.default_rng(p.seed)
+        palette = Palette(p.n_colours, p.chroma_weight, p.softness, p.palette_balance, seed=p.seed)
+        self.palette_ = palette.fit(self._pixel_sample(works, rng))
+        distances = np.concatenate(
+            [self.palette_.assign(w).distance.ravel()[:: max(1, len(works) // 50)] for w in works]
+        )
+        self.novel_distance_ = float(np.quantile(distances, p.novel_quantile)) + 1.0
+        self.pooling_ = region_pooling(self.layout_)
+        n_channels = len(self.palette_.centres_) + 2
+        self.rotation_free_ = np.arange((2 + p.n_rings) * n_channels)  # whole image and rings
+        cells, globs = self._featurise(works)
+        self._set_reference(cells, globs)
+        self._calibrate(cells, globs, rng)
+        return self
+
+    def _pixel_sample(self, works: Sequence[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+        """Pool up to `pixel_samples` pixels (N, 3) uint8 evenly from the working images."""
+        per_image = max(1, self.params.pixel_samples // len(works))
+        picks = []
+        for w in works:
+            flat = w.reshape(-1, 3)
+            picks.append(flat[rng.integers(0, len(flat), size=min(per_image, len(flat)))])
+        return np.concatenate(picks)
+
+    def _set_reference(self, cells: np.ndarray, globs: np.ndarray) -> None:
+        """Store the reference features and the scaling of global features."""
+        self.ref_cells_ = cells.astype(np.float32)
+        self.ref_global_ = globs.astype(np.float32)
+        self.global_scale_ = (globs.std(axis=0) + 1e-3).astype(np.float32)
+
+    def _terms(
+        self, cells: np.ndarray, globs: np.ndarray, ref: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Raw local scores (N,), global scores (N,) and cell maps (N, P) against reference rows `ref`."""
+        p = self.params
+        ref_idx = np.arange(len(self.ref_cells_)) if ref is None else ref
+        ref_g = self.ref_global_[ref_idx] / self.global_scale_
+        q_g = globs / self.global_scale_
+        d_g = (
+            (q_g**2).sum(1)[:, None] - 2.0 * q_g @ ref_g.T + (ref_g**2).sum(1)[None, :]
+        )
+        d_g = np.sqrt(np.maximum(d_g, 0.0))  # (N, n_ref)
+        n_ref = len(ref_idx)
+        sizes = sorted({min(m, n_ref) for m in p.neighbours})
+        m_max = sizes[-1]
+        order = np.argsort(d_g, axis=1)
+        maps = np.empty((len(cells), cells.shape[1]), dtype=np.float32)
+        for i in range(len(cells)):
+            near = self.ref_cells_[ref_idx[order[i, :m_max]]]  # (M, P, C)
+            dist = np.abs(near - cells[i][None]).sum(axis=2)  # (M, P)
+            np.minimum.accumulate(dist, axis=0, out=dist)
+            maps[i] = dist[[m - 1 for m in sizes]].mean(axis=0)
+        k = min(p.global_k, n_ref)
+        rot = self.rotation_free_
+        ref_r = self.ref_global_[ref_idx][:, rot] / self.global_scale_[rot]
+        q_r = q_g[:, rot]
+        d_r = np.sqrt(np.maximum(
+            (q_r**2).sum(1)[:, None] - 2.0 * q_r @ ref_r.T + (ref_r**2).sum(1)[None, :], 0.0))
+        global_term = np.sort(d_r, axis=1)[:, :k].mean(axis=1)
+        return _top_mean(maps, p.top_fraction), global_term, maps
+
+    def _combine(self, local: np.ndarray, global_term: np.ndarray) -> np.ndarray:
+        """Anomaly score (N,) from raw terms standardised against held-out good images."""
+        z_local = (local - self.local_stats_[0]) / self.local_stats_[1]
+        z_global = (global_term - self.global_stats_[0]) / self.global_stats_[1]
+        excess = np.maximum(z_global - self.params.global_margin, 0.0)
+        return (z_local + self.params.global_weight * excess).astype(np.float64)
+
+    def _calibrate(self, cells: np.ndarray, globs: np.ndarray, rng: np.random.Generator) -> None:
+        """Cross-fit: score each good image with a profile fitted without it; set stats and threshold."""
+        p = self.params
+        n = len(cells)
+        folds = np.array_split(rng.permutation(n), min(p.n_folds, n))
+        local = np.empty(n)
+        glob = np.empty(n)
+        cell_vals = []
+        for held in folds:
+            ref = np.setdiff1d(np.arange(n), held)
+            lo, gl, maps = self._terms(cells[held], globs[held], ref)
+            local[held], glob[held] = lo, gl
+            cell_vals.append(maps.ravel()[:: max(1, maps.size // 20000)])
+        self.local_stats_ = np.array([np.median(local), max(local.std(), 1e-6)])
+        self.global_stats_ = np.array([np.median(glob), max(glob.std(), 1e-6)])
+        oof = self._combine(local, glob)
+        self.oof_scores_ = oof
+        self.threshold_ = float(np.quantile(oof, 1.0 - p.false_alarm_rate, method="higher"))
+        self.offset_ = -self.threshold_
+        self.map_scale_ = float(np.quantile(np.concatenate(cell_vals), 0.999)) + 1e-6
+        self.calibration_ = Calibration(
+            method=f"{len(folds)}-fold cross-fitting on the training images",
+            n_good=n,
+            false_alarm_rate=p.false_alarm_rate,
+            threshold=self.threshold_,
+            oof_false_alarm_rate=float((oof > self.threshold_).mean()),
+        )
+
+    # ---------------------------------------------------------------- scoring
+    def score_images(self, images: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Anomaly scores (N,) and anomaly maps (N, GH, GW) of BGR uint8 images; maps are in map units."""
+        cells, globs = self._featurise(images)
+        local, glob, maps = self._terms(cells, globs)
+        gh, gw = self.layout_.grid
+        return self._combine(local, glob), maps.reshape(-1, gh, gw) / self.map_scale_
+
+    def anomaly_score(self, images: Iterable[np.ndarray]) -> np.ndarray:
+        """Anomaly score (N,): higher is more anomalous; compare with threshold_."""
+        return self.score_images(images)[0]
+
+    def score_samples(self, images: Iterable[np.ndarray]) -> np.ndarray:
+        """scikit-learn convention: higher is more normal; equals -anomaly_score."""
+        return -self.anomaly_score(images)
+
+    def decision_function(self, images: Iterable[np.ndarray]) -> np.ndarray:
+        """score_samples - offset_: negative for anomalies."""
+        return self.score_samples(images) - self.offset_
+
+    def predict(self, images: Iterable[np.ndarray]) -> np.ndarray:
+        """+1 for normal parts, -1 for anomalies."""
+        return np.where(self.decision_function(images) < 0, -1, 1)
+
+    # ---------------------------------------------------------------- state (for profiles.py)
+    _ARRAYS = ("ref_cells_", "ref_global_", "global_scale_", "local_stats_", "global_stats_", "oof_scores_")
+
+    def get_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """Everything learned, as JSON-able metadata and plain numeric arrays (no objects)."""
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "params": asdict(self.params),
+            "layout": asdict(self.layout_),
+            "chroma_weight": self.palette_.chroma_weight,
+            "novel_distance": self.novel_distance_,
+            "threshold": self.threshold_,
+            "map_scale": self.map_scale_,
+            "n_train": self.n_train_,
+            "calibration": asdict(self.calibration_),
+        }
+        arrays = {name.rstrip("_"): getattr(self, name) for name in self._ARRAYS}
+        arrays["ref_cells"] = self.ref_cells_.astype(np.float16)  # shares are multiples of 1/area
+        arrays["palette_centres"] = self.palette_.centres_
+        return meta, arrays
+
+    @classmethod
+    def from_state(cls, meta: dict, arrays: dict[str, np.ndarray]) -> "NormalProfile":
+        """Rebuild a fitted profile from get_state() output; raises ValueError when inconsistent."""
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"profile format {meta.get('format_version')!r}, this build reads {FORMAT_VERSION}")
+        params = dict(meta["params"])
+        params["neighbours"] = tuple(params["neighbours"])
+        self = cls(ProfileParams(**params))
+        self.layout_ = FeatureLayout(**meta["layout"])
+        self.palette_ = Palette.from_centres(np.asarray(arrays["palette_centres"], np.float32),
+                                             float(meta["chroma_weight"]), self.params.softness)
+        for name in self._ARRAYS:
+            setattr(self, name, np.asarray(arrays[name.rstrip("_")], dtype=np.float32 if name != "oof_scores_" else np.float64))
+        self.novel_distance_ = float(meta["novel_distance"])
+        self.threshold_ = float(meta["threshold"])
+        self.offset_ = -self.threshold_
+        self.map_scale_ = float(meta["map_scale"])
+        self.n_train_ = int(meta["n_train"])
+        self.calibration_ = Calibration(**meta["calibration"])
+        self.pooling_ = region_pooling(self.layout_)
+        n_channels = len(self.palette_.centres_) + 2
+        self.rotation_free_ = np.arange((2 + self.params.n_rings) * n_channels)
+        gh, gw = self.layout_.grid
+        expected = (self.n_train_, gh * gw, n_channels)
+        if self.ref_cells_.shape != expected:
+            raise ValueError(f"ref_cells has shape {self.ref_cells_.shape}, expected {expected}")
+        if self.ref_global_.shape != (self.n_train_, self.pooling_.shape[0] * n_channels):
+            raise ValueError(f"ref_global has shape {self.ref_global_.shape}")
+        if not np.isfinite(self.ref_cells_).all() or not np.isfinite(self.threshold_):
+            raise ValueError("profile holds non-finite values")
+        return self
