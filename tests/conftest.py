@@ -1,0 +1,51 @@
+"""Shared fixtures: synthetic parts written to tmp_path as real image files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from inspector.synthetic import DEFECTS, make_part
+
+SIZE = (200, 150)
+
+
+def write_parts(folder: Path, n: int, rng: np.random.Generator, defect: str | None = None, prefix: str = "part",
+                ext: str = ".png") -> list[Path]:
+    """Write n synthetic parts as image files; return their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        p = folder / f"{prefix}_{i:03d}{ext}"
+        assert cv2.imwrite(str(p), make_part(rng, *SIZE, defect=defect))
+        paths.append(p)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def mvtec_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small MVTec-layout folder of synthetic parts, with masks for the spot defects."""
+    root = tmp_path_factory.mktemp("mvtec")
+    rng = np.random.default_rng(11)
+    write_parts(root / "train" / "good", 30, rng)
+    write_parts(root / "test" / "good", 10, rng)
+    for d in DEFECTS:
+        write_parts(root / "test" / d, 4, rng, defect=d)
+    # masks: mark the whole part area for every defect (coarse but valid ground truth)
+    for d in DEFECTS:
+        (root / "ground_truth" / d).mkdir(parents=True)
+        for p in sorted((root / "test" / d).iterdir()):
+            img = cv2.imread(str(p))
+            diff = np.abs(img.astype(int) - make_part(np.random.default_rng(0), *SIZE).astype(int)).sum(2)
+            mask = (diff > 150).astype(np.uint8) * 255
+            cv2.imwrite(str(root / "ground_truth" / d / f"{p.stem}_mask.png"), mask)
+    return root
+
+
+@pytest.fixture(scope="session")
+def good_dir(mvtec_dir: Path) -> Path:
+    """Folder of good training parts."""
+    return mvtec_dir / "train" / "good"

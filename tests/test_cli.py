@@ -1,0 +1,159 @@
+"""The command line: real files, real profiles, exit codes and one-line error messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import SIZE, write_parts
+from inspector.cli import build_parser, main
+from inspector.synthetic import make_part
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run `python -m inspector` in a real process."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "inspector", *args], cwd=cwd, capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory, good_dir: Path) -> Path:
+    """A site folder with a config and a trained, active profile."""
+    root = tmp_path_factory.mktemp("site")
+    (root / "config.toml").write_text('[models]\ndir = "models"\n')
+    assert main(["train", str(good_dir), "--config", str(root / "config.toml")]) == 0
+    return root
+
+
+def test_every_command_has_help() -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert {"train", "score", "eval", "segment", "bench", "profiles"} <= set(sub.choices)
+    for name, p in sub.choices.items():
+        assert p.description, name
+        assert all(a.help for a in p._actions if a.dest != "help"), name
+
+
+def test_train_prints_version_and_threshold(tmp_path: Path, good_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[models]\ndir = "m"\n')
+    assert main(["train", str(good_dir), "--config", str(cfg), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["version"] == "v1" and out["active"] is True and out["n_train"] == 30
+    assert (tmp_path / "m" / "ACTIVE").read_text().strip() == "v1"
+    assert main(["train", str(good_dir), "--config", str(cfg)]) == 0
+    text = capsys.readouterr().out
+    assert "profile v2 (active): threshold" in text
+
+
+def test_score_verdicts_and_exit_codes(site: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rng = np.random.default_rng(5)
+    good = write_parts(tmp_path, 1, rng, prefix="good")[0]
+    bad = write_parts(tmp_path, 1, rng, defect="spot", prefix="bad")[0]
+    junk = tmp_path / "junk.jpg"
+    junk.write_text("not an image")
+    cfg = str(site / "config.toml")
+    assert main(["score", str(good), "--config", cfg]) == 0
+    assert "\tok\t" in capsys.readouterr().out
+    assert main(["score", str(good), str(bad), "--config", cfg, "--json"]) == 1
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["verdict"] for r in rows] == ["ok", "defect"]
+    assert all(r["profile_version"] == "v1" and r["threshold"] is not None for r in rows)
+    assert main(["score", str(junk), "--config", cfg]) == 3
+    assert "rejected\tnot_an_image" in capsys.readouterr().out
+    assert main(["score", str(junk), "--config", cfg, "--exit-zero"]) == 0
+
+
+def test_user_errors_are_one_line_without_traceback(tmp_path: Path, site: Path) -> None:
+    (tmp_path / "empty.toml").write_text('[models]\ndir = "none"\n')
+    img = tmp_path / "x.png"
+    cv2.imwrite(str(img), make_part(np.random.default_rng(0), *SIZE))
+    cases = [
+        (["score", str(img), "--config", str(tmp_path / "empty.toml")], 4, "no active profile"),
+        (["train", str(tmp_path / "missing"), "--config", str(tmp_path / "empty.toml")], 5, "not a folder"),
+        (["eval", str(tmp_path), "--config", str(tmp_path / "empty.toml")], 5, "lacks train/good"),
+        (["score", str(img), "--config", str(tmp_path / "nope.toml")], 2, "config file not found"),
+    ]
+    (tmp_path / "bad.toml").write_text("[profile]\nn_colours = 'many'\n")
+    cases.append((["score", str(img), "--config", str(tmp_path / "bad.toml")], 2, "profile.n_colours"))
+    for args, code, text in cases:
+        proc = run_cli(*args, cwd=tmp_path)
+        assert proc.returncode == code, (args, proc.stderr)
+        assert text in proc.stderr, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_corrupt_active_profile_is_refused(tmp_path: Path, good_dir: Path) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[models]\ndir = "models"\n')
+    assert main(["train", str(good_dir), "--config", str(cfg)]) == 0
+    npz = tmp_path / "models" / "v1" / "profile.npz"
+    npz.write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])
+    img = next(good_dir.iterdir())
+    proc = run_cli("score", str(img), "--config", str(cfg), cwd=tmp_path)
+    assert proc.returncode == 4 and "corrupt" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_eval_json_keys_and_report(mvtec_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["eval", str(mvtec_dir), "--json", "--report", str(tmp_path / "rep")]) == 0
+    out = capsys.readouterr().out
+    m = json.loads(out)  # exactly one JSON object
+    for key in ("image_auroc", "average_precision", "threshold", "false_alarm_rate", "recall", "per_type_recall",
+                "pixel_auroc", "ms_per_image", "n_train", "n_test"):
+        assert key in m
+    assert m["n_train"] == 30 and m["n_test"] == 26
+    assert m["image_auroc"] > 0.95
+    assert set(m["per_type_recall"]) == {"spot", "missing", "scratch", "shift"}
+    assert m["pixel_auroc"] is not None and m["pixel_auroc"] > 0.7
+    for name in ("roc.png", "histogram.png", "index.html"):
+        assert (tmp_path / "rep" / name).is_file()
+    assert list((tmp_path / "rep").glob("overlay_*.png"))
+
+
+def test_eval_text_output(mvtec_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["eval", str(mvtec_dir)]) == 0
+    out = capsys.readouterr().out
+    for label in ("image AUROC", "average precision", "false-alarm rate", "recall spot", "pixel AUROC", "ms per image"):
+        assert label in out
+
+
+def test_segment_panel(tmp_path: Path) -> None:
+    img = tmp_path / "part.png"
+    cv2.imwrite(str(img), make_part(np.random.default_rng(1), *SIZE))
+    out = tmp_path / "panel.png"
+    assert main(["segment", str(img), "--k", "2,4", "--out", str(out)]) == 0
+    panel = cv2.imread(str(out))
+    assert panel is not None and panel.shape[1] > 3 * SIZE[0]
+    k2 = panel[28:, SIZE[0] + 6: 2 * SIZE[0] + 6]
+    assert len(np.unique(k2.reshape(-1, 3), axis=0)) <= 2
+    assert main(["segment", str(img), "--k", "1"]) == 1
+
+
+def test_profiles_list_and_activate(site: Path, good_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg = str(site / "config.toml")
+    assert main(["train", str(good_dir), "--config", cfg, "--no-activate"]) == 0
+    capsys.readouterr()
+    assert main(["profiles", "list", "--config", cfg, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["active"] for r in rows][-1] is False
+    newest = rows[-1]["version"]
+    assert main(["profiles", "activate", newest, "--config", cfg]) == 0
+    assert (site / "models" / "ACTIVE").read_text().strip() == newest
+    assert main(["profiles", "activate", "v999", "--config", cfg]) == 4
+    assert main(["profiles", "activate", "v1", "--config", cfg]) == 0
+
+
+def test_python_dash_m_and_version() -> None:
+    proc = run_cli("--version", cwd=REPO)
+    assert proc.returncode == 0 and proc.stdout.startswith("inspector ")

@@ -1,0 +1,83 @@
+"""Configuration: strict loading, path resolution, and config.toml kept equal to the code defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from inspector import config
+from inspector.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_config_toml_lists_every_default() -> None:
+    """config.toml at the repo root holds exactly the defaults of config.py, key for key."""
+    loaded = config.load(REPO / "config.toml")
+    defaults = config.from_dict({}, REPO)
+    for name in config.SECTIONS:
+        assert getattr(loaded, name) == getattr(defaults, name), name
+    import tomllib
+
+    raw = tomllib.loads((REPO / "config.toml").read_text())
+    for name, cls in config.SECTIONS.items():
+        assert set(raw[name]) == {f.name for f in dataclasses.fields(cls)}, f"[{name}] lacks or adds keys"
+
+
+def test_unknown_key_is_named(tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_text("[profile]\nn_colour = 8\n")
+    with pytest.raises(ConfigError, match=r"profile\.n_colour"):
+        config.load(tmp_path / "c.toml")
+
+
+def test_unknown_section_is_named(tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_text("[profiles]\nn_colours = 8\n")
+    with pytest.raises(ConfigError, match=r"\[profiles\]"):
+        config.load(tmp_path / "c.toml")
+
+
+@pytest.mark.parametrize("text,key", [
+    ('[profile]\nn_colours = "8"\n', "profile.n_colours"),
+    ("[profile]\nn_colours = 8.5\n", "profile.n_colours"),
+    ("[profile]\nn_colours = true\n", "profile.n_colours"),
+    ('[profile]\nneighbours = [5, "x"]\n', r"profile.neighbours\[1\]"),
+    ("[input]\npatterns = \"*.jpg\"\n", "input.patterns"),
+    ("[models]\ndir = 3\n", "models.dir"),
+])
+def test_wrong_type_is_named(tmp_path: Path, text: str, key: str) -> None:
+    (tmp_path / "c.toml").write_text(text)
+    with pytest.raises(ConfigError, match=key):
+        config.load(tmp_path / "c.toml")
+
+
+def test_out_of_range_value(tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_text("[profile]\nfalse_alarm_rate = 1.5\n")
+    with pytest.raises(ConfigError, match="false_alarm_rate"):
+        config.load(tmp_path / "c.toml")
+
+
+def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "c.toml").write_text('[models]\ndir = "profiles"\n')
+    monkeypatch.chdir(tmp_path)
+    cfg = config.load("site/c.toml")
+    assert cfg.models.dir == (tmp_path / "site" / "profiles").resolve()
+    (tmp_path / "site" / "d.toml").write_text("[profile]\nn_colours = 8\n")
+    assert config.load("site/d.toml").models.dir == (tmp_path / "site" / "models").resolve()
+
+
+def test_missing_explicit_file_and_bad_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        config.load(tmp_path / "nope.toml")
+    (tmp_path / "bad.toml").write_text("[profile\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config.load(tmp_path / "bad.toml")
+
+
+def test_no_file_means_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = config.load(None)
+    assert cfg.profile == config.ProfileParams()
+    assert cfg.models.dir == tmp_path / "models"
