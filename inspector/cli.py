@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("profiles", parents=[common], help="list profile versions or activate one",
                        description="`profiles list` shows versions (* = active); `profiles activate VERSION`.")
-    p.add_argument("action", nargs="?", choices=["list", "activate"], default="list")
+    p.add_argument("action", nargs="?", choices=["list", "activate"], default="list", help="list (default) or activate")
     p.add_argument("version", nargs="?", help="version to activate, e.g. v3")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_profiles)
