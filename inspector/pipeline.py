@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from fnmatch import fnmatch
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from inspector.config import Config, InputConfig
 from inspector.errors import DatasetError, ImageRejected
 from inspector.profile import NormalProfile, ProfileParams
 
-Progress = Callable[[Sequence], "Iterator"]
+Progress = Callable[..., Iterator]  # wraps an iterable (with total=N) to show progress, like tqdm
 
 
 @dataclass
@@ -54,8 +55,6 @@ def list_images(folder: Path, patterns: Sequence[str]) -> list[Path]:
     if not folder.is_dir():
         raise DatasetError(f"not a folder: {folder}")
     lowered = tuple(p.lower() for p in patterns)
-    from fnmatch import fnmatch
-
     return sorted(p for p in folder.iterdir() if any(fnmatch(p.name.lower(), pat) for pat in lowered))
 
 

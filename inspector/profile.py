@@ -84,6 +84,12 @@ class Calibration:
     oof_false_alarm_rate: float
 
 
+def _euclidean(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise Euclidean distances between rows of a (N, D) and b (M, D); returns (N, M)."""
+    d2 = (a**2).sum(1)[:, None] - 2.0 * a @ b.T + (b**2).sum(1)[None, :]
+    return np.sqrt(np.maximum(d2, 0.0))
+
+
 def _top_mean(maps: np.ndarray, fraction: float) -> np.ndarray:
     """Mean of the largest `fraction` of values in each row of maps (N, P); returns (N,)."""
     k = max(1, math.ceil(fraction * maps.shape[1]))
@@ -142,13 +148,17 @@ class NormalProfile:
             [self.palette_.assign(w).distance.ravel()[:: max(1, len(works) // 50)] for w in works]
         )
         self.novel_distance_ = float(np.quantile(distances, p.novel_quantile)) + 1.0
-        self.pooling_ = region_pooling(self.layout_)
-        n_channels = len(self.palette_.centres_) + 2
-        self.rotation_free_ = np.arange((2 + p.n_rings) * n_channels)  # whole image and rings
+        self._derive()
         cells, globs = self._featurise(works)
         self._set_reference(cells, globs)
         self._calibrate(cells, globs, rng)
         return self
+
+    def _derive(self) -> None:
+        """Set what follows from layout and palette: region pooling and the rotation-free feature indices."""
+        self.pooling_ = region_pooling(self.layout_)
+        n_channels = len(self.palette_.centres_) + 2
+        self.rotation_free_ = np.arange((2 + self.params.n_rings) * n_channels)  # whole image and rings
 
     def _pixel_sample(self, works: Sequence[np.ndarray], rng: np.random.Generator) -> np.ndarray:
         """Pool up to `pixel_samples` pixels (N, 3) uint8 evenly from the working images."""
@@ -173,10 +183,7 @@ class NormalProfile:
         ref_idx = np.arange(len(self.ref_cells_)) if ref is None else ref
         ref_g = self.ref_global_[ref_idx] / self.global_scale_
         q_g = globs / self.global_scale_
-        d_g = (
-            (q_g**2).sum(1)[:, None] - 2.0 * q_g @ ref_g.T + (ref_g**2).sum(1)[None, :]
-        )
-        d_g = np.sqrt(np.maximum(d_g, 0.0))  # (N, n_ref)
+        d_g = _euclidean(q_g, ref_g)  # (N, n_ref)
         n_ref = len(ref_idx)
         sizes = sorted({min(m, n_ref) for m in p.neighbours})
         m_max = sizes[-1]
@@ -189,10 +196,7 @@ class NormalProfile:
             maps[i] = dist[[m - 1 for m in sizes]].mean(axis=0)
         k = min(p.global_k, n_ref)
         rot = self.rotation_free_
-        ref_r = self.ref_global_[ref_idx][:, rot] / self.global_scale_[rot]
-        q_r = q_g[:, rot]
-        d_r = np.sqrt(np.maximum(
-            (q_r**2).sum(1)[:, None] - 2.0 * q_r @ ref_r.T + (ref_r**2).sum(1)[None, :], 0.0))
+        d_r = _euclidean(q_g[:, rot], ref_g[:, rot])  # (N, n_ref), rotation-free features only
         global_term = np.sort(d_r, axis=1)[:, :k].mean(axis=1)
         return _top_mean(maps, p.top_fraction), global_term, maps
 
@@ -295,9 +299,8 @@ class NormalProfile:
         self.map_scale_ = float(meta["map_scale"])
         self.n_train_ = int(meta["n_train"])
         self.calibration_ = Calibration(**meta["calibration"])
-        self.pooling_ = region_pooling(self.layout_)
+        self._derive()
         n_channels = len(self.palette_.centres_) + 2
-        self.rotation_free_ = np.arange((2 + self.params.n_rings) * n_channels)
         gh, gw = self.layout_.grid
         expected = (self.n_train_, gh * gw, n_channels)
         if self.ref_cells_.shape != expected:
