@@ -6,8 +6,7 @@ Two families, both derived only from the label map and the novel-colour mask:
   by a grid of overlapping windows: one cell every `stride` pixels, each window `window` strides wide, so
   neighbouring windows overlap and absorb small misalignment. Each cell holds, as fractions of its area:
     - the share of every palette segment (K values): what colours are where;
-    - the segment boundary density: the share of pixels whose label differs from the right or lower
-      neighbour; it carries shape and texture (scratches, cracks and broken edges add boundaries);
+    - the segment boundary density: the share of pixels whose label differs from a 4-neighbour's; it carries shape and texture (scratches, cracks and broken edges add boundaries);
     - the novel-colour share: pixels farther from every palette colour than the good images ever were.
   Shape: (GH, GW, K + 2).
 * **Global features** (whole image, for retrieving similar training images and for a whole-image kNN
@@ -81,9 +80,13 @@ def pixel_channels(seg: Segmentation, n_colours: int, novel_distance: float) -> 
     h, w = labels.shape
     out = np.zeros((h, w, n_colours + 2), dtype=np.float32)
     out[..., :n_colours] = seg.soft
-    boundary = np.zeros((h, w), dtype=bool)
-    boundary[:, :-1] |= labels[:, :-1] != labels[:, 1:]
-    boundary[:-1, :] |= labels[:-1, :] != labels[1:, :]
+    boundary = np.zeros((h, w), dtype=bool)  # both pixels of a differing pair: symmetric under flips
+    across = labels[:, :-1] != labels[:, 1:]
+    down = labels[:-1, :] != labels[1:, :]
+    boundary[:, :-1] |= across
+    boundary[:, 1:] |= across
+    boundary[:-1, :] |= down
+    boundary[1:, :] |= down
     out[..., n_colours] = boundary
     out[..., n_colours + 1] = seg.distance > novel_distance
     return out

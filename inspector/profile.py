@@ -280,6 +280,33 @@ class NormalProfile:
         arrays["palette_centres"] = self.palette_.centres_
         return meta, arrays
 
+    def _check_state(self) -> None:
+        """Raise ValueError unless every loaded array has the shape and finiteness this profile needs."""
+        lay = self.layout_
+        if min(lay.width, lay.height, lay.stride, lay.n_rings, lay.coarse) < 1 or lay.window < lay.stride:
+            raise ValueError(f"invalid feature layout {lay}")
+        k = len(self.palette_.centres_)
+        gh, gw = lay.grid
+        c = k + 2
+        g = self.pooling_.shape[0] * c
+        expected = {
+            "palette_.centres_": (self.palette_.centres_, (k, 3)),
+            "ref_cells_": (self.ref_cells_, (self.n_train_, gh * gw, c)),
+            "ref_global_": (self.ref_global_, (self.n_train_, g)),
+            "global_scale_": (self.global_scale_, (g,)),
+            "local_stats_": (self.local_stats_, (2,)),
+            "global_stats_": (self.global_stats_, (2,)),
+            "oof_scores_": (self.oof_scores_, (self.n_train_,)),
+        }
+        for name, (array, shape) in expected.items():
+            if array.shape != shape:
+                raise ValueError(f"{name} has shape {array.shape}, expected {shape}")
+            if not np.isfinite(array).all():
+                raise ValueError(f"{name} holds non-finite values")
+        scalars = (self.threshold_, self.novel_distance_, self.map_scale_)
+        if not all(math.isfinite(v) for v in scalars) or min(self.local_stats_[1], self.global_stats_[1]) <= 0:
+            raise ValueError("profile holds non-finite or non-positive calibration values")
+
     @classmethod
     def from_state(cls, meta: dict, arrays: dict[str, np.ndarray]) -> "NormalProfile":
         """Rebuild a fitted profile from get_state() output; raises ValueError when inconsistent."""
@@ -300,13 +327,5 @@ class NormalProfile:
         self.n_train_ = int(meta["n_train"])
         self.calibration_ = Calibration(**meta["calibration"])
         self._derive()
-        n_channels = len(self.palette_.centres_) + 2
-        gh, gw = self.layout_.grid
-        expected = (self.n_train_, gh * gw, n_channels)
-        if self.ref_cells_.shape != expected:
-            raise ValueError(f"ref_cells has shape {self.ref_cells_.shape}, expected {expected}")
-        if self.ref_global_.shape != (self.n_train_, self.pooling_.shape[0] * n_channels):
-            raise ValueError(f"ref_global has shape {self.ref_global_.shape}")
-        if not np.isfinite(self.ref_cells_).all() or not np.isfinite(self.threshold_):
-            raise ValueError("profile holds non-finite values")
+        self._check_state()
         return self

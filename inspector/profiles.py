@@ -131,7 +131,7 @@ def active_version(models_dir: Path) -> str:
         name = pointer.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         raise NoActiveProfile(f"no active profile in {models_dir}: run `inspector train DIR` first") from None
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise ProfileError(f"cannot read {pointer}: {exc}") from None
     if not _VERSION_RE.match(name):
         raise ProfileError(f"{pointer} names {name!r}, which is not a profile version")
@@ -157,7 +157,8 @@ def load(models_dir: Path, version: str | None = None) -> StoredProfile:
         with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
         profile = NormalProfile.from_state(meta, arrays)
-    except (ValueError, KeyError, TypeError, OSError, zipfile.BadZipFile) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, OSError, EOFError, ZeroDivisionError,
+            zipfile.BadZipFile) as exc:
         raise ProfileError(f"profile {name} is incompatible or corrupt: {exc}") from None
     return StoredProfile(name, profile, meta)
 
@@ -172,6 +173,8 @@ def describe(models_dir: Path) -> list[dict[str, Any]]:
     for name in versions(models_dir):
         try:
             meta = json.loads((models_dir / name / META).read_text(encoding="utf-8"))
+            if not isinstance(meta, dict):
+                raise ValueError("profile.json is not an object")
             rows.append({"version": name, "active": name == current, "created_at": meta.get("created_at"),
                          "threshold": meta.get("threshold"), "n_train": meta.get("n_train"),
                          "note": meta.get("note", "")})
