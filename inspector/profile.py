@@ -304,7 +304,8 @@ class NormalProfile:
             if not np.isfinite(array).all():
                 raise ValueError(f"{name} holds non-finite values")
         scalars = (self.threshold_, self.novel_distance_, self.map_scale_)
-        if not all(math.isfinite(v) for v in scalars) or min(self.local_stats_[1], self.global_stats_[1]) <= 0:
+        positive = (self.local_stats_[1], self.global_stats_[1], self.map_scale_)
+        if not all(math.isfinite(v) for v in scalars) or min(positive) <= 0:
             raise ValueError("profile holds non-finite or non-positive calibration values")
 
     @classmethod
@@ -316,8 +317,14 @@ class NormalProfile:
         params["neighbours"] = tuple(params["neighbours"])
         self = cls(ProfileParams(**params))
         self.layout_ = FeatureLayout(**meta["layout"])
-        self.palette_ = Palette.from_centres(np.asarray(arrays["palette_centres"], np.float32),
-                                             float(meta["chroma_weight"]), self.params.softness)
+        centres = np.asarray(arrays["palette_centres"], np.float32)
+        if centres.ndim != 2 or centres.shape[1] != 3 or not 1 <= len(centres) <= 255:
+            raise ValueError(f"palette_centres has shape {centres.shape}, expected (K, 3) with 1 <= K <= 255")
+        lay = self.layout_
+        if (lay.n_rings, lay.coarse, lay.width) != (self.params.n_rings, self.params.coarse,
+                                                    lay.stride * self.params.cells_across):
+            raise ValueError("profile layout does not match its parameters")
+        self.palette_ = Palette.from_centres(centres, float(meta["chroma_weight"]), self.params.softness)
         for name in self._ARRAYS:
             setattr(self, name, np.asarray(arrays[name.rstrip("_")], dtype=np.float32 if name != "oof_scores_" else np.float64))
         self.novel_distance_ = float(meta["novel_distance"])

@@ -34,7 +34,7 @@ from inspector import __version__
 from inspector.errors import NoActiveProfile, ProfileError
 from inspector.profile import NormalProfile
 
-_VERSION_RE = re.compile(r"^v(\d+)$")
+_VERSION_RE = re.compile(r"v([1-9]\d*)\Z")
 META = "profile.json"
 ARRAYS = "profile.npz"
 ACTIVE = "ACTIVE"
@@ -140,7 +140,7 @@ def active_version(models_dir: Path) -> str:
 
 def load(models_dir: Path, version: str | None = None) -> StoredProfile:
     """Load a version (default: the active one), verifying its integrity; ProfileError if unusable."""
-    name = version or active_version(models_dir)
+    name = active_version(models_dir) if version is None else version
     if not _VERSION_RE.match(name):
         raise ProfileError(f"{name!r} is not a profile version (expected v1, v2, ...)")
     folder = models_dir / name
