@@ -72,9 +72,3 @@ def _place(points: np.ndarray, cx: float, cy: float, angle_deg: float) -> np.nda
     rot = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
     return np.round(points @ rot.T + [cx, cy]).astype(np.int32)
 
-
-def make_batch(
-    rng: np.random.Generator, n: int, width: int = 256, height: int = 192, defect: str | None = None,
-) -> list[np.ndarray]:
-    """Render n parts (each (height, width, 3) uint8 BGR) with the same defect kind (or none)."""
-    return [make_part(rng, width, height, defect) for _ in range(n)]
