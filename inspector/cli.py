@@ -78,7 +78,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(v.as_dict()))
         elif v.verdict == "rejected":
-            print(f"{path}\trejected\t{v.reason}")
+            print(f"{path}\trejected\t{v.reason}: {v.detail}")
         else:
             print(f"{path}\t{v.verdict}\tscore {v.score:.3f}\tthreshold {v.threshold:.3f}\tprofile {v.profile_version}")
         worst = max(worst, {"ok": 0, "defect": 1, "rejected": 3}[v.verdict])
@@ -177,6 +177,121 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     return 0
 
 
+def _setup_logging() -> None:
+    """Service log lines on stderr, one per event, flushed as they come."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("inspector")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    root.propagate = False
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """Run the hot-folder service until SIGTERM/SIGINT (or, with --once, until the backlog is done)."""
+    import dataclasses
+
+    from inspector.service import WatchService
+
+    cfg = _load_config(args)
+    if args.workers is not None:
+        if args.workers < 0:
+            raise InspectorError("--workers must be 0 (= number of cores) or more")
+        cfg = dataclasses.replace(cfg, watch=dataclasses.replace(cfg.watch, workers=args.workers))
+    _setup_logging()
+    service = WatchService(cfg, Path(args.dir) if args.dir else None, once=args.once, observer=args.observer)
+    return service.run()
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    """Database maintenance: apply migrations, or show the schema revision."""
+    from inspector.store import Store
+
+    cfg = _load_config(args)
+    with Store(cfg.database.url, busy_timeout_ms=cfg.database.busy_timeout_ms, migrate=False) as store:
+        if args.action == "upgrade":
+            before = store.revision()
+            head = store.upgrade()
+            print(f"database at revision {head}" + ("" if before == head else f" (was {before or 'empty'})"))
+        else:
+            print(store.revision() or "empty (run `inspector db upgrade`)")
+    return 0
+
+
+def parse_since(text: str):
+    """'8h', '30m', '2d', '90s' (ago) or an ISO date/time -> an aware UTC datetime."""
+    import re
+    from datetime import datetime, timedelta, timezone
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
+    if m:
+        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+        return datetime.now(timezone.utc) - timedelta(seconds=float(m.group(1)) * unit)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise InspectorError(f"--since takes a duration like 8h, 30m, 2d or an ISO time, got {text!r}") from None
+    return (when if when.tzinfo else when.astimezone()).astimezone(timezone.utc)
+
+
+_LIST_KEYS = ("id", "sha256", "name", "verdict", "reason", "detail", "score", "threshold", "profile_version",
+              "received_at", "inspected_at", "archived_path", "overlay_path", "size", "width", "height", "ms",
+              "station", "line", "camera")
+
+
+def _jsonable(row: dict) -> dict:
+    """A row with datetimes as ISO strings."""
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
+
+
+def _open_store(cfg):
+    """The configured store for reading (migrated to the current schema first)."""
+    from inspector.store import Store
+
+    return Store(cfg.database.url, busy_timeout_ms=cfg.database.busy_timeout_ms)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Print inspections, newest first."""
+    cfg = _load_config(args)
+    if args.limit is not None and args.limit < 1:
+        raise InspectorError("--limit must be at least 1")
+    since = parse_since(args.since) if args.since else None
+    with _open_store(cfg) as store:
+        rows = store.list(verdict=args.verdict, since=since, limit=args.limit)
+    if args.json:
+        print(json.dumps([_jsonable({k: r.get(k) for k in _LIST_KEYS}) for r in rows]))
+        return 0
+    for r in rows:
+        when = r["inspected_at"].astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        if r["verdict"] == "rejected":
+            what = f"{r['reason']}"
+        else:
+            what = f"score {r['score']:.3f} / {r['threshold']:.3f}"
+        print(f"{r['id']:>7}  {when}  {r['verdict']:<8}  {what:<24}  {r['profile_version'] or '-':<5}  {r['name']}")
+    if not rows:
+        print("no inspections match", file=sys.stderr)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """Print one inspection in full."""
+    cfg = _load_config(args)
+    with _open_store(cfg) as store:
+        row = store.get(args.id)
+    if row is None:
+        raise InspectorError(f"no inspection #{args.id}")
+    row = _jsonable(row)
+    if args.json:
+        print(json.dumps(row))
+        return 0
+    for key, value in row.items():
+        print(f"{key:<16}{'-' if value is None else value}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per job; every command has help text."""
     parser = argparse.ArgumentParser(
@@ -237,6 +352,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("version", nargs="?", help="version to activate, e.g. v3")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_profiles)
+
+    p = sub.add_parser("watch", parents=[common], help="run the hot-folder service: every part gets one verdict",
+                       description="Watch DIR (default: [watch] dir) for parts, judge each complete file once with "
+                                   "the active profile, record the verdict in the database, and archive the file "
+                                   "into ok/, defect/ or rejected/. Stops cleanly on SIGTERM or Ctrl-C.")
+    p.add_argument("dir", nargs="?", help="the folder to watch (default: [watch] dir from the config)")
+    p.add_argument("--once", action="store_true", help="judge what is in the folder now, then exit")
+    p.add_argument("--observer", choices=["native", "polling"], help="override [watch] observer")
+    p.add_argument("--workers", type=int, help="override [watch] workers (0 = number of cores)")
+    p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser("db", parents=[common], help="database schema: upgrade or show the revision",
+                       description="`db upgrade` applies the Alembic migrations to [database] url (the watcher "
+                                   "also does this at start); `db current` prints the schema revision.")
+    p.add_argument("action", choices=["upgrade", "current"], help="upgrade or current")
+    p.set_defaults(func=cmd_db)
+
+    p = sub.add_parser("list", parents=[common], help="list inspections, newest first",
+                       description="List recorded inspections, newest first.")
+    p.add_argument("--verdict", choices=["ok", "defect", "rejected"], help="only this verdict")
+    p.add_argument("--since", metavar="WHEN", help="only newer than this: 8h, 30m, 2d, or an ISO date/time")
+    p.add_argument("--limit", type=int, default=50, help="at most N rows (default 50)")
+    p.add_argument("--json", action="store_true", help="print one JSON array")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("show", parents=[common], help="print one inspection in full",
+                       description="Print every recorded field of inspection ID.")
+    p.add_argument("id", type=int, help="inspection id (see `inspector list`)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_show)
     return parser
 
 

@@ -38,16 +38,62 @@ class ModelsConfig:
 
 
 @dataclass(frozen=True)
+class WatchConfig:
+    """The hot folder service: where parts arrive, how they are noticed, where they go after their verdict."""
+
+    dir: Path = Path("inbox")  # the folder the line camera writes into
+    patterns: tuple[str, ...] = ()  # file name patterns; empty = the [input] patterns
+    recursive: bool = False  # also watch sub-folders
+    observer: str = "native"  # "native" (inotify and the like) or "polling" (network shares)
+    poll_interval_s: float = 1.0  # how often the polling observer looks
+    settle_s: float = 1.0  # a file without a close/rename event is complete once unchanged this long
+    rescan_s: float = 30.0  # full rescan of the folder, catching events the observer lost
+    archive: bool = True  # move each judged file into archive_dir/{ok,defect,rejected}; false = leave in place
+    archive_dir: Path = Path("archive")
+    overlays_dir: Path = Path("overlays")  # anomaly-map overlays, written for each defect
+    workers: int = 0  # scoring threads; 0 = the number of cores
+    batch_size: int = 64  # verdicts per database transaction at most (group commit: no waiting to fill)
+    log_format: str = "text"  # "text" (one line per verdict) or "json" (JSON lines)
+    stats_every_s: float = 10.0  # throughput line every this many seconds (0 = never)
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    """Where verdicts are recorded (SQLAlchemy URL; a relative SQLite path resolves against the config folder)."""
+
+    url: str = "sqlite:///inspector.db"
+    busy_timeout_ms: int = 30000  # how long a writer waits for another writer before failing
+
+
+@dataclass(frozen=True)
+class StationConfig:
+    """Names recorded with every inspection."""
+
+    name: str = "station-1"
+    line: str = "line-1"
+    camera: str = "camera-1"
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
     profile: ProfileParams = field(default_factory=ProfileParams)
     input: InputConfig = field(default_factory=InputConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
+    watch: WatchConfig = field(default_factory=WatchConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    station: StationConfig = field(default_factory=StationConfig)
     source: Path | None = None  # the file this was loaded from, if any
 
+    @property
+    def watch_patterns(self) -> tuple[str, ...]:
+        """The patterns the watcher matches: [watch] patterns, else [input] patterns."""
+        return self.watch.patterns or self.input.patterns
 
-SECTIONS: dict[str, type] = {"profile": ProfileParams, "input": InputConfig, "models": ModelsConfig}
+
+SECTIONS: dict[str, type] = {"profile": ProfileParams, "input": InputConfig, "models": ModelsConfig,
+                             "watch": WatchConfig, "database": DatabaseConfig, "station": StationConfig}
 
 
 def _check(value: Any, tp: Any, where: str, base: Path) -> Any:
@@ -122,7 +168,43 @@ def from_dict(data: dict[str, Any], base: Path) -> Config:
             raise ConfigError(f"unknown config section [{name}] (known: {', '.join(SECTIONS)})")
     sections = {name: _section(cls, data.get(name, {}), name, base) for name, cls in SECTIONS.items()}
     _validate(sections["profile"])
+    _validate_service(sections["watch"], sections["database"], sections["station"])
+    sections["database"] = dataclasses.replace(
+        sections["database"], url=_resolve_sqlite(sections["database"].url, base))
     return Config(**sections)
+
+
+def _resolve_sqlite(url: str, base: Path) -> str:
+    """Make a relative SQLite file path in `url` absolute against `base`; other URLs are returned unchanged."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        return url
+    rest = url[len(prefix):]
+    path, sep, query = rest.partition("?")
+    if not path or path == ":memory:" or path.startswith("/"):
+        return url
+    return prefix + str(base / path) + sep + query
+
+
+def _validate_service(w: WatchConfig, db: DatabaseConfig, st: StationConfig) -> None:
+    """Range and choice checks of the service sections."""
+    checks = [
+        (w.observer in ("native", "polling"), 'watch.observer must be "native" or "polling"'),
+        (w.log_format in ("text", "json"), 'watch.log_format must be "text" or "json"'),
+        (w.poll_interval_s > 0, "watch.poll_interval_s must be positive"),
+        (w.settle_s >= 0, "watch.settle_s must not be negative"),
+        (w.rescan_s > 0, "watch.rescan_s must be positive"),
+        (w.workers >= 0, "watch.workers must be 0 (= number of cores) or more"),
+        (w.batch_size >= 1, "watch.batch_size must be at least 1"),
+        (w.stats_every_s >= 0, "watch.stats_every_s must not be negative"),
+        (bool(db.url.strip()), "database.url must not be empty"),
+        (db.busy_timeout_ms >= 0, "database.busy_timeout_ms must not be negative"),
+        (all(0 < len(v) <= 64 for v in (st.name, st.line, st.camera)),
+         "station.name, station.line and station.camera must be 1 to 64 characters"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
 
 
 def _validate(p: ProfileParams) -> None:

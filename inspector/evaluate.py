@@ -92,7 +92,7 @@ def evaluate(root: Path, cfg: Config, progress: Progress | None = None, n_top: i
         v = inspector.inspect_bytes(data, path.name, keep_image=True)
         ms.append((time.perf_counter() - start) * 1000.0)
         if v.verdict == "rejected":
-            raise ImageRejected("eval", f"test image {path} was rejected: {v.reason}")
+            raise ImageRejected("eval", f"test image {path} was rejected: {v.reason}: {v.detail}")
         names.append(f"{kind}/{path.name}")
         types.append(kind)
         scores.append(v.score)

@@ -70,9 +70,12 @@ class _Header:
 # ---------------------------------------------------------------------------------------------- files
 
 
-def _show(path: str | bytes | os.PathLike) -> str:
-    """Printable form of a path, even when the name is not valid UTF-8."""
+def printable(path: str | bytes | os.PathLike) -> str:
+    """Printable form of a path, even when the name is not valid UTF-8 (bad bytes become \\xNN)."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+_show = printable
 
 
 def _unreadable(path: str | bytes | os.PathLike, exc: OSError) -> ImageRejected:

@@ -32,7 +32,7 @@ class Verdict:
     name: str
     sha256: str | None
     verdict: str  # "ok", "defect" or "rejected"
-    reason: str | None  # rejection reason code and detail, or None
+    reason: str | None  # rejection reason code (e.g. "truncated"), or None
     score: float | None
     threshold: float | None
     profile_version: str | None
@@ -42,10 +42,11 @@ class Verdict:
     ms: float = 0.0
     anomaly_map: np.ndarray | None = field(default=None, repr=False)  # (GH, GW) float32, map units
     image: np.ndarray | None = field(default=None, repr=False)  # (H, W, 3) uint8 BGR as scored
+    detail: str | None = None  # human-readable rejection detail
 
     def as_dict(self) -> dict:
         """JSON-able summary (no arrays)."""
-        keys = ("name", "sha256", "verdict", "reason", "score", "threshold", "profile_version", "width",
+        keys = ("name", "sha256", "verdict", "reason", "detail", "score", "threshold", "profile_version", "width",
                 "height", "size", "ms")
         return {k: getattr(self, k) for k in keys}
 
@@ -156,7 +157,7 @@ class Inspector:
                   start: float) -> Verdict:
         """A rejected verdict carrying the rejection reason."""
         return Verdict(
-            name=name, sha256=digest, verdict="rejected", reason=str(exc), score=None,
+            name=name, sha256=digest, verdict="rejected", reason=exc.reason, detail=exc.detail, score=None,
             threshold=self.profile.threshold_, profile_version=self.version, size=size,
             ms=(time.perf_counter() - start) * 1000.0,
         )

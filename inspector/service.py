@@ -1,0 +1,579 @@
+"""The watch service: ready files -> worker pool -> batched verdicts in the database -> archive.
+
+Order of events for every part, which is what makes it exactly-once across crashes:
+1. a worker reads the file once, hashes it, and skips scoring when that sha256 already has a row;
+2. it scores the bytes with the active profile (switching at once when the ACTIVE pointer changes) and
+   writes the overlay of a defect;
+3. the committer records verdicts in one transaction per batch (INSERT ... ON CONFLICT DO NOTHING on the
+   unique sha256), and only after the commit
+4. moves the file with os.replace into archive/<verdict>/<date>/.
+A crash before 3 leaves the file in the folder with no row: it is judged again at the next start. A crash
+between 3 and 4 leaves the file with a row: the next start finds the row and only moves the file.
+Nothing is ever deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inspector import imaging, profiles
+from inspector.config import Config
+from inspector.errors import ImageRejected, InspectorError, ProfileError
+from inspector.pipeline import Inspector, Verdict
+from inspector.store import Store
+from inspector.watcher import Handler, Matcher, Settler, signature, start_observer
+
+log = logging.getLogger("inspector.watch")
+
+_STOP = object()  # sentinel on the queues
+
+
+def _utcnow() -> datetime:
+    """Now, timezone-aware UTC."""
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class Job:
+    """A complete file waiting to be judged."""
+
+    path: str
+    received_at: datetime  # when it was found complete (UTC)
+
+
+@dataclass
+class Outcome:
+    """What a worker made of a job: a new row, or the row an earlier verdict left, or nothing (vanished)."""
+
+    job: Job
+    row: dict[str, Any] | None = None
+    existing: dict[str, Any] | None = None
+    sig: tuple | None = None
+    target: str | None = None  # planned archive path
+
+
+class ActiveProfile:
+    """The active profile as an Inspector, reloaded when the ACTIVE pointer changes; thread-safe."""
+
+    def __init__(self, cfg: Config):
+        self.models_dir = cfg.models.dir
+        self.input = cfg.input
+        self._pointer = cfg.models.dir / profiles.ACTIVE
+        self._lock = threading.Lock()
+        self._sig = self._pointer_sig()
+        stored = profiles.load(self.models_dir)  # raises NoActiveProfile / ProfileError: a clear start error
+        self._inspector = Inspector(stored.profile, stored.version, self.input)
+        self._failed: str | None = None
+
+    def _pointer_sig(self) -> tuple | None:
+        """Identity of the pointer file's current content."""
+        try:
+            st = os.stat(self._pointer)
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_ino, st.st_size
+
+    @property
+    def version(self) -> str | None:
+        """The version in use."""
+        return self._inspector.version
+
+    def get(self) -> Inspector:
+        """The Inspector to judge the next part with (one stat per call to notice a new active version)."""
+        sig = self._pointer_sig()
+        if sig == self._sig:
+            return self._inspector
+        with self._lock:
+            if sig != self._sig:
+                self._sig = sig
+                self._switch()
+            return self._inspector
+
+    def _switch(self) -> None:
+        """Load the newly active version; keep the current one when it cannot be loaded."""
+        try:
+            version = profiles.active_version(self.models_dir)
+            if version == self._inspector.version:
+                return
+            stored = profiles.load(self.models_dir, version)
+        except ProfileError as exc:
+            if str(exc) != self._failed:
+                log.error("profile switch failed, still judging with %s: %s", self._inspector.version, exc)
+                self._failed = str(exc)
+            return
+        old = self._inspector.version
+        self._inspector = Inspector(stored.profile, stored.version, self.input)
+        self._failed = None
+        log.info("profile switched: %s -> %s (threshold %.3f)", old, stored.version, stored.profile.threshold_)
+
+
+def source_key(path: str, sig: tuple | None) -> str:
+    """Identity of an entry whose bytes could not be read: device-free inode, mtime and a hash of its path."""
+    digest = imaging.sha256_hex(os.fsencode(path))[:32]
+    if sig is None:
+        return f"entry:{digest}"
+    size, mtime_ns, ino, mode = sig
+    return f"entry:{digest}:{ino}:{mtime_ns}:{size}:{mode:o}"
+
+
+def _utf8_name(path: str) -> bool:
+    """True when the file name is valid UTF-8."""
+    try:
+        os.fsencode(os.path.basename(path)).decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+@dataclass
+class Stats:
+    """Counters for the throughput line and the exit summary."""
+
+    verdicts: Counter = field(default_factory=Counter)
+    duplicates: int = 0
+    since_line: int = 0
+    line_at: float = field(default_factory=time.monotonic)
+
+
+class WatchService:
+    """Runs the hot folder until stopped (SIGTERM/SIGINT or stop()), or until the backlog is done (once)."""
+
+    def __init__(self, cfg: Config, folder: Path | None = None, *, once: bool = False,
+                 observer: str | None = None):
+        self.cfg = cfg
+        self.w = cfg.watch
+        self.folder = Path(folder or self.w.dir).absolute()
+        if not self.folder.is_dir():
+            raise InspectorError(f"watch folder not found: {self.folder}")
+        self.once = once
+        self.observer_kind = observer or self.w.observer
+        self.archive_root = Path(self.w.archive_dir).absolute()
+        self.overlays = Path(self.w.overlays_dir).absolute()
+        self.workers = self.w.workers or os.cpu_count() or 2
+        self.store = Store(cfg.database.url, busy_timeout_ms=cfg.database.busy_timeout_ms)
+        try:
+            self.profile = ActiveProfile(cfg)
+        except BaseException:
+            self.store.close()
+            raise
+        self.matcher = Matcher(self.folder, cfg.watch_patterns, self.w.recursive,
+                               exclude=(self.archive_root, self.overlays))
+        self.settler = Settler(self.w.settle_s)
+        self.stats = Stats()
+        self._jobs: queue.Queue = queue.Queue()
+        self._results: queue.Queue = queue.Queue()
+        self._inflight: set[str] = set()
+        self._inflight_lock = threading.Lock()
+        self._done: dict[str, tuple | None] = {}  # leave-in-place mode: path -> signature when judged
+        self._reserved: set[str] = set()
+        self._stop = threading.Event()
+        self._fatal: BaseException | None = None
+        self.ready = threading.Event()  # set once the observer runs and the first scan is queued
+
+    # ------------------------------------------------------------------ control
+
+    def stop(self) -> None:
+        """Stop taking new files; what is in flight is finished and committed."""
+        self._stop.set()
+        self.settler.wake.set()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        """SIGTERM/SIGINT: a graceful stop."""
+        self._emit("stopping", logging.INFO, f"signal {signal.Signals(signum).name}: finishing parts in flight")
+        self.stop()
+
+    def run(self) -> int:
+        """Serve until stopped; returns the exit code (0 after a clean stop)."""
+        restore = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                restore[sig] = signal.signal(sig, self._on_signal)
+        threads = [threading.Thread(target=self._worker, name=f"worker-{i}", daemon=True)
+                   for i in range(self.workers)]
+        committer = threading.Thread(target=self._committer, name="committer", daemon=True)
+        for t in (*threads, committer):
+            t.start()
+        observer = None
+        try:
+            self._cleanup_overlay_temps()
+            if not self.once:
+                observer = start_observer(self.observer_kind, self.w.poll_interval_s,
+                                          Handler(self.matcher, self.settler), self.w.recursive)
+            self._emit("started", logging.INFO,
+                       f"watching {imaging.printable(self.folder)} ({self.observer_kind}, {self.workers} workers, "
+                       f"profile {self.profile.version}, database {self._safe_url()})",
+                       folder=imaging.printable(self.folder), profile_version=self.profile.version)
+            self._scan()
+            self.ready.set()
+            observer = self._loop(observer)
+        finally:
+            if observer is not None:
+                observer.stop()
+            self._stop.set()
+            for _ in threads:
+                self._jobs.put(_STOP)
+            for t in threads:
+                t.join()
+            self._results.put(_STOP)
+            committer.join()
+            for sig, old in restore.items():
+                signal.signal(sig, old)
+            self.store.close()
+        v = self.stats.verdicts
+        self._emit("stopped", logging.INFO,
+                   f"stopped: {sum(v.values())} verdicts (ok {v['ok']}, defect {v['defect']}, "
+                   f"rejected {v['rejected']}), {self.stats.duplicates} duplicates",
+                   **{k: v[k] for k in ("ok", "defect", "rejected")}, duplicates=self.stats.duplicates)
+        if self._fatal is not None:
+            raise InspectorError(f"stopped with verdicts not recorded: {self._fatal}")
+        return 0
+
+    def _safe_url(self) -> str:
+        """The database URL without a password."""
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.cfg.database.url).render_as_string(hide_password=True)
+
+    def _loop(self, observer: Any) -> Any:
+        """Dispatch ready files, rescan, watch the observer, print throughput, until stopped."""
+        next_rescan = time.monotonic() + self.w.rescan_s
+        while not self._stop.is_set():
+            self.settler.wake.wait(0.05)
+            self._dispatch()
+            now = time.monotonic()
+            if observer is not None and not observer.is_alive():
+                self._emit("observer", logging.WARNING, "observer thread died; restarting it and rescanning")
+                observer = start_observer(self.observer_kind, self.w.poll_interval_s,
+                                          Handler(self.matcher, self.settler), self.w.recursive)
+                next_rescan = now
+            if not self.once and now >= next_rescan:
+                self._scan()
+                next_rescan = now + self.w.rescan_s
+            self._throughput(now)
+            if self.once and not len(self.settler) and not self._inflight_count():
+                break
+            if self._fatal is not None:
+                break
+        return observer
+
+    # ------------------------------------------------------------------ intake
+
+    def _scan(self) -> None:
+        """Register every candidate in the folder that is not already queued or judged."""
+        for path in self.matcher.scan():
+            if path in self.settler or self._is_inflight(path):
+                continue
+            if not self.w.archive and path in self._done and self._done[path] == signature(path):
+                continue
+            self.settler.seen(path)
+
+    def _dispatch(self) -> None:
+        """Queue the files the settler found complete."""
+        for path, completed in self.settler.poll():
+            if self._stop.is_set():
+                return
+            if not self.w.archive and path in self._done and self._done[path] == signature(path):
+                continue
+            with self._inflight_lock:
+                if path in self._inflight:
+                    continue
+                self._inflight.add(path)
+            self._jobs.put(Job(path, datetime.fromtimestamp(completed, timezone.utc)))
+
+    def _is_inflight(self, path: str) -> bool:
+        with self._inflight_lock:
+            return path in self._inflight
+
+    def _inflight_count(self) -> int:
+        with self._inflight_lock:
+            return len(self._inflight)
+
+    def _release(self, path: str) -> None:
+        with self._inflight_lock:
+            self._inflight.discard(path)
+
+    # ------------------------------------------------------------------ workers
+
+    def _worker(self) -> None:
+        """Judge jobs until the stop sentinel; after stop(), queued jobs are left for the next run."""
+        while True:
+            job = self._jobs.get()
+            if job is _STOP:
+                return
+            if self._stop.is_set():
+                self._release(job.path)
+                continue
+            try:
+                outcome = self._judge(job)
+            except Exception as exc:  # a bug must not stop the line: leave the file, log, go on
+                log.exception("internal error judging %s", imaging.printable(job.path))
+                self._emit("error", logging.ERROR, f"internal error on {imaging.printable(job.path)}: {exc}")
+                self._release(job.path)
+                continue
+            self._results.put(outcome)
+
+    def _judge(self, job: Job) -> Outcome:
+        """Read, hash, de-duplicate, score; never raises for bad input."""
+        path = job.path
+        sig = signature(path)
+        if sig is None:
+            return Outcome(job)  # gone before we got to it: nothing to record, nothing to move
+        start = time.perf_counter()
+        try:
+            data = imaging.read_file(path, self.cfg.input.max_bytes)
+        except ImageRejected as exc:
+            if not os.path.lexists(path):
+                return Outcome(job)
+            insp = self.profile.get()
+            row = self._row(job, Verdict(name="", sha256=None, verdict="rejected", reason=exc.reason,
+                                         detail=exc.detail, score=None, threshold=insp.profile.threshold_,
+                                         profile_version=insp.version), key=source_key(path, sig), start=start)
+            return Outcome(job, row=row, sig=sig)
+        digest = imaging.sha256_hex(data)
+        existing = self.store.find(sha256=digest)
+        if existing is not None:
+            return Outcome(job, existing=existing, sig=sig)
+        insp = self.profile.get()
+        if not _utf8_name(path):
+            verdict = Verdict(name="", sha256=digest, verdict="rejected", reason="bad_name",
+                              detail=f"{imaging.printable(os.path.basename(path))}: file name is not valid UTF-8",
+                              score=None, threshold=insp.profile.threshold_, profile_version=insp.version,
+                              size=len(data))
+        else:
+            verdict = insp.inspect_bytes(data, imaging.printable(os.path.basename(path)), keep_image=True)
+        row = self._row(job, verdict, key=None, start=start)
+        if verdict.verdict == "defect" and verdict.image is not None and verdict.anomaly_map is not None:
+            row["overlay_path"] = self._write_overlay(digest, verdict.image, verdict.anomaly_map)
+        return Outcome(job, row=row, sig=sig)
+
+    def _row(self, job: Job, v: Verdict, key: str | None, start: float) -> dict[str, Any]:
+        """The inspection row for a verdict (inspected_at and archived_path are set at commit)."""
+        st = self.cfg.station
+        return {
+            "sha256": v.sha256 if key is None else None, "source_key": key,
+            "name": imaging.printable(os.path.basename(job.path)), "source_path": imaging.printable(job.path),
+            "archived_path": None, "size": v.size, "width": v.width, "height": v.height,
+            "received_at": job.received_at, "inspected_at": None, "verdict": v.verdict, "reason": v.reason,
+            "detail": v.detail, "score": v.score, "threshold": v.threshold, "profile_version": v.profile_version,
+            "overlay_path": None, "ms": (time.perf_counter() - start) * 1000.0,
+            "station": st.name, "line": st.line, "camera": st.camera,
+        }
+
+    def _write_overlay(self, digest: str, image: np.ndarray, amap: np.ndarray) -> str | None:
+        """Write the anomaly-map overlay PNG atomically (named by sha256, so a retry rewrites the same file)."""
+        import cv2
+
+        from inspector.report import overlay
+
+        try:
+            self.overlays.mkdir(parents=True, exist_ok=True)
+            ok, png = cv2.imencode(".png", overlay(image, amap))
+            if not ok:
+                return None
+            final = self.overlays / f"{digest}.png"
+            tmp = self.overlays / f".tmp-{digest}-{threading.get_ident()}.png"
+            tmp.write_bytes(png.tobytes())
+            os.replace(tmp, final)
+            return str(final)
+        except OSError as exc:
+            self._emit("error", logging.ERROR, f"cannot write overlay for {digest[:12]}: {exc}")
+            return None
+
+    def _cleanup_overlay_temps(self) -> None:
+        """Remove temporary overlay files a killed run left (only our own .tmp- names)."""
+        if self.overlays.is_dir():
+            for p in self.overlays.glob(".tmp-*.png"):
+                p.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ committer
+
+    def _committer(self) -> None:
+        """Record verdicts in batches (group commit) and archive their files after each commit."""
+        while True:
+            item = self._results.get()
+            if item is _STOP:
+                return
+            batch = [item]
+            stop_after = False
+            while len(batch) < self.w.batch_size:
+                try:
+                    more = self._results.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _STOP:
+                    stop_after = True
+                    break
+                batch.append(more)
+            try:
+                self._flush(batch)
+            except Exception as exc:  # the database stayed unusable while stopping: files stay for next start
+                self._fatal = exc
+                for o in batch:
+                    self._release(o.job.path)
+                self._stop.set()
+            if stop_after:
+                return
+
+    def _flush(self, batch: list[Outcome]) -> None:
+        """One transaction for the batch's new rows, then the file moves."""
+        new = [o for o in batch if o.row is not None]
+        now = _utcnow()
+        for o in new:
+            o.row["inspected_at"] = now
+            if self.w.archive:
+                o.target = self._plan(o.job.path, o.row["verdict"], o.row["sha256"] or o.row["source_key"], now)
+                o.row["archived_path"] = imaging.printable(o.target)
+        ids = self._record([o.row for o in new]) if new else []
+        for o, new_id in zip(new, ids):
+            if new_id is None:  # the same content was recorded meanwhile (another copy in flight)
+                o.existing = self.store.find(sha256=o.row["sha256"], source_key=o.row["source_key"])
+                o.row = None
+                if o.target:
+                    self._reserved.discard(o.target)
+                    o.target = None
+            else:
+                o.row["id"] = new_id
+        for o in batch:
+            try:
+                self._finish(o)
+            finally:
+                self._release(o.job.path)
+
+    def _record(self, rows: list[dict[str, Any]]) -> list[int | None]:
+        """store.record with retries and backoff while the database is unavailable; gives up only when stopping."""
+        delay, attempts_while_stopping = 0.5, 0
+        while True:
+            try:
+                return self.store.record(rows)
+            except Exception as exc:  # database errors of any driver: hold the batch, retry
+                if self._stop.is_set():
+                    attempts_while_stopping += 1
+                    if attempts_while_stopping > 3:
+                        self._emit("degraded", logging.ERROR,
+                                   f"giving up on {len(rows)} verdicts at stop ({exc}); their files stay in the "
+                                   "folder and are judged at the next start")
+                        raise
+                self._emit("degraded", logging.WARNING,
+                           f"database unavailable ({str(exc).splitlines()[0]}); {len(rows)} verdicts held, "
+                           f"retrying in {delay:.1f} s", waiting=len(rows))
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    def _plan(self, path: str, verdict: str, key: str, when: datetime) -> str:
+        """A free archive path: archive/<verdict>/<local date>/<name>, with a content tag on a name clash."""
+        folder = os.path.join(os.fspath(self.archive_root), verdict, when.astimezone().strftime("%Y-%m-%d"))
+        name = os.path.basename(path)
+        stem, ext = os.path.splitext(name)
+        tag = key[:12] if len(key) == 64 else imaging.sha256_hex(key.encode())[:12]
+        for n in range(1_000_000):
+            candidate = name if n == 0 else f"{stem}__{tag}{ext}" if n == 1 else f"{stem}__{tag}-{n - 1}{ext}"
+            target = os.path.join(folder, candidate)
+            if target not in self._reserved and not os.path.lexists(target):
+                self._reserved.add(target)
+                return target
+        raise InspectorError(f"no free archive name for {imaging.printable(path)} in {folder}")
+
+    def _move(self, src: str, target: str) -> bool:
+        """os.replace the entry into the archive (never overwriting); False (and logged) on failure."""
+        try:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            if os.path.lexists(target):
+                raise FileExistsError(target)
+            os.replace(src, target)
+            return True
+        except OSError as exc:
+            self._emit("error", logging.ERROR, f"cannot archive {imaging.printable(src)}: {exc}; "
+                                               "it stays and is retried at the next rescan")
+            return False
+        finally:
+            self._reserved.discard(target)
+
+    def _finish(self, o: Outcome) -> None:
+        """After the commit: move the file, log the verdict or the duplicate."""
+        if o.row is not None:
+            if o.target:
+                self._move(o.job.path, o.target)
+            elif not self.w.archive:
+                self._done[o.job.path] = o.sig
+            self.stats.verdicts[o.row["verdict"]] += 1
+            self.stats.since_line += 1
+            self._log_verdict(o.row)
+        elif o.existing is not None:
+            self._settle_existing(o)
+
+    def _settle_existing(self, o: Outcome) -> None:
+        """A file whose content already has a row: finish an interrupted move, or archive a duplicate."""
+        row, path = o.existing, o.job.path
+        if not self.w.archive:
+            self._done[path] = o.sig
+            if row["source_path"] != imaging.printable(path):
+                self.stats.duplicates += 1
+                self._emit("duplicate", logging.INFO, f"duplicate {imaging.printable(path)} of #{row['id']}: "
+                                                      "no second verdict", id=row["id"])
+            return
+        planned = row.get("archived_path")
+        if (row["source_path"] == imaging.printable(path) and planned and planned == imaging.printable(planned)
+                and not os.path.lexists(planned)):
+            self._reserved.add(planned)
+            if self._move(path, planned):
+                self._emit("recovered", logging.INFO, f"#{row['id']} archived after an interrupted run",
+                           id=row["id"])
+            return
+        when = row["inspected_at"] or _utcnow()
+        target = self._plan(path, row["verdict"], row["sha256"] or row["source_key"], when)
+        if self._move(path, target):
+            self.stats.duplicates += 1
+            self._emit("duplicate", logging.INFO,
+                       f"duplicate {imaging.printable(path)} of #{row['id']} ({row['verdict']}): no second "
+                       f"verdict, archived as {imaging.printable(target)}", id=row["id"])
+
+    # ------------------------------------------------------------------ logging
+
+    def _emit(self, event: str, level: int, text: str, **fields: Any) -> None:
+        """One log line: text, or a JSON object when [watch] log_format = "json"."""
+        if self.w.log_format == "json":
+            log.log(level, json.dumps({"ts": _utcnow().isoformat(), "event": event, "message": text, **fields},
+                                      default=str))
+        else:
+            log.log(level, "%s %s", datetime.now().astimezone().isoformat(timespec="milliseconds"), text)
+
+    def _log_verdict(self, row: dict[str, Any]) -> None:
+        """The per-verdict line."""
+        if self.w.log_format == "json":
+            keys = ("id", "sha256", "name", "verdict", "reason", "score", "threshold", "profile_version", "ms",
+                    "archived_path", "overlay_path")
+            self._emit("verdict", logging.INFO, row["verdict"], **{k: row.get(k) for k in keys})
+            return
+        if row["verdict"] == "rejected":
+            what = f"{row['reason']}: {row['detail']}"
+        else:
+            what = f"score {row['score']:.3f} / threshold {row['threshold']:.3f}"
+        self._emit("verdict", logging.INFO, f"#{row['id']} {row['verdict']:<8} {row['name']}  {what}  "
+                                            f"profile {row['profile_version']}  {row['ms']:.0f} ms")
+
+    def _throughput(self, now: float) -> None:
+        """Every stats_every_s: parts per second since the last line, and what is waiting."""
+        every = self.w.stats_every_s
+        if not every or now - self.stats.line_at < every:
+            return
+        n, span = self.stats.since_line, now - self.stats.line_at
+        v = self.stats.verdicts
+        self._emit("throughput", logging.INFO,
+                   f"throughput {n / span:.1f} parts/s ({n} in {span:.0f} s); total ok {v['ok']}, defect "
+                   f"{v['defect']}, rejected {v['rejected']}; waiting {len(self.settler)}, in flight "
+                   f"{self._inflight_count()}", parts_per_s=round(n / span, 2), waiting=len(self.settler),
+                   in_flight=self._inflight_count())
+        self.stats.since_line, self.stats.line_at = 0, now

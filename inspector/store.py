@@ -1,0 +1,398 @@
+"""The verdict log: the `inspections` table (SQLAlchemy 2.x ORM model) and the Store that writes and queries it.
+
+The schema is created and changed only by the Alembic migrations in `inspector/migrations/`, which Store runs
+programmatically (`Store(url)` upgrades to head; cheap when already there). SQLite is the default backend
+(WAL journal, synchronous=FULL, a busy timeout, and `BEGIN IMMEDIATE` for every write transaction so that
+concurrent writers queue instead of failing); the types are portable so PostgreSQL works with the same
+migrations. Rows are handed in and out as plain dicts keyed by column name, with timezone-aware UTC datetimes.
+
+Errors: operational failures (cannot open or create the file, locked past the busy timeout, not a database,
+unknown schema revision) raise DatabaseError with a one-line message. A row that breaks a NOT NULL or CHECK
+constraint is a programming error of the caller: sqlalchemy.exc.IntegrityError propagates unchanged and the
+whole batch is rolled back.
+"""
+
+from __future__ import annotations
+
+import builtins
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from inspector.errors import InspectorError
+
+SCRIPT_LOCATION = "inspector:migrations"
+VERDICTS = ("ok", "defect", "rejected")
+IN_CHUNK = 500  # max sha256 values per IN (...) list
+_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+
+
+class DatabaseError(InspectorError):
+    """The verdict database cannot be opened, migrated, read or written; the message is one line."""
+
+    exit_code = 6
+
+
+# ---------------------------------------------------------------------------------------------- model
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime; naive values are refused, SQLite stores naive UTC with microseconds."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Convert an aware datetime to UTC (naive UTC on SQLite)."""
+        if value is None:
+            return None
+        value = to_utc(value)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Return an aware UTC datetime."""
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    """Declarative base; the naming convention keeps constraint names stable for batch migrations."""
+
+    metadata = MetaData(naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",  # CheckConstraint(name="verdict") -> ck_inspections_verdict
+        "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    })
+
+
+class Inspection(Base):
+    """One verdict: an image judged ok/defect, or a file rejected before judging."""
+
+    __tablename__ = "inspections"
+    __table_args__ = (
+        UniqueConstraint("sha256", name="uq_inspections_sha256"),
+        UniqueConstraint("source_key", name="uq_inspections_source_key"),
+        CheckConstraint("(sha256 IS NULL) <> (source_key IS NULL)", name="identity"),
+        CheckConstraint("verdict IN ('ok', 'defect', 'rejected')", name="verdict"),
+        Index("ix_inspections_inspected_at", "inspected_at"),
+        Index("ix_inspections_verdict_id", "verdict", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    source_key: Mapped[str | None] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(Text)
+    source_path: Mapped[str] = mapped_column(Text)
+    archived_path: Mapped[str | None] = mapped_column(Text)
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    inspected_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    verdict: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(Text)
+    score: Mapped[float | None] = mapped_column(Float)
+    threshold: Mapped[float | None] = mapped_column(Float)
+    profile_version: Mapped[str | None] = mapped_column(String(32))
+    overlay_path: Mapped[str | None] = mapped_column(Text)
+    ms: Mapped[float | None] = mapped_column(Float)
+    station: Mapped[str] = mapped_column(String(64))
+    line: Mapped[str] = mapped_column(String(64))
+    camera: Mapped[str] = mapped_column(String(64))
+
+
+COLUMNS: tuple[str, ...] = tuple(c.key for c in Inspection.__table__.columns)
+_DATETIMES = ("received_at", "inspected_at")
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def to_utc(value: datetime) -> datetime:
+    """Return an aware datetime converted to UTC; ValueError for a naive one."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value.isoformat()} refused: give a timezone-aware datetime")
+    return value.astimezone(timezone.utc)
+
+
+def resolve_url(url: str) -> str:
+    """Return the URL unchanged after checking it parses and names a supported backend (else DatabaseError)."""
+    try:
+        parsed = make_url(url)
+    except sa_exc.ArgumentError:
+        shown = f" {url!r}" if "@" not in url else ""
+        raise DatabaseError(f"invalid database URL{shown}: expected e.g. sqlite:///inspector.db") from None
+    if parsed.get_backend_name() not in _INSERTS:
+        raise DatabaseError(f"unsupported database {parsed.get_backend_name()!r}: use sqlite or postgresql")
+    return url
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (or its type name when empty)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _sqlite_file(url: URL) -> Path | None:
+    """The database file of a SQLite URL, or None for in-memory and URI-style databases."""
+    db = url.database or ""
+    if db in ("", ":memory:") or db.startswith("file:") or url.query.get("uri") == "true":
+        return None
+    return Path(db)
+
+
+@functools.cache
+def _head() -> str:
+    """The head revision of the packaged migrations."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None, "no migrations packaged"
+    return head
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An Alembic Config for the packaged migrations, optionally carrying an open connection to migrate."""
+    cfg = Config()
+    cfg.set_main_option("script_location", SCRIPT_LOCATION)
+    cfg.set_main_option("path_separator", "os")
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def _install_sqlite_events(engine: Engine, busy_timeout_ms: int) -> None:
+    """Set the PRAGMAs on every new connection and let SQLAlchemy's begin event emit BEGIN [IMMEDIATE]."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # pysqlite must not emit its own BEGIN
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = FULL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("immediate") else "BEGIN")
+
+
+def _as_dict(row: Inspection) -> dict[str, Any]:
+    """A row as a dict keyed by column name."""
+    return {key: getattr(row, key) for key in COLUMNS}
+
+
+def _check_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Refuse unknown keys, an explicit id and naive datetimes (ValueError); return the row."""
+    unknown = set(row) - set(COLUMNS) | ({"id"} & set(row))
+    if unknown:
+        raise ValueError(f"unknown or read-only inspection fields: {', '.join(sorted(unknown))}")
+    for key in _DATETIMES:
+        if isinstance(row.get(key), datetime):
+            to_utc(row[key])
+    return row
+
+
+# ---------------------------------------------------------------------------------------------- store
+
+
+class Store:
+    """The verdict log on one database URL: migrations, batched inserts and the queries the service needs."""
+
+    def __init__(self, url: str, *, busy_timeout_ms: int = 30000, migrate: bool = True) -> None:
+        """Create the engine (and the SQLite folder), check the database opens, and upgrade it when asked."""
+        self.url = resolve_url(url)
+        parsed = make_url(self.url)
+        self.dialect: str = parsed.get_backend_name()
+        self._shown = parsed.render_as_string(hide_password=True)
+        self.engine = self._create_engine(parsed, busy_timeout_ms)
+        self._writer = self.engine.execution_options(immediate=True)
+        try:
+            with self._guard("open"), self.engine.connect():
+                pass
+            if migrate:
+                self.upgrade()
+        except BaseException:
+            self.engine.dispose()
+            raise
+
+    def _create_engine(self, parsed: URL, busy_timeout_ms: int) -> Engine:
+        """The engine, with the SQLite folder created and the SQLite connection events installed."""
+        path = _sqlite_file(parsed) if self.dialect == "sqlite" else None
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                reason = exc.strerror or _first_line(exc)
+                raise DatabaseError(f"cannot open database {self._shown}: cannot create folder "
+                                    f"{path.parent}: {reason}") from None
+        try:
+            engine = create_engine(parsed, pool_pre_ping=self.dialect != "sqlite")
+        except ModuleNotFoundError as exc:
+            raise DatabaseError(f"cannot open database {self._shown}: driver {exc.name} is not installed") from None
+        if self.dialect == "sqlite":
+            _install_sqlite_events(engine, busy_timeout_ms)
+        return engine
+
+    @contextmanager
+    def _guard(self, action: str) -> Iterator[None]:
+        """Turn driver failures (except integrity violations) into a one-line DatabaseError."""
+        try:
+            yield
+        except sa_exc.IntegrityError:
+            raise
+        except sa_exc.DBAPIError as exc:
+            raise DatabaseError(f"cannot {action} database {self._shown}: {_first_line(exc.orig)}") from exc
+        except self.engine.dialect.loaded_dbapi.Error as exc:  # raised raw from a connect event
+            raise DatabaseError(f"cannot {action} database {self._shown}: {_first_line(exc)}") from exc
+
+    def __enter__(self) -> Store:
+        """Return self."""
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        """Close the store."""
+        self.close()
+
+    def close(self) -> None:
+        """Release every pooled connection."""
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------------------------------ schema
+
+    def upgrade(self) -> str:
+        """Migrate the database to head inside one write transaction (serialising concurrent starts); return head."""
+        head = _head()
+        if self.revision() == head:
+            return head
+        try:
+            with self._guard("migrate"), self._writer.begin() as conn:
+                command.upgrade(alembic_config(conn), "head")
+        except CommandError as exc:
+            raise DatabaseError(f"cannot migrate database {self._shown}: {_first_line(exc)} "
+                                "(was it written by a newer inspector?)") from exc
+        return head
+
+    def revision(self) -> str | None:
+        """The Alembic revision the database is at (None before the first migration)."""
+        with self._guard("read"), self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    # ------------------------------------------------------------------------------------------ writes
+
+    def record(self, rows: list[dict[str, Any]]) -> list[int | None]:
+        """Insert a batch in one write transaction; per row the new id, or None when its identity already exists."""
+        insert = _INSERTS[self.dialect]
+        checked = [_check_row(row) for row in rows]
+        ids: list[int | None] = []
+        with self._guard("write to"), self._writer.begin() as conn:
+            for row in checked:
+                stmt = insert(Inspection).values(**row).on_conflict_do_nothing().returning(Inspection.id)
+                ids.append(conn.execute(stmt).scalar_one_or_none())
+        return ids
+
+    def set_archived(self, id: int, path: str) -> None:
+        """Record where the file of inspection `id` was archived; KeyError when no such row."""
+        stmt = update(Inspection).where(Inspection.id == id).values(archived_path=path)
+        with self._guard("write to"), self._writer.begin() as conn:
+            if conn.execute(stmt).rowcount == 0:
+                raise KeyError(id)
+
+    # ------------------------------------------------------------------------------------------ reads
+
+    def _rows(self, stmt: Any) -> list[dict[str, Any]]:
+        """Run an ORM select of Inspection and return the rows as dicts."""
+        with self._guard("read"), Session(self.engine) as session:
+            return [_as_dict(row) for row in session.scalars(stmt)]
+
+    def find(self, sha256: str | None = None, source_key: str | None = None) -> dict[str, Any] | None:
+        """The row with this sha256 or source_key (either may match), or None."""
+        conds = [col == val for col, val in ((Inspection.sha256, sha256), (Inspection.source_key, source_key))
+                 if val is not None]
+        if not conds:
+            raise ValueError("find() needs a sha256 or a source_key")
+        rows = self._rows(select(Inspection).where(or_(*conds)).order_by(Inspection.id).limit(1))
+        return rows[0] if rows else None
+
+    def find_many(self, sha256s: list[str]) -> dict[str, dict[str, Any]]:
+        """Map each given sha256 that is already recorded to its row."""
+        keys = sorted(set(sha256s))
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(keys), IN_CHUNK):
+            chunk = keys[start:start + IN_CHUNK]
+            for row in self._rows(select(Inspection).where(Inspection.sha256.in_(chunk))):
+                found[row["sha256"]] = row
+        return found
+
+    def get(self, id: int) -> dict[str, Any] | None:
+        """The row with this id, or None."""
+        rows = self._rows(select(Inspection).where(Inspection.id == id))
+        return rows[0] if rows else None
+
+    def count(self, verdict: str | None = None) -> int:
+        """Number of rows, optionally only those with this verdict."""
+        stmt = select(func.count()).select_from(Inspection)
+        if verdict is not None:
+            stmt = stmt.where(Inspection.verdict == verdict)
+        with self._guard("read"), Session(self.engine) as session:
+            return int(session.scalar(stmt) or 0)
+
+    def summary(self) -> dict[str, int]:
+        """Row counts per verdict, every verdict present."""
+        stmt = select(Inspection.verdict, func.count()).group_by(Inspection.verdict)
+        counts = dict.fromkeys(VERDICTS, 0)
+        with self._guard("read"), Session(self.engine) as session:
+            counts.update({verdict: int(n) for verdict, n in session.execute(stmt)})
+        return counts
+
+    def list(self, *, verdict: str | None = None, since: datetime | None = None,
+             limit: int | None = 50) -> builtins.list[dict[str, Any]]:
+        """Rows newest first (by id), optionally filtered by verdict and inspected_at >= since."""
+        stmt = select(Inspection).order_by(Inspection.id.desc())
+        if verdict is not None:
+            stmt = stmt.where(Inspection.verdict == verdict)
+        if since is not None:
+            stmt = stmt.where(Inspection.inspected_at >= to_utc(since))
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        return self._rows(stmt)

@@ -1,0 +1,211 @@
+"""Noticing files in the hot folder: watchdog events, folder scans, and deciding when a file is complete.
+
+A file is complete when the writer closed it (inotify close-after-write), when it was renamed into the
+folder, or, without such an event (polling observer, network shares, a rescan), when its size, mtime,
+inode and type stayed unchanged for the settle time. This module only decides *which paths are ready*;
+what happens to them is the service's job (service.py).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatch
+from pathlib import Path
+
+from watchdog.events import (
+    DirCreatedEvent, DirModifiedEvent, DirMovedEvent, FileClosedEvent, FileCreatedEvent, FileDeletedEvent,
+    FileModifiedEvent, FileMovedEvent, FileSystemEvent, FileSystemEventHandler, DirDeletedEvent,
+)
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+Signature = tuple[int, int, int, int]  # (size, mtime_ns, inode, mode) from lstat
+
+
+def signature(path: str) -> Signature | None:
+    """lstat facts that change while a file is written or replaced; None if the path is gone."""
+    try:
+        st = os.lstat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode
+
+
+class Matcher:
+    """Which paths are parts: names matching the patterns (case-insensitive), outside excluded folders."""
+
+    def __init__(self, root: Path, patterns: Sequence[str], recursive: bool, exclude: Sequence[Path] = ()):
+        self.root = os.path.abspath(root)
+        self.patterns = tuple(p.lower() for p in patterns)
+        self.recursive = recursive
+        self.exclude = tuple(os.path.abspath(p) + os.sep for p in exclude)
+
+    def matches(self, path: str) -> bool:
+        """True when `path` is a candidate part under the watched folder."""
+        path = os.path.abspath(path)
+        parent, name = os.path.split(path)
+        if self.recursive:
+            if not (parent + os.sep).startswith(self.root + os.sep):
+                return False
+        elif parent != self.root:
+            return False
+        if any((path + os.sep).startswith(ex) for ex in self.exclude):
+            return False
+        lowered = name.lower()
+        return any(fnmatch(lowered, pat) for pat in self.patterns)
+
+    def scan(self) -> Iterator[str]:
+        """Every candidate path present now (a directory named like a part is a candidate, not descended)."""
+        stack = [self.root]
+        while stack:
+            folder = stack.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                continue
+            for entry in entries:
+                path = os.path.join(folder, entry.name)
+                if self.matches(path):
+                    yield path
+                elif self.recursive and entry.is_dir(follow_symlinks=False) and not any(
+                        (path + os.sep).startswith(ex) for ex in self.exclude):
+                    stack.append(path)
+
+
+@dataclass
+class _Pending:
+    """A path seen but not yet known complete."""
+
+    sig: Signature | None
+    changed_at: float  # monotonic time of the last observed change
+
+
+class Settler:
+    """Tracks candidate paths until they are complete; thread-safe.
+
+    `seen` registers a path to watch for stability; `complete` marks it ready now (close or rename event);
+    `poll` returns the paths that became ready, each with the wall-clock time it was found complete.
+    """
+
+    def __init__(self, settle_s: float, clock: Callable[[], float] = time.monotonic):
+        self.settle_s = settle_s
+        self._clock = clock
+        self._pending: dict[str, _Pending] = {}
+        self._ready: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self.wake = threading.Event()  # set whenever something became ready
+
+    def seen(self, path: str) -> None:
+        """A path was created, modified or found by a scan: ready once unchanged for the settle time."""
+        with self._lock:
+            if path in self._ready:
+                return
+            sig = signature(path)
+            current = self._pending.get(path)
+            now = self._clock()
+            if current is None:
+                self._pending[path] = _Pending(sig, now - self._age(sig))
+            elif current.sig != sig:
+                current.sig, current.changed_at = sig, now
+
+    def _age(self, sig: Signature | None) -> float:
+        """settle_s when the entry's mtime is already at least settle_s old (found by a scan), else 0."""
+        if sig is None:
+            return 0.0
+        return self.settle_s if time.time() - sig[1] / 1e9 >= self.settle_s else 0.0
+
+    def complete(self, path: str) -> None:
+        """The writer closed the file, or it was renamed into place: ready now."""
+        with self._lock:
+            self._pending.pop(path, None)
+            self._ready.setdefault(path, time.time())
+        self.wake.set()
+
+    def forget(self, path: str) -> None:
+        """The path was deleted or moved away before it was taken."""
+        with self._lock:
+            self._pending.pop(path, None)
+            self._ready.pop(path, None)
+
+    def poll(self) -> list[tuple[str, float]]:
+        """Paths ready now, oldest first, as (path, completed_at wall time); they leave the settler."""
+        with self._lock:
+            now = self._clock()
+            for path, p in list(self._pending.items()):
+                sig = signature(path)
+                if sig is None:
+                    del self._pending[path]
+                elif sig != p.sig:
+                    p.sig, p.changed_at = sig, now
+                elif now - p.changed_at >= self.settle_s:
+                    del self._pending[path]
+                    self._ready[path] = time.time()
+            ready = sorted(self._ready.items(), key=lambda item: item[1])
+            self._ready.clear()
+            self.wake.clear()
+        return ready
+
+    def __contains__(self, path: str) -> bool:
+        with self._lock:
+            return path in self._pending or path in self._ready
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._pending) + len(self._ready)
+
+
+class Handler(FileSystemEventHandler):
+    """Turns watchdog events into Settler calls for the paths the Matcher accepts."""
+
+    def __init__(self, matcher: Matcher, settler: Settler):
+        self.matcher = matcher
+        self.settler = settler
+
+    def _path(self, raw: str | bytes) -> str:
+        """Event paths as str (undecodable bytes kept through surrogateescape)."""
+        return os.fsdecode(raw)
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        """Route one event; never raises (an exception would kill the observer thread)."""
+        try:
+            self._route(event)
+        except Exception:  # pragma: no cover - defensive; the periodic rescan catches what is missed
+            pass
+
+    def _route(self, event: FileSystemEvent) -> None:
+        """Decide what an event means for readiness."""
+        src = self._path(event.src_path)
+        if isinstance(event, (FileMovedEvent, DirMovedEvent)):
+            self.settler.forget(src)
+            dest = self._path(event.dest_path)
+            if self.matcher.matches(dest):
+                self.settler.complete(dest)
+        elif isinstance(event, FileClosedEvent):
+            if self.matcher.matches(src):
+                self.settler.complete(src)
+        elif isinstance(event, (FileCreatedEvent, FileModifiedEvent, DirCreatedEvent, DirModifiedEvent)):
+            if self.matcher.matches(src):
+                self.settler.seen(src)
+        elif isinstance(event, (FileDeletedEvent, DirDeletedEvent)):
+            self.settler.forget(src)
+
+
+def make_observer(kind: str, poll_interval_s: float) -> BaseObserver:
+    """A watchdog observer: "native" (inotify on Linux) or "polling" (stat snapshots, for network shares)."""
+    if kind == "polling":
+        return PollingObserver(timeout=poll_interval_s)
+    return Observer()
+
+
+def start_observer(kind: str, poll_interval_s: float, handler: Handler, recursive: bool) -> BaseObserver:
+    """Schedule the handler on the matcher's folder and start the observer thread."""
+    observer = make_observer(kind, poll_interval_s)
+    observer.daemon = True
+    observer.schedule(handler, handler.matcher.root, recursive=recursive)
+    observer.start()
+    return observer

@@ -1,0 +1,347 @@
+"""The watch service as a real process: half-written files, renames, backlog, duplicates, bad input,
+signals, live profile switches and a concurrent reader. Every test asserts on the database, read with
+plain sqlite3."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from inspector import cli
+from watchkit import Site, atomic_drop, make_site, part_jpeg, start, stop, wait_for, wait_started
+
+OBSERVERS = ["native", "polling"]
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder with v1 (active) and v2 (saved, not active), trained on synthetic JPEG parts."""
+    root = tmp_path_factory.mktemp("watch-models")
+    good = root / "good"
+    good.mkdir()
+    for i in range(24):
+        (good / f"g{i:02d}.jpg").write_bytes(part_jpeg(10_000 + i))
+    cfg = root / "train.toml"
+    cfg.write_text(f'[models]\ndir = "{root / "models"}"\n')
+    assert cli.main(["train", str(good), "--config", str(cfg)]) == 0
+    assert cli.main(["train", str(good), "--config", str(cfg), "--no-activate", "--note", "second"]) == 0
+    return root / "models"
+
+
+@pytest.fixture
+def site(tmp_path: Path, models: Path) -> Site:
+    """A fresh station folder using the shared models."""
+    return make_site(tmp_path / "site", models)
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def by_sha(site: Site) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in site.rows():
+        out.setdefault(r["sha256"], []).append(r)
+    return out
+
+
+def big_jpeg(target_bytes: int = 5 * 1024 * 1024) -> bytes:
+    """A 5 MP JPEG of a part with sensor noise, at least target_bytes long."""
+    rng = np.random.default_rng(5)
+    part = cv2.resize(cv2.imdecode(np.frombuffer(part_jpeg(77), np.uint8), cv2.IMREAD_COLOR), (2592, 1944))
+    noisy = np.clip(part.astype(np.int16) + rng.normal(0, 28, part.shape), 0, 255).astype(np.uint8)
+    ok, buf = cv2.imencode(".jpg", noisy, [cv2.IMWRITE_JPEG_QUALITY, 98])
+    assert ok and buf.size >= target_bytes, buf.size
+    return buf.tobytes()
+
+
+@pytest.mark.parametrize("observer", OBSERVERS)
+def test_slow_write_gives_one_verdict_of_the_complete_file(site: Site, observer: str) -> None:
+    """A 5 MB JPEG written in 64 KB chunks with 20 ms pauses: one verdict, sha256 of the whole file."""
+    data = big_jpeg()
+    proc = start(site, "--observer", observer)
+    try:
+        wait_started(site, proc)
+        with open(site.inbox / "slow.jpg", "wb") as fh:
+            for i in range(0, len(data), 64 * 1024):
+                fh.write(data[i:i + 64 * 1024])
+                fh.flush()
+                time.sleep(0.02)
+        rows = wait_for(site.rows, 60, "a verdict", proc, site)
+        time.sleep(1.0)  # time for any wrong second verdict to land
+        rows = site.rows()
+        assert len(rows) == 1, rows
+        assert rows[0]["sha256"] == sha(data)
+        assert rows[0]["verdict"] in ("ok", "defect") and rows[0]["size"] == len(data)
+        assert (rows[0]["width"], rows[0]["height"]) == (2592, 1944)
+        assert Path(rows[0]["archived_path"]).read_bytes() == data
+    finally:
+        assert stop(proc) == 0
+
+
+@pytest.mark.parametrize("observer", OBSERVERS)
+def test_rename_into_folder_gives_one_verdict(site: Site, observer: str) -> None:
+    proc = start(site, "--observer", observer)
+    try:
+        wait_started(site, proc)
+        data = part_jpeg(1)
+        atomic_drop(site.inbox, "renamed.jpg", data)
+        wait_for(site.rows, 30, "a verdict", proc, site)
+        time.sleep(0.8)
+        rows = site.rows()
+        assert [r["sha256"] for r in rows] == [sha(data)]
+        assert rows[0]["name"] == "renamed.jpg"
+        assert not (site.inbox / "renamed.jpg").exists()
+        assert Path(rows[0]["archived_path"]).parent.parent.name == rows[0]["verdict"]
+    finally:
+        assert stop(proc) == 0
+
+
+@pytest.mark.parametrize("observer", OBSERVERS)
+def test_backlog_dropped_while_stopped_is_judged_at_start(site: Site, observer: str) -> None:
+    payloads = {f"p{i:03d}.jpg": part_jpeg(100 + i) for i in range(100)}
+    for name, data in payloads.items():
+        (site.inbox / name).write_bytes(data)
+    proc = start(site, "--observer", observer)
+    try:
+        wait_for(lambda: len(site.rows()) >= 100, 120, "100 verdicts", proc, site)
+    finally:
+        assert stop(proc) == 0
+    rows = site.rows()
+    assert len(rows) == 100
+    assert {r["sha256"] for r in rows} == {sha(d) for d in payloads.values()}
+    assert {r["station"] for r in rows} == {"test-station"} and {r["camera"] for r in rows} == {"cam-A"}
+    assert not any(site.inbox.glob("*.jpg"))
+    assert len(site.archived_files()) == 100
+
+
+def test_once_judges_the_backlog_and_exits(site: Site) -> None:
+    for i in range(5):
+        (site.inbox / f"b{i}.jpg").write_bytes(part_jpeg(300 + i))
+    done = subprocess.run([sys.executable, "-m", "inspector", "watch", "--once", "--config", str(site.config)],
+                          cwd=site.root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(site.rows()) == 5
+    assert "#1 " in done.stderr and "stopped: 5 verdicts" in done.stderr
+
+
+def test_same_content_five_times_gives_one_verdict(site: Site) -> None:
+    data = part_jpeg(2)
+    proc = start(site)
+    try:
+        wait_started(site, proc)
+        (site.inbox / "first.jpg").write_bytes(data)
+        wait_for(site.rows, 30, "the first verdict", proc, site)
+        (site.inbox / "second.jpg").write_bytes(data)  # same bytes, other name
+        atomic_drop(site.inbox, "third.jpg", data)  # renamed into place
+        shutil.copy(site.archived_files()[0], site.inbox / "first.jpg")  # the same file dropped again
+        (site.inbox / "fifth.jpg").write_bytes(data)  # re-saved: written, then written again with the same bytes
+        (site.inbox / "fifth.jpg").write_bytes(data)
+        wait_for(lambda: len(site.archived_files()) == 5 and not any(site.inbox.glob("*.jpg")), 30,
+                 "all five copies archived", proc, site)
+    finally:
+        assert stop(proc) == 0
+    rows = site.rows()
+    assert len(rows) == 1 and rows[0]["sha256"] == sha(data)
+    assert all(p.read_bytes() == data for p in site.archived_files())
+    assert site.log.read_text().count("duplicate") >= 4
+
+
+def _drop_dac_override() -> None:
+    """In the child before exec: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding set, so that
+    a watcher run as root is refused a mode-000 file like any other user (root otherwise reads it)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def test_bad_input_is_rejected_with_its_reason_and_the_service_goes_on(tmp_path: Path, models: Path) -> None:
+    """0-byte, truncated, not an image, over the pixel cap, symlinks, FIFO, directory, no read permission,
+    a non-UTF-8 name: each is one `rejected` row with its reason, moved to rejected/, and the service keeps going."""
+    site = make_site(tmp_path / "site", models)
+    with open(site.config, "a") as fh:
+        fh.write("\n[input]\nmax_pixels = 100000\n")
+    good = part_jpeg(3)
+    outside = tmp_path / "outside.jpg"
+    outside.write_bytes(part_jpeg(4))
+    big = cv2.imencode(".jpg", cv2.resize(cv2.imdecode(np.frombuffer(part_jpeg(5), np.uint8), 1), (400, 300)))[1]
+    inbox = site.inbox
+    (inbox / "empty.jpg").write_bytes(b"")
+    (inbox / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    (inbox / "notes.jpg").write_bytes(b"this is not an image\n" * 10)
+    (inbox / "huge.jpg").write_bytes(big.tobytes())
+    (inbox / "inside-target.dat").write_bytes(part_jpeg(6))  # not a pattern match itself
+    (inbox / "link-inside.jpg").symlink_to(inbox / "inside-target.dat")
+    (inbox / "link-outside.jpg").symlink_to(outside)
+    (inbox / "dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    os.mkfifo(inbox / "fifo.jpg")
+    (inbox / "folder.jpg").mkdir()
+    (inbox / "secret.jpg").write_bytes(part_jpeg(7))
+    (inbox / "secret.jpg").chmod(0)
+    with open(os.fsencode(inbox) + b"/caf\xe9-latin1.jpg", "wb") as fh:
+        fh.write(part_jpeg(8))
+    expected = {"empty.jpg": "empty", "truncated.jpg": "truncated", "notes.jpg": "not_an_image",
+                "huge.jpg": "too_large", "link-inside.jpg": "symlink", "link-outside.jpg": "symlink",
+                "dangling.jpg": "symlink", "fifo.jpg": "not_a_file", "folder.jpg": "not_a_file",
+                "secret.jpg": "unreadable", "caf\\xe9-latin1.jpg": "bad_name"}
+    log = open(site.log, "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "inspector", "watch", "--config", str(site.config)],
+                            cwd=site.root, stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=_drop_dac_override if os.geteuid() == 0 else None)
+    try:
+        wait_for(lambda: len(site.rows()) >= len(expected), 60, "every bad input recorded", proc, site)
+        assert proc.poll() is None, "the service stopped on bad input"
+        (inbox / "after.jpg").write_bytes(good)
+        wait_for(lambda: any(r["name"] == "after.jpg" for r in site.rows()), 30, "a good part after", proc, site)
+    finally:
+        assert stop(proc) == 0
+    rows = {r["name"]: r for r in site.rows()}
+    assert rows["after.jpg"]["verdict"] in ("ok", "defect")
+    for name, reason in expected.items():
+        assert rows[name]["verdict"] == "rejected", name
+        assert rows[name]["reason"] == reason, (name, rows[name]["reason"], rows[name]["detail"])
+        assert rows[name]["archived_path"] and "/rejected/" in rows[name]["archived_path"], name
+    assert rows["caf\\xe9-latin1.jpg"]["sha256"] == sha(part_jpeg(8))
+    names = {p.name for p in (site.archive / "rejected").rglob("*")}
+    assert {"empty.jpg", "fifo.jpg", "folder.jpg", "link-outside.jpg", "secret.jpg"} <= names
+    assert any(os.fsencode(n) == b"caf\xe9-latin1.jpg" for n in names)
+    assert outside.read_bytes() == part_jpeg(4)  # a symlink is moved, never its target
+    assert (inbox / "inside-target.dat").exists()
+    assert not [p for p in inbox.iterdir() if p.name != "inside-target.dat"]
+    assert len(rows) == len(expected) + 1
+
+
+def test_live_profile_switch_without_restart(tmp_path: Path, models: Path) -> None:
+    own = tmp_path / "models"
+    shutil.copytree(models, own)
+    site = make_site(tmp_path / "site", own)
+    proc = start(site)
+    try:
+        wait_started(site, proc)
+        (site.inbox / "a.jpg").write_bytes(part_jpeg(20))
+        wait_for(lambda: len(site.rows()) == 1, 30, "first verdict", proc, site)
+        assert cli.main(["profiles", "activate", "v2", "--config", str(site.config)]) == 0
+        (site.inbox / "b.jpg").write_bytes(part_jpeg(21))
+        wait_for(lambda: len(site.rows()) == 2, 30, "second verdict", proc, site)
+        assert cli.main(["profiles", "activate", "v1", "--config", str(site.config)]) == 0
+        (site.inbox / "c.jpg").write_bytes(part_jpeg(22))
+        wait_for(lambda: len(site.rows()) == 3, 30, "third verdict", proc, site)
+    finally:
+        assert stop(proc) == 0
+    assert [r["profile_version"] for r in site.rows()] == ["v1", "v2", "v1"]
+    assert "profile switched: v1 -> v2" in site.log.read_text()
+
+
+def test_sigterm_and_sigint_finish_in_flight_work_and_exit_zero(site: Site) -> None:
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        base = len([r for r in site.rows() if r["name"].startswith(f"s{signum}-")])
+        proc = start(site)
+        wait_started(site, proc, count=1 + (signum == signal.SIGINT))
+        for i in range(30):
+            (site.inbox / f"s{signum}-{i}.jpg").write_bytes(part_jpeg(400 + 100 * signum + i))
+        wait_for(lambda: len([r for r in site.rows() if r["name"].startswith(f"s{signum}-")]) > base, 30, "verdicts to start landing", proc, site)
+        proc.send_signal(signum)
+        assert proc.wait(timeout=60) == 0
+        rows = [r for r in site.rows() if r["name"].startswith(f"s{signum}-")]
+        # everything judged was committed and archived; what was not taken yet is still in the inbox
+        left = {p.name for p in site.inbox.glob(f"s{signum}-*.jpg")}
+        assert len(rows) + len(left) == 30
+        assert not {r["name"] for r in rows} & left
+        assert all(Path(r["archived_path"]).exists() for r in rows)
+    assert "finishing parts in flight" in site.log.read_text()
+
+
+def test_a_reader_process_does_not_lock_out_the_watcher(site: Site) -> None:
+    reader_code = (
+        "import sqlite3, sys, time\n"
+        "db = sys.argv[1]; end = time.monotonic() + float(sys.argv[2]); n = 0\n"
+        "while time.monotonic() < end:\n"
+        "    try:\n"
+        "        con = sqlite3.connect(db, timeout=0.05)\n"
+        "        con.execute('SELECT count(*) FROM inspections').fetchone()\n"
+        "        con.execute('SELECT * FROM inspections ORDER BY id DESC LIMIT 50').fetchall()\n"
+        "        con.close(); n += 1\n"
+        "    except sqlite3.OperationalError as e:\n"
+        "        if 'no such table' not in str(e): print('reader error', e, flush=True)\n"
+        "print('reads', n, flush=True)\n"
+    )
+    proc = start(site)
+    try:
+        wait_started(site, proc)
+        reader = subprocess.Popen([sys.executable, "-c", reader_code, str(site.db), "15"], stdout=subprocess.PIPE,
+                                  text=True)
+        for i in range(150):
+            (site.inbox / f"r{i:03d}.jpg").write_bytes(part_jpeg(1000 + i))
+        wait_for(lambda: len(site.rows()) == 150, 90, "150 verdicts", proc, site)
+        out, _ = reader.communicate(timeout=60)
+    finally:
+        assert stop(proc) == 0
+    log = site.log.read_text()
+    assert "locked" not in log and "degraded" not in log and "unavailable" not in log
+    assert int(out.split()[-1]) > 50, out  # the reader really kept reading
+    assert "reader error" not in out or "locked" not in out
+
+
+def test_crash_states_are_finished_without_a_second_verdict(site: Site) -> None:
+    """The two states a crash can leave: judged and committed but not moved (row + file), and judged but not
+    committed (file only). A restart moves the first without a new row and judges the second once."""
+    data_committed, data_pending = part_jpeg(30), part_jpeg(31)
+    (site.inbox / "committed.jpg").write_bytes(data_committed)
+    (site.inbox / "pending.jpg").write_bytes(data_pending)
+    # make the first state with the real service: judge only committed.jpg, then put it back as if never moved
+    (site.inbox / "pending.jpg").rename(site.root / "pending.hold")
+    assert subprocess.run([sys.executable, "-m", "inspector", "watch", "--once", "--config", str(site.config)],
+                          cwd=site.root, capture_output=True, timeout=120).returncode == 0
+    row = site.rows()[0]
+    os.replace(row["archived_path"], site.inbox / "committed.jpg")
+    (site.root / "pending.hold").rename(site.inbox / "pending.jpg")
+    done = subprocess.run([sys.executable, "-m", "inspector", "watch", "--once", "--config", str(site.config)],
+                          cwd=site.root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = site.rows()
+    assert sorted(r["sha256"] for r in rows) == sorted([sha(data_committed), sha(data_pending)])
+    assert Path(rows[0]["archived_path"]).read_bytes() == data_committed
+    assert "archived after an interrupted run" in done.stderr
+    assert not any(site.inbox.iterdir())
+
+
+def test_defects_get_an_overlay_and_leave_in_place_mode_keeps_files(tmp_path: Path, models: Path) -> None:
+    site = make_site(tmp_path / "site", models, archive=False)
+    (site.inbox / "bad.jpg").write_bytes(part_jpeg(40, defect="spot"))
+    (site.inbox / "good.jpg").write_bytes(part_jpeg(41))
+    for _ in range(2):  # the second run must not judge the same files again
+        done = subprocess.run([sys.executable, "-m", "inspector", "watch", "--once", "--config", str(site.config)],
+                              cwd=site.root, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    rows = {r["name"]: r for r in site.rows()}
+    assert len(rows) == 2 and rows["bad.jpg"]["verdict"] == "defect"
+    overlay = Path(rows["bad.jpg"]["overlay_path"])
+    assert overlay.exists() and cv2.imread(str(overlay)) is not None
+    assert rows["good.jpg"]["overlay_path"] is None or rows["good.jpg"]["verdict"] == "defect"
+    assert (site.inbox / "bad.jpg").exists() and (site.inbox / "good.jpg").exists()
+    assert rows["bad.jpg"]["archived_path"] is None
+
+
+def test_start_errors_are_one_line(tmp_path: Path, models: Path) -> None:
+    site = make_site(tmp_path / "site", tmp_path / "no-models")
+    done = subprocess.run([sys.executable, "-m", "inspector", "watch", "--config", str(site.config)],
+                          cwd=site.root, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 4 and done.stderr.startswith("inspector: error: no active profile")
+    site = make_site(tmp_path / "site2", models)
+    done = subprocess.run([sys.executable, "-m", "inspector", "watch", str(tmp_path / "absent"), "--config",
+                           str(site.config)], cwd=site.root, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "watch folder not found" in done.stderr
