@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from watchdog.observers.api import BaseObserver
 
 from inspector import imaging, profiles
 from inspector.config import Config
@@ -182,6 +183,7 @@ class WatchService:
         self._stop = threading.Event()
         self._fatal: BaseException | None = None
         self.ready = threading.Event()  # set once the observer runs and the first scan is queued
+        self.observer: BaseObserver | None = None
 
     # ------------------------------------------------------------------ control
 
@@ -206,22 +208,20 @@ class WatchService:
         committer = threading.Thread(target=self._committer, name="committer", daemon=True)
         for t in (*threads, committer):
             t.start()
-        observer = None
         try:
             self._cleanup_overlay_temps()
             if not self.once:
-                observer = start_observer(self.observer_kind, self.w.poll_interval_s,
-                                          Handler(self.matcher, self.settler), self.w.recursive)
+                self.observer = self._start_observer()
             self._emit("started", logging.INFO,
                        f"watching {imaging.printable(self.folder)} ({self.observer_kind}, {self.workers} workers, "
                        f"profile {self.profile.version}, database {self._safe_url()})",
                        folder=imaging.printable(self.folder), profile_version=self.profile.version)
             self._scan()
             self.ready.set()
-            observer = self._loop(observer)
+            self._loop()
         finally:
-            if observer is not None:
-                observer.stop()
+            if self.observer is not None:
+                self.observer.stop()
             self._stop.set()
             for _ in threads:
                 self._jobs.put(_STOP)
@@ -247,17 +247,21 @@ class WatchService:
 
         return make_url(self.cfg.database.url).render_as_string(hide_password=True)
 
-    def _loop(self, observer: Any) -> Any:
+    def _start_observer(self) -> BaseObserver:
+        """A running watchdog observer feeding the settler."""
+        return start_observer(self.observer_kind, self.w.poll_interval_s, Handler(self.matcher, self.settler),
+                              self.w.recursive)
+
+    def _loop(self) -> None:
         """Dispatch ready files, rescan, watch the observer, print throughput, until stopped."""
         next_rescan = time.monotonic() + self.w.rescan_s
         while not self._stop.is_set():
             self.settler.wake.wait(0.05)
             self._dispatch()
             now = time.monotonic()
-            if observer is not None and not observer.is_alive():
+            if self.observer is not None and not self.observer.is_alive():
                 self._emit("observer", logging.WARNING, "observer thread died; restarting it and rescanning")
-                observer = start_observer(self.observer_kind, self.w.poll_interval_s,
-                                          Handler(self.matcher, self.settler), self.w.recursive)
+                self.observer = self._start_observer()
                 next_rescan = now
             if not self.once and now >= next_rescan:
                 self._scan()
@@ -267,7 +271,6 @@ class WatchService:
                 break
             if self._fatal is not None:
                 break
-        return observer
 
     # ------------------------------------------------------------------ intake
 

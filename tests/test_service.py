@@ -1,0 +1,88 @@
+"""The service in-process, where a test needs to reach inside: a dead observer thread and lost events are
+caught by the restart and the periodic rescan; JSON log lines."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from inspector import config
+from inspector.service import WatchService
+from watchkit import Site, make_site, part_jpeg, wait_for
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from inspector import cli
+
+    root = tmp_path_factory.mktemp("svc-models")
+    good = root / "good"
+    good.mkdir()
+    for i in range(16):
+        (good / f"g{i:02d}.jpg").write_bytes(part_jpeg(40_000 + i))
+    cfg = root / "train.toml"
+    cfg.write_text(f'[models]\ndir = "{root / "models"}"\n')
+    assert cli.main(["train", str(good), "--config", str(cfg)]) == 0
+    return root / "models"
+
+
+def run_in_thread(site: Site) -> tuple[WatchService, threading.Thread]:
+    svc = WatchService(config.load(site.config))
+    t = threading.Thread(target=svc.run, daemon=True)
+    t.start()
+    assert svc.ready.wait(30)
+    return svc, t
+
+
+def test_a_dead_observer_is_restarted_and_the_folder_rescanned(tmp_path: Path, models: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    site = make_site(tmp_path / "site", models, rescan_s=3600.0)
+    caplog.set_level(logging.INFO, logger="inspector")
+    svc, t = run_in_thread(site)
+    try:
+        first = svc.observer
+        first.stop()  # the observer thread dies
+        first.join(10)
+        (site.inbox / "while-dead.jpg").write_bytes(part_jpeg(1))
+        wait_for(lambda: len(site.rows()) == 1, 20, "the verdict of a file dropped while the observer was dead")
+        assert svc.observer is not first and svc.observer.is_alive()
+        assert "observer thread died" in caplog.text
+    finally:
+        svc.stop()
+        t.join(30)
+    assert not t.is_alive()
+
+
+def test_the_periodic_rescan_catches_files_whose_events_were_lost(tmp_path: Path, models: Path) -> None:
+    site = make_site(tmp_path / "site", models, rescan_s=0.5)
+    svc, t = run_in_thread(site)
+    try:
+        svc.observer.unschedule_all()  # alive but deaf: as if its events overflowed the inotify queue
+        (site.inbox / "unseen.jpg").write_bytes(part_jpeg(2))
+        wait_for(lambda: len(site.rows()) == 1, 20, "the rescan to find the file")
+    finally:
+        svc.stop()
+        t.join(30)
+    assert site.rows()[0]["name"] == "unseen.jpg"
+
+
+def test_json_log_lines(tmp_path: Path, models: Path) -> None:
+    site = make_site(tmp_path / "site", models, log_format="json")
+    for i in range(3):
+        (site.inbox / f"j{i}.jpg").write_bytes(part_jpeg(10 + i))
+    (site.inbox / "zero.jpg").write_bytes(b"")
+    done = subprocess.run([sys.executable, "-m", "inspector", "watch", "--once", "--config", str(site.config)],
+                          cwd=site.root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stderr.splitlines()]
+    verdicts = [e for e in events if e["event"] == "verdict"]
+    assert sorted(e["name"] for e in verdicts) == ["j0.jpg", "j1.jpg", "j2.jpg", "zero.jpg"]
+    assert {e["id"] for e in verdicts} == {r["id"] for r in site.rows()}
+    assert next(e for e in verdicts if e["name"] == "zero.jpg")["reason"] == "empty"
+    assert events[0]["event"] == "started" and events[-1]["event"] == "stopped"

@@ -1,0 +1,174 @@
+"""Noticing complete files: the Settler's stability rule, the Handler fed with dispatched watchdog events (as
+watchdog's own tests do), the Matcher's scan, and one real observer with a timeout."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from watchdog.events import (
+    DirCreatedEvent, FileClosedEvent, FileCreatedEvent, FileDeletedEvent, FileModifiedEvent, FileMovedEvent,
+)
+
+from inspector.watcher import Handler, Matcher, Settler, start_observer
+
+PATTERNS = ("*.jpg", "*.png")
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def fresh(path: Path, data: bytes = b"x") -> Path:
+    """Write a file whose mtime is now (so the settle time really has to pass)."""
+    path.write_bytes(data)
+    return path
+
+
+def test_a_file_is_ready_only_after_staying_unchanged_for_the_settle_time(tmp_path: Path) -> None:
+    clock = Clock()
+    s = Settler(settle_s=1.0, clock=clock)
+    p = fresh(tmp_path / "a.jpg")
+    s.seen(str(p))
+    assert s.poll() == [] and str(p) in s
+    clock.t += 0.6
+    with open(p, "ab") as fh:  # the writer is still writing
+        fh.write(b"more")
+    assert s.poll() == []
+    clock.t += 0.6  # 1.2 s since first seen, but only 0.6 s since the last change
+    assert s.poll() == []
+    clock.t += 0.5
+    ready = s.poll()
+    assert [path for path, _ in ready] == [str(p)] and str(p) not in s
+    assert abs(ready[0][1] - time.time()) < 5
+
+
+def test_a_file_already_old_at_first_sight_is_ready_at_the_next_poll(tmp_path: Path) -> None:
+    s = Settler(settle_s=1.0, clock=Clock())
+    p = fresh(tmp_path / "old.jpg")
+    old = time.time() - 60
+    os.utime(p, (old, old))
+    s.seen(str(p))
+    assert [path for path, _ in s.poll()] == [str(p)]
+
+
+def test_vanished_and_forgotten_paths_leave_the_settler(tmp_path: Path) -> None:
+    clock = Clock()
+    s = Settler(settle_s=0.5, clock=clock)
+    a, b = fresh(tmp_path / "a.jpg"), fresh(tmp_path / "b.jpg")
+    s.seen(str(a))
+    s.seen(str(b))
+    a.unlink()
+    s.forget(str(b))
+    clock.t += 1
+    assert s.poll() == [] and len(s) == 0
+
+
+def make_handler(tmp_path: Path, recursive: bool = False, settle_s: float = 1.0) -> tuple[Handler, Settler, Clock]:
+    clock = Clock()
+    settler = Settler(settle_s=settle_s, clock=clock)
+    matcher = Matcher(tmp_path, PATTERNS, recursive=recursive, exclude=(tmp_path / "archive",))
+    return Handler(matcher, settler), settler, clock
+
+
+def test_close_after_write_makes_a_file_ready_at_once(tmp_path: Path) -> None:
+    h, s, _ = make_handler(tmp_path)
+    p = str(fresh(tmp_path / "a.jpg"))
+    h.dispatch(FileCreatedEvent(p))
+    h.dispatch(FileModifiedEvent(p))
+    assert s.poll() == []
+    h.dispatch(FileClosedEvent(p))
+    assert s.wake.is_set()
+    assert [path for path, _ in s.poll()] == [p]
+
+
+def test_a_rename_into_the_folder_makes_the_destination_ready(tmp_path: Path) -> None:
+    h, s, _ = make_handler(tmp_path)
+    tmp, final = str(tmp_path / ".a.jpg.part"), str(fresh(tmp_path / "a.jpg"))
+    h.dispatch(FileCreatedEvent(tmp))  # not a pattern match: ignored
+    h.dispatch(FileMovedEvent(tmp, final))
+    assert [path for path, _ in s.poll()] == [final]
+
+
+def test_moved_away_or_deleted_before_ready_is_dropped(tmp_path: Path) -> None:
+    h, s, clock = make_handler(tmp_path)
+    a, b = str(fresh(tmp_path / "a.jpg")), str(fresh(tmp_path / "b.jpg"))
+    h.dispatch(FileCreatedEvent(a))
+    h.dispatch(FileCreatedEvent(b))
+    h.dispatch(FileMovedEvent(a, str(tmp_path / "a.txt")))
+    h.dispatch(FileDeletedEvent(b))
+    clock.t += 5
+    assert s.poll() == []
+
+
+def test_handler_filters_patterns_subfolders_and_excluded_folders(tmp_path: Path) -> None:
+    h, s, clock = make_handler(tmp_path)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "archive").mkdir()
+    for name in ("notes.txt", "sub/x.jpg", "archive/y.jpg"):
+        h.dispatch(FileClosedEvent(str(fresh(tmp_path / name))))
+    h.dispatch(FileClosedEvent(str(fresh(tmp_path / "UPPER.JPG"))))
+    assert [Path(p).name for p, _ in s.poll()] == ["UPPER.JPG"]
+    hr, sr, _ = make_handler(tmp_path, recursive=True)
+    for name in ("sub/x.jpg", "archive/y.jpg"):
+        hr.dispatch(FileClosedEvent(str(tmp_path / name)))
+    assert [Path(p).name for p, _ in sr.poll()] == ["x.jpg"]
+
+
+def test_a_directory_named_like_a_part_is_a_candidate(tmp_path: Path) -> None:
+    h, s, clock = make_handler(tmp_path)
+    d = tmp_path / "x.jpg"
+    d.mkdir()
+    h.dispatch(DirCreatedEvent(str(d)))
+    clock.t += 2
+    assert [p for p, _ in s.poll()] == [str(d)]
+
+
+def test_scan_finds_candidates_and_skips_excluded_folders(tmp_path: Path) -> None:
+    for name in ("a.jpg", "b.png", "c.txt", "sub/d.jpg", "archive/ok/e.jpg"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "dir.jpg").mkdir()
+    (tmp_path / "dir.jpg" / "inner.jpg").write_bytes(b"x")
+    flat = Matcher(tmp_path, PATTERNS, recursive=False, exclude=(tmp_path / "archive",))
+    assert sorted(Path(p).name for p in flat.scan()) == ["a.jpg", "b.png", "dir.jpg"]
+    deep = Matcher(tmp_path, PATTERNS, recursive=True, exclude=(tmp_path / "archive",))
+    assert sorted(Path(p).name for p in deep.scan()) == ["a.jpg", "b.png", "d.jpg", "dir.jpg"]
+
+
+def test_undecodable_names_pass_through_as_surrogates(tmp_path: Path) -> None:
+    h, s, _ = make_handler(tmp_path)
+    raw = os.fsencode(tmp_path) + b"/bad\xff.jpg"
+    with open(raw, "wb") as fh:
+        fh.write(b"x")
+    h.dispatch(FileClosedEvent(raw))
+    [(path, _)] = s.poll()
+    assert os.fsencode(path) == raw
+
+
+@pytest.mark.parametrize("kind", ["native", "polling"])
+def test_a_real_observer_reports_a_written_and_a_renamed_file(tmp_path: Path, kind: str) -> None:
+    settler = Settler(settle_s=0.2)
+    handler = Handler(Matcher(tmp_path, PATTERNS, recursive=False), settler)
+    observer = start_observer(kind, 0.1, handler, recursive=False)
+    try:
+        (tmp_path / "a.jpg").write_bytes(b"written")
+        (tmp_path / ".b.part").write_bytes(b"renamed")
+        os.rename(tmp_path / ".b.part", tmp_path / "b.jpg")
+        found: set[str] = set()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(found) < 2:
+            settler.wake.wait(0.1)
+            found |= {Path(p).name for p, _ in settler.poll()}
+        assert found == {"a.jpg", "b.jpg"}
+    finally:
+        observer.stop()
+        observer.join(timeout=10)
