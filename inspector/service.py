@@ -130,6 +130,14 @@ def source_key(path: str, sig: tuple | None) -> str:
     return f"entry:{digest}:{ino}:{mtime_ns}:{size}:{mode:o}"
 
 
+def _cores() -> int:
+    """Cores this process may run on (respects CPU affinity and container limits where the OS reports them)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 2
+
+
 def _utf8_name(path: str) -> bool:
     """True when the file name is valid UTF-8."""
     try:
@@ -163,7 +171,7 @@ class WatchService:
         self.observer_kind = observer or self.w.observer
         self.archive_root = Path(self.w.archive_dir).absolute()
         self.overlays = Path(self.w.overlays_dir).absolute()
-        self.workers = self.w.workers or os.cpu_count() or 2
+        self.workers = self.w.workers or _cores()
         self.store = Store(cfg.database.url, busy_timeout_ms=cfg.database.busy_timeout_ms)
         try:
             self.profile = ActiveProfile(cfg)
@@ -193,8 +201,13 @@ class WatchService:
         self.settler.wake.set()
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        """SIGTERM/SIGINT: a graceful stop."""
-        self._emit("stopping", logging.INFO, f"signal {signal.Signals(signum).name}: finishing parts in flight")
+        """SIGTERM/SIGINT: a graceful stop; a second one stops at once (uncommitted files stay in the folder)."""
+        name = signal.Signals(signum).name
+        if self._stop.is_set():
+            self._emit("stopping", logging.WARNING, f"second signal {name}: stopping now; parts not yet recorded "
+                                                    "stay in the folder for the next start")
+            raise KeyboardInterrupt
+        self._emit("stopping", logging.INFO, f"signal {name}: finishing parts in flight")
         self.stop()
 
     def run(self) -> int:
@@ -321,9 +334,10 @@ class WatchService:
                 continue
             try:
                 outcome = self._judge(job)
-            except Exception as exc:  # a bug must not stop the line: leave the file, log, go on
-                log.exception("internal error judging %s", imaging.printable(job.path))
-                self._emit("error", logging.ERROR, f"internal error on {imaging.printable(job.path)}: {exc}")
+            except Exception as exc:  # a bug or a database outage must not stop the line: leave the file, go on
+                log.debug("error judging %s", imaging.printable(job.path), exc_info=True)
+                self._emit("error", logging.ERROR, f"cannot judge {imaging.printable(job.path)} now ({exc}); "
+                                                   "it stays in the folder and is retried at the next rescan")
                 self._release(job.path)
                 continue
             self._results.put(outcome)

@@ -37,7 +37,8 @@ def signature(path: str) -> Signature | None:
 
 
 class Matcher:
-    """Which paths are parts: names matching the patterns (case-insensitive), outside excluded folders."""
+    """Which paths are parts: names matching the patterns (case-insensitive), not hidden (a leading dot),
+    outside excluded folders."""
 
     def __init__(self, root: Path, patterns: Sequence[str], recursive: bool, exclude: Sequence[Path] = ()):
         self.root = os.path.abspath(root)
@@ -54,8 +55,8 @@ class Matcher:
                 return False
         elif parent != self.root:
             return False
-        if any((path + os.sep).startswith(ex) for ex in self.exclude):
-            return False
+        if name.startswith(".") or any((path + os.sep).startswith(ex) for ex in self.exclude):
+            return False  # hidden names are writers' temporary files by convention
         lowered = name.lower()
         return any(fnmatch(lowered, pat) for pat in self.patterns)
 

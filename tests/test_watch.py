@@ -347,3 +347,36 @@ def test_start_errors_are_one_line(tmp_path: Path, models: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "inspector", "watch", str(tmp_path / "absent"), "--config",
                            str(site.config)], cwd=site.root, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "watch folder not found" in done.stderr
+
+
+def test_a_second_signal_stops_at_once_and_loses_nothing(site: Site) -> None:
+    """With the database held by another writer, a graceful stop waits for the commit; a second signal ends
+    the process at once, and every part is either recorded or still in the folder."""
+    import sqlite3
+
+    names = [f"q{i:03d}.jpg" for i in range(60)]
+    for i, name in enumerate(names):
+        (site.inbox / name).write_bytes(part_jpeg(700 + i))
+    proc = start(site)
+    wait_for(lambda: len(site.rows()) >= 3, 60, "verdicts to start landing", proc, site)
+    blocker = sqlite3.connect(site.db, isolation_level=None, timeout=30)
+    blocker.execute("BEGIN IMMEDIATE")  # another writer holds the database
+    try:
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(1.0)
+        assert proc.poll() is None, "the graceful stop should still be waiting to commit"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 130
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    judged = {r["name"] for r in site.rows()}
+    waiting = {p.name for p in site.inbox.glob("*.jpg")}
+    assert judged | waiting == set(names)  # every part is either recorded or still waiting in the folder
+    assert len(judged) < len(names)
+    done = subprocess.run([sys.executable, "-m", "inspector", "watch", "--once", "--config", str(site.config)],
+                          cwd=site.root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert sorted(r["name"] for r in site.rows()) == names and not any(site.inbox.glob("*.jpg"))
+    assert "second signal SIGTERM: stopping now" in site.log.read_text()

@@ -115,6 +115,7 @@ def test_handler_filters_patterns_subfolders_and_excluded_folders(tmp_path: Path
     (tmp_path / "archive").mkdir()
     for name in ("notes.txt", "sub/x.jpg", "archive/y.jpg"):
         h.dispatch(FileClosedEvent(str(fresh(tmp_path / name))))
+    h.dispatch(FileClosedEvent(str(fresh(tmp_path / ".hidden-temp.jpg"))))
     h.dispatch(FileClosedEvent(str(fresh(tmp_path / "UPPER.JPG"))))
     assert [Path(p).name for p, _ in s.poll()] == ["UPPER.JPG"]
     hr, sr, _ = make_handler(tmp_path, recursive=True)
