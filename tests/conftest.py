@@ -49,3 +49,21 @@ def mvtec_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def good_dir(mvtec_dir: Path) -> Path:
     """Folder of good training parts."""
     return mvtec_dir / "train" / "good"
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder for the watch tests: v1 (active) and v2 (saved, not active), trained on synthetic JPEGs."""
+    from inspector import cli
+    from watchkit import part_jpeg
+
+    root = tmp_path_factory.mktemp("watch-models")
+    good = root / "good"
+    good.mkdir()
+    for i in range(24):
+        (good / f"g{i:02d}.jpg").write_bytes(part_jpeg(10_000 + i))
+    cfg = root / "train.toml"
+    cfg.write_text(f'[models]\ndir = "{root / "models"}"\n')
+    assert cli.main(["train", str(good), "--config", str(cfg)]) == 0
+    assert cli.main(["train", str(good), "--config", str(cfg), "--no-activate", "--note", "second"]) == 0
+    return root / "models"

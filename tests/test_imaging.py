@@ -569,15 +569,23 @@ def test_device_is_not_a_file() -> None:
 
 
 def test_mode_000_is_unreadable(tmp_path: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("running as root: permission bits do not stop reads (see the os.open PermissionError test)")
+    """A real mode-000 file. As root, in a child without CAP_DAC_OVERRIDE (root otherwise reads anything)."""
+    import subprocess
+    import sys
+
+    from watchkit import drop_dac_override
+
     path = write(tmp_path / "locked.jpg", encode(noisy(8, 8), ".jpg"))
     path.chmod(0)
+    code = ("import sys\nfrom inspector.imaging import read_file\nfrom inspector.errors import ImageRejected\n"
+            "try:\n    read_file(sys.argv[1])\nexcept ImageRejected as e:\n    print(e.reason, '|', e.detail)\n")
     try:
-        err = reason(read_file, path)
+        done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60,
+                              preexec_fn=drop_dac_override if os.geteuid() == 0 else None)
     finally:
         path.chmod(0o600)
-    assert err.reason == "unreadable" and "Permission denied" in err.detail
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("unreadable |") and "Permission denied" in done.stdout
 
 
 def test_permission_error_on_open_is_unreadable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

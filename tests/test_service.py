@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -14,22 +12,7 @@ import pytest
 
 from inspector import config
 from inspector.service import WatchService
-from watchkit import Site, make_site, part_jpeg, wait_for
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from inspector import cli
-
-    root = tmp_path_factory.mktemp("svc-models")
-    good = root / "good"
-    good.mkdir()
-    for i in range(16):
-        (good / f"g{i:02d}.jpg").write_bytes(part_jpeg(40_000 + i))
-    cfg = root / "train.toml"
-    cfg.write_text(f'[models]\ndir = "{root / "models"}"\n')
-    assert cli.main(["train", str(good), "--config", str(cfg)]) == 0
-    return root / "models"
+from watchkit import Site, make_site, part_jpeg, run_once, wait_for
 
 
 def run_in_thread(site: Site) -> tuple[WatchService, threading.Thread]:
@@ -77,8 +60,7 @@ def test_json_log_lines(tmp_path: Path, models: Path) -> None:
     for i in range(3):
         (site.inbox / f"j{i}.jpg").write_bytes(part_jpeg(10 + i))
     (site.inbox / "zero.jpg").write_bytes(b"")
-    done = subprocess.run([sys.executable, "-m", "inspector", "watch", "--once", "--config", str(site.config)],
-                          cwd=site.root, capture_output=True, text=True, timeout=120)
+    done = run_once(site)
     assert done.returncode == 0, done.stderr
     events = [json.loads(line) for line in done.stderr.splitlines()]
     verdicts = [e for e in events if e["event"] == "verdict"]

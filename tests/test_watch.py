@@ -8,7 +8,6 @@ import hashlib
 import os
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import time
@@ -19,24 +18,11 @@ import numpy as np
 import pytest
 
 from inspector import cli
-from watchkit import Site, atomic_drop, make_site, part_jpeg, start, stop, wait_for, wait_started
+from watchkit import (
+    Site, atomic_drop, drop_dac_override, make_site, part_jpeg, run_once, start, stop, wait_for, wait_started,
+)
 
 OBSERVERS = ["native", "polling"]
-
-
-@pytest.fixture(scope="session")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A models folder with v1 (active) and v2 (saved, not active), trained on synthetic JPEG parts."""
-    root = tmp_path_factory.mktemp("watch-models")
-    good = root / "good"
-    good.mkdir()
-    for i in range(24):
-        (good / f"g{i:02d}.jpg").write_bytes(part_jpeg(10_000 + i))
-    cfg = root / "train.toml"
-    cfg.write_text(f'[models]\ndir = "{root / "models"}"\n')
-    assert cli.main(["train", str(good), "--config", str(cfg)]) == 0
-    assert cli.main(["train", str(good), "--config", str(cfg), "--no-activate", "--note", "second"]) == 0
-    return root / "models"
 
 
 @pytest.fixture
@@ -130,8 +116,7 @@ def test_backlog_dropped_while_stopped_is_judged_at_start(site: Site, observer: 
 def test_once_judges_the_backlog_and_exits(site: Site) -> None:
     for i in range(5):
         (site.inbox / f"b{i}.jpg").write_bytes(part_jpeg(300 + i))
-    done = subprocess.run([sys.executable, "-m", "inspector", "watch", "--once", "--config", str(site.config)],
-                          cwd=site.root, capture_output=True, text=True, timeout=120)
+    done = run_once(site)
     assert done.returncode == 0, done.stderr
     assert len(site.rows()) == 5
     assert "#1 " in done.stderr and "stopped: 5 verdicts" in done.stderr
@@ -157,17 +142,6 @@ def test_same_content_five_times_gives_one_verdict(site: Site) -> None:
     assert len(rows) == 1 and rows[0]["sha256"] == sha(data)
     assert all(p.read_bytes() == data for p in site.archived_files())
     assert site.log.read_text().count("duplicate") >= 4
-
-
-def _drop_dac_override() -> None:
-    """In the child before exec: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding set, so that
-    a watcher run as root is refused a mode-000 file like any other user (root otherwise reads it)."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    for cap in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
-        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
 
 
 def test_bad_input_is_rejected_with_its_reason_and_the_service_goes_on(tmp_path: Path, models: Path) -> None:
@@ -202,7 +176,7 @@ def test_bad_input_is_rejected_with_its_reason_and_the_service_goes_on(tmp_path:
     log = open(site.log, "ab")
     proc = subprocess.Popen([sys.executable, "-m", "inspector", "watch", "--config", str(site.config)],
                             cwd=site.root, stdout=log, stderr=subprocess.STDOUT,
-                            preexec_fn=_drop_dac_override if os.geteuid() == 0 else None)
+                            preexec_fn=drop_dac_override if os.geteuid() == 0 else None)
     try:
         wait_for(lambda: len(site.rows()) >= len(expected), 60, "every bad input recorded", proc, site)
         assert proc.poll() is None, "the service stopped on bad input"
@@ -306,13 +280,11 @@ def test_crash_states_are_finished_without_a_second_verdict(site: Site) -> None:
     (site.inbox / "pending.jpg").write_bytes(data_pending)
     # make the first state with the real service: judge only committed.jpg, then put it back as if never moved
     (site.inbox / "pending.jpg").rename(site.root / "pending.hold")
-    assert subprocess.run([sys.executable, "-m", "inspector", "watch", "--once", "--config", str(site.config)],
-                          cwd=site.root, capture_output=True, timeout=120).returncode == 0
+    assert run_once(site).returncode == 0
     row = site.rows()[0]
     os.replace(row["archived_path"], site.inbox / "committed.jpg")
     (site.root / "pending.hold").rename(site.inbox / "pending.jpg")
-    done = subprocess.run([sys.executable, "-m", "inspector", "watch", "--once", "--config", str(site.config)],
-                          cwd=site.root, capture_output=True, text=True, timeout=120)
+    done = run_once(site)
     assert done.returncode == 0, done.stderr
     rows = site.rows()
     assert sorted(r["sha256"] for r in rows) == sorted([sha(data_committed), sha(data_pending)])
@@ -326,8 +298,7 @@ def test_defects_get_an_overlay_and_leave_in_place_mode_keeps_files(tmp_path: Pa
     (site.inbox / "bad.jpg").write_bytes(part_jpeg(40, defect="spot"))
     (site.inbox / "good.jpg").write_bytes(part_jpeg(41))
     for _ in range(2):  # the second run must not judge the same files again
-        done = subprocess.run([sys.executable, "-m", "inspector", "watch", "--once", "--config", str(site.config)],
-                              cwd=site.root, capture_output=True, text=True, timeout=120)
+        done = run_once(site)
         assert done.returncode == 0, done.stderr
     rows = {r["name"]: r for r in site.rows()}
     assert len(rows) == 2 and rows["bad.jpg"]["verdict"] == "defect"
@@ -375,8 +346,7 @@ def test_a_second_signal_stops_at_once_and_loses_nothing(site: Site) -> None:
     waiting = {p.name for p in site.inbox.glob("*.jpg")}
     assert judged | waiting == set(names)  # every part is either recorded or still waiting in the folder
     assert len(judged) < len(names)
-    done = subprocess.run([sys.executable, "-m", "inspector", "watch", "--once", "--config", str(site.config)],
-                          cwd=site.root, capture_output=True, text=True, timeout=120)
+    done = run_once(site)
     assert done.returncode == 0, done.stderr
     assert sorted(r["name"] for r in site.rows()) == names and not any(site.inbox.glob("*.jpg"))
     assert "second signal SIGTERM: stopping now" in site.log.read_text()

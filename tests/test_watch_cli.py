@@ -4,35 +4,26 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from inspector import cli
-from watchkit import Site, make_site, part_jpeg
+from watchkit import Site, make_site, part_jpeg, run_once
 
 KEYS = {"id", "sha256", "name", "verdict", "reason", "score", "threshold", "profile_version", "inspected_at"}
 
 
 @pytest.fixture(scope="module")
-def filled(tmp_path_factory: pytest.TempPathFactory) -> Site:
+def filled(tmp_path_factory: pytest.TempPathFactory, models: Path) -> Site:
     """A site whose database holds ok, defect and rejected verdicts from one `watch --once` run."""
-    root = tmp_path_factory.mktemp("cli-site")
-    good = root / "good"
-    good.mkdir()
-    for i in range(20):
-        (good / f"g{i:02d}.jpg").write_bytes(part_jpeg(30_000 + i))
-    site = make_site(root / "site", root / "models")
-    assert cli.main(["train", str(good), "--config", str(site.config)]) == 0
+    site = make_site(tmp_path_factory.mktemp("cli-site") / "site", models)
     for i in range(4):
         (site.inbox / f"good-{i}.jpg").write_bytes(part_jpeg(31_000 + i))
     (site.inbox / "spot.jpg").write_bytes(part_jpeg(31_100, defect="spot"))
     (site.inbox / "empty.jpg").write_bytes(b"")
-    done = subprocess.run([sys.executable, "-m", "inspector", "watch", "--once", "--config", str(site.config)],
-                          cwd=site.root, capture_output=True, text=True, timeout=120)
+    done = run_once(site)
     assert done.returncode == 0, done.stderr
     assert len(site.rows()) == 6
     return site

@@ -9,34 +9,15 @@ import hashlib
 import os
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
-import pytest
 
 from watchkit import atomic_drop, make_site, part_jpeg, start, stop, wait_for
 
 N_FILES = 500
 MIN_KILLS = 20
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An active profile trained on synthetic JPEG parts."""
-    from inspector import cli
-
-    root = tmp_path_factory.mktemp("fault-models")
-    good = root / "good"
-    good.mkdir()
-    for i in range(20):
-        (good / f"g{i:02d}.jpg").write_bytes(part_jpeg(20_000 + i))
-    cfg = root / "train.toml"
-    cfg.write_text(f'[models]\ndir = "{root / "models"}"\n')
-    assert cli.main(["train", str(good), "--config", str(cfg)]) == 0
-    return root / "models"
 
 
 class Camera(threading.Thread):

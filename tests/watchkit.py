@@ -113,6 +113,12 @@ def start(site: Site, *extra: str) -> subprocess.Popen:
                             cwd=site.root, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
+def run_once(site: Site, timeout: float = 120.0) -> subprocess.CompletedProcess:
+    """Run `inspector watch --once` to completion (text output captured)."""
+    return subprocess.run([sys.executable, "-m", "inspector", "watch", "--once", "--config", str(site.config)],
+                          cwd=site.root, capture_output=True, text=True, timeout=timeout)
+
+
 def wait_for(condition: Callable[[], object], timeout: float, what: str, proc: subprocess.Popen | None = None,
              site: Site | None = None) -> object:
     """Poll until condition() is truthy; fail with the watcher's log when it does not happen."""
@@ -155,3 +161,14 @@ def atomic_drop(folder: Path, name: str, data: bytes) -> Path:
     final = folder / name
     os.rename(tmp, final)
     return final
+
+
+def drop_dac_override() -> None:
+    """For preexec_fn: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding set before exec, so
+    a child run as root is refused a mode-000 file like any other user (root otherwise reads it)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
