@@ -20,10 +20,11 @@ class ImageRejected(InspectorError):
 
     exit_code = 3
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, errno: int | None = None) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.errno = errno  # the OS error number behind an "unreadable" rejection, when there is one
 
 
 class ProfileError(InspectorError):

@@ -81,7 +81,7 @@ _show = printable
 def _unreadable(path: str | bytes | os.PathLike, exc: OSError) -> ImageRejected:
     """An "unreadable" rejection carrying the errno text."""
     text = exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc))
-    return ImageRejected("unreadable", f"{_show(path)}: {text}")
+    return ImageRejected("unreadable", f"{_show(path)}: {text}", errno=exc.errno)
 
 
 def _require_regular(path: str | bytes | os.PathLike, st: os.stat_result) -> None:

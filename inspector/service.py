@@ -14,6 +14,9 @@ Nothing is ever deleted.
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import functools
 import json
 import logging
 import os
@@ -22,6 +25,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,8 +38,8 @@ from inspector import imaging, profiles
 from inspector.config import Config
 from inspector.errors import ImageRejected, InspectorError, ProfileError
 from inspector.pipeline import Inspector, Verdict
-from inspector.store import Store
-from inspector.watcher import Handler, Matcher, Settler, signature, start_observer
+from inspector.store import DatabaseError, Store
+from inspector.watcher import Handler, Matcher, Settler, Signature, signature, start_observer
 
 log = logging.getLogger("inspector.watch")
 
@@ -52,17 +56,18 @@ class Job:
     """A complete file waiting to be judged."""
 
     path: str
-    received_at: datetime  # when it was found complete (UTC)
+    received_at: datetime  # when the watcher found it complete (UTC); for a backlog, when it was first scanned
 
 
 @dataclass
 class Outcome:
-    """What a worker made of a job: a new row, or the row an earlier verdict left, or nothing (vanished)."""
+    """What a worker made of a job: a new row, or the row an earlier verdict left, or nothing (vanished or to
+    be retried)."""
 
     job: Job
     row: dict[str, Any] | None = None
     existing: dict[str, Any] | None = None
-    sig: tuple | None = None
+    sig: Signature | None = None  # lstat signature of the file as it was read; the move checks it again
     target: str | None = None  # planned archive path
 
 
@@ -121,13 +126,41 @@ class ActiveProfile:
         log.info("profile switched: %s -> %s (threshold %.3f)", old, stored.version, stored.profile.threshold_)
 
 
-def source_key(path: str, sig: tuple | None) -> str:
-    """Identity of an entry whose bytes could not be read: device-free inode, mtime and a hash of its path."""
+def source_key(path: str, sig: Signature | None) -> str:
+    """Identity of an entry whose bytes could not be read: a hash of its path, its inode, mtime, size and mode."""
     digest = imaging.sha256_hex(os.fsencode(path))[:32]
     if sig is None:
         return f"entry:{digest}"
     size, mtime_ns, ino, mode = sig
     return f"entry:{digest}:{ino}:{mtime_ns}:{size}:{mode:o}"
+
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+
+
+@functools.cache
+def _renameat2() -> Callable[..., int] | None:
+    """libc's renameat2, where there is one (Linux with glibc 2.28 or later)."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return None
+
+
+def rename_noreplace(src: str, dst: str) -> None:
+    """Rename src to dst, refusing to overwrite dst: one atomic renameat2(RENAME_NOREPLACE) where the kernel and
+    filesystem support it, else a check followed by os.replace (which can race with another writer)."""
+    fn = _renameat2()
+    if fn is not None:
+        if fn(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.ENOSYS, errno.EINVAL):
+            raise OSError(err, os.strerror(err), src, None, dst)
+    if os.path.lexists(dst):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), src, None, dst)
+    os.replace(src, dst)
 
 
 def _cores() -> int:
@@ -149,12 +182,17 @@ def _utf8_name(path: str) -> bool:
 
 @dataclass
 class Stats:
-    """Counters for the throughput line and the exit summary."""
+    """Counters for the throughput line and the exit summary (written by the committer only)."""
 
     verdicts: Counter = field(default_factory=Counter)
     duplicates: int = 0
-    since_line: int = 0
+    recorded: int = 0  # verdicts recorded so far; only grows, so the main loop can read it without a lock
+    line_recorded: int = 0  # `recorded` at the last throughput line (main loop only)
     line_at: float = field(default_factory=time.monotonic)
+
+
+TRANSIENT_READ_ATTEMPTS = 3  # an unreadable file (other than no permission) is retried this often first
+_PERMANENT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.EISDIR, errno.ENXIO})
 
 
 class WatchService:
@@ -171,8 +209,10 @@ class WatchService:
         self.observer_kind = observer or self.w.observer
         self.archive_root = Path(self.w.archive_dir).absolute()
         self.overlays = Path(self.w.overlays_dir).absolute()
+        self._check_folders()
         self.workers = self.w.workers or _cores()
-        self.store = Store(cfg.database.url, busy_timeout_ms=cfg.database.busy_timeout_ms)
+        self.store = Store(cfg.database.url, busy_timeout_ms=cfg.database.busy_timeout_ms,
+                           pool_size=self.workers + 2)
         try:
             self.profile = ActiveProfile(cfg)
         except BaseException:
@@ -183,15 +223,36 @@ class WatchService:
         self.settler = Settler(self.w.settle_s)
         self.stats = Stats()
         self._jobs: queue.Queue = queue.Queue()
-        self._results: queue.Queue = queue.Queue()
+        # bounded: while the database is away, workers stop taking files (they wait in the folder) instead of
+        # piling verdicts up in memory
+        self._results: queue.Queue = queue.Queue(maxsize=max(256, 4 * self.w.batch_size))
         self._inflight: set[str] = set()
+        self._dirty: set[str] = set()  # in flight, and an event said the file changed again meanwhile
         self._inflight_lock = threading.Lock()
-        self._done: dict[str, tuple | None] = {}  # leave-in-place mode: path -> signature when judged
+        self._attempts: dict[str, int] = {}  # path -> failed reads so far (transient errors)
+        self._done: dict[str, Signature | None] = {}  # leave-in-place mode: path -> signature when judged
         self._reserved: set[str] = set()
         self._stop = threading.Event()
         self._fatal: BaseException | None = None
         self.ready = threading.Event()  # set once the observer runs and the first scan is queued
         self.observer: BaseObserver | None = None
+
+    def _check_folders(self) -> None:
+        """Refuse layouts that could never work: the inbox inside the archive or overlays folder (its files
+        would all be excluded), or an archive on another filesystem (os.replace cannot move there)."""
+        for name, other in (("archive_dir", self.archive_root), ("overlays_dir", self.overlays)):
+            if self.folder == other or other in self.folder.parents:
+                raise InspectorError(f"watch folder {self.folder} is inside [watch] {name} {other}; "
+                                     "choose folders beside each other")
+        if self.w.archive:
+            try:
+                self.archive_root.mkdir(parents=True, exist_ok=True)
+                same = os.stat(self.archive_root).st_dev == os.stat(self.folder).st_dev
+            except OSError as exc:
+                raise InspectorError(f"cannot create archive folder {self.archive_root}: {exc.strerror}") from None
+            if not same:
+                raise InspectorError(f"archive folder {self.archive_root} is on another filesystem than "
+                                     f"{self.folder}; files are moved with a rename, which needs the same one")
 
     # ------------------------------------------------------------------ control
 
@@ -265,6 +326,23 @@ class WatchService:
         return start_observer(self.observer_kind, self.w.poll_interval_s, Handler(self.matcher, self.settler),
                               self.w.recursive)
 
+    def _observer_alive(self) -> bool:
+        """The observer's dispatcher and every emitter thread are running."""
+        obs = self.observer
+        return obs is not None and obs.is_alive() and all(e.is_alive() for e in obs.emitters)
+
+    def _restart_observer(self) -> None:
+        """Stop what is left of the observer and start a new one; on failure the rescan keeps things going."""
+        try:
+            self.observer.stop()
+        except Exception:  # it is already broken; do not let that stop the restart
+            pass
+        try:
+            self.observer = self._start_observer()
+        except OSError as exc:
+            self._emit("observer", logging.ERROR, f"cannot restart the observer ({exc}); relying on rescans every "
+                                                  f"{self.w.rescan_s:g} s")
+
     def _loop(self) -> None:
         """Dispatch ready files, rescan, watch the observer, print throughput, until stopped."""
         next_rescan = time.monotonic() + self.w.rescan_s
@@ -272,9 +350,9 @@ class WatchService:
             self.settler.wake.wait(0.05)
             self._dispatch()
             now = time.monotonic()
-            if self.observer is not None and not self.observer.is_alive():
+            if self.observer is not None and not self._observer_alive():
                 self._emit("observer", logging.WARNING, "observer thread died; restarting it and rescanning")
-                self.observer = self._start_observer()
+                self._restart_observer()
                 next_rescan = now
             if not self.once and now >= next_rescan:
                 self._scan()
@@ -289,12 +367,17 @@ class WatchService:
 
     def _scan(self) -> None:
         """Register every candidate in the folder that is not already queued or judged."""
+        present = set()
         for path in self.matcher.scan():
+            present.add(path)
             if path in self.settler or self._is_inflight(path):
                 continue
             if not self.w.archive and path in self._done and self._done[path] == signature(path):
                 continue
             self.settler.seen(path)
+        if not self.w.archive:  # forget files that left the folder
+            for path in [p for p in self._done if p not in present]:
+                self._done.pop(path, None)
 
     def _dispatch(self) -> None:
         """Queue the files the settler found complete."""
@@ -305,6 +388,7 @@ class WatchService:
                 continue
             with self._inflight_lock:
                 if path in self._inflight:
+                    self._dirty.add(path)  # looked at again once its current round is over
                     continue
                 self._inflight.add(path)
             self._jobs.put(Job(path, datetime.fromtimestamp(completed, timezone.utc)))
@@ -317,9 +401,14 @@ class WatchService:
         with self._inflight_lock:
             return len(self._inflight)
 
-    def _release(self, path: str) -> None:
+    def _release(self, path: str, again: bool = False) -> None:
+        """The path's round is over; look at it again if asked, or if it changed during the round."""
         with self._inflight_lock:
             self._inflight.discard(path)
+            again = again or path in self._dirty
+            self._dirty.discard(path)
+        if again and os.path.lexists(path):
+            self.settler.seen(path)
 
     # ------------------------------------------------------------------ workers
 
@@ -354,11 +443,17 @@ class WatchService:
         except ImageRejected as exc:
             if not os.path.lexists(path):
                 return Outcome(job)
+            if self._transient(path, exc):
+                return Outcome(job)
             insp = self.profile.get()
             row = self._row(job, Verdict(name="", sha256=None, verdict="rejected", reason=exc.reason,
                                          detail=exc.detail, score=None, threshold=insp.profile.threshold_,
                                          profile_version=insp.version), key=source_key(path, sig), start=start)
             return Outcome(job, row=row, sig=sig)
+        self._attempts.pop(path, None)
+        if signature(path) != sig:  # written to, or replaced, while we read it: judge it when it settles again
+            self._dirty_add(path)
+            return Outcome(job)
         digest = imaging.sha256_hex(data)
         existing = self.store.find(sha256=digest)
         if existing is not None:
@@ -375,6 +470,25 @@ class WatchService:
         if verdict.verdict == "defect" and verdict.image is not None and verdict.anomaly_map is not None:
             row["overlay_path"] = self._write_overlay(digest, verdict.image, verdict.anomaly_map)
         return Outcome(job, row=row, sig=sig)
+
+    def _dirty_add(self, path: str) -> None:
+        """Mark an in-flight path to be looked at again when its round is over."""
+        with self._inflight_lock:
+            self._dirty.add(path)
+
+    def _transient(self, path: str, exc: ImageRejected) -> bool:
+        """True when a read failure may pass (an I/O error, not a permission): retried at the next rescan, up to
+        TRANSIENT_READ_ATTEMPTS times, before it becomes a rejection."""
+        if exc.reason != "unreadable" or exc.errno is None or exc.errno in _PERMANENT_ERRNOS:
+            return False
+        n = self._attempts.get(path, 0) + 1
+        if n >= TRANSIENT_READ_ATTEMPTS:
+            self._attempts.pop(path, None)
+            return False
+        self._attempts[path] = n
+        self._emit("retry", logging.WARNING, f"cannot read {imaging.printable(path)} ({exc.detail}); "
+                                             f"attempt {n} of {TRANSIENT_READ_ATTEMPTS}, retried at the next rescan")
+        return True
 
     def _row(self, job: Job, v: Verdict, key: str | None, start: float) -> dict[str, Any]:
         """The inspection row for a verdict (inspected_at and archived_path are set at commit)."""
@@ -436,13 +550,20 @@ class WatchService:
                 batch.append(more)
             try:
                 self._flush(batch)
-            except Exception as exc:  # the database stayed unusable while stopping: files stay for next start
+            except Exception as exc:  # database gone while stopping, or a bug: the files stay for the next start
                 self._fatal = exc
                 for o in batch:
                     self._release(o.job.path)
                 self._stop.set()
+                self._drain()
+                return
             if stop_after:
                 return
+
+    def _drain(self) -> None:
+        """After a fatal error: keep taking results (so no worker blocks on the full queue) until the sentinel."""
+        while self._results.get() is not _STOP:
+            pass
 
     def _flush(self, batch: list[Outcome]) -> None:
         """One transaction for the batch's new rows, then the file moves."""
@@ -453,10 +574,12 @@ class WatchService:
             if self.w.archive:
                 o.target = self._plan(o.job.path, o.row["verdict"], o.row["sha256"] or o.row["source_key"], now)
                 o.row["archived_path"] = imaging.printable(o.target)
-        ids = self._record([o.row for o in new]) if new else []
+        ids = self._retry(lambda: self.store.record([o.row for o in new]), f"{len(new)} verdicts") if new else []
         for o, new_id in zip(new, ids):
             if new_id is None:  # the same content was recorded meanwhile (another copy in flight)
-                o.existing = self.store.find(sha256=o.row["sha256"], source_key=o.row["source_key"])
+                row = o.row
+                o.existing = self._retry(lambda: self.store.find(sha256=row["sha256"], source_key=row["source_key"]),
+                                         "a lookup")
                 o.row = None
                 if o.target:
                     self._reserved.discard(o.target)
@@ -464,28 +587,29 @@ class WatchService:
             else:
                 o.row["id"] = new_id
         for o in batch:
+            again = False
             try:
-                self._finish(o)
+                again = self._finish(o)
             finally:
-                self._release(o.job.path)
+                self._release(o.job.path, again)
 
-    def _record(self, rows: list[dict[str, Any]]) -> list[int | None]:
-        """store.record with retries and backoff while the database is unavailable; gives up only when stopping."""
+    def _retry(self, action: Callable[[], Any], what: str) -> Any:
+        """Run a database action, retrying with backoff while the database is unavailable (DatabaseError);
+        gives up only when stopping. Any other error is a bug and propagates."""
         delay, attempts_while_stopping = 0.5, 0
         while True:
             try:
-                return self.store.record(rows)
-            except Exception as exc:  # database errors of any driver: hold the batch, retry
+                return action()
+            except DatabaseError as exc:
                 if self._stop.is_set():
                     attempts_while_stopping += 1
                     if attempts_while_stopping > 3:
                         self._emit("degraded", logging.ERROR,
-                                   f"giving up on {len(rows)} verdicts at stop ({exc}); their files stay in the "
-                                   "folder and are judged at the next start")
+                                   f"giving up on {what} at stop ({exc}); the files stay in the folder and are "
+                                   "judged at the next start")
                         raise
                 self._emit("degraded", logging.WARNING,
-                           f"database unavailable ({str(exc).splitlines()[0]}); {len(rows)} verdicts held, "
-                           f"retrying in {delay:.1f} s", waiting=len(rows))
+                           f"database unavailable ({exc}); {what} held, retrying in {delay:.1f} s")
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
@@ -503,36 +627,55 @@ class WatchService:
                 return target
         raise InspectorError(f"no free archive name for {imaging.printable(path)} in {folder}")
 
-    def _move(self, src: str, target: str) -> bool:
-        """os.replace the entry into the archive (never overwriting); False (and logged) on failure."""
+    def _move(self, src: str, target: str, sig: Signature | None) -> str:
+        """Move the judged entry into the archive, never over an existing file. Returns "moved", "changed" (the
+        entry is not the one judged any more: look at it again now) or "failed" (logged; the next rescan
+        tries again)."""
         try:
+            if sig is not None and signature(src) != sig:
+                if not os.path.lexists(src):
+                    self._emit("error", logging.WARNING, f"{imaging.printable(src)} was moved away by someone "
+                                                         "else after it was judged")
+                    return "failed"
+                self._emit("changed", logging.WARNING, f"{imaging.printable(src)} changed after it was judged; "
+                                                       "it stays and its new content is judged")
+                return "changed"
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            if os.path.lexists(target):
-                raise FileExistsError(target)
-            os.replace(src, target)
-            return True
+            rename_noreplace(src, target)
+            return "moved"
         except OSError as exc:
-            self._emit("error", logging.ERROR, f"cannot archive {imaging.printable(src)}: {exc}; "
-                                               "it stays and is retried at the next rescan")
-            return False
+            self._emit("error", logging.ERROR, f"cannot archive {imaging.printable(src)}: {exc}; it stays in the "
+                                               "folder and the move is tried again at the next rescan")
+            return "failed"
         finally:
             self._reserved.discard(target)
 
-    def _finish(self, o: Outcome) -> None:
-        """After the commit: move the file, log the verdict or the duplicate."""
+    def _set_archived(self, row_id: int, path: str | None) -> None:
+        """Correct a row's archived_path to where its file really is."""
+        self._retry(lambda: self.store.set_archived(row_id, path), "an archive path")
+
+    def _finish(self, o: Outcome) -> bool:
+        """After the commit: move the file, log the verdict or the duplicate. True = look at the path again."""
         if o.row is not None:
+            again = False
             if o.target:
-                self._move(o.job.path, o.target)
-            elif not self.w.archive:
+                moved = self._move(o.job.path, o.target, o.sig)
+                if moved != "moved":
+                    self._set_archived(o.row["id"], None)
+                    again = moved == "changed"
+            else:
                 self._done[o.job.path] = o.sig
             self.stats.verdicts[o.row["verdict"]] += 1
-            self.stats.since_line += 1
+            self.stats.recorded += 1
             self._log_verdict(o.row)
-        elif o.existing is not None:
-            self._settle_existing(o)
+            return again
+        if o.existing is not None:
+            return self._settle_existing(o)
+        return False
 
-    def _settle_existing(self, o: Outcome) -> None:
-        """A file whose content already has a row: finish an interrupted move, or archive a duplicate."""
+    def _settle_existing(self, o: Outcome) -> bool:
+        """A file whose content already has a row: the part's only copy (an interrupted or failed move), or a
+        duplicate of a part already archived. True = look at the path again."""
         row, path = o.existing, o.job.path
         if not self.w.archive:
             self._done[path] = o.sig
@@ -540,22 +683,33 @@ class WatchService:
                 self.stats.duplicates += 1
                 self._emit("duplicate", logging.INFO, f"duplicate {imaging.printable(path)} of #{row['id']}: "
                                                       "no second verdict", id=row["id"])
-            return
-        planned = row.get("archived_path")
-        if (row["source_path"] == imaging.printable(path) and planned and planned == imaging.printable(planned)
-                and not os.path.lexists(planned)):
-            self._reserved.add(planned)
-            if self._move(path, planned):
-                self._emit("recovered", logging.INFO, f"#{row['id']} archived after an interrupted run",
-                           id=row["id"])
-            return
+            return False
+        recorded = row.get("archived_path")
+        copy_exists = bool(recorded) and os.path.lexists(recorded)
         when = row["inspected_at"] or _utcnow()
+        if not copy_exists:  # this file is the part: finish its move
+            target = recorded if recorded and recorded == imaging.printable(recorded) else None
+            if target is None or target in self._reserved:
+                target = self._plan(path, row["verdict"], row["sha256"] or row["source_key"], when)
+            else:
+                self._reserved.add(target)
+            moved = self._move(path, target, o.sig)
+            if moved != "moved":
+                return moved == "changed"
+            if imaging.printable(target) != recorded:
+                self._set_archived(row["id"], imaging.printable(target))
+            self._emit("recovered", logging.INFO, f"#{row['id']} archived after an interrupted run or a failed "
+                                                  f"move: {imaging.printable(target)}", id=row["id"])
+            return False
         target = self._plan(path, row["verdict"], row["sha256"] or row["source_key"], when)
-        if self._move(path, target):
-            self.stats.duplicates += 1
-            self._emit("duplicate", logging.INFO,
-                       f"duplicate {imaging.printable(path)} of #{row['id']} ({row['verdict']}): no second "
-                       f"verdict, archived as {imaging.printable(target)}", id=row["id"])
+        moved = self._move(path, target, o.sig)
+        if moved != "moved":
+            return moved == "changed"
+        self.stats.duplicates += 1
+        self._emit("duplicate", logging.INFO,
+                   f"duplicate {imaging.printable(path)} of #{row['id']} ({row['verdict']}): no second "
+                   f"verdict, archived as {imaging.printable(target)}", id=row["id"])
+        return False
 
     # ------------------------------------------------------------------ logging
 
@@ -586,11 +740,12 @@ class WatchService:
         every = self.w.stats_every_s
         if not every or now - self.stats.line_at < every:
             return
-        n, span = self.stats.since_line, now - self.stats.line_at
+        total = self.stats.recorded
+        n, span = total - self.stats.line_recorded, now - self.stats.line_at
         v = self.stats.verdicts
         self._emit("throughput", logging.INFO,
                    f"throughput {n / span:.1f} parts/s ({n} in {span:.0f} s); total ok {v['ok']}, defect "
                    f"{v['defect']}, rejected {v['rejected']}; waiting {len(self.settler)}, in flight "
                    f"{self._inflight_count()}", parts_per_s=round(n / span, 2), waiting=len(self.settler),
                    in_flight=self._inflight_count())
-        self.stats.since_line, self.stats.line_at = 0, now
+        self.stats.line_recorded, self.stats.line_at = total, now

@@ -239,13 +239,13 @@ def _check_row(row: dict[str, Any]) -> dict[str, Any]:
 class Store:
     """The verdict log on one database URL: migrations, batched inserts and the queries the service needs."""
 
-    def __init__(self, url: str, *, busy_timeout_ms: int = 30000, migrate: bool = True) -> None:
+    def __init__(self, url: str, *, busy_timeout_ms: int = 30000, migrate: bool = True, pool_size: int = 5) -> None:
         """Create the engine (and the SQLite folder), check the database opens, and upgrade it when asked."""
         self.url = resolve_url(url)
         parsed = make_url(self.url)
         self.dialect: str = parsed.get_backend_name()
         self._shown = parsed.render_as_string(hide_password=True)
-        self.engine = self._create_engine(parsed, busy_timeout_ms)
+        self.engine = self._create_engine(parsed, busy_timeout_ms, pool_size)
         self._writer = self.engine.execution_options(immediate=True)
         try:
             with self._guard("open"), self.engine.connect():
@@ -256,7 +256,7 @@ class Store:
             self.engine.dispose()
             raise
 
-    def _create_engine(self, parsed: URL, busy_timeout_ms: int) -> Engine:
+    def _create_engine(self, parsed: URL, busy_timeout_ms: int, pool_size: int) -> Engine:
         """The engine, with the SQLite folder created and the SQLite connection events installed."""
         path = _sqlite_file(parsed) if self.dialect == "sqlite" else None
         if path is not None:
@@ -267,7 +267,7 @@ class Store:
                 raise DatabaseError(f"cannot open database {self._shown}: cannot create folder "
                                     f"{path.parent}: {reason}") from None
         try:
-            engine = create_engine(parsed, pool_pre_ping=self.dialect != "sqlite")
+            engine = create_engine(parsed, pool_pre_ping=self.dialect != "sqlite", pool_size=pool_size)
         except ModuleNotFoundError as exc:
             raise DatabaseError(f"cannot open database {self._shown}: driver {exc.name} is not installed") from None
         if self.dialect == "sqlite":
@@ -283,6 +283,8 @@ class Store:
             raise
         except sa_exc.DBAPIError as exc:
             raise DatabaseError(f"cannot {action} database {self._shown}: {_first_line(exc.orig)}") from exc
+        except sa_exc.TimeoutError as exc:  # no pooled connection became free in time
+            raise DatabaseError(f"cannot {action} database {self._shown}: {_first_line(exc)}") from exc
         except self.engine.dialect.loaded_dbapi.Error as exc:  # raised raw from a connect event
             raise DatabaseError(f"cannot {action} database {self._shown}: {_first_line(exc)}") from exc
 

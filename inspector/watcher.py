@@ -25,6 +25,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 Signature = tuple[int, int, int, int]  # (size, mtime_ns, inode, mode) from lstat
+MIN_RECHECK_S = 0.25  # a file found by a scan is looked at twice, at least this far apart, before it counts
 
 
 def signature(path: str) -> Signature | None:
@@ -61,7 +62,8 @@ class Matcher:
         return any(fnmatch(lowered, pat) for pat in self.patterns)
 
     def scan(self) -> Iterator[str]:
-        """Every candidate path present now (a directory named like a part is a candidate, not descended)."""
+        """Every candidate path present now. Recursive: sub-folders are descended, never candidates themselves;
+        flat: a directory named like a part is a candidate (and is rejected as not a file)."""
         stack = [self.root]
         while stack:
             folder = stack.pop()
@@ -71,11 +73,12 @@ class Matcher:
                 continue
             for entry in entries:
                 path = os.path.join(folder, entry.name)
-                if self.matches(path):
+                if self.recursive and entry.is_dir(follow_symlinks=False):
+                    if not entry.name.startswith(".") and not any(
+                            (path + os.sep).startswith(ex) for ex in self.exclude):
+                        stack.append(path)
+                elif self.matches(path):
                     yield path
-                elif self.recursive and entry.is_dir(follow_symlinks=False) and not any(
-                        (path + os.sep).startswith(ex) for ex in self.exclude):
-                    stack.append(path)
 
 
 @dataclass
@@ -83,7 +86,8 @@ class _Pending:
     """A path seen but not yet known complete."""
 
     sig: Signature | None
-    changed_at: float  # monotonic time of the last observed change
+    changed_at: float  # monotonic time of the last observed change (backdated for files found already old)
+    first_seen: float  # monotonic time it was first seen
 
 
 class Settler:
@@ -96,6 +100,7 @@ class Settler:
     def __init__(self, settle_s: float, clock: Callable[[], float] = time.monotonic):
         self.settle_s = settle_s
         self._clock = clock
+        self._recheck = min(settle_s, MIN_RECHECK_S)
         self._pending: dict[str, _Pending] = {}
         self._ready: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -110,12 +115,15 @@ class Settler:
             current = self._pending.get(path)
             now = self._clock()
             if current is None:
-                self._pending[path] = _Pending(sig, now - self._age(sig))
+                self._pending[path] = _Pending(sig, now - self._age(sig), now)
             elif current.sig != sig:
                 current.sig, current.changed_at = sig, now
 
     def _age(self, sig: Signature | None) -> float:
-        """settle_s when the entry's mtime is already at least settle_s old (found by a scan), else 0."""
+        """settle_s when the entry's mtime is already at least settle_s old (found by a scan), else 0.
+
+        Such a file still needs a second, unchanged observation at least MIN_RECHECK_S after the first (see
+        poll), so a writer that is still appending, whatever the file's mtime says, is noticed."""
         if sig is None:
             return 0.0
         return self.settle_s if time.time() - sig[1] / 1e9 >= self.settle_s else 0.0
@@ -143,7 +151,7 @@ class Settler:
                     del self._pending[path]
                 elif sig != p.sig:
                     p.sig, p.changed_at = sig, now
-                elif now - p.changed_at >= self.settle_s:
+                elif now - p.changed_at >= self.settle_s and now - p.first_seen >= self._recheck:
                     del self._pending[path]
                     self._ready[path] = time.time()
             ready = sorted(self._ready.items(), key=lambda item: item[1])
@@ -184,12 +192,13 @@ class Handler(FileSystemEventHandler):
         if isinstance(event, (FileMovedEvent, DirMovedEvent)):
             self.settler.forget(src)
             dest = self._path(event.dest_path)
-            if self.matcher.matches(dest):
+            if self.matcher.matches(dest) and not (self.matcher.recursive and event.is_directory):
                 self.settler.complete(dest)
         elif isinstance(event, FileClosedEvent):
             if self.matcher.matches(src):
                 self.settler.complete(src)
-        elif isinstance(event, (FileCreatedEvent, FileModifiedEvent, DirCreatedEvent, DirModifiedEvent)):
+        elif isinstance(event, (FileCreatedEvent, FileModifiedEvent)) or (
+                isinstance(event, (DirCreatedEvent, DirModifiedEvent)) and not self.matcher.recursive):
             if self.matcher.matches(src):
                 self.settler.seen(src)
         elif isinstance(event, (FileDeletedEvent, DirDeletedEvent)):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,41 @@ def test_json_log_lines(tmp_path: Path, models: Path) -> None:
     assert {e["id"] for e in verdicts} == {r["id"] for r in site.rows()}
     assert next(e for e in verdicts if e["name"] == "zero.jpg")["reason"] == "empty"
     assert events[0]["event"] == "started" and events[-1]["event"] == "stopped"
+
+
+def test_a_file_replaced_while_in_flight_gets_its_own_verdict(tmp_path: Path, models: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """Part X is judged and waits for its commit (another writer holds the database); the camera then
+    renames part Y over the same name. X's verdict is recorded without an archive path (its file is gone),
+    Y is judged as a new part, and Y is the file that ends up archived."""
+    import hashlib
+    import sqlite3
+
+    from watchkit import atomic_drop
+
+    site = make_site(tmp_path / "site", models)
+    caplog.set_level(logging.INFO, logger="inspector")
+    svc, t = run_in_thread(site)
+    x, y = part_jpeg(70), part_jpeg(71)
+    try:
+        blocker = sqlite3.connect(site.db, isolation_level=None, timeout=30)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            (site.inbox / "same-name.jpg").write_bytes(x)
+            wait_for(lambda: svc._jobs.empty() and svc._inflight, 20, "X to be taken")
+            time.sleep(1.0)  # X is judged (about 20 ms) and its verdict waits for the commit
+            atomic_drop(site.inbox, "same-name.jpg", y)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        wait_for(lambda: len(site.rows()) == 2, 30, "both verdicts")
+        wait_for(lambda: not (site.inbox / "same-name.jpg").exists(), 30, "Y archived")
+    finally:
+        svc.stop()
+        t.join(30)
+    rows = {r["sha256"]: r for r in site.rows()}
+    sx, sy = hashlib.sha256(x).hexdigest(), hashlib.sha256(y).hexdigest()
+    assert set(rows) == {sx, sy}
+    assert rows[sx]["archived_path"] is None
+    assert Path(rows[sy]["archived_path"]).read_bytes() == y
+    assert "changed after it was judged" in caplog.text

@@ -163,6 +163,7 @@ def test_bad_input_is_rejected_with_its_reason_and_the_service_goes_on(tmp_path:
     (inbox / "link-inside.jpg").symlink_to(inbox / "inside-target.dat")
     (inbox / "link-outside.jpg").symlink_to(outside)
     (inbox / "dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (inbox / "link-dir.jpg").symlink_to(tmp_path, target_is_directory=True)
     os.mkfifo(inbox / "fifo.jpg")
     (inbox / "folder.jpg").mkdir()
     (inbox / "secret.jpg").write_bytes(part_jpeg(7))
@@ -171,7 +172,7 @@ def test_bad_input_is_rejected_with_its_reason_and_the_service_goes_on(tmp_path:
         fh.write(part_jpeg(8))
     expected = {"empty.jpg": "empty", "truncated.jpg": "truncated", "notes.jpg": "not_an_image",
                 "huge.jpg": "too_large", "link-inside.jpg": "symlink", "link-outside.jpg": "symlink",
-                "dangling.jpg": "symlink", "fifo.jpg": "not_a_file", "folder.jpg": "not_a_file",
+                "dangling.jpg": "symlink", "link-dir.jpg": "symlink", "fifo.jpg": "not_a_file", "folder.jpg": "not_a_file",
                 "secret.jpg": "unreadable", "caf\\xe9-latin1.jpg": "bad_name"}
     log = open(site.log, "ab")
     proc = subprocess.Popen([sys.executable, "-m", "inspector", "watch", "--config", str(site.config)],
@@ -215,9 +216,16 @@ def test_live_profile_switch_without_restart(tmp_path: Path, models: Path) -> No
         assert cli.main(["profiles", "activate", "v1", "--config", str(site.config)]) == 0
         (site.inbox / "c.jpg").write_bytes(part_jpeg(22))
         wait_for(lambda: len(site.rows()) == 3, 30, "third verdict", proc, site)
+        good = tmp_path / "more-good"
+        good.mkdir()
+        for i in range(8):
+            (good / f"m{i}.jpg").write_bytes(part_jpeg(60_000 + i))
+        assert cli.main(["train", str(good), "--config", str(site.config)]) == 0  # trains and activates v3
+        (site.inbox / "d.jpg").write_bytes(part_jpeg(23))
+        wait_for(lambda: len(site.rows()) == 4, 30, "fourth verdict", proc, site)
     finally:
         assert stop(proc) == 0
-    assert [r["profile_version"] for r in site.rows()] == ["v1", "v2", "v1"]
+    assert [r["profile_version"] for r in site.rows()] == ["v1", "v2", "v1", "v3"]
     assert "profile switched: v1 -> v2" in site.log.read_text()
 
 
@@ -297,9 +305,10 @@ def test_defects_get_an_overlay_and_leave_in_place_mode_keeps_files(tmp_path: Pa
     site = make_site(tmp_path / "site", models, archive=False)
     (site.inbox / "bad.jpg").write_bytes(part_jpeg(40, defect="spot"))
     (site.inbox / "good.jpg").write_bytes(part_jpeg(41))
-    for _ in range(2):  # the second run must not judge the same files again
+    for n in (2, 0):  # the second run must not judge the same files again
         done = run_once(site)
         assert done.returncode == 0, done.stderr
+        assert f"stopped: {n} verdicts" in done.stderr
     rows = {r["name"]: r for r in site.rows()}
     assert len(rows) == 2 and rows["bad.jpg"]["verdict"] == "defect"
     overlay = Path(rows["bad.jpg"]["overlay_path"])
@@ -325,15 +334,15 @@ def test_a_second_signal_stops_at_once_and_loses_nothing(site: Site) -> None:
     the process at once, and every part is either recorded or still in the folder."""
     import sqlite3
 
-    names = [f"q{i:03d}.jpg" for i in range(60)]
-    for i, name in enumerate(names):
-        (site.inbox / name).write_bytes(part_jpeg(700 + i))
     proc = start(site)
-    wait_for(lambda: len(site.rows()) >= 3, 60, "verdicts to start landing", proc, site)
+    wait_started(site, proc)
     blocker = sqlite3.connect(site.db, isolation_level=None, timeout=30)
-    blocker.execute("BEGIN IMMEDIATE")  # another writer holds the database
+    blocker.execute("BEGIN IMMEDIATE")  # another writer holds the database: nothing can be committed
+    names = [f"q{i:03d}.jpg" for i in range(20)]
     try:
-        time.sleep(0.5)
+        for i, name in enumerate(names):
+            (site.inbox / name).write_bytes(part_jpeg(700 + i))
+        time.sleep(2.0)  # parts are judged and wait for the commit
         proc.send_signal(signal.SIGTERM)
         time.sleep(1.0)
         assert proc.poll() is None, "the graceful stop should still be waiting to commit"
@@ -342,11 +351,79 @@ def test_a_second_signal_stops_at_once_and_loses_nothing(site: Site) -> None:
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
-    judged = {r["name"] for r in site.rows()}
-    waiting = {p.name for p in site.inbox.glob("*.jpg")}
-    assert judged | waiting == set(names)  # every part is either recorded or still waiting in the folder
-    assert len(judged) < len(names)
+    assert site.rows() == []  # nothing could be committed ...
+    assert sorted(p.name for p in site.inbox.glob("*.jpg")) == names  # ... so every part is still waiting
     done = run_once(site)
     assert done.returncode == 0, done.stderr
     assert sorted(r["name"] for r in site.rows()) == names and not any(site.inbox.glob("*.jpg"))
     assert "second signal SIGTERM: stopping now" in site.log.read_text()
+
+
+def test_a_database_outage_holds_verdicts_and_loses_nothing(tmp_path: Path, models: Path) -> None:
+    """Another writer holds the database longer than the busy timeout: the watcher reports it is degraded,
+    retries with backoff, and records every part once the database is back."""
+    import sqlite3
+
+    site = make_site(tmp_path / "site", models)
+    text = site.config.read_text().replace('url = "sqlite:///inspector.db"',
+                                           'url = "sqlite:///inspector.db"\nbusy_timeout_ms = 200')
+    site.config.write_text(text)
+    proc = start(site)
+    try:
+        wait_started(site, proc)
+        blocker = sqlite3.connect(site.db, isolation_level=None, timeout=30)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            for i in range(10):
+                (site.inbox / f"o{i}.jpg").write_bytes(part_jpeg(800 + i))
+            wait_for(lambda: "database unavailable" in site.log.read_text(), 30, "the degraded warning", proc, site)
+            time.sleep(2.0)
+            assert proc.poll() is None and site.rows() == []
+            assert len(list(site.inbox.glob("*.jpg"))) == 10  # held: nothing moved before it is recorded
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        wait_for(lambda: len(site.rows()) == 10, 60, "every verdict after the outage", proc, site)
+    finally:
+        assert stop(proc) == 0
+    assert not any(site.inbox.glob("*.jpg")) and len(site.archived_files()) == 10
+
+
+def test_a_failed_archive_move_is_retried_and_the_row_follows_the_file(tmp_path: Path, models: Path) -> None:
+    site = make_site(tmp_path / "site", models, rescan_s=0.5)
+    site.archive.mkdir()
+    for verdict in ("ok", "defect"):
+        (site.archive / verdict).write_bytes(b"in the way")  # a file where the archive folder must go
+    proc = start(site)
+    try:
+        wait_started(site, proc)
+        (site.inbox / "m.jpg").write_bytes(part_jpeg(900))
+        wait_for(lambda: "cannot archive" in site.log.read_text(), 30, "the failed move", proc, site)
+        row = site.rows()[0]
+        assert row["archived_path"] is None and (site.inbox / "m.jpg").exists()
+        for verdict in ("ok", "defect"):
+            (site.archive / verdict).unlink()
+        wait_for(lambda: not (site.inbox / "m.jpg").exists(), 30, "the retried move", proc, site)
+    finally:
+        assert stop(proc) == 0
+    [row] = site.rows()
+    assert Path(row["archived_path"]).read_bytes() == part_jpeg(900)
+
+
+def test_recursive_mode_judges_parts_in_sub_folders(tmp_path: Path, models: Path) -> None:
+    site = make_site(tmp_path / "site", models, recursive=True)
+    (site.inbox / "2026.11.30" / "cam2").mkdir(parents=True)  # folders are descended, even named like files
+    (site.inbox / "top.jpg").write_bytes(part_jpeg(950))
+    (site.inbox / "2026.11.30" / "cam2" / "deep.jpg").write_bytes(part_jpeg(951))
+    with open(site.config, "a") as fh:
+        fh.write('patterns = ["*.*"]\n')
+    done = run_once(site)
+    assert done.returncode == 0, done.stderr
+    assert sorted(r["name"] for r in site.rows()) == ["deep.jpg", "top.jpg"]
+    assert all(r["verdict"] != "rejected" for r in site.rows())
+
+
+def test_an_inbox_inside_the_archive_is_refused(tmp_path: Path, models: Path) -> None:
+    site = make_site(tmp_path / "site", models, archive_dir=".")
+    done = run_once(site)
+    assert done.returncode == 1 and "is inside [watch] archive_dir" in done.stderr

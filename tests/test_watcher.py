@@ -12,7 +12,7 @@ from watchdog.events import (
     DirCreatedEvent, FileClosedEvent, FileCreatedEvent, FileDeletedEvent, FileModifiedEvent, FileMovedEvent,
 )
 
-from inspector.watcher import Handler, Matcher, Settler, start_observer
+from inspector.watcher import MIN_RECHECK_S, Handler, Matcher, Settler, start_observer
 
 PATTERNS = ("*.jpg", "*.png")
 
@@ -51,12 +51,18 @@ def test_a_file_is_ready_only_after_staying_unchanged_for_the_settle_time(tmp_pa
     assert abs(ready[0][1] - time.time()) < 5
 
 
-def test_a_file_already_old_at_first_sight_is_ready_at_the_next_poll(tmp_path: Path) -> None:
-    s = Settler(settle_s=1.0, clock=Clock())
-    p = fresh(tmp_path / "old.jpg")
+def test_a_file_already_old_at_first_sight_needs_one_unchanged_recheck(tmp_path: Path) -> None:
+    clock = Clock()
+    s = Settler(settle_s=1.0, clock=clock)
+    p, q = fresh(tmp_path / "old.jpg"), fresh(tmp_path / "appended.jpg")
     old = time.time() - 60
-    os.utime(p, (old, old))
-    s.seen(str(p))
+    for f in (p, q):
+        os.utime(f, (old, old))
+        s.seen(str(f))
+    assert s.poll() == []  # looked at only once so far
+    with open(q, "ab") as fh:  # an old mtime, but someone is still writing
+        fh.write(b"more")
+    clock.t += MIN_RECHECK_S
     assert [path for path, _ in s.poll()] == [str(p)]
 
 
@@ -142,7 +148,7 @@ def test_scan_finds_candidates_and_skips_excluded_folders(tmp_path: Path) -> Non
     flat = Matcher(tmp_path, PATTERNS, recursive=False, exclude=(tmp_path / "archive",))
     assert sorted(Path(p).name for p in flat.scan()) == ["a.jpg", "b.png", "dir.jpg"]
     deep = Matcher(tmp_path, PATTERNS, recursive=True, exclude=(tmp_path / "archive",))
-    assert sorted(Path(p).name for p in deep.scan()) == ["a.jpg", "b.png", "d.jpg", "dir.jpg"]
+    assert sorted(Path(p).name for p in deep.scan()) == ["a.jpg", "b.png", "d.jpg", "inner.jpg"]  # folders descended
 
 
 def test_undecodable_names_pass_through_as_surrogates(tmp_path: Path) -> None:
