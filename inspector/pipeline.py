@@ -122,10 +122,11 @@ class Inspector:
         lay = profile.layout_
         self._need = (lay.width, lay.height)
 
-    def inspect_bytes(self, data: bytes, name: str, keep_image: bool = False) -> Verdict:
-        """Hash, decode and score bytes; bad input becomes a `rejected` verdict, never an exception."""
+    def inspect_bytes(self, data: bytes, name: str, keep_image: bool = False, digest: str | None = None) -> Verdict:
+        """Hash (unless `digest` is given), decode and score bytes; bad input becomes a `rejected` verdict."""
         start = time.perf_counter()
-        digest = imaging.sha256_hex(data) if data else None
+        if digest is None and data:
+            digest = imaging.sha256_hex(data)
         try:
             decoded = imaging.decode(data, max_pixels=self.inp.max_pixels, need=self._need)
         except ImageRejected as exc:

@@ -222,6 +222,9 @@ def _as_dict(row: Inspection) -> dict[str, Any]:
     return {key: getattr(row, key) for key in COLUMNS}
 
 
+_INSERT_COLUMNS = tuple(c for c in COLUMNS if c != "id")
+
+
 def _check_row(row: dict[str, Any]) -> dict[str, Any]:
     """Refuse unknown keys, an explicit id and naive datetimes (ValueError); return the row."""
     unknown = set(row) - set(COLUMNS) | ({"id"} & set(row))
@@ -323,14 +326,22 @@ class Store:
     # ------------------------------------------------------------------------------------------ writes
 
     def record(self, rows: list[dict[str, Any]]) -> list[int | None]:
-        """Insert a batch in one write transaction; per row the new id, or None when its identity already exists."""
-        insert = _INSERTS[self.dialect]
+        """Insert a batch in one write transaction; per row the new id, or None when its identity already exists
+        (in the table, or earlier in the same batch)."""
         checked = [_check_row(row) for row in rows]
-        ids: list[int | None] = []
+        if not checked:
+            return []
+        table = Inspection.__table__
+        # one executemany INSERT ... ON CONFLICT DO NOTHING RETURNING: rows skipped by a conflict return nothing,
+        # so results are matched back to the batch by identity (sha256 or source_key)
+        stmt = (_INSERTS[self.dialect](table).on_conflict_do_nothing()
+                .returning(table.c.id, table.c.sha256, table.c.source_key))
+        params = [{c: row.get(c) for c in _INSERT_COLUMNS} for row in checked]
         with self._guard("write to"), self._writer.begin() as conn:
-            for row in checked:
-                stmt = insert(Inspection).values(**row).on_conflict_do_nothing().returning(Inspection.id)
-                ids.append(conn.execute(stmt).scalar_one_or_none())
+            inserted = {(r.sha256, r.source_key): r.id for r in conn.execute(stmt, params)}
+        ids: list[int | None] = []
+        for row in checked:
+            ids.append(inserted.pop((row.get("sha256"), row.get("source_key")), None))  # pop: first copy only
         return ids
 
     def set_archived(self, id: int, path: str) -> None:

@@ -205,10 +205,27 @@ class Handler(FileSystemEventHandler):
             self.settler.forget(src)
 
 
+MOVE_PAIRING_S = 0.05
+
+
+def _shorten_move_pairing() -> None:
+    """watchdog's inotify emitter holds an IN_MOVED_FROM for 0.5 s to pair it with its IN_MOVED_TO, and its
+    queue keeps sleeping out that delay even once the pair is made, so every file renamed into place (what
+    careful cameras do) reaches us up to 0.5 s late. Both halves of a rename within the folder arrive in the
+    same read, so a much shorter window pairs them just as well; an unpaired half only means a created or
+    deleted event instead of a move, which the settle rule and the rescan handle."""
+    try:
+        from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
+    except ImportError:  # not Linux, or a watchdog that changed its internals: keep its default
+        return
+    InotifyMoveEventGrouper.delay = MOVE_PAIRING_S
+
+
 def make_observer(kind: str, poll_interval_s: float) -> BaseObserver:
     """A watchdog observer: "native" (inotify on Linux) or "polling" (stat snapshots, for network shares)."""
     if kind == "polling":
         return PollingObserver(timeout=poll_interval_s)
+    _shorten_move_pairing()
     return Observer()
 
 
