@@ -1,14 +1,15 @@
 """The watch service: ready files -> worker pool -> batched verdicts in the database -> archive.
 
 Order of events for every part, which is what makes it exactly-once across crashes:
-1. a worker reads the file once, hashes it, and skips scoring when that sha256 already has a row;
+1. a worker reads the file once and hashes it (checking that it did not change while being read);
 2. it scores the bytes with the active profile (switching at once when the ACTIVE pointer changes) and
    writes the overlay of a defect;
 3. the committer records verdicts in one transaction per batch (INSERT ... ON CONFLICT DO NOTHING on the
    unique sha256), and only after the commit
-4. moves the file with os.replace into archive/<verdict>/<date>/.
+4. moves the file into archive/<verdict>/<date>/ with a rename that never overwrites.
 A crash before 3 leaves the file in the folder with no row: it is judged again at the next start. A crash
-between 3 and 4 leaves the file with a row: the next start finds the row and only moves the file.
+between 3 and 4 leaves the file with a row: the next start scores it, the insert finds the row, and the
+file is only moved. A copy of a part already judged is archived beside it without a second row.
 Nothing is ever deleted.
 """
 
