@@ -34,6 +34,7 @@ from sqlalchemy import (
     Dialect,
     Engine,
     Float,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -139,7 +140,26 @@ class Inspection(Base):
     camera: Mapped[str] = mapped_column(String(64))
 
 
+class Review(Base):
+    """One operator decision on an inspection; decisions are only ever added, the newest one counts."""
+
+    __tablename__ = "reviews"
+    __table_args__ = (
+        CheckConstraint("decision IN ('defect', 'good')", name="decision"),
+        Index("ix_reviews_inspection_id_id", "inspection_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    inspection_id: Mapped[int] = mapped_column(Integer, ForeignKey("inspections.id"))
+    decision: Mapped[str] = mapped_column(String(16))  # "defect" (confirmed) or "good" (a false alarm)
+    note: Mapped[str | None] = mapped_column(Text)
+    reviewer: Mapped[str] = mapped_column(String(64))
+    reviewed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 COLUMNS: tuple[str, ...] = tuple(c.key for c in Inspection.__table__.columns)
+REVIEW_COLUMNS: tuple[str, ...] = tuple(c.key for c in Review.__table__.columns)
+DECISIONS = ("defect", "good")
 _DATETIMES = ("received_at", "inspected_at")
 
 
@@ -398,14 +418,53 @@ class Store:
             counts.update({verdict: int(n) for verdict, n in session.execute(stmt)})
         return counts
 
-    def list(self, *, verdict: str | None = None, since: datetime | None = None,
-             limit: int | None = 50) -> builtins.list[dict[str, Any]]:
-        """Rows newest first (by id), optionally filtered by verdict and inspected_at >= since."""
-        stmt = select(Inspection).order_by(Inspection.id.desc())
+    def list(self, *, verdict: str | None = None, since: datetime | None = None, limit: int | None = 50,
+             reviewed: str | None = None, unreviewed: bool = False) -> builtins.list[dict[str, Any]]:
+        """Rows newest first (by id), optionally filtered by verdict, inspected_at >= since, and review state
+        (`reviewed` = the latest decision, "defect" or "good"; `unreviewed` = no decision yet). Each row carries
+        `review`, its latest decision or None."""
+        latest = self._latest_reviews()
+        stmt = (select(Inspection, latest.c.decision).outerjoin(latest, latest.c.inspection_id == Inspection.id)
+                .order_by(Inspection.id.desc()))
         if verdict is not None:
             stmt = stmt.where(Inspection.verdict == verdict)
         if since is not None:
             stmt = stmt.where(Inspection.inspected_at >= to_utc(since))
+        if reviewed is not None:
+            stmt = stmt.where(latest.c.decision == reviewed)
+        if unreviewed:
+            stmt = stmt.where(latest.c.decision.is_(None))
         if limit is not None:
             stmt = stmt.limit(limit)
-        return self._rows(stmt)
+        with self._guard("read"), Session(self.engine) as session:
+            return [{**_as_dict(row), "review": decision} for row, decision in session.execute(stmt)]
+
+    @staticmethod
+    def _latest_reviews() -> Any:
+        """A subquery: (inspection_id, decision) of the newest review of each reviewed inspection."""
+        newest = select(func.max(Review.id).label("id")).group_by(Review.inspection_id).subquery()
+        return (select(Review.inspection_id, Review.decision).join(newest, newest.c.id == Review.id)
+                .subquery("latest"))
+
+    # ------------------------------------------------------------------------------------------ reviews
+
+    def add_review(self, inspection_id: int, decision: str, reviewer: str, note: str | None = None,
+                   at: datetime | None = None) -> dict[str, Any]:
+        """Add an operator decision ("defect" or "good") to inspection `inspection_id`; KeyError when there is
+        no such inspection, ValueError for another decision. Earlier decisions are kept."""
+        if decision not in DECISIONS:
+            raise ValueError(f"decision must be one of {', '.join(DECISIONS)}, got {decision!r}")
+        values = {"inspection_id": inspection_id, "decision": decision, "note": note or None,
+                  "reviewer": reviewer, "reviewed_at": to_utc(at) if at else datetime.now(timezone.utc)}
+        table = Review.__table__
+        with self._guard("write to"), self._writer.begin() as conn:
+            if conn.execute(select(Inspection.id).where(Inspection.id == inspection_id)).first() is None:
+                raise KeyError(inspection_id)
+            new_id = conn.execute(table.insert().values(**values).returning(table.c.id)).scalar_one()
+        return {"id": new_id, **values}
+
+    def reviews(self, inspection_id: int) -> builtins.list[dict[str, Any]]:
+        """Every decision on one inspection, oldest first."""
+        stmt = select(Review).where(Review.inspection_id == inspection_id).order_by(Review.id)
+        with self._guard("read"), Session(self.engine) as session:
+            return [{key: getattr(r, key) for key in REVIEW_COLUMNS} for r in session.scalars(stmt)]

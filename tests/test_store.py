@@ -68,8 +68,8 @@ def head() -> str:
 def test_migration_creates_schema_at_head(url: str) -> None:
     with Store(url, migrate=False) as s:
         assert s.revision() is None
-        assert s.upgrade() == head() == "0001"
-        assert s.revision() == "0001"
+        assert s.upgrade() == head() == "0002"
+        assert s.revision() == "0002"
         assert s.dialect == "sqlite" and s.url == url
         insp = sa.inspect(s.engine)
         assert "inspections" in insp.get_table_names()
@@ -83,9 +83,9 @@ def test_migration_creates_schema_at_head(url: str) -> None:
 
 def test_upgrade_twice_is_noop(store: Store, url: str) -> None:
     store.record([row(1)])
-    assert store.upgrade() == "0001"
+    assert store.upgrade() == "0002"
     with Store(url) as again:
-        assert again.revision() == "0001" and again.count() == 1
+        assert again.revision() == "0002" and again.count() == 1
 
 
 def test_orm_metadata_matches_migrated_schema(store: Store) -> None:
@@ -329,3 +329,52 @@ def test_resolve_url() -> None:
         resolve_url("not a url")
     with pytest.raises(DatabaseError, match="unsupported"):
         resolve_url("mysql://u@h/db")
+
+
+# ---------------------------------------------------------------------------------------------- reviews
+
+
+def test_reviews_keep_every_decision_and_the_newest_counts(store: Store) -> None:
+    ids = store.record([row(i) for i in range(1, 5)])
+    first = store.add_review(ids[0], "good", "ana", note="glare on the label")
+    store.add_review(ids[0], "defect", "ben", note="crack under the glare")
+    store.add_review(ids[1], "defect", "ana")
+    history = store.reviews(ids[0])
+    assert [(r["decision"], r["reviewer"], r["note"]) for r in history] == [
+        ("good", "ana", "glare on the label"), ("defect", "ben", "crack under the glare")]
+    assert history[0]["id"] == first["id"] and history[0]["reviewed_at"].tzinfo is not None
+    by_id = {r["id"]: r["review"] for r in store.list(limit=None)}
+    assert by_id == {ids[0]: "defect", ids[1]: "defect", ids[2]: None, ids[3]: None}
+    assert sorted(r["id"] for r in store.list(reviewed="defect", limit=None)) == sorted(ids[:2])
+    assert store.list(reviewed="good", limit=None) == []
+    assert sorted(r["id"] for r in store.list(unreviewed=True, limit=None)) == sorted(ids[2:])
+
+
+def test_a_review_needs_an_inspection_and_a_known_decision(store: Store) -> None:
+    [i] = store.record([row(1)])
+    with pytest.raises(KeyError):
+        store.add_review(i + 100, "good", "ana")
+    with pytest.raises(ValueError):
+        store.add_review(i, "fine", "ana")
+    assert store.reviews(i) == []
+
+
+def test_upgrade_from_0001_keeps_the_rows(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    with Store(url, migrate=False) as s:
+        with s.engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "0001")
+        assert s.revision() == "0001"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO inspections (sha256, name, source_path, received_at, inspected_at, verdict, station, line,"
+            " camera) VALUES ('" + "a" * 64 + "', 'old.jpg', '/in/old.jpg', '2026-11-01 08:00:00',"
+            " '2026-11-01 08:00:01', 'ok', 's', 'l', 'c')"))
+    engine.dispose()
+    with Store(url) as s:
+        assert s.revision() == "0002"
+        [old] = s.list()
+        assert old["name"] == "old.jpg" and old["review"] is None
+        s.add_review(old["id"], "good", "ana")
+        assert s.list(reviewed="good")[0]["id"] == old["id"]
