@@ -76,6 +76,25 @@ class StationConfig:
 
 
 @dataclass(frozen=True)
+class ReviewConfig:
+    """Operator review: shifts for `inspector stats --by shift`, the default reviewer name."""
+
+    shifts: tuple[str, ...] = ("06:00 early", "14:00 late", "22:00 night")  # "HH:MM name": local start times
+    reviewer: str = ""  # default for `mark --by`; empty = the login name
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """The review page (`inspector serve`)."""
+
+    host: str = "127.0.0.1"  # bind address; anything but loopback requires a token
+    port: int = 8080
+    allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost")  # Host header allowlist (plus the bind host)
+    token: str = ""  # access token (?token=... once, then a cookie); required when host is not loopback
+    page_size: int = 50  # parts per queue page
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
@@ -85,6 +104,8 @@ class Config:
     watch: WatchConfig = field(default_factory=WatchConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     station: StationConfig = field(default_factory=StationConfig)
+    review: ReviewConfig = field(default_factory=ReviewConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     source: Path | None = None  # the file this was loaded from, if any
 
     @property
@@ -94,7 +115,8 @@ class Config:
 
 
 SECTIONS: dict[str, type] = {"profile": ProfileParams, "input": InputConfig, "models": ModelsConfig,
-                             "watch": WatchConfig, "database": DatabaseConfig, "station": StationConfig}
+                             "watch": WatchConfig, "database": DatabaseConfig, "station": StationConfig,
+                             "review": ReviewConfig, "web": WebConfig}
 
 
 def _check(value: Any, tp: Any, where: str, base: Path) -> Any:
@@ -170,6 +192,7 @@ def from_dict(data: dict[str, Any], base: Path) -> Config:
     sections = {name: _section(cls, data.get(name, {}), name, base) for name, cls in SECTIONS.items()}
     _validate(sections["profile"])
     _validate_service(sections["watch"], sections["database"], sections["station"])
+    _validate_review(sections["review"], sections["web"])
     sections["database"] = dataclasses.replace(
         sections["database"], url=_resolve_sqlite(sections["database"].url, base))
     return Config(**sections)
@@ -185,6 +208,45 @@ def _resolve_sqlite(url: str, base: Path) -> str:
     if not path or path == ":memory:" or path.startswith("/"):
         return url
     return prefix + str(base / path) + sep + query
+
+
+def parse_shifts(shifts: tuple[str, ...]) -> list[tuple[int, str]]:
+    """("06:00 early", ...) -> [(minutes after midnight, name), ...] sorted; ConfigError when malformed."""
+    out = []
+    for text in shifts:
+        clock, _, name = text.strip().partition(" ")
+        hh, _, mm = clock.partition(":")
+        if not (hh.isdigit() and mm.isdigit() and 0 <= int(hh) < 24 and 0 <= int(mm) < 60 and name.strip()):
+            raise ConfigError(f'review.shifts entry {text!r}: expected "HH:MM name", e.g. "06:00 early"')
+        out.append((int(hh) * 60 + int(mm), name.strip()))
+    if len({m for m, _ in out}) != len(out):
+        raise ConfigError("review.shifts: two shifts start at the same time")
+    return sorted(out)
+
+
+def _validate_review(r: ReviewConfig, web: WebConfig) -> None:
+    """Shifts parse; the web page never listens beyond loopback without a token."""
+    if not r.shifts:
+        raise ConfigError("review.shifts must name at least one shift")
+    parse_shifts(r.shifts)
+    if not 0 < web.port < 65536:
+        raise ConfigError("web.port must be between 1 and 65535")
+    if web.page_size < 1:
+        raise ConfigError("web.page_size must be at least 1")
+    if not is_loopback(web.host) and not web.token:
+        raise ConfigError(f"web.host {web.host} is not a loopback address: set web.token to require an access token")
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _validate_service(w: WatchConfig, db: DatabaseConfig, st: StationConfig) -> None:
