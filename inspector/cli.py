@@ -253,7 +253,13 @@ def parse_since(text: str):
 
 _LIST_KEYS = ("id", "sha256", "name", "verdict", "reason", "detail", "score", "threshold", "profile_version",
               "received_at", "inspected_at", "archived_path", "overlay_path", "size", "width", "height", "ms",
-              "station", "line", "camera")
+              "station", "line", "camera", "review")
+_DECISIONS = ("defect", "good")
+
+
+def _local_time(when) -> str:
+    """An aware datetime as local time, to the second."""
+    return when.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _jsonable(row: dict) -> dict:
@@ -268,43 +274,264 @@ def _open_store(cfg):
     return Store(cfg.database.url, busy_timeout_ms=cfg.database.busy_timeout_ms)
 
 
+def _check_choice(option: str, value: str | None, choices: Sequence[str]) -> None:
+    """One-line error unless value is None or one of choices."""
+    if value is not None and value not in choices:
+        raise InspectorError(f"{option} takes {' or '.join(choices) if len(choices) < 3 else ', '.join(choices)}, "
+                             f"got {value!r}")
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     """Print inspections, newest first."""
     cfg = _load_config(args)
     if args.limit is not None and args.limit < 1:
         raise InspectorError("--limit must be at least 1")
+    _check_choice("--reviewed", args.reviewed, _DECISIONS)
     since = parse_since(args.since) if args.since else None
     with _open_store(cfg) as store:
-        rows = store.list(verdict=args.verdict, since=since, limit=args.limit)
+        rows = store.list(verdict=args.verdict, since=since, limit=args.limit, reviewed=args.reviewed,
+                          unreviewed=args.unreviewed)
     if args.json:
         print(json.dumps([_jsonable({k: r.get(k) for k in _LIST_KEYS}) for r in rows]))
         return 0
     for r in rows:
-        when = r["inspected_at"].astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        when = _local_time(r["inspected_at"])
         if r["verdict"] == "rejected":
             what = f"{r['reason']}"
         else:
             what = f"score {r['score']:.3f} / {r['threshold']:.3f}"
-        print(f"{r['id']:>7}  {when}  {r['verdict']:<8}  {what:<24}  {r['profile_version'] or '-':<5}  {r['name']}")
+        review = f"marked {r['review']}" if r.get("review") else "unreviewed"
+        print(f"{r['id']:>7}  {when}  {r['verdict']:<8}  {what:<24}  {r['profile_version'] or '-':<5}  "
+              f"{review:<13}  {r['name']}")
     if not rows:
         print("no inspections match", file=sys.stderr)
     return 0
 
 
+def _review_line(r: dict) -> str:
+    """One decision as text: local time, decision, reviewer, note."""
+    note = f"  {r['note']}" if r.get("note") else ""
+    return f"{_local_time(r['reviewed_at'])}  {r['decision']:<6}  by {r['reviewer']}{note}"
+
+
 def cmd_show(args: argparse.Namespace) -> int:
-    """Print one inspection in full."""
+    """Print one inspection in full, with its review history."""
     cfg = _load_config(args)
     with _open_store(cfg) as store:
         row = store.get(args.id)
+        history = store.reviews(args.id) if row is not None else []
     if row is None:
         raise InspectorError(f"no inspection #{args.id}")
     row = _jsonable(row)
+    row["review"] = history[-1]["decision"] if history else None
     if args.json:
-        print(json.dumps(row))
+        print(json.dumps({**row, "reviews": [_jsonable(r) for r in history]}))
         return 0
     for key, value in row.items():
         print(f"{key:<16}{'-' if value is None else value}")
+    if not history:
+        print(f"{'reviews':<16}none")
+    for i, r in enumerate(history):
+        print(f"{'reviews' if i == 0 else '':<16}{_review_line(r)}")
     return 0
+
+
+def _default_reviewer(cfg) -> str:
+    """[review] reviewer, else the login name."""
+    if cfg.review.reviewer.strip():
+        return cfg.review.reviewer.strip()
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # no LOGNAME/USER and no passwd entry (containers): KeyError or OSError
+        raise InspectorError("cannot tell who is reviewing: give --by NAME or set [review] reviewer") from None
+
+
+def cmd_mark(args: argparse.Namespace) -> int:
+    """Record an operator's decision on one inspection; earlier decisions are kept."""
+    cfg = _load_config(args)
+    _check_choice("--as", args.decision, _DECISIONS)
+    reviewer = (args.by if args.by is not None else _default_reviewer(cfg)).strip()
+    if not 0 < len(reviewer) <= 64:
+        raise InspectorError("--by must be 1 to 64 characters")
+    note = (args.note or "").strip() or None
+    with _open_store(cfg) as store:
+        row = store.get(args.id)
+        if row is None:
+            raise InspectorError(f"no inspection #{args.id}")
+        if row["verdict"] == "rejected":
+            raise InspectorError(f"inspection #{args.id} ({row['name']}) was rejected ({row['reason']}), never "
+                                 "judged: there is no verdict to confirm or clear")
+        try:
+            added = store.add_review(args.id, args.decision, reviewer, note=note)
+        except KeyError:  # deleted in between
+            raise InspectorError(f"no inspection #{args.id}") from None
+        history = store.reviews(args.id)
+    earlier = [r for r in history if r["id"] < added["id"]]
+    previous = earlier[-1] if earlier else None
+    if args.json:
+        print(json.dumps({"inspection": _jsonable({k: row.get(k) for k in ("id", "name", "verdict", "score",
+                                                                                "threshold")}),
+                          "recorded": _jsonable(added), "previous": _jsonable(previous) if previous else None,
+                          "decisions": len(history)}))
+        return 0
+    print(f"#{row['id']} {row['name']} (judged {row['verdict']}): marked {added['decision']} by {reviewer} at "
+          f"{_local_time(added['reviewed_at'])}" + (f", note: {note}" if note else ""))
+    if previous is None:
+        print("first decision on this part")
+    else:
+        same = " (unchanged)" if previous["decision"] == added["decision"] else ""
+        print(f"previous decision{same}: {_review_line(previous)}; {len(history)} decisions kept")
+    return 0
+
+
+_STATS_COLUMNS = (("parts", "parts"), ("ok", "ok"), ("defect", "defect"), ("rejected", "rejected"),
+                  ("defect_rate", "defect rate"), ("reviewed", "reviewed"), ("confirmed_defects", "confirmed"),
+                  ("false_alarms", "false alarms"), ("missed_defects", "missed"),
+                  ("throughput_per_hour", "parts/h"))
+
+
+def _stats_cell(key: str, value) -> str:
+    """One number of the stats table as text."""
+    if value is None:
+        return "-"
+    if key == "defect_rate":
+        return f"{value:.1%}"
+    if key == "throughput_per_hour":
+        return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+    return str(value)
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    """Counts, defect rate, review outcomes and throughput per hour, shift or day."""
+    from datetime import datetime, timezone
+
+    from inspector import config, stats
+
+    cfg = _load_config(args)
+    _check_choice("--by", args.by, stats.PERIODS)
+    since = None if args.since.strip().lower() == "all" else parse_since(args.since)
+    shifts = config.parse_shifts(cfg.review.shifts) if args.by == "shift" else ()
+    now = datetime.now(timezone.utc)
+    with _open_store(cfg) as store:
+        rows = store.list(since=since, limit=None)
+    periods = stats.compute(rows, args.by, shifts=shifts, since=since, until=now, fill_empty=args.empty)
+    if args.json:
+        print(json.dumps([_jsonable(p) for p in periods]))
+        return 0
+    if not rows:
+        print("no inspections" + (f" since {_local_time(since)}" if since else ""), file=sys.stderr)
+        if not periods:
+            return 0
+    width = max([len("period"), len("total")] + [len(p["period"]) for p in periods])
+    widths = [max(len(title), 7) for _, title in _STATS_COLUMNS]
+    print(f"{'period':<{width}}" + "".join(f"  {title:>{w}}" for (_, title), w in zip(_STATS_COLUMNS, widths)))
+    for p in [*periods, stats.totals(periods)]:
+        print(f"{p['period']:<{width}}" + "".join(f"  {_stats_cell(k, p[k]):>{w}}"
+                                                  for (k, _), w in zip(_STATS_COLUMNS, widths)))
+    return 0
+
+
+_EXPORT_KEYS = ("id", "name", "verdict", "reason", "detail", "score", "threshold", "profile_version",
+                "received_at", "inspected_at", "sha256", "source_key", "source_path", "archived_path",
+                "overlay_path", "size", "width", "height", "ms", "station", "line", "camera")
+_EXPORT_REVIEW_KEYS = ("review", "reviewer", "note", "reviewed_at", "decisions")
+
+
+def _csv_value(value) -> object:
+    """A value for a CSV cell: ISO time for datetimes, empty for None."""
+    if value is None:
+        return ""
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+def _write_csv(out, rows: list[dict], histories: dict[int, list[dict]]) -> None:
+    """Header row, then one row per inspection with its latest decision."""
+    import csv
+
+    writer = csv.writer(out)
+    writer.writerow(_EXPORT_KEYS + _EXPORT_REVIEW_KEYS)
+    for row in rows:
+        history = histories.get(row["id"], [])
+        last = history[-1] if history else {}
+        review = (last.get("decision"), last.get("reviewer"), last.get("note"), last.get("reviewed_at"), len(history))
+        writer.writerow([_csv_value(row.get(k)) for k in _EXPORT_KEYS] + [_csv_value(v) for v in review])
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write inspections and their latest review decisions to a CSV file."""
+    import os
+    import tempfile
+
+    cfg = _load_config(args)
+    since = parse_since(args.since) if args.since else None
+    target = None if args.csv == "-" else Path(args.csv)
+    if target is not None:
+        if (target.exists() or target.is_symlink()) and not args.force:
+            raise InspectorError(f"{target} exists: give --force to overwrite it")
+        if target.is_dir():
+            raise InspectorError(f"{target} is a folder")
+        if not target.parent.is_dir():
+            raise InspectorError(f"no folder {target.parent} to write {target.name} into")
+    with _open_store(cfg) as store:
+        rows = store.list(verdict=args.verdict, since=since, limit=None)
+        histories = {r["id"]: store.reviews(r["id"]) for r in rows if r.get("review") is not None}
+    rows.sort(key=lambda r: r["id"])
+    if target is None:
+        _write_csv(sys.stdout, rows, histories)
+        print(f"wrote {len(rows)} rows", file=sys.stderr)
+        return 0
+    # write a temporary file beside the target, then move it into place: an interrupted export never leaves
+    # half a file under the name, and without --force an existing file (even one created meanwhile) is kept
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise InspectorError(f"cannot write {target}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+            _write_csv(out, rows, histories)
+        os.chmod(tmp, 0o666 & ~_umask())
+        if args.force:
+            os.replace(tmp, target)
+        else:
+            _move_no_replace(tmp, target)
+    except BaseException as exc:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        if isinstance(exc, FileExistsError):
+            raise InspectorError(f"{target} exists: give --force to overwrite it") from None
+        if isinstance(exc, OSError):
+            raise InspectorError(f"cannot write {target}: {exc.strerror or exc}") from None
+        raise
+    print(f"wrote {len(rows)} rows to {target}")
+    return 0
+
+
+def _move_no_replace(src: str, dst: Path) -> None:
+    """Move src to dst, FileExistsError when dst exists: a hard link where the filesystem has them, else a check
+    and a rename."""
+    import os
+
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here (some network and FAT filesystems)
+        if os.path.lexists(dst):
+            raise FileExistsError(dst) from None
+        os.rename(src, dst)
+    else:
+        os.unlink(src)
+
+
+def _umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -406,14 +633,65 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verdict", choices=["ok", "defect", "rejected"], help="only this verdict")
     p.add_argument("--since", metavar="WHEN", help="only newer than this: 8h, 30m, 2d, or an ISO date/time")
     p.add_argument("--limit", type=int, default=50, help="at most N rows (default 50)")
-    p.add_argument("--json", action="store_true", help="print one JSON array")
+    review = p.add_mutually_exclusive_group()
+    review.add_argument("--unreviewed", action="store_true", help="only parts no operator has decided on yet")
+    review.add_argument("--reviewed", metavar="defect|good",
+                        help="only parts whose latest operator decision is this")
+    p.add_argument("--json", action="store_true", help='print one JSON array (key "review": the latest decision)')
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("show", parents=[common], help="print one inspection in full",
-                       description="Print every recorded field of inspection ID.")
+    p = sub.add_parser("show", parents=[common], help="print one inspection in full, with its review history",
+                       description="Print every recorded field of inspection ID, then every operator decision on "
+                                   "it, oldest first (local time, decision, reviewer, note).")
     p.add_argument("id", type=int, help="inspection id (see `inspector list`)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--json", action="store_true",
+                   help='print one JSON object ("review": the latest decision, "reviews": the history)')
     p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("mark", parents=[common], help="record an operator's decision on an inspection",
+                       description="Record whether inspection ID really is a defect (`--as defect`: a confirmed "
+                                   "defect, or a missed one on a part judged ok) or a good part (`--as good`: a "
+                                   "false alarm on a part judged defect). Every decision is kept with who, when "
+                                   "and why; marking again adds to the history and the newest decision counts. "
+                                   "Rejected files were never judged and cannot be marked.")
+    p.add_argument("id", type=int, help="inspection id (see `inspector list`)")
+    p.add_argument("--as", dest="decision", metavar="defect|good", required=True,
+                   help="the decision: defect or good")
+    p.add_argument("--note", metavar="TEXT", help="why (stored with the decision)")
+    p.add_argument("--by", metavar="NAME",
+                   help="who decides (default: [review] reviewer, else the login name)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object: the decision recorded and the previous one")
+    p.set_defaults(func=cmd_mark)
+
+    p = sub.add_parser("stats", parents=[common], help="counts, defect rate, reviews and throughput per period",
+                       description="Per hour, shift or day (local time; shifts from [review] shifts, a shift that "
+                                   "runs past midnight belongs to the day it started): parts inspected; ok, "
+                                   "defect and rejected counts; defect rate = defect / (ok + defect) (rejected "
+                                   "files were never judged); from the latest operator decision on each part: "
+                                   "reviewed parts, confirmed defects (marked defect), false alarms (judged "
+                                   "defect, marked good) and missed defects (judged ok, marked defect); "
+                                   "throughput = parts per hour of the period's length, where the current period "
+                                   "and the one --since falls into count only the time they cover. Periods "
+                                   "without parts are left out unless --empty. The last line sums the periods.")
+    p.add_argument("--by", default="hour", metavar="hour|shift|day", help="period (default hour)")
+    p.add_argument("--since", metavar="WHEN", default="7d",
+                   help="only newer than this: 8h, 2d, an ISO date/time, or all (default 7d)")
+    p.add_argument("--empty", action="store_true", help="also list periods without parts")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON array of periods (no totals; start and end as local ISO times)")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("export", parents=[common], help="write inspections with their review decisions to CSV",
+                       description="Write one CSV row per inspection (oldest first; UTF-8, a header row, times in "
+                                   "ISO 8601 UTC) with its latest operator decision (review), that decision's "
+                                   "reviewer, note and reviewed_at, and the number of decisions on it. An "
+                                   "existing file is never overwritten without --force.")
+    p.add_argument("--csv", metavar="FILE", required=True, help="the CSV file to write (- for standard output)")
+    p.add_argument("--since", metavar="WHEN", help="only newer than this: 8h, 30m, 2d, or an ISO date/time")
+    p.add_argument("--verdict", choices=["ok", "defect", "rejected"], help="only this verdict")
+    p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

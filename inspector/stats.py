@@ -1,0 +1,188 @@
+"""Inspection statistics per hour, shift or day: a pure computation (rows in, period dicts out, no I/O).
+
+A row is a mapping with at least `inspected_at` (an aware datetime), `verdict` ("ok", "defect" or "rejected")
+and `review` (the latest operator decision, "defect", "good" or None), as `Store.list` returns them.
+
+Periods are in local wall-clock time (the system's local time zone, or `tz`):
+
+- ``hour``: key ``"2026-11-30 14:00"``, from 14:00 to 15:00;
+- ``day``: key ``"2026-11-30"``, from midnight to midnight;
+- ``shift``: key ``"2026-11-30 late"``, from the shift's start to the next shift's start. A shift that runs
+  past midnight (22:00 night to 06:00 early) belongs to the day it started: a part at 03:00 on 1 December
+  is in ``"2026-11-30 night"``.
+
+Per period:
+
+- ``parts``: inspections recorded (ok + defect + rejected);
+- ``ok``, ``defect``, ``rejected``: counts by verdict;
+- ``defect_rate``: defect / (ok + defect), the share of judged parts flagged; rejected files were never
+  judged and are left out (None when no part was judged);
+- ``reviewed``: parts with at least one operator decision;
+- ``confirmed_defects``: parts whose latest decision is "defect" (whatever the verdict);
+- ``false_alarms``: parts judged defect whose latest decision is "good";
+- ``missed_defects``: parts judged ok whose latest decision is "defect" (also counted as confirmed);
+- ``hours``: the length of the period in hours, cut to the reporting window (`since` .. `until`), so the
+  current period and the one `since` falls into count only the time they cover;
+- ``throughput_per_hour``: parts / hours (None when hours is 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, datetime, time, timedelta, tzinfo
+from typing import Any
+
+PERIODS = ("hour", "shift", "day")
+VERDICTS = ("ok", "defect", "rejected")
+COUNT_KEYS = ("parts", "ok", "defect", "rejected", "reviewed", "confirmed_defects", "false_alarms",
+              "missed_defects")
+
+Shifts = Sequence[tuple[int, str]]  # (minutes after midnight, name), as config.parse_shifts returns them
+
+
+def _local(when: datetime, tz: tzinfo | None) -> datetime:
+    """An aware datetime as naive local wall-clock time (system local time when tz is None)."""
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ValueError(f"naive datetime {when.isoformat()} refused: inspected_at must be timezone-aware")
+    return when.astimezone(tz).replace(tzinfo=None)
+
+
+def _aware(wall: datetime, tz: tzinfo | None) -> datetime:
+    """A naive local wall-clock time as an aware datetime (system local time when tz is None)."""
+    return wall.astimezone() if tz is None else wall.replace(tzinfo=tz)
+
+
+def period_of(wall: datetime, by: str, shifts: Shifts = ()) -> tuple[str, datetime, datetime]:
+    """The period holding local wall-clock time `wall`: (key, start, end), start and end naive local times.
+
+    `shifts` (sorted by start, at least one) is needed for by="shift"; a time before the first shift's start
+    belongs to the previous day's last shift."""
+    if by == "hour":
+        start = wall.replace(minute=0, second=0, microsecond=0)
+        return start.strftime("%Y-%m-%d %H:00"), start, start + timedelta(hours=1)
+    if by == "day":
+        start = datetime.combine(wall.date(), time())
+        return start.strftime("%Y-%m-%d"), start, start + timedelta(days=1)
+    if by == "shift":
+        if not shifts:
+            raise ValueError("stats by shift needs at least one shift")
+        minute = wall.hour * 60 + wall.minute
+        day: date = wall.date()
+        index = max((i for i, (m, _) in enumerate(shifts) if m <= minute), default=None)
+        if index is None:  # before the first shift starts: the previous day's last shift
+            day, index = day - timedelta(days=1), len(shifts) - 1
+        begin, name = shifts[index]
+        start = datetime.combine(day, time()) + timedelta(minutes=begin)
+        if index + 1 < len(shifts):
+            end = datetime.combine(day, time()) + timedelta(minutes=shifts[index + 1][0])
+        else:
+            end = datetime.combine(day + timedelta(days=1), time()) + timedelta(minutes=shifts[0][0])
+        return f"{day.isoformat()} {name}", start, end
+    raise ValueError(f"unknown period {by!r}: use one of {', '.join(PERIODS)}")
+
+
+def _empty(key: str, start: datetime, end: datetime) -> dict[str, Any]:
+    """A period with nothing counted yet (start, end: aware)."""
+    return {"period": key, "start": start, "end": end, **dict.fromkeys(COUNT_KEYS, 0)}
+
+
+def _count(period: dict[str, Any], row: Mapping[str, Any]) -> None:
+    """Add one inspection to a period's counts."""
+    verdict, review = row["verdict"], row.get("review")
+    if verdict not in VERDICTS:
+        raise ValueError(f"unknown verdict {verdict!r}")
+    period["parts"] += 1
+    period[verdict] += 1
+    if review is not None:
+        period["reviewed"] += 1
+        if review == "defect":
+            period["confirmed_defects"] += 1
+            if verdict == "ok":
+                period["missed_defects"] += 1
+        elif review == "good" and verdict == "defect":
+            period["false_alarms"] += 1
+
+
+def _rates(period: dict[str, Any], hours: float) -> None:
+    """Fill defect_rate, hours and throughput_per_hour from the counts."""
+    judged = period["ok"] + period["defect"]
+    period["defect_rate"] = period["defect"] / judged if judged else None
+    period["hours"] = hours
+    period["throughput_per_hour"] = period["parts"] / hours if hours > 0 else None
+
+
+def compute(rows: Iterable[Mapping[str, Any]], by: str = "hour", *, shifts: Shifts = (), tz: tzinfo | None = None,
+            since: datetime | None = None, until: datetime | None = None,
+            fill_empty: bool = False) -> list[dict[str, Any]]:
+    """Count `rows` per period (see the module docstring for the keys), oldest period first.
+
+    `by` is "hour", "shift" or "day"; `shifts` the (minute, name) starts for "shift"; `tz` the time zone of the
+    periods (None: the system's local time). `since` / `until` (aware) bound the reporting window: the first
+    and last periods' `hours` are cut to it. Periods without parts are left out unless `fill_empty`, which
+    lists every period from the one holding `since` (else the first part) to the one holding `until` (else
+    the last part). `start` and `end` in the result are aware datetimes in `tz` (or local time)."""
+    if by not in PERIODS:
+        raise ValueError(f"unknown period {by!r}: use one of {', '.join(PERIODS)}")
+    shifts = sorted(shifts)
+    if by == "shift" and not shifts:
+        raise ValueError("stats by shift needs at least one shift")
+    periods: dict[str, dict[str, Any]] = {}
+    first_seen: dict[str, datetime] = {}
+    last_seen: dict[str, datetime] = {}
+    by_minute: dict[datetime, dict[str, Any]] = {}  # periods start on whole minutes: look each minute up once
+    for row in rows:
+        at = row["inspected_at"]
+        minute = at.replace(second=0, microsecond=0)
+        period = by_minute.get(minute)
+        if period is None:
+            key, start, end = period_of(_local(at, tz), by, shifts)
+            period = periods.get(key)
+            if period is None:
+                period = periods[key] = _empty(key, _aware(start, tz), _aware(end, tz))
+                first_seen[key] = last_seen[key] = at
+            by_minute[minute] = period
+        key = period["period"]
+        if at < first_seen[key]:
+            first_seen[key] = at
+        elif at > last_seen[key]:
+            last_seen[key] = at
+        _count(period, row)
+    lo = since if since is not None else min(first_seen.values(), default=None)
+    hi = until if until is not None else max(last_seen.values(), default=None)
+    if fill_empty and lo is not None and hi is not None:
+        wall = _local(lo, tz)
+        end_key = period_of(_local(hi, tz), by, shifts)[0]
+        while True:
+            key, start, end = period_of(wall, by, shifts)
+            if _aware(start, tz) > hi:
+                break
+            if key not in periods:
+                periods[key] = _empty(key, _aware(start, tz), _aware(end, tz))
+            if key == end_key:
+                break
+            wall = end
+    out = sorted(periods.values(), key=lambda p: p["start"])
+    for period in out:
+        start, end = period["start"], period["end"]
+        if since is not None:
+            start = max(start, since)
+        if until is not None:
+            end = min(end, until)
+        key = period["period"]
+        if key in first_seen:  # never cut a period to less than the parts it holds (clocks can disagree)
+            start, end = min(start, first_seen[key]), max(end, last_seen[key])
+        _rates(period, max((end - start).total_seconds(), 0.0) / 3600.0)
+    return out
+
+
+def totals(periods: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The sums of `periods` (as `compute` returns them), with the rates recomputed from the sums: defect_rate
+    over every judged part, throughput over the summed hours of the periods."""
+    total: dict[str, Any] = {"period": "total", **dict.fromkeys(COUNT_KEYS, 0)}
+    hours = 0.0
+    for period in periods:
+        for key in COUNT_KEYS:
+            total[key] += period[key]
+        hours += period["hours"]
+    _rates(total, hours)
+    return total
