@@ -177,6 +177,12 @@ def cmd_profiles(args: argparse.Namespace) -> int:
         profiles.activate(cfg.models.dir, args.version)
         print(f"active profile: {args.version}")
         return 0
+    if args.action == "rollback":
+        if args.version:
+            raise InspectorError("profiles rollback takes no VERSION; use `profiles activate VERSION` for that")
+        old, new = profiles.rollback(cfg.models.dir)
+        print(f"active profile: {new} (rolled back from {old}); a running watcher switches at the next part")
+        return 0
     rows = profiles.describe(cfg.models.dir)
     if args.json:
         print(json.dumps(rows))
@@ -186,6 +192,30 @@ def cmd_profiles(args: argparse.Namespace) -> int:
         thr = "-" if r["threshold"] is None else f"{r['threshold']:.3f}"
         print(f"{'*' if r['active'] else ' '} {r['version']:<6} {r['created_at'] or '-':<26} threshold {thr:<8} "
               f"n_train {r['n_train']}  {r['note']}")
+    return 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    """Build a candidate profile from what operators learned, compare it with the active one, gate it."""
+    from inspector import retrain
+
+    cfg = _load_config(args)
+    with _open_store(cfg) as store:
+        result = retrain.retrain(cfg, store, add_dirs=[Path(d) for d in args.add], force=args.force,
+                                 note=args.note or "", progress=lambda it, total: _progress(it, total, "retrain"))
+    if args.json:
+        print(json.dumps(result.as_dict(), default=str))
+    else:
+        print(retrain.format_table(result))
+    return 0 if result.activated else 7
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the review page until SIGTERM or Ctrl-C."""
+    from inspector import web
+
+    cfg = _load_config(args)
+    web.serve(cfg, host=args.host, port=args.port)
     return 0
 
 
@@ -605,12 +635,37 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --watch: keep the temporary folder (database, watcher log) and print its path")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("profiles", parents=[common], help="list profile versions or activate one",
-                       description="`profiles list` shows versions (* = active); `profiles activate VERSION`.")
-    p.add_argument("action", nargs="?", choices=["list", "activate"], default="list", help="list (default) or activate")
+    p = sub.add_parser("profiles", parents=[common], help="list profile versions, activate one, or roll back",
+                       description="`profiles list` shows versions (* = active); `profiles activate VERSION`; "
+                                   "`profiles rollback` re-activates the version that was active before the "
+                                   "current one. A running watcher switches at the next part.")
+    p.add_argument("action", nargs="?", choices=["list", "activate", "rollback"], default="list",
+                   help="list (default), activate or rollback")
     p.add_argument("version", nargs="?", help="version to activate, e.g. v3")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_profiles)
+
+    p = sub.add_parser("retrain", parents=[common], help="retrain the profile from reviews, with a gate",
+                       description="Build a candidate from the active profile's good images, every part "
+                                   "operators marked good (false alarms) and --add folders; compare it with the "
+                                   "active profile on every reviewed part and on the calibration images; print "
+                                   "a before/after table; activate it only when no confirmed defect the active "
+                                   "profile caught would be missed (unless --force). Exit 0 when activated, 7 "
+                                   "when the gate kept the active profile (the candidate stays saved).")
+    p.add_argument("--add", action="append", default=[], metavar="DIR", help="also train on the good images in DIR "
+                                                                             "(repeatable)")
+    p.add_argument("--force", action="store_true", help="activate the candidate even when the gate refuses it")
+    p.add_argument("--note", help="a note stored with the new version")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_retrain)
+
+    p = sub.add_parser("serve", parents=[common], help="serve the review page (default 127.0.0.1:8080)",
+                       description="The review page: flagged parts with image and anomaly map, confirm defect / "
+                                   "false alarm buttons, and a stats page. Binds [web] host:port (loopback by "
+                                   "default); any other address requires [web] token.")
+    p.add_argument("--host", help="bind address (default [web] host)")
+    p.add_argument("--port", type=int, help="port (default [web] port)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("watch", parents=[common], help="run the hot-folder service: every part gets one verdict",
                        description="Watch DIR (default: [watch] dir) for parts, judge each complete file once with "

@@ -4,6 +4,7 @@ Layout under the models folder:
 
     models/
       ACTIVE                 # text: the active version name, replaced atomically
+      HISTORY                # text, append-only: one line per activation or rollback (below)
       v1/profile.json        # metadata: version, created at, config, training hashes, calibration
       v1/profile.npz         # arrays only (numpy .npz, loaded with allow_pickle=False)
 
@@ -11,10 +12,26 @@ A version is first written to a hidden temporary directory and then renamed into
 either a complete version or none. The JSON records the sha256 of the .npz; a version whose arrays do not
 match, whose files are missing or truncated, or whose format this build does not read is refused with a
 ProfileError. Nothing is ever unpickled.
+
+Activation history and rollback. Every change of ACTIVE made here appends one line to HISTORY,
+`<ISO time> <version> <action>`, where action is `activate` or `rollback` (a line without an action counts as
+`activate`). Each line is one O_APPEND write followed by fsync, under an exclusive flock on the models folder, so
+concurrent activations neither interleave nor lose lines; a torn or malformed line is ignored when reading.
+ACTIVE is replaced first and HISTORY appended second, so a crash between the two leaves a history that lags
+the pointer, which rollback tolerates (below), never one that claims an activation that did not happen.
+
+`rollback` means "undo the last activation", like an editor's undo: replaying HISTORY as a stack (activate
+pushes the version unless it is already on top; rollback pops), the current version is taken off and the one
+beneath it is activated again. Rolling back twice therefore goes two activations back, not back and forth.
+When ACTIVE names a version that is not on top of the recorded stack (it was changed outside this module),
+rollback returns to the last recorded version. There is nothing to roll back to when the stack holds no
+version below the current one: ProfileError. A models folder from before HISTORY existed gets its current
+ACTIVE recorded (with the pointer's mtime) before the first new activation, so that activation can be undone.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -23,6 +40,8 @@ import re
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,6 +57,17 @@ _VERSION_RE = re.compile(r"v([1-9]\d*)\Z")
 META = "profile.json"
 ARRAYS = "profile.npz"
 ACTIVE = "ACTIVE"
+HISTORY = "HISTORY"
+ACTIONS = ("activate", "rollback")
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One line of models/HISTORY: when a version became active, and how."""
+
+    at: str  # ISO 8601 time with offset
+    version: str
+    action: str  # "activate" or "rollback"
 
 
 @dataclass(frozen=True)
@@ -115,13 +145,131 @@ def save(models_dir: Path, profile: NormalProfile, extra: dict[str, Any] | None 
         raise
 
 
-def activate(models_dir: Path, version: str) -> None:
-    """Make `version` the active one (atomic pointer replace); it must load cleanly first."""
-    load(models_dir, version)
+def _now() -> str:
+    """The current UTC time as ISO 8601, to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@contextmanager
+def _locked(models_dir: Path) -> Iterator[None]:
+    """Hold an exclusive flock on the models folder itself: activations and rollbacks run one at a time."""
+    fd = os.open(models_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _write_active(models_dir: Path, version: str) -> None:
+    """Replace the ACTIVE pointer atomically and durably."""
     tmp = models_dir / f".{ACTIVE}.tmp-{os.getpid()}"
     _write_file(tmp, (version + "\n").encode())
     os.replace(tmp, models_dir / ACTIVE)
     _fsync_dir(models_dir)
+
+
+def _append_history(models_dir: Path, lines: list[str]) -> None:
+    """Append whole lines to HISTORY in one write, fsynced (and the folder, when the file is new); call under
+    _locked."""
+    path = models_dir / HISTORY
+    created = not path.exists()
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        data = "".join(line + "\n" for line in lines).encode()
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data  # end a torn last line (a crash mid-write) so the new line stays whole
+        if os.write(fd, data) != len(data):  # pragma: no cover - a short write to a regular file
+            raise ProfileError(f"cannot append to {path}: short write")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if created:
+        _fsync_dir(models_dir)
+
+
+def history(models_dir: Path) -> list[HistoryEntry]:
+    """Every well-formed HISTORY line, oldest first (empty when there is none)."""
+    path = models_dir / HISTORY
+    try:
+        text = path.read_bytes().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise ProfileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    entries = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) not in (2, 3) or not _VERSION_RE.match(parts[1]):
+            continue  # a torn last line or garbage: not an activation
+        action = parts[2] if len(parts) == 3 else "activate"
+        if action not in ACTIONS:
+            continue
+        try:
+            datetime.fromisoformat(parts[0])
+        except ValueError:
+            continue
+        entries.append(HistoryEntry(parts[0], parts[1], action))
+    return entries
+
+
+def _stack(entries: list[HistoryEntry]) -> list[str]:
+    """Replay the history as an undo stack of versions; the last element is the latest active one."""
+    stack: list[str] = []
+    for e in entries:
+        if e.action == "rollback" and stack:
+            stack.pop()
+        if not stack or stack[-1] != e.version:
+            stack.append(e.version)
+    return stack
+
+
+def _seed_history(models_dir: Path) -> None:
+    """Record the current ACTIVE (at the pointer's mtime) when there is no history yet, so it can be undone."""
+    if history(models_dir):
+        return
+    try:
+        current = active_version(models_dir)
+        mtime = (models_dir / ACTIVE).stat().st_mtime
+    except (ProfileError, OSError):
+        return
+    at = datetime.fromtimestamp(mtime, timezone.utc).isoformat(timespec="seconds")
+    _append_history(models_dir, [f"{at} {current} activate"])
+
+
+def activate(models_dir: Path, version: str) -> None:
+    """Make `version` the active one (atomic pointer replace) and record it in HISTORY; it must load cleanly
+    first."""
+    load(models_dir, version)
+    with _locked(models_dir):
+        _seed_history(models_dir)
+        _write_active(models_dir, version)
+        _append_history(models_dir, [f"{_now()} {version} activate"])
+
+
+def rollback(models_dir: Path) -> tuple[str, str]:
+    """Undo the last activation: re-activate the version that was active before the current one.
+
+    Returns (from_version, to_version). ProfileError when no profile is active, when HISTORY records no earlier
+    version, or when that version no longer loads (the pointer is then left as it was)."""
+    current = active_version(models_dir)
+    with _locked(models_dir):
+        current = active_version(models_dir)  # again, under the lock
+        stack = _stack(history(models_dir))
+        if stack and stack[-1] == current:
+            stack.pop()
+        if not stack:
+            raise ProfileError(f"nothing to roll back to: {current} is the first activation recorded in "
+                               f"{models_dir / HISTORY}")
+        target = stack[-1]
+        try:
+            load(models_dir, target)
+        except ProfileError as exc:
+            raise ProfileError(f"cannot roll back from {current} to {target}: {exc}") from None
+        _write_active(models_dir, target)
+        _append_history(models_dir, [f"{_now()} {target} rollback"])
+    return current, target
 
 
 def active_version(models_dir: Path) -> str:
@@ -164,11 +312,16 @@ def load(models_dir: Path, version: str | None = None) -> StoredProfile:
 
 
 def describe(models_dir: Path) -> list[dict[str, Any]]:
-    """One summary row per version: name, created at, threshold, training size, active flag."""
+    """One summary row per version: name, created at, threshold, training size, active flag, and when it last
+    became active (`activated_at`, from HISTORY; None when never recorded)."""
     try:
         current = active_version(models_dir)
     except ProfileError:
         current = None
+    try:
+        last_active = {e.version: e.at for e in history(models_dir)}
+    except ProfileError:
+        last_active = {}
     rows = []
     for name in versions(models_dir):
         try:
@@ -177,8 +330,8 @@ def describe(models_dir: Path) -> list[dict[str, Any]]:
                 raise ValueError("profile.json is not an object")
             rows.append({"version": name, "active": name == current, "created_at": meta.get("created_at"),
                          "threshold": meta.get("threshold"), "n_train": meta.get("n_train"),
-                         "note": meta.get("note", "")})
+                         "note": meta.get("note", ""), "activated_at": last_active.get(name)})
         except (OSError, ValueError):
             rows.append({"version": name, "active": name == current, "created_at": None, "threshold": None,
-                         "n_train": None, "note": "unreadable"})
+                         "n_train": None, "note": "unreadable", "activated_at": last_active.get(name)})
     return rows

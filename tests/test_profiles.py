@@ -454,7 +454,7 @@ def test_save_leaves_no_temporary_directories(models, fitted):
     profiles.save(models, fitted)
     profiles.activate(models, "v2")
     assert leftovers(models) == []
-    assert sorted(p.name for p in models.iterdir()) == ["ACTIVE", "v1", "v2"]
+    assert sorted(p.name for p in models.iterdir()) == ["ACTIVE", "HISTORY", "v1", "v2"]
     assert sorted(p.name for p in (models / "v1").iterdir()) == [profiles.META, profiles.ARRAYS]
 
 
@@ -513,3 +513,136 @@ def test_describe_with_a_json_that_is_not_an_object(models, fitted):
     (models / "v1" / profiles.META).write_text("[]", encoding="utf-8")
     rows = profiles.describe(models)
     assert rows[0]["note"] == "unreadable"
+
+
+# ---------------------------------------------------------------------------------------------- history, rollback
+
+
+def _three_versions(models: Path, fitted: NormalProfile) -> None:
+    for expected in ("v1", "v2", "v3"):
+        assert profiles.save(models, fitted) == expected
+
+
+def test_activate_appends_a_history_line(models, fitted):
+    _three_versions(models, fitted)
+    assert profiles.history(models) == []
+    profiles.activate(models, "v1")
+    profiles.activate(models, "v3")
+    lines = (models / profiles.HISTORY).read_text().splitlines()
+    assert [line.split()[1:] for line in lines] == [["v1", "activate"], ["v3", "activate"]]
+    for line in lines:
+        assert datetime.fromisoformat(line.split()[0]).tzinfo is not None
+    assert [(e.version, e.action) for e in profiles.history(models)] == [("v1", "activate"), ("v3", "activate")]
+
+
+def test_rollback_undoes_the_last_activation_and_twice_goes_further_back(models, fitted):
+    _three_versions(models, fitted)
+    for v in ("v1", "v2", "v3"):
+        profiles.activate(models, v)
+    assert profiles.rollback(models) == ("v3", "v2")
+    assert profiles.active_version(models) == "v2"
+    assert profiles.rollback(models) == ("v2", "v1")  # not back to v3: undo, not toggle
+    assert profiles.active_version(models) == "v1"
+    with pytest.raises(ProfileError, match="nothing to roll back to: v1") as info:
+        profiles.rollback(models)
+    assert "\n" not in str(info.value)
+    assert profiles.active_version(models) == "v1"
+    assert [(e.version, e.action) for e in profiles.history(models)][-2:] == [("v2", "rollback"), ("v1", "rollback")]
+    profiles.activate(models, "v3")  # a new activation after rollbacks is undone to where we were
+    assert profiles.rollback(models) == ("v3", "v1")
+
+
+def test_rollback_skips_repeated_activations_of_the_same_version(models, fitted):
+    _three_versions(models, fitted)
+    profiles.activate(models, "v1")
+    profiles.activate(models, "v2")
+    profiles.activate(models, "v2")
+    assert profiles.rollback(models) == ("v2", "v1")
+
+
+def test_rollback_after_activating_an_older_version_returns_to_the_newer_one(models, fitted):
+    _three_versions(models, fitted)
+    profiles.activate(models, "v2")
+    profiles.activate(models, "v1")  # a manual "rollback" by activate is an activation like any other
+    assert profiles.rollback(models) == ("v1", "v2")
+
+
+def test_nothing_to_roll_back_to(tmp_path, models, fitted):
+    with pytest.raises(NoActiveProfile):
+        profiles.rollback(tmp_path / "nowhere")
+    _three_versions(models, fitted)
+    with pytest.raises(NoActiveProfile):
+        profiles.rollback(models)
+    profiles.activate(models, "v2")
+    with pytest.raises(ProfileError, match="nothing to roll back to"):
+        profiles.rollback(models)
+    assert profiles.active_version(models) == "v2"
+
+
+def test_rollback_to_a_version_that_no_longer_loads_keeps_the_pointer(models, fitted):
+    _three_versions(models, fitted)
+    profiles.activate(models, "v1")
+    profiles.activate(models, "v2")
+    (models / "v1" / profiles.ARRAYS).write_bytes(b"garbage")
+    with pytest.raises(ProfileError, match="cannot roll back from v2 to v1"):
+        profiles.rollback(models)
+    assert profiles.active_version(models) == "v2"
+    assert profiles.history(models)[-1].version == "v2"
+
+
+def test_a_models_folder_from_before_history_can_undo_its_first_new_activation(models, fitted):
+    _three_versions(models, fitted)
+    (models / profiles.ACTIVE).write_text("v1\n")  # as the old code left it: ACTIVE, no HISTORY
+    profiles.activate(models, "v3")
+    assert [e.version for e in profiles.history(models)] == ["v1", "v3"]
+    assert profiles.rollback(models) == ("v3", "v1")
+
+
+def test_rollback_when_active_was_changed_outside_returns_to_the_last_recorded_version(models, fitted):
+    _three_versions(models, fitted)
+    profiles.activate(models, "v1")
+    profiles.activate(models, "v2")
+    (models / profiles.ACTIVE).write_text("v3\n")  # someone edited the pointer by hand
+    assert profiles.rollback(models) == ("v3", "v2")
+    assert profiles.rollback(models) == ("v2", "v1")
+
+
+def test_torn_and_garbage_history_lines_are_ignored(models, fitted):
+    _three_versions(models, fitted)
+    profiles.activate(models, "v1")
+    profiles.activate(models, "v2")
+    with open(models / profiles.HISTORY, "ab") as fh:
+        fh.write(b"garbage\n2026-01-01T00:00:00+00:00 ../etc activate\nnot-a-time v1 activate\n\xff\xfe\n2026-01-0")
+    assert [e.version for e in profiles.history(models)] == ["v1", "v2"]
+    assert profiles.rollback(models) == ("v2", "v1")
+    assert profiles.history(models)[-1].version == "v1"  # the new line is whole despite the torn tail before it
+
+
+def test_concurrent_activations_each_leave_one_whole_line(models, fitted):
+    _three_versions(models, fitted)
+    errors: list[BaseException] = []
+
+    def worker(v: str) -> None:
+        try:
+            for _ in range(5):
+                profiles.activate(models, v)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(v,)) for v in ("v1", "v2", "v3", "v1")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    entries = profiles.history(models)
+    assert len(entries) == len((models / profiles.HISTORY).read_text().splitlines()) == 20
+    assert entries[-1].version == profiles.active_version(models)
+
+
+def test_describe_shows_when_each_version_was_last_activated(models, fitted):
+    _three_versions(models, fitted)
+    profiles.activate(models, "v2")
+    rows = {r["version"]: r for r in profiles.describe(models)}
+    assert rows["v1"]["activated_at"] is None and rows["v3"]["activated_at"] is None
+    assert datetime.fromisoformat(rows["v2"]["activated_at"]).tzinfo is not None

@@ -1,0 +1,484 @@
+"""Retraining with a gate: a candidate profile built from what the active one knew plus what operators taught
+it, compared with the active profile on every reviewed part, and activated only when it loses no caught defect.
+
+Sources of the candidate's training set, in this order (a file's content counts once, by sha256):
+
+1. the good images the active profile was trained on (its `training_images`, each found by its recorded
+   `path`, else by name under `trained_from`); an image that is missing or whose sha256 changed is skipped;
+2. every part whose latest review is "good" (a false alarm), read from its archived file (else its source
+   path) and checked against the recorded sha256;
+3. the images in optional extra folders (`add_dirs`).
+
+A part whose latest review is "defect" is never trained on, whatever source offers it. Every skipped file is
+listed in the result with its reason.
+
+The candidate is fitted and calibrated with the configured `[profile]` parameters and saved as a new version,
+then both profiles re-score every reviewed part exactly as the watcher would (same decode, same threshold
+test `score > threshold`). The active profile's figures come from this re-scoring, not from the verdicts
+recorded earlier (which may come from older versions). For parts in the candidate's own training set the
+candidate's plain score is in-sample, so the cross-fitted ("held out") score of each such part is reported
+too: it says whether the lesson generalises rather than whether it was memorised. The false-alarm budget on
+the calibration images is each profile's own cross-fitted figure (`calibration_`).
+
+The gate: the candidate is activated only when no confirmed defect that the active profile flags would be
+missed by the candidate, or when `force` is given; and never when the active version changed while
+retraining ran. The candidate is saved either way, so it can be activated later by hand.
+
+Library code: no printing. `format_table` renders the result for the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from inspector import imaging, pipeline, profiles
+from inspector.config import Config
+from inspector.errors import DatasetError, ImageRejected
+from inspector.pipeline import Inspector, Progress
+
+if TYPE_CHECKING:
+    from inspector.store import Store
+
+SOURCES = ("profile", "false_alarm", "added")
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file left out of training or evaluation, and why."""
+
+    source: str  # "profile", "false_alarm", "added" (training) or "review" (evaluation)
+    item: str  # the file name, or "#id name" for an inspection
+    reason: str
+
+
+@dataclass(frozen=True)
+class PartRow:
+    """One reviewed part scored by the active profile (before) and the candidate (after)."""
+
+    inspection_id: int
+    name: str
+    review: str  # the latest decision: "defect" (confirmed) or "good" (false alarm)
+    path: str
+    before_score: float
+    before_threshold: float
+    after_score: float
+    after_threshold: float
+    after_heldout: float | None = None  # the candidate's cross-fitted score, when the part is in its training set
+
+    @property
+    def before_flagged(self) -> bool:
+        """The active profile flags this part."""
+        return self.before_score > self.before_threshold
+
+    @property
+    def after_flagged(self) -> bool:
+        """The candidate flags this part."""
+        return self.after_score > self.after_threshold
+
+    @property
+    def heldout_flagged(self) -> bool | None:
+        """A candidate fitted without this part flags it (None when the part is not in the training set)."""
+        return None if self.after_heldout is None else self.after_heldout > self.after_threshold
+
+    @property
+    def missed(self) -> bool:
+        """A confirmed defect the active profile catches and the candidate would miss."""
+        return self.review == "defect" and self.before_flagged and not self.after_flagged
+
+    @property
+    def outcome(self) -> str:
+        """What retraining does to this part, in words."""
+        before, after = self.before_flagged, self.after_flagged
+        if self.review == "defect":
+            return {(True, True): "still caught", (True, False): "MISSED", (False, True): "now caught",
+                    (False, False): "missed by both"}[(before, after)]
+        return {(True, False): "cleared", (True, True): "still flagged", (False, True): "newly flagged",
+                (False, False): "ok by both"}[(before, after)]
+
+
+@dataclass(frozen=True)
+class Figures:
+    """One profile's figures on the reviewed parts and its calibration images."""
+
+    version: str
+    threshold: float
+    n_train: int
+    false_alarm_budget: float  # the configured false-alarm rate the threshold was set for
+    cross_fitted_false_alarm_rate: float  # share of its own calibration images flagged when held out
+    confirmed: int  # confirmed defects re-scored
+    confirmed_caught: int
+    false_alarms: int  # parts reviewed good re-scored
+    false_alarms_cleared: int
+    false_alarms_cleared_heldout: int | None = None  # candidate only: cleared by cross-fitted scores
+    false_alarms_in_training: int = 0  # candidate only: reviewed-good parts in its training set
+
+
+@dataclass
+class RetrainResult:
+    """What retrain did: the candidate version, the comparison, and whether (and why) it was activated."""
+
+    version: str  # the candidate, saved
+    previous: str  # the version active when retraining started
+    activated: bool
+    forced: bool
+    reason: str  # one line: why it was or was not activated
+    before: Figures
+    after: Figures
+    parts: list[PartRow]
+    missed: list[int]  # inspection ids of confirmed defects the active profile catches and the candidate misses
+    sources: dict[str, int]  # training images per source ("profile", "false_alarm", "added") and "total"
+    skipped: list[Skipped] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able summary."""
+        return {
+            "version": self.version, "previous": self.previous, "activated": self.activated, "forced": self.forced,
+            "reason": self.reason, "before": vars(self.before), "after": vars(self.after), "missed": self.missed,
+            "sources": self.sources, "warnings": self.warnings,
+            "skipped": [vars(s) for s in self.skipped],
+            "parts": [{**vars(p), "outcome": p.outcome} for p in self.parts],
+        }
+
+
+@dataclass(frozen=True)
+class _Item:
+    """A candidate training file."""
+
+    source: str
+    paths: tuple[Path, ...]  # tried in order; the first that exists is read
+    label: str
+    sha256: str | None = None  # expected content, when known
+    inspection_id: int | None = None
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """A training file read and decoded (image None when it was skipped)."""
+
+    item: _Item
+    path: Path | None
+    sha256: str | None
+    image: np.ndarray | None
+    reason: str | None
+
+
+# ---------------------------------------------------------------------------------------------- sources
+
+
+def _profile_items(meta: dict[str, Any]) -> list[_Item]:
+    """The training images recorded in a profile's metadata."""
+    folders = meta.get("trained_from") or []
+    folders = [folders] if isinstance(folders, str) else [f for f in folders if isinstance(f, str)]
+    items = []
+    for entry in meta.get("training_images") or []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            continue
+        name = entry["name"]
+        paths = [Path(entry["path"])] if isinstance(entry.get("path"), str) else []
+        paths += [Path(f) / name for f in folders if Path(f) / name not in paths]
+        digest = entry.get("sha256") if isinstance(entry.get("sha256"), str) else None
+        items.append(_Item("profile", tuple(paths), name, digest))
+    return items
+
+
+def _part_paths(row: dict[str, Any]) -> tuple[Path, ...]:
+    """Where an inspected part's file may be: its archive path, then where it arrived."""
+    return tuple(Path(p) for p in (row.get("archived_path"), row.get("source_path")) if p)
+
+
+def _label(row: dict[str, Any]) -> str:
+    """How a reviewed part is named in messages."""
+    return f"#{row['id']} {row.get('name') or ''}".rstrip()
+
+
+def _read(paths: Sequence[Path], expected: str | None, max_bytes: int) -> tuple[Path | None, bytes | None, str]:
+    """Read the first existing path whose content matches `expected` (when given); else (None, None, reason)."""
+    reason = "no file recorded"
+    for path in paths:
+        if not os.path.lexists(path):
+            reason = f"missing: {imaging.printable(path)}"
+            continue
+        try:
+            data = imaging.read_file(path, max_bytes)
+        except ImageRejected as exc:
+            reason = str(exc)
+            continue
+        if expected is not None and imaging.sha256_hex(data) != expected:
+            reason = f"changed since it was recorded (sha256 differs): {imaging.printable(path)}"
+            continue
+        return path, data, ""
+    return None, None, reason
+
+
+def _load(items: Sequence[_Item], cfg: Config, progress: Progress | None) -> list[_Loaded]:
+    """Read, verify and decode training files in parallel (OpenCV releases the GIL), in the given order."""
+
+    def one(item: _Item) -> _Loaded:
+        path, data, reason = _read(item.paths, item.sha256, cfg.input.max_bytes)
+        if data is None:
+            return _Loaded(item, None, None, None, reason)
+        try:
+            image = pipeline.decode_for_training(data, cfg.input, cfg.profile)
+        except ImageRejected as exc:
+            return _Loaded(item, path, None, None, str(exc))
+        return _Loaded(item, path, imaging.sha256_hex(data), image, None)
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        results: Iterable[_Loaded] = pool.map(one, items)
+        if progress is not None:
+            results = progress(results, total=len(items))
+        return list(results)
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+
+@dataclass(frozen=True)
+class _Scored:
+    row: dict[str, Any]
+    path: Path | None
+    before: float | None
+    after: float | None
+    reason: str
+
+
+def _score_parts(rows: Sequence[dict[str, Any]], before: Inspector, after: Inspector, cfg: Config,
+                 progress: Progress | None) -> list[_Scored]:
+    """Re-score each reviewed part with both profiles, exactly as the watcher judges a file."""
+
+    def one(row: dict[str, Any]) -> _Scored:
+        if row.get("verdict") == "rejected" or not row.get("sha256"):
+            return _Scored(row, None, None, None, "a rejected file, not a judged image")
+        path, data, reason = _read(_part_paths(row), row["sha256"], cfg.input.max_bytes)
+        if data is None or path is None:
+            return _Scored(row, None, None, None, reason)
+        b = before.inspect_bytes(data, row.get("name") or path.name, digest=row["sha256"])
+        a = after.inspect_bytes(data, row.get("name") or path.name, digest=row["sha256"])
+        if b.score is None or a.score is None:
+            return _Scored(row, path, None, None, f"{b.reason or a.reason}: {b.detail or a.detail}")
+        return _Scored(row, path, b.score, a.score, "")
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        results: Iterable[_Scored] = pool.map(one, rows)
+        if progress is not None:
+            results = progress(results, total=len(rows))
+        return list(results)
+
+
+def _figures(stored: profiles.StoredProfile, parts: Sequence[PartRow], after: bool) -> Figures:
+    """A profile's figures over the compared parts (after=True: the candidate's columns)."""
+    prof = stored.profile
+    cal = prof.calibration_
+    defects = [p for p in parts if p.review == "defect"]
+    goods = [p for p in parts if p.review == "good"]
+    flagged = (lambda p: p.after_flagged) if after else (lambda p: p.before_flagged)
+    heldout = None
+    in_training = 0
+    if after:  # a part in the training set counts by its cross-fitted score, any other by its plain score
+        in_training = sum(1 for p in goods if p.after_heldout is not None)
+        heldout = sum(1 for p in goods if not (p.after_flagged if p.heldout_flagged is None else p.heldout_flagged))
+    return Figures(
+        version=stored.version, threshold=prof.threshold_, n_train=prof.n_train_,
+        false_alarm_budget=cal.false_alarm_rate, cross_fitted_false_alarm_rate=cal.oof_false_alarm_rate,
+        confirmed=len(defects), confirmed_caught=sum(1 for p in defects if flagged(p)),
+        false_alarms=len(goods), false_alarms_cleared=sum(1 for p in goods if not flagged(p)),
+        false_alarms_cleared_heldout=heldout, false_alarms_in_training=in_training,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- retrain
+
+
+def retrain(cfg: Config, store: Store, add_dirs: Sequence[Path] = (), force: bool = False, note: str = "",
+            progress: Progress | None = None) -> RetrainResult:
+    """Build, save, compare and (when the gate allows, or `force`) activate a candidate profile.
+
+    `progress`, when given, wraps iterables like tqdm (`progress(iterable, total=N)`): once for reading the
+    training images and once for re-scoring the reviewed parts. Raises NoActiveProfile/ProfileError when
+    there is no usable active profile, DatasetError when an extra folder is missing or empty, when there is
+    nothing new to train on, or when none of the active profile's training images can be found and no extra
+    folder is given; DatasetError/DatabaseError propagate with one-line messages."""
+    models_dir = cfg.models.dir
+    active = profiles.load(models_dir)
+    reviewed = sorted(store.list(reviewed="good", limit=None) + store.list(reviewed="defect", limit=None),
+                      key=lambda r: r["id"])
+    confirmed = {r["sha256"]: r for r in reviewed if r["review"] == "defect" and r.get("sha256")}
+
+    items = _profile_items(active.meta)
+    items += [_Item("false_alarm", _part_paths(r), _label(r), r.get("sha256"), r["id"])
+              for r in reviewed if r["review"] == "good"]
+    for folder in add_dirs:
+        files = pipeline.list_images(Path(folder), cfg.input.patterns)
+        if not files:
+            raise DatasetError(f"no images matching {', '.join(cfg.input.patterns)} in {folder}")
+        items += [_Item("added", (f,), str(f)) for f in files]
+
+    skipped: list[Skipped] = []
+    warnings: list[str] = []
+    chosen: list[_Loaded] = []
+    seen: set[str] = set()
+    for loaded in _load(items, cfg, progress):
+        item = loaded.item
+        if loaded.image is None or loaded.sha256 is None:
+            skipped.append(Skipped(item.source, item.label, loaded.reason or "unreadable"))
+        elif loaded.sha256 in confirmed:
+            skipped.append(Skipped(item.source, item.label,
+                                   f"the same image is confirmed defect {_label(confirmed[loaded.sha256])}"))
+        elif loaded.sha256 not in seen:  # the same content from two sources counts once (the first)
+            seen.add(loaded.sha256)
+            chosen.append(loaded)
+    counts = {s: sum(1 for c in chosen if c.item.source == s) for s in SOURCES}
+    counts["total"] = len(chosen)
+
+    n_recorded = sum(1 for i in items if i.source == "profile")
+    if counts["profile"] == 0 and not add_dirs:
+        detail = (f"none of the {n_recorded} images it was trained on can be read"
+                  if n_recorded else "it records no training images")
+        raise DatasetError(f"cannot retrain profile {active.version}: {detail}; give a folder of good images "
+                           "to add (--add DIR) or train a new profile")
+    if counts["profile"] < n_recorded:
+        warnings.append(f"{n_recorded - counts['profile']} of the {n_recorded} images profile {active.version} was "
+                        "trained on were not found or have changed; the candidate does not learn from them")
+    if counts["false_alarm"] + counts["added"] == 0:
+        raise DatasetError("nothing new to train on: no readable part is marked good (a false alarm) and no "
+                           "folder of good images was added")
+
+    candidate = pipeline.fit_profile([c.image for c in chosen if c.image is not None], cfg.profile)
+    extra = {
+        "note": note,
+        "retrained_from": active.version,
+        "sources": counts,
+        "trained_from": sorted({str(c.path.parent.resolve()) for c in chosen if c.path is not None}),
+        "training_images": [
+            {"name": c.path.name if c.path else c.item.label, "sha256": c.sha256,
+             "path": str(c.path.resolve()) if c.path else None, "source": c.item.source,
+             **({"inspection_id": c.item.inspection_id} if c.item.inspection_id is not None else {})}
+            for c in chosen
+        ],
+        "skipped": len(skipped),
+        "config": str(cfg.source) if cfg.source else None,
+    }
+    version = profiles.save(models_dir, candidate, extra)
+    stored = profiles.StoredProfile(version, candidate, extra)
+
+    heldout = {c.sha256: float(candidate.oof_scores_[i]) for i, c in enumerate(chosen)}
+    scored = _score_parts(reviewed, Inspector(active.profile, active.version, cfg.input),
+                          Inspector(candidate, version, cfg.input), cfg, progress)
+    parts: list[PartRow] = []
+    for s in scored:
+        if s.before is None or s.after is None:
+            skipped.append(Skipped("review", _label(s.row), s.reason))
+            continue
+        parts.append(PartRow(
+            inspection_id=s.row["id"], name=s.row.get("name") or "", review=s.row["review"],
+            path=imaging.printable(s.path) if s.path else "", before_score=s.before,
+            before_threshold=active.profile.threshold_, after_score=s.after, after_threshold=candidate.threshold_,
+            after_heldout=heldout.get(s.row["sha256"]),
+        ))
+    unchecked = sum(1 for s in scored if s.row["review"] == "defect" and s.before is None)
+    if unchecked:
+        warnings.append(f"{unchecked} confirmed defect(s) could not be re-checked (file missing or changed); "
+                        "the gate did not see them")
+    if not any(p.review == "defect" for p in parts):
+        warnings.append("no confirmed defect could be re-checked: the gate had nothing to compare")
+
+    missed = [p.inspection_id for p in parts if p.missed]
+    before_fig = _figures(active, parts, after=False)
+    after_fig = _figures(stored, parts, after=True)
+    caught = before_fig.confirmed_caught
+    ids = ", ".join(f"#{i}" for i in missed)
+    activated = False
+    if missed and not force:
+        reason = (f"not activated: {len(missed)} confirmed defect(s) that {active.version} catches would be "
+                  f"missed by {version} ({ids}); {active.version} stays active (--force activates it anyway)")
+    else:
+        now = profiles.active_version(models_dir)
+        if now != active.version:
+            reason = (f"not activated: the active profile changed from {active.version} to {now} while "
+                      f"retraining ran; {version} is saved")
+        else:
+            profiles.activate(models_dir, version)
+            activated = True
+            if missed:
+                reason = (f"{version} activated by force although it misses {len(missed)} confirmed defect(s) "
+                          f"that {active.version} catches ({ids})")
+            elif before_fig.confirmed == 0:
+                reason = f"{version} activated: no confirmed defect could be re-checked, so the gate had nothing to compare"
+            else:
+                reason = (f"{version} activated: it still catches every confirmed defect {active.version} catches "
+                          f"({caught} of {before_fig.confirmed})")
+    return RetrainResult(
+        version=version, previous=active.version, activated=activated, forced=bool(force and missed),
+        reason=reason, before=before_fig, after=after_fig, parts=parts, missed=missed, sources=counts,
+        skipped=skipped, warnings=warnings,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- table
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "~"
+
+
+def format_table(result: RetrainResult) -> str:
+    """The before/after table the CLI prints: sources, one line per reviewed part, figures, and the decision."""
+    r, b, a = result, result.before, result.after
+    s = r.sources
+    n_skipped = sum(1 for sk in r.skipped if sk.source != "review")
+    lines = [f"candidate {r.version} from {r.previous}: {s['profile']} images of {r.previous} + {s['false_alarm']} "
+             f"parts marked good + {s['added']} added = {s['total']} good images"
+             + (f" ({n_skipped} files skipped, listed below)" if n_skipped else "")]
+    lines.append("")
+    if r.parts:
+        name_w = min(32, max(len("part"), *(len(p.name) for p in r.parts)))
+        head = (f"{'id':>6}  {'part':<{name_w}}  {'review':<6}  {b.version + ' score':>11} {'verdict':<7}  "
+                f"{a.version + ' score':>11} {'verdict':<7}  outcome")
+        lines.append(head)
+        for p in r.parts:
+            verdict_b = "defect" if p.before_flagged else "ok"
+            verdict_a = "defect" if p.after_flagged else "ok"
+            tail = p.outcome
+            if p.after_heldout is not None:
+                tail += f" (in training; held out {p.after_heldout:.2f}: {'defect' if p.heldout_flagged else 'ok'})"
+            lines.append(f"{'#' + str(p.inspection_id):>6}  {_clip(p.name, name_w):<{name_w}}  {p.review:<6}  "
+                         f"{p.before_score:>11.2f} {verdict_b:<7}  {p.after_score:>11.2f} {verdict_a:<7}  {tail}")
+    else:
+        lines.append("no reviewed part could be re-scored")
+    lines.append("")
+    cleared_after = f"{a.false_alarms_cleared} of {a.false_alarms}"
+    if a.false_alarms_in_training:
+        cleared_after += f" (held out: {a.false_alarms_cleared_heldout} of {a.false_alarms})"
+    table = [
+        ("", f"{b.version} (active)", f"{a.version} (candidate)"),
+        ("threshold", f"{b.threshold:.3f}", f"{a.threshold:.3f}"),
+        ("confirmed defects caught", f"{b.confirmed_caught} of {b.confirmed}", f"{a.confirmed_caught} of {a.confirmed}"),
+        ("false alarms cleared", f"{b.false_alarms_cleared} of {b.false_alarms}", cleared_after),
+        ("good training images", str(b.n_train), str(a.n_train)),
+        ("cross-fitted false alarms", f"{_pct(b.cross_fitted_false_alarm_rate)} (budget {_pct(b.false_alarm_budget)})",
+         f"{_pct(a.cross_fitted_false_alarm_rate)} (budget {_pct(a.false_alarm_budget)})"),
+    ]
+    w0 = max(len(t[0]) for t in table)
+    w1 = max(len(t[1]) for t in table)
+    lines += [f"{t[0]:<{w0}}  {t[1]:<{w1}}  {t[2]}".rstrip() for t in table]
+    if r.skipped:
+        lines.append("")
+        lines += [f"skipped ({sk.source}) {sk.item}: {sk.reason}" for sk in r.skipped]
+    if r.warnings:
+        lines.append("")
+        lines += [f"warning: {w}" for w in r.warnings]
+    lines.append("")
+    lines.append(r.reason)
+    return "\n".join(lines)

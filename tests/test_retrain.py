@@ -1,0 +1,347 @@
+"""Retraining with a gate and rollback (issue 4): real image files, a real SQLite store, real watcher runs.
+
+The scenario: a profile trained on parts photographed under one lamp flags the same parts under a warmer
+lamp (a legitimate variant); an operator clears five of those false alarms and confirms two real defects;
+retraining learns the variant, keeps both defects flagged and is activated; rollback returns to the old
+profile, and each new row records the version that judged it. The unit tests construct a candidate that
+would miss a confirmed defect (the operator wrongly marked four parts with a missing bolt hole as good) and
+check that the gate refuses it unless forced.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from inspector import cli, config, profiles, retrain
+from inspector.errors import DatasetError, NoActiveProfile
+from inspector.pipeline import Inspector
+from inspector.store import Store
+from inspector.synthetic import make_part
+from watchkit import Site, atomic_drop, make_site, part_jpeg, run_once
+
+N_GOOD = 24
+
+
+def warm_jpeg(seed: int) -> bytes:
+    """A good part under a warmer lamp: less blue, more red (BGR gains 0.85, 1.0, 1.15); the part itself is fine."""
+    img = make_part(np.random.default_rng(seed), 200, 150).astype(np.float32) * np.array([0.85, 1.0, 1.15])
+    ok, buf = cv2.imencode(".jpg", np.clip(img, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 92])
+    assert ok
+    return buf.tobytes()
+
+
+def write_good(folder: Path, n: int = N_GOOD, first_seed: int = 10_000) -> Path:
+    """The narrow training set: n good parts under the usual lamp."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (folder / f"g{i:02d}.jpg").write_bytes(part_jpeg(first_seed + i))
+    return folder
+
+
+def train(cfg_path: Path, folder: Path) -> None:
+    """`inspector train DIR` as an engineer runs it (records trained_from and training_images)."""
+    assert cli.main(["train", str(folder), "--config", str(cfg_path)]) == 0
+
+
+def new_rows(site: Site, before: int) -> list[dict]:
+    return [r for r in site.rows() if r["id"] > before]
+
+
+# ---------------------------------------------------------------------------------------------- the scenario
+
+
+def test_variant_is_learned_defects_stay_flagged_and_rollback_restores(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    site = make_site(tmp_path / "site", models)
+    cfg = config.load(site.config)
+
+    # 1. a profile trained on a narrow set of good parts
+    train(site.config, write_good(tmp_path / "good"))
+    assert profiles.active_version(models) == "v1"
+
+    # 2. the variant gets flagged by the watcher (and so do two real defects; ordinary parts pass)
+    for i in range(8):
+        atomic_drop(site.inbox, f"warm_{i:02d}.jpg", warm_jpeg(20_000 + i))
+    atomic_drop(site.inbox, "spot.jpg", part_jpeg(40_000, "spot"))
+    atomic_drop(site.inbox, "missing.jpg", part_jpeg(40_002, "missing"))
+    for i in range(2):
+        atomic_drop(site.inbox, f"usual_{i}.jpg", part_jpeg(50_000 + i))
+    done = run_once(site)
+    assert done.returncode == 0, done.stderr
+    rows = {r["name"]: r for r in site.rows()}
+    assert len(rows) == 12
+    assert all(r["profile_version"] == "v1" for r in rows.values())
+    warm = sorted((r for n, r in rows.items() if n.startswith("warm_")), key=lambda r: r["id"])
+    assert [r["verdict"] for r in warm] == ["defect"] * 8, [(r["name"], r["score"]) for r in warm]
+    assert rows["spot.jpg"]["verdict"] == rows["missing.jpg"]["verdict"] == "defect"
+    assert rows["usual_0.jpg"]["verdict"] == rows["usual_1.jpg"]["verdict"] == "ok"
+
+    # 3. an operator clears five of the flagged variant parts and confirms the two defects
+    with Store(cfg.database.url) as store:
+        for r in warm[:5]:
+            store.add_review(r["id"], "good", "anna", note="new lamp; part is fine")
+        for name in ("spot.jpg", "missing.jpg"):
+            store.add_review(rows[name]["id"], "defect", "anna")
+
+        # 4. retrain: the candidate learns the variant, keeps both defects, passes the gate and is activated
+        calls: list[int] = []
+
+        def progress(iterable, total):
+            calls.append(total)
+            return iterable
+
+        result = retrain.retrain(cfg, store, note="warm lamp", progress=progress)
+    assert calls == [N_GOOD + 5, 7]  # training images read; reviewed parts re-scored
+    assert result.activated and not result.forced, result.reason
+    assert (result.previous, result.version) == ("v1", "v2")
+    assert profiles.active_version(models) == "v2"
+    assert result.sources == {"profile": N_GOOD, "false_alarm": 5, "added": 0, "total": N_GOOD + 5}
+    assert result.skipped == [] and result.missed == []
+    b, a = result.before, result.after
+    assert (b.confirmed, b.confirmed_caught, a.confirmed_caught) == (2, 2, 2)
+    assert (b.false_alarms, b.false_alarms_cleared, a.false_alarms_cleared) == (5, 0, 5)
+    assert a.false_alarms_in_training == 5 and a.false_alarms_cleared_heldout == 5  # generalises, not memorised
+    assert (b.n_train, a.n_train) == (N_GOOD, N_GOOD + 5)
+    assert b.cross_fitted_false_alarm_rate <= 0.05 and a.cross_fitted_false_alarm_rate <= 0.05
+    assert {p.outcome for p in result.parts if p.review == "good"} == {"cleared"}
+    assert {p.outcome for p in result.parts if p.review == "defect"} == {"still caught"}
+    meta = profiles.load(models, "v2").meta
+    assert meta["note"] == "warm lamp" and meta["retrained_from"] == "v1"
+    assert meta["sources"] == result.sources
+    by_source = [im for im in meta["training_images"] if im["source"] == "false_alarm"]
+    assert sorted(im["inspection_id"] for im in by_source) == [r["id"] for r in warm[:5]]
+    assert all(Path(im["path"]).is_file() and "archive" in im["path"] for im in by_source)
+
+    table = retrain.format_table(result)
+    assert "candidate v2 from v1: 24 images of v1 + 5 parts marked good + 0 added = 29 good images" in table
+    assert "confirmed defects caught" in table and "2 of 2" in table
+    assert "false alarms cleared       0 of 5" in table and "5 of 5 (held out: 5 of 5)" in table
+    assert table.count("cleared (in training; held out") == 5 and table.count("still caught") == 2
+    assert table.rstrip().endswith(result.reason)
+    assert json.loads(json.dumps(result.as_dict()))["parts"][0]["outcome"] in ("cleared", "still caught")
+
+    # ... the variant now passes: fresh variant parts judged by v2 in a new watcher run. Five examples do not
+    # cover every pose of the variant: about 1 in 40 fresh variant parts still scores above v2's threshold
+    # (here warm_new_05), so the test allows one of twenty, where v1 flags all twenty.
+    before = max(r["id"] for r in site.rows())
+    for i in range(20):
+        atomic_drop(site.inbox, f"warm_new_{i:02d}.jpg", warm_jpeg(30_000 + i))
+    done = run_once(site)
+    assert done.returncode == 0, done.stderr
+    fresh = new_rows(site, before)
+    assert len(fresh) == 20 and {r["profile_version"] for r in fresh} == {"v2"}
+    flagged = [(r["name"], round(r["score"], 2), round(r["threshold"], 2)) for r in fresh if r["verdict"] != "ok"]
+    assert len(flagged) <= 1, flagged
+    v1 = profiles.load(models, "v1")
+    old_judge = Inspector(v1.profile, v1.version, cfg.input)
+    assert all(old_judge.inspect_file(Path(r["archived_path"])).verdict == "defect" for r in fresh)
+
+    # ... and both confirmed defects are still flagged by the new profile (their archived files re-scored)
+    v2 = profiles.load(models, "v2")
+    judge = Inspector(v2.profile, v2.version, cfg.input)
+    for name in ("spot.jpg", "missing.jpg"):
+        verdict = judge.inspect_file(Path(rows[name]["archived_path"]))
+        assert (verdict.verdict, verdict.profile_version) == ("defect", "v2"), (name, verdict.score)
+
+    # 5. rollback restores v1; rows from the next run record the version that judged them
+    assert profiles.rollback(models) == ("v2", "v1")
+    assert profiles.active_version(models) == "v1"
+    before = max(r["id"] for r in site.rows())
+    for i in range(3):
+        atomic_drop(site.inbox, f"warm_after_rollback_{i}.jpg", warm_jpeg(31_000 + i))
+    atomic_drop(site.inbox, "usual_after_rollback.jpg", part_jpeg(51_000))
+    done = run_once(site)
+    assert done.returncode == 0, done.stderr
+    after = {r["name"]: r for r in new_rows(site, before)}
+    assert len(after) == 4
+    assert {r["profile_version"] for r in after.values()} == {"v1"}
+    assert after["usual_after_rollback.jpg"]["verdict"] == "ok"
+    assert {after[f"warm_after_rollback_{i}.jpg"]["verdict"] for i in range(3)} == {"defect"}  # v1's view again
+    assert [r["profile_version"] for r in fresh] == ["v2"] * 20  # earlier rows keep the version that judged them
+    assert [e.version for e in profiles.history(models)] == ["v1", "v2", "v1"]
+
+
+# ---------------------------------------------------------------------------------------------- the gate and errors
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A good folder and a models folder with v1 trained on it (copied by each test that changes it)."""
+    root = tmp_path_factory.mktemp("retrain-base")
+    cfg_path = root / "config.toml"
+    cfg_path.write_text(f'[models]\ndir = "{root / "models"}"\n')
+    train(cfg_path, write_good(root / "good"))
+    return root
+
+
+@pytest.fixture
+def station(tmp_path: Path, base: Path) -> tuple[config.Config, Store]:
+    """A config whose models folder is a fresh copy of the base one, and an empty verdict store."""
+    shutil.copytree(base / "models", tmp_path / "models")
+    path = tmp_path / "config.toml"
+    path.write_text(f'[models]\ndir = "{tmp_path / "models"}"\n\n[database]\nurl = "sqlite:///inspector.db"\n')
+    cfg = config.load(path)
+    store = Store(cfg.database.url)
+    yield cfg, store
+    store.close()
+
+
+def record(store: Store, folder: Path, name: str, data: bytes, verdict: str = "defect",
+           review: str | None = None) -> int:
+    """A judged part as the watcher leaves it: the file in the archive and its row; optionally reviewed."""
+    from datetime import datetime, timezone
+
+    from inspector import imaging
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_bytes(data)
+    now = datetime.now(timezone.utc)
+    (row_id,) = store.record([{
+        "sha256": imaging.sha256_hex(data), "name": name, "source_path": str(folder.parent / "inbox" / name),
+        "archived_path": str(path), "size": len(data), "received_at": now, "inspected_at": now,
+        "verdict": verdict, "score": 5.0, "threshold": 3.5, "profile_version": "v1", "station": "s", "line": "l",
+        "camera": "c",
+    }])
+    assert row_id is not None
+    if review:
+        store.add_review(row_id, review, "anna")
+    return row_id
+
+
+def test_gate_refuses_a_candidate_that_would_miss_a_confirmed_defect_and_force_overrides(station, tmp_path):
+    cfg, store = station
+    archive = tmp_path / "archive"
+    # the operator wrongly cleared four parts with a missing bolt hole, so the candidate learns that look ...
+    wrongly_cleared = [record(store, archive, f"miss_{i}.jpg", part_jpeg(60_000 + i, "missing"), review="good")
+                       for i in range(4)]
+    # ... while two other parts with a missing hole were confirmed as defects
+    confirmed = [record(store, archive, f"miss_{i}.jpg", part_jpeg(60_000 + i, "missing"), review="defect")
+                 for i in (4, 5)]
+
+    result = retrain.retrain(cfg, store)
+    assert not result.activated and not result.forced
+    assert result.version == "v2" and profiles.versions(cfg.models.dir) == ["v1", "v2"]  # saved, not active
+    assert profiles.active_version(cfg.models.dir) == "v1"
+    assert result.missed == confirmed
+    assert result.before.confirmed_caught == 2 and result.after.confirmed_caught == 0
+    assert result.reason.startswith("not activated: 2 confirmed defect(s) that v1 catches would be missed by v2")
+    assert "\n" not in result.reason
+    assert {p.inspection_id for p in result.parts if p.outcome == "MISSED"} == set(confirmed)
+    assert sorted(p.inspection_id for p in result.parts if p.review == "good") == wrongly_cleared
+    assert "MISSED" in retrain.format_table(result)
+
+    forced = retrain.retrain(cfg, store, force=True, note="forced")
+    assert forced.activated and forced.forced and forced.version == "v3"
+    assert forced.missed == confirmed
+    assert forced.reason.startswith("v3 activated by force although it misses 2 confirmed defect(s)")
+    assert profiles.active_version(cfg.models.dir) == "v3"
+    assert profiles.rollback(cfg.models.dir) == ("v3", "v1")  # the undo for a forced mistake
+
+
+def test_sources_are_verified_deduplicated_and_skips_are_listed(tmp_path):
+    cfg_path = tmp_path / "config.toml"
+    cfg_path.write_text(f'[models]\ndir = "{tmp_path / "models"}"\n\n[database]\nurl = "sqlite:///inspector.db"\n')
+    good = write_good(tmp_path / "good", n=12)
+    train(cfg_path, good)
+    cfg = config.load(cfg_path)
+    (good / "g00.jpg").unlink()  # gone since training
+    (good / "g01.jpg").write_bytes(part_jpeg(99_999))  # replaced by another image since training
+    archive = tmp_path / "archive"
+    defect_bytes = part_jpeg(40_000, "spot")
+    with Store(cfg.database.url) as store:
+        kept = record(store, archive, "warm_a.jpg", warm_jpeg(20_000), review="good")
+        gone = record(store, archive, "warm_b.jpg", warm_jpeg(20_001), review="good")
+        (archive / "warm_b.jpg").unlink()
+        record(store, archive, "spot.jpg", defect_bytes, review="defect")
+        record(store, archive, "later_ok.jpg", warm_jpeg(20_002), verdict="ok")  # not reviewed: not used
+        changed_mind = record(store, archive, "warm_c.jpg", warm_jpeg(20_003), review="good")
+        store.add_review(changed_mind, "defect", "bob", note="looked again: a defect after all")
+        extra = tmp_path / "extra"
+        extra.mkdir()
+        shutil.copy(good / "g02.jpg", extra / "dup_of_g02.jpg")  # same content as a training image: once
+        (extra / "spot_copy.jpg").write_bytes(defect_bytes)  # a confirmed defect is never trained on
+        for i in range(2):
+            (extra / f"warm_extra_{i}.jpg").write_bytes(warm_jpeg(21_000 + i))
+        (extra / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+        result = retrain.retrain(cfg, store, add_dirs=[extra])
+
+    assert result.sources == {"profile": 10, "false_alarm": 1, "added": 2, "total": 13}
+    reasons = {(s.source, s.item): s.reason for s in result.skipped}
+    assert reasons[("profile", "g00.jpg")].startswith("missing: ")
+    assert reasons[("profile", "g01.jpg")].startswith("changed since it was recorded")
+    assert reasons[("false_alarm", f"#{gone} warm_b.jpg")].startswith("missing: ")
+    assert reasons[("added", str(extra / "spot_copy.jpg"))].startswith("the same image is confirmed defect #")
+    assert reasons[("added", str(extra / "broken.jpg"))]
+    assert ("review", f"#{gone} warm_b.jpg") in reasons  # nor can it be re-scored
+    assert not any(str(extra / "dup_of_g02.jpg") == item for _, item in reasons)  # a duplicate, not an error
+    assert any("2 of the 12 images profile v1 was trained on" in w for w in result.warnings)
+    reviewed = {p.inspection_id: p.review for p in result.parts}
+    assert reviewed[kept] == "good" and reviewed[changed_mind] == "defect"  # the latest decision counts
+    meta = profiles.load(cfg.models.dir, result.version).meta
+    names = [im["name"] for im in meta["training_images"]]
+    assert "warm_a.jpg" in names and "warm_c.jpg" not in names and "spot_copy.jpg" not in names
+    assert sorted(meta["trained_from"]) == sorted({str(archive.resolve()), str(good.resolve()),
+                                                   str(extra.resolve())})
+    table = retrain.format_table(result)
+    assert "(5 files skipped, listed below)" in table
+    assert f"skipped (profile) g00.jpg: missing: {good / 'g00.jpg'}" in table
+
+
+def test_a_retrained_profile_can_be_retrained_again_from_its_recorded_paths(station, tmp_path):
+    cfg, store = station
+    archive = tmp_path / "archive"
+    for i in range(3):
+        record(store, archive, f"warm_{i}.jpg", warm_jpeg(20_000 + i), review="good")
+    first = retrain.retrain(cfg, store)
+    assert first.activated and first.sources["total"] == N_GOOD + 3
+    record(store, archive, "warm_3.jpg", warm_jpeg(20_003), review="good")
+    second = retrain.retrain(cfg, store)
+    # v2's own images (24 good + 3 cleared) are found again by path; the cleared ones are not counted twice
+    assert second.sources == {"profile": N_GOOD + 3, "false_alarm": 1, "added": 0, "total": N_GOOD + 4}
+    assert second.skipped == [] and second.activated
+
+
+def test_no_activation_when_the_active_profile_changes_while_retraining(station, tmp_path):
+    cfg, store = station
+    record(store, tmp_path / "archive", "warm.jpg", warm_jpeg(20_000), review="good")
+    other = profiles.save(cfg.models.dir, profiles.load(cfg.models.dir, "v1").profile, {"note": "hand-made"})
+
+    def progress(iterable, total):
+        profiles.activate(cfg.models.dir, other)  # someone activates another version meanwhile
+        return iterable
+
+    result = retrain.retrain(cfg, store, progress=progress)
+    assert not result.activated
+    assert result.reason.startswith(f"not activated: the active profile changed from v1 to {other}")
+    assert profiles.active_version(cfg.models.dir) == other
+
+
+def test_errors_are_one_line(station, tmp_path):
+    cfg, store = station
+    with pytest.raises(DatasetError, match="nothing new to train on") as info:
+        retrain.retrain(cfg, store)  # nothing reviewed good, nothing added
+    assert "\n" not in str(info.value)
+    with pytest.raises(DatasetError, match="not a folder"):
+        retrain.retrain(cfg, store, add_dirs=[tmp_path / "nowhere"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no images matching"):
+        retrain.retrain(cfg, store, add_dirs=[tmp_path / "empty"])
+    assert profiles.versions(cfg.models.dir) == ["v1"]  # nothing was saved
+
+    # a profile that records no training images cannot be extended without a folder of good images
+    bare = profiles.save(cfg.models.dir, profiles.load(cfg.models.dir, "v1").profile)
+    profiles.activate(cfg.models.dir, bare)
+    record(store, tmp_path / "archive", "warm.jpg", warm_jpeg(20_000), review="good")
+    with pytest.raises(DatasetError, match=f"cannot retrain profile {bare}: it records no training images"):
+        retrain.retrain(cfg, store)
+
+    (cfg.models.dir / profiles.ACTIVE).unlink()
+    with pytest.raises(NoActiveProfile):
+        retrain.retrain(cfg, store)
