@@ -470,10 +470,15 @@ _EXPORT_REVIEW_KEYS = ("review", "reviewer", "note", "reviewed_at", "decisions")
 
 
 def _csv_value(value) -> object:
-    """A value for a CSV cell: ISO time for datetimes, empty for None."""
+    """A value for a CSV cell: ISO time for datetimes, empty for None, and text that a spreadsheet would run
+    as a formula (=, +, -, @, tab, CR first) prefixed with an apostrophe (OWASP's CSV-injection advice)."""
     if value is None:
         return ""
-    return value.isoformat() if hasattr(value, "isoformat") else value
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
 
 
 def _write_csv(out, rows: list[dict], histories: dict[int, list[dict]]) -> None:

@@ -354,6 +354,8 @@ def test_export_writes_inspections_with_their_decisions(site: Site, capsys: pyte
     assert run(capsys, "mark", str(spot), "--as", "good", "--by", "ana", "--config", cfg)[0] == 0
     assert run(capsys, "mark", str(spot), "--as", "defect", "--by", "bén", "--note", 'crack, "deep"',
                "--config", cfg)[0] == 0
+    assert run(capsys, "mark", str(names["good-0.jpg"]), "--as", "good", "--by", "eve",
+               "--note", '=HYPERLINK("http://evil")', "--config", cfg)[0] == 0
     out_file = tmp_path / "export.csv"
     code, out, _ = run(capsys, "export", "--csv", str(out_file), "--config", cfg)
     assert code == 0 and out.strip() == f"wrote 6 rows to {out_file}"
@@ -371,8 +373,9 @@ def test_export_writes_inspections_with_their_decisions(site: Site, capsys: pyte
     assert datetime.fromisoformat(marked["reviewed_at"]).tzinfo is not None
     assert datetime.fromisoformat(marked["inspected_at"]).utcoffset() == timedelta(0)
     assert float(marked["score"]) > float(marked["threshold"]) and len(marked["sha256"]) == 64
-    plain = by_name["good-0.jpg"]
+    plain = by_name["good-1.jpg"]
     assert (plain["review"], plain["reviewer"], plain["reviewed_at"], plain["decisions"]) == ("", "", "", "0")
+    assert by_name["good-0.jpg"]["note"] == "'=HYPERLINK(\"http://evil\")"  # a spreadsheet shows it, never runs it
     assert by_name["empty.jpg"]["reason"] == "empty" and by_name["empty.jpg"]["score"] == ""
 
     before = out_file.read_bytes()
