@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Playwright (test extra) drives Debian's chromium through executable_path; it never downloads a browser of its own
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: demo test bench eval baselines clean
+.PHONY: demo test serve bench eval baselines clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +19,9 @@ demo: $(STAMP)  ## generate a product, train, run the watcher while a simulated 
 
 test: $(STAMP)  ## run the test suite
 	$(PY) -m pytest -q
+
+serve: $(STAMP)  ## the review page on [web] host:port (default http://127.0.0.1:8080/)
+	$(PY) -m inspector serve
 
 bench: $(STAMP)  ## speed ratios on generated 5 MP JPEGs
 	$(PY) -m inspector bench

@@ -1,0 +1,164 @@
+"""What the pages show, read from the Store: the filters of the queue, a page of the queue, the numbers behind
+the plots. Reads only; the one write (a review) goes through `Store.add_review`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from inspector.store import Inspection, Review, Store
+
+VERDICT_CHOICES = ("defect", "ok", "rejected", "all")
+REVIEW_CHOICES = ("all", "unreviewed", "defect", "good")
+SINCE_CHOICES: dict[str, timedelta | None] = {"1h": timedelta(hours=1), "8h": timedelta(hours=8),
+                                              "24h": timedelta(hours=24), "7d": timedelta(days=7), "all": None}
+MAX_PAGE = 10_000
+
+
+class BadFilter(ValueError):
+    """A filter value outside its choices (the view answers 400)."""
+
+
+def _choice(args: Mapping[str, str], key: str, choices: Any, default: str) -> str:
+    """args[key] when it is one of choices, the default when absent or empty; BadFilter otherwise."""
+    value = args.get(key) or default
+    if value not in choices:
+        raise BadFilter(f"{key} must be one of {', '.join(choices)}")
+    return value
+
+
+@dataclass(frozen=True)
+class QueueFilters:
+    """The queue's filters and page; `query()` gives them back as URL parameters (defaults left out)."""
+
+    verdict: str = "defect"
+    review: str = "all"
+    since: str = "all"
+    page: int = 1
+
+    @classmethod
+    def parse(cls, args: Mapping[str, str]) -> QueueFilters:
+        """From request arguments or form fields; BadFilter for a value outside its choices."""
+        page_text = args.get("page") or "1"
+        if not page_text.isdigit() or not 1 <= int(page_text) <= MAX_PAGE:
+            raise BadFilter(f"page must be a number from 1 to {MAX_PAGE}")
+        return cls(verdict=_choice(args, "verdict", VERDICT_CHOICES, cls.verdict),
+                   review=_choice(args, "review", REVIEW_CHOICES, cls.review),
+                   since=_choice(args, "since", SINCE_CHOICES, cls.since), page=int(page_text))
+
+    def query(self, **change: Any) -> dict[str, Any]:
+        """URL parameters for these filters with `change` applied, defaults omitted."""
+        values = {**asdict(self), **change}
+        defaults = asdict(QueueFilters())
+        return {k: v for k, v in values.items() if v != defaults[k]}
+
+
+def since_start(since: str, now: datetime | None = None) -> datetime | None:
+    """The start of a time range ("24h" -> now - 24 h), None for "all"."""
+    span = SINCE_CHOICES[since]
+    return None if span is None else (now or datetime.now(timezone.utc)) - span
+
+
+@dataclass
+class QueuePage:
+    """One page of the queue: rows (each with `review` = latest decision and `last_review` = its full record)."""
+
+    rows: list[dict[str, Any]]
+    has_next: bool
+
+
+def queue_page(store: Store, filters: QueueFilters, page_size: int) -> QueuePage:
+    """The rows of the filtered queue for `filters.page`, newest first."""
+    kwargs: dict[str, Any] = {"verdict": None if filters.verdict == "all" else filters.verdict,
+                              "since": since_start(filters.since)}
+    if filters.review == "unreviewed":
+        kwargs["unreviewed"] = True
+    elif filters.review != "all":
+        kwargs["reviewed"] = filters.review
+    skip = (filters.page - 1) * page_size
+    rows = store.list(limit=skip + page_size + 1, **kwargs)[skip:]  # Store.list has no offset
+    page = rows[:page_size]
+    for row in page:
+        history = store.reviews(row["id"]) if row["review"] else []
+        row["last_review"] = history[-1] if history else None
+    return QueuePage(rows=page, has_next=len(rows) > page_size)
+
+
+MAX_SCORES = 50_000  # the score histogram uses at most this many of the newest scored parts in the range
+
+
+@dataclass
+class StatsData:
+    """The numbers behind the stats page and its plots, for one time range."""
+
+    start: datetime | None
+    end: datetime
+    defect_times: list[datetime] = field(default_factory=list)  # inspected_at of each defect
+    defect_reviews: list[str | None] = field(default_factory=list)  # latest decision of each defect
+    scores: dict[str, np.ndarray] = field(default_factory=dict)  # "ok", "defect", "false alarm" -> scores
+    scores_capped: bool = False  # True when only the newest MAX_SCORES parts are in `scores`
+    counts: dict[str, int] = field(default_factory=dict)  # verdicts; confirmed, false_alarm, missed (latest review)
+    threshold: float | None = None  # of the most recently judged part
+    profile_version: str | None = None
+    versions: list[str] = field(default_factory=list)  # profile versions that judged parts in the range
+
+
+def _latest_decisions() -> Any:
+    """A subquery (inspection_id, decision) of each inspection's newest review."""
+    newest = select(func.max(Review.id).label("id")).group_by(Review.inspection_id).subquery()
+    return (select(Review.inspection_id, Review.decision).join(newest, newest.c.id == Review.id)
+            .subquery("latest"))
+
+
+def stats_data(store: Store, since: str, now: datetime | None = None) -> StatsData:
+    """Counts (aggregated in the database), the time and review of every defect, and the scores of the newest
+    MAX_SCORES judged parts, for the parts inspected in the range `since`."""
+    data = StatsData(start=since_start(since, now or datetime.now(timezone.utc)),
+                     end=now or datetime.now(timezone.utc))
+    latest = _latest_decisions()
+    joined = select().select_from(Inspection).outerjoin(latest, latest.c.inspection_id == Inspection.id)
+    if data.start is not None:
+        joined = joined.where(Inspection.inspected_at >= data.start)
+    counts_q = joined.add_columns(Inspection.verdict, latest.c.decision, func.count(),
+                                  func.min(Inspection.inspected_at)).group_by(Inspection.verdict, latest.c.decision)
+    defects_q = (joined.add_columns(Inspection.inspected_at, latest.c.decision)
+                 .where(Inspection.verdict == "defect").order_by(Inspection.id))
+    scores_q = (joined.add_columns(Inspection.verdict, Inspection.score, latest.c.decision)
+                .where(Inspection.score.is_not(None), Inspection.verdict.in_(("ok", "defect")))
+                .order_by(Inspection.id.desc()).limit(MAX_SCORES + 1))
+    versions_q = joined.add_columns(Inspection.profile_version).where(
+        Inspection.profile_version.is_not(None)).distinct()
+    newest_q = (select(Inspection.threshold, Inspection.profile_version).where(Inspection.threshold.is_not(None))
+                .order_by(Inspection.id.desc()).limit(1))
+    with Session(store.engine) as session:
+        count_rows = session.execute(counts_q).all()
+        defect_rows = session.execute(defects_q).all()
+        score_rows = session.execute(scores_q).all()
+        data.versions = sorted(v for (v,) in session.execute(versions_q))
+        newest = session.execute(newest_q).first()
+    counts = dict.fromkeys(("ok", "defect", "rejected", "confirmed", "false_alarm", "missed"), 0)
+    for verdict, decision, n, _first in count_rows:
+        counts[verdict] += n
+        key = {("defect", "defect"): "confirmed", ("defect", "good"): "false_alarm", ("ok", "defect"): "missed"}
+        if (verdict, decision) in key:
+            counts[key[verdict, decision]] += n
+    firsts = [first for *_, first in count_rows if first is not None]
+    if since == "all" and firsts:
+        data.start = min(firsts)  # "all" starts at the first part
+    data.counts = counts
+    data.defect_times = [at for at, _ in defect_rows]
+    data.defect_reviews = [decision for _, decision in defect_rows]
+    data.scores_capped = len(score_rows) > MAX_SCORES
+    groups: dict[str, list[float]] = {"ok": [], "defect": [], "false alarm": []}
+    for verdict, score, decision in score_rows[:MAX_SCORES]:
+        groups["false alarm" if verdict == "defect" and decision == "good" else verdict].append(score)
+    data.scores = {k: np.asarray(v, dtype=float) for k, v in groups.items()}
+    if newest is not None:
+        data.threshold, data.profile_version = float(newest[0]), newest[1]
+    return data

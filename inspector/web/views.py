@@ -1,0 +1,168 @@
+"""The review page's routes: the queue, a review, the reviewer name, images by id, the stats page and its plots.
+
+Every view reads the config and the store from the app (`current_app.extensions["inspector"]`), set by the app
+factory; nothing is global.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flask import (Blueprint, Response, abort, current_app, flash, redirect, render_template, request, send_file,
+                   url_for)
+
+from inspector.config import Config
+from inspector.store import DECISIONS, Store
+from inspector.web import data, files, plots
+
+bp = Blueprint("web", __name__)
+
+REVIEWER_COOKIE = "inspector_reviewer"
+MAX_NOTE = 500
+MAX_REVIEWER = 64  # the reviews.reviewer column
+ID = "<int(max=9223372036854775807):id>"  # SQLite's largest integer; anything else is a 404 before the query
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the views need from the app: its config, its store, and the folder relative paths resolve against."""
+
+    cfg: Config
+    store: Store
+    base: Path | None
+
+
+def ctx() -> Context:
+    """The app's Context."""
+    return current_app.extensions["inspector"]
+
+
+def _filters(args: Any) -> data.QueueFilters:
+    """Parse the queue filters; 400 for a bad value."""
+    try:
+        return data.QueueFilters.parse(args)
+    except data.BadFilter as exc:
+        abort(400, description=str(exc))
+
+
+def _clean_reviewer(text: str | None) -> str | None:
+    """A reviewer name stripped of surrounding space, or None when empty, too long or unprintable."""
+    name = (text or "").strip()
+    if not name or len(name) > MAX_REVIEWER or not name.isprintable():
+        return None
+    return name
+
+
+def current_reviewer() -> str:
+    """The name from the reviewer cookie, else [review] reviewer from the config, else "operator"."""
+    return (_clean_reviewer(request.cookies.get(REVIEWER_COOKIE)) or _clean_reviewer(ctx().cfg.review.reviewer)
+            or "operator")
+
+
+@bp.get("/")
+def queue() -> str:
+    """The queue: parts (flagged ones by default), newest first, with images, scores, reviews and review buttons."""
+    filters = _filters(request.args)
+    page = data.queue_page(ctx().store, filters, ctx().cfg.web.page_size)
+    return render_template("queue.html", page=page, filters=filters, reviewer=current_reviewer(),
+                           verdicts=data.VERDICT_CHOICES, reviews=data.REVIEW_CHOICES, ranges=list(data.SINCE_CHOICES))
+
+
+@bp.post(f"/inspections/{ID}/review")
+def review(id: int) -> Response:
+    """Record "defect" (confirm) or "good" (false alarm) with an optional note; back to the queue, filters kept."""
+    filters = _filters(request.form)
+    decision = request.form.get("decision", "")
+    note = request.form.get("note", "").strip()
+    if decision not in DECISIONS:
+        abort(400, description=f"decision must be one of {', '.join(DECISIONS)}")
+    if len(note) > MAX_NOTE:
+        abort(400, description=f"the note is longer than {MAX_NOTE} characters")
+    row = ctx().store.get(id)
+    if row is None:
+        abort(404)
+    if row["verdict"] == "rejected":
+        abort(400, description="a rejected file was never judged: there is nothing to review")
+    reviewer = _clean_reviewer(request.form.get("reviewer")) or current_reviewer()
+    ctx().store.add_review(id, decision, reviewer, note or None)
+    label = "confirmed defect" if decision == "defect" else "false alarm"
+    flash(f"#{id} {row['name']}: {label}, recorded for {reviewer}")
+    return redirect(url_for("web.queue", **filters.query()) + f"#part-{id}", 303)
+
+
+@bp.post("/reviewer")
+def set_reviewer() -> Response:
+    """Remember the reviewer's name in a cookie (a year) and go back to the queue."""
+    filters = _filters(request.form)
+    name = _clean_reviewer(request.form.get("reviewer"))
+    if name is None:
+        abort(400, description=f"the reviewer name must be 1 to {MAX_REVIEWER} printable characters")
+    response = redirect(url_for("web.queue", **filters.query()), 303)
+    response.set_cookie(REVIEWER_COOKIE, name, max_age=365 * 24 * 3600, httponly=True, samesite="Strict")
+    return response
+
+
+def _send(paths: tuple[str | None, ...], only: tuple[str, ...] | None = None) -> Response:
+    """Send the first of the recorded files that opens as an image (404 when none: missing, not a regular file,
+    a symlink, or not an image)."""
+    for path in paths:
+        opened = files.open_image(files.resolve(path, ctx().base), only)
+        if opened is not None:
+            f, mimetype = opened
+            response = send_file(f, mimetype=mimetype, max_age=300, conditional=False)
+            response.headers["Content-Disposition"] = "inline"
+            return response
+    abort(404)
+
+
+@bp.get(f"/image/{ID}")
+def image(id: int) -> Response:
+    """The part's image by inspection id: the archived file, else the file where it arrived (judged parts only)."""
+    row = ctx().store.get(id)
+    if row is None or row["verdict"] == "rejected":  # a rejected entry may be a symlink, a FIFO, not an image
+        abort(404)
+    return _send((row["archived_path"], row["source_path"]))
+
+
+@bp.get(f"/overlay/{ID}")
+def overlay(id: int) -> Response:
+    """The anomaly-map overlay PNG of a defect, by inspection id."""
+    row = ctx().store.get(id)
+    if row is None:
+        abort(404)
+    return _send((row["overlay_path"],), only=("image/png",))
+
+
+def _since() -> str:
+    """The stats range from the request (default 24h); 400 for a bad one."""
+    since = request.args.get("since") or "24h"
+    if since not in data.SINCE_CHOICES:
+        abort(400, description=f"since must be one of {', '.join(data.SINCE_CHOICES)}")
+    return since
+
+
+@bp.get("/stats")
+def stats() -> str:
+    """Counts for the range and the two plots."""
+    since = _since()
+    numbers = data.stats_data(ctx().store, since)
+    return render_template("stats.html", since=since, ranges=list(data.SINCE_CHOICES), stats=numbers)
+
+
+def _png(body: bytes) -> Response:
+    """A PNG response that is not cached (the numbers change with every part)."""
+    return Response(body, mimetype="image/png", headers={"Cache-Control": "no-store"})
+
+
+@bp.get("/stats/defects.png")
+def defects_png() -> Response:
+    """Defects per hour in the range, split by review state."""
+    return _png(plots.defects_png(data.stats_data(ctx().store, _since())))
+
+
+@bp.get("/stats/scores.png")
+def scores_png() -> Response:
+    """The score distribution in the range with the latest threshold."""
+    return _png(plots.scores_png(data.stats_data(ctx().store, _since())))
