@@ -442,3 +442,20 @@ def test_make_server_answers_over_http_and_reports_a_taken_port(cfg: config.Conf
     with socket.socket() as s:  # the listening socket is closed (connections may linger in TIME_WAIT)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
+
+
+def test_a_locked_database_is_a_503_with_one_line_not_a_traceback(cfg: config.Config, site: Site) -> None:
+    quick = dataclasses.replace(cfg, database=dataclasses.replace(cfg.database, busy_timeout_ms=100))
+    client = create_app(quick).test_client()
+    target = row(site, "spot-0.jpg")
+    token = csrf(client)
+    blocker = sqlite3.connect(site.db, isolation_level=None, timeout=30)
+    blocker.execute("BEGIN IMMEDIATE")  # another writer holds the database past the busy timeout
+    try:
+        response = client.post(f"/inspections/{target['id']}/review", headers={"Origin": ORIGIN},
+                               data={"csrf_token": token, "decision": "defect", "note": ""})
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert response.status_code == 503 and response.headers["Retry-After"] == "5"
+    assert response.text.count("\n") == 1 and "Traceback" not in response.text

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import datetime
 
 from flask import Flask
+from sqlalchemy.exc import SQLAlchemyError
 
 from inspector.config import Config
-from inspector.store import Store
+from inspector.store import DatabaseError, Store
 from inspector.web import security
 from inspector.web.views import Context, bp
 
@@ -48,4 +50,14 @@ def create_app(cfg: Config, store: Store | None = None) -> Flask:
     app.jinja_env.filters["local"] = _local
     security.install(app, allowed_hosts(cfg), cfg.web.token)
     app.register_blueprint(bp)
+    app.register_error_handler(DatabaseError, _database_unavailable)
+    app.register_error_handler(SQLAlchemyError, _database_unavailable)
     return app
+
+
+def _database_unavailable(exc: Exception) -> tuple[str, int, dict[str, str]]:
+    """503 with one line for the operator when the database cannot be read or written (no traceback)."""
+    app_log = logging.getLogger("inspector.web")
+    app_log.warning("database unavailable: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    return ("The verdict database is unavailable right now; the page will work again once it is back. "
+            "Please retry in a moment.\n", 503, {"Content-Type": "text/plain; charset=utf-8", "Retry-After": "5"})
