@@ -3,13 +3,16 @@
 The schema is created and changed only by the Alembic migrations in `inspector/migrations/`, which Store runs
 programmatically (`Store(url)` upgrades to head; cheap when already there). SQLite is the default backend
 (WAL journal, synchronous=FULL, a busy timeout, and `BEGIN IMMEDIATE` for every write transaction so that
-concurrent writers queue instead of failing); the types are portable so PostgreSQL works with the same
-migrations. Rows are handed in and out as plain dicts keyed by column name, with timezone-aware UTC datetimes.
+concurrent writers queue instead of failing). PostgreSQL (`postgresql+psycopg://user@host/db`) runs the same
+migrations: none of the SQLite connection setup applies there, concurrent starts are serialised by a
+transaction-level advisory lock taken before migrating, datetimes are `timestamptz`, pooled connections are
+pinged before use, and connecting gives up after CONNECT_TIMEOUT_S unless the URL sets `connect_timeout`.
+Rows are handed in and out as plain dicts keyed by column name, with timezone-aware UTC datetimes.
 
 Errors: operational failures (cannot open or create the file, locked past the busy timeout, not a database,
-unknown schema revision) raise DatabaseError with a one-line message. A row that breaks a NOT NULL or CHECK
-constraint is a programming error of the caller: sqlalchemy.exc.IntegrityError propagates unchanged and the
-whole batch is rolled back.
+unknown schema revision, a server that refuses or does not answer) raise DatabaseError with a one-line
+message. A row that breaks a NOT NULL or CHECK constraint is a programming error of the caller:
+sqlalchemy.exc.IntegrityError propagates unchanged and the whole batch is rolled back.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy import exc as sa_exc
@@ -60,6 +64,9 @@ SCRIPT_LOCATION = "inspector:migrations"
 VERDICTS = ("ok", "defect", "rejected")
 IN_CHUNK = 500  # max sha256 values per IN (...) list
 _INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+CONNECT_TIMEOUT_S = 10  # PostgreSQL: seconds to wait for a server before giving up (libpq waits forever)
+MIGRATION_LOCK = 0x696E_7370_6563_7472  # PostgreSQL advisory lock key held while migrating ("inspectr")
+_LIBPQ_DRIVERS = ("psycopg", "psycopg2")  # drivers that take libpq's connect_timeout
 
 
 class DatabaseError(InspectorError):
@@ -72,7 +79,8 @@ class DatabaseError(InspectorError):
 
 
 class UTCDateTime(TypeDecorator[datetime]):
-    """A timezone-aware UTC datetime; naive values are refused, SQLite stores naive UTC with microseconds."""
+    """A timezone-aware UTC datetime; naive values are refused. SQLite stores naive UTC with microseconds,
+    PostgreSQL a timestamptz (read back in the session's time zone, converted to UTC here)."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
@@ -217,6 +225,14 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return cfg
 
 
+def lock_for_migration(connection: Connection) -> None:
+    """Serialise migrations: on PostgreSQL take a transaction-level advisory lock (released at commit or
+    rollback), so a second station starting at the same time waits and then finds the schema at head. On
+    SQLite the write transaction itself (BEGIN IMMEDIATE) already excludes other writers."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+
+
 def _install_sqlite_events(engine: Engine, busy_timeout_ms: int) -> None:
     """Set the PRAGMAs on every new connection and let SQLAlchemy's begin event emit BEGIN [IMMEDIATE]."""
 
@@ -280,7 +296,8 @@ class Store:
             raise
 
     def _create_engine(self, parsed: URL, busy_timeout_ms: int, pool_size: int) -> Engine:
-        """The engine, with the SQLite folder created and the SQLite connection events installed."""
+        """The engine: on SQLite with its folder created and the connection events installed, on PostgreSQL
+        with pre-ping and a connect timeout."""
         path = _sqlite_file(parsed) if self.dialect == "sqlite" else None
         if path is not None:
             try:
@@ -289,10 +306,17 @@ class Store:
                 reason = exc.strerror or _first_line(exc)
                 raise DatabaseError(f"cannot open database {self._shown}: cannot create folder "
                                     f"{path.parent}: {reason}") from None
+        connect_args: dict[str, Any] = {}
+        if (self.dialect == "postgresql" and parsed.get_driver_name() in _LIBPQ_DRIVERS
+                and "connect_timeout" not in parsed.query):
+            connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
         try:
-            engine = create_engine(parsed, pool_pre_ping=self.dialect != "sqlite", pool_size=pool_size)
+            engine = create_engine(parsed, pool_pre_ping=self.dialect != "sqlite", pool_size=pool_size,
+                                   connect_args=connect_args)
         except ModuleNotFoundError as exc:
-            raise DatabaseError(f"cannot open database {self._shown}: driver {exc.name} is not installed") from None
+            hint = " (use postgresql+psycopg://...)" if self.dialect == "postgresql" else ""
+            raise DatabaseError(f"cannot open database {self._shown}: driver {exc.name} is not installed"
+                                f"{hint}") from None
         if self.dialect == "sqlite":
             _install_sqlite_events(engine, busy_timeout_ms)
         return engine
@@ -326,7 +350,8 @@ class Store:
     # ------------------------------------------------------------------------------------------ schema
 
     def upgrade(self) -> str:
-        """Migrate the database to head inside one write transaction (serialising concurrent starts); return head."""
+        """Migrate the database to head inside one write transaction (serialising concurrent starts: BEGIN
+        IMMEDIATE on SQLite, an advisory lock on PostgreSQL, taken by the migration environment); return head."""
         head = _head()
         if self.revision() == head:
             return head

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -67,3 +72,51 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert cli.main(["train", str(good), "--config", str(cfg)]) == 0
     assert cli.main(["train", str(good), "--config", str(cfg), "--no-activate", "--note", "second"]) == 0
     return root / "models"
+
+
+@pytest.fixture(scope="module")
+def postgres_database() -> Iterator[Callable[[], str]]:
+    """A factory of fresh, empty PostgreSQL databases for one test module: each call creates
+    `inspector_test_<unix time>_<random>` on the server of INSPECTOR_TEST_POSTGRES_URL (through an autocommit
+    connection to its database, where nothing is ever created) and returns its SQLAlchemy URL; all of them are
+    dropped when the module is done. Databases of this kind older than an hour that nobody is connected to are
+    leftovers of a crashed run and are dropped first. Skips when the variable is unset."""
+    base = os.environ.get("INSPECTOR_TEST_POSTGRES_URL", "").strip()
+    if not base:
+        pytest.skip("INSPECTOR_TEST_POSTGRES_URL is not set (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
+    import sqlalchemy as sa
+    from sqlalchemy.pool import NullPool
+
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    created: list[str] = []
+
+    def drop(conn: sa.Connection, name: str, force: bool) -> None:
+        if force:
+            conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                 "WHERE datname = :name AND pid <> pg_backend_pid()"), {"name": name})
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+
+    with admin.connect() as conn:
+        names = conn.execute(sa.text("SELECT datname FROM pg_database WHERE datname LIKE 'inspector\\_test\\_%'"))
+        for (name,) in names.all():
+            found = re.fullmatch(r"inspector_test_(\d+)_[0-9a-f]+", name)
+            if found and time.time() - int(found.group(1)) > 3600:
+                try:
+                    drop(conn, name, force=False)  # refused while a (concurrent, long) run is still connected
+                except sa.exc.DBAPIError:
+                    pass
+
+    def new_database() -> str:
+        name = f"inspector_test_{int(time.time())}_{secrets.token_hex(4)}"
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE template0')
+        created.append(name)
+        return sa.make_url(base).set(database=name).render_as_string(hide_password=False)
+
+    try:
+        yield new_database
+    finally:
+        with admin.connect() as conn:
+            for name in created:
+                drop(conn, name, force=True)
+        admin.dispose()

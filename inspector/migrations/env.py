@@ -5,6 +5,8 @@ transaction, in `config.attributes["connection"]`; the migrations run on it and 
 CLI use (`alembic -x url=sqlite:///inspector.db upgrade head`, with `script_location = inspector:migrations`
 in an alembic.ini): the URL comes from `-x url=...` or `sqlalchemy.url`; offline mode (`--sql`) prints SQL.
 Logging is left to the application: fileConfig is never called.
+The same migrations serve SQLite and PostgreSQL; on PostgreSQL an advisory lock taken inside the migration
+transaction makes concurrent upgrades wait for each other.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from inspector.store import Base, Store
+from inspector.store import Base, Store, lock_for_migration
 
 config = context.config
 target_metadata = Base.metadata
@@ -27,10 +29,11 @@ def _url() -> str:
 
 
 def run_on(connection: Connection) -> None:
-    """Run the migrations on an open connection."""
+    """Run the migrations on an open connection, holding the migration lock (PostgreSQL) until the commit."""
     context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True,
                       transactional_ddl=True)
     with context.begin_transaction():
+        lock_for_migration(connection)
         context.run_migrations()
 
 
