@@ -272,6 +272,13 @@ def _check_row(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def latest_reviews() -> Any:
+    """A subquery: (inspection_id, decision) of the newest review of each reviewed inspection."""
+    newest = select(func.max(Review.id).label("id")).group_by(Review.inspection_id).subquery()
+    return (select(Review.inspection_id, Review.decision).join(newest, newest.c.id == Review.id)
+            .subquery("latest"))
+
+
 # ---------------------------------------------------------------------------------------------- store
 
 
@@ -448,7 +455,7 @@ class Store:
         """Rows newest first (by id), optionally filtered by verdict, inspected_at >= since, and review state
         (`reviewed` = the latest decision, "defect" or "good"; `unreviewed` = no decision yet). Each row carries
         `review`, its latest decision or None."""
-        latest = self._latest_reviews()
+        latest = latest_reviews()
         stmt = (select(Inspection, latest.c.decision).outerjoin(latest, latest.c.inspection_id == Inspection.id)
                 .order_by(Inspection.id.desc()))
         if verdict is not None:
@@ -464,12 +471,6 @@ class Store:
         with self._guard("read"), Session(self.engine) as session:
             return [{**_as_dict(row), "review": decision} for row, decision in session.execute(stmt)]
 
-    @staticmethod
-    def _latest_reviews() -> Any:
-        """A subquery: (inspection_id, decision) of the newest review of each reviewed inspection."""
-        newest = select(func.max(Review.id).label("id")).group_by(Review.inspection_id).subquery()
-        return (select(Review.inspection_id, Review.decision).join(newest, newest.c.id == Review.id)
-                .subquery("latest"))
 
     # ------------------------------------------------------------------------------------------ reviews
 

@@ -12,7 +12,7 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from inspector.store import Inspection, Review, Store
+from inspector.store import Inspection, Store, latest_reviews
 
 VERDICT_CHOICES = ("defect", "ok", "rejected", "all")
 REVIEW_CHOICES = ("all", "unreviewed", "defect", "good")
@@ -109,19 +109,12 @@ class StatsData:
     versions: list[str] = field(default_factory=list)  # profile versions that judged parts in the range
 
 
-def _latest_decisions() -> Any:
-    """A subquery (inspection_id, decision) of each inspection's newest review."""
-    newest = select(func.max(Review.id).label("id")).group_by(Review.inspection_id).subquery()
-    return (select(Review.inspection_id, Review.decision).join(newest, newest.c.id == Review.id)
-            .subquery("latest"))
-
-
 def stats_data(store: Store, since: str, now: datetime | None = None) -> StatsData:
     """Counts (aggregated in the database), the time and review of every defect, and the scores of the newest
     MAX_SCORES judged parts, for the parts inspected in the range `since`."""
     data = StatsData(start=since_start(since, now or datetime.now(timezone.utc)),
                      end=now or datetime.now(timezone.utc))
-    latest = _latest_decisions()
+    latest = latest_reviews()
     joined = select().select_from(Inspection).outerjoin(latest, latest.c.inspection_id == Inspection.id)
     if data.start is not None:
         joined = joined.where(Inspection.inspected_at >= data.start)
