@@ -71,6 +71,7 @@ class Outcome:
     existing: dict[str, Any] | None = None
     sig: Signature | None = None  # lstat signature of the file as it was read; the move checks it again
     target: str | None = None  # planned archive path
+    claim: str | None = None  # key of this station's claim on the file (shared folders), released after the move
 
 
 class ActiveProfile:
@@ -428,7 +429,12 @@ class WatchService:
                 self._release(job.path)
                 continue
             try:
+                claim = self._claim(job) if self.w.shared else None
+                if self.w.shared and claim is None:
+                    self._release(job.path)  # another station is judging it
+                    continue
                 outcome = self._judge(job)
+                outcome.claim = claim
             except Exception as exc:  # a bug or a database outage must not stop the line: leave the file, go on
                 log.debug("error judging %s", imaging.printable(job.path), exc_info=True)
                 self._emit("error", logging.ERROR, f"cannot judge {imaging.printable(job.path)} now ({exc}); "
@@ -436,6 +442,20 @@ class WatchService:
                 self._release(job.path)
                 continue
             self._results.put(outcome)
+
+    def _claim(self, job: Job) -> str | None:
+        """Claim the file for this station in the database (shared folders); its key, or None when another
+        station holds a live claim on it."""
+        rel = os.path.relpath(job.path, self.folder)
+        key = imaging.sha256_hex(os.fsencode(rel))
+        station = self.cfg.station.name
+        got = self.store.claim(key, station, imaging.printable(rel), self.w.claim_lease_s)
+        if not got.got:
+            return None
+        if got.took_over:
+            self._emit("claim", logging.WARNING, f"took over the expired claim of {got.took_over} on "
+                                                 f"{imaging.printable(rel)}", previous_station=got.took_over)
+        return key
 
     def _judge(self, job: Job) -> Outcome:
         """Read, hash, de-duplicate, score; never raises for bad input."""
@@ -603,6 +623,9 @@ class WatchService:
                 again = self._finish(o)
             finally:
                 self._release(o.job.path, again)
+        claims = [o.claim for o in batch if o.claim]
+        if claims:
+            self._retry(lambda: self.store.release(claims, self.cfg.station.name), "claim releases")
 
     def _retry(self, action: Callable[[], Any], what: str) -> Any:
         """Run a database action, retrying with backoff while the database is unavailable (DatabaseError);

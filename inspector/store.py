@@ -21,6 +21,8 @@ import builtins
 import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -163,6 +165,27 @@ class Review(Base):
     note: Mapped[str | None] = mapped_column(Text)
     reviewer: Mapped[str] = mapped_column(String(64))
     reviewed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ClaimRow(Base):
+    """A station working on a file of a shared folder, until `expires_at` (then any station may take it over)."""
+
+    __tablename__ = "claims"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the file's path in the folder
+    station: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(Text)
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of a claim: whether this station got the file, and whose expired claim it took over."""
+
+    got: bool
+    holder: str | None = None  # the station holding it, when not got
+    took_over: str | None = None  # the station whose expired claim was taken over
 
 
 COLUMNS: tuple[str, ...] = tuple(c.key for c in Inspection.__table__.columns)
@@ -494,3 +517,40 @@ class Store:
         stmt = select(Review).where(Review.inspection_id == inspection_id).order_by(Review.id)
         with self._guard("read"), Session(self.engine) as session:
             return [{key: getattr(r, key) for key in REVIEW_COLUMNS} for r in session.scalars(stmt)]
+
+    # ------------------------------------------------------------------------------------------ claims
+
+    def claim(self, key: str, station: str, path: str, lease_s: float) -> Claim:
+        """Claim the file `key` for `station` for `lease_s` seconds: got when nobody holds it, this station
+        already does, or the holder's lease has expired (a station that died mid-part)."""
+        table = ClaimRow.__table__
+        now = datetime.now(timezone.utc)
+        values = {"key": key, "station": station, "path": path, "claimed_at": now,
+                  "expires_at": now + timedelta(seconds=lease_s)}
+        with self._guard("write to"), self._writer.begin() as conn:
+            current = conn.execute(select(table.c.station, table.c.expires_at).where(table.c.key == key)
+                                   .with_for_update()).first()
+            if current is None:
+                stmt = _INSERTS[self.dialect](table).values(**values).on_conflict_do_nothing().returning(table.c.key)
+                got = conn.execute(stmt).first() is not None
+                return Claim(got, holder=None if got else "another station")
+            if current.station != station and current.expires_at > now:
+                return Claim(False, holder=current.station)
+            conn.execute(table.update().where(table.c.key == key).values(**values))
+        return Claim(True, took_over=current.station if current.station != station else None)
+
+    def release(self, keys: builtins.list[str], station: str) -> None:
+        """Drop this station's claims on `keys` (its files are recorded and archived)."""
+        if not keys:
+            return
+        table = ClaimRow.__table__
+        with self._guard("write to"), self._writer.begin() as conn:
+            for start in range(0, len(keys), IN_CHUNK):
+                conn.execute(table.delete().where(table.c.key.in_(keys[start:start + IN_CHUNK]),
+                                                  table.c.station == station))
+
+    def claims(self) -> builtins.list[dict[str, Any]]:
+        """Every current claim (for tests and diagnosis)."""
+        table = ClaimRow.__table__
+        with self._guard("read"), self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(select(table).order_by(table.c.claimed_at))]

@@ -68,8 +68,8 @@ def head() -> str:
 def test_migration_creates_schema_at_head(url: str) -> None:
     with Store(url, migrate=False) as s:
         assert s.revision() is None
-        assert s.upgrade() == head() == "0002"
-        assert s.revision() == "0002"
+        assert s.upgrade() == head() == "0003"
+        assert s.revision() == "0003"
         assert s.dialect == "sqlite" and s.url == url
         insp = sa.inspect(s.engine)
         assert "inspections" in insp.get_table_names()
@@ -83,9 +83,9 @@ def test_migration_creates_schema_at_head(url: str) -> None:
 
 def test_upgrade_twice_is_noop(store: Store, url: str) -> None:
     store.record([row(1)])
-    assert store.upgrade() == "0002"
+    assert store.upgrade() == "0003"
     with Store(url) as again:
-        assert again.revision() == "0002" and again.count() == 1
+        assert again.revision() == "0003" and again.count() == 1
 
 
 def test_orm_metadata_matches_migrated_schema(store: Store) -> None:
@@ -373,7 +373,7 @@ def test_upgrade_from_0001_keeps_the_rows(tmp_path: Path) -> None:
             " '2026-11-01 08:00:01', 'ok', 's', 'l', 'c')"))
     engine.dispose()
     with Store(url) as s:
-        assert s.revision() == "0002"
+        assert s.revision() == "0003"
         [old] = s.list()
         assert old["name"] == "old.jpg" and old["review"] is None
         s.add_review(old["id"], "good", "ana")
