@@ -229,9 +229,10 @@ def _setup_logging() -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
     root.propagate = False
-    # watchdog warns when its emitter thread is stopped while reading ("queue_events() called when the thread
-    # is inactive", gorakhargosh/watchdog#963): harmless at shutdown, so only its errors are shown
-    logging.getLogger("watchdog").setLevel(logging.ERROR)
+    # watchdog logs an error when its emitter thread is stopped while reading ("queue_events() called when the
+    # thread is inactive", gorakhargosh/watchdog#963): harmless at shutdown, so that one line is dropped
+    logging.getLogger("watchdog.observers.inotify").addFilter(
+        lambda record: "called when the thread is inactive" not in record.getMessage())
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
