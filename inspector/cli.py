@@ -321,7 +321,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     since = parse_since(args.since) if args.since else None
     with _open_store(cfg) as store:
         rows = store.list(verdict=args.verdict, since=since, limit=args.limit, reviewed=args.reviewed,
-                          unreviewed=args.unreviewed)
+                          unreviewed=args.unreviewed, station=args.station, line=args.line)
     if args.json:
         print(json.dumps([_jsonable({k: r.get(k) for k in _LIST_KEYS}) for r in rows]))
         return 0
@@ -446,7 +446,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     shifts = config.parse_shifts(cfg.review.shifts) if args.by == "shift" else ()
     now = datetime.now(timezone.utc)
     with _open_store(cfg) as store:
-        rows = store.list(since=since, limit=None)
+        rows = store.list(since=since, limit=None, station=args.station, line=args.line)
     periods = stats.compute(rows, args.by, shifts=shifts, since=since, until=now, fill_empty=args.empty)
     if args.json:
         print(json.dumps([_jsonable(p) for p in periods]))
@@ -511,7 +511,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         if not target.parent.is_dir():
             raise InspectorError(f"no folder {target.parent} to write {target.name} into")
     with _open_store(cfg) as store:
-        rows = store.list(verdict=args.verdict, since=since, limit=None)
+        rows = store.list(verdict=args.verdict, since=since, limit=None, station=args.station, line=args.line)
         histories = {r["id"]: store.reviews(r["id"]) for r in rows if r.get("review") is not None}
     rows.sort(key=lambda r: r["id"])
     if target is None:
@@ -568,6 +568,12 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _station_filters(p: argparse.ArgumentParser) -> None:
+    """--station and --line: only the inspections of one station or line (default: all of them together)."""
+    p.add_argument("--station", metavar="NAME", help="only this station ([station] name); default: all stations")
+    p.add_argument("--line", metavar="NAME", help="only this line ([station] line); default: all lines")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -699,6 +705,7 @@ def build_parser() -> argparse.ArgumentParser:
     review.add_argument("--reviewed", metavar="defect|good",
                         help="only parts whose latest operator decision is this")
     p.add_argument("--json", action="store_true", help='print one JSON array (key "review": the latest decision)')
+    _station_filters(p)
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("show", parents=[common], help="print one inspection in full, with its review history",
@@ -741,6 +748,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--empty", action="store_true", help="also list periods without parts")
     p.add_argument("--json", action="store_true",
                    help="print one JSON array of periods (no totals; start and end as local ISO times)")
+    _station_filters(p)
     p.set_defaults(func=cmd_stats)
 
     p = sub.add_parser("export", parents=[common], help="write inspections with their review decisions to CSV",
@@ -752,6 +760,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", metavar="WHEN", help="only newer than this: 8h, 30m, 2d, or an ISO date/time")
     p.add_argument("--verdict", choices=["ok", "defect", "rejected"], help="only this verdict")
     p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    _station_filters(p)
     p.set_defaults(func=cmd_export)
     return parser
 

@@ -474,7 +474,8 @@ class Store:
         return counts
 
     def list(self, *, verdict: str | None = None, since: datetime | None = None, limit: int | None = 50,
-             reviewed: str | None = None, unreviewed: bool = False) -> builtins.list[dict[str, Any]]:
+             reviewed: str | None = None, unreviewed: bool = False, station: str | None = None,
+             line: str | None = None, offset: int = 0) -> builtins.list[dict[str, Any]]:
         """Rows newest first (by id), optionally filtered by verdict, inspected_at >= since, and review state
         (`reviewed` = the latest decision, "defect" or "good"; `unreviewed` = no decision yet). Each row carries
         `review`, its latest decision or None."""
@@ -489,11 +490,23 @@ class Store:
             stmt = stmt.where(latest.c.decision == reviewed)
         if unreviewed:
             stmt = stmt.where(latest.c.decision.is_(None))
+        if station is not None:
+            stmt = stmt.where(Inspection.station == station)
+        if line is not None:
+            stmt = stmt.where(Inspection.line == line)
+        if offset:
+            stmt = stmt.offset(offset)
         if limit is not None:
             stmt = stmt.limit(limit)
         with self._guard("read"), Session(self.engine) as session:
             return [{**_as_dict(row), "review": decision} for row, decision in session.execute(stmt)]
 
+
+    def stations(self) -> builtins.list[tuple[str, str]]:
+        """The (station, line) pairs that have recorded inspections, sorted."""
+        stmt = select(Inspection.station, Inspection.line).distinct().order_by(Inspection.station, Inspection.line)
+        with self._guard("read"), self.engine.connect() as conn:
+            return [(r.station, r.line) for r in conn.execute(stmt)]
 
     # ------------------------------------------------------------------------------------------ reviews
 

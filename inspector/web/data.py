@@ -40,6 +40,8 @@ class QueueFilters:
     verdict: str = "defect"
     review: str = "all"
     since: str = "all"
+    station: str = ""  # "" = every station
+    line: str = ""  # "" = every line
     page: int = 1
 
     @classmethod
@@ -50,13 +52,22 @@ class QueueFilters:
             raise BadFilter(f"page must be a number from 1 to {MAX_PAGE}")
         return cls(verdict=_choice(args, "verdict", VERDICT_CHOICES, cls.verdict),
                    review=_choice(args, "review", REVIEW_CHOICES, cls.review),
-                   since=_choice(args, "since", SINCE_CHOICES, cls.since), page=int(page_text))
+                   since=_choice(args, "since", SINCE_CHOICES, cls.since), station=place(args, "station"),
+                   line=place(args, "line"), page=int(page_text))
 
     def query(self, **change: Any) -> dict[str, Any]:
         """URL parameters for these filters with `change` applied, defaults omitted."""
         values = {**asdict(self), **change}
         defaults = asdict(QueueFilters())
         return {k: v for k, v in values.items() if v != defaults[k]}
+
+
+def place(args: Mapping[str, str], key: str) -> str:
+    """A station or line name filter ("" = all); BadFilter when longer than a name can be."""
+    value = (args.get(key) or "").strip()
+    if len(value) > 64:
+        raise BadFilter(f"{key} names are at most 64 characters")
+    return value
 
 
 def since_start(since: str, now: datetime | None = None) -> datetime | None:
@@ -81,8 +92,8 @@ def queue_page(store: Store, filters: QueueFilters, page_size: int) -> QueuePage
         kwargs["unreviewed"] = True
     elif filters.review != "all":
         kwargs["reviewed"] = filters.review
-    skip = (filters.page - 1) * page_size
-    rows = store.list(limit=skip + page_size + 1, **kwargs)[skip:]  # Store.list has no offset
+    rows = store.list(limit=page_size + 1, offset=(filters.page - 1) * page_size, station=filters.station or None,
+                      line=filters.line or None, **kwargs)
     page = rows[:page_size]
     for row in page:
         history = store.reviews(row["id"]) if row["review"] else []
@@ -109,15 +120,20 @@ class StatsData:
     versions: list[str] = field(default_factory=list)  # profile versions that judged parts in the range
 
 
-def stats_data(store: Store, since: str, now: datetime | None = None) -> StatsData:
+def stats_data(store: Store, since: str, now: datetime | None = None, station: str = "", line: str = "") -> StatsData:
     """Counts (aggregated in the database), the time and review of every defect, and the scores of the newest
-    MAX_SCORES judged parts, for the parts inspected in the range `since`."""
+    MAX_SCORES judged parts, for the parts inspected in the range `since` (of one station and/or line, when
+    given; else of all of them together)."""
     data = StatsData(start=since_start(since, now or datetime.now(timezone.utc)),
                      end=now or datetime.now(timezone.utc))
     latest = latest_reviews()
     joined = select().select_from(Inspection).outerjoin(latest, latest.c.inspection_id == Inspection.id)
     if data.start is not None:
         joined = joined.where(Inspection.inspected_at >= data.start)
+    if station:
+        joined = joined.where(Inspection.station == station)
+    if line:
+        joined = joined.where(Inspection.line == line)
     counts_q = joined.add_columns(Inspection.verdict, latest.c.decision, func.count(),
                                   func.min(Inspection.inspected_at)).group_by(Inspection.verdict, latest.c.decision)
     defects_q = (joined.add_columns(Inspection.inspected_at, latest.c.decision)
@@ -129,6 +145,10 @@ def stats_data(store: Store, since: str, now: datetime | None = None) -> StatsDa
         Inspection.profile_version.is_not(None)).distinct()
     newest_q = (select(Inspection.threshold, Inspection.profile_version).where(Inspection.threshold.is_not(None))
                 .order_by(Inspection.id.desc()).limit(1))
+    if station:
+        newest_q = newest_q.where(Inspection.station == station)
+    if line:
+        newest_q = newest_q.where(Inspection.line == line)
     with Session(store.engine) as session:
         count_rows = session.execute(counts_q).all()
         defect_rows = session.execute(defects_q).all()

@@ -67,7 +67,8 @@ def queue() -> str:
     filters = _filters(request.args)
     page = data.queue_page(ctx().store, filters, ctx().cfg.web.page_size)
     return render_template("queue.html", page=page, filters=filters, reviewer=current_reviewer(),
-                           verdicts=data.VERDICT_CHOICES, reviews=data.REVIEW_CHOICES, ranges=list(data.SINCE_CHOICES))
+                           verdicts=data.VERDICT_CHOICES, reviews=data.REVIEW_CHOICES, ranges=list(data.SINCE_CHOICES),
+                           **_places())
 
 
 @bp.post(f"/inspections/{ID}/review")
@@ -143,12 +144,27 @@ def _since() -> str:
     return since
 
 
+def _places() -> dict[str, list[str]]:
+    """The station and line names that have inspections, for the filter menus."""
+    pairs = ctx().store.stations()
+    return {"stations": sorted({s for s, _ in pairs}), "lines": sorted({ln for _, ln in pairs})}
+
+
+def _place() -> dict[str, str]:
+    """The station/line filter of a stats request ("" = all, aggregated); 400 for a bad one."""
+    try:
+        return {"station": data.place(request.args, "station"), "line": data.place(request.args, "line")}
+    except data.BadFilter as exc:
+        abort(400, description=str(exc))
+
+
 @bp.get("/stats")
 def stats() -> str:
-    """Counts for the range and the two plots."""
-    since = _since()
-    numbers = data.stats_data(ctx().store, since)
-    return render_template("stats.html", since=since, ranges=list(data.SINCE_CHOICES), stats=numbers)
+    """Counts for the range and the two plots, for all stations together or one station/line."""
+    since, place = _since(), _place()
+    numbers = data.stats_data(ctx().store, since, **place)
+    return render_template("stats.html", since=since, ranges=list(data.SINCE_CHOICES), stats=numbers, place=place,
+                           place_query={k: v for k, v in place.items() if v}, **_places())
 
 
 def _png(body: bytes) -> Response:
@@ -159,10 +175,10 @@ def _png(body: bytes) -> Response:
 @bp.get("/stats/defects.png")
 def defects_png() -> Response:
     """Defects per hour in the range, split by review state."""
-    return _png(plots.defects_png(data.stats_data(ctx().store, _since())))
+    return _png(plots.defects_png(data.stats_data(ctx().store, _since(), **_place())))
 
 
 @bp.get("/stats/scores.png")
 def scores_png() -> Response:
     """The score distribution in the range with the latest threshold."""
-    return _png(plots.scores_png(data.stats_data(ctx().store, _since())))
+    return _png(plots.scores_png(data.stats_data(ctx().store, _since(), **_place())))
