@@ -147,11 +147,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     def log(text: str) -> None:
         print(text, file=sys.stderr)
 
-    if args.watch:
+    if args.watch and args.stations:
+        raise InspectorError("bench takes --watch or --stations, not both")
+    if args.stations:
+        from inspector import stationbench
+
+        result = stationbench.run(parts=600 if args.parts is None else args.parts, max_backlog=args.max_backlog,
+                                  pg_url=args.pg_url, keep=args.keep, params=cfg.profile, log=log)
+        width = 24
+    elif args.watch:
         from inspector import watchbench
 
-        result = watchbench.run(parts=args.parts, rss_parts=args.rss_parts, max_backlog=args.max_backlog,
-                                latency_parts=args.latency_parts, keep=args.keep, params=cfg.profile, log=log)
+        result = watchbench.run(parts=2000 if args.parts is None else args.parts, rss_parts=args.rss_parts,
+                                max_backlog=args.max_backlog, latency_parts=args.latency_parts, keep=args.keep,
+                                params=cfg.profile, log=log)
         width = 30
     else:
         from inspector import bench
@@ -628,23 +637,34 @@ def build_parser() -> argparse.ArgumentParser:
                                    "--watch: run a real `inspector watch` in a temporary folder, drop 5 MP JPEGs "
                                    "into it and measure throughput (against decode-only throughput of the same "
                                    "files on the same cores, in the same run), latency from file complete to "
-                                   "verdict committed, and resident memory after 1,000 and 10,000 parts.")
+                                   "verdict committed, and resident memory after 1,000 and 10,000 parts. With "
+                                   "--stations: throughput of one, two and three stations sharing one folder and "
+                                   "one PostgreSQL, against one station on SQLite, in the same run.")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--runs", type=int, default=15, help="timed repetitions per measure (default 15)")
     p.add_argument("--fit-images", type=int, default=200, help="images for the fit timing (default 200)")
     p.add_argument("--watch", action="store_true",
                    help="benchmark the hot-folder service end to end instead (takes minutes; see the options below)")
-    p.add_argument("--parts", type=int, default=2000,
-                   help="with --watch: files dropped for the throughput figure (default 2000)")
+    p.add_argument("--stations", action="store_true",
+                   help="benchmark one, two and three stations sharing one folder and one PostgreSQL against one "
+                        "SQLite station, in one run (takes minutes; see inspector/stationbench.py)")
+    p.add_argument("--pg-url", default=None,
+                   help="with --stations: PostgreSQL server for the fresh benchmark databases (default "
+                        "$INSPECTOR_TEST_POSTGRES_URL or postgresql+psycopg://postgres@127.0.0.1:5432/test)")
+    p.add_argument("--parts", type=int, default=None,
+                   help="with --watch: files dropped for the throughput figure (default 2000); with --stations: "
+                        "per configuration (default 600)")
     p.add_argument("--latency-parts", type=int, default=300,
                    help="with --watch: files dropped at half the measured throughput for latency (default 300)")
     p.add_argument("--rss-parts", type=int, default=10000,
                    help="with --watch: keep the same watcher running until this many parts are committed, "
                         "sampling its resident memory at 1,000 and here (default 10000)")
     p.add_argument("--max-backlog", type=int, default=400,
-                   help="with --watch: at most this many dropped files waiting for a verdict (default 400)")
+                   help="with --watch or --stations: at most this many dropped files waiting for a verdict "
+                        "(default 400)")
     p.add_argument("--keep", action="store_true",
-                   help="with --watch: keep the temporary folder (database, watcher log) and print its path")
+                   help="with --watch or --stations: keep the temporary folder (databases, watcher logs) and "
+                        "print its path")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("profiles", parents=[common], help="list profile versions, activate one, or roll back",
