@@ -57,8 +57,8 @@ from pathlib import Path
 
 from inspector.errors import InspectorError
 from inspector.profile import ProfileParams
-from inspector.watchbench import (FIVE_MP, STALL_S, Log, _sha256, _utc_epoch, cpu_s, make_bases, start_watcher,
-                                  stop_watcher, tagged, train_profile)
+from inspector.watchbench import (FIVE_MP, STALL_S, Log, _sha256, _utc_epoch, cpu_s, make_bases, prune_archive,
+                                  start_watcher, stop_watcher, tagged, train_profile)
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 CONFIGS = (("sqlite_1", "sqlite", 1), ("pg_1", "pg", 1), ("pg_2", "pg", 2), ("pg_3", "pg", 3))
@@ -313,12 +313,8 @@ class Runner:
             self._last_progress = now
 
     def _prune_archive(self) -> None:
-        for dirpath, _, filenames in os.walk(self.s.archive):
-            for name in filenames:
-                try:
-                    os.unlink(os.path.join(dirpath, name))
-                except FileNotFoundError:
-                    pass
+        """Delete the archived copies (see watchbench.prune_archive)."""
+        prune_archive(self.s.archive)
 
     def wait_committed(self, n: int, phase: str) -> None:
         while True:

@@ -108,6 +108,16 @@ def tagged(base: bytes, n: int) -> list[bytes | memoryview]:
     return [view[:at], b"\xff\xfe" + (len(text) + 2).to_bytes(2, "big") + text, view[at:]]
 
 
+def prune_archive(folder: Path) -> None:
+    """Delete every file under an archive folder (benches only: the watcher never deletes; this bounds disk use)."""
+    for dirpath, _, filenames in os.walk(folder):
+        for name in filenames:
+            try:
+                os.unlink(os.path.join(dirpath, name))
+            except FileNotFoundError:
+                pass
+
+
 def _percentile(values: list[float], q: float) -> float:
     """The q-th percentile (0..100), linear interpolation."""
     return float(np.percentile(np.asarray(values, dtype=np.float64), q))
@@ -310,12 +320,7 @@ class Bench:
 
     def _prune_archive(self) -> None:
         """Delete archived copies (the watcher never deletes; the bench does, to bound disk use)."""
-        for dirpath, _, filenames in os.walk(self.archive):
-            for name in filenames:
-                try:
-                    os.unlink(os.path.join(dirpath, name))
-                except FileNotFoundError:
-                    pass
+        prune_archive(self.archive)
 
     def wait_committed(self, n: int, phase: str) -> None:
         """Poll until at least n verdicts are committed."""
