@@ -385,6 +385,19 @@ class WatchService:
         if not self.w.archive:  # forget files that left the folder
             for path in [p for p in self._done if p not in present]:
                 self._done.pop(path, None)
+        if self.w.shared:
+            self._drop_stale_claims(present)
+
+    def _drop_stale_claims(self, present: set[str]) -> None:
+        """Release expired claims on files no longer in the folder (their holder died after archiving them)."""
+        keys = {self._claim_key(path) for path in present}
+        try:
+            dropped = self.store.drop_stale_claims(keys)
+        except DatabaseError:  # the database is away: the next rescan tries again
+            return
+        for c in dropped:
+            self._emit("claim", logging.WARNING, f"dropped the expired claim of {c['station']} on {c['path']}: "
+                                                 "the file has left the folder", previous_station=c["station"])
 
     def _dispatch(self) -> None:
         """Queue the files the settler found complete."""
@@ -443,12 +456,16 @@ class WatchService:
                 continue
             self._results.put(outcome)
 
+    def _claim_key(self, path: str) -> str:
+        """The claim key of a file: the sha256 of its path relative to the folder (the same on every station)."""
+        return imaging.sha256_hex(os.fsencode(os.path.relpath(path, self.folder)))
+
     def _claim(self, job: Job) -> str | None:
         """Claim the file for this station in the database (shared folders); its key, or None when another
         station holds a live claim on it."""
-        rel = os.path.relpath(job.path, self.folder)
-        key = imaging.sha256_hex(os.fsencode(rel))
+        key = self._claim_key(job.path)
         station = self.cfg.station.name
+        rel = os.path.relpath(job.path, self.folder)
         got = self.store.claim(key, station, imaging.printable(rel), self.w.claim_lease_s)
         if not got.got:
             return None

@@ -562,6 +562,21 @@ class Store:
                 conn.execute(table.delete().where(table.c.key.in_(keys[start:start + IN_CHUNK]),
                                                   table.c.station == station))
 
+    def drop_stale_claims(self, present: set[str]) -> builtins.list[dict[str, Any]]:
+        """Drop expired claims whose file has left the folder (`present` holds the keys of the files still
+        there): a station killed after archiving a part but before releasing its claim. Returns what was dropped."""
+        table = ClaimRow.__table__
+        now = datetime.now(timezone.utc)
+        with self._guard("write to"), self._writer.begin() as conn:
+            expired = conn.execute(select(table.c.key, table.c.station, table.c.path)
+                                   .where(table.c.expires_at < now)).all()
+            stale = [r for r in expired if r.key not in present]
+            keys = [r.key for r in stale]
+            for start in range(0, len(keys), IN_CHUNK):  # still expired: a station may have taken it over meanwhile
+                conn.execute(table.delete().where(table.c.key.in_(keys[start:start + IN_CHUNK]),
+                                                  table.c.expires_at < now))
+        return [{"key": r.key, "station": r.station, "path": r.path} for r in stale]
+
     def claims(self) -> builtins.list[dict[str, Any]]:
         """Every current claim (for tests and diagnosis)."""
         table = ClaimRow.__table__

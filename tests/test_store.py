@@ -378,3 +378,19 @@ def test_upgrade_from_0001_keeps_the_rows(tmp_path: Path) -> None:
         assert old["name"] == "old.jpg" and old["review"] is None
         s.add_review(old["id"], "good", "ana")
         assert s.list(reviewed="good")[0]["id"] == old["id"]
+
+
+def test_claims_are_taken_over_only_after_their_lease_and_stale_ones_are_dropped(store: Store) -> None:
+    assert store.claim("a", "s1", "a.jpg", 60).got
+    held = store.claim("a", "s2", "a.jpg", 60)
+    assert not held.got and held.holder == "s1"
+    assert store.claim("a", "s1", "a.jpg", 60) == store.claim("a", "s1", "a.jpg", 60)  # its own claim: renewed
+    # s1 died holding "b" (still in the folder) and "c" (already archived): both leases have run out
+    assert store.claim("b", "s1", "b.jpg", -1).got and store.claim("c", "s1", "c.jpg", -1).got
+    assert store.drop_stale_claims(present={"a", "b"}) == [{"key": "c", "station": "s1", "path": "c.jpg"}]
+    assert {c["key"] for c in store.claims()} == {"a", "b"}  # a live claim and a claim on a file still there stay
+    taken = store.claim("b", "s2", "b.jpg", 60)
+    assert taken.got and taken.took_over == "s1"
+    assert store.drop_stale_claims(present=set()) == []  # "a" and "b" are live: nothing to drop
+    store.release(["a", "b"], "s2")  # only the holder's own claims go
+    assert [(c["key"], c["station"]) for c in store.claims()] == [("a", "s1")]

@@ -8,6 +8,7 @@ import hashlib
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 
 from inspector import cli
+from inspector.store import Store
 from watchkit import (
     Site, atomic_drop, drop_dac_override, make_site, part_jpeg, run_once, start, stop, wait_for, wait_started,
 )
@@ -427,3 +429,25 @@ def test_an_inbox_inside_the_archive_is_refused(tmp_path: Path, models: Path) ->
     site = make_site(tmp_path / "site", models, archive_dir=".")
     done = run_once(site)
     assert done.returncode == 1 and "is inside [watch] archive_dir" in done.stderr
+
+
+def test_shared_folder_takes_over_and_drops_the_claims_of_a_dead_station(site: Site, tmp_path: Path) -> None:
+    """A station died holding two claims: one on a part still in the folder (taken over and judged), one on a
+    part it had already archived (dropped, so the claims table does not fill up with stale rows)."""
+    site.write_config(shared=True, claim_lease_s=5.0)
+    data = part_jpeg(4321)
+    (site.inbox / "here.jpg").write_bytes(data)
+    with Store(f"sqlite:///{site.db}") as store:
+        for name in ("here.jpg", "gone.jpg"):
+            key = hashlib.sha256(name.encode()).hexdigest()  # the claim key: sha256 of the path in the folder
+            assert store.claim(key, "dead-station", name, lease_s=-1).got
+    done = run_once(site)
+    assert done.returncode == 0, done.stderr
+    assert "took over the expired claim of dead-station on here.jpg" in done.stderr + done.stdout
+    assert "dropped the expired claim of dead-station on gone.jpg" in done.stderr + done.stdout
+    assert [r["sha256"] for r in site.rows()] == [sha(data)]
+    con = sqlite3.connect(site.db)
+    try:
+        assert con.execute("SELECT count(*) FROM claims").fetchone() == (0,)
+    finally:
+        con.close()
