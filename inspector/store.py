@@ -18,20 +18,14 @@ sqlalchemy.exc.IntegrityError propagates unchanged and the whole batch is rolled
 from __future__ import annotations
 
 import builtins
-import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
@@ -55,9 +49,13 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+if TYPE_CHECKING:  # Alembic is imported only when a database needs migrating: it costs ~0.4 s at every start
+    from alembic.config import Config
 from sqlalchemy.types import TypeDecorator
 
 from inspector.errors import InspectorError
@@ -67,6 +65,8 @@ VERDICTS = ("ok", "defect", "rejected")
 IN_CHUNK = 500  # max sha256 values per IN (...) list
 _INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 CONNECT_TIMEOUT_S = 10  # PostgreSQL: seconds to wait for a server before giving up (libpq waits forever)
+HEAD = "0003"  # the newest migration in inspector/migrations/versions (a test keeps the two in step)
+VERSION_TABLE = "alembic_version"
 MIGRATION_LOCK = 0x696E_7370_6563_7472  # PostgreSQL advisory lock key held while migrating ("inspectr")
 _LIBPQ_DRIVERS = ("psycopg", "psycopg2")  # drivers that take libpq's connect_timeout
 
@@ -230,16 +230,10 @@ def _sqlite_file(url: URL) -> Path | None:
     return Path(db)
 
 
-@functools.cache
-def _head() -> str:
-    """The head revision of the packaged migrations."""
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head is not None, "no migrations packaged"
-    return head
-
-
 def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic Config for the packaged migrations, optionally carrying an open connection to migrate."""
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", SCRIPT_LOCATION)
     cfg.set_main_option("path_separator", "os")
@@ -382,21 +376,28 @@ class Store:
     def upgrade(self) -> str:
         """Migrate the database to head inside one write transaction (serialising concurrent starts: BEGIN
         IMMEDIATE on SQLite, an advisory lock on PostgreSQL, taken by the migration environment); return head."""
-        head = _head()
-        if self.revision() == head:
-            return head
+        if self.revision() == HEAD:
+            return HEAD
+        from alembic import command
+        from alembic.util import CommandError
+
         try:
             with self._guard("migrate"), self._writer.begin() as conn:
                 command.upgrade(alembic_config(conn), "head")
         except CommandError as exc:
             raise DatabaseError(f"cannot migrate database {self._shown}: {_first_line(exc)} "
                                 "(was it written by a newer inspector?)") from exc
-        return head
+        return HEAD
 
     def revision(self) -> str | None:
         """The Alembic revision the database is at (None before the first migration)."""
         with self._guard("read"), self.engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            if not sa_inspect(conn).has_table(VERSION_TABLE):
+                return None
+            versions = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
+        if len(versions) > 1:
+            raise DatabaseError(f"database {self._shown} has several migration heads {sorted(versions)}")
+        return versions[0] if versions else None
 
     # ------------------------------------------------------------------------------------------ writes
 

@@ -22,7 +22,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.exc import IntegrityError
 
 from inspector.errors import InspectorError
-from inspector.store import Base, DatabaseError, Store, alembic_config, resolve_url
+from inspector.store import HEAD, Base, DatabaseError, Store, alembic_config, resolve_url
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
 
@@ -63,6 +63,11 @@ def head() -> str:
 
 
 # ------------------------------------------------------------------------------------------ schema
+
+
+def test_head_constant_is_the_newest_packaged_migration() -> None:
+    """Store checks the revision against HEAD without importing Alembic; it must name the real head."""
+    assert HEAD == head()
 
 
 def test_migration_creates_schema_at_head(url: str) -> None:

@@ -401,8 +401,9 @@ def test_a_failed_archive_move_is_retried_and_the_row_follows_the_file(tmp_path:
         wait_started(site, proc)
         (site.inbox / "m.jpg").write_bytes(part_jpeg(900))
         wait_for(lambda: "cannot archive" in site.log.read_text(), 30, "the failed move", proc, site)
-        row = site.rows()[0]
-        assert row["archived_path"] is None and (site.inbox / "m.jpg").exists()
+        # the row is corrected right after the failure is logged: it must say the file is not archived
+        wait_for(lambda: [r["archived_path"] for r in site.rows()] == [None], 10, "archived_path cleared", proc, site)
+        assert (site.inbox / "m.jpg").exists()
         for verdict in ("ok", "defect"):
             (site.archive / verdict).unlink()
         wait_for(lambda: not (site.inbox / "m.jpg").exists(), 30, "the retried move", proc, site)

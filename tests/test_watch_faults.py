@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 
-from watchkit import atomic_drop, make_site, part_jpeg, start, stop, wait_for
+from watchkit import atomic_drop, make_site, part_jpeg, start, stop, wait_for, wait_started
 
 N_FILES = 500
 MIN_KILLS = 20
@@ -55,8 +55,13 @@ def test_kill_9_at_random_moments_loses_nothing_and_duplicates_nothing(tmp_path:
     camera.start()
     kills: list[dict] = []
     while camera.is_alive() or len(kills) < MIN_KILLS:
+        started = site.log.read_text(errors="replace").count(" watching ") if site.log.exists() else 0
         proc = start(site)
-        time.sleep(rng.uniform(0.3, 2.5))  # sometimes still starting up, mostly in the middle of work
+        if rng.random() < 0.25:  # while it is still starting up (importing, migrating, catching up)
+            time.sleep(rng.uniform(0.05, 1.5))
+        else:  # in the middle of work: timed from its `watching` line, so a slow machine still gets there
+            wait_started(site, proc, count=started + 1)
+            time.sleep(rng.uniform(0.2, 1.5))
         assert proc.poll() is None, f"watcher exited by itself with {proc.returncode}:\n{site.log.read_text()[-2000:]}"
         os.kill(proc.pid, signal.SIGKILL)
         code = proc.wait(timeout=30)
