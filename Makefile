@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## generate a product, train, run the watcher while a simulated camera drops parts, summarise from the DB
 	$(PY) -m inspector.demo
 
-test: $(STAMP)  ## run the test suite
-	$(PY) -m pytest -q
+test: $(STAMP)  ## run the test suite (test files spread over up to 4 worker processes)
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 serve: $(STAMP)  ## the review page on [web] host:port (default http://127.0.0.1:8080/)
 	$(PY) -m inspector serve

@@ -436,9 +436,10 @@ def test_make_server_answers_over_http_and_reports_a_taken_port(cfg: config.Conf
         with pytest.raises(InspectorError, match="cannot listen on 127.0.0.1"):
             make_server(cfg, port=port)
     finally:
+        server.trigger.pull_trigger(server.close)  # closed inside its own loop: run() returns, no EBADF in select
+        thread.join(timeout=10)
+        assert not thread.is_alive()
         server.task_dispatcher.shutdown()
-        server.close()
-        thread.join(timeout=5)
     with socket.socket() as s:  # the listening socket is closed (connections may linger in TIME_WAIT)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
