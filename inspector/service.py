@@ -48,6 +48,14 @@ log = logging.getLogger("inspector.watch")
 _STOP = object()  # sentinel on the queues
 
 
+class SecondSignal(KeyboardInterrupt):
+    """A second SIGTERM/SIGINT: stop at once (raised in the main thread by the signal handler)."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+
 def _utcnow() -> datetime:
     """Now, timezone-aware UTC."""
     return datetime.now(timezone.utc)
@@ -240,6 +248,7 @@ class WatchService:
         self._reserved: set[str] = set()
         self._made: set[str] = set()  # archive folders known to exist (one per verdict and day)
         self._stop = threading.Event()
+        self._signals: list[str] = []  # appended by the signal handler (no lock), acted on by the main loop
         self._fatal: BaseException | None = None
         self.ready = threading.Event()  # set once the observer runs and the first scan is queued
         self.observer: BaseObserver | None = None
@@ -269,17 +278,31 @@ class WatchService:
         self.settler.wake.set()
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        """SIGTERM/SIGINT: a graceful stop; a second one stops at once (uncommitted files stay in the folder)."""
+        """SIGTERM/SIGINT: note it for the main loop (a graceful stop); a second one stops at once (uncommitted
+        files stay in the folder). It runs between two bytecodes of the main thread, which may hold a lock
+        (an Event's, the log stream's): so it takes none and logs nothing."""
         name = signal.Signals(signum).name
-        if self._stop.is_set():
-            self._emit("stopping", logging.WARNING, f"second signal {name}: stopping now; parts not yet recorded "
-                                                    "stay in the folder for the next start")
-            raise KeyboardInterrupt
-        self._emit("stopping", logging.INFO, f"signal {name}: finishing parts in flight")
-        self.stop()
+        if self._signals or self._stop.is_set():
+            raise SecondSignal(name)
+        self._signals.append(name)
+
+    def _act_on_signals(self) -> None:
+        """The graceful stop asked for by a first signal."""
+        if self._signals and not self._stop.is_set():
+            self._emit("stopping", logging.INFO, f"signal {self._signals[0]}: finishing parts in flight")
+            self.stop()
 
     def run(self) -> int:
         """Serve until stopped; returns the exit code (0 after a clean stop)."""
+        try:
+            return self._run()
+        except SecondSignal as exc:
+            self._emit("stopping", logging.WARNING, f"second signal {exc.name}: stopping now; parts not yet "
+                                                    "recorded stay in the folder for the next start")
+            raise
+
+    def _run(self) -> int:
+        """run() without the second-signal message."""
         restore = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -355,6 +378,9 @@ class WatchService:
         next_rescan = time.monotonic() + self.w.rescan_s
         while not self._stop.is_set():
             self.settler.wake.wait(0.05)
+            self._act_on_signals()
+            if self._stop.is_set():
+                break
             self._dispatch()
             now = time.monotonic()
             if self.observer is not None and not self._observer_alive():
