@@ -113,7 +113,7 @@ def test_the_signal_handler_takes_no_lock_the_interrupted_main_thread_may_hold(t
                                                                                caplog: pytest.LogCaptureFixture) -> None:
     """A signal handler runs between two bytecodes of the main thread, which may be inside Event.wait (holding
     the event's lock) or inside a log call. The handler calling Event.set() there used to deadlock the watcher
-    on SIGTERM, seen once in ~100 stops under load. Here other threads hold those locks while the handler runs:
+    on SIGTERM (seen once, in a CI run under load). Here other threads hold those locks while the handler runs:
     it must return at once, and the main loop then logs and stops."""
     import signal
 
