@@ -53,12 +53,12 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
-
-if TYPE_CHECKING:  # Alembic is imported only when a database needs migrating: it costs ~0.4 s at every start
-    from alembic.config import Config
 from sqlalchemy.types import TypeDecorator
 
 from inspector.errors import InspectorError
+
+if TYPE_CHECKING:  # Alembic is imported only when a database needs migrating: it costs ~0.4 s at every start
+    from alembic.config import Config
 
 SCRIPT_LOCATION = "inspector:migrations"
 VERDICTS = ("ok", "defect", "rejected")
