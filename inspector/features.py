@@ -58,7 +58,15 @@ def _window_sums(maps: np.ndarray, layout: FeatureLayout) -> np.ndarray:
     """Mean of each channel of maps (H, W, C) over every cell window; returns (GH, GW, C) float32."""
     h, w, c = maps.shape
     integral = np.zeros((h + 1, w + 1, c), dtype=np.float64)
-    np.cumsum(np.cumsum(maps, axis=0, dtype=np.float64), axis=1, out=integral[1:, 1:])
+    inner = integral[1:, 1:]
+    inner[...] = maps
+    # running sums a row, then a column, at a time: the same additions in the same order as
+    # np.cumsum(np.cumsum(maps, axis=0, dtype=np.float64), axis=1) (bit for bit), ~5x faster than numpy's
+    # cumsum over the outer axes of an (H, W, C) array, which dominated scoring
+    for i in range(1, h):
+        np.add(inner[i - 1], inner[i], out=inner[i])
+    for j in range(1, w):
+        np.add(inner[:, j - 1], inner[:, j], out=inner[:, j])
     gh, gw = layout.grid
     pad = (layout.window - layout.stride) // 2
     y0 = np.clip(np.arange(gh) * layout.stride - pad, 0, h)
