@@ -54,8 +54,8 @@ def make_layout(
     return FeatureLayout(width, rows * stride, stride, stride * window_strides, n_rings, coarse)
 
 
-def _window_sums(maps: np.ndarray, layout: FeatureLayout) -> np.ndarray:
-    """Mean of each channel of maps (H, W, C) over every cell window; returns (GH, GW, C) float32."""
+def _integral(maps: np.ndarray) -> np.ndarray:
+    """Integral image of maps (H, W, C): float64 (H + 1, W + 1, C), zero first row and column."""
     h, w, c = maps.shape
     integral = np.zeros((h + 1, w + 1, c), dtype=np.float64)
     inner = integral[1:, 1:]
@@ -67,6 +67,13 @@ def _window_sums(maps: np.ndarray, layout: FeatureLayout) -> np.ndarray:
         np.add(inner[i - 1], inner[i], out=inner[i])
     for j in range(1, w):
         np.add(inner[:, j - 1], inner[:, j], out=inner[:, j])
+    return integral
+
+
+def _window_sums(maps: np.ndarray, layout: FeatureLayout) -> np.ndarray:
+    """Mean of each channel of maps (H, W, C) over every cell window; returns (GH, GW, C) float32."""
+    h, w, _ = maps.shape
+    integral = _integral(maps)
     gh, gw = layout.grid
     pad = (layout.window - layout.stride) // 2
     y0 = np.clip(np.arange(gh) * layout.stride - pad, 0, h)

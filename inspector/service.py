@@ -56,6 +56,11 @@ class SecondSignal(KeyboardInterrupt):
         self.name = name
 
 
+def _claim_key(rel: str) -> str:
+    """The claim key of a file: the sha256 of its path relative to the folder (the same on every station)."""
+    return imaging.sha256_hex(os.fsencode(rel))
+
+
 def _utcnow() -> datetime:
     """Now, timezone-aware UTC."""
     return datetime.now(timezone.utc)
@@ -416,7 +421,7 @@ class WatchService:
 
     def _drop_stale_claims(self, present: set[str]) -> None:
         """Release expired claims on files no longer in the folder (their holder died after archiving them)."""
-        keys = {self._claim_key(path) for path in present}
+        keys = {_claim_key(os.path.relpath(path, self.folder)) for path in present}
         try:
             dropped = self.store.drop_stale_claims(keys)
         except DatabaseError:  # the database is away: the next rescan tries again
@@ -482,16 +487,12 @@ class WatchService:
                 continue
             self._results.put(outcome)
 
-    def _claim_key(self, path: str) -> str:
-        """The claim key of a file: the sha256 of its path relative to the folder (the same on every station)."""
-        return imaging.sha256_hex(os.fsencode(os.path.relpath(path, self.folder)))
-
     def _claim(self, job: Job) -> str | None:
         """Claim the file for this station in the database (shared folders); its key, or None when another
         station holds a live claim on it."""
-        key = self._claim_key(job.path)
-        station = self.cfg.station.name
         rel = os.path.relpath(job.path, self.folder)
+        key = _claim_key(rel)
+        station = self.cfg.station.name
         got = self.store.claim(key, station, imaging.printable(rel), self.w.claim_lease_s)
         if not got.got:
             return None

@@ -134,10 +134,14 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str, proc: s
     raise AssertionError(f"timed out waiting for {what}\n--- watcher log ---\n{log}")
 
 
+def starts(site: Site) -> int:
+    """How many `watching` lines (watcher starts) the site's appended log holds."""
+    return site.log.read_text(errors="replace").count(" watching ") if site.log.exists() else 0
+
+
 def wait_started(site: Site, proc: subprocess.Popen, timeout: float = 60.0, count: int = 1) -> None:
     """Wait until the watcher logged its `watching` line (the count-th one in an appended log)."""
-    wait_for(lambda: site.log.exists() and site.log.read_text(errors="replace").count(" watching ") >= count,
-             timeout, "the watcher to start", proc, site)
+    wait_for(lambda: starts(site) >= count, timeout, "the watcher to start", proc, site)
 
 
 def stop(proc: subprocess.Popen, timeout: float = 60.0) -> int:
