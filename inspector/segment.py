@@ -110,7 +110,11 @@ class Palette:
         if self.softness > 0:
             sigma = self.softness * spacing
             soft = np.exp(-(d2 - d2.min(axis=1, keepdims=True)) / (2.0 * sigma**2))
-            self.lut_soft_ = (soft / soft.sum(axis=1, keepdims=True)).astype(np.float32)
+            lut_soft = (soft / soft.sum(axis=1, keepdims=True)).astype(np.float32)
+            # subnormal memberships (< 1.2e-38) carry nothing, but arithmetic on them is several times slower
+            # (they halved the speed of the global features' matrix product): flush them to zero
+            lut_soft[lut_soft < np.finfo(np.float32).tiny] = 0.0
+            self.lut_soft_ = lut_soft
         else:
             self.lut_soft_ = np.eye(len(self.centres_), dtype=np.float32)[nearest]
         self.lut_labels_ = nearest.astype(np.uint8)
