@@ -20,7 +20,9 @@ Pure core: no file, database or network I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
+import cv2
 import numpy as np
 
 from inspector.segment import Segmentation
@@ -54,26 +56,27 @@ def make_layout(
     return FeatureLayout(width, rows * stride, stride, stride * window_strides, n_rings, coarse)
 
 
+_CV_MAX_CHANNELS = 128  # channels OpenCV 5 takes in one array (CV_CN_MAX)
+
+
 def _integral(maps: np.ndarray) -> np.ndarray:
-    """Integral image of maps (H, W, C): float64 (H + 1, W + 1, C), zero first row and column."""
+    """Integral image of maps (H, W, C): float64 (H + 1, W + 1, C), zero first row and column.
+
+    cv2.integral, not numpy's cumsum: ~5x faster, and OpenCV releases the GIL, so scoring threads overlap.
+    """
     h, w, c = maps.shape
-    integral = np.zeros((h + 1, w + 1, c), dtype=np.float64)
-    inner = integral[1:, 1:]
-    inner[...] = maps
-    # running sums a row, then a column, at a time: the same additions in the same order as
-    # np.cumsum(np.cumsum(maps, axis=0, dtype=np.float64), axis=1) (bit for bit), ~5x faster than numpy's
-    # cumsum over the outer axes of an (H, W, C) array, which dominated scoring
-    for i in range(1, h):
-        np.add(inner[i - 1], inner[i], out=inner[i])
-    for j in range(1, w):
-        np.add(inner[:, j - 1], inner[:, j], out=inner[:, j])
-    return integral
+    chunks = [
+        cv2.integral(np.ascontiguousarray(maps[..., i:i + _CV_MAX_CHANNELS], dtype=np.float32),
+                     sdepth=cv2.CV_64F).reshape(h + 1, w + 1, -1)
+        for i in range(0, c, _CV_MAX_CHANNELS)
+    ]
+    return chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=2)
 
 
-def _window_sums(maps: np.ndarray, layout: FeatureLayout) -> np.ndarray:
-    """Mean of each channel of maps (H, W, C) over every cell window; returns (GH, GW, C) float32."""
-    h, w, _ = maps.shape
-    integral = _integral(maps)
+@lru_cache(maxsize=16)
+def _window_corners(layout: FeatureLayout, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flat integral-image indices (4, GH * GW) of every window's corners (y1x1, y0x1, y1x0, y0x0) and the
+    window areas (GH * GW, 1) float64, for maps of size (h, w). Windows at the border are shifted inside."""
     gh, gw = layout.grid
     pad = (layout.window - layout.stride) // 2
     y0 = np.clip(np.arange(gh) * layout.stride - pad, 0, h)
@@ -82,11 +85,24 @@ def _window_sums(maps: np.ndarray, layout: FeatureLayout) -> np.ndarray:
     x0 = np.clip(np.arange(gw) * layout.stride - pad, 0, w)
     x1 = np.clip(x0 + layout.window, 0, w)
     x0 = np.clip(x1 - layout.window, 0, w)
-    sums = (
-        integral[y1][:, x1] - integral[y0][:, x1] - integral[y1][:, x0] + integral[y0][:, x0]
-    )
-    area = ((y1 - y0)[:, None] * (x1 - x0)[None, :]).astype(np.float64)
-    return (sums / area[..., None]).astype(np.float32)
+    row = w + 1  # the integral image is (h + 1, w + 1)
+    corners = np.stack([(ys[:, None] * row + xs[None, :]).ravel()
+                        for ys, xs in ((y1, x1), (y0, x1), (y1, x0), (y0, x0))])
+    area = ((y1 - y0)[:, None] * (x1 - x0)[None, :]).astype(np.float64).reshape(-1, 1)
+    for array in (corners, area):
+        array.setflags(write=False)  # shared by every call through the cache
+    return corners, area
+
+
+def _window_sums(maps: np.ndarray, layout: FeatureLayout) -> np.ndarray:
+    """Mean of each channel of maps (H, W, C) float32 over every cell window; returns (GH, GW, C) float32."""
+    h, w, c = maps.shape
+    integral = _integral(maps).reshape(-1, c)
+    corners, area = _window_corners(layout, h, w)
+    i11, i01, i10, i00 = corners
+    sums = integral[i11] - integral[i01] - integral[i10] + integral[i00]  # (GH * GW, C)
+    gh, gw = layout.grid
+    return (sums / area).astype(np.float32).reshape(gh, gw, c)
 
 
 def pixel_channels(seg: Segmentation, n_colours: int, novel_distance: float) -> np.ndarray:

@@ -197,16 +197,36 @@ def _channels(palette: Palette, img: np.ndarray, novel: float = 50.0) -> np.ndar
     return pixel_channels(palette.assign(img), len(palette.centres_), novel)
 
 
-@pytest.mark.parametrize("shape", [(96, 128, 14), (37, 53, 3), (1, 5, 2)])
-def test_integral_image_matches_numpy_cumsum_bit_for_bit(shape: tuple[int, int, int]) -> None:
-    """The loop-based integral image adds in numpy's order: every feature, and so every figure, is unchanged."""
+@pytest.mark.parametrize("shape", [(96, 128, 14), (37, 53, 3), (1, 5, 2), (4, 6, 1), (9, 11, 200)])
+def test_integral_image_matches_numpy_cumsum(shape: tuple[int, int, int]) -> None:
+    """cv2.integral (in chunks past OpenCV's channel limit) equals numpy's double cumsum."""
     from inspector.features import _integral
 
     maps = np.random.default_rng(3).random(shape, dtype=np.float32)
     h, w, c = shape
     expected = np.zeros((h + 1, w + 1, c), dtype=np.float64)
     np.cumsum(np.cumsum(maps, axis=0, dtype=np.float64), axis=1, out=expected[1:, 1:])
-    assert np.array_equal(_integral(maps), expected)
+    got = _integral(maps)
+    assert got.shape == expected.shape and got.dtype == np.float64
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-9)
+
+
+def test_window_sums_are_the_means_over_each_window() -> None:
+    """Every cell is the mean of its window, computed directly, with border windows shifted inside."""
+    from inspector.features import _window_sums
+
+    lay = make_layout(40, 30, 40, 10, 3, 4, 4)  # stride 4, window 12: windows overlap and hit every border
+    maps = np.random.default_rng(4).random((lay.height, lay.width, 5), dtype=np.float32)
+    got = _window_sums(maps, lay)
+    gh, gw = lay.grid
+    assert got.shape == (gh, gw, 5) and got.dtype == np.float32
+    pad = (lay.window - lay.stride) // 2
+    for gy in range(gh):
+        for gx in range(gw):
+            y0 = min(max(gy * lay.stride - pad, 0), lay.height - lay.window)
+            x0 = min(max(gx * lay.stride - pad, 0), lay.width - lay.window)
+            want = maps[y0:y0 + lay.window, x0:x0 + lay.window].astype(np.float64).mean(axis=(0, 1))
+            np.testing.assert_allclose(got[gy, gx], want, rtol=1e-6)
 
 
 def test_cell_features_shape_and_shares_sum_to_one(palette):
