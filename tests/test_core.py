@@ -159,6 +159,15 @@ def test_palette_without_softness_is_one_hot(part_pixels):
     np.testing.assert_array_equal(seg.soft.argmax(axis=-1), seg.labels)
 
 
+def test_palette_memberships_hold_no_subnormal_values(part_pixels):
+    """Subnormal floats slow every product over the channels several times; they are flushed to zero."""
+    soft = Palette(n_colours=12, softness=0.5, seed=0).fit(part_pixels[::7]).lut_soft_
+    tiny = np.finfo(np.float32).tiny
+    assert not ((soft > 0) & (soft < tiny)).any()
+    assert (soft == 0).any()  # far colours do get exactly zero membership
+    np.testing.assert_allclose(soft.sum(axis=1), 1.0, atol=1e-5)
+
+
 def test_kmeans_segment_shape_and_colour_count():
     img = parts(seed=6, n=1, width=96, height=72)[0]
     out = kmeans_segment(img, k=4, attempts=1)
@@ -398,6 +407,21 @@ def test_anomaly_map_is_quiet_on_a_good_part(profile):
     cv2.circle(spotted, (W // 2 + 25, H // 2 + 30), 7, GREEN_SPOT, -1, cv2.LINE_AA)
     _, maps = profile.score_images([good, spotted])
     assert maps[1].max() > 2 * maps[0].max()
+
+
+def test_nearest_distances_are_running_minima_of_cell_l1_distances() -> None:
+    """Row k is each cell's smallest L1 distance to the first k + 1 picked references, as numpy computes it."""
+    from inspector.profile import _nearest_distances
+
+    rng = np.random.default_rng(5)
+    ref = rng.random((9, 300, 7), dtype=np.float32)
+    cells = rng.random((300, 7), dtype=np.float32)
+    picks = np.array([4, 0, 8, 2, 7])
+    got = _nearest_distances(ref, picks, cells)
+    expected = np.minimum.accumulate(np.abs(ref[picks] - cells[None]).sum(axis=2), axis=0)
+    assert got.shape == (5, 300) and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert (np.diff(got, axis=0) <= 0).all()
 
 
 # ---------------------------------------------------------------------------------------------- calibration
