@@ -6,13 +6,23 @@ STAMP := $(VENV)/.installed
 # Playwright (test extra) drives Debian's chromium through executable_path; it never downloads a browser of its own
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: demo test serve bench eval baselines clean
+.PHONY: demo test serve bench eval baselines clean lock
 
-$(STAMP): pyproject.toml
+# constraints.txt pins every installed package to the versions the suite was last run with; `make lock`
+# refreshes it on purpose (newest allowed by pyproject.toml), never a plain install
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
+
+lock:  ## re-resolve the newest versions pyproject.toml allows into constraints.txt (then run make test)
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet -e '.[test]'
+	.lock-venv/bin/python -m pip freeze --exclude-editable > constraints.txt
+	rm -rf .lock-venv
 
 demo: $(STAMP)  ## generate a product, train, run the watcher while a simulated camera drops parts, summarise from the DB
 	$(PY) -m inspector.demo
