@@ -286,6 +286,11 @@ def _validate(p: ProfileParams) -> None:
         (0.0 < p.top_fraction <= 1.0, "profile.top_fraction must be in (0, 1]"),
         (p.n_folds >= 2, "profile.n_folds must be at least 2"),
         (0.0 < p.novel_quantile <= 1.0, "profile.novel_quantile must be in (0, 1]"),
+        (p.rotation in ("auto", "none", "small", "any", "off"),
+         "profile.rotation must be one of auto, none, small, any, off"),
+        (0.0 <= p.max_shift <= 0.5, "profile.max_shift must be between 0 and 0.5 (a share of the field)"),
+        (0.0 < p.max_exposure_change <= 10.0, "profile.max_exposure_change must be in (0, 10]"),
+        (0.0 < p.max_colour_cast <= 10.0, "profile.max_colour_cast must be in (0, 10]"),
     ]
     for ok, message in checks:
         if not ok:

@@ -5,6 +5,7 @@ Layout: train/good/*, test/good/*, test/<defect_type>/*, optional ground_truth/<
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,7 @@ def evaluate(root: Path, cfg: Config, progress: Progress | None = None, n_top: i
     profile = fit_profile(ts.images, cfg.profile)
     inspector = Inspector(profile, "eval", cfg.input)
     names, types, scores, ms, labels = [], [], [], [], []
+    reasons: list[str | None] = []
     map_pairs: list[tuple[np.ndarray, np.ndarray]] = []
     kept: list[tuple[str, float, np.ndarray, np.ndarray]] = []
     with_masks = bool(es.masks)
@@ -91,19 +93,23 @@ def evaluate(root: Path, cfg: Config, progress: Progress | None = None, n_top: i
         start = time.perf_counter()
         v = inspector.inspect_bytes(data, path.name, keep_image=True)
         ms.append((time.perf_counter() - start) * 1000.0)
-        if v.verdict == "rejected":
+        if v.assessment is None:  # the file itself was rejected (not an image, truncated, ...)
             raise ImageRejected("eval", f"test image {path} was rejected: {v.reason}: {v.detail}")
         names.append(f"{kind}/{path.name}")
         types.append(kind)
-        scores.append(v.score)
+        # a part flagged for its placement or lighting counts as flagged whatever its score
+        scores.append(v.assessment.score if v.reason is None else math.inf)
+        reasons.append(v.reason)
         labels.append(kind != "good")
         if with_masks:
             up = cv2.resize(v.anomaly_map, (MASK_SIDE, MASK_SIDE), interpolation=cv2.INTER_LINEAR)
             map_pairs.append((_mask(es.masks.get(path)), up))
-        kept.append((f"{kind}/{path.name}", v.score, v.image, v.anomaly_map))
+        kept.append((f"{kind}/{path.name}", scores[-1], v.image, v.anomaly_map))
         kept = sorted(kept, key=lambda t: -t[1])[:n_top]
     y = np.array(labels)
     s = np.array(scores)
+    finite = s[np.isfinite(s)]
+    s[~np.isfinite(s)] = (finite.max() if finite.size else 0.0) + 1.0  # flagged: above every score
     thr = profile.threshold_
     pixel_auroc = None
     if with_masks:
@@ -125,5 +131,8 @@ def evaluate(root: Path, cfg: Config, progress: Progress | None = None, n_top: i
         "n_train": len(ts.images),
         "n_test": len(s),
         "n_train_rejected": len(ts.rejected),
+        "n_rejected_lighting": reasons.count("lighting"),
+        "n_not_located": reasons.count("not_located"),
+        "registration": (profile.locator_.mode_ if profile.locator_ is not None else None),
     }
     return EvalResult(metrics, names, types, s, kept)

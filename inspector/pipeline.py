@@ -20,7 +20,7 @@ import numpy as np
 from inspector import imaging
 from inspector.config import Config, InputConfig
 from inspector.errors import DatasetError, ImageRejected
-from inspector.profile import NormalProfile, ProfileParams
+from inspector.profile import Assessment, NormalProfile, ProfileParams
 
 Progress = Callable[..., Iterator]  # wraps an iterable (with total=N) to show progress, like tqdm
 
@@ -41,13 +41,15 @@ class Verdict:
     size: int | None = None
     ms: float = 0.0
     anomaly_map: np.ndarray | None = field(default=None, repr=False)  # (GH, GW) float32, map units
-    image: np.ndarray | None = field(default=None, repr=False)  # (H, W, 3) uint8 BGR as scored
-    detail: str | None = None  # human-readable rejection detail
+    image: np.ndarray | None = field(default=None, repr=False)  # (H, W, 3) uint8 BGR as photographed, working size
+    detail: str | None = None  # human-readable detail of the reason
+    exposure: float | None = None  # brightness relative to the profile's training parts (1.0 = as trained)
+    assessment: Assessment | None = field(default=None, repr=False)  # placement and lighting as found
 
     def as_dict(self) -> dict:
         """JSON-able summary (no arrays)."""
         keys = ("name", "sha256", "verdict", "reason", "detail", "score", "threshold", "profile_version", "width",
-                "height", "size", "ms")
+                "height", "size", "ms", "exposure")
         return {k: getattr(self, k) for k in keys}
 
 
@@ -112,6 +114,23 @@ def fit_profile(images: list[np.ndarray], params: ProfileParams) -> NormalProfil
     return NormalProfile(params).fit(images)
 
 
+def judge(found: Assessment, threshold: float) -> tuple[str, str | None, str | None]:
+    """Verdict, reason code and detail for an assessed part.
+
+    A part whose lighting is beyond the tolerance cannot be judged fairly: `rejected` / `lighting`, never a
+    `defect` (a drifting lamp must not flood the review queue). A part that cannot be located (a missing,
+    wrong or badly placed part) is a `defect` / `not_located`, never `ok`. Otherwise the score decides.
+    """
+    if not found.lighting_ok:
+        exposure = f"exposure {found.exposure:.2f}x" if found.exposure is not None else "exposure unknown"
+        return "rejected", "lighting", (f"{exposure}, colour cast {100 * found.colour_cast:.0f}% of the trained "
+                                        "lighting: beyond the tolerance, the part cannot be judged fairly")
+    if not found.located:
+        return "defect", "not_located", (f"the part does not match the trained parts wherever it is placed "
+                                         f"(match {found.match:.2f})")
+    return ("defect" if found.score > threshold else "ok"), None, None
+
+
 class Inspector:
     """Judges files or bytes with one fitted profile, exactly as the service does."""
 
@@ -132,14 +151,14 @@ class Inspector:
         except ImageRejected as exc:
             return self._rejected(name, digest, exc, len(data), start)
         work = self.profile.working_image(decoded.image)
-        scores, maps = self.profile.score_images([work])
-        score = float(scores[0])
-        threshold = self.profile.threshold_
+        found = self.profile.assess([work])[0]
+        verdict, reason, detail = judge(found, self.profile.threshold_)
         return Verdict(
-            name=name, sha256=digest, verdict="defect" if score > threshold else "ok", reason=None,
-            score=score, threshold=threshold, profile_version=self.version, width=decoded.width,
-            height=decoded.height, size=len(data), ms=(time.perf_counter() - start) * 1000.0,
-            anomaly_map=maps[0], image=work if keep_image else None,
+            name=name, sha256=digest, verdict=verdict, reason=reason, detail=detail,
+            score=None if verdict == "rejected" else found.score, threshold=self.profile.threshold_,
+            profile_version=self.version, width=decoded.width, height=decoded.height, size=len(data),
+            ms=(time.perf_counter() - start) * 1000.0, anomaly_map=found.anomaly_map,
+            image=work if keep_image else None, exposure=found.exposure, assessment=found,
         )
 
     def inspect_file(self, path: Path, keep_image: bool = False) -> Verdict:

@@ -2,7 +2,11 @@
 
 How a part is scored (each step earned its place by measurement, see README "Detection"):
 
-1. The image is resized to a small working size and segmented with the learned palette.
+1. The image is resized to a small working size, located (registered into the profile's frame: shift, and a
+   turn as `rotation` allows; see `register.py`) and brought to the trained exposure and white balance (see
+   `photometry.py`), then segmented with the learned palette. The anomaly map is drawn back on the part as
+   photographed. A part that matches the reference worse than any good training part did cannot be located;
+   one whose lighting is beyond the tolerance cannot be judged fairly (`Assessment` says which).
 2. Features: cell features on overlapping windows and global features (see `features.py`).
 3. Local term: the good training images most similar to this part (nearest by global features) are
    retrieved, and every cell is compared with the same cell of each of them (L1 distance); the cell's
@@ -43,9 +47,13 @@ from inspector.features import (
     pixel_channels,
     region_pooling,
 )
+from inspector.photometry import N_LEVELS, Lighting, LightingModel
+from inspector.register import Locator, Placement
 from inspector.segment import Palette
 
-FORMAT_VERSION = 1  # bump when the meaning of saved arrays changes
+FORMAT_VERSION = 2  # bump when the meaning of saved arrays changes
+READABLE_FORMATS = (1, 2)  # format 1 (before registration and lighting) still loads, without either
+_EXPOSURE_SD_FLOOR = 0.005  # a training set this steady still leaves the drift monitor this much log-exposure noise
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,33 @@ class ProfileParams:
     n_folds: int = 5
     pixel_samples: int = 200_000
     seed: int = 0
+    rotation: str = "auto"
+    max_shift: float = 0.1
+    normalise_lighting: bool = True
+    max_exposure_change: float = 0.2
+    max_colour_cast: float = 0.1
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """What the profile found on one part, beyond its score: placement and lighting."""
+
+    score: float  # anomaly score, compared with threshold_
+    anomaly_map: np.ndarray  # (GH, GW) float32 in map units, on the part as photographed
+    located: bool  # the part matched the reference at least as well as the learned limit
+    match: float | None  # registration match (zero-normalised cross-correlation), None without registration
+    angle: float  # degrees the part was turned to bring it into the profile's frame
+    shift: tuple[float, float]  # working pixels (x, y) it was moved by
+    exposure: float | None  # brightness relative to the training parts (1.0 = as trained), None without
+    colour_cast: float  # largest per-channel gain departure from the training parts' white balance
+    offset: float  # grey levels the part's black is lifted by
+    lighting_ok: bool  # exposure and colour cast within the tolerance
+
+    def as_dict(self) -> dict:
+        """JSON-able summary (no arrays)."""
+        return {"score": self.score, "located": self.located, "match": self.match, "angle": self.angle,
+                "shift": list(self.shift), "exposure": self.exposure, "colour_cast": self.colour_cast,
+                "offset": self.offset, "lighting_ok": self.lighting_ok}
 
 
 @dataclass(frozen=True)
@@ -136,18 +171,29 @@ class NormalProfile:
         cells = cell_features(channels, self.layout_)
         return cells.reshape(-1, cells.shape[-1]), global_features(channels, self.pooling_)
 
-    def _featurise(self, images: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Stack features of many images: cells (N, P, C) float32, globals (N, G) float32."""
+    def _featurise(self, works: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Stack features of prepared working images: cells (N, P, C) float32, globals (N, G) float32."""
         cells, globs = [], []
-        for image in images:
-            c, g = self._features(self.working_image(image))
+        for work in works:
+            c, g = self._features(work)
             cells.append(c)
             globs.append(g)
         return np.stack(cells), np.stack(globs)
 
+    def _prepare(self, work: np.ndarray) -> tuple[np.ndarray, Placement | None, Lighting | None]:
+        """Register a working image (H, W, 3) and bring it to the reference lighting; (H, W, 3) uint8."""
+        placement = lighting = None
+        if self.locator_ is not None:
+            placement = self.locator_.locate(work)
+            work = self.locator_.warp(work, placement)
+        if self.lighting_ is not None:
+            lighting = self.lighting_.estimate(work)
+            work = self.lighting_.apply(work, lighting)
+        return work, placement, lighting
+
     # ---------------------------------------------------------------- fitting
     def fit(self, images: Iterable[np.ndarray], y=None) -> "NormalProfile":
-        """Learn palette, features and calibration from good BGR uint8 images (each (H0, W0, 3))."""
+        """Learn placement, lighting, palette, features and calibration from good BGR uint8 images (H0, W0, 3)."""
         p = self.params
         works: list[np.ndarray] = []
         for image in images:
@@ -158,6 +204,7 @@ class NormalProfile:
         if len(works) < 2:
             raise ValueError(f"need at least 2 good images to fit a profile, got {len(works)}")
         self.n_train_ = len(works)
+        works = self._fit_conditions(works)
         rng = np.random.default_rng(p.seed)
         palette = Palette(p.n_colours, p.chroma_weight, p.softness, p.palette_balance, seed=p.seed)
         self.palette_ = palette.fit(self._pixel_sample(works, rng))
@@ -170,6 +217,33 @@ class NormalProfile:
         self._set_reference(cells, globs)
         self._calibrate(cells, globs, rng)
         return self
+
+    def _fit_conditions(self, works: list[np.ndarray]) -> list[np.ndarray]:
+        """Learn the reference placement and lighting; return the training images registered and normalised."""
+        p = self.params
+        self.locator_ = None
+        aligned = works
+        if p.rotation != "off":
+            self.locator_ = Locator(p.rotation, p.max_shift).fit(works)
+            aligned = [self.locator_.warp(w, self.locator_.locate(w)) for w in works]
+        self.lighting_ = None
+        self.exposure_ref_ = 1.0
+        self.exposure_stats_ = np.array([0.0, _EXPOSURE_SD_FLOOR])
+        self.exposure_limit_ = self.cast_limit_ = float("inf")
+        if not p.normalise_lighting:
+            return aligned
+        self.lighting_ = LightingModel().fit(aligned)
+        lights = [self.lighting_.estimate(a) for a in aligned]
+        log_exposure = np.log(np.array([max(li.exposure, 1e-3) for li in lights]))
+        centre = float(np.median(log_exposure))
+        self.exposure_ref_ = float(np.exp(centre))
+        relative = log_exposure - centre
+        spread = 1.4826 * float(np.median(np.abs(relative)))
+        self.exposure_stats_ = np.array([0.0, max(spread, _EXPOSURE_SD_FLOOR)])
+        # never call a lighting the good training parts were photographed under out of tolerance
+        self.exposure_limit_ = max(math.log1p(p.max_exposure_change), 1.25 * float(np.abs(relative).max()))
+        self.cast_limit_ = max(p.max_colour_cast, 1.25 * max(li.cast_change for li in lights))
+        return [self.lighting_.apply(a, li) for a, li in zip(aligned, lights)]
 
     def _derive(self) -> None:
         """Set what follows from layout and palette: region pooling and the rotation-free feature indices."""
@@ -251,12 +325,43 @@ class NormalProfile:
         )
 
     # ---------------------------------------------------------------- scoring
-    def score_images(self, images: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Anomaly scores (N,) and anomaly maps (N, GH, GW) of BGR uint8 images; maps are in map units."""
-        cells, globs = self._featurise(images)
+    def assess(self, images: Iterable[np.ndarray]) -> list[Assessment]:
+        """Score BGR uint8 images and report each part's placement and lighting (see Assessment)."""
+        prepared = [self._prepare(self.working_image(image)) for image in images]
+        if not prepared:
+            return []
+        cells, globs = self._featurise(work for work, _, _ in prepared)
         local, glob, maps = self._terms(cells, globs)
+        scores = self._combine(local, glob)
         gh, gw = self.layout_.grid
-        return self._combine(local, glob), maps.reshape(-1, gh, gw) / self.map_scale_
+        maps = maps.reshape(-1, gh, gw) / self.map_scale_
+        out = []
+        for i, (_, placement, lighting) in enumerate(prepared):
+            amap = maps[i]
+            located, match, angle, shift = True, None, 0.0, (0.0, 0.0)
+            if placement is not None:
+                amap = Locator.unwarp_map(amap, placement, self.layout_.stride)
+                match = placement.match
+                located = match >= self.locator_.match_limit_
+                angle, shift = placement.angle, placement.shift
+            exposure, cast, offset, lighting_ok = None, 0.0, 0.0, True
+            if lighting is not None:
+                exposure = lighting.exposure / self.exposure_ref_
+                cast, offset = lighting.cast_change, lighting.offset
+                lighting_ok = (abs(math.log(max(exposure, 1e-6))) <= self.exposure_limit_
+                               and cast <= self.cast_limit_)
+            out.append(Assessment(float(scores[i]), np.ascontiguousarray(amap, dtype=np.float32), located, match,
+                                  angle, shift, exposure, cast, offset, lighting_ok))
+        return out
+
+    def score_images(self, images: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Anomaly scores (N,) and anomaly maps (N, GH, GW) of BGR uint8 images; maps are in map units, on the
+        parts as photographed."""
+        found = self.assess(images)
+        gh, gw = self.layout_.grid
+        if not found:
+            return np.zeros(0), np.zeros((0, gh, gw), np.float32)
+        return np.array([a.score for a in found]), np.stack([a.anomaly_map for a in found])
 
     def anomaly_score(self, images: Iterable[np.ndarray]) -> np.ndarray:
         """Anomaly score (N,): higher is more anomalous; compare with threshold_."""
@@ -289,11 +394,31 @@ class NormalProfile:
             "map_scale": self.map_scale_,
             "n_train": self.n_train_,
             "calibration": asdict(self.calibration_),
+            "registration": None if self.locator_ is None else {
+                "mode": self.locator_.mode_, "match_limit": self.locator_.match_limit_},
+            "lighting": None if self.lighting_ is None else {
+                "exposure_ref": self.exposure_ref_, "exposure_limit": self.exposure_limit_,
+                "cast_limit": self.cast_limit_, "shrink": [float(v) for v in self.lighting_.shrink_]},
+            "drift": self.drift_baseline(),
         }
         arrays = {name.rstrip("_"): getattr(self, name) for name in self._ARRAYS}
         arrays["ref_cells"] = self.ref_cells_.astype(np.float16)  # shares are multiples of 1/area
         arrays["palette_centres"] = self.palette_.centres_
+        if self.locator_ is not None:
+            arrays["register_reference"] = self.locator_.ref_
+        if self.lighting_ is not None:
+            arrays["lighting_reference"] = self.lighting_.reference_
+            arrays["lighting_weights"] = self.lighting_.weights_
         return meta, arrays
+
+    def drift_baseline(self) -> dict[str, list[float]]:
+        """Where a steady line's parts lie, for the drift monitor: [median, robust sd] of the log exposure
+        (relative to the training parts) and of the held-out scores of good training parts."""
+        scores = np.asarray(self.oof_scores_, dtype=np.float64)
+        centre = float(np.median(scores))
+        spread = 1.4826 * float(np.median(np.abs(scores - centre)))
+        return {"log_exposure": [float(self.exposure_stats_[0]), float(self.exposure_stats_[1])],
+                "score": [centre, max(spread, 1e-3)]}
 
     def _check_state(self) -> None:
         """Raise ValueError unless every loaded array has the shape and finiteness this profile needs."""
@@ -318,6 +443,16 @@ class NormalProfile:
                 raise ValueError(f"{name} has shape {array.shape}, expected {shape}")
             if not np.isfinite(array).all():
                 raise ValueError(f"{name} holds non-finite values")
+        if self.locator_ is not None and self.locator_.ref_.shape != (lay.height, lay.width):
+            raise ValueError(f"register_reference has shape {self.locator_.ref_.shape}, expected "
+                             f"{(lay.height, lay.width)}")
+        if self.lighting_ is not None and self.lighting_.reference_.shape != (lay.height, lay.width, 3):
+            raise ValueError(f"lighting_reference has shape {self.lighting_.reference_.shape}, expected "
+                             f"{(lay.height, lay.width, 3)}")
+        for name, array in (("register_reference", getattr(self.locator_, "ref_", None)),
+                            ("lighting_reference", getattr(self.lighting_, "reference_", None))):
+            if array is not None and not np.isfinite(array).all():
+                raise ValueError(f"{name} holds non-finite values")
         scalars = (self.threshold_, self.novel_distance_, self.map_scale_)
         positive = (self.local_stats_[1], self.global_stats_[1], self.map_scale_)
         if not all(math.isfinite(v) for v in scalars) or min(positive) <= 0:
@@ -326,8 +461,9 @@ class NormalProfile:
     @classmethod
     def from_state(cls, meta: dict, arrays: dict[str, np.ndarray]) -> "NormalProfile":
         """Rebuild a fitted profile from get_state() output; raises ValueError when inconsistent."""
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"profile format {meta.get('format_version')!r}, this build reads {FORMAT_VERSION}")
+        if meta.get("format_version") not in READABLE_FORMATS:
+            raise ValueError(f"profile format {meta.get('format_version')!r}, this build reads "
+                             f"{', '.join(map(str, READABLE_FORMATS))}")
         params = dict(meta["params"])
         params["neighbours"] = tuple(params["neighbours"])
         self = cls(ProfileParams(**params))
@@ -348,6 +484,33 @@ class NormalProfile:
         self.map_scale_ = float(meta["map_scale"])
         self.n_train_ = int(meta["n_train"])
         self.calibration_ = Calibration(**meta["calibration"])
+        self._load_conditions(meta, arrays)
         self._derive()
         self._check_state()
         return self
+
+    def _load_conditions(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+        """Rebuild registration and lighting from saved state (a format-1 profile has neither)."""
+        self.locator_ = self.lighting_ = None
+        self.exposure_ref_ = 1.0
+        self.exposure_stats_ = np.array([0.0, _EXPOSURE_SD_FLOOR])
+        self.exposure_limit_ = self.cast_limit_ = float("inf")
+        reg = meta.get("registration")
+        if reg is not None:
+            self.locator_ = Locator(self.params.rotation, self.params.max_shift).set_state(
+                str(reg["mode"]), np.asarray(arrays["register_reference"], np.float32), float(reg["match_limit"]))
+        light = meta.get("lighting")
+        if light is not None:
+            shrink = np.asarray(light["shrink"], dtype=np.float64)
+            if shrink.shape != (1 + N_LEVELS,) or not np.isfinite(shrink).all() or (shrink < 0).any():
+                raise ValueError(f"lighting shrink must be {1 + N_LEVELS} non-negative numbers")
+            self.lighting_ = LightingModel().set_reference(np.asarray(arrays["lighting_reference"], np.float32), shrink,
+                                                           np.asarray(arrays["lighting_weights"], np.float64))
+            self.exposure_ref_ = float(light["exposure_ref"])
+            self.exposure_limit_ = float(light["exposure_limit"])
+            self.cast_limit_ = float(light["cast_limit"])
+            drift = meta.get("drift") or {}
+            self.exposure_stats_ = np.asarray(drift.get("log_exposure", [0.0, _EXPOSURE_SD_FLOOR]), np.float64)
+        values = (self.exposure_ref_, *self.exposure_stats_)
+        if not all(math.isfinite(v) for v in values) or self.exposure_ref_ <= 0 or self.exposure_stats_[1] <= 0:
+            raise ValueError("profile holds non-finite or non-positive lighting values")

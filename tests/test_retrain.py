@@ -1,7 +1,7 @@
 """Retraining with a gate and rollback (issue 4): real image files, a real SQLite store, real watcher runs.
 
-The scenario: a profile trained on parts photographed under one lamp flags the same parts under a warmer
-lamp (a legitimate variant); an operator clears five of those false alarms and confirms two real defects;
+The scenario: a profile trained on parts with a yellow label band flags the same parts with an orange band
+(a legitimate variant: a new label supplier); an operator clears five of those false alarms and confirms two real defects;
 retraining learns the variant, keeps both defects flagged and is activated; rollback returns to the old
 profile, and each new row records the version that judged it. The unit tests construct a candidate that
 would miss a confirmed defect (the operator wrongly marked four parts with a missing bolt hole as good) and
@@ -28,9 +28,12 @@ from watchkit import Site, atomic_drop, make_site, part_jpeg, run_once
 N_GOOD = 24
 
 
-def warm_jpeg(seed: int) -> bytes:
-    """A good part under a warmer lamp: less blue, more red (BGR gains 0.85, 1.0, 1.15); the part itself is fine."""
-    img = make_part(np.random.default_rng(seed), 200, 150).astype(np.float32) * np.array([0.85, 1.0, 1.15])
+def variant_jpeg(seed: int) -> bytes:
+    """A good part of a legitimate variant: its label band is orange instead of yellow (a new label supplier).
+    Only the band changes, so lighting normalisation cannot take it for a warmer lamp."""
+    img = make_part(np.random.default_rng(seed), 200, 150).astype(np.float32)
+    band = np.linalg.norm(img - np.array([40.0, 200.0, 230.0]), axis=2) < 60.0
+    img[band] = img[band] * np.array([1.0, 0.6, 1.0])
     ok, buf = cv2.imencode(".jpg", np.clip(img, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 92])
     assert ok
     return buf.tobytes()
@@ -67,7 +70,7 @@ def test_variant_is_learned_defects_stay_flagged_and_rollback_restores(tmp_path:
 
     # 2. the variant gets flagged by the watcher (and so do two real defects; ordinary parts pass)
     for i in range(8):
-        atomic_drop(site.inbox, f"warm_{i:02d}.jpg", warm_jpeg(20_000 + i))
+        atomic_drop(site.inbox, f"variant_{i:02d}.jpg", variant_jpeg(20_000 + i))
     atomic_drop(site.inbox, "spot.jpg", part_jpeg(40_000, "spot"))
     atomic_drop(site.inbox, "missing.jpg", part_jpeg(40_002, "missing"))
     for i in range(2):
@@ -77,14 +80,14 @@ def test_variant_is_learned_defects_stay_flagged_and_rollback_restores(tmp_path:
     rows = {r["name"]: r for r in site.rows()}
     assert len(rows) == 12
     assert all(r["profile_version"] == "v1" for r in rows.values())
-    warm = sorted((r for n, r in rows.items() if n.startswith("warm_")), key=lambda r: r["id"])
-    assert [r["verdict"] for r in warm] == ["defect"] * 8, [(r["name"], r["score"]) for r in warm]
+    variant = sorted((r for n, r in rows.items() if n.startswith("variant_")), key=lambda r: r["id"])
+    assert [r["verdict"] for r in variant] == ["defect"] * 8, [(r["name"], r["score"]) for r in variant]
     assert rows["spot.jpg"]["verdict"] == rows["missing.jpg"]["verdict"] == "defect"
     assert rows["usual_0.jpg"]["verdict"] == rows["usual_1.jpg"]["verdict"] == "ok"
 
     # 3. an operator clears five of the flagged variant parts and confirms the two defects
     with Store(cfg.database.url) as store:
-        for r in warm[:5]:
+        for r in variant[:5]:
             store.add_review(r["id"], "good", "anna", note="new lamp; part is fine")
         for name in ("spot.jpg", "missing.jpg"):
             store.add_review(rows[name]["id"], "defect", "anna")
@@ -96,7 +99,7 @@ def test_variant_is_learned_defects_stay_flagged_and_rollback_restores(tmp_path:
             calls.append(total)
             return iterable
 
-        result = retrain.retrain(cfg, store, note="warm lamp", progress=progress)
+        result = retrain.retrain(cfg, store, note="orange labels", progress=progress)
     assert calls == [N_GOOD + 5, 7]  # training images read; reviewed parts re-scored
     assert result.activated and not result.forced, result.reason
     assert (result.previous, result.version) == ("v1", "v2")
@@ -112,10 +115,10 @@ def test_variant_is_learned_defects_stay_flagged_and_rollback_restores(tmp_path:
     assert {p.outcome for p in result.parts if p.review == "good"} == {"cleared"}
     assert {p.outcome for p in result.parts if p.review == "defect"} == {"still caught"}
     meta = profiles.load(models, "v2").meta
-    assert meta["note"] == "warm lamp" and meta["retrained_from"] == "v1"
+    assert meta["note"] == "orange labels" and meta["retrained_from"] == "v1"
     assert meta["sources"] == result.sources
     by_source = [im for im in meta["training_images"] if im["source"] == "false_alarm"]
-    assert sorted(im["inspection_id"] for im in by_source) == [r["id"] for r in warm[:5]]
+    assert sorted(im["inspection_id"] for im in by_source) == [r["id"] for r in variant[:5]]
     assert all(Path(im["path"]).is_file() and "archive" in im["path"] for im in by_source)
 
     table = retrain.format_table(result)
@@ -128,10 +131,10 @@ def test_variant_is_learned_defects_stay_flagged_and_rollback_restores(tmp_path:
 
     # ... the variant now passes: fresh variant parts judged by v2 in a new watcher run. Five examples do not
     # cover every pose of the variant: about 1 in 40 fresh variant parts still scores above v2's threshold
-    # (here warm_new_05), so the test allows one of twenty, where v1 flags all twenty.
+    # (here variant_new_05), so the test allows one of twenty, where v1 flags all twenty.
     before = max(r["id"] for r in site.rows())
     for i in range(20):
-        atomic_drop(site.inbox, f"warm_new_{i:02d}.jpg", warm_jpeg(30_000 + i))
+        atomic_drop(site.inbox, f"variant_new_{i:02d}.jpg", variant_jpeg(30_000 + i))
     done = run_once(site)
     assert done.returncode == 0, done.stderr
     fresh = new_rows(site, before)
@@ -154,7 +157,7 @@ def test_variant_is_learned_defects_stay_flagged_and_rollback_restores(tmp_path:
     assert profiles.active_version(models) == "v1"
     before = max(r["id"] for r in site.rows())
     for i in range(3):
-        atomic_drop(site.inbox, f"warm_after_rollback_{i}.jpg", warm_jpeg(31_000 + i))
+        atomic_drop(site.inbox, f"variant_after_rollback_{i}.jpg", variant_jpeg(31_000 + i))
     atomic_drop(site.inbox, "usual_after_rollback.jpg", part_jpeg(51_000))
     done = run_once(site)
     assert done.returncode == 0, done.stderr
@@ -162,7 +165,7 @@ def test_variant_is_learned_defects_stay_flagged_and_rollback_restores(tmp_path:
     assert len(after) == 4
     assert {r["profile_version"] for r in after.values()} == {"v1"}
     assert after["usual_after_rollback.jpg"]["verdict"] == "ok"
-    assert {after[f"warm_after_rollback_{i}.jpg"]["verdict"] for i in range(3)} == {"defect"}  # v1's view again
+    assert {after[f"variant_after_rollback_{i}.jpg"]["verdict"] for i in range(3)} == {"defect"}  # v1's view again
     assert [r["profile_version"] for r in fresh] == ["v2"] * 20  # earlier rows keep the version that judged them
     assert [e.version for e in profiles.history(models)] == ["v1", "v2", "v1"]
 
@@ -256,19 +259,19 @@ def test_sources_are_verified_deduplicated_and_skips_are_listed(tmp_path):
     archive = tmp_path / "archive"
     defect_bytes = part_jpeg(40_000, "spot")
     with Store(cfg.database.url) as store:
-        kept = record(store, archive, "warm_a.jpg", warm_jpeg(20_000), review="good")
-        gone = record(store, archive, "warm_b.jpg", warm_jpeg(20_001), review="good")
-        (archive / "warm_b.jpg").unlink()
+        kept = record(store, archive, "variant_a.jpg", variant_jpeg(20_000), review="good")
+        gone = record(store, archive, "variant_b.jpg", variant_jpeg(20_001), review="good")
+        (archive / "variant_b.jpg").unlink()
         record(store, archive, "spot.jpg", defect_bytes, review="defect")
-        record(store, archive, "later_ok.jpg", warm_jpeg(20_002), verdict="ok")  # not reviewed: not used
-        changed_mind = record(store, archive, "warm_c.jpg", warm_jpeg(20_003), review="good")
+        record(store, archive, "later_ok.jpg", variant_jpeg(20_002), verdict="ok")  # not reviewed: not used
+        changed_mind = record(store, archive, "variant_c.jpg", variant_jpeg(20_003), review="good")
         store.add_review(changed_mind, "defect", "bob", note="looked again: a defect after all")
         extra = tmp_path / "extra"
         extra.mkdir()
         shutil.copy(good / "g02.jpg", extra / "dup_of_g02.jpg")  # same content as a training image: once
         (extra / "spot_copy.jpg").write_bytes(defect_bytes)  # a confirmed defect is never trained on
         for i in range(2):
-            (extra / f"warm_extra_{i}.jpg").write_bytes(warm_jpeg(21_000 + i))
+            (extra / f"variant_extra_{i}.jpg").write_bytes(variant_jpeg(21_000 + i))
         (extra / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
         result = retrain.retrain(cfg, store, add_dirs=[extra])
 
@@ -276,17 +279,17 @@ def test_sources_are_verified_deduplicated_and_skips_are_listed(tmp_path):
     reasons = {(s.source, s.item): s.reason for s in result.skipped}
     assert reasons[("profile", "g00.jpg")].startswith("missing: ")
     assert reasons[("profile", "g01.jpg")].startswith("changed since it was recorded")
-    assert reasons[("false_alarm", f"#{gone} warm_b.jpg")].startswith("missing: ")
+    assert reasons[("false_alarm", f"#{gone} variant_b.jpg")].startswith("missing: ")
     assert reasons[("added", str(extra / "spot_copy.jpg"))].startswith("the same image is confirmed defect #")
     assert reasons[("added", str(extra / "broken.jpg"))]
-    assert ("review", f"#{gone} warm_b.jpg") in reasons  # nor can it be re-scored
+    assert ("review", f"#{gone} variant_b.jpg") in reasons  # nor can it be re-scored
     assert not any(str(extra / "dup_of_g02.jpg") == item for _, item in reasons)  # a duplicate, not an error
     assert any("2 of the 12 images profile v1 was trained on" in w for w in result.warnings)
     reviewed = {p.inspection_id: p.review for p in result.parts}
     assert reviewed[kept] == "good" and reviewed[changed_mind] == "defect"  # the latest decision counts
     meta = profiles.load(cfg.models.dir, result.version).meta
     names = [im["name"] for im in meta["training_images"]]
-    assert "warm_a.jpg" in names and "warm_c.jpg" not in names and "spot_copy.jpg" not in names
+    assert "variant_a.jpg" in names and "variant_c.jpg" not in names and "spot_copy.jpg" not in names
     assert sorted(meta["trained_from"]) == sorted({str(archive.resolve()), str(good.resolve()),
                                                    str(extra.resolve())})
     table = retrain.format_table(result)
@@ -298,10 +301,10 @@ def test_a_retrained_profile_can_be_retrained_again_from_its_recorded_paths(stat
     cfg, store = station
     archive = tmp_path / "archive"
     for i in range(3):
-        record(store, archive, f"warm_{i}.jpg", warm_jpeg(20_000 + i), review="good")
+        record(store, archive, f"variant_{i}.jpg", variant_jpeg(20_000 + i), review="good")
     first = retrain.retrain(cfg, store)
     assert first.activated and first.sources["total"] == N_GOOD + 3
-    record(store, archive, "warm_3.jpg", warm_jpeg(20_003), review="good")
+    record(store, archive, "variant_3.jpg", variant_jpeg(20_003), review="good")
     second = retrain.retrain(cfg, store)
     # v2's own images (24 good + 3 cleared) are found again by path; the cleared ones are not counted twice
     assert second.sources == {"profile": N_GOOD + 3, "false_alarm": 1, "added": 0, "total": N_GOOD + 4}
@@ -310,7 +313,7 @@ def test_a_retrained_profile_can_be_retrained_again_from_its_recorded_paths(stat
 
 def test_no_activation_when_the_active_profile_changes_while_retraining(station, tmp_path):
     cfg, store = station
-    record(store, tmp_path / "archive", "warm.jpg", warm_jpeg(20_000), review="good")
+    record(store, tmp_path / "archive", "variant.jpg", variant_jpeg(20_000), review="good")
     other = profiles.save(cfg.models.dir, profiles.load(cfg.models.dir, "v1").profile, {"note": "hand-made"})
 
     def progress(iterable, total):
@@ -338,7 +341,7 @@ def test_errors_are_one_line(station, tmp_path):
     # a profile that records no training images cannot be extended without a folder of good images
     bare = profiles.save(cfg.models.dir, profiles.load(cfg.models.dir, "v1").profile)
     profiles.activate(cfg.models.dir, bare)
-    record(store, tmp_path / "archive", "warm.jpg", warm_jpeg(20_000), review="good")
+    record(store, tmp_path / "archive", "variant.jpg", variant_jpeg(20_000), review="good")
     with pytest.raises(DatasetError, match=f"cannot retrain profile {bare}: it records no training images"):
         retrain.retrain(cfg, store)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from inspector import cli, profiles
-from test_retrain import train, warm_jpeg, write_good
+from test_retrain import train, variant_jpeg, write_good
 from watchkit import atomic_drop, make_site, part_jpeg, run_once
 
 
@@ -25,7 +25,7 @@ def test_mark_retrain_and_rollback_from_the_command_line(tmp_path: Path, capsys:
     cfg = str(site.config)
     train(site.config, write_good(tmp_path / "good"))
     for i in range(5):
-        atomic_drop(site.inbox, f"warm_{i}.jpg", warm_jpeg(21_000 + i))
+        atomic_drop(site.inbox, f"variant_{i}.jpg", variant_jpeg(21_000 + i))
     atomic_drop(site.inbox, "spot.jpg", part_jpeg(41_000, "spot"))
     assert run_once(site).returncode == 0
     rows = {r["name"]: r for r in site.rows()}
@@ -37,7 +37,7 @@ def test_mark_retrain_and_rollback_from_the_command_line(tmp_path: Path, capsys:
     assert code == 5 and err.startswith("inspector: error: ") and err.count("\n") == 1
 
     for i in range(5):
-        code, _, _ = run(capsys, "mark", str(rows[f"warm_{i}.jpg"]["id"]), "--as", "good", "--by", "anna",
+        code, _, _ = run(capsys, "mark", str(rows[f"variant_{i}.jpg"]["id"]), "--as", "good", "--by", "anna",
                          "--config", cfg)
         assert code == 0
     assert run(capsys, "mark", str(rows["spot.jpg"]["id"]), "--as", "defect", "--by", "anna", "--config", cfg)[0] == 0

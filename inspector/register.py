@@ -1,0 +1,291 @@
+"""Registration: find where a part lies in its photo and bring it into the profile's frame.
+
+A part placed by hand is shifted and turned; the cells the profile compares only mean something when the
+same place on the part falls into the same cell. At fit time the `Locator` learns a reference (the median
+of the training images once they are registered to each other), how parts rotate on this line, and how well
+a good part matches the reference. For each part it then finds a rigid placement (rotation about the frame
+centre, then a shift) on the grey working image:
+
+* shift: phase correlation (`cv2.phaseCorrelate`) with the reference; it ignores gain and offset;
+* rotation `small` (+-10 degrees): ECC refinement (`cv2.findTransformECC`, Euclidean) at half resolution,
+  started from the shift; a result beyond the limit falls back to the shift alone;
+* rotation `any` (round parts): candidate angles from the polar-resampled magnitude spectra (which do not
+  move with the shift) and from a coarse sweep of turns on quarter-size images, each followed by a
+  phase-correlated shift; the candidate that matches best is refined by a local search on half-size images;
+* `auto` (default) chooses at fit time: the cheapest mode whose registration of the training images matches
+  the reference about as well as the best one.
+
+How well the registered part matches the reference (zero-normalised cross-correlation of the grey images)
+is its `match`; below `match_limit_`, learned from the training images, the part cannot be located.
+
+OpenCV does the array work (it releases the GIL). Note: OpenCV 5.0's `phaseCorrelate` writes into its
+inputs, so it is only ever given copies.
+
+Pure core: no file, database or network I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+ROTATIONS = ("auto", "none", "small", "any")
+SMALL_DEGREES = 10.0  # the `small` rotation mode's limit
+N_THETA = 360  # angular bins of the polar spectrum (1 degree each)
+COARSE_STEP = 15.0  # degrees between the turns of the coarse sweep (`any`)
+FINE_STEP = 0.5  # the local search around the best turn stops at this step (`any`)
+_ECC_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 1e-4)
+_AUTO_GAIN = 0.01  # a costlier rotation mode is chosen only when it raises the median match this much
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a part lies: the affine map from its photo to the profile's frame, and how well it matches."""
+
+    matrix: np.ndarray  # (2, 3) float64, photo working pixels -> profile frame working pixels
+    match: float  # zero-normalised cross-correlation with the reference grey image, in [-1, 1]
+
+    @property
+    def angle(self) -> float:
+        """Rotation in degrees (counter-clockwise as displayed)."""
+        return float(np.degrees(np.arctan2(self.matrix[1, 0], self.matrix[0, 0])))
+
+    @property
+    def shift(self) -> tuple[float, float]:
+        """Translation part (x, y) in working pixels."""
+        return float(self.matrix[0, 2]), float(self.matrix[1, 2])
+
+
+IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+
+
+def grey(image: np.ndarray) -> np.ndarray:
+    """BGR uint8 (H, W, 3) -> grey float32 (H, W)."""
+    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32)
+
+
+def zncc(a: np.ndarray, b: np.ndarray) -> float:
+    """Zero-normalised cross-correlation of two float32 arrays of one shape, in [-1, 1]."""
+    a = a - float(a.mean())
+    b = b - float(b.mean())
+    den = float(np.sqrt(float((a * a).sum()) * float((b * b).sum())))
+    return float((a * b).sum()) / den if den > 0 else 0.0
+
+
+def rotation_matrix(angle: float, h: int, w: int) -> np.ndarray:
+    """(2, 3) float64 rotation by `angle` degrees about the centre of an (h, w) frame."""
+    return cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), float(angle), 1.0)
+
+
+def polar_spectrum(g: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """Log magnitude spectrum of grey (H, W) resampled on polar axes: (N_THETA, R) float32, mid frequencies.
+
+    The magnitude spectrum does not move when the image shifts and turns when it turns, so a rotation is a
+    circular shift of rows here, whatever the shift.
+    """
+    h, w = g.shape
+    x = (g - float(g.mean())) * window
+    f = cv2.dft(x, flags=cv2.DFT_COMPLEX_OUTPUT)
+    mag = np.fft.fftshift(cv2.magnitude(f[..., 0], f[..., 1]))
+    mag = cv2.log(mag + 1.0)
+    r = min(h, w) / 2.0
+    pol = cv2.warpPolar(mag, (int(r), N_THETA), (w / 2.0, h / 2.0), r, cv2.WARP_POLAR_LINEAR | cv2.INTER_LINEAR)
+    return np.ascontiguousarray(pol[:, 2: (pol.shape[1] * 3) // 4])
+
+
+def _peaks(values: np.ndarray, n: int, guard: int) -> list[int]:
+    """Indices of the n largest values of a circular array (N,), at least `guard` apart."""
+    v = values.copy()
+    out = []
+    for _ in range(n):
+        i = int(np.argmax(v))
+        out.append(i)
+        v[np.arange(i - guard, i + guard + 1) % len(v)] = -np.inf
+    return out
+
+
+class Locator:
+    """Learns a reference from good working images and places each new part in its frame."""
+
+    def __init__(self, rotation: str = "auto", max_shift: float = 0.1):
+        if rotation not in ROTATIONS:
+            raise ValueError(f"rotation must be one of {', '.join(ROTATIONS)}, got {rotation!r}")
+        self.rotation = rotation
+        self.max_shift = max_shift
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, works: Sequence[np.ndarray]) -> "Locator":
+        """Learn reference, rotation mode and match limit from good BGR uint8 working images (H, W, 3)."""
+        greys = [grey(w) for w in works]
+        stack = np.stack(greys)
+        median = np.median(stack, axis=0)
+        # start from the most typical image (a median of parts that lie differently would be a blur)
+        first = greys[int(np.argmax([zncc(g, median) for g in greys]))]
+        self._set_reference(first)
+        modes = ("none", "small", "any") if self.rotation == "auto" else (self.rotation,)
+        matches: dict[str, float] = {}
+        for mode in modes:
+            self.mode_ = mode
+            matches[mode] = float(np.median([self.locate_grey(g).match for g in greys]))
+        best = max(matches.values())
+        self.mode_ = next(m for m in modes if matches[m] >= best - _AUTO_GAIN)
+        for _ in range(2):  # the reference becomes the median of the registered images, twice
+            self._set_reference(np.median(np.stack([self.warp(g, self.locate_grey(g)) for g in greys]), axis=0))
+        train = np.array([self.locate_grey(g).match for g in greys])
+        centre = float(np.median(train))
+        spread = 1.4826 * float(np.median(np.abs(train - centre)))
+        self.train_match_ = train
+        self.match_limit_ = float(min(train.min() - 0.05, centre - 8.0 * spread))
+        return self
+
+    def _set_reference(self, ref: np.ndarray) -> None:
+        """Store the reference grey image (H, W) and what follows from it."""
+        self.ref_ = np.ascontiguousarray(ref, dtype=np.float32)
+        h, w = self.ref_.shape
+        self.window_ = cv2.createHanningWindow((w, h), cv2.CV_32F)
+        self.ref_spectrum_ = polar_spectrum(self.ref_, self.window_)
+        self.ref_half_ = cv2.resize(self.ref_, (max(1, w // 2), max(1, h // 2)), interpolation=cv2.INTER_AREA)
+        self.ref_small_ = cv2.resize(self.ref_, (max(8, w // 4), max(8, h // 4)), interpolation=cv2.INTER_AREA)
+        self.window_small_ = cv2.createHanningWindow(self.ref_small_.shape[::-1], cv2.CV_32F)
+        self.window_half_ = cv2.createHanningWindow(self.ref_half_.shape[::-1], cv2.CV_32F)
+
+    def set_state(self, mode: str, ref: np.ndarray, match_limit: float) -> "Locator":
+        """Rebuild a fitted locator from its saved mode, reference (H, W) and match limit."""
+        if mode not in ROTATIONS[1:]:
+            raise ValueError(f"saved rotation mode {mode!r} is not one of none, small, any")
+        self.mode_ = mode
+        self._set_reference(ref)
+        self.match_limit_ = float(match_limit)
+        return self
+
+    # ------------------------------------------------------------------ locating
+    def locate(self, work: np.ndarray) -> Placement:
+        """Placement of a BGR uint8 working image (H, W, 3) in the reference frame."""
+        return self.locate_grey(grey(work))
+
+    def locate_grey(self, g: np.ndarray) -> Placement:
+        """Placement of a grey float32 working image (H, W)."""
+        h, w = g.shape
+        if self.mode_ == "any":
+            pol = polar_spectrum(g, self.window_)
+            res = cv2.matchTemplate(np.vstack([pol, pol]), self.ref_spectrum_, cv2.TM_CCOEFF_NORMED)[:N_THETA, 0]
+            angles = [-i * 360.0 / N_THETA for i in _peaks(res, 2, 5)]
+            candidates = [a + turn for a in angles for turn in (0.0, 180.0)] + self._coarse_angles(g)
+        else:
+            candidates = [0.0]
+        best: Placement | None = None
+        best_angle = 0.0
+        for angle in candidates:
+            p = self._shifted(g, rotation_matrix(angle, h, w))
+            if best is None or p.match > best.match:
+                best, best_angle = p, angle
+        assert best is not None
+        if self.mode_ == "any":
+            fine = self._shifted(g, rotation_matrix(self._fine_angle(g, best_angle), h, w))
+            if fine.match > best.match:
+                best = fine
+        elif self.mode_ == "small":
+            refined = self._refine(g, best.matrix)
+            if refined is not None and refined.match > best.match:
+                best = refined
+        return best
+
+    def _turn_score(self, small: np.ndarray, ref: np.ndarray, window: np.ndarray, angle: float) -> float:
+        """How well `small` (a reduced grey image) matches `ref` once turned by `angle` and shifted."""
+        h, w = ref.shape
+        turned = cv2.warpAffine(small, rotation_matrix(angle, h, w), (w, h), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REPLICATE)
+        (dx, dy), _ = cv2.phaseCorrelate(ref.copy(), turned, window)
+        m = rotation_matrix(angle, h, w)
+        m[:, 2] -= (dx, dy)
+        return zncc(cv2.warpAffine(small, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE), ref)
+
+    def _coarse_angles(self, g: np.ndarray, keep: int = 2) -> list[float]:
+        """The best `keep` turns of a sweep, every COARSE_STEP degrees, on quarter-size images.
+
+        The spectrum's angle is quick but can be fooled by a part with little texture (its outline dominates
+        the spectrum); the sweep is the safety net.
+        """
+        h, w = self.ref_small_.shape
+        small = cv2.resize(g, (w, h), interpolation=cv2.INTER_AREA)
+        scored = [(self._turn_score(small, self.ref_small_, self.window_small_, float(a)), float(a))
+                  for a in np.arange(0.0, 360.0, COARSE_STEP)]
+        return [angle for _, angle in sorted(scored, reverse=True)[:keep]]
+
+    def _fine_angle(self, g: np.ndarray, angle: float) -> float:
+        """Refine a turn by a local search on half-size images, down to FINE_STEP degrees."""
+        h, w = self.ref_half_.shape
+        half = cv2.resize(g, (w, h), interpolation=cv2.INTER_AREA)
+        best = self._turn_score(half, self.ref_half_, self.window_half_, angle)
+        step = COARSE_STEP / 4.0
+        while step >= FINE_STEP:
+            for candidate in (angle - step, angle + step):
+                value = self._turn_score(half, self.ref_half_, self.window_half_, candidate)
+                if value > best:
+                    best, angle = value, candidate
+                    break
+            else:
+                step /= 2.0
+        return angle
+
+    def _shifted(self, g: np.ndarray, rot: np.ndarray) -> Placement:
+        """Rotate by `rot` (2, 3), then find the shift by phase correlation; shifts beyond max_shift are cut."""
+        h, w = g.shape
+        turned = g if np.array_equal(rot, IDENTITY) else cv2.warpAffine(
+            g, rot, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        (dx, dy), _ = cv2.phaseCorrelate(self.ref_.copy(), np.array(turned, dtype=np.float32), self.window_)
+        dx = float(np.clip(dx, -self.max_shift * w, self.max_shift * w))
+        dy = float(np.clip(dy, -self.max_shift * h, self.max_shift * h))
+        matrix = rot.copy()
+        matrix[:, 2] -= (dx, dy)
+        return Placement(matrix, zncc(self.warp(g, Placement(matrix, 0.0)), self.ref_))
+
+    def _refine(self, g: np.ndarray, start: np.ndarray) -> Placement | None:
+        """ECC (Euclidean) refinement at half resolution from `start` (2, 3); None when it fails or strays."""
+        h, w = g.shape
+        half = cv2.resize(g, self.ref_half_.shape[::-1], interpolation=cv2.INTER_AREA)
+        sx = self.ref_half_.shape[1] / w
+        sy = self.ref_half_.shape[0] / h
+        scale = np.array([[sx, 0.0, 0.0], [0.0, sy, 0.0], [0.0, 0.0, 1.0]])
+        inv_scale = np.linalg.inv(scale)
+        start_h = (scale @ np.vstack([start, [0, 0, 1]]) @ inv_scale)[:2]
+        # ECC's warp maps the reference's coordinates into the image's: the inverse of ours
+        warp = cv2.invertAffineTransform(start_h).astype(np.float32)
+        try:
+            _, warp = cv2.findTransformECC(self.ref_half_, half, warp, cv2.MOTION_EUCLIDEAN, _ECC_CRITERIA, None, 3)
+        except cv2.error:
+            return None  # did not converge: keep the unrefined placement
+        ours = cv2.invertAffineTransform(warp.astype(np.float64))
+        matrix = (inv_scale @ np.vstack([ours, [0, 0, 1]]) @ scale)[:2]
+        p = Placement(matrix, 0.0)
+        centre = np.array([(w - 1) / 2.0, (h - 1) / 2.0, 1.0])
+        dx, dy = matrix @ centre - start @ centre  # how far the refinement moved the frame's centre
+        if abs(dx) > self.max_shift * w or abs(dy) > self.max_shift * h:
+            return None
+        if self.mode_ == "small" and abs(p.angle) > 1.5 * SMALL_DEGREES:
+            return None
+        return Placement(matrix, zncc(self.warp(g, p), self.ref_))
+
+    # ------------------------------------------------------------------ warping
+    @staticmethod
+    def warp(image: np.ndarray, placement: Placement) -> np.ndarray:
+        """Bring an image (H, W[, C]) into the reference frame; the border is replicated."""
+        if np.array_equal(placement.matrix, IDENTITY):
+            return image
+        h, w = image.shape[:2]
+        return cv2.warpAffine(image, placement.matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+    @staticmethod
+    def unwarp_map(amap: np.ndarray, placement: Placement, stride: int) -> np.ndarray:
+        """A cell map (GH, GW) in the reference frame, drawn back on the part as photographed (GH, GW)."""
+        if np.array_equal(placement.matrix, IDENTITY):
+            return amap
+        # cell j's centre is at pixel stride * j + (stride - 1) / 2
+        to_px = np.array([[stride, 0.0, (stride - 1) / 2.0], [0.0, stride, (stride - 1) / 2.0], [0.0, 0.0, 1.0]])
+        cell = (np.linalg.inv(to_px) @ np.vstack([placement.matrix, [0, 0, 1]]) @ to_px)[:2]
+        gh, gw = amap.shape
+        return cv2.warpAffine(amap, cell, (gw, gh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)

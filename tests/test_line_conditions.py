@@ -1,0 +1,131 @@
+"""The verdict depends on the part, not on the light or the placement (issue 10), through the whole scoring
+path: NormalProfile.assess and the Inspector's verdicts on real encoded files."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from inspector.config import InputConfig
+from inspector.pipeline import Inspector
+from inspector.profile import NormalProfile
+from inspector.register import rotation_matrix
+from inspector.synthetic import make_part
+
+W, H = 256, 192
+
+
+def _lit(image: np.ndarray, gain: float = 1.0, offset: float = 0.0, gamma: float = 1.0,
+         tint: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> np.ndarray:
+    """255 * (x / 255) ** gamma * gain * tint + offset, clipped to uint8."""
+    x = 255.0 * (image.astype(np.float64) / 255.0) ** gamma * gain * np.array(tint) + offset
+    return np.clip(np.round(x), 0, 255).astype(np.uint8)
+
+
+def _placed(image: np.ndarray, angle: float, dx: float, dy: float) -> np.ndarray:
+    """Turned about the centre and moved, border replicated."""
+    m = rotation_matrix(angle, *image.shape[:2])
+    m[:, 2] += (dx, dy)
+    return cv2.warpAffine(image, m, (image.shape[1], image.shape[0]), borderMode=cv2.BORDER_REPLICATE)
+
+
+@pytest.fixture(scope="module")
+def fitted() -> NormalProfile:
+    rng = np.random.default_rng(11)
+    return NormalProfile(rotation="small").fit([make_part(rng, W, H) for _ in range(60)])
+
+
+@pytest.fixture(scope="module")
+def good() -> list[np.ndarray]:
+    rng = np.random.default_rng(12)
+    return [make_part(rng, W, H) for _ in range(12)]
+
+
+def _inspect(profile: NormalProfile, image: np.ndarray):
+    data = cv2.imencode(".png", image)[1].tobytes()
+    return Inspector(profile, "v1", InputConfig()).inspect_bytes(data, "part.png")
+
+
+CHANGES = {
+    "gain 0.9": dict(gain=0.9), "gain 1.1": dict(gain=1.1), "offset -10": dict(offset=-10.0),
+    "offset +10": dict(offset=10.0), "warm": dict(tint=(0.95, 1.0, 1.05)), "gamma 0.9": dict(gamma=0.9),
+    "gamma 1.1": dict(gamma=1.1),
+}
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_good_parts_stay_ok_under_each_tolerated_lighting(fitted: NormalProfile, good: list[np.ndarray],
+                                                          change: str) -> None:
+    verdicts = [_inspect(fitted, _lit(img, **CHANGES[change])) for img in good]
+    assert [v.verdict for v in verdicts].count("ok") >= len(good) - 1, [(v.verdict, v.reason) for v in verdicts]
+
+
+def test_a_defect_is_still_found_under_another_lighting(fitted: NormalProfile) -> None:
+    rng = np.random.default_rng(13)
+    spotted = [make_part(rng, W, H, defect="spot") for _ in range(6)]
+    for change in ("gain 0.9", "warm", "gamma 1.1"):
+        assert all(_inspect(fitted, _lit(img, **CHANGES[change])).verdict == "defect" for img in spotted), change
+
+
+def test_beyond_the_tolerance_the_part_is_rejected_for_lighting(fitted: NormalProfile, good: list[np.ndarray]) -> None:
+    for gain in (0.6, 1.45):
+        v = _inspect(fitted, _lit(good[0], gain=gain))
+        assert (v.verdict, v.reason) == ("rejected", "lighting"), v
+        assert v.exposure == pytest.approx(gain, rel=0.05)
+        assert v.score is None and "cannot be judged fairly" in v.detail
+
+
+def test_the_exposure_is_recorded_for_each_part(fitted: NormalProfile, good: list[np.ndarray]) -> None:
+    v = _inspect(fitted, _lit(good[1], gain=0.9))
+    base = _inspect(fitted, good[1])
+    assert v.exposure / base.exposure == pytest.approx(0.9, rel=0.01)
+    assert v.as_dict()["exposure"] == v.exposure
+
+
+def test_good_parts_placed_differently_stay_ok(fitted: NormalProfile, good: list[np.ndarray]) -> None:
+    moves = [(8, 12, -9), (-7, -15, 10), (4, 20, 6)]
+    verdicts = [_inspect(fitted, _placed(img, *m)) for img in good[:6] for m in moves]
+    assert [v.verdict for v in verdicts].count("ok") >= len(verdicts) - 1, [(v.verdict, v.reason) for v in verdicts]
+
+
+def test_a_missing_part_is_a_defect_never_ok(fitted: NormalProfile) -> None:
+    belt = np.zeros((H, W, 3), np.uint8)
+    belt[:] = (118, 120, 124)
+    belt = np.clip(belt + np.random.default_rng(0).normal(0, 3, belt.shape), 0, 255).astype(np.uint8)
+    v = _inspect(fitted, belt)
+    assert v.verdict == "defect" and v.reason in ("not_located", None), v
+
+
+def test_the_map_marks_the_defect_where_it_was_photographed(fitted: NormalProfile) -> None:
+    rng = np.random.default_rng(21)
+    part = make_part(rng, W, H)
+    moved = _placed(part, 7, 18, -10)
+    cv2.circle(moved, (90, 120), 9, (60, 160, 60), -1)  # a green speck, placed after the move
+    found = fitted.assess([moved])[0]
+    gh, gw = found.anomaly_map.shape
+    y, x = np.unravel_index(np.argmax(found.anomaly_map), found.anomaly_map.shape)
+    stride = fitted.layout_.stride * (W / fitted.layout_.width)  # map cell -> photo pixels
+    assert abs((x + 0.5) * stride - 90) <= 2 * stride and abs((y + 0.5) * stride - 120) <= 2 * stride
+
+
+def test_a_profile_saved_before_registration_still_loads_and_judges(fitted: NormalProfile,
+                                                                    good: list[np.ndarray]) -> None:
+    meta, arrays = fitted.get_state()
+    old_meta = {k: v for k, v in meta.items() if k not in ("registration", "lighting", "drift")}
+    old_meta["format_version"] = 1
+    old_arrays = {k: v for k, v in arrays.items() if k not in ("register_reference", "lighting_reference",
+                                                              "lighting_weights")}
+    old = NormalProfile.from_state(old_meta, old_arrays)
+    assert old.locator_ is None and old.lighting_ is None
+    found = old.assess([good[0]])[0]
+    assert found.exposure is None and found.located and found.lighting_ok
+
+
+def test_the_drift_baseline_is_saved_with_the_profile(fitted: NormalProfile) -> None:
+    meta, _ = fitted.get_state()
+    drift = meta["drift"]
+    assert drift["log_exposure"][0] == 0.0 and 0.004 < drift["log_exposure"][1] < 0.2
+    assert drift["score"][1] > 0
+    again = NormalProfile.from_state(*fitted.get_state())
+    assert again.get_state()[0]["drift"] == drift

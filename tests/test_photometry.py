@@ -1,0 +1,87 @@
+"""Photometric normalisation (inspector/photometry.py) on generated parts: each lighting change in the
+tolerance is undone, a defect cannot drive the estimate, parts under the trained lighting are left alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inspector.photometry import SHARED_RANGE, LightingModel
+from inspector.synthetic import make_part
+
+
+def _light(image: np.ndarray, gain: float = 1.0, offset: float = 0.0, gamma: float = 1.0,
+           tint: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> np.ndarray:
+    """A BGR uint8 image under another lighting: 255 * (x / 255) ** gamma * gain * tint + offset, clipped."""
+    x = 255.0 * (image.astype(np.float64) / 255.0) ** gamma
+    x = x * gain * np.array(tint) + offset
+    return np.clip(np.round(x), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple[LightingModel, list[np.ndarray]]:
+    rng = np.random.default_rng(3)
+    train = [make_part(rng, 128, 96) for _ in range(40)]
+    probes = [make_part(rng, 128, 96) for _ in range(4)]
+    return LightingModel().fit(train), probes
+
+
+CHANGES = {
+    "gain 0.9": dict(gain=0.9), "gain 1.1": dict(gain=1.1), "offset -10": dict(offset=-10.0),
+    "offset +10": dict(offset=10.0), "warm": dict(tint=(0.95, 1.0, 1.05)), "cool": dict(tint=(1.05, 1.0, 0.95)),
+    "gamma 0.9": dict(gamma=0.9), "gamma 1.1": dict(gamma=1.1),
+}
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_each_tolerated_change_is_undone(fitted: tuple[LightingModel, list[np.ndarray]], change: str) -> None:
+    model, probes = fitted
+    for part in probes:
+        as_trained = model.apply(part, model.estimate(part))
+        other = _light(part, **CHANGES[change])
+        before = np.abs(other.astype(float) - part).mean()
+        after = np.abs(model.apply(other, model.estimate(other)).astype(float) - as_trained).mean()
+        # a few grey levels remain where the part shows few levels to measure the curve on
+        assert after < 3.5 and after < before / 2.5, (
+            f"{change}: normalised parts differ by {after:.2f} grey levels (unnormalised {before:.2f})")
+
+
+@pytest.mark.parametrize("gain", [0.8, 0.9, 0.97, 1.05, 1.2])
+def test_the_exposure_follows_the_gain(fitted: tuple[LightingModel, list[np.ndarray]], gain: float) -> None:
+    model, probes = fitted
+    for part in probes:
+        base = model.estimate(part).exposure
+        assert model.estimate(_light(part, gain=gain)).exposure / base == pytest.approx(gain, rel=0.01)
+
+
+def test_a_large_defect_does_not_drive_the_estimate(fitted: tuple[LightingModel, list[np.ndarray]]) -> None:
+    model, probes = fitted
+    for part in probes:
+        spoiled = part.copy()
+        spoiled[20:60, 30:90] = (20, 20, 20)  # a dark patch over a quarter of the part
+        assert model.estimate(spoiled).exposure == pytest.approx(model.estimate(part).exposure, rel=0.01)
+        assert model.estimate(spoiled).cast_change < 0.02
+
+
+def test_parts_under_the_trained_lighting_are_corrected_by_their_exposure_alone(
+        fitted: tuple[LightingModel, list[np.ndarray]]) -> None:
+    model, probes = fitted
+    for part in probes:
+        found = model.estimate(part)
+        assert found.bend == 0.0 and found.cast_change == 0.0
+        expected = np.clip(np.round(np.arange(256) / found.exposure), *SHARED_RANGE)
+        assert np.abs(found.lut[0, :, 0].astype(float) - expected).max() <= 1.0
+
+
+def test_normalised_parts_stay_in_the_shared_range(fitted: tuple[LightingModel, list[np.ndarray]]) -> None:
+    model, probes = fitted
+    bright = _light(probes[0], gain=1.3, offset=30.0)
+    out = model.apply(bright, model.estimate(bright))
+    assert out.min() >= SHARED_RANGE[0] and out.max() <= SHARED_RANGE[1]
+
+
+def test_a_flat_grey_image_does_not_break_the_fit(fitted: tuple[LightingModel, list[np.ndarray]]) -> None:
+    model, _ = fitted
+    for value in (0, 128, 255):
+        found = model.estimate(np.full((96, 128, 3), value, np.uint8))
+        assert np.isfinite(found.exposure) and found.exposure > 0

@@ -1,0 +1,105 @@
+"""Registration (inspector/register.py) on generated parts: shifts and turns are found, maps are drawn back on
+the part as photographed, and something that is not the part does not match."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from inspector.register import Locator, Placement, rotation_matrix
+from inspector.synthetic import make_part
+
+W, H = 128, 96
+
+
+def _placed(image: np.ndarray, angle: float, dx: float, dy: float) -> np.ndarray:
+    """The image turned by `angle` degrees about its centre and moved by (dx, dy) pixels, border replicated."""
+    m = rotation_matrix(angle, *image.shape[:2])
+    m[:, 2] += (dx, dy)
+    return cv2.warpAffine(image, m, (image.shape[1], image.shape[0]), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+@pytest.fixture(scope="module")
+def parts() -> list[np.ndarray]:
+    """Generated parts with a dark tab on one side (the flange alone looks nearly the same turned by 180)."""
+    rng = np.random.default_rng(7)
+    out = []
+    for _ in range(24):
+        part = make_part(rng, W, H)
+        cv2.rectangle(part, (88, 40), (100, 52), (30, 30, 30), -1)
+        out.append(part)
+    return out
+
+
+def _undo_error(loc: Locator, part: np.ndarray, angle: float, dx: float, dy: float) -> tuple[float, float]:
+    """Angle (degrees) and largest displacement (pixels) between placing a part and placing it moved."""
+    forward = rotation_matrix(angle, H, W)
+    forward[:, 2] += (dx, dy)
+    moved = np.vstack([loc.locate(_placed(part, angle, dx, dy)).matrix, [0, 0, 1]]) @ np.vstack([forward, [0, 0, 1]])
+    still = np.vstack([loc.locate(part).matrix, [0, 0, 1]])
+    diff = moved @ np.linalg.inv(still)  # identity when both land on the same place of the reference
+    corners = np.array([[30, 25, 1], [W - 30, 25, 1], [30, H - 25, 1], [W - 30, H - 25, 1]], float)
+    moved_by = np.abs(corners @ diff[:2].T - corners[:, :2]).max()
+    angle_left = (np.degrees(np.arctan2(diff[1, 0], diff[0, 0])) + 180) % 360 - 180
+    return abs(angle_left), float(moved_by)
+
+
+@pytest.mark.parametrize("angle,dx,dy", [(0, 7, -5), (6, -9, 4), (-9, 3, 8)])
+def test_small_turns_and_shifts_are_found(parts: list[np.ndarray], angle: float, dx: float, dy: float) -> None:
+    loc = Locator("small").fit(parts[:20])
+    for part in parts[20:]:
+        angle_left, moved_by = _undo_error(loc, part, angle, dx, dy)
+        assert angle_left < 1.0 and moved_by < 1.5, (angle_left, moved_by)
+
+
+@pytest.mark.parametrize("angle", [37.0, 143.0, 251.0])
+def test_any_turn_is_found(parts: list[np.ndarray], angle: float) -> None:
+    loc = Locator("any").fit(parts[:20])
+    for part in parts[20:]:
+        angle_left, moved_by = _undo_error(loc, part, angle, 5, -4)
+        assert angle_left < 1.5 and moved_by < 2.0, (angle_left, moved_by)
+
+
+def test_auto_chooses_any_only_when_training_parts_turn(parts: list[np.ndarray]) -> None:
+    assert Locator("auto").fit(parts[:20]).mode_ in ("none", "small")
+    rng = np.random.default_rng(1)
+    turned = [_placed(p, rng.uniform(0, 360), 0, 0) for p in parts[:20]]
+    assert Locator("auto").fit(turned).mode_ == "any"
+
+
+def test_something_else_does_not_match(parts: list[np.ndarray]) -> None:
+    loc = Locator("small").fit(parts[:20])
+    assert all(loc.locate(p).match >= loc.match_limit_ for p in parts[20:])
+    belt = np.full((H, W, 3), (118, 120, 124), np.uint8)
+    noise = np.random.default_rng(0).integers(0, 255, (H, W, 3), dtype=np.uint8)
+    squares = np.kron((np.indices((6, 8)).sum(axis=0) % 2) * 200 + 30, np.ones((16, 16)))
+    checks = np.repeat(squares[..., None], 3, axis=2).astype(np.uint8)
+    for other in (belt, noise, checks):
+        assert loc.locate(other).match < loc.match_limit_
+
+
+def test_maps_are_drawn_back_on_the_part_as_photographed() -> None:
+    amap = np.zeros((12, 16), np.float32)
+    amap[3, 10] = 1.0  # a hot cell at reference pixel (10 * 8 + 3.5, 3 * 8 + 3.5)
+    m = rotation_matrix(0.0, 96, 128)
+    m[:, 2] += (16.0, -8.0)  # the part lies 16 px left and 8 px lower in its photo than in the reference
+    back = Locator.unwarp_map(amap, Placement(m, 1.0), stride=8)
+    y, x = np.unravel_index(np.argmax(back), back.shape)
+    assert (y, x) == (4, 8)
+
+
+def test_locating_leaves_the_image_untouched(parts: list[np.ndarray]) -> None:
+    loc = Locator("any").fit(parts[:20])
+    image = parts[21].copy()
+    loc.locate(image)
+    np.testing.assert_array_equal(image, parts[21])
+    reference = loc.ref_.copy()
+    loc.locate(parts[22])  # OpenCV 5.0's phaseCorrelate writes into its inputs: the reference must survive
+    np.testing.assert_array_equal(loc.ref_, reference)
+
+
+def test_an_unknown_rotation_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="rotation must be one of"):
+        Locator("sideways")
