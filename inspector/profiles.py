@@ -335,3 +335,19 @@ def describe(models_dir: Path) -> list[dict[str, Any]]:
             rows.append({"version": name, "active": name == current, "created_at": None, "threshold": None,
                          "n_train": None, "note": "unreadable", "activated_at": last_active.get(name)})
     return rows
+
+
+def read_meta(models_dir: Path, version: str) -> dict[str, Any]:
+    """The profile.json metadata of one version, without loading its arrays; ProfileError when unreadable."""
+    if not _VERSION_RE.match(version):
+        raise ProfileError(f"{version!r} is not a profile version (expected v1, v2, ...)")
+    path = models_dir / version / META
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ProfileError(f"profile {version} not found in {models_dir}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProfileError(f"profile {version} is unreadable or corrupt: {exc}") from None
+    if not isinstance(meta, dict):
+        raise ProfileError(f"profile {version} is corrupt: {META} is not an object")
+    return meta

@@ -37,6 +37,7 @@ from threadpoolctl import threadpool_limits
 from watchdog.observers.api import BaseObserver
 
 from inspector import imaging, profiles
+from inspector.conditions import ConditionsMonitor
 from inspector.config import Config
 from inspector.errors import ImageRejected, InspectorError, ProfileError
 from inspector.pipeline import Inspector, Verdict
@@ -241,6 +242,7 @@ class WatchService:
                                exclude=(self.archive_root, self.overlays))
         self.settler = Settler(self.w.settle_s)
         self.stats = Stats()
+        self.conditions = ConditionsMonitor(Path(cfg.models.dir), self._emit)  # drift and lighting warnings
         self._jobs: queue.Queue = queue.Queue()
         # bounded: while the database is away, workers stop taking files (they wait in the folder) instead of
         # piling verdicts up in memory
@@ -574,7 +576,7 @@ class WatchService:
             "received_at": job.received_at, "inspected_at": None, "verdict": v.verdict, "reason": v.reason,
             "detail": v.detail, "score": v.score, "threshold": v.threshold, "profile_version": v.profile_version,
             "overlay_path": None, "ms": (time.perf_counter() - start) * 1000.0,
-            "station": st.name, "line": st.line, "camera": st.camera,
+            "station": st.name, "line": st.line, "camera": st.camera, "exposure": v.exposure,
         }
 
     def _write_overlay(self, digest: str, image: np.ndarray, amap: np.ndarray) -> str | None:
@@ -750,6 +752,7 @@ class WatchService:
             self.stats.verdicts[o.row["verdict"]] += 1
             self.stats.recorded += 1
             self._log_verdict(o.row)
+            self.conditions.observe(o.row)
             return again
         if o.existing is not None:
             return self._settle_existing(o)
@@ -807,7 +810,7 @@ class WatchService:
         """The per-verdict line."""
         if self.w.log_format == "json":
             keys = ("id", "sha256", "name", "verdict", "reason", "score", "threshold", "profile_version", "ms",
-                    "archived_path", "overlay_path")
+                    "archived_path", "overlay_path", "exposure")
             self._emit("verdict", logging.INFO, row["verdict"], **{k: row.get(k) for k in keys})
             return
         if row["verdict"] == "rejected":

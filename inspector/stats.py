@@ -15,6 +15,7 @@ Per period:
 
 - ``parts``: inspections recorded (ok + defect + rejected);
 - ``ok``, ``defect``, ``rejected``: counts by verdict;
+- ``rejected_by_reason``: the rejected parts per reason code (``lighting`` always present, 0 when none);
 - ``defect_rate``: defect / (ok + defect), the share of judged parts flagged; rejected files were never
   judged and are left out (None when no part was judged);
 - ``reviewed``: parts with at least one operator decision;
@@ -37,6 +38,7 @@ VERDICTS = ("ok", "defect", "rejected")
 COUNT_KEYS = ("parts", "ok", "defect", "rejected", "reviewed", "confirmed_defects", "false_alarms",
               "missed_defects")
 
+ALWAYS_REASONS = ("lighting",)  # reasons listed in rejected_by_reason even when 0
 Shifts = Sequence[tuple[int, str]]  # (minutes after midnight, name), as config.parse_shifts returns them
 
 
@@ -83,7 +85,8 @@ def period_of(wall: datetime, by: str, shifts: Shifts = ()) -> tuple[str, dateti
 
 def _empty(key: str, start: datetime, end: datetime) -> dict[str, Any]:
     """A period with nothing counted yet (start, end: aware)."""
-    return {"period": key, "start": start, "end": end, **dict.fromkeys(COUNT_KEYS, 0)}
+    return {"period": key, "start": start, "end": end, **dict.fromkeys(COUNT_KEYS, 0),
+            "rejected_by_reason": dict.fromkeys(ALWAYS_REASONS, 0)}
 
 
 def _count(period: dict[str, Any], row: Mapping[str, Any]) -> None:
@@ -93,6 +96,10 @@ def _count(period: dict[str, Any], row: Mapping[str, Any]) -> None:
         raise ValueError(f"unknown verdict {verdict!r}")
     period["parts"] += 1
     period[verdict] += 1
+    if verdict == "rejected":
+        reasons = period["rejected_by_reason"]
+        reason = row.get("reason") or "unknown"
+        reasons[reason] = reasons.get(reason, 0) + 1
     if review is not None:
         period["reviewed"] += 1
         if review == "defect":
@@ -178,11 +185,14 @@ def compute(rows: Iterable[Mapping[str, Any]], by: str = "hour", *, shifts: Shif
 def totals(periods: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """The sums of `periods` (as `compute` returns them), with the rates recomputed from the sums: defect_rate
     over every judged part, throughput over the summed hours of the periods."""
-    total: dict[str, Any] = {"period": "total", **dict.fromkeys(COUNT_KEYS, 0)}
+    total: dict[str, Any] = {"period": "total", **dict.fromkeys(COUNT_KEYS, 0),
+                             "rejected_by_reason": dict.fromkeys(ALWAYS_REASONS, 0)}
     hours = 0.0
     for period in periods:
         for key in COUNT_KEYS:
             total[key] += period[key]
+        for reason, n in period.get("rejected_by_reason", {}).items():
+            total["rejected_by_reason"][reason] = total["rejected_by_reason"].get(reason, 0) + n
         hours += period["hours"]
     _rates(total, hours)
     return total

@@ -65,7 +65,7 @@ VERDICTS = ("ok", "defect", "rejected")
 IN_CHUNK = 500  # max sha256 values per IN (...) list
 _INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 CONNECT_TIMEOUT_S = 10  # PostgreSQL: seconds to wait for a server before giving up (libpq waits forever)
-HEAD = "0003"  # the newest migration in inspector/migrations/versions (a test keeps the two in step)
+HEAD = "0004"  # the newest migration in inspector/migrations/versions (a test keeps the two in step)
 VERSION_TABLE = "alembic_version"
 MIGRATION_LOCK = 0x696E_7370_6563_7472  # PostgreSQL advisory lock key held while migrating ("inspectr")
 _LIBPQ_DRIVERS = ("psycopg", "psycopg2")  # drivers that take libpq's connect_timeout
@@ -148,6 +148,7 @@ class Inspection(Base):
     station: Mapped[str] = mapped_column(String(64))
     line: Mapped[str] = mapped_column(String(64))
     camera: Mapped[str] = mapped_column(String(64))
+    exposure: Mapped[float | None] = mapped_column(Float)  # relative to the profile's reference (1.0 = as trained)
 
 
 class Review(Base):

@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from inspector import cli, config, profiles
 from inspector.store import MIGRATION_LOCK, Base, DatabaseError, Store, alembic_config
 from inspector.web import create_app
-from test_retrain import train, warm_jpeg, write_good
+from test_retrain import train, variant_jpeg, write_good
 from test_store import T0, rejected, row
 from watchkit import Site, make_site, part_jpeg, run_once
 
@@ -97,7 +97,7 @@ def test_migrations_reach_the_same_schema_on_postgres_and_sqlite(postgres_databa
     for url in (postgres_database(), f"sqlite:///{tmp_path / 'inspector.db'}"):
         with Store(url, migrate=False) as store:
             assert store.revision() is None and not sa.inspect(store.engine).get_table_names()
-            assert store.upgrade() == "0003" == store.revision()
+            assert store.upgrade() == "0004" == store.revision()
             with store.engine.connect() as conn:
                 assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == [], store.dialect
             schemas[store.dialect] = schema(store.engine)
@@ -125,7 +125,7 @@ def test_downgrade_and_upgrade_again_on_postgres(postgres_database) -> None:
             command.downgrade(alembic_config(conn), "base")
         assert sa.inspect(store.engine).get_table_names() == ["alembic_version"]
         assert store.revision() is None
-        assert store.upgrade() == "0003" and store.count() == 0
+        assert store.upgrade() == "0004" and store.count() == 0
 
 
 STARTER = """
@@ -159,7 +159,7 @@ def test_concurrent_starts_on_an_empty_postgres_database_wait_for_the_migration_
             holder.rollback()  # releases the lock
         outputs = [p.communicate(timeout=60)[0] for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, outputs
-    assert [r["version_num"] for r in pg_rows(url, "SELECT * FROM alembic_version")] == ["0003"]
+    assert [r["version_num"] for r in pg_rows(url, "SELECT * FROM alembic_version")] == ["0004"]
     assert len(pg_rows(url)) == 1
 
 
@@ -296,7 +296,7 @@ def test_queries_reviews_and_datetimes_on_postgres(store: Store) -> None:
 @pytest.fixture(scope="module")
 def site(postgres_database, tmp_path_factory: pytest.TempPathFactory) -> tuple[Site, str]:
     """A station whose [database] url points at a fresh PostgreSQL database, trained on good parts, after one
-    `inspector watch --once` judged 2 good parts, 5 parts under a warmer lamp (false alarms), a spot defect
+    `inspector watch --once` judged 2 good parts, 5 parts of a label variant (false alarms), a spot defect
     and an empty file."""
     url = postgres_database()
     root = tmp_path_factory.mktemp("pg-site")
@@ -306,7 +306,7 @@ def site(postgres_database, tmp_path_factory: pytest.TempPathFactory) -> tuple[S
     for i in range(2):
         (site.inbox / f"good_{i}.jpg").write_bytes(part_jpeg(51_000 + i))
     for i in range(5):
-        (site.inbox / f"warm_{i}.jpg").write_bytes(warm_jpeg(21_000 + i))
+        (site.inbox / f"variant_{i}.jpg").write_bytes(variant_jpeg(21_000 + i))
     (site.inbox / "spot.jpg").write_bytes(part_jpeg(41_000, "spot"))
     (site.inbox / "empty.jpg").write_bytes(b"")
     done = run_once(site)
@@ -322,16 +322,16 @@ def test_watch_once_judges_into_postgres_and_each_row_carries_its_station(site) 
     site, url = site
     assert not site.db.exists(), "nothing may be written to the default SQLite file"
     rows = by_name(url)
-    assert set(rows) == {"good_0.jpg", "good_1.jpg", *(f"warm_{i}.jpg" for i in range(5)), "spot.jpg", "empty.jpg"}
+    assert set(rows) == {"good_0.jpg", "good_1.jpg", *(f"variant_{i}.jpg" for i in range(5)), "spot.jpg", "empty.jpg"}
     assert [rows[f"good_{i}.jpg"]["verdict"] for i in range(2)] == ["ok", "ok"]
     assert rows["spot.jpg"]["verdict"] == "defect" and rows["empty.jpg"]["verdict"] == "rejected"
-    assert all(rows[f"warm_{i}.jpg"]["verdict"] == "defect" for i in range(5))
+    assert all(rows[f"variant_{i}.jpg"]["verdict"] == "defect" for i in range(5))
     for r in rows.values():
         assert {k: r[k] for k in STATION} == STATION
         assert r["inspected_at"].utcoffset() is not None  # timestamptz
         assert r["archived_path"] and Path(r["archived_path"]).is_file()
     assert not any(site.inbox.iterdir())
-    assert pg_rows(url, "SELECT version_num FROM alembic_version") == [{"version_num": "0003"}]
+    assert pg_rows(url, "SELECT version_num FROM alembic_version") == [{"version_num": "0004"}]
 
 
 def test_list_show_mark_stats_export_on_postgres(site, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
@@ -364,7 +364,7 @@ def test_list_show_mark_stats_export_on_postgres(site, capsys: pytest.CaptureFix
     assert code != 0 and err.count("\n") == 1
 
     code, out, _ = run(capsys, "stats", "--json", "--by", "day", "--since", "all", "--config", cfg)
-    periods = json.loads(out)
+    periods = json.loads(out)["periods"]
     assert code == 0 and sum(p["parts"] for p in periods) == 9
     assert sum(p["defect"] for p in periods) == 6 and sum(p["rejected"] for p in periods) == 1
     assert sum(p["confirmed_defects"] for p in periods) == 1
@@ -411,7 +411,7 @@ def test_retrain_from_reviews_on_postgres(site, capsys: pytest.CaptureFixture) -
     cfg = str(site.config)
     rows = by_name(url)
     for i in range(5):
-        assert run(capsys, "mark", str(rows[f"warm_{i}.jpg"]["id"]), "--as", "good", "--by", "anna",
+        assert run(capsys, "mark", str(rows[f"variant_{i}.jpg"]["id"]), "--as", "good", "--by", "anna",
                    "--config", cfg)[0] == 0
     if not pg_rows(url, "SELECT 1 FROM reviews WHERE inspection_id = %s", rows["spot.jpg"]["id"]):
         assert run(capsys, "mark", str(rows["spot.jpg"]["id"]), "--as", "defect", "--by", "anna",

@@ -239,7 +239,7 @@ def _stats(capsys: pytest.CaptureFixture, site: Site, by: str) -> list[dict]:
     code, out, err = run(capsys, "stats", "--by", by, "--since", "2025-03-10T00:00:00+05:30", "--json",
                          "--config", str(site.config))
     assert code == 0, err
-    return json.loads(out)
+    return json.loads(out)["periods"]
 
 
 def test_stats_by_hour_shift_and_day_in_local_time(timeline_site: Site, india_local_time: None,
@@ -258,7 +258,9 @@ def test_stats_by_hour_shift_and_day_in_local_time(timeline_site: Site, india_lo
     assert first["defect_rate"] == 0.5 and first["hours"] == 1.0 and first["throughput_per_hour"] == 2.0
     assert by_hour[1]["defect_rate"] == 1.0  # the rejected file is not judged: 1 defect / (0 ok + 1 defect)
     assert set(first) == {"period", "start", "end", "parts", "ok", "defect", "rejected", "defect_rate", "reviewed",
-                          "confirmed_defects", "false_alarms", "missed_defects", "hours", "throughput_per_hour"}
+                          "confirmed_defects", "false_alarms", "missed_defects", "hours", "throughput_per_hour",
+                          "rejected_by_reason"}
+    assert by_hour[1]["rejected_by_reason"] == {"lighting": 0, "truncated": 1}
 
     by_shift = _stats(capsys, timeline_site, "shift")
     assert [(p["period"], *(p[k] for k in COUNTS)) for p in by_shift] == [
@@ -282,10 +284,12 @@ def test_stats_by_hour_shift_and_day_in_local_time(timeline_site: Site, india_lo
     code, out, _ = run(capsys, "stats", "--by", "shift", "--since", "2025-03-10", "--config",
                        str(timeline_site.config))
     lines = out.splitlines()
-    assert code == 0 and lines[0].split()[:3] == ["period", "parts", "ok"] and len(lines) == 1 + 4 + 1
+    assert code == 0 and lines[0].split()[:3] == ["period", "parts", "ok"] and len(lines) == 1 + 4 + 1 + 1
+    assert lines[0].split()[4:6] == ["rejected", "lighting"]
     night_line = next(line for line in lines if line.startswith("2025-03-10 night"))
-    assert night_line.split()[2:] == ["3", "2", "1", "0", "33.3%", "2", "2", "0", "1", "0.38"]
-    assert lines[-1].split() == ["total", "8", "4", "3", "1", "42.9%", "4", "3", "1", "1", "0.25"]
+    assert night_line.split()[2:] == ["3", "2", "1", "0", "0", "33.3%", "2", "2", "0", "1", "0.38"]
+    assert lines[-2].split() == ["total", "8", "4", "3", "1", "0", "42.9%", "4", "3", "1", "1", "0.25"]
+    assert lines[-1] == "rejected by reason: truncated 1, lighting 0"
 
 
 def test_stats_follow_the_configured_shifts(timeline_site: Site, india_local_time: None,
@@ -304,9 +308,10 @@ def test_stats_follow_the_configured_shifts(timeline_site: Site, india_local_tim
 def test_stats_window_cuts_hours_and_errors(timeline_site: Site, capsys: pytest.CaptureFixture) -> None:
     cfg = str(timeline_site.config)
     code, out, _ = run(capsys, "stats", "--json", "--config", cfg)  # default: the last 7 days, nothing there
-    assert code == 0 and json.loads(out) == []
+    assert code == 0 and json.loads(out)["periods"] == [] and json.loads(out)["drift"] == {}
     code, out, _ = run(capsys, "stats", "--by", "day", "--since", "all", "--json", "--config", cfg)
-    assert code == 0 and sum(p["parts"] for p in json.loads(out)) == len(TIMELINE)
+    assert code == 0 and sum(p["parts"] for p in json.loads(out)["periods"]) == len(TIMELINE)
+    assert json.loads(out)["total"]["parts"] == len(TIMELINE)
     code, out, err = run(capsys, "stats", "--config", cfg)
     assert code == 0 and out == "" and "no inspections since" in err
     code, _, err = run(capsys, "stats", "--since", "last week", "--config", cfg)

@@ -53,7 +53,8 @@ def test_list_stats_and_export_filter_by_station_and_line(cfg_path: Path, capsys
     assert len(json.loads(run(capsys, "list", "--json", "--config", c))) == 10  # all stations together
 
     def totals(*extra: str) -> tuple[int, int, int]:
-        periods = json.loads(run(capsys, "stats", "--by", "day", "--since", "all", "--json", *extra, "--config", c))
+        periods = json.loads(run(capsys, "stats", "--by", "day", "--since", "all", "--json", *extra, "--config",
+                                 c))["periods"]
         return (sum(p["parts"] for p in periods), sum(p["ok"] for p in periods), sum(p["defect"] for p in periods))
 
     assert totals() == (10, 7, 3)

@@ -73,8 +73,8 @@ def test_head_constant_is_the_newest_packaged_migration() -> None:
 def test_migration_creates_schema_at_head(url: str) -> None:
     with Store(url, migrate=False) as s:
         assert s.revision() is None
-        assert s.upgrade() == head() == "0003"
-        assert s.revision() == "0003"
+        assert s.upgrade() == head() == "0004"
+        assert s.revision() == "0004"
         assert s.dialect == "sqlite" and s.url == url
         insp = sa.inspect(s.engine)
         assert "inspections" in insp.get_table_names()
@@ -88,9 +88,9 @@ def test_migration_creates_schema_at_head(url: str) -> None:
 
 def test_upgrade_twice_is_noop(store: Store, url: str) -> None:
     store.record([row(1)])
-    assert store.upgrade() == "0003"
+    assert store.upgrade() == "0004"
     with Store(url) as again:
-        assert again.revision() == "0003" and again.count() == 1
+        assert again.revision() == "0004" and again.count() == 1
 
 
 def test_orm_metadata_matches_migrated_schema(store: Store) -> None:
@@ -378,11 +378,29 @@ def test_upgrade_from_0001_keeps_the_rows(tmp_path: Path) -> None:
             " '2026-11-01 08:00:01', 'ok', 's', 'l', 'c')"))
     engine.dispose()
     with Store(url) as s:
-        assert s.revision() == "0003"
+        assert s.revision() == "0004"
         [old] = s.list()
         assert old["name"] == "old.jpg" and old["review"] is None
         s.add_review(old["id"], "good", "ana")
         assert s.list(reviewed="good")[0]["id"] == old["id"]
+
+
+def test_0004_adds_a_nullable_exposure_and_downgrades_to_0003(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    with Store(url, migrate=False) as s:
+        with s.engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "0003")
+        assert "exposure" not in {c["name"] for c in sa.inspect(s.engine).get_columns("inspections")}
+    with Store(url) as s:
+        assert s.revision() == "0004"
+        [a, b] = s.record([row(1, exposure=0.9), row(2)])
+        assert s.get(a)["exposure"] == 0.9 and s.get(b)["exposure"] is None
+        with s.engine.execution_options(immediate=True).begin() as conn:
+            command.downgrade(alembic_config(conn), "0003")
+        assert s.revision() == "0003" and s.count() == 2
+        assert "exposure" not in {c["name"] for c in sa.inspect(s.engine).get_columns("inspections")}
+        assert {c["name"] for c in sa.inspect(s.engine).get_check_constraints("inspections")} == {
+            "ck_inspections_identity", "ck_inspections_verdict"}
 
 
 def test_claims_are_taken_over_only_after_their_lease_and_stale_ones_are_dropped(store: Store) -> None:

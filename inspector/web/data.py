@@ -6,12 +6,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from inspector import conditions
 from inspector.store import Inspection, Store, latest_reviews
 
 VERDICT_CHOICES = ("defect", "ok", "rejected", "all")
@@ -118,6 +120,7 @@ class StatsData:
     threshold: float | None = None  # of the most recently judged part
     profile_version: str | None = None
     versions: list[str] = field(default_factory=list)  # profile versions that judged parts in the range
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)  # "lighting" always present
 
 
 def stats_data(store: Store, since: str, now: datetime | None = None, station: str = "", line: str = "") -> StatsData:
@@ -143,6 +146,8 @@ def stats_data(store: Store, since: str, now: datetime | None = None, station: s
                 .order_by(Inspection.id.desc()).limit(MAX_SCORES + 1))
     versions_q = joined.add_columns(Inspection.profile_version).where(
         Inspection.profile_version.is_not(None)).distinct()
+    reasons_q = joined.add_columns(Inspection.reason, func.count()).where(
+        Inspection.verdict == "rejected").group_by(Inspection.reason)
     newest_q = (select(Inspection.threshold, Inspection.profile_version).where(Inspection.threshold.is_not(None))
                 .order_by(Inspection.id.desc()).limit(1))
     if station:
@@ -155,6 +160,7 @@ def stats_data(store: Store, since: str, now: datetime | None = None, station: s
         score_rows = session.execute(scores_q).all()
         data.versions = sorted(v for (v,) in session.execute(versions_q))
         newest = session.execute(newest_q).first()
+        reason_rows = session.execute(reasons_q).all()
     counts = dict.fromkeys(("ok", "defect", "rejected", "confirmed", "false_alarm", "missed"), 0)
     for verdict, decision, n, _first in count_rows:
         counts[verdict] += n
@@ -165,6 +171,9 @@ def stats_data(store: Store, since: str, now: datetime | None = None, station: s
     if since == "all" and firsts:
         data.start = min(firsts)  # "all" starts at the first part
     data.counts = counts
+    data.rejected_by_reason = {"lighting": 0}
+    for reason, n in reason_rows:
+        data.rejected_by_reason[reason or "unknown"] = data.rejected_by_reason.get(reason or "unknown", 0) + n
     data.defect_times = [at for at, _ in defect_rows]
     data.defect_reviews = [decision for _, decision in defect_rows]
     data.scores_capped = len(score_rows) > MAX_SCORES
@@ -175,3 +184,28 @@ def stats_data(store: Store, since: str, now: datetime | None = None, station: s
     if newest is not None:
         data.threshold, data.profile_version = float(newest[0]), newest[1]
     return data
+
+
+DRIFT_WINDOW = 5_000  # the banner replays at most this many of each station's newest parts
+_DRIFT_COLUMNS = (Inspection.id, Inspection.station, Inspection.profile_version, Inspection.verdict,
+                  Inspection.reason, Inspection.exposure, Inspection.score, Inspection.inspected_at)
+
+
+def newest_id(store: Store) -> int | None:
+    """The id of the newest inspection (None when there is none)."""
+    with Session(store.engine) as session:
+        return session.scalar(select(func.max(Inspection.id)))
+
+
+def drift_alarms(store: Store, models_dir: Path, window: int = DRIFT_WINDOW) -> list[dict[str, Any]]:
+    """The drift alarms active now, from replaying each station's newest `window` parts through the drift
+    monitor (conditions.active_alarms). A drift lasting longer than the window is still reported (the monitor
+    finds it again within a few parts), with `since` at the first alarm inside the window."""
+    rows: list[dict[str, Any]] = []
+    with Session(store.engine) as session:
+        stations = [s for (s,) in session.execute(select(Inspection.station).distinct())]
+        for station in stations:
+            stmt = (select(*_DRIFT_COLUMNS).where(Inspection.station == station).order_by(Inspection.id.desc())
+                    .limit(window))
+            rows += reversed([dict(r._mapping) for r in session.execute(stmt)])
+    return conditions.active_alarms(conditions.replay_rows(rows, models_dir))

@@ -39,6 +39,17 @@ def ctx() -> Context:
     return current_app.extensions["inspector"]
 
 
+@bp.app_context_processor
+def drift_banner() -> dict[str, Any]:
+    """Every page shows the drift alarms active now (a banner at the top); replayed again only when a part was
+    recorded since the last page (the newest id changed)."""
+    cache = current_app.extensions.setdefault("inspector.drift", {})
+    newest = data.newest_id(ctx().store)
+    if "alarms" not in cache or cache.get("newest") != newest:
+        cache.update(alarms=data.drift_alarms(ctx().store, Path(ctx().cfg.models.dir)), newest=newest)
+    return {"drift_alarms": cache["alarms"]}
+
+
 def _filters(args: Any) -> data.QueueFilters:
     """Parse the queue filters; 400 for a bad value."""
     try:

@@ -1,0 +1,156 @@
+"""The drift monitor (drift.py) joined to the profiles on disk: fed live by the watcher, replayed for
+`inspector stats` and the review page's banner.
+
+Each part's row names the profile version that judged it; that version's profile.json holds the baseline
+("drift"). A version without one (trained before drift monitoring, or unreadable) is not monitored. One monitor
+per station, started afresh whenever the station's profile version changes.
+
+The watcher's side (`ConditionsMonitor`, fed one recorded row at a time by the committer thread) logs a WARNING
+when an alarm is raised and an INFO line when it clears, and a WARNING for parts rejected for lighting: the
+first at once, then at most one every LIGHTING_EVERY_S seconds, with the count since the previous one (a failed
+lamp rejects every part; the log must not drown in it).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from inspector import drift, profiles
+from inspector.errors import ProfileError
+
+LIGHTING_EVERY_S = 10.0
+LIGHTING_REASON = "lighting"
+
+Emit = Callable[..., None]  # emit(event, level, text, **fields), as WatchService._emit
+
+
+class Baselines:
+    """The drift baseline of each profile version, read once from its profile.json (None: not monitored)."""
+
+    def __init__(self, models_dir: Path) -> None:
+        """Read lazily from `models_dir`."""
+        self.models_dir = models_dir
+        self._cache: dict[str, drift.Baseline | None] = {}
+        self.problems: dict[str, str] = {}  # version -> why it is not monitored
+
+    def get(self, version: str) -> drift.Baseline | None:
+        """The baseline of `version`, or None (the reason is in `problems`)."""
+        if version not in self._cache:
+            try:
+                baseline = drift.Baseline.from_meta(profiles.read_meta(self.models_dir, version))
+                if baseline is None:
+                    self.problems[version] = f"profile {version} has no drift baseline (trained before drift " \
+                                             "monitoring; retrain to monitor it)"
+            except ProfileError as exc:
+                baseline = None
+                self.problems[version] = str(exc)
+            self._cache[version] = baseline
+        return self._cache[version]
+
+
+def replay_rows(rows: Iterable[Mapping[str, Any]], models_dir: Path) -> dict[str, drift.StationDrift]:
+    """Replay recorded rows (oldest first, by id) through one monitor per station; see drift.replay."""
+    rows = list(rows)
+    baselines = Baselines(models_dir)
+    versions = {r["profile_version"] for r in rows if r.get("profile_version")}
+    return drift.replay(rows, {v: baselines.get(v) for v in versions})
+
+
+def active_alarms(replayed: Mapping[str, drift.StationDrift]) -> list[dict[str, Any]]:
+    """Every active alarm after a replay: station, signal, since (inspected_at of the part that raised it), the
+    inspection id of that part, the recent level, and what it means; by station."""
+    out = []
+    for station in sorted(replayed):
+        sd = replayed[station]
+        if sd.monitor is None:
+            continue
+        for signal in sd.monitor.active:
+            alarm = sd.monitor.alarms[signal]
+            out.append({"station": station, "signal": signal, "since": alarm.since, "since_id": alarm.since_ref,
+                        "profile_version": sd.profile_version, "recent": sd.monitor.recent(signal),
+                        "what": "exposure" if signal.startswith("exposure") else "score",
+                        "meaning": drift.MEANING[signal]})
+    return out
+
+
+def describe(event: drift.DriftEvent) -> str:
+    """One line for an alarm raised or cleared."""
+    if event.signal.startswith("exposure"):
+        level = f"recent exposure {event.recent:.2f}x of training" if event.recent is not None else "exposure"
+    else:
+        level = f"recent score {event.recent:.3f}" if event.recent is not None else "score"
+    part = f"part #{event.ref}" if event.ref is not None else f"part {event.n}"
+    if event.kind == "raised":
+        return f"drift alarm: {event.meaning} ({level}; CUSUM {event.value:.1f} > {event.h:g} at {part})"
+    return (f"drift alarm cleared: {event.signal.replace('_', ' ')} back within the training range ({level}; "
+            f"CUSUM {event.value:.1f} <= {drift.CLEAR * event.h:g} at {part})")
+
+
+class ConditionsMonitor:
+    """The watcher's drift monitor and lighting warnings; `observe` every recorded row, in commit order."""
+
+    def __init__(self, models_dir: Path, emit: Emit, *, clock: Callable[[], float] = time.monotonic,
+                 lighting_every_s: float = LIGHTING_EVERY_S) -> None:
+        """Log through `emit`; `clock` (seconds) paces the lighting warnings."""
+        self.baselines = Baselines(models_dir)
+        self.emit = emit
+        self.clock = clock
+        self.lighting_every_s = lighting_every_s
+        self.version: str | None = None
+        self.monitor: drift.DriftMonitor | None = None
+        self._lighting_pending = 0
+        self._lighting_at: float | None = None  # when the last lighting warning was logged
+        self._lighting_last: Mapping[str, Any] | None = None
+
+    def observe(self, row: Mapping[str, Any]) -> None:
+        """Feed one recorded row (a dict as the watcher records it, with its id)."""
+        if row.get("verdict") == "rejected":
+            if row.get("reason") == LIGHTING_REASON:
+                self._lighting_pending += 1
+                self._lighting_last = row
+            self._flush_lighting()
+            return
+        self._flush_lighting()
+        version = row.get("profile_version")
+        if version is None:
+            return
+        if version != self.version:
+            self._switch(version)
+        if self.monitor is None:
+            return
+        for event in self.monitor.update(row.get("exposure"), row.get("score"), row.get("inspected_at"),
+                                         row.get("id")):
+            level = logging.WARNING if event.kind == "raised" else logging.INFO
+            self.emit("drift", level, describe(event), **event.as_dict(), profile_version=version)
+
+    def _switch(self, version: str) -> None:
+        """A new profile version: start a fresh monitor against its baseline."""
+        if self.monitor is not None and self.monitor.active:
+            self.emit("drift", logging.INFO, f"drift alarm reset ({', '.join(self.monitor.active)}): profile "
+                                             f"switched {self.version} -> {version}", kind="reset",
+                      profile_version=version)
+        self.version = version
+        baseline = self.baselines.get(version)
+        self.monitor = drift.DriftMonitor(baseline) if baseline is not None else None
+        if baseline is None:
+            self.emit("drift", logging.INFO, f"drift monitoring off: {self.baselines.problems.get(version)}",
+                      kind="off", profile_version=version)
+
+    def _flush_lighting(self) -> None:
+        """Log the lighting rejections waiting, when the last such warning is old enough."""
+        if not self._lighting_pending:
+            return
+        now = self.clock()
+        if self._lighting_at is not None and now - self._lighting_at < self.lighting_every_s:
+            return
+        n, last = self._lighting_pending, self._lighting_last or {}
+        span = f" in the last {now - self._lighting_at:.0f} s" if self._lighting_at is not None else ""
+        self.emit("lighting", logging.WARNING,
+                  f"{n} part{'s' if n != 1 else ''} rejected for lighting{span} (latest #{last.get('id')} "
+                  f"{last.get('name')}: {last.get('detail')}): check the lamp/camera exposure",
+                  count=n, id=last.get("id"), detail=last.get("detail"))
+        self._lighting_pending, self._lighting_at = 0, now

@@ -1,0 +1,323 @@
+"""The drift monitor: the simulation the issue asks for (no false alarm over tens of thousands of good parts, a
+10% darker lamp noticed within 50 parts), its rules (winsorising, hysteresis, skipping, resets), the watcher's
+adapter (alarm and lighting log lines through a real models folder), `inspector stats` on a real SQLite file,
+and the review page's banner."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from inspector import cli, config, drift
+from inspector.conditions import ConditionsMonitor, replay_rows
+from inspector.drift import Baseline, DriftMonitor
+from inspector.store import Store
+
+SDS = (0.005, 0.01, 0.02, 0.03)  # training spreads of log exposure
+SCORE = (0.2, 0.8)  # median and robust sd of the held-out scores
+T0 = datetime(2026, 12, 1, 8, 0, tzinfo=timezone.utc)
+
+
+def draws(rng: np.random.Generator, dist: str, n: int) -> np.ndarray:
+    """n draws with median 0 and sd 1: normal, or Student t with 5 degrees of freedom scaled to sd 1."""
+    if dist == "normal":
+        return rng.standard_normal(n)
+    return rng.standard_t(5, n) * math.sqrt(3 / 5)
+
+
+def good_parts(seed: int, dist: str, sd: float, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exposures and scores of n good parts drawn from the training baseline."""
+    rng = np.random.default_rng(seed)
+    return np.exp(sd * draws(rng, dist, n)), SCORE[0] + SCORE[1] * draws(rng, dist, n)
+
+
+def feed(monitor: DriftMonitor, exposures: np.ndarray, scores: np.ndarray) -> list[drift.DriftEvent]:
+    """Every event of feeding the parts in order (ref = the part's index)."""
+    events = []
+    for i, (e, s) in enumerate(zip(exposures.tolist(), scores.tolist())):
+        events += monitor.update(e, s, ref=i)
+    return events
+
+
+def baseline(sd: float) -> Baseline:
+    return Baseline(0.0, sd, *SCORE)
+
+
+# ---------------------------------------------------------------------------------------------- the simulation
+
+
+@pytest.mark.parametrize("dist", ["normal", "t5"])
+@pytest.mark.parametrize("sd", SDS)
+def test_no_false_alarm_in_50000_good_parts(dist: str, sd: float) -> None:
+    """(a) 2 x 25,000 good parts per training spread, normal and heavy-tailed: no alarm at all. The computed
+    in-control run lengths (drift.py) are 2e7 parts and more, so an alarm here would mean a broken monitor."""
+    for seed in (1, 2):
+        monitor = DriftMonitor(baseline(sd))
+        events = feed(monitor, *good_parts(seed, dist, sd, 25_000))
+        assert events == [], (seed, events[:3])
+        assert monitor.n == 25_000 and monitor.active == []
+
+
+@pytest.mark.parametrize("dist", ["normal", "t5"])
+@pytest.mark.parametrize("sd", SDS)
+def test_a_ten_percent_darker_lamp_is_noticed_within_50_parts(dist: str, sd: float) -> None:
+    """(b) exposure x0.9 from part 1000 on: the darker-exposure alarm is raised within 50 parts, once, and
+    nothing before the lamp changed; for 5 seeds."""
+    delays = []
+    for seed in range(5):
+        exposures, scores = good_parts(100 + seed, dist, sd, 1_400)
+        exposures[1000:] *= 0.9
+        events = feed(DriftMonitor(baseline(sd)), exposures, scores)
+        assert [(e.kind, e.signal) for e in events] == [("raised", "exposure_low")], events
+        assert 1000 <= events[0].ref < 1050
+        assert events[0].recent < 0.99  # the recent exposure shown with it has moved towards 0.9
+        delays.append(events[0].ref - 1000 + 1)
+    assert max(delays) <= 10, delays  # computed average at sd 0.03: 4.9 parts
+
+
+def test_a_steady_lamp_a_few_percent_off_is_not_an_alarm_but_a_quarter_is_at_once() -> None:
+    """The sd floor: a training set under one perfectly steady lamp (sd 0.001) does not make a 0.5% change an
+    alarm; a 25% drop is noticed at the 4th part (the fewest possible: winsorised, each part adds at most 3)."""
+    b = Baseline(0.0, 0.001, *SCORE)
+    assert b.exposure_sd == drift.EXPOSURE_SD_FLOOR
+    exposures, scores = good_parts(7, "normal", 0.001, 5_000)
+    assert feed(DriftMonitor(b), exposures * 0.995, scores) == []
+    exposures[100:] *= 0.75
+    [event] = feed(DriftMonitor(b), exposures, scores)
+    assert event.signal == "exposure_low" and event.ref == 103
+
+
+# ---------------------------------------------------------------------------------------------- the rules
+
+
+def test_one_extreme_part_cannot_raise_an_alarm_but_a_run_of_them_does() -> None:
+    monitor = DriftMonitor(baseline(0.02))
+    assert monitor.update(1e-6, 1e9) == []
+    state = monitor.state()["statistics"]
+    assert state["score_high"]["value"] == drift.WINSOR - drift.SCORE_K  # winsorised: at most 4 - k per part
+    assert state["exposure_low"]["value"] == drift.WINSOR - drift.EXPOSURE_K
+    assert monitor.update(1e6, 0.2) == [] and monitor.state()["statistics"]["exposure_high"]["value"] == 3.0
+    monitor = DriftMonitor(baseline(0.02))
+    kinds = [monitor.update(1.0, SCORE[0] + 10 * SCORE[1]) for _ in range(5)]
+    assert [len(k) for k in kinds] == [0, 0, 0, 0, 1] and kinds[4][0].signal == "score_high"  # 5 x 2.5 > 10
+
+
+def test_an_alarm_is_raised_once_and_clears_with_hysteresis_after_the_lamp_is_fixed() -> None:
+    sd = 0.02
+    exposures, scores = good_parts(3, "normal", sd, 3_000)
+    exposures[1000:2000] *= 0.9  # a dim lamp for 1,000 parts, then fixed
+    monitor = DriftMonitor(baseline(sd))
+    events = feed(monitor, exposures, scores)
+    assert [(e.kind, e.signal) for e in events] == [("raised", "exposure_low"), ("cleared", "exposure_low")]
+    raised, cleared = events
+    assert raised.ref < 1010 and 2000 <= cleared.ref < 2030  # capped at 2h, clears at h/2: ~15 parts
+    assert cleared.value <= drift.CLEAR * drift.EXPOSURE_H < raised.value
+    assert monitor.state()["statistics"]["exposure_low"]["active"] is False
+
+
+def test_parts_without_a_score_or_exposure_are_skipped_and_a_brighter_lamp_is_the_other_side() -> None:
+    monitor = DriftMonitor(baseline(0.02))
+    assert monitor.update(None, None) == [] and monitor.update(float("nan"), None) == [] and monitor.n == 0
+    assert monitor.update(None, 0.2) == [] and monitor.n == 1  # a score alone still counts for the score
+    events = [e for _ in range(10) for e in monitor.update(1.15, 0.2, at=T0, ref=7)]
+    assert [(e.kind, e.signal) for e in events] == [("raised", "exposure_high")]
+    state = monitor.state()
+    json.dumps(state)
+    assert state["active"] == ["exposure_high"] and state["statistics"]["exposure_high"]["since"] == T0.isoformat()
+    assert events[0].as_dict()["meaning"].startswith("lighting has drifted brighter")
+
+
+def test_baseline_from_profile_metadata() -> None:
+    meta = {"drift": {"log_exposure": [0.01, 0.03], "score": [0.2, 0.8]}}
+    assert Baseline.from_meta(meta) == Baseline(0.01, 0.03, 0.2, 0.8)
+    assert Baseline.from_meta({}) is None  # a profile trained before drift monitoring
+    for bad in ({"drift": {"score": [0, 1]}}, {"drift": {"log_exposure": [0, 0.1], "score": [0, 0]}},
+                {"drift": {"log_exposure": ["x", 1], "score": [0, 1]}}, {"drift": [1, 2]},
+                {"drift": {"log_exposure": [0, float("inf")], "score": [0, 1]}}):
+        assert Baseline.from_meta(bad) is None, bad
+
+
+def rows_of(exposures: np.ndarray, scores: np.ndarray, station: str = "s1", version: str = "v1",
+            start: int = 1) -> list[dict[str, Any]]:
+    """Recorded rows (as Store.record takes them) for judged parts."""
+    return [{"sha256": f"{station}{start + i:060x}"[:64].ljust(64, "0"), "name": f"p{start + i}.jpg",
+             "source_path": f"/in/p{start + i}.jpg", "received_at": T0 + timedelta(seconds=start + i),
+             "inspected_at": T0 + timedelta(seconds=start + i), "verdict": "defect" if s > 3 else "ok",
+             "score": s, "threshold": 3.0, "profile_version": version, "station": station, "line": "l",
+             "camera": "c", "exposure": e} for i, (e, s) in enumerate(zip(exposures.tolist(), scores.tolist()))]
+
+
+def test_replay_is_per_station_and_restarts_at_a_version_change(tmp_path: Path) -> None:
+    models = write_models(tmp_path / "models", sd=0.02)
+    exposures, scores = good_parts(5, "normal", 0.02, 200)
+    dim = rows_of(exposures[:100] * 0.85, scores[:100], version="v1")
+    after = rows_of(exposures[100:], scores[100:], version="v2", start=101)  # retrained: v2, lamp fine again
+    other = rows_of(exposures[:100] * 0.85, scores[:100], station="s2", version="v3")  # v3: no baseline
+    rejected = [{**dim[0], "verdict": "rejected", "reason": "lighting", "score": None}]
+    replayed = replay_rows(dim + other + rejected + after, models)
+    s1, s2 = replayed["s1"], replayed["s2"]
+    assert [(e.kind, e.signal) for e in s1.events] == [("raised", "exposure_low")]
+    assert s1.profile_version == "v2" and s1.monitor.n == 100 and s1.monitor.active == []  # fresh monitor
+    assert s2.monitor is None and s2.as_dict()["monitored"] is False and s2.events == []
+    assert replay_rows(dim, models)["s1"].as_dict()["alarm_active"] is True
+
+
+# ---------------------------------------------------------------------------------------------- adapters
+
+
+def write_models(folder: Path, sd: float) -> Path:
+    """A models folder with the profile.json metadata the drift monitor reads: v1 and v2 with a baseline, v3
+    from before drift monitoring (no arrays: only the metadata is read)."""
+    for version, meta in (("v1", {"drift": {"log_exposure": [0.0, sd], "score": list(SCORE)}}),
+                          ("v2", {"drift": {"log_exposure": [0.0, sd], "score": list(SCORE)}}),
+                          ("v3", {"threshold": 3.0})):
+        (folder / version).mkdir(parents=True)
+        (folder / version / "profile.json").write_text(json.dumps({"version": version, **meta}))
+    return folder
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_watcher_adapter_logs_alarms_and_paces_lighting_warnings(tmp_path: Path) -> None:
+    models = write_models(tmp_path / "models", sd=0.02)
+    lines: list[tuple[str, int, str, dict]] = []
+    clock = Clock()
+    monitor = ConditionsMonitor(models, lambda event, level, text, **f: lines.append((event, level, text, f)),
+                                clock=clock)
+    exposures, scores = good_parts(9, "normal", 0.02, 300)
+    exposures[100:200] *= 0.9
+    for i, row in enumerate(rows_of(exposures, scores)):
+        monitor.observe({**row, "id": i + 1})
+    drift_lines = [line for line in lines if line[0] == "drift"]
+    assert [(lvl, f["kind"], f["signal"]) for _, lvl, _, f in drift_lines] == [
+        (logging.WARNING, "raised", "exposure_low"), (logging.INFO, "cleared", "exposure_low")]
+    raised = drift_lines[0]
+    assert "lighting has drifted darker: check the lamp/camera exposure" in raised[2] and "#10" in raised[2]
+    json.dumps({"message": raised[2], **raised[3]}, default=str)  # what the JSON log format writes
+
+    lines.clear()
+    bad = {"verdict": "rejected", "reason": "lighting", "detail": "exposure 0.60x", "name": "x.jpg"}
+    for i in range(30):  # 3 parts a second for 10 s: one warning at once, then one after 10 s with the count
+        clock.now = i / 3
+        monitor.observe({**bad, "id": 1000 + i})
+    clock.now = 10.5
+    monitor.observe({**rows_of(exposures[:1], scores[:1])[0], "id": 2000})  # a good part flushes the count
+    assert [(lvl, f["count"]) for _, lvl, _, f in lines] == [(logging.WARNING, 1), (logging.WARNING, 29)]
+    assert lines[1][2].startswith("29 parts rejected for lighting in the last 10 s (latest #1029 x.jpg")
+
+    lines.clear()
+    monitor.observe({**rows_of(exposures[:1], scores[:1], version="v3")[0], "id": 3000})
+    assert "drift monitoring off: profile v3 has no drift baseline" in lines[0][2]
+
+
+@pytest.fixture
+def drifted(tmp_path: Path) -> Path:
+    """A config whose models folder has v1's drift baseline and whose SQLite database holds 200 parts of
+    station s1, the last 60 under a lamp 10% darker, and 50 steady parts of s2 (a config file, no mocks)."""
+    models = write_models(tmp_path / "models", sd=0.02)
+    exposures, scores = good_parts(11, "normal", 0.02, 200)
+    exposures[140:] *= 0.9
+    rows = rows_of(exposures, scores)
+    steady = rows_of(*good_parts(12, "normal", 0.02, 50), station="s2", start=1000)
+    lighting = [{**rows[0], "sha256": None, "source_key": f"k{i}", "verdict": "rejected", "reason": "lighting",
+                 "detail": "exposure 0.70x", "score": None, "exposure": 0.7} for i in range(3)]
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[models]\ndir = "{models}"\n[database]\nurl = "sqlite:///{tmp_path / "inspector.db"}"\n')
+    with Store(f"sqlite:///{tmp_path / 'inspector.db'}") as store:
+        store.record(rows + steady + lighting)
+    return cfg
+
+
+def test_stats_shows_the_active_alarm_and_lighting_rejections(drifted: Path, capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["stats", "--since", "all", "--json", "--config", str(drifted)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    s1, s2 = out["drift"]["s1"], out["drift"]["s2"]
+    assert s1["alarm_active"] is True and s1["active"] == ["exposure_low"] and s1["alarms_raised"] == 1
+    assert s1["state"]["statistics"]["exposure_low"]["since"].startswith("2026-12-01T08:02")  # part 141 on
+    assert s1["state"]["recent_exposure"] < 0.95
+    assert s2["alarm_active"] is False and s2["alarms_raised"] == 0 and s2["state"]["parts"] == 50
+    assert out["total"]["rejected_by_reason"] == {"lighting": 3}
+
+    assert cli.main(["stats", "--since", "all", "--by", "day", "--config", str(drifted)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2] == "rejected by reason: lighting 3"
+    assert lines[-1].startswith("DRIFT ALARM at station s1 since ") and "lamp/camera exposure" in lines[-1]
+    assert lines[-3].split()[4:6] == ["3", "3"]  # total: rejected 3, of them lighting 3
+
+
+def test_review_page_banner_and_rejections_by_reason(drifted: Path) -> None:
+    from inspector.web import create_app
+
+    client = create_app(config.load(drifted)).test_client()
+    for path in ("/", "/stats", "/?verdict=all"):
+        html = client.get(path, headers={"Host": "localhost"}).text
+        assert "Drift alarm at station s1" in html and "check the lamp/camera exposure" in html, path
+        assert "Exposure out of its training range since" in html and "station s2" not in html
+        assert "<script" not in html
+    stats = client.get("/stats?since=all", headers={"Host": "localhost"}).text
+    assert "<caption>rejected by reason</caption>" in stats and "<th>lighting</th>" in stats
+
+
+def test_no_banner_without_drift(tmp_path: Path) -> None:
+    from inspector.web import create_app
+
+    models = write_models(tmp_path / "models", sd=0.02)
+    cfg = config.load(None)
+    cfg = dataclasses.replace(cfg, models=dataclasses.replace(cfg.models, dir=models),
+                              database=dataclasses.replace(cfg.database, url=f"sqlite:///{tmp_path / 'i.db'}"))
+    with Store(cfg.database.url) as store:
+        store.record(rows_of(*good_parts(13, "t5", 0.02, 300)))
+    html = create_app(cfg).test_client().get("/", headers={"Host": "localhost"}).text
+    assert "Drift alarm" not in html
+
+
+def scaled_jpeg(seed: int, gain: float) -> bytes:
+    """A synthetic good part photographed under a lamp `gain` times as bright."""
+    import cv2
+
+    from watchkit import part_jpeg
+
+    img = cv2.imdecode(np.frombuffer(part_jpeg(seed), np.uint8), cv2.IMREAD_COLOR)
+    ok, buf = cv2.imencode(".jpg", np.clip(img.astype(np.float32) * gain, 0, 255).astype(np.uint8),
+                           [cv2.IMWRITE_JPEG_QUALITY, 92])
+    assert ok
+    return buf.tobytes()
+
+
+def test_watcher_records_exposure_and_warns_of_drift_and_lighting(tmp_path: Path, models: Path) -> None:
+    """A real `inspector watch --once`: parts under a lamp 12% darker raise the drift alarm (a WARNING line),
+    parts far too dark are rejected for lighting (one WARNING with the count), and every judged row carries
+    its exposure."""
+    from watchkit import make_site, run_once
+
+    site = make_site(tmp_path / "site", models, workers=1)
+    for i in range(10):
+        (site.inbox / f"dim-{i:02d}.jpg").write_bytes(scaled_jpeg(52_000 + i, 0.88))
+    for i in range(2):
+        (site.inbox / f"dark-{i}.jpg").write_bytes(scaled_jpeg(52_100 + i, 0.4))
+    done = run_once(site)
+    assert done.returncode == 0, done.stderr
+    rows = site.rows()
+    judged = [r for r in rows if r["verdict"] != "rejected"]
+    assert len(judged) == 10 and all(0.8 < r["exposure"] < 0.95 for r in judged), [r["exposure"] for r in rows]
+    assert sorted((r["verdict"], r["reason"]) for r in rows if r["verdict"] == "rejected") == [
+        ("rejected", "lighting")] * 2
+    warnings = [line for line in done.stderr.splitlines() if "drift alarm:" in line]
+    assert len(warnings) == 1 and "lighting has drifted darker: check the lamp/camera exposure" in warnings[0]
+    assert "part rejected for lighting" in done.stderr
