@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Playwright (test extra) drives Debian's chromium through executable_path; it never downloads a browser of its own
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: demo test serve bench eval baselines clean lock
+.PHONY: demo test serve bench robustness eval baselines clean lock
 
 # constraints.txt pins every installed package to the versions the suite was last run with; `make lock`
 # refreshes it on purpose (newest allowed by pyproject.toml), never a plain install
@@ -25,7 +25,7 @@ lock:  ## re-resolve the newest versions pyproject.toml allows into constraints.
 	rm -rf .lock-venv
 
 demo: $(STAMP)  ## generate a product, train, run the watcher while a simulated camera drops parts, summarise from the DB
-	$(PY) -m inspector.demo
+	$(PY) -m inspector.tooling.demo
 
 test: $(STAMP)  ## run the test suite (test files spread over up to 4 worker processes)
 	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile
@@ -35,6 +35,9 @@ serve: $(STAMP)  ## the review page on [web] host:port (default http://127.0.0.1
 
 bench: $(STAMP)  ## speed ratios on generated 5 MP JPEGs
 	$(PY) -m inspector bench
+
+robustness: $(STAMP)  ## detection quality on perturbed copies of ../shared/data (lighting, colour, JPEG, placement, pasted spots)
+	$(PY) -m inspector.tooling.robustness
 
 eval: $(STAMP)  ## detection quality on ../shared/data
 	for d in ../shared/data/*/; do $(PY) -m inspector eval "$$d"; done

@@ -147,23 +147,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
     def log(text: str) -> None:
         print(text, file=sys.stderr)
 
-    if args.watch and args.stations:
-        raise InspectorError("bench takes --watch or --stations, not both")
+    if args.watch + args.stations + args.robustness > 1:
+        raise InspectorError("bench takes one of --watch, --stations or --robustness")
+    if args.robustness:
+        from inspector.tooling import robustness
+
+        result = robustness.run_from_args(args, cfg, _progress, log)
+        print(json.dumps(result) if args.json else robustness.markdown(result))
+        return 0
     if args.stations:
-        from inspector import stationbench
+        from inspector.tooling import stationbench
 
         result = stationbench.run(parts=600 if args.parts is None else args.parts, max_backlog=args.max_backlog,
                                   pg_url=args.pg_url, keep=args.keep, params=cfg.profile, log=log)
         width = 24
     elif args.watch:
-        from inspector import watchbench
+        from inspector.tooling import watchbench
 
         result = watchbench.run(parts=2000 if args.parts is None else args.parts, rss_parts=args.rss_parts,
                                 max_backlog=args.max_backlog, latency_parts=args.latency_parts, keep=args.keep,
                                 params=cfg.profile, log=log)
         width = 30
     else:
-        from inspector import bench
+        from inspector.tooling import bench
 
         result = bench.run(cfg, runs=args.runs, n_fit=args.fit_images, log=log)
         width = 22
@@ -293,7 +299,7 @@ def parse_since(text: str):
 
 _LIST_KEYS = ("id", "sha256", "name", "verdict", "reason", "detail", "score", "threshold", "profile_version",
               "received_at", "inspected_at", "archived_path", "overlay_path", "size", "width", "height", "ms",
-              "station", "line", "camera", "review")
+              "station", "line", "camera", "exposure", "review")
 _DECISIONS = ("defect", "good")
 
 
@@ -427,7 +433,8 @@ def cmd_mark(args: argparse.Namespace) -> int:
 
 
 _STATS_COLUMNS = (("parts", "parts"), ("ok", "ok"), ("defect", "defect"), ("rejected", "rejected"),
-                  ("defect_rate", "defect rate"), ("reviewed", "reviewed"), ("confirmed_defects", "confirmed"),
+                  ("lighting", "lighting"), ("defect_rate", "defect rate"), ("reviewed", "reviewed"),
+                  ("confirmed_defects", "confirmed"),
                   ("false_alarms", "false alarms"), ("missed_defects", "missed"),
                   ("throughput_per_hour", "parts/h"))
 
@@ -443,6 +450,22 @@ def _stats_cell(key: str, value) -> str:
     return str(value)
 
 
+def _drift_lines(alarms: list[dict]) -> list[str]:
+    """One line per active drift alarm, for `stats`."""
+    lines = []
+    for a in alarms:
+        since = _local_time(a["since"]) if hasattr(a["since"], "astimezone") else "-"
+        if a["recent"] is None:
+            level = a["what"]
+        elif a["what"] == "exposure":
+            level = f"recent exposure {a['recent']:.2f}x of training"
+        else:
+            level = f"recent score {a['recent']:.3f}"
+        lines.append(f"DRIFT ALARM at station {a['station']} since {since} (part #{a['since_id']}, profile "
+                     f"{a['profile_version']}): {a['signal'].replace('_', ' ')}, {level}: {a['meaning']}")
+    return lines
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     """Counts, defect rate, review outcomes and throughput per hour, shift or day."""
     from datetime import datetime, timezone
@@ -453,12 +476,19 @@ def cmd_stats(args: argparse.Namespace) -> int:
     _check_choice("--by", args.by, stats.PERIODS)
     since = None if args.since.strip().lower() == "all" else parse_since(args.since)
     shifts = config.parse_shifts(cfg.review.shifts) if args.by == "shift" else ()
+    from inspector import conditions
+
     now = datetime.now(timezone.utc)
     with _open_store(cfg) as store:
         rows = store.list(since=since, limit=None, station=args.station, line=args.line)
     periods = stats.compute(rows, args.by, shifts=shifts, since=since, until=now, fill_empty=args.empty)
+    total = stats.totals(periods)
+    replayed = conditions.replay_rows(reversed(rows), cfg.models.dir)  # rows come newest first
+    alarms = conditions.active_alarms(replayed)
     if args.json:
-        print(json.dumps([_jsonable(p) for p in periods]))
+        drift = {name: sd.as_dict() for name, sd in sorted(replayed.items())}
+        print(json.dumps({"periods": [_jsonable(p) for p in periods], "total": total, "drift": drift},
+                         default=lambda v: v.isoformat() if hasattr(v, "isoformat") else str(v)))
         return 0
     if not rows:
         print("no inspections" + (f" since {_local_time(since)}" if since else ""), file=sys.stderr)
@@ -467,15 +497,21 @@ def cmd_stats(args: argparse.Namespace) -> int:
     width = max([len("period"), len("total")] + [len(p["period"]) for p in periods])
     widths = [max(len(title), 7) for _, title in _STATS_COLUMNS]
     print(f"{'period':<{width}}" + "".join(f"  {title:>{w}}" for (_, title), w in zip(_STATS_COLUMNS, widths)))
-    for p in [*periods, stats.totals(periods)]:
+    for p in [*periods, total]:
+        p = {**p, "lighting": p["rejected_by_reason"].get("lighting", 0)}
         print(f"{p['period']:<{width}}" + "".join(f"  {_stats_cell(k, p[k]):>{w}}"
                                                   for (k, _), w in zip(_STATS_COLUMNS, widths)))
+    if total["rejected"]:
+        reasons = sorted(total["rejected_by_reason"].items(), key=lambda kv: (-kv[1], kv[0]))
+        print("rejected by reason: " + ", ".join(f"{reason} {n}" for reason, n in reasons))
+    for line in _drift_lines(alarms):
+        print(line)
     return 0
 
 
 _EXPORT_KEYS = ("id", "name", "verdict", "reason", "detail", "score", "threshold", "profile_version",
                 "received_at", "inspected_at", "sha256", "source_key", "source_path", "archived_path",
-                "overlay_path", "size", "width", "height", "ms", "station", "line", "camera")
+                "overlay_path", "size", "width", "height", "ms", "station", "line", "camera", "exposure")
 _EXPORT_REVIEW_KEYS = ("review", "reviewer", "note", "reviewed_at", "decisions")
 
 
@@ -639,7 +675,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "files on the same cores, in the same run), latency from file complete to "
                                    "verdict committed, and resident memory after 1,000 and 10,000 parts. With "
                                    "--stations: throughput of one, two and three stations sharing one folder and "
-                                   "one PostgreSQL, against one station on SQLite, in the same run.")
+                                   "one PostgreSQL, against one station on SQLite, in the same run. With "
+                                   "--robustness: image and pixel AUROC, false alarms, recall and rejections on "
+                                   "perturbed copies of each benchmark set, beside the clean figures.")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--runs", type=int, default=15, help="timed repetitions per measure (default 15)")
     p.add_argument("--fit-images", type=int, default=200, help="images for the fit timing (default 200)")
@@ -647,7 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="benchmark the hot-folder service end to end instead (takes minutes; see the options below)")
     p.add_argument("--stations", action="store_true",
                    help="benchmark one, two and three stations sharing one folder and one PostgreSQL against one "
-                        "SQLite station, in one run (takes minutes; see inspector/stationbench.py)")
+                        "SQLite station, in one run (takes minutes; see inspector/tooling/stationbench.py)")
     p.add_argument("--pg-url", default=None,
                    help="with --stations: PostgreSQL server for the fresh benchmark databases (default "
                         "$INSPECTOR_TEST_POSTGRES_URL or postgresql+psycopg://postgres@127.0.0.1:5432/test)")
@@ -665,6 +703,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", action="store_true",
                    help="with --watch or --stations: keep the temporary folder (databases, watcher logs) and "
                         "print its path")
+    p.add_argument("--robustness", action="store_true",
+                   help="measure detection quality on perturbed copies of every MVTec-layout set in --data "
+                        "(lighting, colour, gamma, JPEG, random placement, pasted spots) beside the clean figures; "
+                        "prints a markdown table (takes minutes; see inspector/tooling/robustness.py)")
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="with --robustness: folder of MVTec-layout sets (default ../shared/data)")
+    p.add_argument("--sets", default=None, metavar="A,B",
+                   help="with --robustness: comma-separated set (sub-folder) names (default: every set in --data)")
+    p.add_argument("--perturb", default=None, metavar="P1,P2",
+                   help="with --robustness: comma-separated perturbations (default all: clean, png, gain0.97, "
+                        "gain0.9, gain1.1, offset-10, offset+10, warm, cool, gamma0.9, gamma1.1, alternate, "
+                        "jpeg80, placed, pasted; clean always runs as the reference)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="with --robustness: seed of the random placement and pasting (default 0)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("profiles", parents=[common], help="list profile versions, activate one, or roll back",
@@ -761,13 +813,20 @@ def build_parser() -> argparse.ArgumentParser:
                                    "defect, marked good) and missed defects (judged ok, marked defect); "
                                    "throughput = parts per hour of the period's length, where the current period "
                                    "and the one --since falls into count only the time they cover. Periods "
-                                   "without parts are left out unless --empty. The last line sums the periods.")
+                                   "without parts are left out unless --empty. The last line sums the periods. "
+                                   "The lighting column counts parts rejected because their lighting was beyond "
+                                   "tolerance; a line below lists rejections by reason. Drift: each station's "
+                                   "parts in the range are replayed through the drift monitor (CUSUMs of "
+                                   "exposure and score against the baseline in the profile.json of the version "
+                                   "that judged them, restarted when the version changes); a line says when a "
+                                   "drift alarm is active.")
     p.add_argument("--by", default="hour", metavar="hour|shift|day", help="period (default hour)")
     p.add_argument("--since", metavar="WHEN", default="7d",
                    help="only newer than this: 8h, 2d, an ISO date/time, or all (default 7d)")
     p.add_argument("--empty", action="store_true", help="also list periods without parts")
     p.add_argument("--json", action="store_true",
-                   help="print one JSON array of periods (no totals; start and end as local ISO times)")
+                   help='print one JSON object: "periods" (start and end as local ISO times), "total", and '
+                        '"drift" per station (statistics, alarms raised in the range, whether one is active)')
     _station_filters(p)
     p.set_defaults(func=cmd_stats)
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from inspector import demo
+from inspector.tooling import demo
 
 
 def test_demo_end_to_end(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "inspector.demo", "--train", "30", "--good", "6", "--per-defect",
+    done = subprocess.run([sys.executable, "-m", "inspector.tooling.demo", "--train", "30", "--good", "6", "--per-defect",
                            "1", "--seconds", "4"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from inspector import cli, stationbench
+from inspector import cli
+from inspector.tooling import stationbench
 from inspector.cli import build_parser
 
 RATES = ("sqlite_1_images_per_s", "pg_1_images_per_s", "pg_2_images_per_s", "pg_3_images_per_s",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from inspector import watchbench
+from inspector.tooling import watchbench
 from inspector.cli import build_parser
 
 KEYS = ("watch_images_per_s", "decode_images_per_s", "watch_over_decode", "latency_p50_ms", "latency_p99_ms",

@@ -84,7 +84,7 @@ def write_config(root: Path) -> Path:
     """demo/config.toml: everything the station needs, relative to demo/."""
     cfg = root / "config.toml"
     cfg.write_text(f"""\
-# The demo station, written by `make demo` (python -m inspector.demo). Relative paths resolve against this folder.
+# The demo station, written by `make demo` (python -m inspector.tooling.demo). Relative paths resolve against this folder.
 
 [models]
 dir = "models"                 # profiles trained by the demo
@@ -491,8 +491,8 @@ def summarise(root: Path, cfg: Path, drops: list[Drop], rows: list[dict], elapse
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m inspector.demo [--seconds S] ...`; SIGTERM stops the demo (and its watcher) like Ctrl-C."""
-    parser = argparse.ArgumentParser(prog="python -m inspector.demo", description=__doc__.split("\n\n")[0])
+    """`python -m inspector.tooling.demo [--seconds S] ...`; SIGTERM stops the demo (and its watcher) like Ctrl-C."""
+    parser = argparse.ArgumentParser(prog="python -m inspector.tooling.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", default="demo", help="demo folder, removed and rebuilt (default ./demo)")
     parser.add_argument("--train", type=int, default=60, help="good parts to train on (default 60)")
     parser.add_argument("--good", type=int, default=24, help="good parts the camera drops (default 24)")

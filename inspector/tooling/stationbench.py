@@ -57,7 +57,7 @@ from pathlib import Path
 
 from inspector.errors import InspectorError
 from inspector.profile import ProfileParams
-from inspector.watchbench import (FIVE_MP, STALL_S, Log, _sha256, _utc_epoch, cpu_s, make_bases, prune_archive,
+from inspector.tooling.watchbench import (FIVE_MP, STALL_S, Log, _sha256, _utc_epoch, cpu_s, make_bases, prune_archive,
                                   start_watcher, stop_watcher, tagged, train_profile)
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

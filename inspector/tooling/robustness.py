@@ -1,0 +1,564 @@
+"""Robustness benchmark (issue 10, item 5): detection quality on perturbed copies of the benchmark sets.
+
+`python -m inspector.tooling.robustness [--data DIR] [--sets a,b] [--perturb p1,p2] [--json]`, or
+`inspector bench --robustness ...`. Every sub-folder of DIR (default ../shared/data) in the MVTec layout
+(train/good, test/) is a set. For each set and each perturbation it reports image AUROC, pixel AUROC (where
+masks exist), the false-alarm rate on test/good and the recall at the profile's calibrated threshold, and the
+parts the inspector `rejected` (counted apart), beside the clean figures. A markdown table goes to stdout
+(JSON with --json), progress to stderr.
+
+Perturbations (applied in float on the fully decoded 8-bit image, then rounded and clipped, and re-encoded
+as PNG, lossless; `jpeg80` re-encodes as JPEG quality 80):
+
+* test images only, scored with the one profile fitted on the clean train/good (never refitted):
+  `clean` (the original files' bytes, exactly as `inspector eval` scores them), `png` (control: the clean
+  image re-encoded as PNG, the path every pixel perturbation takes), `gain0.97`, `gain0.9`, `gain1.1`
+  (all channels times g), `offset-10`, `offset+10` (grey levels added to all channels), `warm` (R x1.05,
+  B x0.95), `cool` (R x0.95, B x1.05), `gamma0.9`, `gamma1.1` (255 * (in / 255) ** g), `alternate` (every
+  other test part x0.92, the others x1.08, in test order), `jpeg80`;
+* train and test alike, refitted: `placed` (every image rotated by a uniform random angle in [0, 360) about
+  its centre and shifted by up to +-8% of the field in x and y; INTER_LINEAR with replicated borders, the
+  masks warped the same way with INTER_NEAREST and border 0), and `pasted` (the placed profile, scored on the
+  placed test/good images and on copies of them with one synthetic spot each: a soft-edged disc of diameter
+  3-6% of the image side at a random place in the central 70% of the field, coloured as the local mean
+  shifted by -60 (`dark_spot`) or +60 (`light_spot`) grey levels, clipped; the other sign is used where
+  clipping would leave less than 30 levels of contrast; the disc is its mask).
+
+Scoring: a `rejected` verdict (say, lighting beyond the tolerance) is neither a false alarm nor a catch; it
+is counted in `rejected` and, for image AUROC, ranks above every score (+inf), as does a verdict flagged for a
+reason whatever its score (say, a part not located: a `defect`, counted under `reasons`). Pixel AUROC uses
+each verdict's anomaly map, as `inspector eval` does; a file rejected without a map ranks above every pixel.
+The false-alarm rate is defect verdicts among test/good, recall defect verdicts among defective parts, both
+over all parts including rejected ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from sklearn.metrics import roc_auc_score
+from threadpoolctl import threadpool_limits
+
+from inspector import imaging
+from inspector.config import Config
+from inspector.errors import DatasetError, ImageRejected, InspectorError
+from inspector.evaluate import MASK_SIDE, find_eval_set
+from inspector.pipeline import Inspector, Progress, decode_for_training, fit_profile
+
+DEFAULT_DATA = Path("../shared/data")
+TEST_ONLY = ("clean", "png", "gain0.97", "gain0.9", "gain1.1", "offset-10", "offset+10", "warm", "cool",
+             "gamma0.9", "gamma1.1", "alternate", "jpeg80")
+REFIT = ("placed", "pasted")
+PERTURBATIONS = TEST_ONLY + REFIT
+MAX_SHIFT = 0.08  # placement shift, fraction of the field
+SPOT_DIAMETER = (0.03, 0.06)  # pasted spot diameter, fraction of the shorter image side
+SPOT_SHIFT = 60.0  # pasted spot colour = local mean -/+ this many grey levels
+SPOT_MIN_CONTRAST = 30.0  # below this after clipping, the other sign is used
+SPOT_FIELD = (0.15, 0.85)  # spot centres lie in this fraction of the field, in x and y
+_GAINS = {"gain0.97": 0.97, "gain0.9": 0.9, "gain1.1": 1.1}
+_OFFSETS = {"offset-10": -10.0, "offset+10": 10.0}
+_GAMMAS = {"gamma0.9": 0.9, "gamma1.1": 1.1}
+_TINTS = {"warm": (0.95, 1.0, 1.05), "cool": (1.05, 1.0, 0.95)}  # per channel, BGR order
+
+
+# --- perturbations (pure) ---------------------------------------------------------------------------------
+
+def _to_u8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+def perturb(image: np.ndarray, name: str, index: int = 0) -> np.ndarray:
+    """A test-only pixel perturbation of a BGR uint8 image (`index`: the part's place in the test order)."""
+    if name in ("clean", "png", "jpeg80"):
+        return image
+    x = image.astype(np.float32)
+    if name in _GAINS:
+        return _to_u8(x * _GAINS[name])
+    if name in _OFFSETS:
+        return _to_u8(x + _OFFSETS[name])
+    if name in _TINTS:
+        return _to_u8(x * np.array(_TINTS[name], np.float32))
+    if name in _GAMMAS:
+        return _to_u8(255.0 * (x / 255.0) ** _GAMMAS[name])
+    if name == "alternate":
+        return _to_u8(x * (0.92 if index % 2 == 0 else 1.08))
+    raise ValueError(f"not a test-only pixel perturbation: {name!r}")
+
+
+def encode(image: np.ndarray, name: str = "png") -> bytes:
+    """PNG bytes (fast, lossless), or JPEG quality 80 for `jpeg80`."""
+    if name == "jpeg80":
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
+    else:
+        ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise RuntimeError(f"cv2.imencode failed for {name}")
+    return buf.tobytes()
+
+
+def placement(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """A 2x3 affine matrix: rotation by a uniform angle in [0, 360) about the centre, shift up to +-8%."""
+    angle = rng.uniform(0.0, 360.0)
+    tx, ty = rng.uniform(-MAX_SHIFT, MAX_SHIFT, 2)
+    m = cv2.getRotationMatrix2D(((width - 1) / 2.0, (height - 1) / 2.0), angle, 1.0)
+    m[0, 2] += tx * width
+    m[1, 2] += ty * height
+    return m
+
+
+def place(image: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """The image warped by m (bilinear, borders replicated), same size."""
+    h, w = image.shape[:2]
+    return cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def place_mask(mask: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """A mask warped by m (nearest, border 0), same size."""
+    h, w = mask.shape[:2]
+    return cv2.warpAffine(mask, m, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def paste_spot(image: np.ndarray, rng: np.random.Generator, kind: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """A soft-edged dark or light disc pasted at a random place; (image, mask 0/255, kind actually used)."""
+    h, w = image.shape[:2]
+    side = min(h, w)
+    r = rng.uniform(*SPOT_DIAMETER) * side / 2.0
+    cx = rng.uniform(*SPOT_FIELD) * (w - 1)
+    cy = rng.uniform(*SPOT_FIELD) * (h - 1)
+    reach = int(np.ceil(3 * r))
+    x0, x1 = max(0, int(cx) - reach), min(w, int(cx) + reach + 1)
+    y0, y1 = max(0, int(cy) - reach), min(h, int(cy) + reach + 1)
+    local = image[y0:y1, x0:x1].reshape(-1, 3).astype(np.float32).mean(axis=0)
+    sign = -1.0 if kind == "dark_spot" else 1.0
+    colour = np.clip(local + sign * SPOT_SHIFT, 0, 255)
+    if abs(float((colour - local).mean())) < SPOT_MIN_CONTRAST:
+        sign = -sign
+        colour = np.clip(local + sign * SPOT_SHIFT, 0, 255)
+    used = "dark_spot" if sign < 0 else "light_spot"
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    dist = np.hypot(xx - cx, yy - cy)
+    edge = max(1.0, 0.3 * r)
+    alpha = np.clip((r + edge / 2.0 - dist) / edge, 0.0, 1.0)[..., None]
+    out = _to_u8(image.astype(np.float32) * (1.0 - alpha) + colour * alpha)
+    mask = np.where(dist <= r, 255, 0).astype(np.uint8)
+    return out, mask, used
+
+
+# --- data --------------------------------------------------------------------------------------------------
+
+@dataclass
+class Part:
+    """One test image: its original bytes, the fully decoded image (None if it cannot be decoded), its mask."""
+
+    name: str
+    kind: str  # "good" or the defect type
+    data: bytes
+    image: np.ndarray | None
+    mask: np.ndarray | None  # uint8 0/255 at the image's size, when the set has one for this part
+
+
+@dataclass
+class LoadedSet:
+    name: str
+    train: list[bytes]
+    test: list[Part]
+    has_masks: bool
+    n_train_rejected: int
+
+
+def find_sets(data: Path, names: Sequence[str] | None = None) -> list[Path]:
+    """The MVTec-layout sub-folders of `data` (with train/good and test/), optionally only those named."""
+    if not data.is_dir():
+        raise DatasetError(f"not a folder: {data}")
+    found = sorted(p for p in data.iterdir() if (p / "train" / "good").is_dir() and (p / "test").is_dir())
+    if names:
+        by_name = {p.name: p for p in found}
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise DatasetError(f"no set {', '.join(missing)} in {data} (found: {', '.join(by_name) or 'none'})")
+        found = [by_name[n] for n in names]
+    if not found:
+        raise DatasetError(f"no MVTec-layout sets (train/good and test/) in {data}")
+    return found
+
+
+def _full_decode(data: bytes, cfg: Config) -> np.ndarray | None:
+    try:
+        return imaging.decode(data, max_pixels=cfg.input.max_pixels).image
+    except ImageRejected:
+        return None
+
+
+def load_set(root: Path, cfg: Config) -> LoadedSet:
+    """Read every file of a set once; decode the test images at full size, masks at the image's size."""
+    es = find_eval_set(root, cfg.input.patterns)
+    train, n_bad = [], 0
+    for path in es.train:
+        try:
+            train.append(imaging.read_file(path, cfg.input.max_bytes))
+        except ImageRejected:
+            n_bad += 1
+
+    def one(item: tuple[Path, str]) -> Part:
+        path, kind = item
+        data = imaging.read_file(path, cfg.input.max_bytes)
+        image = _full_decode(data, cfg)
+        mask = None
+        if path in es.masks:
+            mask = cv2.imread(str(es.masks[path]), cv2.IMREAD_GRAYSCALE)
+            if mask is None:
+                raise DatasetError(f"unreadable mask: {es.masks[path]}")
+            if image is not None and mask.shape != image.shape[:2]:
+                mask = cv2.resize(mask, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
+        return Part(path.name, kind, data, image, mask)
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        test = list(pool.map(one, es.test))
+    return LoadedSet(root.name, train, test, bool(es.masks), n_bad)
+
+
+def _fit(images: list[np.ndarray], cfg: Config):
+    return fit_profile(images, cfg.profile)
+
+
+def _decode_training(blobs: Sequence[bytes], cfg: Config) -> tuple[list[np.ndarray], int]:
+    """Training images at the reduced size the profile needs (as `inspector train` decodes them)."""
+
+    def one(data: bytes) -> np.ndarray | None:
+        try:
+            return decode_for_training(data, cfg.input, cfg.profile)
+        except ImageRejected:
+            return None
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        out = list(pool.map(one, blobs))
+    good = [im for im in out if im is not None]
+    return good, len(out) - len(good)
+
+
+# --- scoring -----------------------------------------------------------------------------------------------
+
+def _mask_at_side(mask: np.ndarray | None) -> np.ndarray:
+    """A mask at MASK_SIDE x MASK_SIDE as bool, like evaluate._mask; all-False when absent."""
+    if mask is None:
+        return np.zeros((MASK_SIDE, MASK_SIDE), bool)
+    return cv2.resize(mask, (MASK_SIDE, MASK_SIDE), interpolation=cv2.INTER_NEAREST) > 127
+
+
+@dataclass
+class Scored:
+    verdict: str
+    score: float  # +inf when rejected or flagged for a reason (such as not_located) whatever the score
+    reason: str | None
+    map_up: np.ndarray | None  # anomaly map at MASK_SIDE (float32), when pixel AUROC is wanted and there is one
+
+
+def score_jobs(inspector: Inspector, jobs: Sequence[Callable[[], bytes]], names: Sequence[str], want_maps: bool,
+               progress: Progress | None = None, desc: str = "") -> list[Scored]:
+    """Build each job's bytes and judge them as the service does, on a few threads (OpenCV releases the GIL)."""
+
+    def one(i: int) -> Scored:
+        v = inspector.inspect_bytes(jobs[i](), names[i], keep_image=True)
+        up = None
+        if want_maps and v.anomaly_map is not None:
+            up = cv2.resize(np.asarray(v.anomaly_map, np.float32), (MASK_SIDE, MASK_SIDE),
+                            interpolation=cv2.INTER_LINEAR)
+        flagged = v.verdict == "rejected" or v.reason is not None or v.score is None
+        return Scored(v.verdict, float("inf") if flagged else float(v.score), v.reason, up)
+
+    # the threads are the parallelism: BLAS pools inside each only fight over the cores (as in the service)
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        results = pool.map(one, range(len(jobs)))
+        if progress:
+            results = progress(results, total=len(jobs), desc=desc)
+        return list(results)
+
+
+def _finite_ranks(values: np.ndarray) -> np.ndarray:
+    """+inf replaced by a finite value above every other (AUROC depends on the order only)."""
+    finite = values[np.isfinite(values)]
+    top = (float(finite.max()) + 1.0) if finite.size else 1.0
+    return np.where(np.isposinf(values), top, values)
+
+
+def metrics(kinds: Sequence[str], scored: Sequence[Scored], masks: Sequence[np.ndarray | None] | None,
+            threshold: float) -> dict[str, Any]:
+    """Image and pixel AUROC, false alarms, recall and rejections of one scored test set."""
+    y = np.array([k != "good" for k in kinds])
+    s = np.array([x.score for x in scored], np.float64)
+    verdicts = np.array([x.verdict for x in scored])
+    flagged = verdicts == "defect"
+    rejected = verdicts == "rejected"
+    image_auroc = float(roc_auc_score(y, _finite_ranks(s))) if y.any() and (~y).any() else None
+    pixel_auroc = None
+    if masks is not None:
+        gts = [_mask_at_side(m) for m in masks]
+        if any(g.any() for g in gts):
+            finite = [x.map_up for x in scored if x.map_up is not None]
+            top = (max(float(m.max()) for m in finite) + 1.0) if finite else 1.0
+            pred = np.concatenate([(x.map_up if x.map_up is not None else np.full((MASK_SIDE, MASK_SIDE), top,
+                                                                                   np.float32)).ravel()
+                                   for x in scored])
+            pixel_auroc = float(roc_auc_score(np.concatenate([g.ravel() for g in gts]), pred))
+    types = sorted(set(kinds) - {"good"})
+    k = np.array(kinds)
+    n_good, n_def = int((~y).sum()), int(y.sum())
+    return {
+        "image_auroc": image_auroc,
+        "pixel_auroc": pixel_auroc,
+        "threshold": float(threshold),
+        "false_alarms": int((flagged & ~y).sum()),
+        "false_alarm_rate": float((flagged & ~y).sum() / n_good) if n_good else None,
+        "recall": float((flagged & y).sum() / n_def) if n_def else None,
+        "per_type_recall": {t: float(flagged[k == t].mean()) for t in types},
+        "rejected": int(rejected.sum()),
+        "rejected_share": float(rejected.mean()) if len(verdicts) else 0.0,
+        "rejected_good": int((rejected & ~y).sum()),
+        "rejected_defect": int((rejected & y).sum()),
+        "rejected_reasons": sorted({x.reason or "?" for x in scored if x.verdict == "rejected"}),
+        "reasons": {r: sum(1 for x in scored if x.reason == r and x.verdict != "rejected")
+                    for r in sorted({x.reason for x in scored if x.reason and x.verdict != "rejected"})},
+        "n_test": len(kinds),
+        "n_good": n_good,
+        "n_defect": n_def,
+    }
+
+
+# --- the run -----------------------------------------------------------------------------------------------
+
+def _seed(seed: int, name: str, stream: int) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(name.encode()), stream])
+
+
+def parse_perturbations(text: str | None) -> list[str]:
+    """Comma-separated names -> list in canonical order (clean always included); ValueError names unknown ones."""
+    if not text:
+        return list(PERTURBATIONS)
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in PERTURBATIONS]
+    if unknown:
+        raise ValueError(f"unknown perturbation {', '.join(unknown)} (choose from {', '.join(PERTURBATIONS)})")
+    wanted = set(names) | {"clean"}
+    return [p for p in PERTURBATIONS if p in wanted]
+
+
+def run_set(root: Path, cfg: Config, perturbations: Sequence[str], seed: int = 0, progress: Progress | None = None,
+            log: Callable[[str], None] = lambda s: None) -> list[dict[str, Any]]:
+    """All rows of one set: fit once on the clean train/good for test-only perturbations, refit for placed."""
+    t0 = time.perf_counter()
+    ls = load_set(root, cfg)
+    log(f"{ls.name}: read {len(ls.train)} train and {len(ls.test)} test images in {time.perf_counter() - t0:.1f} s")
+    rows: list[dict[str, Any]] = []
+    names = [f"{p.kind}/{p.name}" for p in ls.test]
+    kinds = [p.kind for p in ls.test]
+    masks = [p.mask for p in ls.test] if ls.has_masks else None
+
+    def add(pert: str, refit: bool, kinds_: Sequence[str], scored: list[Scored], masks_, threshold: float,
+            n_train: int, fit_s: float, score_s: float) -> None:
+        row = {"set": ls.name, "perturbation": pert, "refit": refit, "n_train": n_train}
+        row.update(metrics(kinds_, scored, masks_, threshold))
+        row.update(fit_s=round(fit_s, 2), score_s=round(score_s, 2))
+        rows.append(row)
+        log(f"{ls.name} {pert}: image AUROC {_f(row['image_auroc'])}, pixel AUROC {_f(row['pixel_auroc'])}, "
+            f"false alarms {row['false_alarms']}/{row['n_good']}, recall {_f(row['recall'])}, "
+            f"rejected {row['rejected']}")
+
+    # test-only perturbations: one fit on the clean train/good
+    t = time.perf_counter()
+    images, n_bad = _decode_training(ls.train, cfg)
+    profile = _fit(images, cfg)
+    fit_s = time.perf_counter() - t
+    n_train = len(images)
+    del images
+    log(f"{ls.name}: fitted on {n_train} clean images in {fit_s:.1f} s")
+    inspector = Inspector(profile, "robustness", cfg.input)
+    for pert in (p for p in perturbations if p in TEST_ONLY):
+        def job(i: int, pert: str = pert) -> Callable[[], bytes]:
+            part = ls.test[i]
+            if pert == "clean" or part.image is None:
+                return lambda: part.data
+            return lambda: encode(perturb(part.image, pert, i), pert)
+
+        t = time.perf_counter()
+        scored = score_jobs(inspector, [job(i) for i in range(len(ls.test))], names, masks is not None, progress,
+                            f"{ls.name} {pert}")
+        add(pert, False, kinds, scored, masks, profile.threshold_, n_train, fit_s if pert == "clean" else 0.0,
+            time.perf_counter() - t)
+    del inspector, profile
+
+    if not any(p in REFIT for p in perturbations):
+        return rows
+    # placed: every image, train and test, rotated and shifted; refit
+    rng = _seed(seed, ls.name, 0)
+    t = time.perf_counter()
+    placed_train: list[np.ndarray] = []
+    for data in ls.train:
+        full = _full_decode(data, cfg)
+        if full is None:
+            continue
+        m = placement(rng, full.shape[1], full.shape[0])
+        placed_train.append(decode_for_training(encode(place(full, m)), cfg.input, cfg.profile))
+    profile = _fit(placed_train, cfg)
+    fit_s = time.perf_counter() - t
+    n_train = len(placed_train)
+    del placed_train
+    log(f"{ls.name}: fitted on {n_train} placed images in {fit_s:.1f} s")
+    inspector = Inspector(profile, "robustness-placed", cfg.input)
+    placed_test: list[tuple[np.ndarray | None, np.ndarray | None]] = []
+    for part in ls.test:
+        if part.image is None:
+            placed_test.append((None, None))
+            continue
+        m = placement(rng, part.image.shape[1], part.image.shape[0])
+        placed_test.append((place(part.image, m), None if part.mask is None else place_mask(part.mask, m)))
+    if "placed" in perturbations:
+        jobs = [(lambda im=im, part=part: part.data if im is None else encode(im))
+                for (im, _), part in zip(placed_test, ls.test)]
+        t = time.perf_counter()
+        scored = score_jobs(inspector, jobs, names, masks is not None, progress, f"{ls.name} placed")
+        pmasks = [mk for _, mk in placed_test] if masks is not None else None
+        add("placed", True, kinds, scored, pmasks, profile.threshold_, n_train, fit_s, time.perf_counter() - t)
+    if "pasted" in perturbations:
+        rng = _seed(seed, ls.name, 1)
+        good = [(im, part) for (im, _), part in zip(placed_test, ls.test) if part.kind == "good" and im is not None]
+        p_images, p_masks, p_kinds, p_names = [], [], [], []
+        for i, (im, part) in enumerate(good):
+            p_images.append(im)
+            p_masks.append(None)
+            p_kinds.append("good")
+            p_names.append(f"good/{part.name}")
+        for i, (im, part) in enumerate(good):
+            spotted, mk, used = paste_spot(im, rng, "dark_spot" if i % 2 == 0 else "light_spot")
+            p_images.append(spotted)
+            p_masks.append(mk)
+            p_kinds.append(used)
+            p_names.append(f"{used}/{part.name}")
+        jobs = [(lambda im=im: encode(im)) for im in p_images]
+        t = time.perf_counter()
+        scored = score_jobs(inspector, jobs, p_names, True, progress, f"{ls.name} pasted")
+        add("pasted", True, p_kinds, scored, p_masks, profile.threshold_, n_train, fit_s, time.perf_counter() - t)
+    return rows
+
+
+def run(data: Path, cfg: Config, sets: Sequence[str] | None = None, perturbations: Sequence[str] | None = None,
+        seed: int = 0, progress: Progress | None = None, log: Callable[[str], None] = lambda s: None) -> dict:
+    """Every (set, perturbation) row, with the clean figures of its set beside it; one JSON-able dict."""
+    perts = parse_perturbations(",".join(perturbations) if perturbations else None)
+    roots = find_sets(Path(data), sets)
+    start = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    for root in roots:
+        set_rows = run_set(root, cfg, perts, seed, progress, log)
+        clean = next(r for r in set_rows if r["perturbation"] == "clean")
+        for r in set_rows:
+            for key in ("image_auroc", "pixel_auroc", "false_alarm_rate", "recall", "rejected_share"):
+                r[f"clean_{key}"] = clean[key]
+        rows.extend(set_rows)
+    return {"data": str(data), "sets": [r.name for r in roots], "perturbations": perts, "seed": seed,
+            "seconds": round(time.perf_counter() - start, 1), "rows": rows}
+
+
+# --- output ------------------------------------------------------------------------------------------------
+
+def _f(x: float | None, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _delta(x: float | None, ref: float | None) -> str:
+    if x is None or ref is None:
+        return ""
+    d = x - ref
+    return "" if abs(d) < 0.0005 else f" ({d:+.3f})"
+
+
+def markdown(result: dict) -> str:
+    """The rows as a markdown table; deltas against the set's clean row in brackets."""
+    head = ("| set | perturbation | image AUROC | pixel AUROC | false alarms on test/good | recall at threshold "
+            "| rejected |\n|---|---|---|---|---|---|---|")
+    lines = [head]
+    for r in result["rows"]:
+        fa = f"{r['false_alarms']}/{r['n_good']} ({100 * (r['false_alarm_rate'] or 0):.1f}%)" if r["n_good"] else "-"
+        clean_fa = r["clean_false_alarm_rate"]
+        if r["perturbation"] != "clean" and clean_fa is not None and r["false_alarm_rate"] is not None \
+                and abs(r["false_alarm_rate"] - clean_fa) >= 0.0005:
+            fa += f" (clean {100 * clean_fa:.1f}%)"
+        rej = f"{r['rejected']} ({100 * r['rejected_share']:.1f}%)"
+        if r["rejected"]:
+            rej += f": {r['rejected_good']} good, {r['rejected_defect']} defective"
+        for reason, n in r.get("reasons", {}).items():
+            rej += f"; {n} flagged {reason}"
+        name = r["perturbation"] + (" (refit)" if r["refit"] else "")
+        lines.append(
+            f"| {r['set']} | {name} | {_f(r['image_auroc'])}{_delta(r['image_auroc'], r['clean_image_auroc'])} "
+            f"| {_f(r['pixel_auroc'])}{_delta(r['pixel_auroc'], r['clean_pixel_auroc'])} | {fa} "
+            f"| {_f(r['recall'])}{_delta(r['recall'], r['clean_recall'])} | {rej} |")
+    lines.append("")
+    lines.append(f"{len(result['rows'])} rows, {result['seconds']:.0f} s; data {result['data']}, "
+                 f"seed {result['seed']}. Brackets: change against the set's clean row. `pasted` rows: placed "
+                 "test/good against copies with one pasted dark or light spot (their own defect types).")
+    return "\n".join(lines)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options shared by `python -m inspector.tooling.robustness` and `inspector bench --robustness`."""
+    p.add_argument("--data", default=None,
+                   help=f"with --robustness: folder of MVTec-layout sets (default {DEFAULT_DATA})")
+    p.add_argument("--sets", default=None,
+                   help="with --robustness: comma-separated set (sub-folder) names (default: every set in --data)")
+    p.add_argument("--perturb", default=None,
+                   help=f"with --robustness: comma-separated perturbations (default: all: {', '.join(PERTURBATIONS)}; "
+                        "clean is always run as the reference)")
+    p.add_argument("--seed", type=int, default=0, help="with --robustness: seed of placement and pasting (default 0)")
+
+
+def run_from_args(args: argparse.Namespace, cfg: Config, progress: Progress | None,
+                  log: Callable[[str], None]) -> dict:
+    """Parse the shared options and run; InspectorError for a bad --perturb value."""
+    try:
+        perts = parse_perturbations(args.perturb)
+    except ValueError as exc:
+        raise InspectorError(f"bench --robustness: {exc}") from None
+    sets = [s.strip() for s in args.sets.split(",") if s.strip()] if args.sets else None
+    return run(Path(args.data) if args.data else DEFAULT_DATA, cfg, sets, perts, args.seed, progress, log)
+
+
+def _progress(iterable, total: int | None = None, desc: str = ""):
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="img", disable=None, leave=False, file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m inspector.tooling.robustness`: the benchmark with the config at --config (or the defaults)."""
+    from inspector import config
+
+    parser = argparse.ArgumentParser(prog="python -m inspector.tooling.robustness",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=None, help="config file (default ./config.toml, else the defaults)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        cfg = config.load(args.config)
+        result = run_from_args(args, cfg, _progress, lambda s: print(s, file=sys.stderr, flush=True))
+    except InspectorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(json.dumps(result) if args.json else markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""The robustness benchmark (inspector/tooling/robustness.py) on small generated sets; never ../shared/data."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from inspector import cli, config
+from inspector.errors import DatasetError
+from inspector.evaluate import evaluate
+from inspector.synthetic import make_part
+from inspector.tooling import robustness as rb
+
+W, H = 128, 96
+
+
+def _write_set(root, n_train=24, n_good=6, n_spot=6, seed=0):
+    """An MVTec-layout folder: train/good, test/good, test/spot with ground_truth/spot masks."""
+    rng = np.random.default_rng(seed)
+    for sub in ("train/good", "test/good", "test/spot", "ground_truth/spot"):
+        (root / sub).mkdir(parents=True)
+    for i in range(n_train):
+        cv2.imwrite(str(root / "train" / "good" / f"{i:03d}.png"), make_part(rng, W, H))
+    for i in range(n_good):
+        cv2.imwrite(str(root / "test" / "good" / f"{i:03d}.png"), make_part(rng, W, H))
+    for i in range(n_spot):
+        img = make_part(rng, W, H)
+        mask = np.zeros((H, W), np.uint8)
+        centre = (int(rng.integers(45, 83)), int(rng.integers(30, 66)))
+        cv2.circle(img, centre, 7, (60, 160, 60), -1)
+        cv2.circle(mask, centre, 7, 255, -1)
+        cv2.imwrite(str(root / "test" / "spot" / f"{i:03d}.png"), img)
+        cv2.imwrite(str(root / "ground_truth" / "spot" / f"{i:03d}_mask.png"), mask)
+    return root
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    base = tmp_path_factory.mktemp("robustness")
+    _write_set(base / "alpha", seed=0)
+    _write_set(base / "beta", n_train=16, n_good=4, n_spot=4, seed=1)
+    (base / "not-a-set").mkdir()  # no train/good: ignored
+    return base
+
+
+@pytest.fixture
+def cfg():
+    return config.load(None)
+
+
+def _img(seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+
+
+def test_gain_offset_gamma():
+    img = _img()
+    x = img.astype(np.float64)
+    out = rb.perturb(img, "gain0.9").astype(np.float64)
+    bright = x > 20
+    assert abs(out[bright].mean() / x[bright].mean() - 0.9) < 0.005
+    assert np.array_equal(out, np.rint(x * 0.9))
+    up = rb.perturb(img, "gain1.1").astype(np.float64)
+    unclipped = (x * 1.1 < 254.5) & (x > 20)
+    assert abs(up[unclipped].mean() / x[unclipped].mean() - 1.1) < 0.005
+    assert (up[x * 1.1 >= 255] == 255).all()
+    assert np.array_equal(rb.perturb(img, "gain0.97"), np.rint(x * 0.97).astype(np.uint8))
+    assert np.array_equal(rb.perturb(img, "offset-10"), np.clip(x - 10, 0, 255).astype(np.uint8))
+    assert np.array_equal(rb.perturb(img, "offset+10"), np.clip(x + 10, 0, 255).astype(np.uint8))
+    for g in (0.9, 1.1):
+        want = np.clip(np.rint(255 * (x / 255) ** g), 0, 255)
+        assert np.abs(rb.perturb(img, f"gamma{g}").astype(np.float64) - want).max() <= 1
+    assert (rb.perturb(img, "gamma0.9") >= img).all() and (rb.perturb(img, "gamma1.1") <= img).all()
+    assert rb.perturb(img, "clean") is img and rb.perturb(img, "png") is img
+
+
+def test_warm_cool_change_red_and_blue_only():
+    img = np.full((10, 10, 3), 100, np.uint8)  # BGR
+    warm = rb.perturb(img, "warm")
+    cool = rb.perturb(img, "cool")
+    assert tuple(warm[0, 0]) == (95, 100, 105)  # B x0.95, G unchanged, R x1.05
+    assert tuple(cool[0, 0]) == (105, 100, 95)
+
+
+def test_alternate_and_jpeg80():
+    img = np.full((16, 16, 3), 100, np.uint8)
+    assert rb.perturb(img, "alternate", 0)[0, 0, 0] == 92
+    assert rb.perturb(img, "alternate", 1)[0, 0, 0] == 108
+    assert rb.perturb(img, "alternate", 2)[0, 0, 0] == 92
+    part = make_part(np.random.default_rng(0), W, H)
+    jpeg = rb.encode(part, "jpeg80")
+    png = rb.encode(part)
+    assert jpeg[:2] == b"\xff\xd8" and png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert np.array_equal(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), part)
+    back = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).astype(float)
+    assert 0 < np.abs(back - part).mean() < 6
+
+
+def test_placement_is_a_rotation_with_bounded_shift():
+    rng = np.random.default_rng(0)
+    angles = []
+    for _ in range(200):
+        m = rb.placement(rng, 200, 100)
+        assert np.allclose(m[:, :2] @ m[:, :2].T, np.eye(2))  # rotation, no scale
+        angles.append(math.degrees(math.atan2(-m[0, 1], m[0, 0])) % 360)
+        centre = m @ np.array([99.5, 49.5, 1.0])
+        assert abs(centre[0] - 99.5) <= 0.08 * 200 + 1e-9 and abs(centre[1] - 49.5) <= 0.08 * 100 + 1e-9
+    assert min(angles) < 30 and max(angles) > 330  # the whole circle
+
+
+def test_placed_warps_the_mask_with_the_image():
+    img = np.full((120, 160, 3), 60, np.uint8)
+    mask = np.zeros((120, 160), np.uint8)
+    cv2.rectangle(img, (40, 30), (70, 50), (250, 250, 250), -1)
+    cv2.rectangle(mask, (40, 30), (70, 50), 255, -1)
+    m = rb.placement(np.random.default_rng(3), 160, 120)
+    pi, pm = rb.place(img, m), rb.place_mask(mask, m)
+    assert pi.shape == img.shape and pm.shape == mask.shape
+    assert set(np.unique(pm)) <= {0, 255}  # nearest: still a binary mask
+    bright, marked = pi[..., 0] > 155, pm > 0
+    iou = (bright & marked).sum() / (bright | marked).sum()
+    assert iou > 0.85
+    assert not np.array_equal(pm, mask)
+
+
+def test_paste_spot_marks_where_it_paints():
+    img = np.full((200, 200, 3), 128, np.uint8)
+    rng = np.random.default_rng(0)
+    for kind in ("dark_spot", "light_spot"):
+        out, mask, used = rb.paste_spot(img, rng, kind)
+        assert used == kind
+        inside = mask > 0
+        r = math.sqrt(inside.sum() / math.pi)
+        assert 0.03 * 200 / 2 - 1 <= r <= 0.06 * 200 / 2 + 1
+        diff = out.astype(int) - img.astype(int)
+        assert abs(np.median(diff[inside]) - (-60 if kind == "dark_spot" else 60)) <= 1
+        far = cv2.dilate(mask, np.ones((9, 9), np.uint8)) == 0
+        assert (diff[far] == 0).all()
+    dark = np.full((200, 200, 3), 10, np.uint8)  # a dark spot would be clipped away: the light one is used
+    assert rb.paste_spot(dark, rng, "dark_spot")[2] == "light_spot"
+
+
+def test_rejected_ranks_above_every_score():
+    s = rb.Scored
+    scored = [s("ok", 1.0, None, None), s("defect", 5.0, None, None), s("rejected", float("inf"), "lighting", None),
+              s("ok", 2.0, None, None)]
+    m = rb.metrics(["good", "good", "spot", "spot"], scored, None, threshold=3.0)
+    assert m["image_auroc"] == pytest.approx(0.75)  # the rejected defect outranks both goods, the 2.0 one neither
+    assert (m["rejected"], m["rejected_good"], m["rejected_defect"]) == (1, 0, 1)
+    assert m["false_alarms"] == 1 and m["false_alarm_rate"] == 0.5 and m["recall"] == 0.0
+    assert m["rejected_reasons"] == ["lighting"] and m["reasons"] == {}
+    scored[0] = s("defect", float("inf"), "not_located", None)  # flagged whatever its score: a false alarm
+    m = rb.metrics(["good", "good", "spot", "spot"], scored, None, threshold=3.0)
+    assert m["image_auroc"] == pytest.approx(0.375) and m["false_alarms"] == 2 and m["reasons"] == {"not_located": 1}
+
+
+def test_parse_perturbations():
+    assert rb.parse_perturbations(None) == list(rb.PERTURBATIONS)
+    assert rb.parse_perturbations("gain0.9, placed") == ["clean", "gain0.9", "placed"]
+    with pytest.raises(ValueError, match="nope"):
+        rb.parse_perturbations("gain0.9,nope")
+
+
+def test_every_perturbation_on_one_set(data, cfg):
+    result = rb.run(data, cfg, sets=["alpha"])
+    rows = {r["perturbation"]: r for r in result["rows"]}
+    assert list(rows) == list(rb.PERTURBATIONS) and result["sets"] == ["alpha"]
+    for r in rows.values():
+        for key in ("image_auroc", "pixel_auroc", "false_alarm_rate", "recall", "rejected", "rejected_share",
+                    "clean_image_auroc", "clean_pixel_auroc", "threshold"):
+            assert key in r, key
+        assert 0 <= r["image_auroc"] <= 1 and 0 <= r["pixel_auroc"] <= 1
+    # clean is exactly what `inspector eval` measures
+    ev = evaluate(data / "alpha", cfg).metrics
+    assert rows["clean"]["image_auroc"] == pytest.approx(ev["image_auroc"])
+    assert rows["clean"]["pixel_auroc"] == pytest.approx(ev["pixel_auroc"])
+    assert rows["clean"]["false_alarm_rate"] == pytest.approx(ev["false_alarm_rate"])
+    assert rows["png"]["image_auroc"] == pytest.approx(rows["clean"]["image_auroc"], abs=0.05)
+    # test-only perturbations reuse the clean fit; placed and pasted refit on placed train images
+    assert len({rows[p]["threshold"] for p in rb.TEST_ONLY}) == 1
+    assert rows["placed"]["refit"] and rows["placed"]["threshold"] != rows["clean"]["threshold"]
+    assert rows["pasted"]["threshold"] == rows["placed"]["threshold"]
+    pasted = rows["pasted"]
+    assert pasted["n_good"] == 6 and pasted["n_defect"] == 6
+    assert set(pasted["per_type_recall"]) <= {"dark_spot", "light_spot"}
+    assert pasted["pixel_auroc"] > 0.7  # the spots are marked by the map
+    table = rb.markdown(result)
+    assert table.count("\n| alpha |") == len(rb.PERTURBATIONS)
+
+
+def test_rows_per_set_and_perturbation(data, cfg):
+    result = rb.run(data, cfg, perturbations=["jpeg80", "gain0.9"])
+    got = [(r["set"], r["perturbation"]) for r in result["rows"]]
+    assert got == [(s, p) for s in ("alpha", "beta") for p in ("clean", "gain0.9", "jpeg80")]
+    assert all(r["clean_image_auroc"] == got_clean["image_auroc"] for got_clean in result["rows"][::3]
+               for r in result["rows"] if r["set"] == got_clean["set"])
+    with pytest.raises(DatasetError, match="gamma"):
+        rb.run(data, cfg, sets=["gamma"])
+    with pytest.raises(DatasetError):
+        rb.run(data / "absent", cfg)
+
+
+def test_cli(data, capsys):
+    code = cli.main(["bench", "--robustness", "--data", str(data), "--sets", "beta", "--perturb", "clean,gain0.9",
+                     "--json"])
+    out = capsys.readouterr().out
+    assert code == 0
+    result = json.loads(out)
+    assert [(r["set"], r["perturbation"]) for r in result["rows"]] == [("beta", "clean"), ("beta", "gain0.9")]
+    assert result["rows"][1]["clean_image_auroc"] == result["rows"][0]["image_auroc"]
+    assert cli.main(["bench", "--robustness", "--data", str(data), "--perturb", "bogus"]) == 1
+    assert "unknown perturbation bogus" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--help"])
+    help_text = capsys.readouterr().out
+    for name in rb.PERTURBATIONS:
+        assert name in help_text
