@@ -289,8 +289,9 @@ def _validate(p: ProfileParams) -> None:
         (p.rotation in ("auto", "none", "small", "any", "off"),
          "profile.rotation must be one of auto, none, small, any, off"),
         (0.0 <= p.max_shift <= 0.5, "profile.max_shift must be between 0 and 0.5 (a share of the field)"),
-        (0.0 < p.max_exposure_change <= 10.0, "profile.max_exposure_change must be in (0, 10]"),
+        (0.0 < p.max_exposure_change < 1.0, "profile.max_exposure_change must be in (0, 1)"),
         (0.0 < p.max_colour_cast <= 10.0, "profile.max_colour_cast must be in (0, 10]"),
+        (0.0 <= p.max_offset <= 255.0, "profile.max_offset must be between 0 and 255 grey levels"),
     ]
     for ok, message in checks:
         if not ok:

@@ -23,9 +23,9 @@ themselves (three robust standard deviations, measured at fit time) is dropped: 
 lighting are corrected by their exposure alone, so normalising adds no noise to them, while a warmer lamp, a
 lifted black or a gamma change beyond that scatter is undone.
 
-The part is mapped through the inverted curve (a lookup table per channel) and held to SHARED_RANGE: a pixel
-the camera clipped carries only "at least this bright" (or dark), so only the range that every tolerated
-lighting shows unclipped is compared. A level whose departure is larger than any tolerated lighting could
+The part is mapped through the inverted curve (a lookup table per channel). A pixel the camera clipped carries
+only "at least this bright" (or dark): for products the camera clips in training, only the range that every
+tolerated lighting shows unclipped (SHARED_RANGE) is compared. A level whose departure is larger than any tolerated lighting could
 make (a defect covering most of that level) is left out.
 
 Most products fill only a narrow band of grey levels (a dark tyre, a grey casting on its grey background):
@@ -57,11 +57,13 @@ _MIN_SHARE = 0.02  # ... and this share of the block weight to be measured
 _PLAUSIBLE_GAIN = 0.25  # a level's departure beyond a gain this far off ...
 _PLAUSIBLE_OFFSET = 20.0 / 255.0  # ... plus an offset this large is content, not light
 _STEADY = 0.01  # block brightness scatter (log) below which a block counts as fully steady
-# The range of the reference's grey levels that a part shows unclipped under every lighting within the
-# tolerance: a camera clips at 255, so a part 20% brighter shows nothing above 255 / 1.2 ~ 212 of the reference's
-# scale, and one with its black 10 levels lower nothing below 10. Normalised parts are held to this range, so
-# the same part under two such lightings looks the same (detail beyond it is not compared).
+# Where the camera already clips the good parts (a white background, a specular rim, a black hole), a part
+# under another tolerated lighting clips differently: 20% brighter shows nothing above 255 / 1.2 ~ 212 of the
+# reference's scale, 10 levels darker nothing below 10. For such products normalised parts are held to that
+# shared range, so the same part under two lightings looks the same there. Products the camera does not
+# clip keep their full range (a stain at 218 on a white part at 238 stays visible).
 SHARED_RANGE = (10, 212)
+_CLIPPED_SHARE = 0.01  # the range is held at an end when this share of the reference's pixels is clipped there
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,12 @@ class LightingModel:
         self.ref_blocks_ = _blocks(self.reference_).astype(np.float64) / 255.0
         self.ref_clipped_ = _clipped(self.reference_)
         self.shrink_ = np.asarray(shrink, dtype=np.float64)
+        level = self.ref_blocks_.mean(axis=2)
+        steady = self.weights_ if self.weights_.shape == level.shape else np.ones_like(level)
+        self.typical_level_ = _weighted_median(level.ravel(), steady.ravel())  # where the exposure is measured
+        high = float((self.reference_ >= _CLIP_HIGH).any(axis=2).mean())
+        low = float((self.reference_ <= _CLIP_LOW).any(axis=2).mean())
+        self.range_ = (SHARED_RANGE[0] if low >= _CLIPPED_SHARE else 0, SHARED_RANGE[1] if high >= _CLIPPED_SHARE else 255)
         return self
 
     def _terms(self, aligned: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
@@ -146,8 +154,8 @@ class LightingModel:
         empty = np.full(N_LEVELS, np.nan)
         part = _blocks(aligned).astype(np.float64) / 255.0
         usable = ~(_clipped(aligned) | self.ref_clipped_) & (self.ref_blocks_.mean(axis=2) > _DARK)
-        if usable.sum() < 8:
-            usable = self.ref_blocks_.mean(axis=2) > _DARK
+        if usable.sum() < 8:  # a dark product: every block that is not black
+            usable = self.ref_blocks_.mean(axis=2) > 1.0 / 255.0
         if usable.sum() < 8:  # a black reference: nothing to measure a gain on
             return np.concatenate([[0.0], empty]), 0.0, np.zeros(3), empty
         p = np.maximum(part[usable], 0.5 / 255.0)  # (N, 3)
@@ -197,8 +205,7 @@ class LightingModel:
         fwd = np.maximum.accumulate(fwd, axis=0)  # (256, 3), the reference's level -> the part's
         lut = np.empty((256, 3), dtype=np.uint8)
         for ch in range(3):  # invert: the part's value -> the reference's, within the range every lighting shows
-            lut[:, ch] = np.clip(np.round(255.0 * np.interp(levels, fwd[:, ch], levels)), SHARED_RANGE[0],
-                                 SHARED_RANGE[1])
+            lut[:, ch] = np.clip(np.round(255.0 * np.interp(levels, fwd[:, ch], levels)), *self.range_)
         offset = 255.0 * float(fwd_grey[0])
         return Lighting(lut=lut.reshape(1, 256, 3), exposure=gain, cast=cast, offset=offset,
                         bend=float(np.abs(kept).max()), raw=np.concatenate([[log_g], log_cast, departure]))

@@ -114,6 +114,9 @@ def fit_profile(images: list[np.ndarray], params: ProfileParams) -> NormalProfil
     return NormalProfile(params).fit(images)
 
 
+GROSS_EXPOSURE = (1.0 / 3.0, 3.0)  # exposure this far off the trained one: the light, not the part
+
+
 def judge(found: Assessment, threshold: float) -> tuple[str, str | None, str | None]:
     """Verdict, reason code and detail for an assessed part.
 
@@ -121,10 +124,14 @@ def judge(found: Assessment, threshold: float) -> tuple[str, str | None, str | N
     `defect` (a drifting lamp must not flood the review queue). A part that cannot be located (a missing,
     wrong or badly placed part) is a `defect` / `not_located`, never `ok`. Otherwise the score decides.
     """
-    if not found.lighting_ok:
+    # a part that cannot be located is judged on that first (a large defect also upsets the lighting estimate),
+    # unless its light is grossly off (a lamp out leaves nothing to locate: that is no defect of the part)
+    gross = found.exposure is not None and not GROSS_EXPOSURE[0] <= found.exposure <= GROSS_EXPOSURE[1]
+    if not found.lighting_ok and (found.located or gross):
         exposure = f"exposure {found.exposure:.2f}x" if found.exposure is not None else "exposure unknown"
-        return "rejected", "lighting", (f"{exposure}, colour cast {100 * found.colour_cast:.0f}% of the trained "
-                                        "lighting: beyond the tolerance, the part cannot be judged fairly")
+        return "rejected", "lighting", (f"{exposure} of the trained lighting, colour cast "
+                                        f"{100 * found.colour_cast:.0f}%: beyond the tolerance, the part cannot "
+                                        "be judged fairly")
     if not found.located:
         return "defect", "not_located", (f"the part does not match the trained parts wherever it is placed "
                                          f"(match {found.match:.2f})")

@@ -47,12 +47,13 @@ from inspector.features import (
     pixel_channels,
     region_pooling,
 )
-from inspector.photometry import N_LEVELS, Lighting, LightingModel
+from inspector.photometry import BLOCK, N_LEVELS, Lighting, LightingModel
 from inspector.register import Locator, Placement
 from inspector.segment import Palette
 
 FORMAT_VERSION = 2  # bump when the meaning of saved arrays changes
 READABLE_FORMATS = (1, 2)  # format 1 (before registration and lighting) still loads, without either
+MIN_REGISTER_SIDE = 16  # working images narrower than this (a line-scan strip) are neither located nor matched
 _EXPOSURE_SD_FLOOR = 0.005  # a training set this steady still leaves the drift monitor this much log-exposure noise
 
 
@@ -83,6 +84,7 @@ class ProfileParams:
     max_shift: float = 0.1
     normalise_lighting: bool = True
     max_exposure_change: float = 0.2
+    max_offset: float = 15.0
     max_colour_cast: float = 0.1
 
 
@@ -223,13 +225,14 @@ class NormalProfile:
         p = self.params
         self.locator_ = None
         aligned = works
-        if p.rotation != "off":
+        if min(self.layout_.width, self.layout_.height) >= MIN_REGISTER_SIDE:
             self.locator_ = Locator(p.rotation, p.max_shift).fit(works)
             aligned = [self.locator_.warp(w, self.locator_.locate(w)) for w in works]
         self.lighting_ = None
         self.exposure_ref_ = 1.0
         self.exposure_stats_ = np.array([0.0, _EXPOSURE_SD_FLOOR])
-        self.exposure_limit_ = self.cast_limit_ = float("inf")
+        self.exposure_bounds_ = (-math.inf, math.inf)
+        self.cast_limit_ = math.inf
         if not p.normalise_lighting:
             return aligned
         self.lighting_ = LightingModel().fit(aligned)
@@ -240,9 +243,13 @@ class NormalProfile:
         relative = log_exposure - centre
         spread = 1.4826 * float(np.median(np.abs(relative)))
         self.exposure_stats_ = np.array([0.0, max(spread, _EXPOSURE_SD_FLOOR)])
-        # never call a lighting the good training parts were photographed under out of tolerance
-        self.exposure_limit_ = max(math.log1p(p.max_exposure_change), 1.25 * float(np.abs(relative).max()))
-        self.cast_limit_ = max(p.max_colour_cast, 1.25 * max(li.cast_change for li in lights))
+        # the tolerance counts from the lightings the good training parts were photographed under, and allows an
+        # offset of max_offset grey levels at the part's typical level (on a dark part, 10 levels is a big ratio)
+        level = max(self.lighting_.typical_level_ * 255.0, 1.0)
+        low = math.log(max(1.0 - p.max_exposure_change - p.max_offset / level, 0.05))
+        high = math.log1p(p.max_exposure_change + p.max_offset / level)
+        self.exposure_bounds_ = (float(relative.min()) + low, float(relative.max()) + high)
+        self.cast_limit_ = p.max_colour_cast + max(li.cast_change for li in lights)
         return [self.lighting_.apply(a, li) for a, li in zip(aligned, lights)]
 
     def _derive(self) -> None:
@@ -348,8 +355,8 @@ class NormalProfile:
             if lighting is not None:
                 exposure = lighting.exposure / self.exposure_ref_
                 cast, offset = lighting.cast_change, lighting.offset
-                lighting_ok = (abs(math.log(max(exposure, 1e-6))) <= self.exposure_limit_
-                               and cast <= self.cast_limit_)
+                low, high = self.exposure_bounds_
+                lighting_ok = low <= math.log(max(exposure, 1e-6)) <= high and cast <= self.cast_limit_
             out.append(Assessment(float(scores[i]), np.ascontiguousarray(amap, dtype=np.float32), located, match,
                                   angle, shift, exposure, cast, offset, lighting_ok))
         return out
@@ -397,7 +404,7 @@ class NormalProfile:
             "registration": None if self.locator_ is None else {
                 "mode": self.locator_.mode_, "match_limit": self.locator_.match_limit_},
             "lighting": None if self.lighting_ is None else {
-                "exposure_ref": self.exposure_ref_, "exposure_limit": self.exposure_limit_,
+                "exposure_ref": self.exposure_ref_, "exposure_bounds": list(self.exposure_bounds_),
                 "cast_limit": self.cast_limit_, "shrink": [float(v) for v in self.lighting_.shrink_]},
             "drift": self.drift_baseline(),
         }
@@ -494,23 +501,38 @@ class NormalProfile:
         self.locator_ = self.lighting_ = None
         self.exposure_ref_ = 1.0
         self.exposure_stats_ = np.array([0.0, _EXPOSURE_SD_FLOOR])
-        self.exposure_limit_ = self.cast_limit_ = float("inf")
+        self.exposure_bounds_ = (-math.inf, math.inf)
+        self.cast_limit_ = math.inf
+        if meta["format_version"] >= 2 and not {"registration", "lighting", "drift"} <= set(meta):
+            raise ValueError("profile lacks its registration, lighting or drift record")
         reg = meta.get("registration")
         if reg is not None:
             self.locator_ = Locator(self.params.rotation, self.params.max_shift).set_state(
                 str(reg["mode"]), np.asarray(arrays["register_reference"], np.float32), float(reg["match_limit"]))
         light = meta.get("lighting")
-        if light is not None:
-            shrink = np.asarray(light["shrink"], dtype=np.float64)
-            if shrink.shape != (1 + N_LEVELS,) or not np.isfinite(shrink).all() or (shrink < 0).any():
-                raise ValueError(f"lighting shrink must be {1 + N_LEVELS} non-negative numbers")
-            self.lighting_ = LightingModel().set_reference(np.asarray(arrays["lighting_reference"], np.float32), shrink,
-                                                           np.asarray(arrays["lighting_weights"], np.float64))
-            self.exposure_ref_ = float(light["exposure_ref"])
-            self.exposure_limit_ = float(light["exposure_limit"])
-            self.cast_limit_ = float(light["cast_limit"])
-            drift = meta.get("drift") or {}
-            self.exposure_stats_ = np.asarray(drift.get("log_exposure", [0.0, _EXPOSURE_SD_FLOOR]), np.float64)
-        values = (self.exposure_ref_, *self.exposure_stats_)
-        if not all(math.isfinite(v) for v in values) or self.exposure_ref_ <= 0 or self.exposure_stats_[1] <= 0:
+        if light is None:
+            return
+        shrink = np.asarray(light["shrink"], dtype=np.float64)
+        if shrink.shape != (1 + N_LEVELS,) or not np.isfinite(shrink).all() or (shrink < 0).any():
+            raise ValueError(f"lighting shrink must be {1 + N_LEVELS} non-negative numbers")
+        lay = self.layout_
+        weights = np.asarray(arrays["lighting_weights"], np.float64)
+        blocks = (max(1, lay.height // BLOCK), max(1, lay.width // BLOCK))
+        if weights.shape != blocks or not np.isfinite(weights).all() or (weights < 0).any() or weights.max() <= 0:
+            raise ValueError(f"lighting_weights must be {blocks} non-negative finite numbers, not all zero")
+        self.lighting_ = LightingModel().set_reference(np.asarray(arrays["lighting_reference"], np.float32), shrink,
+                                                       weights)
+        self.exposure_ref_ = float(light["exposure_ref"])
+        low, high = (float(v) for v in light["exposure_bounds"])
+        self.exposure_bounds_ = (low, high)
+        self.cast_limit_ = float(light["cast_limit"])
+        stats = np.asarray((meta.get("drift") or {}).get("log_exposure", []), np.float64)
+        if stats.shape != (2,):
+            raise ValueError("drift.log_exposure must be [median, sd]")
+        self.exposure_stats_ = stats
+        if not (math.isfinite(low) and math.isfinite(high) and low < 0.0 < high):
+            raise ValueError("profile holds invalid exposure bounds")
+        values = (self.exposure_ref_, self.cast_limit_, *self.exposure_stats_)
+        if not all(math.isfinite(v) for v in values) or min(self.exposure_ref_, self.cast_limit_,
+                                                             self.exposure_stats_[1]) <= 0:
             raise ValueError("profile holds non-finite or non-positive lighting values")

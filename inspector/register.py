@@ -12,11 +12,13 @@ centre, then a shift) on the grey working image:
 * rotation `any` (round parts): candidate angles from the polar-resampled magnitude spectra (which do not
   move with the shift) and from a coarse sweep of turns on quarter-size images, each followed by a
   phase-correlated shift; the candidate that matches best is refined by a local search on half-size images;
-* `auto` (default) chooses at fit time: the cheapest mode whose registration of the training images matches
-  the reference about as well as the best one.
+* `off`: the part is not moved (a fixture holds it), only its match is measured;
+* `auto` (default) chooses at fit time: `off` unless a search raises the training images' median match by
+  _AUTO_MOVE (every resampling blurs a little, and small defects are a few pixels wide), else the cheapest
+  search that matches about as well as the best one.
 
 How well the registered part matches the reference (zero-normalised cross-correlation of the grey images)
-is its `match`; below `match_limit_`, learned from the training images, the part cannot be located.
+is its `match`; below `match_limit_` (half the worst training part's match) the part cannot be located.
 
 OpenCV does the array work (it releases the GIL). Note: OpenCV 5.0's `phaseCorrelate` writes into its
 inputs, so it is only ever given copies.
@@ -26,19 +28,22 @@ Pure core: no file, database or network I/O.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-ROTATIONS = ("auto", "none", "small", "any")
+ROTATIONS = ("auto", "off", "none", "small", "any")
 SMALL_DEGREES = 10.0  # the `small` rotation mode's limit
 N_THETA = 360  # angular bins of the polar spectrum (1 degree each)
 COARSE_STEP = 15.0  # degrees between the turns of the coarse sweep (`any`)
 FINE_STEP = 0.5  # the local search around the best turn stops at this step (`any`)
 _ECC_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 1e-4)
-_AUTO_GAIN = 0.01  # a costlier rotation mode is chosen only when it raises the median match this much
+_AUTO_GAIN = 0.01  # a costlier search is chosen only when it raises the median match this much ...
+_AUTO_MOVE = 0.05  # ... and any search at all only when this much over leaving the parts where they are (each
+# resampling blurs a little, and small defects are few pixels wide: parts held by a fixture are not moved)
 
 
 @dataclass(frozen=True)
@@ -125,20 +130,27 @@ class Locator:
         # start from the most typical image (a median of parts that lie differently would be a blur)
         first = greys[int(np.argmax([zncc(g, median) for g in greys]))]
         self._set_reference(first)
-        modes = ("none", "small", "any") if self.rotation == "auto" else (self.rotation,)
+        modes = ("off", "none", "small", "any") if self.rotation == "auto" else (self.rotation,)
         matches: dict[str, float] = {}
         for mode in modes:
             self.mode_ = mode
             matches[mode] = float(np.median([self.locate_grey(g).match for g in greys]))
-        best = max(matches.values())
-        self.mode_ = next(m for m in modes if matches[m] >= best - _AUTO_GAIN)
-        for _ in range(2):  # the reference becomes the median of the registered images, twice
-            self._set_reference(np.median(np.stack([self.warp(g, self.locate_grey(g)) for g in greys]), axis=0))
+        searched = [m for m in modes if m != "off"]
+        if searched:
+            best = max(matches[m] for m in searched)
+            self.mode_ = next(m for m in searched if matches[m] >= best - _AUTO_GAIN)
+            if "off" in matches and best < matches["off"] + _AUTO_MOVE:
+                self.mode_ = "off"
+        if self.mode_ == "off":
+            self._set_reference(median)
+        else:
+            for _ in range(2):  # the reference becomes the median of the registered images, twice
+                self._set_reference(np.median(np.stack([self.warp(g, self.locate_grey(g)) for g in greys]), axis=0))
         train = np.array([self.locate_grey(g).match for g in greys])
-        centre = float(np.median(train))
-        spread = 1.4826 * float(np.median(np.abs(train - centre)))
         self.train_match_ = train
-        self.match_limit_ = float(min(train.min() - 0.05, centre - 8.0 * spread))
+        # half the worst good part's match: a defect, even a large one, leaves most of the part in place, while
+        # a missing, wrong or upside-down part or an empty fixture matches far worse
+        self.match_limit_ = float(0.5 * train.min())
         return self
 
     def _set_reference(self, ref: np.ndarray) -> None:
@@ -155,7 +167,9 @@ class Locator:
     def set_state(self, mode: str, ref: np.ndarray, match_limit: float) -> "Locator":
         """Rebuild a fitted locator from its saved mode, reference (H, W) and match limit."""
         if mode not in ROTATIONS[1:]:
-            raise ValueError(f"saved rotation mode {mode!r} is not one of none, small, any")
+            raise ValueError(f"saved rotation mode {mode!r} is not one of off, none, small, any")
+        if not (math.isfinite(match_limit) and -1.0 <= match_limit <= 1.0):
+            raise ValueError(f"saved match limit {match_limit!r} is not a number in [-1, 1]")
         self.mode_ = mode
         self._set_reference(ref)
         self.match_limit_ = float(match_limit)
@@ -169,6 +183,8 @@ class Locator:
     def locate_grey(self, g: np.ndarray) -> Placement:
         """Placement of a grey float32 working image (H, W)."""
         h, w = g.shape
+        if self.mode_ == "off":
+            return Placement(IDENTITY.copy(), zncc(g, self.ref_))
         if self.mode_ == "any":
             pol = polar_spectrum(g, self.window_)
             res = cv2.matchTemplate(np.vstack([pol, pol]), self.ref_spectrum_, cv2.TM_CCOEFF_NORMED)[:N_THETA, 0]
@@ -239,6 +255,8 @@ class Locator:
         (dx, dy), _ = cv2.phaseCorrelate(self.ref_.copy(), np.array(turned, dtype=np.float32), self.window_)
         dx = float(np.clip(dx, -self.max_shift * w, self.max_shift * w))
         dy = float(np.clip(dy, -self.max_shift * h, self.max_shift * h))
+        if self.mode_ == "none":  # a whole-pixel shift moves the part without resampling (no blur)
+            dx, dy = float(round(dx)), float(round(dy))
         matrix = rot.copy()
         matrix[:, 2] -= (dx, dy)
         return Placement(matrix, zncc(self.warp(g, Placement(matrix, 0.0)), self.ref_))

@@ -69,7 +69,7 @@ def test_a_defect_is_still_found_under_another_lighting(fitted: NormalProfile) -
 
 
 def test_beyond_the_tolerance_the_part_is_rejected_for_lighting(fitted: NormalProfile, good: list[np.ndarray]) -> None:
-    for gain in (0.6, 1.45):
+    for gain in (0.5, 1.7):
         v = _inspect(fitted, _lit(good[0], gain=gain))
         assert (v.verdict, v.reason) == ("rejected", "lighting"), v
         assert v.exposure == pytest.approx(gain, rel=0.05)

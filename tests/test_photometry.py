@@ -69,15 +69,23 @@ def test_parts_under_the_trained_lighting_are_corrected_by_their_exposure_alone(
     for part in probes:
         found = model.estimate(part)
         assert found.bend == 0.0 and found.cast_change == 0.0
-        expected = np.clip(np.round(np.arange(256) / found.exposure), *SHARED_RANGE)
+        expected = np.clip(np.round(np.arange(256) / found.exposure), *model.range_)
         assert np.abs(found.lut[0, :, 0].astype(float) - expected).max() <= 1.0
 
 
-def test_normalised_parts_stay_in_the_shared_range(fitted: tuple[LightingModel, list[np.ndarray]]) -> None:
+def test_the_range_is_shared_only_where_the_camera_clips_good_parts(
+        fitted: tuple[LightingModel, list[np.ndarray]]) -> None:
     model, probes = fitted
-    bright = _light(probes[0], gain=1.3, offset=30.0)
-    out = model.apply(bright, model.estimate(bright))
-    assert out.min() >= SHARED_RANGE[0] and out.max() <= SHARED_RANGE[1]
+    assert model.range_ == (0, 255)  # the generated parts are never clipped: all their detail is compared
+    rng = np.random.default_rng(5)
+    clipped = [_light(make_part(rng, 128, 96), gain=2.2) for _ in range(12)]  # a white belt the camera clips
+    bright = LightingModel().fit(clipped)
+    assert bright.range_ == (0, SHARED_RANGE[1])
+    brighter = _light(clipped[0], gain=1.15)
+    out = bright.apply(brighter, bright.estimate(brighter))
+    assert out.max() <= SHARED_RANGE[1]
+    same = np.abs(out.astype(float) - bright.apply(clipped[0], bright.estimate(clipped[0]))).mean()
+    assert same < 3.0
 
 
 def test_a_flat_grey_image_does_not_break_the_fit(fitted: tuple[LightingModel, list[np.ndarray]]) -> None:
