@@ -12,13 +12,12 @@ the darkest ones, are left out):
   good probe of the light, an edge or a variant is not), precise: ~0.2% from part to part on a steady line;
 * the colour cast `k_c`: the same median per channel, over `g`;
 * a departure per grey level: the reference's grey range is cut into N_LEVELS levels, and for each level
-  with enough block channel values the median of what `g` and `k_c` leave (each channel of a block counts at
-  its own level: a blue part's red channel is dark and its blue bright). An offset or a gamma shows as departures that
+  with enough block channel values the median of what `g` and `k_c` leave, in grey levels (each channel of a
+  block counts at its own level: a blue part's red channel is dark and its blue bright). An offset or a gamma shows as departures that
   change with the level; a plain gain leaves none.
 
-The tone curve (reference level -> part level) is `g * k_c * level`, bent through the departures that are kept:
-between measured levels linearly, above the top one as a gain, below the lowest one as an offset (offsets
-dominate the darks, gains the brights). A cast or a departure no larger than the training parts show by
+The tone curve (reference level -> part level) is `k_c * (g * level + departure(level))`, the departures that
+are kept interpolated linearly between measured levels and held beyond the outer ones (as an offset is). A cast or a departure no larger than the training parts show by
 themselves (three robust standard deviations, measured at fit time) is dropped: parts under the trained
 lighting are corrected by their exposure alone, so normalising adds no noise to them, while a warmer lamp, a
 lifted black or a gamma change beyond that scatter is undone.
@@ -50,20 +49,21 @@ _DARK = 8.0 / 255.0  # blocks this dark in the reference say little about a gain
 _ITERATIONS = 4
 _TUKEY_C = 4.685
 _SHRINK_SDS = 3.0  # terms beyond the exposure count only beyond this many training scatters
-_SHRINK_FLOOR = 0.01  # smallest threshold for the log cast and each level's log departure
+_SHRINK_FLOOR = (0.01, 1.5)  # smallest threshold for the log cast, and for each level's departure (grey levels)
 N_LEVELS = 8  # the reference's grey range is split into this many levels, each with its own departure
 _MIN_BLOCKS = 12  # a level needs this many usable blocks ...
 _MIN_SHARE = 0.02  # ... and this share of the block weight to be measured
 _PLAUSIBLE_GAIN = 0.25  # a level's departure beyond a gain this far off ...
 _PLAUSIBLE_OFFSET = 20.0 / 255.0  # ... plus an offset this large is content, not light
 _STEADY = 0.01  # block brightness scatter (log) below which a block counts as fully steady
-# Where the camera already clips the good parts (a white background, a specular rim, a black hole), a part
-# under another tolerated lighting clips differently: 20% brighter shows nothing above 255 / 1.2 ~ 212 of the
-# reference's scale, 10 levels darker nothing below 10. For such products normalised parts are held to that
-# shared range, so the same part under two lightings looks the same there. Products the camera does not
-# clip keep their full range (a stain at 218 on a white part at 238 stays visible).
-SHARED_RANGE = (10, 212)
-_CLIPPED_SHARE = 0.01  # the range is held at an end when this share of the reference's pixels is clipped there
+# Where the camera already clips the good parts at white (a white background, a specular rim), a part under
+# another tolerated lighting clips differently: 20% brighter shows nothing above 255 / 1.2 ~ 212 of the
+# reference's scale. For such products normalised parts are held below that, so the same part under two
+# lightings looks the same there. Products the camera does not clip keep their full range (a stain at 218 on a
+# white part at 238 stays visible). The dark end is never held: dark products (a black tyre) have their detail
+# in the first grey levels, and a lowered black clips only what was already near black.
+SHARED_RANGE = (0, 212)
+_CLIPPED_SHARE = 0.001  # the range is held when this share of the good parts' pixels is clipped at white
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class Lighting:
     exposure: float  # the part's brightness relative to the reference (1.0 = as trained, 0.9 = 10% darker)
     cast: np.ndarray  # (3,) float64, per-channel gain (BGR) over the exposure (1, 1, 1 = neutral)
     offset: float  # grey levels the part's black is lifted by, against the reference
-    bend: float  # largest log departure from a plain gain kept at some grey level (an offset, a gamma)
+    bend: float  # largest departure from a plain gain kept at some grey level, in grey levels (an offset, a gamma)
     raw: np.ndarray  # (4 + N_LEVELS,) float64 before thresholds: log exposure, log cast (B, G, R), departures
 
     @property
@@ -122,19 +122,28 @@ class LightingModel:
         logs = np.log(np.stack([np.maximum(_blocks(a).mean(axis=2), 0.5) for a in aligned]) / ref_blocks)
         logs -= np.median(logs.reshape(len(logs), -1), axis=1)[:, None, None]
         spread = 1.4826 * np.median(np.abs(logs), axis=0)  # (BH, BW)
-        self.set_reference(ref, np.zeros(1 + N_LEVELS), 1.0 / (spread**2 + _STEADY**2))
+        # where the camera clips good parts at white (their share of pixels at _CLIP_HIGH or more, averaged)
+        clipped = float(np.mean([(a >= _CLIP_HIGH).any(axis=2).mean() for a in aligned]))
+        self.ceiling_ = SHARED_RANGE[1] if clipped >= _CLIPPED_SHARE else 255
+        weights = 1.0 / (spread**2 + _STEADY**2)
+        # capped at the median weight: at least half the blocks weigh the most, so a defect on a small steady
+        # region (contamination on the bottom of a bottle) cannot carry the medians
+        self.set_reference(ref, np.zeros(1 + N_LEVELS), np.minimum(weights, np.median(weights)), self.ceiling_)
         terms = np.array([self._terms(a)[0] for a in aligned])  # (N, 1 + N_LEVELS), NaN where a level is empty
         scatter = np.zeros(terms.shape[1])
         for k in range(terms.shape[1]):
             seen = terms[np.isfinite(terms[:, k]), k]
             if seen.size:
                 scatter[k] = 1.4826 * float(np.median(np.abs(seen - np.median(seen))))
-        self.shrink_ = np.maximum(_SHRINK_SDS * scatter, _SHRINK_FLOOR)
+        floor = np.full(len(scatter), _SHRINK_FLOOR[1])
+        floor[0] = _SHRINK_FLOOR[0]
+        self.shrink_ = np.maximum(_SHRINK_SDS * scatter, floor)
         return self
 
-    def set_reference(self, ref: np.ndarray, shrink: np.ndarray, weights: np.ndarray) -> "LightingModel":
+    def set_reference(self, ref: np.ndarray, shrink: np.ndarray, weights: np.ndarray, ceiling: int = 255
+                      ) -> "LightingModel":
         """Store the reference image (H, W, 3), the thresholds (1 + N_LEVELS,) of the cast and of each level's
-        departure, and the block weights (BH, BW)."""
+        departure, the block weights (BH, BW) and the highest grey level compared."""
         self.reference_ = np.ascontiguousarray(ref, dtype=np.float32)
         self.weights_ = np.asarray(weights, dtype=np.float64)
         self.ref_blocks_ = _blocks(self.reference_).astype(np.float64) / 255.0
@@ -142,10 +151,12 @@ class LightingModel:
         self.shrink_ = np.asarray(shrink, dtype=np.float64)
         level = self.ref_blocks_.mean(axis=2)
         steady = self.weights_ if self.weights_.shape == level.shape else np.ones_like(level)
-        self.typical_level_ = _weighted_median(level.ravel(), steady.ravel())  # where the exposure is measured
-        high = float((self.reference_ >= _CLIP_HIGH).any(axis=2).mean())
-        low = float((self.reference_ <= _CLIP_LOW).any(axis=2).mean())
-        self.range_ = (SHARED_RANGE[0] if low >= _CLIPPED_SHARE else 0, SHARED_RANGE[1] if high >= _CLIPPED_SHARE else 255)
+        measured = ~self.ref_clipped_ & (level > _DARK)  # the blocks the exposure is measured on
+        if not measured.any():
+            measured = np.ones_like(measured)
+        self.typical_level_ = _weighted_median(level[measured], steady[measured])
+        self.ceiling_ = int(ceiling)
+        self.range_ = (0, self.ceiling_)
         return self
 
     def _terms(self, aligned: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
@@ -164,9 +175,10 @@ class LightingModel:
         log_ratio = np.log(p / t)
         log_g = _weighted_median(log_ratio.mean(axis=1), w)
         log_cast = np.array([_weighted_median(log_ratio[:, c], w) for c in range(3)]) - log_g  # (3,)
-        # what the exposure and cast leave, per channel value: a blue part's red channel is dark, its blue bright,
-        # so the channels spread the grey levels an offset or a gamma is measured over
-        rest = (log_ratio - log_cast - log_g).ravel()  # (3N,)
+        # what the exposure and cast leave, in grey levels, per channel value: a blue part's red channel is dark,
+        # its blue bright, so the channels spread the levels an offset or a gamma is measured over. In grey
+        # levels, not ratios: an offset is the same at every level, and the darkest levels stay quiet
+        rest = (255.0 * (p / np.exp(log_cast) - np.exp(log_g) * t)).ravel()  # (3N,)
         level = t.ravel()
         w = np.repeat(w, 3)
         which = np.minimum((level * N_LEVELS).astype(int), N_LEVELS - 1)
@@ -185,20 +197,16 @@ class LightingModel:
         departure = summary[1:].copy()
         # a departure no lighting within the tolerance can make at that level is the part's content (a defect
         # covering much of one level), not the light: that level is not used
-        bound = np.log1p(_PLAUSIBLE_GAIN + _PLAUSIBLE_OFFSET / np.maximum(np.nan_to_num(centres, nan=1.0), _DARK))
+        bound = 255.0 * (_PLAUSIBLE_GAIN * np.nan_to_num(centres, nan=1.0) + _PLAUSIBLE_OFFSET)
         departure[np.abs(np.nan_to_num(departure)) > bound] = np.nan
         filled = np.isfinite(departure)
         kept = np.where(filled, _kept(np.nan_to_num(departure), self.shrink_[1:]), 0.0)
         levels = np.linspace(0.0, 1.0, 256)
         gain = float(np.exp(log_g))
         if filled.any() and np.any(kept != 0.0):
-            # a departure beyond what good parts show at some level (an offset, a gamma): follow it there;
-            # between measured levels linearly, above the top one as a gain, below the lowest as an offset
-            nodes = centres[filled]
-            values = gain * nodes * np.exp(kept[filled])
-            fwd_grey = np.interp(levels, nodes, values)
-            fwd_grey = np.where(levels > nodes[-1], levels * values[-1] / nodes[-1], fwd_grey)
-            fwd_grey = np.where(levels < nodes[0], levels * gain + (values[0] - nodes[0] * gain), fwd_grey)
+            # a departure beyond what good parts show at some level (an offset, a gamma): follow it, linearly
+            # between measured levels and unchanged beyond the outer ones (as an offset would be)
+            fwd_grey = gain * levels + np.interp(levels, centres[filled], kept[filled]) / 255.0
         else:  # the exposure alone, which the median over all blocks measures most precisely
             fwd_grey = gain * levels
         fwd = cast[None, :] * fwd_grey[:, None]

@@ -48,11 +48,12 @@ from inspector.features import (
     region_pooling,
 )
 from inspector.photometry import BLOCK, N_LEVELS, Lighting, LightingModel
-from inspector.register import Locator, Placement
+from inspector.register import IDENTITY, Locator, Placement
 from inspector.segment import Palette
 
 FORMAT_VERSION = 2  # bump when the meaning of saved arrays changes
 READABLE_FORMATS = (1, 2)  # format 1 (before registration and lighting) still loads, without either
+_VALID_SHARE = 0.75  # a cell is compared when this share of its window lies inside the photo
 MIN_REGISTER_SIDE = 16  # working images narrower than this (a line-scan strip) are neither located nor matched
 _EXPOSURE_SD_FLOOR = 0.005  # a training set this steady still leaves the drift monitor this much log-exposure noise
 
@@ -182,6 +183,17 @@ class NormalProfile:
             globs.append(g)
         return np.stack(cells), np.stack(globs)
 
+    def _valid_cells(self, placement: Placement | None) -> np.ndarray:
+        """Cells (P,) bool whose window lies mostly inside the photo once the part is moved into the profile's
+        frame; the rest show only the replicated border and are not compared."""
+        gh, gw = self.layout_.grid
+        if placement is None or np.array_equal(placement.matrix, IDENTITY):
+            return np.ones(gh * gw, dtype=bool)
+        lay = self.layout_
+        inside = cv2.warpAffine(np.ones((lay.height, lay.width), np.float32), placement.matrix, (lay.width, lay.height),
+                                flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+        return cell_features(inside[..., None], lay).ravel() >= _VALID_SHARE
+
     def _prepare(self, work: np.ndarray) -> tuple[np.ndarray, Placement | None, Lighting | None]:
         """Register a working image (H, W, 3) and bring it to the reference lighting; (H, W, 3) uint8."""
         placement = lighting = None
@@ -206,7 +218,7 @@ class NormalProfile:
         if len(works) < 2:
             raise ValueError(f"need at least 2 good images to fit a profile, got {len(works)}")
         self.n_train_ = len(works)
-        works = self._fit_conditions(works)
+        works, valid = self._fit_conditions(works)
         rng = np.random.default_rng(p.seed)
         palette = Palette(p.n_colours, p.chroma_weight, p.softness, p.palette_balance, seed=p.seed)
         self.palette_ = palette.fit(self._pixel_sample(works, rng))
@@ -217,24 +229,29 @@ class NormalProfile:
         self._derive()
         cells, globs = self._featurise(works)
         self._set_reference(cells, globs)
-        self._calibrate(cells, globs, rng)
+        self._calibrate(cells, globs, rng, valid)
         return self
 
-    def _fit_conditions(self, works: list[np.ndarray]) -> list[np.ndarray]:
-        """Learn the reference placement and lighting; return the training images registered and normalised."""
+    def _fit_conditions(self, works: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+        """Learn the reference placement and lighting; return the training images registered and normalised,
+        and which of their cells (N, P) lie inside their photos."""
         p = self.params
         self.locator_ = None
         aligned = works
+        gh, gw = self.layout_.grid
+        valid = np.ones((len(works), gh * gw), dtype=bool)
         if min(self.layout_.width, self.layout_.height) >= MIN_REGISTER_SIDE:
             self.locator_ = Locator(p.rotation, p.max_shift).fit(works)
-            aligned = [self.locator_.warp(w, self.locator_.locate(w)) for w in works]
+            placements = [self.locator_.locate(w) for w in works]
+            aligned = [self.locator_.warp(w, pl) for w, pl in zip(works, placements)]
+            valid = np.stack([self._valid_cells(pl) for pl in placements])
         self.lighting_ = None
         self.exposure_ref_ = 1.0
         self.exposure_stats_ = np.array([0.0, _EXPOSURE_SD_FLOOR])
         self.exposure_bounds_ = (-math.inf, math.inf)
         self.cast_limit_ = math.inf
         if not p.normalise_lighting:
-            return aligned
+            return aligned, valid
         self.lighting_ = LightingModel().fit(aligned)
         lights = [self.lighting_.estimate(a) for a in aligned]
         log_exposure = np.log(np.array([max(li.exposure, 1e-3) for li in lights]))
@@ -250,7 +267,7 @@ class NormalProfile:
         high = math.log1p(p.max_exposure_change + p.max_offset / level)
         self.exposure_bounds_ = (float(relative.min()) + low, float(relative.max()) + high)
         self.cast_limit_ = p.max_colour_cast + max(li.cast_change for li in lights)
-        return [self.lighting_.apply(a, li) for a, li in zip(aligned, lights)]
+        return [self.lighting_.apply(a, li) for a, li in zip(aligned, lights)], valid
 
     def _derive(self) -> None:
         """Set what follows from layout and palette: region pooling and the rotation-free feature indices."""
@@ -274,9 +291,10 @@ class NormalProfile:
         self.global_scale_ = (globs.std(axis=0) + 1e-3).astype(np.float32)
 
     def _terms(
-        self, cells: np.ndarray, globs: np.ndarray, ref: np.ndarray | None = None
+        self, cells: np.ndarray, globs: np.ndarray, ref: np.ndarray | None = None, valid: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Raw local scores (N,), global scores (N,) and cell maps (N, P) against reference rows `ref`."""
+        """Raw local scores (N,), global scores (N,) and cell maps (N, P) against reference rows `ref`; cells
+        not `valid` (N, P) count as normal."""
         p = self.params
         ref_idx = np.arange(len(self.ref_cells_)) if ref is None else ref
         ref_g = self.ref_global_[ref_idx] / self.global_scale_
@@ -294,6 +312,8 @@ class NormalProfile:
         rot = self.rotation_free_
         d_r = _euclidean(q_g[:, rot], ref_g[:, rot])  # (N, n_ref), rotation-free features only
         global_term = np.sort(d_r, axis=1)[:, :k].mean(axis=1)
+        if valid is not None:
+            maps = np.where(valid, maps, 0.0).astype(np.float32)
         return _top_mean(maps, p.top_fraction), global_term, maps
 
     def _combine(self, local: np.ndarray, global_term: np.ndarray) -> np.ndarray:
@@ -303,8 +323,10 @@ class NormalProfile:
         excess = np.maximum(z_global - self.params.global_margin, 0.0)
         return (z_local + self.params.global_weight * excess).astype(np.float64)
 
-    def _calibrate(self, cells: np.ndarray, globs: np.ndarray, rng: np.random.Generator) -> None:
-        """Cross-fit: score each good image with a profile fitted without it; set stats and threshold."""
+    def _calibrate(self, cells: np.ndarray, globs: np.ndarray, rng: np.random.Generator,
+                   valid: np.ndarray | None = None) -> None:
+        """Cross-fit: score each good image with a profile fitted without it; set stats and threshold. `valid`
+        (N, P): which cells of each image are compared."""
         p = self.params
         n = len(cells)
         folds = np.array_split(rng.permutation(n), min(p.n_folds, n))
@@ -313,7 +335,7 @@ class NormalProfile:
         cell_vals = []
         for held in folds:
             ref = np.setdiff1d(np.arange(n), held)
-            lo, gl, maps = self._terms(cells[held], globs[held], ref)
+            lo, gl, maps = self._terms(cells[held], globs[held], ref, None if valid is None else valid[held])
             local[held], glob[held] = lo, gl
             cell_vals.append(maps.ravel()[:: max(1, maps.size // 20000)])
         self.local_stats_ = np.array([np.median(local), max(local.std(), 1e-6)])
@@ -338,7 +360,8 @@ class NormalProfile:
         if not prepared:
             return []
         cells, globs = self._featurise(work for work, _, _ in prepared)
-        local, glob, maps = self._terms(cells, globs)
+        valid = np.stack([self._valid_cells(placement) for _, placement, _ in prepared])
+        local, glob, maps = self._terms(cells, globs, valid=valid)
         scores = self._combine(local, glob)
         gh, gw = self.layout_.grid
         maps = maps.reshape(-1, gh, gw) / self.map_scale_
@@ -405,7 +428,8 @@ class NormalProfile:
                 "mode": self.locator_.mode_, "match_limit": self.locator_.match_limit_},
             "lighting": None if self.lighting_ is None else {
                 "exposure_ref": self.exposure_ref_, "exposure_bounds": list(self.exposure_bounds_),
-                "cast_limit": self.cast_limit_, "shrink": [float(v) for v in self.lighting_.shrink_]},
+                "cast_limit": self.cast_limit_, "shrink": [float(v) for v in self.lighting_.shrink_],
+                "ceiling": self.lighting_.ceiling_},
             "drift": self.drift_baseline(),
         }
         arrays = {name.rstrip("_"): getattr(self, name) for name in self._ARRAYS}
@@ -520,8 +544,11 @@ class NormalProfile:
         blocks = (max(1, lay.height // BLOCK), max(1, lay.width // BLOCK))
         if weights.shape != blocks or not np.isfinite(weights).all() or (weights < 0).any() or weights.max() <= 0:
             raise ValueError(f"lighting_weights must be {blocks} non-negative finite numbers, not all zero")
+        ceiling = int(light["ceiling"])
+        if not 128 <= ceiling <= 255:
+            raise ValueError(f"lighting ceiling {ceiling} is not a grey level between 128 and 255")
         self.lighting_ = LightingModel().set_reference(np.asarray(arrays["lighting_reference"], np.float32), shrink,
-                                                       weights)
+                                                       weights, ceiling)
         self.exposure_ref_ = float(light["exposure_ref"])
         low, high = (float(v) for v in light["exposure_bounds"])
         self.exposure_bounds_ = (low, high)

@@ -42,7 +42,7 @@ COARSE_STEP = 15.0  # degrees between the turns of the coarse sweep (`any`)
 FINE_STEP = 0.5  # the local search around the best turn stops at this step (`any`)
 _ECC_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 1e-4)
 _AUTO_GAIN = 0.01  # a costlier search is chosen only when it raises the median match this much ...
-_AUTO_MOVE = 0.05  # ... and any search at all only when this much over leaving the parts where they are (each
+_AUTO_MOVE = 0.1  # ... and any search at all only when this much over leaving the parts where they are (each
 # resampling blurs a little, and small defects are few pixels wide: parts held by a fixture are not moved)
 
 
