@@ -12,12 +12,13 @@ the darkest ones, are left out):
   good probe of the light, an edge or a variant is not), precise: ~0.2% from part to part on a steady line;
 * the colour cast `k_c`: the same median per channel, over `g`;
 * a departure per grey level: the reference's grey range is cut into N_LEVELS levels, and for each level
-  with enough block channel values the median of what `g` and `k_c` leave, in grey levels (each channel of a
-  block counts at its own level: a blue part's red channel is dark and its blue bright). An offset or a gamma shows as departures that
+  with enough block channel values the median of the log ratio `g` and `k_c` leave (each channel of a block
+  counts at its own level: a blue part's red channel is dark and its blue bright). An offset or a gamma shows as departures that
   change with the level; a plain gain leaves none.
 
-The tone curve (reference level -> part level) is `k_c * (g * level + departure(level))`, the departures that
-are kept interpolated linearly between measured levels and held beyond the outer ones (as an offset is). A cast or a departure no larger than the training parts show by
+The tone curve (reference level -> part level) is `k_c * g * level`, bent through the departures that are
+kept: between measured levels linearly, above the top one as a gain, below the lowest one as an offset
+(offsets dominate the darks, gains the brights). A cast or a departure no larger than the training parts show by
 themselves (three robust standard deviations, measured at fit time) is dropped: parts under the trained
 lighting are corrected by their exposure alone, so normalising adds no noise to them, while a warmer lamp, a
 lifted black or a gamma change beyond that scatter is undone.
@@ -49,7 +50,7 @@ _DARK = 8.0 / 255.0  # blocks this dark in the reference say little about a gain
 _ITERATIONS = 4
 _TUKEY_C = 4.685
 _SHRINK_SDS = 3.0  # terms beyond the exposure count only beyond this many training scatters
-_SHRINK_FLOOR = (0.01, 1.5)  # smallest threshold for the log cast, and for each level's departure (grey levels)
+_SHRINK_FLOOR = (0.01, 0.01)  # smallest threshold for the log cast, and for each level's log departure
 N_LEVELS = 8  # the reference's grey range is split into this many levels, each with its own departure
 _MIN_BLOCKS = 12  # a level needs this many usable blocks ...
 _MIN_SHARE = 0.02  # ... and this share of the block weight to be measured
@@ -74,7 +75,7 @@ class Lighting:
     exposure: float  # the part's brightness relative to the reference (1.0 = as trained, 0.9 = 10% darker)
     cast: np.ndarray  # (3,) float64, per-channel gain (BGR) over the exposure (1, 1, 1 = neutral)
     offset: float  # grey levels the part's black is lifted by, against the reference
-    bend: float  # largest departure from a plain gain kept at some grey level, in grey levels (an offset, a gamma)
+    bend: float  # largest log departure from a plain gain kept at some grey level (an offset, a gamma)
     raw: np.ndarray  # (4 + N_LEVELS,) float64 before thresholds: log exposure, log cast (B, G, R), departures
 
     @property
@@ -175,10 +176,9 @@ class LightingModel:
         log_ratio = np.log(p / t)
         log_g = _weighted_median(log_ratio.mean(axis=1), w)
         log_cast = np.array([_weighted_median(log_ratio[:, c], w) for c in range(3)]) - log_g  # (3,)
-        # what the exposure and cast leave, in grey levels, per channel value: a blue part's red channel is dark,
-        # its blue bright, so the channels spread the levels an offset or a gamma is measured over. In grey
-        # levels, not ratios: an offset is the same at every level, and the darkest levels stay quiet
-        rest = (255.0 * (p / np.exp(log_cast) - np.exp(log_g) * t)).ravel()  # (3N,)
+        # what the exposure and cast leave (log ratio), per channel value: a blue part's red channel is dark, its
+        # blue bright, so the channels spread the grey levels an offset or a gamma is measured over
+        rest = (log_ratio - log_cast - log_g).ravel()  # (3N,)
         level = t.ravel()
         w = np.repeat(w, 3)
         which = np.minimum((level * N_LEVELS).astype(int), N_LEVELS - 1)
@@ -197,16 +197,20 @@ class LightingModel:
         departure = summary[1:].copy()
         # a departure no lighting within the tolerance can make at that level is the part's content (a defect
         # covering much of one level), not the light: that level is not used
-        bound = 255.0 * (_PLAUSIBLE_GAIN * np.nan_to_num(centres, nan=1.0) + _PLAUSIBLE_OFFSET)
+        bound = np.log1p(_PLAUSIBLE_GAIN + _PLAUSIBLE_OFFSET / np.maximum(np.nan_to_num(centres, nan=1.0), _DARK))
         departure[np.abs(np.nan_to_num(departure)) > bound] = np.nan
         filled = np.isfinite(departure)
         kept = np.where(filled, _kept(np.nan_to_num(departure), self.shrink_[1:]), 0.0)
         levels = np.linspace(0.0, 1.0, 256)
         gain = float(np.exp(log_g))
         if filled.any() and np.any(kept != 0.0):
-            # a departure beyond what good parts show at some level (an offset, a gamma): follow it, linearly
-            # between measured levels and unchanged beyond the outer ones (as an offset would be)
-            fwd_grey = gain * levels + np.interp(levels, centres[filled], kept[filled]) / 255.0
+            # a departure beyond what good parts show at some level (an offset, a gamma): follow it there;
+            # between measured levels linearly, above the top one as a gain, below the lowest as an offset
+            nodes = centres[filled]
+            values = gain * nodes * np.exp(kept[filled])
+            fwd_grey = np.interp(levels, nodes, values)
+            fwd_grey = np.where(levels > nodes[-1], levels * values[-1] / nodes[-1], fwd_grey)
+            fwd_grey = np.where(levels < nodes[0], levels * gain + (values[0] - nodes[0] * gain), fwd_grey)
         else:  # the exposure alone, which the median over all blocks measures most precisely
             fwd_grey = gain * levels
         fwd = cast[None, :] * fwd_grey[:, None]
