@@ -60,11 +60,12 @@ _STEADY = 0.01  # block brightness scatter (log) below which a block counts as f
 # Where the camera already clips the good parts at white (a white background, a specular rim), a part under
 # another tolerated lighting clips differently: 20% brighter shows nothing above 255 / 1.2 ~ 212 of the
 # reference's scale. For such products normalised parts are held below that, so the same part under two
-# lightings looks the same there. Products the camera does not clip keep their full range (a stain at 218 on a
-# white part at 238 stays visible). The dark end is never held: dark products (a black tyre) have their detail
+# lightings looks the same there; products with highlights within 10% of clipping (a machined surface) are held
+# below NEAR_CLIP; the others keep their full range. The dark end is never held: dark products (a black tyre) have their detail
 # in the first grey levels, and a lowered black clips only what was already near black.
 SHARED_RANGE = (0, 212)
-_CLIPPED_SHARE = 0.001  # the range is held when this share of the good parts' pixels is clipped at white
+NEAR_CLIP = 232  # 255 / 1.1: a part 10% brighter clips above this level of the reference's scale
+_CLIPPED_SHARE = 0.01  # the range is held when this share of the good parts' pixels is clipped (or near it)
 
 
 @dataclass(frozen=True)
@@ -123,9 +124,12 @@ class LightingModel:
         logs = np.log(np.stack([np.maximum(_blocks(a).mean(axis=2), 0.5) for a in aligned]) / ref_blocks)
         logs -= np.median(logs.reshape(len(logs), -1), axis=1)[:, None, None]
         spread = 1.4826 * np.median(np.abs(logs), axis=0)  # (BH, BW)
-        # where the camera clips good parts at white (their share of pixels at _CLIP_HIGH or more, averaged)
-        clipped = float(np.mean([(a >= _CLIP_HIGH).any(axis=2).mean() for a in aligned]))
-        self.ceiling_ = SHARED_RANGE[1] if clipped >= _CLIPPED_SHARE else 255
+        # where the camera clips good parts at white, or comes within 10% of it (their share of such pixels)
+        self.ceiling_ = 255
+        for near, ceiling in ((_CLIP_HIGH, SHARED_RANGE[1]), (NEAR_CLIP, NEAR_CLIP)):
+            if float(np.mean([(a >= near).any(axis=2).mean() for a in aligned])) >= _CLIPPED_SHARE:
+                self.ceiling_ = ceiling
+                break
         weights = 1.0 / (spread**2 + _STEADY**2)
         # capped at the median weight: at least half the blocks weigh the most, so a defect on a small steady
         # region (contamination on the bottom of a bottle) cannot carry the medians

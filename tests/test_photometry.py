@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inspector.photometry import SHARED_RANGE, LightingModel
+from inspector.photometry import NEAR_CLIP, SHARED_RANGE, LightingModel
 from inspector.synthetic import make_part
 
 
@@ -76,8 +76,10 @@ def test_parts_under_the_trained_lighting_are_corrected_by_their_exposure_alone(
 def test_the_range_is_shared_only_where_the_camera_clips_good_parts(
         fitted: tuple[LightingModel, list[np.ndarray]]) -> None:
     model, probes = fitted
-    assert model.range_ == (0, 255)  # the generated parts are never clipped: all their detail is compared
     rng = np.random.default_rng(5)
+    dim = LightingModel().fit([_light(make_part(rng, 128, 96), gain=0.8) for _ in range(12)])
+    assert dim.range_ == (0, 255)  # far from clipping: all the detail is compared
+    assert model.range_ == (0, NEAR_CLIP)  # the yellow label comes within 10% of clipping
     clipped = [_light(make_part(rng, 128, 96), gain=2.2) for _ in range(12)]  # a white belt the camera clips
     bright = LightingModel().fit(clipped)
     assert bright.range_ == (0, SHARED_RANGE[1])
