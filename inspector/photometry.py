@@ -94,13 +94,25 @@ def _blocks(image: np.ndarray) -> np.ndarray:
 
 def _clipped(image: np.ndarray) -> np.ndarray:
     """Block mask (BH, BW) bool: the block holds a pixel at the clipping limits in any channel."""
-    extreme = ((image >= _CLIP_HIGH) | (image <= _CLIP_LOW)).any(axis=2).astype(np.float32)
+    if image.dtype == np.uint8:  # the hot path, in OpenCV (it releases the GIL)
+        inside = cv2.inRange(image, (_CLIP_LOW + 1,) * 3, (_CLIP_HIGH - 1,) * 3)  # 255: every channel inside
+        extreme = cv2.subtract(np.full_like(inside, 255), inside).astype(np.float32)
+    else:
+        extreme = ((image >= _CLIP_HIGH) | (image <= _CLIP_LOW)).any(axis=2).astype(np.float32)
     return _blocks(extreme[..., None])[..., 0] > 0
 
 
 def _kept(x: np.ndarray | float, threshold: np.ndarray | float) -> np.ndarray:
     """Hard threshold: x where its size exceeds threshold, else zero."""
     return np.where(np.abs(x) > threshold, x, 0.0)
+
+
+def _sorted_weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    """Median of sorted values (N,) under non-negative weights (N,)."""
+    cum = np.cumsum(weights)
+    if cum[-1] <= 0:
+        return float(np.median(values))
+    return float(values[np.searchsorted(cum, cum[-1] / 2.0)])
 
 
 def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
@@ -187,11 +199,15 @@ class LightingModel:
         w = np.repeat(w, 3)
         which = np.minimum((level * N_LEVELS).astype(int), N_LEVELS - 1)
         departure, centres = empty.copy(), empty.copy()
+        by_rest = np.lexsort((rest, which))  # by level, then by value: one sort serves every level's median
+        by_level = np.lexsort((level, which))
+        edges = np.searchsorted(which[by_rest], np.arange(N_LEVELS + 1))
+        total = w.sum()
         for k in range(N_LEVELS):
-            inside = which == k
-            if inside.sum() >= _MIN_BLOCKS and w[inside].sum() >= _MIN_SHARE * w.sum():
-                departure[k] = _weighted_median(rest[inside], w[inside])
-                centres[k] = _weighted_median(level[inside], w[inside])
+            a, b = edges[k], edges[k + 1]
+            if b - a >= _MIN_BLOCKS and w[by_rest[a:b]].sum() >= _MIN_SHARE * total:
+                departure[k] = _sorted_weighted_median(rest[by_rest[a:b]], w[by_rest[a:b]])
+                centres[k] = _sorted_weighted_median(level[by_level[a:b]], w[by_level[a:b]])
         return np.concatenate([[float(np.abs(log_cast).max())], departure]), log_g, log_cast, centres
 
     def estimate(self, aligned: np.ndarray) -> Lighting:
