@@ -5,7 +5,7 @@ How a part is scored (each step earned its place by measurement, see README "Det
 1. The image is resized to a small working size, located (registered into the profile's frame: shift, and a
    turn as `rotation` allows; see `register.py`) and brought to the trained exposure and white balance (see
    `photometry.py`), then segmented with the learned palette. The anomaly map is drawn back on the part as
-   photographed. A part that matches the reference worse than any good training part did cannot be located;
+   photographed. A part that matches the reference worse than half the worst good training part cannot be located;
    one whose lighting is beyond the tolerance cannot be judged fairly (`Assessment` says which).
 2. Features: cell features on overlapping windows and global features (see `features.py`).
 3. Local term: the good training images most similar to this part (nearest by global features) are
@@ -245,11 +245,7 @@ class NormalProfile:
             placements = [self.locator_.locate(w) for w in works]
             aligned = [self.locator_.warp(w, pl) for w, pl in zip(works, placements)]
             valid = np.stack([self._valid_cells(pl) for pl in placements])
-        self.lighting_ = None
-        self.exposure_ref_ = 1.0
-        self.exposure_stats_ = np.array([0.0, _EXPOSURE_SD_FLOOR])
-        self.exposure_bounds_ = (-math.inf, math.inf)
-        self.cast_limit_ = math.inf
+        self._without_lighting()
         if not p.normalise_lighting:
             return aligned, valid
         self.lighting_ = LightingModel().fit(aligned)
@@ -520,13 +516,18 @@ class NormalProfile:
         self._check_state()
         return self
 
-    def _load_conditions(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
-        """Rebuild registration and lighting from saved state (a format-1 profile has neither)."""
-        self.locator_ = self.lighting_ = None
+    def _without_lighting(self) -> None:
+        """No lighting model: parts are taken as lit, every lighting is within the tolerance."""
+        self.lighting_ = None
         self.exposure_ref_ = 1.0
         self.exposure_stats_ = np.array([0.0, _EXPOSURE_SD_FLOOR])
         self.exposure_bounds_ = (-math.inf, math.inf)
         self.cast_limit_ = math.inf
+
+    def _load_conditions(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+        """Rebuild registration and lighting from saved state (a format-1 profile has neither)."""
+        self.locator_ = None
+        self._without_lighting()
         if meta["format_version"] >= 2 and not {"registration", "lighting", "drift"} <= set(meta):
             raise ValueError("profile lacks its registration, lighting or drift record")
         reg = meta.get("registration")
