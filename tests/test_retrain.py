@@ -1,7 +1,7 @@
 """Retraining with a gate and rollback (issue 4): real image files, a real SQLite store, real watcher runs.
 
 The scenario: a profile trained on parts with a yellow label band flags the same parts with an orange band
-(a legitimate variant: a new label supplier); an operator clears five of those false alarms and confirms two real defects;
+(a legitimate variant: a new label supplier); an operator clears those eight false alarms and confirms two real defects;
 retraining learns the variant, keeps both defects flagged and is activated; rollback returns to the old
 profile, and each new row records the version that judged it. The unit tests construct a candidate that
 would miss a confirmed defect (the operator wrongly marked four parts with a missing bolt hole as good) and
@@ -85,10 +85,10 @@ def test_variant_is_learned_defects_stay_flagged_and_rollback_restores(tmp_path:
     assert rows["spot.jpg"]["verdict"] == rows["missing.jpg"]["verdict"] == "defect"
     assert rows["usual_0.jpg"]["verdict"] == rows["usual_1.jpg"]["verdict"] == "ok"
 
-    # 3. an operator clears five of the flagged variant parts and confirms the two defects
+    # 3. an operator clears the eight flagged variant parts and confirms the two defects
     with Store(cfg.database.url) as store:
-        for r in variant[:5]:
-            store.add_review(r["id"], "good", "anna", note="new lamp; part is fine")
+        for r in variant:
+            store.add_review(r["id"], "good", "anna", note="new label supplier; part is fine")
         for name in ("spot.jpg", "missing.jpg"):
             store.add_review(rows[name]["id"], "defect", "anna")
 
@@ -100,17 +100,17 @@ def test_variant_is_learned_defects_stay_flagged_and_rollback_restores(tmp_path:
             return iterable
 
         result = retrain.retrain(cfg, store, note="orange labels", progress=progress)
-    assert calls == [N_GOOD + 5, 7]  # training images read; reviewed parts re-scored
+    assert calls == [N_GOOD + 8, 10]  # training images read; reviewed parts re-scored
     assert result.activated and not result.forced, result.reason
     assert (result.previous, result.version) == ("v1", "v2")
     assert profiles.active_version(models) == "v2"
-    assert result.sources == {"profile": N_GOOD, "false_alarm": 5, "added": 0, "total": N_GOOD + 5}
+    assert result.sources == {"profile": N_GOOD, "false_alarm": 8, "added": 0, "total": N_GOOD + 8}
     assert result.skipped == [] and result.missed == []
     b, a = result.before, result.after
     assert (b.confirmed, b.confirmed_caught, a.confirmed_caught) == (2, 2, 2)
-    assert (b.false_alarms, b.false_alarms_cleared, a.false_alarms_cleared) == (5, 0, 5)
-    assert a.false_alarms_in_training == 5 and a.false_alarms_cleared_heldout == 5  # generalises, not memorised
-    assert (b.n_train, a.n_train) == (N_GOOD, N_GOOD + 5)
+    assert (b.false_alarms, b.false_alarms_cleared, a.false_alarms_cleared) == (8, 0, 8)
+    assert a.false_alarms_in_training == 8 and a.false_alarms_cleared_heldout == 8  # generalises, not memorised
+    assert (b.n_train, a.n_train) == (N_GOOD, N_GOOD + 8)
     assert b.cross_fitted_false_alarm_rate <= 0.05 and a.cross_fitted_false_alarm_rate <= 0.05
     assert {p.outcome for p in result.parts if p.review == "good"} == {"cleared"}
     assert {p.outcome for p in result.parts if p.review == "defect"} == {"still caught"}
@@ -118,20 +118,21 @@ def test_variant_is_learned_defects_stay_flagged_and_rollback_restores(tmp_path:
     assert meta["note"] == "orange labels" and meta["retrained_from"] == "v1"
     assert meta["sources"] == result.sources
     by_source = [im for im in meta["training_images"] if im["source"] == "false_alarm"]
-    assert sorted(im["inspection_id"] for im in by_source) == [r["id"] for r in variant[:5]]
+    assert sorted(im["inspection_id"] for im in by_source) == [r["id"] for r in variant]
     assert all(Path(im["path"]).is_file() and "archive" in im["path"] for im in by_source)
 
     table = retrain.format_table(result)
-    assert "candidate v2 from v1: 24 images of v1 + 5 parts marked good + 0 added = 29 good images" in table
+    assert "candidate v2 from v1: 24 images of v1 + 8 parts marked good + 0 added = 32 good images" in table
     assert "confirmed defects caught" in table and "2 of 2" in table
-    assert "false alarms cleared       0 of 5" in table and "5 of 5 (held out: 5 of 5)" in table
-    assert table.count("cleared (in training; held out") == 5 and table.count("still caught") == 2
+    assert "false alarms cleared       0 of 8" in table and "8 of 8 (held out: 8 of 8)" in table
+    assert table.count("cleared (in training; held out") == 8 and table.count("still caught") == 2
     assert table.rstrip().endswith(result.reason)
     assert json.loads(json.dumps(result.as_dict()))["parts"][0]["outcome"] in ("cleared", "still caught")
 
-    # ... the variant now passes: fresh variant parts judged by v2 in a new watcher run. Five examples do not
-    # cover every pose of the variant: about 1 in 40 fresh variant parts still scores above v2's threshold
-    # (here variant_new_05), so the test allows one of twenty, where v1 flags all twenty.
+    # ... the variant now passes: fresh variant parts judged by v2 in a new watcher run. Eight examples do not
+    # cover every pose of a local variant (the label band): a fresh variant part may still score above v2's
+    # threshold, so the test allows one of twenty, where v1 flags all twenty. (With five examples, as when the
+    # variant was a warmer lamp, 2 or 3 of 20 stayed flagged in some runs.)
     before = max(r["id"] for r in site.rows())
     for i in range(20):
         atomic_drop(site.inbox, f"variant_new_{i:02d}.jpg", variant_jpeg(30_000 + i))
