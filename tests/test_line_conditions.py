@@ -129,3 +129,21 @@ def test_the_drift_baseline_is_saved_with_the_profile(fitted: NormalProfile) -> 
     assert drift["score"][1] > 0
     again = NormalProfile.from_state(*fitted.get_state())
     assert again.get_state()[0]["drift"] == drift
+
+
+def test_a_narrow_strip_trains_without_registration() -> None:
+    rng = np.random.default_rng(31)
+    strips = [np.ascontiguousarray(make_part(rng, 256, 192)[90:106]) for _ in range(12)]  # 256 x 16: 128 x 8 working
+    profile = NormalProfile().fit(strips)
+    assert profile.locator_ is None
+    assert np.isfinite(profile.assess([strips[0]])[0].score)
+
+
+@pytest.mark.parametrize("field,value", [("match_limit", float("nan")), ("exposure_bounds", [0.1, 0.2]),
+                                         ("cast_limit", -1.0), ("ceiling", 40)])
+def test_broken_saved_conditions_are_refused(fitted: NormalProfile, field: str, value) -> None:
+    meta, arrays = fitted.get_state()
+    section = "registration" if field == "match_limit" else "lighting"
+    meta = {**meta, section: {**meta[section], field: value}}
+    with pytest.raises(ValueError):
+        NormalProfile.from_state(meta, arrays)
