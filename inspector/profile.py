@@ -242,7 +242,7 @@ class NormalProfile:
         valid = np.ones((len(works), gh * gw), dtype=bool)
         if min(self.layout_.width, self.layout_.height) >= MIN_REGISTER_SIDE:
             self.locator_ = Locator(p.rotation, p.max_shift).fit(works)
-            placements = [self.locator_.locate(w) for w in works]
+            placements = self.locator_.train_placements_
             aligned = [self.locator_.warp(w, pl) for w, pl in zip(works, placements)]
             valid = np.stack([self._valid_cells(pl) for pl in placements])
         self._without_lighting()

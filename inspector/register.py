@@ -146,8 +146,8 @@ class Locator:
         else:
             for _ in range(2):  # the reference becomes the median of the registered images, twice
                 self._set_reference(np.median(np.stack([self.warp(g, self.locate_grey(g)) for g in greys]), axis=0))
-        train = np.array([self.locate_grey(g).match for g in greys])
-        self.train_match_ = train
+        self.train_placements_ = [self.locate_grey(g) for g in greys]  # the profile moves its training images by them
+        train = np.array([p.match for p in self.train_placements_])
         # half the worst good part's match: a defect, even a large one, leaves most of the part in place, while
         # a missing, wrong or upside-down part or an empty fixture matches far worse
         self.match_limit_ = float(0.5 * train.min())
@@ -212,12 +212,7 @@ class Locator:
     def _turn_score(self, small: np.ndarray, ref: np.ndarray, window: np.ndarray, angle: float) -> float:
         """How well `small` (a reduced grey image) matches `ref` once turned by `angle` and shifted."""
         h, w = ref.shape
-        turned = cv2.warpAffine(small, rotation_matrix(angle, h, w), (w, h), flags=cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_REPLICATE)
-        (dx, dy), _ = cv2.phaseCorrelate(ref.copy(), turned, window)
-        m = rotation_matrix(angle, h, w)
-        m[:, 2] -= (dx, dy)
-        return zncc(cv2.warpAffine(small, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE), ref)
+        return self._shifted(small, rotation_matrix(angle, h, w), ref, window, limit=False).match
 
     def _coarse_angles(self, g: np.ndarray, keep: int = 2) -> list[float]:
         """The best `keep` turns of a sweep, every COARSE_STEP degrees, on quarter-size images.
@@ -247,19 +242,24 @@ class Locator:
                 step /= 2.0
         return angle
 
-    def _shifted(self, g: np.ndarray, rot: np.ndarray) -> Placement:
-        """Rotate by `rot` (2, 3), then find the shift by phase correlation; shifts beyond max_shift are cut."""
+    def _shifted(self, g: np.ndarray, rot: np.ndarray, ref: np.ndarray | None = None,
+                 window: np.ndarray | None = None, limit: bool = True) -> Placement:
+        """Rotate by `rot` (2, 3), then find the shift by phase correlation against `ref` (default: the full-size
+        reference); with `limit`, shifts beyond max_shift are cut (and whole pixels in `none` mode)."""
+        ref = self.ref_ if ref is None else ref
+        window = self.window_ if window is None else window
         h, w = g.shape
         turned = g if np.array_equal(rot, IDENTITY) else cv2.warpAffine(
             g, rot, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        (dx, dy), _ = cv2.phaseCorrelate(self.ref_.copy(), np.array(turned, dtype=np.float32), self.window_)
-        dx = float(np.clip(dx, -self.max_shift * w, self.max_shift * w))
-        dy = float(np.clip(dy, -self.max_shift * h, self.max_shift * h))
-        if self.mode_ == "none":  # a whole-pixel shift moves the part without resampling (no blur)
-            dx, dy = float(round(dx)), float(round(dy))
+        (dx, dy), _ = cv2.phaseCorrelate(ref.copy(), np.array(turned, dtype=np.float32), window)
+        if limit:
+            dx = float(np.clip(dx, -self.max_shift * w, self.max_shift * w))
+            dy = float(np.clip(dy, -self.max_shift * h, self.max_shift * h))
+            if self.mode_ == "none":  # a whole-pixel shift moves the part without resampling (no blur)
+                dx, dy = float(round(dx)), float(round(dy))
         matrix = rot.copy()
         matrix[:, 2] -= (dx, dy)
-        return Placement(matrix, zncc(self.warp(g, Placement(matrix, 0.0)), self.ref_))
+        return Placement(matrix, zncc(self.warp(g, Placement(matrix, 0.0)), ref))
 
     def _refine(self, g: np.ndarray, start: np.ndarray) -> Placement | None:
         """ECC (Euclidean) refinement at half resolution from `start` (2, 3); None when it fails or strays."""
