@@ -66,6 +66,14 @@ def find_eval_set(root: Path, patterns: tuple[str, ...]) -> EvalSet:
     return EvalSet(train, test, masks)
 
 
+def flagged_above(scores: np.ndarray) -> np.ndarray:
+    """Scores (N,) with +inf (a part flagged whatever its score) replaced by a finite value above every other;
+    ranking metrics such as AUROC depend on the order only."""
+    finite = scores[np.isfinite(scores)]
+    top = (float(finite.max()) + 1.0) if finite.size else 1.0
+    return np.where(np.isposinf(scores), top, scores)
+
+
 def _mask(path: Path | None) -> np.ndarray:
     """Ground-truth mask at MASK_SIDE x MASK_SIDE as bool; all-False when absent."""
     if path is None:
@@ -107,9 +115,7 @@ def evaluate(root: Path, cfg: Config, progress: Progress | None = None, n_top: i
         kept.append((f"{kind}/{path.name}", scores[-1], v.image, v.anomaly_map))
         kept = sorted(kept, key=lambda t: -t[1])[:n_top]
     y = np.array(labels)
-    s = np.array(scores)
-    finite = s[np.isfinite(s)]
-    s[~np.isfinite(s)] = (finite.max() if finite.size else 0.0) + 1.0  # flagged: above every score
+    s = flagged_above(np.array(scores))
     thr = profile.threshold_
     pixel_auroc = None
     if with_masks:

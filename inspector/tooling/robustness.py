@@ -54,7 +54,7 @@ from threadpoolctl import threadpool_limits
 from inspector import imaging
 from inspector.config import Config
 from inspector.errors import DatasetError, ImageRejected, InspectorError
-from inspector.evaluate import MASK_SIDE, find_eval_set
+from inspector.evaluate import MASK_SIDE, find_eval_set, flagged_above
 from inspector.pipeline import Inspector, Progress, decode_for_training, fit_profile
 
 DEFAULT_DATA = Path("../shared/data")
@@ -286,13 +286,6 @@ def score_jobs(inspector: Inspector, jobs: Sequence[Callable[[], bytes]], names:
         return list(results)
 
 
-def _finite_ranks(values: np.ndarray) -> np.ndarray:
-    """+inf replaced by a finite value above every other (AUROC depends on the order only)."""
-    finite = values[np.isfinite(values)]
-    top = (float(finite.max()) + 1.0) if finite.size else 1.0
-    return np.where(np.isposinf(values), top, values)
-
-
 def metrics(kinds: Sequence[str], scored: Sequence[Scored], masks: Sequence[np.ndarray | None] | None,
             threshold: float) -> dict[str, Any]:
     """Image and pixel AUROC, false alarms, recall and rejections of one scored test set."""
@@ -301,7 +294,7 @@ def metrics(kinds: Sequence[str], scored: Sequence[Scored], masks: Sequence[np.n
     verdicts = np.array([x.verdict for x in scored])
     flagged = verdicts == "defect"
     rejected = verdicts == "rejected"
-    image_auroc = float(roc_auc_score(y, _finite_ranks(s))) if y.any() and (~y).any() else None
+    image_auroc = float(roc_auc_score(y, flagged_above(s))) if y.any() and (~y).any() else None
     pixel_auroc = None
     if masks is not None:
         gts = [_mask_at_side(m) for m in masks]
