@@ -452,15 +452,12 @@ def _stats_cell(key: str, value) -> str:
 
 def _drift_lines(alarms: list[dict]) -> list[str]:
     """One line per active drift alarm, for `stats`."""
+    from inspector import conditions
+
     lines = []
     for a in alarms:
         since = _local_time(a["since"]) if hasattr(a["since"], "astimezone") else "-"
-        if a["recent"] is None:
-            level = a["what"]
-        elif a["what"] == "exposure":
-            level = f"recent exposure {a['recent']:.2f}x of training"
-        else:
-            level = f"recent score {a['recent']:.3f}"
+        level = conditions.recent_level(a["what"], a["recent"])
         lines.append(f"DRIFT ALARM at station {a['station']} since {since} (part #{a['since_id']}, profile "
                      f"{a['profile_version']}): {a['signal'].replace('_', ' ')}, {level}: {a['meaning']}")
     return lines

@@ -77,12 +77,17 @@ def active_alarms(replayed: Mapping[str, drift.StationDrift]) -> list[dict[str, 
     return out
 
 
+def recent_level(what: str, recent: float | None) -> str:
+    """How a drifting signal ("exposure" or "score") stands lately, for people: "recent exposure 0.89x of
+    training", or just its name when not known."""
+    if recent is None:
+        return what
+    return f"recent exposure {recent:.2f}x of training" if what == "exposure" else f"recent score {recent:.3f}"
+
+
 def describe(event: drift.DriftEvent) -> str:
     """One line for an alarm raised or cleared."""
-    if event.signal.startswith("exposure"):
-        level = f"recent exposure {event.recent:.2f}x of training" if event.recent is not None else "exposure"
-    else:
-        level = f"recent score {event.recent:.3f}" if event.recent is not None else "score"
+    level = recent_level("exposure" if event.signal.startswith("exposure") else "score", event.recent)
     part = f"part #{event.ref}" if event.ref is not None else f"part {event.n}"
     if event.kind == "raised":
         return f"drift alarm: {event.meaning} ({level}; CUSUM {event.value:.1f} > {event.h:g} at {part})"

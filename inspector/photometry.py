@@ -116,10 +116,7 @@ def _sorted_weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
 def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
     """Median of values (N,) under non-negative weights (N,)."""
     order = np.argsort(values)
-    cum = np.cumsum(weights[order])
-    if cum[-1] <= 0:
-        return float(np.median(values))
-    return float(values[order][np.searchsorted(cum, cum[-1] / 2.0)])
+    return _sorted_weighted_median(values[order], weights[order])
 
 
 class LightingModel:
