@@ -6,7 +6,8 @@ Sources of the candidate's training set, in this order (a file's content counts 
 1. the good images the active profile was trained on (its `training_images`, each found by its recorded
    `path`, else by name under `trained_from`); an image that is missing or whose sha256 changed is skipped;
 2. every part whose latest review is "good" (a false alarm), read from its archived file (else its source
-   path) and checked against the recorded sha256;
+   path) and checked against the recorded sha256, in order of sha256 (so the candidate does not depend on the
+   order in which parts happened to be committed);
 3. the images in optional extra folders (`add_dirs`).
 
 A part whose latest review is "defect" is never trained on, whatever source offers it. Every skipped file is
@@ -313,8 +314,10 @@ def retrain(cfg: Config, store: Store, add_dirs: Sequence[Path] = (), force: boo
     confirmed = {r["sha256"]: r for r in reviewed if r["review"] == "defect" and r.get("sha256")}
 
     items = _profile_items(active.meta)
+    # false alarms in content order, not id order: ids follow which worker or station committed first, and the
+    # candidate (its palette sample and cross-fitting folds) must not change with that
     items += [_Item("false_alarm", _part_paths(r), _label(r), r.get("sha256"), r["id"])
-              for r in reviewed if r["review"] == "good"]
+              for r in sorted(reviewed, key=lambda r: (r.get("sha256") or "", r["id"])) if r["review"] == "good"]
     for folder in add_dirs:
         files = pipeline.list_images(Path(folder), cfg.input.patterns)
         if not files:
