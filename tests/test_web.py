@@ -104,6 +104,11 @@ def is_png(data: bytes) -> bool:
     return data.startswith(PNG) and img is not None and img.size > 0
 
 
+def is_jpeg(data: bytes) -> bool:
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    return data.startswith(b"\xff\xd8\xff") and img is not None and img.size > 0
+
+
 # ---------------------------------------------------------------------------------------------- pages
 
 
@@ -183,7 +188,7 @@ def test_open_image_refuses_links_fifos_folders_and_non_images(tmp_path: Path) -
     ok, tiff = cv2.imencode(".tiff", np.zeros((8, 8, 3), np.uint8))
     (tmp_path / "t.tif").write_bytes(tiff.tobytes())
     converted = files.open_image(tmp_path / "t.tif")
-    assert converted is not None and converted[1] == "image/png" and is_png(converted[0].read())
+    assert converted is not None and converted[1] == "image/jpeg" and is_jpeg(converted[0].read())
 
 
 def test_stats_page_and_plots(client: FlaskClient) -> None:

@@ -49,13 +49,11 @@ class QueueFilters:
     @classmethod
     def parse(cls, args: Mapping[str, str]) -> QueueFilters:
         """From request arguments or form fields; BadFilter for a value outside its choices."""
-        page_text = args.get("page") or "1"
-        if not page_text.isdigit() or not 1 <= int(page_text) <= MAX_PAGE:
-            raise BadFilter(f"page must be a number from 1 to {MAX_PAGE}")
+        page = page_number(args.get("page") or "1")
         return cls(verdict=_choice(args, "verdict", VERDICT_CHOICES, cls.verdict),
                    review=_choice(args, "review", REVIEW_CHOICES, cls.review),
                    since=_choice(args, "since", SINCE_CHOICES, cls.since), station=place(args, "station"),
-                   line=place(args, "line"), page=int(page_text))
+                   line=place(args, "line"), page=page)
 
     def query(self, **change: Any) -> dict[str, Any]:
         """URL parameters for these filters with `change` applied, defaults omitted."""
@@ -64,11 +62,22 @@ class QueueFilters:
         return {k: v for k, v in values.items() if v != defaults[k]}
 
 
+def page_number(text: str) -> int:
+    """A page number from 1 to MAX_PAGE written in ASCII digits; BadFilter for anything else ("²", "١", "+1",
+    thousands of digits)."""
+    if not (0 < len(text) <= len(str(MAX_PAGE)) and text.isascii() and text.isdigit()) \
+            or not 1 <= int(text) <= MAX_PAGE:
+        raise BadFilter(f"page must be a number from 1 to {MAX_PAGE}")
+    return int(text)
+
+
 def place(args: Mapping[str, str], key: str) -> str:
-    """A station or line name filter ("" = all); BadFilter when longer than a name can be."""
+    """A station or line name filter ("" = all); BadFilter when longer than a name can be or not printable."""
     value = (args.get(key) or "").strip()
     if len(value) > 64:
         raise BadFilter(f"{key} names are at most 64 characters")
+    if not value.isprintable():
+        raise BadFilter(f"{key} names hold no control characters")
     return value
 
 

@@ -80,6 +80,16 @@ def same_origin(url: str, host_header: str) -> bool:
     return bool(o_name) and o_name == h_name and (o_port or default) == (h_port or default)
 
 
+def same_site_path(path: str) -> str:
+    """A redirect target on this site for a request path: "/" and the path without its leading slashes, or "/"
+    when the path holds a control character, white space or a backslash (browsers drop tabs and newlines and read
+    "\\" as "/", which would turn "/<tab>/evil.example" into "//evil.example", another site)."""
+    if any(c == "\\" or c.isspace() or not c.isprintable() for c in path):
+        return "/"
+    target = "/" + path.lstrip("/")
+    return target if target[1:2] not in ("/", "\\") else "/"
+
+
 def token_cookie_value(token: str) -> str:
     """What the access cookie holds: a keyed hash of the token (stable across restarts, not the token itself)."""
     return hmac.new(token.encode(), b"inspector-web-access-cookie", hashlib.sha256).hexdigest()
@@ -114,7 +124,7 @@ def check_token(token: str) -> Response | None:
         if not _equal(given, token):
             abort(403, description="wrong access token")
         rest = [(k, v) for k, v in request.args.items(multi=True) if k != "token"]
-        target = "/" + request.path.lstrip("/") + ("?" + urlencode(rest) if rest else "")  # never //other.host
+        target = same_site_path(request.path) + ("?" + urlencode(rest) if rest else "")  # never //other.host
         response = redirect(target, 303)
         response.set_cookie(TOKEN_COOKIE, token_cookie_value(token), max_age=TOKEN_COOKIE_MAX_AGE, httponly=True,
                             samesite="Strict", path="/")

@@ -12,9 +12,13 @@ from typing import Any
 from inspector.config import Config, is_loopback
 from inspector.errors import ConfigError, InspectorError
 from inspector.store import Store
-from inspector.web.app import create_app
+from inspector.web.app import MAX_FORM_BYTES, create_app
 
 THREADS = 4
+# waitress refuses (413, then closes) a body of this many bytes or more as soon as it has read the headers (or,
+# chunked, once that many arrived), before the app checks token or CSRF: a review form is tiny, and a body this
+# small stays in memory (waitress spools to a temporary file only past its inbuf_overflow, 512 KiB)
+MAX_BODY_BYTES = MAX_FORM_BYTES + 1
 
 
 def bound_config(cfg: Config, host: str | None = None, port: int | None = None) -> Config:
@@ -37,7 +41,8 @@ def make_server(cfg: Config, host: str | None = None, port: int | None = None, s
     cfg = bound_config(cfg, host, port)
     app = create_app(cfg, store)
     try:
-        return create_server(app, host=cfg.web.host, port=cfg.web.port, threads=THREADS, ident="inspector")
+        return create_server(app, host=cfg.web.host, port=cfg.web.port, threads=THREADS, ident="inspector",
+                             max_request_body_size=MAX_BODY_BYTES)
     except OSError as exc:
         raise InspectorError(f"cannot listen on {cfg.web.host}:{cfg.web.port}: {exc.strerror or exc}") from None
 

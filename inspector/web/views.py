@@ -6,7 +6,7 @@ factory; nothing is global.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ class Context:
     cfg: Config
     store: Store
     base: Path | None
+    images: files.Images = field(default_factory=files.Images)
 
 
 def ctx() -> Context:
@@ -116,26 +117,56 @@ def set_reviewer() -> Response:
     return response
 
 
-def _send(paths: tuple[str | None, ...], only: tuple[str, ...] | None = None) -> Response:
-    """Send the first of the recorded files that opens as an image (404 when none: missing, not a regular file,
-    a symlink, or not an image)."""
+def _send(paths: tuple[str | None, ...], only: tuple[str, ...] | None = None,
+          expect: files.Expected | None = None, id: int | None = None) -> Response:
+    """Send the first of the recorded files that opens as an image and, with `expect`, still is the judged file;
+    409 when one was found but is another file now, else 404 (missing, not a regular file, a symlink, or not an
+    image)."""
+    changed = False
     for path in paths:
-        opened = files.open_image(files.resolve(path, ctx().base), only)
+        try:
+            opened = ctx().images.open(files.resolve(path, ctx().base), only, expect)
+        except files.FileChanged:
+            changed = True
+            continue
         if opened is not None:
             f, mimetype = opened
             response = send_file(f, mimetype=mimetype, max_age=300, conditional=False)
             response.headers["Content-Disposition"] = "inline"
             return response
+    if changed:
+        return file_changed(id)
     abort(404)
+
+
+CHANGED = "the file changed since it was judged"
+_PLACEHOLDER = ('<svg xmlns="http://www.w3.org/2000/svg" width="320" height="240" viewBox="0 0 320 240">'
+                '<title>{text}</title><rect width="320" height="240" fill="#eeeeee"/>'
+                '<text x="160" y="112" text-anchor="middle" font-family="sans-serif" font-size="15" fill="#555555">'
+                '{head}</text><text x="160" y="136" text-anchor="middle" font-family="sans-serif" font-size="15" '
+                'fill="#555555">changed since it was judged</text></svg>')
+
+
+def file_changed(id: int | None) -> Response:
+    """409: the recorded file is another one now; a placeholder picture for an <img>, else one line of text."""
+    what = f"part #{id}: " if id is not None else ""
+    headers = {"Cache-Control": "no-store"}
+    if request.accept_mimetypes.best_match(["text/plain", "image/svg+xml"]) == "image/svg+xml":
+        head = f"The file of part #{id}" if id is not None else "The file"
+        body = _PLACEHOLDER.format(text=what + CHANGED, head=head)
+        return Response(body, 409, headers, mimetype="image/svg+xml")
+    return Response(f"{what}{CHANGED}; not shown\n", 409, headers, mimetype="text/plain")
 
 
 @bp.get(f"/image/{ID}")
 def image(id: int) -> Response:
-    """The part's image by inspection id: the archived file, else the file where it arrived (judged parts only)."""
+    """The part's image by inspection id: the archived file, else the file where it arrived (judged parts only),
+    and only while it still has the judged size and sha256 (409 when it changed)."""
     row = ctx().store.get(id)
-    if row is None or row["verdict"] == "rejected":  # a rejected entry may be a symlink, a FIFO, not an image
-        abort(404)
-    return _send((row["archived_path"], row["source_path"]))
+    if row is None or row["verdict"] == "rejected" or not row["sha256"]:  # a rejected entry may be a symlink,
+        abort(404)  # a FIFO, not an image; a judged part always has a sha256
+    expect = files.Expected(sha256=row["sha256"], size=row["size"])
+    return _send((row["archived_path"], row["source_path"]), expect=expect, id=id)
 
 
 @bp.get(f"/overlay/{ID}")
