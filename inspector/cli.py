@@ -10,10 +10,12 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 
 from inspector import __version__
 from inspector.errors import InspectorError
+from inspector.text import escape_controls
 
 
 def _progress(iterable, total: int | None = None, desc: str = ""):
@@ -40,7 +42,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise InspectorError(f"no images matching {', '.join(cfg.input.patterns)} in {args.dir}")
     ts = pipeline.load_training_images(files, cfg, lambda it, total: _progress(it, total, "decoding"))
     for name, reason in ts.rejected:
-        print(f"skipped {name}: {reason}", file=sys.stderr)
+        print(escape_controls(f"skipped {name}: {reason}"), file=sys.stderr)
     print(f"fitting on {len(ts.images)} good images ...", file=sys.stderr)
     profile = pipeline.fit_profile(ts.images, cfg.profile)
     extra = {
@@ -78,9 +80,10 @@ def cmd_score(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(v.as_dict()))
         elif v.verdict == "rejected":
-            print(f"{path}\trejected\t{v.reason}: {v.detail}")
+            print(f"{escape_controls(path)}\trejected\t{escape_controls(f'{v.reason}: {v.detail}')}")
         else:
-            print(f"{path}\t{v.verdict}\tscore {v.score:.3f}\tthreshold {v.threshold:.3f}\tprofile {v.profile_version}")
+            print(f"{escape_controls(path)}\t{v.verdict}\tscore {v.score:.3f}\tthreshold {v.threshold:.3f}\tprofile "
+                  f"{escape_controls(v.profile_version)}")
         worst = max(worst, {"ok": 0, "defect": 1, "rejected": 3}[v.verdict])
     return 0 if args.exit_zero else worst
 
@@ -106,19 +109,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(m))
         return 0
-    print(f"dataset            {m['dataset']}  ({m['n_train']} train, {m['n_test']} test)")
+    print(f"dataset            {escape_controls(m['dataset'])}  ({m['n_train']} train, {m['n_test']} test)")
     print(f"image AUROC        {m['image_auroc']:.4f}")
     print(f"average precision  {m['average_precision']:.4f}")
     print(f"threshold          {m['threshold']:.3f}")
     print(f"false-alarm rate   {m['false_alarm_rate']:.3f}  (budget {m['false_alarm_budget']:.3f})")
     print(f"recall             {m['recall']:.3f}")
     for t, r in m["per_type_recall"].items():
-        print(f"  recall {t:<12}{r:.3f}")
+        print(f"  recall {escape_controls(t):<12}{r:.3f}")
     pix = "n/a (no masks)" if m["pixel_auroc"] is None else f"{m['pixel_auroc']:.4f}"
     print(f"pixel AUROC        {pix}")
     print(f"ms per image       {m['ms_per_image']:.1f}")
     if m.get("report"):
-        print(f"report             {m['report']}")
+        print(f"report             {escape_controls(m['report'])}")
     return 0
 
 
@@ -133,10 +136,12 @@ def cmd_segment(args: argparse.Namespace) -> int:
         raise InspectorError(f"--k takes comma-separated integers, got {args.k!r}") from None
     if not ks or min(ks) < 2 or max(ks) > 64:
         raise InspectorError("--k values must be between 2 and 64")
+    if args.max_side < 32:
+        raise InspectorError(f"--max-side must be at least 32, got {args.max_side}")
     _, decoded = imaging.load(Path(args.image), max_pixels=cfg.input.max_pixels, max_bytes=cfg.input.max_bytes)
     out = Path(args.out)
     panel.write_panel(out, decoded.image, ks, max_side=args.max_side)
-    print(f"wrote {out}")
+    print(escape_controls(f"wrote {out}"))
     return 0
 
 
@@ -205,8 +210,8 @@ def cmd_profiles(args: argparse.Namespace) -> int:
         print(f"no profiles in {cfg.models.dir}")
     for r in rows if not args.json else []:
         thr = "-" if r["threshold"] is None else f"{r['threshold']:.3f}"
-        print(f"{'*' if r['active'] else ' '} {r['version']:<6} {r['created_at'] or '-':<26} threshold {thr:<8} "
-              f"n_train {r['n_train']}  {r['note']}")
+        print(escape_controls(f"{'*' if r['active'] else ' '} {r['version']:<6} {r['created_at'] or '-':<26} "
+                              f"threshold {thr:<8} n_train {r['n_train']}  {r['note']}"))
     return 0
 
 
@@ -281,20 +286,34 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_since(text: str):
-    """'8h', '30m', '2d', '90s' (ago) or an ISO date/time -> an aware UTC datetime."""
+# --since bounds: a few days inside the calendar, so that local times and periods around them stay in range
+_EARLIEST = datetime(1, 1, 3, tzinfo=timezone.utc)  # earlier than this: no lower bound at all
+_LATEST = datetime(9999, 12, 29, tzinfo=timezone.utc)  # later times are cut to this (nothing is that new)
+
+
+def parse_since(text: str) -> datetime | None:
+    """'8h', '30m', '2d', '90s' (ago) or an ISO date/time -> an aware UTC datetime; None (every inspection)
+    for a time before the calendar's first days, however far back (99999999999d, 0001-01-01)."""
     import re
-    from datetime import datetime, timedelta, timezone
+    from datetime import timedelta
 
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
     if m:
         unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
-        return datetime.now(timezone.utc) - timedelta(seconds=float(m.group(1)) * unit)
+        try:
+            when = datetime.now(timezone.utc) - timedelta(seconds=float(m.group(1)) * unit)
+        except OverflowError:  # further back than year 1 (or than timedelta can count)
+            return None
+        return None if when < _EARLIEST else when
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
         raise InspectorError(f"--since takes a duration like 8h, 30m, 2d or an ISO time, got {text!r}") from None
-    return (when if when.tzinfo else when.astimezone()).astimezone(timezone.utc)
+    try:
+        utc = (when if when.tzinfo else when.astimezone()).astimezone(timezone.utc)
+    except (OverflowError, ValueError):  # in UTC (or local time) it falls before year 1 or after 9999
+        return None if when.year < 5000 else _LATEST
+    return None if utc < _EARLIEST else min(utc, _LATEST)
 
 
 _LIST_KEYS = ("id", "sha256", "name", "verdict", "reason", "detail", "score", "threshold", "profile_version",
@@ -303,9 +322,13 @@ _LIST_KEYS = ("id", "sha256", "name", "verdict", "reason", "detail", "score", "t
 _DECISIONS = ("defect", "good")
 
 
-def _local_time(when) -> str:
-    """An aware datetime as local time, to the second."""
-    return when.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+def _local_time(when: datetime) -> str:
+    """An aware datetime as local time, to the second (UTC, marked so, when local time would leave the
+    calendar)."""
+    try:
+        return when.astimezone().replace(tzinfo=None).isoformat(sep=" ", timespec="seconds")
+    except (OverflowError, ValueError):
+        return when.astimezone(timezone.utc).replace(tzinfo=None).isoformat(sep=" ", timespec="seconds") + " UTC"
 
 
 def _jsonable(row: dict) -> dict:
@@ -320,6 +343,14 @@ def _open_store(cfg):
     return Store(cfg.database.url, busy_timeout_ms=cfg.database.busy_timeout_ms)
 
 
+_DB_INT_MAX = 2**63 - 1  # the largest integer a database column holds (SQLite INTEGER, PostgreSQL bigint)
+
+
+def _is_id(value: int) -> bool:
+    """Whether value can be an inspection id at all (1 .. 2**63-1); no row has any other."""
+    return 1 <= value <= _DB_INT_MAX
+
+
 def _check_choice(option: str, value: str | None, choices: Sequence[str]) -> None:
     """One-line error unless value is None or one of choices."""
     if value is not None and value not in choices:
@@ -332,10 +363,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     cfg = _load_config(args)
     if args.limit is not None and args.limit < 1:
         raise InspectorError("--limit must be at least 1")
+    limit = None if args.limit is None or args.limit > _DB_INT_MAX else args.limit  # more than any table holds
     _check_choice("--reviewed", args.reviewed, _DECISIONS)
     since = parse_since(args.since) if args.since else None
     with _open_store(cfg) as store:
-        rows = store.list(verdict=args.verdict, since=since, limit=args.limit, reviewed=args.reviewed,
+        rows = store.list(verdict=args.verdict, since=since, limit=limit, reviewed=args.reviewed,
                           unreviewed=args.unreviewed, station=args.station, line=args.line)
     if args.json:
         print(json.dumps([_jsonable({k: r.get(k) for k in _LIST_KEYS}) for r in rows]))
@@ -343,12 +375,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     for r in rows:
         when = _local_time(r["inspected_at"])
         if r["verdict"] == "rejected":
-            what = f"{r['reason']}"
+            what = escape_controls(f"{r['reason']}")
         else:
             what = f"score {r['score']:.3f} / {r['threshold']:.3f}"
         review = f"marked {r['review']}" if r.get("review") else "unreviewed"
-        print(f"{r['id']:>7}  {when}  {r['verdict']:<8}  {what:<24}  {r['profile_version'] or '-':<5}  "
-              f"{review:<13}  {r['name']}")
+        version = escape_controls(r["profile_version"] or "-")
+        print(f"{r['id']:>7}  {when}  {r['verdict']:<8}  {what:<24}  {version:<5}  {review:<13}  "
+              f"{escape_controls(r['name'])}")
     if not rows:
         print("no inspections match", file=sys.stderr)
     return 0
@@ -356,15 +389,15 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def _review_line(r: dict) -> str:
     """One decision as text: local time, decision, reviewer, note."""
-    note = f"  {r['note']}" if r.get("note") else ""
-    return f"{_local_time(r['reviewed_at'])}  {r['decision']:<6}  by {r['reviewer']}{note}"
+    note = f"  {escape_controls(r['note'])}" if r.get("note") else ""
+    return f"{_local_time(r['reviewed_at'])}  {r['decision']:<6}  by {escape_controls(r['reviewer'])}{note}"
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     """Print one inspection in full, with its review history."""
     cfg = _load_config(args)
     with _open_store(cfg) as store:
-        row = store.get(args.id)
+        row = store.get(args.id) if _is_id(args.id) else None
         history = store.reviews(args.id) if row is not None else []
     if row is None:
         raise InspectorError(f"no inspection #{args.id}")
@@ -374,7 +407,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(json.dumps({**row, "reviews": [_jsonable(r) for r in history]}))
         return 0
     for key, value in row.items():
-        print(f"{key:<16}{'-' if value is None else value}")
+        print(f"{key:<16}{'-' if value is None else escape_controls(str(value))}")
     if not history:
         print(f"{'reviews':<16}none")
     for i, r in enumerate(history):
@@ -403,7 +436,7 @@ def cmd_mark(args: argparse.Namespace) -> int:
         raise InspectorError("--by must be 1 to 64 characters")
     note = (args.note or "").strip() or None
     with _open_store(cfg) as store:
-        row = store.get(args.id)
+        row = store.get(args.id) if _is_id(args.id) else None
         if row is None:
             raise InspectorError(f"no inspection #{args.id}")
         if row["verdict"] == "rejected":
@@ -422,8 +455,9 @@ def cmd_mark(args: argparse.Namespace) -> int:
                           "recorded": _jsonable(added), "previous": _jsonable(previous) if previous else None,
                           "decisions": len(history)}))
         return 0
-    print(f"#{row['id']} {row['name']} (judged {row['verdict']}): marked {added['decision']} by {reviewer} at "
-          f"{_local_time(added['reviewed_at'])}" + (f", note: {note}" if note else ""))
+    print(f"#{row['id']} {escape_controls(row['name'])} (judged {row['verdict']}): marked {added['decision']} by "
+          f"{escape_controls(reviewer)} at {_local_time(added['reviewed_at'])}"
+          + (f", note: {escape_controls(note)}" if note else ""))
     if previous is None:
         print("first decision on this part")
     else:
@@ -458,8 +492,9 @@ def _drift_lines(alarms: list[dict]) -> list[str]:
     for a in alarms:
         since = _local_time(a["since"]) if hasattr(a["since"], "astimezone") else "-"
         level = conditions.recent_level(a["what"], a["recent"])
-        lines.append(f"DRIFT ALARM at station {a['station']} since {since} (part #{a['since_id']}, profile "
-                     f"{a['profile_version']}): {a['signal'].replace('_', ' ')}, {level}: {a['meaning']}")
+        lines.append(escape_controls(
+            f"DRIFT ALARM at station {a['station']} since {since} (part #{a['since_id']}, profile "
+            f"{a['profile_version']}): {a['signal'].replace('_', ' ')}, {level}: {a['meaning']}"))
     return lines
 
 
@@ -491,16 +526,17 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print("no inspections" + (f" since {_local_time(since)}" if since else ""), file=sys.stderr)
         if not periods:
             return 0
-    width = max([len("period"), len("total")] + [len(p["period"]) for p in periods])
+    labels = [escape_controls(p["period"]) for p in periods]  # shift names come from the config
+    width = max([len("period"), len("total")] + [len(label) for label in labels])
     widths = [max(len(title), 7) for _, title in _STATS_COLUMNS]
     print(f"{'period':<{width}}" + "".join(f"  {title:>{w}}" for (_, title), w in zip(_STATS_COLUMNS, widths)))
-    for p in [*periods, total]:
+    for label, p in zip([*labels, "total"], [*periods, total]):
         p = {**p, "lighting": p["rejected_by_reason"].get("lighting", 0)}
-        print(f"{p['period']:<{width}}" + "".join(f"  {_stats_cell(k, p[k]):>{w}}"
-                                                  for (k, _), w in zip(_STATS_COLUMNS, widths)))
+        print(f"{label:<{width}}" + "".join(f"  {_stats_cell(k, p[k]):>{w}}"
+                                            for (k, _), w in zip(_STATS_COLUMNS, widths)))
     if total["rejected"]:
         reasons = sorted(total["rejected_by_reason"].items(), key=lambda kv: (-kv[1], kv[0]))
-        print("rejected by reason: " + ", ".join(f"{reason} {n}" for reason, n in reasons))
+        print("rejected by reason: " + ", ".join(f"{escape_controls(reason)} {n}" for reason, n in reasons))
     for line in _drift_lines(alarms):
         print(line)
     return 0
@@ -537,6 +573,68 @@ def _write_csv(out, rows: list[dict], histories: dict[int, list[dict]]) -> None:
         writer.writerow([_csv_value(row.get(k)) for k in _EXPORT_KEYS] + [_csv_value(v) for v in review])
 
 
+def _is_stream(mode: int) -> bool:
+    """Whether a file mode is a character device or a FIFO: written into, never replaced (/dev/null,
+    /dev/stdout, a terminal, a named pipe)."""
+    import stat
+
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+
+
+def _export_target(target: Path, force: bool) -> str:
+    """How export may write to target: "new" (create it), "replace" (an existing regular file, with force) or
+    "stream" (a character device or FIFO, also behind a symbolic link, written into); InspectorError for
+    anything else: a symbolic link to a file is never replaced, nor is a folder, socket or block device."""
+    import os
+    import stat
+
+    try:
+        st = os.lstat(target)
+    except (FileNotFoundError, NotADirectoryError):
+        if not target.parent.is_dir():
+            raise InspectorError(f"no folder {target.parent} to write {target.name} into") from None
+        return "new"
+    except OSError as exc:
+        raise InspectorError(f"cannot write {target}: {exc.strerror or exc}") from None
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            if _is_stream(os.stat(target).st_mode):
+                return "stream"
+        except OSError:  # a dangling link, or a loop
+            pass
+        raise InspectorError(f"{target} is a symbolic link: export never replaces one; give the file it points to")
+    if _is_stream(st.st_mode):
+        return "stream"
+    if stat.S_ISDIR(st.st_mode):
+        raise InspectorError(f"{target} is a folder")
+    if not stat.S_ISREG(st.st_mode):
+        raise InspectorError(f"{target} is not a regular file, a character device or a FIFO: not written")
+    if not force:
+        raise InspectorError(f"{target} exists: give --force to overwrite it")
+    return "replace"
+
+
+def _write_stream(target: Path, rows: list[dict], histories: dict[int, list[dict]]) -> None:
+    """Write the CSV into the character device or FIFO at target: opened without creating or truncating, and
+    refused if what was opened is something else (swapped in since it was looked at)."""
+    import os
+
+    try:
+        fd = os.open(target, os.O_WRONLY | getattr(os, "O_NOCTTY", 0))
+    except OSError as exc:
+        raise InspectorError(f"cannot write {target}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+        if not _is_stream(os.fstat(fd).st_mode):
+            raise InspectorError(f"{target} changed while exporting: not written")
+        try:
+            _write_csv(out, rows, histories)
+            out.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise InspectorError(f"cannot write {target}: {exc.strerror or exc}") from None
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """Write inspections and their latest review decisions to a CSV file."""
     import os
@@ -545,13 +643,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     cfg = _load_config(args)
     since = parse_since(args.since) if args.since else None
     target = None if args.csv == "-" else Path(args.csv)
-    if target is not None:
-        if (target.exists() or target.is_symlink()) and not args.force:
-            raise InspectorError(f"{target} exists: give --force to overwrite it")
-        if target.is_dir():
-            raise InspectorError(f"{target} is a folder")
-        if not target.parent.is_dir():
-            raise InspectorError(f"no folder {target.parent} to write {target.name} into")
+    kind = "stdout" if target is None else _export_target(target, args.force)
     with _open_store(cfg) as store:
         rows = store.list(verdict=args.verdict, since=since, limit=None, station=args.station, line=args.line)
         histories = {r["id"]: store.reviews(r["id"]) for r in rows if r.get("review") is not None}
@@ -559,6 +651,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     if target is None:
         _write_csv(sys.stdout, rows, histories)
         print(f"wrote {len(rows)} rows", file=sys.stderr)
+        return 0
+    if kind == "stream":  # the message goes to stderr: the stream may be our own standard output
+        _write_stream(target, rows, histories)
+        print(escape_controls(f"wrote {len(rows)} rows to {target}"), file=sys.stderr)
         return 0
     # write a temporary file beside the target, then move it into place: an interrupted export never leaves
     # half a file under the name, and without --force an existing file (even one created meanwhile) is kept
@@ -570,10 +666,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
             _write_csv(out, rows, histories)
         os.chmod(tmp, 0o666 & ~_umask())
-        if args.force:
-            os.replace(tmp, target)
-        else:
+        if not args.force:
             _move_no_replace(tmp, target)
+        elif _export_target(target, force=True) == "stream":  # looked at again: a link or folder put there
+            raise InspectorError(f"{target} changed while exporting: not replaced")  # meanwhile raises too
+        else:
+            os.replace(tmp, target)
     except BaseException as exc:
         if os.path.lexists(tmp):
             os.unlink(tmp)
@@ -582,7 +680,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         if isinstance(exc, OSError):
             raise InspectorError(f"cannot write {target}: {exc.strerror or exc}") from None
         raise
-    print(f"wrote {len(rows)} rows to {target}")
+    print(escape_controls(f"wrote {len(rows)} rows to {target}"))
     return 0
 
 
@@ -661,7 +759,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", help="an image file")
     p.add_argument("--k", default="2,4,10", help="comma-separated K values (default 2,4,10)")
     p.add_argument("--out", default="panel.png", help="output PNG (default panel.png)")
-    p.add_argument("--max-side", type=int, default=512, help="downscale so the longer side is at most this")
+    p.add_argument("--max-side", type=int, default=512,
+                   help="downscale so the longer side is at most this (at least 32; default 512)")
     p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("bench", parents=[common], help="measure speed as ratios on generated 5 MP JPEGs",
@@ -831,7 +930,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write one CSV row per inspection (oldest first; UTF-8, a header row, times in "
                                    "ISO 8601 UTC) with its latest operator decision (review), that decision's "
                                    "reviewer, note and reviewed_at, and the number of decisions on it. An "
-                                   "existing file is never overwritten without --force.")
+                                   "existing file is never overwritten without --force. A character device or "
+                                   "FIFO (/dev/stdout, a named pipe) is written into, never replaced; a symbolic "
+                                   "link to anything else, a folder or a socket is refused.")
     p.add_argument("--csv", metavar="FILE", required=True, help="the CSV file to write (- for standard output)")
     p.add_argument("--since", metavar="WHEN", help="only newer than this: 8h, 30m, 2d, or an ISO date/time")
     p.add_argument("--verdict", choices=["ok", "defect", "rejected"], help="only this verdict")
@@ -848,7 +949,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except InspectorError as exc:
-        print(f"inspector: error: {exc}", file=sys.stderr)
+        print(f"inspector: error: {escape_controls(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("inspector: interrupted", file=sys.stderr)

@@ -42,6 +42,7 @@ from inspector.config import Config
 from inspector.errors import ImageRejected, InspectorError, ProfileError
 from inspector.pipeline import Inspector, Verdict
 from inspector.store import DatabaseError, Store
+from inspector.text import escape_controls
 from inspector.watcher import Handler, Matcher, Settler, Signature, signature, start_observer
 
 log = logging.getLogger("inspector.watch")
@@ -799,12 +800,14 @@ class WatchService:
     # ------------------------------------------------------------------ logging
 
     def _emit(self, event: str, level: int, text: str, **fields: Any) -> None:
-        """One log line: text, or a JSON object when [watch] log_format = "json"."""
+        """One log line: text (control characters escaped, so a file name cannot forge or split a line), or a
+        JSON object when [watch] log_format = "json"."""
         if self.w.log_format == "json":
             log.log(level, json.dumps({"ts": _utcnow().isoformat(), "event": event, "message": text, **fields},
                                       default=str))
         else:
-            log.log(level, "%s %s", datetime.now().astimezone().isoformat(timespec="milliseconds"), text)
+            log.log(level, "%s %s", datetime.now().astimezone().isoformat(timespec="milliseconds"),
+                    escape_controls(text))
 
     def _log_verdict(self, row: dict[str, Any]) -> None:
         """The per-verdict line."""

@@ -33,6 +33,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, time, timedelta, tzinfo
 from typing import Any
 
+from inspector.errors import InspectorError
+
 PERIODS = ("hour", "shift", "day")
 VERDICTS = ("ok", "defect", "rejected")
 COUNT_KEYS = ("parts", "ok", "defect", "rejected", "reviewed", "confirmed_defects", "false_alarms",
@@ -40,6 +42,11 @@ COUNT_KEYS = ("parts", "ok", "defect", "rejected", "reviewed", "confirmed_defect
 
 ALWAYS_REASONS = ("lighting",)  # reasons listed in rejected_by_reason even when 0
 Shifts = Sequence[tuple[int, str]]  # (minutes after midnight, name), as config.parse_shifts returns them
+MAX_FILLED = 100_000  # fill_empty lists at most this many periods (over 11 years of hours)
+
+
+class TooManyPeriods(InspectorError):
+    """Listing every period of the window (fill_empty) would take more than MAX_FILLED periods."""
 
 
 def _local(when: datetime, tz: tzinfo | None) -> datetime:
@@ -127,7 +134,8 @@ def compute(rows: Iterable[Mapping[str, Any]], by: str = "hour", *, shifts: Shif
     periods (None: the system's local time). `since` / `until` (aware) bound the reporting window: the first
     and last periods' `hours` are cut to it. Periods without parts are left out unless `fill_empty`, which
     lists every period from the one holding `since` (else the first part) to the one holding `until` (else
-    the last part). `start` and `end` in the result are aware datetimes in `tz` (or local time)."""
+    the last part), at most MAX_FILLED of them (TooManyPeriods beyond). `start` and `end` in the result are
+    aware datetimes in `tz` (or local time)."""
     if by not in PERIODS:
         raise ValueError(f"unknown period {by!r}: use one of {', '.join(PERIODS)}")
     shifts = sorted(shifts)
@@ -159,10 +167,13 @@ def compute(rows: Iterable[Mapping[str, Any]], by: str = "hour", *, shifts: Shif
     if fill_empty and lo is not None and hi is not None:
         wall = _local(lo, tz)
         end_key = period_of(_local(hi, tz), by, shifts)[0]
-        while True:
+        for listed in range(MAX_FILLED + 1):
             key, start, end = period_of(wall, by, shifts)
             if _aware(start, tz) > hi:
                 break
+            if listed == MAX_FILLED:
+                raise TooManyPeriods(f"every {by} from {lo.date().isoformat()} to {hi.date().isoformat()} would be "
+                                     f"more than {MAX_FILLED:,} periods: choose a later start or longer periods")
             if key not in periods:
                 periods[key] = _empty(key, _aware(start, tz), _aware(end, tz))
             if key == end_key:
