@@ -193,6 +193,7 @@ def from_dict(data: dict[str, Any], base: Path) -> Config:
             raise ConfigError(f"unknown config section [{name}] (known: {', '.join(SECTIONS)})")
     sections = {name: _section(cls, data.get(name, {}), name, base) for name, cls in SECTIONS.items()}
     _validate(sections["profile"])
+    _validate_input(sections["input"])
     _validate_service(sections["watch"], sections["database"], sections["station"])
     _validate_review(sections["review"], sections["web"])
     sections["database"] = dataclasses.replace(
@@ -251,11 +252,25 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _validate_input(i: InputConfig) -> None:
+    """Limits that would reject every image, and patterns that would match no file, are refused."""
+    checks = [
+        (i.max_pixels > 0, "input.max_pixels must be positive (it caps the pixels of an image)"),
+        (i.max_bytes > 0, "input.max_bytes must be positive (it caps the bytes of a file)"),
+        (len(i.patterns) > 0, "input.patterns must name at least one file name pattern"),
+        (all(p.strip() for p in i.patterns), "input.patterns must not contain an empty pattern"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
 def _validate_service(w: WatchConfig, db: DatabaseConfig, st: StationConfig) -> None:
     """Range and choice checks of the service sections."""
     checks = [
         (w.observer in ("native", "polling"), 'watch.observer must be "native" or "polling"'),
         (w.log_format in ("text", "json"), 'watch.log_format must be "text" or "json"'),
+        (all(p.strip() for p in w.patterns), "watch.patterns must not contain an empty pattern"),
         (w.poll_interval_s > 0, "watch.poll_interval_s must be positive"),
         (w.settle_s >= 0, "watch.settle_s must not be negative"),
         (w.rescan_s > 0, "watch.rescan_s must be positive"),

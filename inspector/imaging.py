@@ -7,9 +7,10 @@ import errno
 import hashlib
 import io
 import os
+import re
 import stat
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -29,11 +30,21 @@ _JPEG_FLAGS = {
     4: cv2.IMREAD_REDUCED_COLOR_4,
     8: cv2.IMREAD_REDUCED_COLOR_8,
 }
-_PADDING = b"\x00 \t\r\n\f\v"  # trailing bytes some writers append after the end marker
-_TAIL_WINDOW = 1 << 16
-_END_SEARCH = 32
 _ORIENTATION_TAG = 0x0112
+_BITS_PER_SAMPLE_TAG = 258
 _READ_CHUNK = 1 << 20
+_BYTES_PER_CAPPED_PIXEL = 3  # decode budget: max_pixels x 3 bytes, what an 8-bit colour image at the pixel cap holds
+_STRIP_PIXELS = 1 << 20  # alpha is composited this many pixels at a time, so temporaries stay small
+_PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the whole IEND chunk: length 0, type, CRC
+_MAX_JPEG_SCANS = 100  # a normal progressive JPEG has ~10 scans; each scan is another pass over every block
+_MAX_JPEG_SEGMENTS = 1000  # marker segments walked in one JPEG; real files have a few dozen
+_JPEG_MARKER = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")  # FF + marker code: skips FF00 stuffing, RSTn, fill FFs
+_JPEG_RST = re.compile(rb"\xff[\xd0-\xd7]")
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # frame headers; C4 DHT, C8 JPG, CC DAC are not
+_JPEG_PROGRESSIVE = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
+_ZERO_BLOCK_GREY = 128  # libjpeg's output for blocks it got no data for: a scan that ran short ends in this grey
+# Never 0xFF, so never a marker: a scan that ran out of data decodes these bytes, a complete scan ignores them.
+_PROBE_BYTES = bytes(b % 255 for b in hashlib.shake_256(b"inspector: does this scan run short?").digest(1024))
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,26 @@ class Decoded:
 
 
 @dataclass(frozen=True)
+class _Scan:
+    """One JPEG scan: its entropy-coded data, the restart interval in force, the frame components it codes."""
+
+    start: int  # first byte of entropy-coded data
+    end: int  # offset of the marker that ends it
+    restart_interval: int  # MCUs between RSTn markers; 0 = none
+    components: tuple[int, ...]  # indices into _JpegLayout.components
+
+
+@dataclass(frozen=True)
+class _JpegLayout:
+    """What walking a JPEG's markers learns: progressive or not, its frame components, its scans, where it ends."""
+
+    progressive: bool
+    components: tuple[tuple[int, int, int], ...]  # (id, h, v) sampling per frame component
+    scans: tuple[_Scan, ...]
+    end: int  # offset just past the EOI marker; bytes after it are not part of the image
+
+
+@dataclass(frozen=True)
 class _Header:
     """What probing learns beyond ImageInfo: EXIF orientation (JPEG only), alpha, a grey PNG's tRNS key."""
 
@@ -65,6 +96,8 @@ class _Header:
     orientation: int
     alpha: bool
     grey_key: int | None
+    sample_bytes: int = 1  # bytes per sample OpenCV decodes to: 2 for 16-bit, 4 or 8 for float TIFF/PFM
+    jpeg: _JpegLayout | None = None
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -165,27 +198,125 @@ def _open_header(data: bytes, max_pixels: int) -> Image.Image:
         raise ImageRejected("not_an_image", f"{kind}: {type(exc).__name__}") from None
 
 
-def _tail(data: bytes) -> bytes:
-    """The last bytes of data once trailing zero/whitespace padding is stripped."""
-    tail = data[-_TAIL_WINDOW:].rstrip(_PADDING)
-    if not tail and len(data) > _TAIL_WINDOW:
-        tail = data.rstrip(_PADDING)
-    return tail[-_END_SEARCH:]
-
-
 def _check_complete(data: bytes, fmt: str) -> None:
-    """Reject JPEG without EOI, PNG without IEND, WebP shorter than its RIFF size: cheap truncation tests."""
-    if fmt in _JPEG_FORMATS:
-        missing = b"\xff\xd9" not in _tail(data)
-    elif fmt == "PNG":
-        missing = b"IEND" not in _tail(data)
+    """Reject PNG without its IEND chunk, WebP shorter than its RIFF size; bytes after the end are fine."""
+    if fmt == "PNG":
+        missing = data.rfind(_PNG_IEND) < 0
     elif fmt == "WEBP":  # checked before Pillow sees it: libwebp's demuxer refuses short files outright
         missing = len(data) < 8 + int.from_bytes(data[4:8], "little")
     else:
         return
     if missing:
-        end = {"PNG": "IEND chunk", "WEBP": "RIFF length"}.get(fmt, "EOI marker")
+        end = {"PNG": "IEND chunk", "WEBP": "RIFF length"}[fmt]
         raise ImageRejected("truncated", f"{fmt} data ends before its {end} ({len(data)} bytes)")
+
+
+def _jpeg_cut(data: bytes) -> ImageRejected:
+    """A "truncated" rejection for a JPEG that ends before its EOI marker."""
+    return ImageRejected("truncated", f"JPEG data ends before its EOI marker ({len(data)} bytes)")
+
+
+def _sof_components(body: bytes) -> tuple[tuple[int, int, int], ...]:
+    """(id, h, v) per component from an SOF segment's body; () when it is malformed."""
+    count = body[5] if len(body) > 5 else 0
+    if len(body) < 6 + 3 * count:
+        return ()
+    return tuple((body[6 + 3 * i], body[7 + 3 * i] >> 4, body[7 + 3 * i] & 15) for i in range(count))
+
+
+def _sos_components(body: bytes, components: tuple[tuple[int, int, int], ...]) -> tuple[int, ...]:
+    """Indices of the frame components an SOS segment's body selects (unknown ids are left out)."""
+    ids = [c[0] for c in components]
+    count = body[0] if body else 0
+    selected = body[1 : 1 + 2 * count : 2]
+    return tuple(ids.index(c) for c in selected if c in ids)
+
+
+def _walk_jpeg(data: bytes) -> _JpegLayout:
+    """Walk marker segments from SOI to EOI, skipping scan data; no EOI is "truncated", too many scans "too_large"."""
+    progressive, restart, pos = False, 0, 2
+    components: tuple[tuple[int, int, int], ...] = ()
+    scans: list[_Scan] = []
+    pending: _Scan | None = None  # the scan whose entropy-coded data is being skipped
+    for _ in range(_MAX_JPEG_SEGMENTS):
+        found = _JPEG_MARKER.search(data, pos)  # scan data and stray bytes are skipped in C, as libjpeg skips them
+        if found is None:
+            raise _jpeg_cut(data)
+        if pending is not None:
+            scans.append(replace(pending, end=found.start()))
+            pending = None
+        code, pos = data[found.start() + 1], found.end()
+        if code == 0xD9:  # EOI
+            return _JpegLayout(progressive, components, tuple(scans), pos)
+        if code in (0x01, 0xD8):  # TEM, SOI: no length field
+            continue
+        length = max(int.from_bytes(data[pos : pos + 2], "big"), 2)  # a bogus length is the decoder's to refuse
+        if pos + length > len(data):
+            raise _jpeg_cut(data)
+        body = data[pos + 2 : pos + length] if code == 0xDA or code == 0xDD or code in _JPEG_SOF else b""
+        if code == 0xDA:  # SOS: entropy-coded data follows the header
+            if len(scans) >= _MAX_JPEG_SCANS:
+                raise ImageRejected("too_large", f"JPEG has more than {_MAX_JPEG_SCANS} scans (a normal progressive "
+                                                 "JPEG has about 10; each scan is another pass over the image)")
+            pending = _Scan(pos + length, -1, restart, _sos_components(body, components))
+        elif code == 0xDD:  # DRI
+            restart = int.from_bytes(body[:2], "big")
+        elif code in _JPEG_SOF:
+            progressive, components = code in _JPEG_PROGRESSIVE, _sof_components(body)
+        pos += length
+    raise ImageRejected("too_large", f"JPEG has more than {_MAX_JPEG_SEGMENTS} marker segments")
+
+
+def _sample_bytes(im: Image.Image, data: bytes, fmt: str) -> int:
+    """Bytes per sample OpenCV decodes this file to: 2 for 16-bit PNG, TIFF and PNM, 4 or 8 for float TIFF/PFM."""
+    if fmt == "PNG":
+        return 2 if data[24:25] == b"\x10" else 1  # IHDR bit depth
+    if fmt == "TIFF":
+        bits = im.tag_v2.get(_BITS_PER_SAMPLE_TAG, 8)
+        return max(1, -(-max(bits if isinstance(bits, tuple) else (bits,)) // 8))
+    if fmt == "PPM":
+        args = im.tile[0].args if im.tile else None
+        maxval = args[-1] if isinstance(args, tuple) and isinstance(args[-1], int) else 255
+        return 4 if im.mode == "F" else 2 if im.mode == "I" or maxval > 255 else 1
+    return 1
+
+
+def _max_sampling(layout: _JpegLayout) -> tuple[int, int]:
+    """The largest (h, v) sampling factors of the frame (1, 1 when it has none)."""
+    return max(1, *(h for _, h, _ in layout.components)), max(1, *(v for _, _, v in layout.components))
+
+
+def _coefficient_bytes(info: ImageInfo, layout: _JpegLayout) -> int:
+    """The whole-image DCT coefficient buffer libjpeg keeps for a progressive or multi-scan JPEG (0 otherwise)."""
+    if not (layout.progressive or len(layout.scans) > 1):
+        return 0
+    hmax, vmax = _max_sampling(layout)
+    mcu_cols, mcu_rows = -(-info.width // (8 * hmax)), -(-info.height // (8 * vmax))
+    return sum(mcu_cols * h * mcu_rows * v for _, h, v in layout.components) * 64 * 2  # 64 int16 per 8x8 block
+
+
+def _decoded_bytes(header: _Header, scale: int) -> int:
+    """Bytes a decode holds at once: output samples, plus a progressive JPEG's coefficients."""
+    info = header.info
+    if header.jpeg is not None:  # OpenCV decodes JPEG to 3 channels of 8 bits, reduced by scale
+        return -(-info.width // scale) * -(-info.height // scale) * 3 + _coefficient_bytes(info, header.jpeg)
+    return info.width * info.height * (4 if header.alpha else 3) * header.sample_bytes
+
+
+def _check_budget(header: _Header, scale: int, max_pixels: int) -> None:
+    """Reject an image whose decode holds more bytes than an 8-bit colour image at the pixel cap would."""
+    need, budget = _decoded_bytes(header, scale), _BYTES_PER_CAPPED_PIXEL * max_pixels
+    if need <= budget:
+        return
+    info = header.info
+    if header.jpeg is not None:
+        kind = "progressive JPEG" if header.jpeg.progressive else "JPEG"
+        what = f"{kind} {info.width}x{info.height} with its coefficients"
+    else:
+        channels = 4 if header.alpha else 3
+        what = f"{info.format} {info.width}x{info.height} at {channels} channels x {8 * header.sample_bytes} bits"
+    raise ImageRejected("too_large", f"{what} decodes to {need} bytes, over the cap of {budget} "
+                                     f"({_BYTES_PER_CAPPED_PIXEL} bytes x {max_pixels} max_pixels)")
 
 
 def _jpeg_orientation(im: Image.Image) -> int:
@@ -210,11 +341,15 @@ def _probe(data: bytes, max_pixels: int) -> _Header:
         if width * height > max_pixels:
             raise ImageRejected("too_large", f"{width}x{height} = {width * height} pixels exceeds cap of {max_pixels}")
         _check_complete(data, fmt)
+        jpeg = _walk_jpeg(data) if fmt in _JPEG_FORMATS else None
         orientation = _jpeg_orientation(im) if fmt in _JPEG_FORMATS else 1
+        sample_bytes = _sample_bytes(im, data, fmt)
     fmt = "JPEG" if fmt in _JPEG_FORMATS else fmt
     alpha = mode in _ALPHA_MODES or extra is not None
     grey_key = extra if fmt == "PNG" and mode in _GREY_MODES and isinstance(extra, int) else None
-    return _Header(ImageInfo(fmt, width, height, mode), orientation, alpha, grey_key)
+    header = _Header(ImageInfo(fmt, width, height, mode), orientation, alpha, grey_key, sample_bytes, jpeg)
+    _check_budget(header, _REDUCTIONS[0] if jpeg else 1, max_pixels)  # JPEG again in decode(), at its real scale
+    return header
 
 
 def probe(data: bytes, max_pixels: int) -> ImageInfo:
@@ -311,14 +446,23 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
 
 
 def _composite(img: np.ndarray) -> np.ndarray:
-    """(H, W, 4) BGRA uint8/uint16 over black -> (H, W, 3) uint8 BGR."""
-    if img.dtype == np.uint8:
-        b, g, r, a = cv2.split(img)  # split/merge beats strided numpy views by ~5x
+    """(H, W, 4) BGRA uint8/uint16 over black -> (H, W, 3) uint8 BGR, _STRIP_PIXELS at a time (bounded temporaries)."""
+    if img.dtype not in (np.uint8, np.uint16):
+        raise ImageRejected("decode_failed", f"unsupported sample type {img.dtype}")
+    pixels = np.ascontiguousarray(img).reshape(-1, 1, 4)  # (N, 1, 4): OpenCV sees N pixels of 4 channels
+    out = np.empty((pixels.shape[0], 1, 3), np.uint8)
+    for start in range(0, pixels.shape[0], _STRIP_PIXELS):
+        out[start : start + _STRIP_PIXELS] = _composite_strip(pixels[start : start + _STRIP_PIXELS])
+    return out.reshape(img.shape[0], img.shape[1], 3)
+
+
+def _composite_strip(px: np.ndarray) -> np.ndarray:
+    """(N, 1, 4) BGRA uint8/uint16 over black -> (N, 1, 3) uint8 BGR."""
+    if px.dtype == np.uint8:
+        b, g, r, a = cv2.split(px)  # split/merge beats strided numpy views by ~5x
         return cv2.multiply(cv2.merge((b, g, r)), cv2.merge((a, a, a)), scale=1 / 255)
-    if img.dtype == np.uint16:
-        weight = img[..., 3:].astype(np.float32) * np.float32(1 / (65535 * 257))
-        return np.rint(img[..., :3] * weight).astype(np.uint8)
-    raise ImageRejected("decode_failed", f"unsupported sample type {img.dtype}")
+    weight = px[..., 3:].astype(np.float32) * np.float32(1 / (65535 * 257))
+    return np.rint(px[..., :3] * weight).astype(np.uint8)
 
 
 def _to_bgr(img: np.ndarray, grey_key: int | None = None) -> np.ndarray:
@@ -350,6 +494,81 @@ def _jpeg_dims(header: _Header, img: np.ndarray, scale: int) -> tuple[int, int]:
     raise ImageRejected("decode_failed", f"decoder returned {img.shape[1]}x{img.shape[0]} for {width}x{height}")
 
 
+def _may_have_run_short(image: np.ndarray, layout: _JpegLayout) -> bool:
+    """Cheap sign a scan may have run out of data: several scans, CMYK, or a corner of exact zero-block grey."""
+    if layout.progressive or len(layout.scans) > 1 or len(layout.components) == 4:
+        return True  # a cut scan need not leave grey blocks here: earlier scans or CMYK conversion colour them
+    corners = image[[0, 0, -1, -1], [0, -1, 0, -1]].reshape(4, -1)  # the last block lands in one, whatever EXIF says
+    return bool((corners == _ZERO_BLOCK_GREY).all(axis=1).any())
+
+
+def _scan_mcus(info: ImageInfo, layout: _JpegLayout, scan: _Scan) -> int:
+    """MCUs in a scan as libjpeg counts them: the blocks of its one component, else the MCUs of the frame."""
+    hmax, vmax = _max_sampling(layout)
+    if len(scan.components) == 1:
+        _, h, v = layout.components[scan.components[0]]
+        return -(-info.width * h // (8 * hmax)) * -(-info.height * v // (8 * vmax))
+    return -(-info.width // (8 * hmax)) * -(-info.height // (8 * vmax))
+
+
+def _restarts_missing(data: bytes, info: ImageInfo, layout: _JpegLayout) -> bool:
+    """True when a scan with restart intervals holds fewer RSTn markers than its MCUs need: its data ran short."""
+    for scan in layout.scans:
+        if scan.restart_interval and scan.components:
+            needed = -(-_scan_mcus(info, layout, scan) // scan.restart_interval) - 1
+            if len(_JPEG_RST.findall(data, scan.start, scan.end)) < needed:
+                return True
+    return False
+
+
+def _with_probe_bytes(data: bytes, layout: _JpegLayout) -> bytes:
+    """The JPEG up to its EOI with _PROBE_BYTES after every scan's data, where a complete scan ignores them."""
+    parts: list[bytes] = []
+    start = 0
+    for scan in layout.scans:
+        parts += [data[start : scan.end], _PROBE_BYTES]
+        start = scan.end
+    parts.append(data[start : layout.end])
+    return b"".join(parts)
+
+
+def _pillow_pixels(data: bytes, scale: int) -> bytes:
+    """Pillow's decode of a JPEG reduced by up to `scale`; its libjpeg stays silent about corrupt data."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(io.BytesIO(data), formats=("JPEG", "MPO")) as im:
+            im.draft(None, (max(1, im.width // scale), max(1, im.height // scale)))
+            return im.tobytes()
+
+
+def _probe_changes_pixels(data: bytes, layout: _JpegLayout) -> bool:
+    """True when bytes added after each scan's data change Pillow's decode: a scan ran short and decoded them."""
+    scale = 2 if layout.progressive else 8  # sequential: a short scan changes DC, seen at 1/8; progressive: any band
+    try:
+        plain = _pillow_pixels(data[: layout.end], scale)
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many exception types on hostile bytes
+        raise ImageRejected("decode_failed", f"JPEG data Pillow cannot decode: {type(exc).__name__}") from None
+    try:
+        return _pillow_pixels(_with_probe_bytes(data, layout), scale) != plain
+    except Exception:  # noqa: BLE001 - the added bytes were decoded, so a scan ran short
+        return True
+
+
+def _check_scans_complete(data: bytes, header: _Header, image: np.ndarray) -> None:
+    """Reject a JPEG whose scan data ran out before covering the frame, which libjpeg only warns about on stderr.
+
+    libjpeg fills what a short scan lacks with zero coefficients. Restart markers show it exactly where there are
+    any; otherwise bytes added after each scan's data are decoded in place of the missing data and change the
+    pixels, while a complete scan skips them. Both run only when `_may_have_run_short`.
+    """
+    layout = header.jpeg
+    if layout is None or not _may_have_run_short(image, layout):
+        return
+    if _restarts_missing(data, header.info, layout) or _probe_changes_pixels(data, layout):
+        raise ImageRejected("truncated", "JPEG scan data ends before the image is complete (cut short or damaged; "
+                                         "the decoder would make up the rest)")
+
+
 def decode(data: bytes, *, max_pixels: int, need: tuple[int, int] | None = None) -> Decoded:
     """Probe, then decode to (H, W, 3) uint8 BGR with EXIF orientation; JPEGs shrink by DCT while >= need=(w, h)."""
     if need is not None and min(need) <= 0:
@@ -359,8 +578,10 @@ def decode(data: bytes, *, max_pixels: int, need: tuple[int, int] | None = None)
     buf = np.frombuffer(data, np.uint8)
     if fmt == "JPEG":
         scale = _reduction(header, need)
+        _check_budget(header, scale, max_pixels)
         raw = _imdecode(buf, _JPEG_FLAGS[scale])  # OpenCV applies EXIF orientation here
         width, height = _jpeg_dims(header, raw, scale)
+        _check_scans_complete(data, header, raw)
         image = _to_bgr(raw)
     elif header.alpha:
         raw, orientation = _imdecode_exif(buf)  # IMREAD_UNCHANGED keeps alpha but skips orientation

@@ -58,6 +58,22 @@ def test_out_of_range_value(tmp_path: Path) -> None:
         config.load(tmp_path / "c.toml")
 
 
+@pytest.mark.parametrize("text,key", [
+    ("[input]\nmax_pixels = 0\n", "input.max_pixels"),
+    ("[input]\nmax_pixels = -1\n", "input.max_pixels"),
+    ("[input]\nmax_bytes = 0\n", "input.max_bytes"),
+    ("[input]\nmax_bytes = -5\n", "input.max_bytes"),
+    ("[input]\npatterns = []\n", "input.patterns"),
+    ('[input]\npatterns = ["*.jpg", ""]\n', "input.patterns"),
+    ('[watch]\npatterns = [" "]\n', "watch.patterns"),
+])
+def test_values_that_would_stop_all_judging_are_refused(tmp_path: Path, text: str, key: str) -> None:
+    """Each of these made every file rejected or unmatched, silently: refused at load, naming the key."""
+    (tmp_path / "c.toml").write_text(text)
+    with pytest.raises(ConfigError, match=key):
+        config.load(tmp_path / "c.toml")
+
+
 def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "c.toml").write_text('[models]\ndir = "profiles"\n')

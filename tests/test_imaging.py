@@ -6,9 +6,12 @@ import dataclasses
 import errno
 import hashlib
 import io
+import json
 import os
 import stat
 import struct
+import subprocess
+import sys
 import threading
 import warnings
 import zlib
@@ -78,6 +81,61 @@ def png_claiming(width: int, height: int) -> bytes:
         + png_chunk(b"IDAT", zlib.compress(b""))
         + png_chunk(b"IEND", b"")
     )
+
+
+def png_of_zeros(width: int, height: int, depth: int, colour_type: int, channels: int) -> bytes:
+    """A PNG of all-zero samples compressed row by row: a huge image in a small file, cheap to make."""
+    row = bytes(1 + width * channels * depth // 8)
+    z = zlib.compressobj(1)
+    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
+
+
+def jpeg_sof_claiming(data: bytes, width: int, height: int) -> bytes:
+    """The JPEG with its frame header (SOF0/SOF2) patched to claim width x height over the same scan data."""
+    sof = max(data.find(b"\xff\xc0"), data.find(b"\xff\xc2"))
+    return data[: sof + 5] + struct.pack(">HH", height, width) + data[sof + 9 :]
+
+
+def with_scans(data: bytes, total: int) -> bytes:
+    """A progressive JPEG with its first (DC) scan repeated until it has `total` scans; each copy decodes whole."""
+    first = data.index(b"\xff\xda")
+    end = min(p for p in (data.find(b"\xff\xc4", first + 2), data.find(b"\xff\xda", first + 2)) if p > 0)
+    return data[:end] + data[first:end] * (total - data.count(b"\xff\xda")) + data[end:]
+
+
+def grey_framed(h: int, w: int) -> np.ndarray:
+    """noisy() inside a 16-pixel frame of exact grey 128: its corners look like libjpeg's fill for missing data."""
+    img = np.full((h, w, 3), 128, np.uint8)
+    img[16:-16, 16:-16] = noisy(h - 32, w - 32)
+    return img
+
+
+_PEAK_SCRIPT = """
+import json, sys
+from inspector import imaging
+from inspector.errors import ImageRejected
+def kb(key):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key))
+data = open(sys.argv[1], "rb").read()
+before = kb("VmRSS:")
+try:
+    imaging.decode(data, max_pixels=int(sys.argv[2]))
+    reason = "ok"
+except ImageRejected as exc:
+    reason = exc.reason
+print(json.dumps({"reason": reason, "growth": (kb("VmHWM:") - before) * 1024}))
+"""
+
+
+def decode_in_child(path: Path, max_pixels: int) -> dict:
+    """Decode a file in a fresh interpreter: its outcome, and how far resident memory rose above where it started."""
+    root = Path(imaging.__file__).resolve().parents[1]  # the package under test, not another install
+    done = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(path), str(max_pixels)], cwd=root,
+                          capture_output=True, text=True, timeout=300, check=True)
+    return json.loads(done.stdout.splitlines()[-1])
 
 
 def exif_with(orientation: int) -> bytes:
@@ -276,6 +334,57 @@ def test_mutated_bytes_never_escape_as_other_exceptions() -> None:
     assert outcomes <= {"ok", "not_an_image", "truncated", "decode_failed", "too_large"}
 
 
+def test_jpeg_cut_short_then_given_an_eoi_is_truncated() -> None:
+    """Half a JPEG plus FFD9 ends "complete", but libjpeg runs out of scan data and fills the rest: not judged."""
+    for params in ([], [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]):
+        data = encode(grey_framed(240, 320), ".jpg", cv2.IMWRITE_JPEG_QUALITY, 92, *params)
+        assert decode(data, max_pixels=CAP).image.shape == (240, 320, 3)  # grey corners alone are no damage
+        cut = data[: len(data) // 2] + b"\xff\xd9"
+        for need in (None, (40, 30)):
+            err = reason(decode, cut, max_pixels=CAP, need=need)
+            assert err.reason == "truncated" and "JPEG" in err.detail
+
+
+def test_progressive_jpeg_cut_inside_its_last_scan_is_truncated() -> None:
+    data = encode(noisy(240, 320), ".jpg", cv2.IMWRITE_JPEG_QUALITY, 92, cv2.IMWRITE_JPEG_PROGRESSIVE, 1)
+    last, end = data.rindex(b"\xff\xda"), data.rindex(b"\xff\xd9")
+    cut = data[: (last + end) // 2] + data[end:]  # every scan header present, the last scan's data halved
+    assert reason(decode, cut, max_pixels=CAP, need=(40, 30)).reason == "truncated"
+
+
+def test_jpeg_header_claiming_more_than_its_data_is_truncated() -> None:
+    """A frame header claiming 2000x2200 over the scan data of a 300x300 image (the issue: 6000x6500 over 900x900)."""
+    data = encode(noisy(300, 300), ".jpg", cv2.IMWRITE_JPEG_QUALITY, 92)
+    err = reason(decode, jpeg_sof_claiming(data, 2000, 2200), max_pixels=CAP, need=(128, 141))
+    assert err.reason == "truncated"
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".png"])
+def test_bytes_after_the_end_marker_are_accepted(ext: str) -> None:
+    """A complete image followed by more than 32 other bytes (a camera's appended data) is judged as it is."""
+    data = encode(noisy(64, 64), ext)
+    plain = decode(data, max_pixels=CAP).image
+    rng = np.random.default_rng(5)
+    for tail in (bytes(rng.integers(0, 256, 100, dtype=np.uint8)), b"\xff\xd9" * 40, b"IEND" * 40 + b"x" * 70_000):
+        np.testing.assert_array_equal(decode(data + tail, max_pixels=CAP).image, plain)
+
+
+def test_jpeg_scan_count_is_capped() -> None:
+    """Each scan is another pass over every block (20,000 scans: 16 s): more than _MAX_JPEG_SCANS is too_large."""
+    data = encode(noisy(48, 64), ".jpg", cv2.IMWRITE_JPEG_PROGRESSIVE, 1)
+    limit = imaging._MAX_JPEG_SCANS
+    assert decode(with_scans(data, limit), max_pixels=CAP).image.shape == (48, 64, 3)
+    err = reason(decode, with_scans(data, limit + 1), max_pixels=CAP)
+    assert err.reason == "too_large" and f"more than {limit} scans" in err.detail
+    assert reason(probe, with_scans(data, 20_000), CAP).reason == "too_large"
+
+
+def test_jpeg_marker_segments_are_capped() -> None:
+    data = encode(noisy(16, 16), ".jpg")
+    comments = (b"\xff\xfe\x00\x04hi" * (imaging._MAX_JPEG_SEGMENTS + 1))
+    assert reason(decode, data[:2] + comments + data[2:], max_pixels=CAP).reason == "too_large"
+
+
 # ---------------------------------------------------------------------------------------------- pixel cap
 
 
@@ -307,6 +416,42 @@ def test_header_past_pillow_bomb_limit_is_too_large() -> None:
 def test_exactly_at_cap_is_accepted() -> None:
     dec = decode(encode(noisy(100, 100), ".png"), max_pixels=100 * 100)
     assert dec.image.shape == (100, 100, 3)
+
+
+def test_decoded_bytes_count_channels_and_bit_depth() -> None:
+    """The cap is on decoded bytes too: 3 bytes x max_pixels, what an 8-bit colour image at the pixel cap holds."""
+    rgba16 = np.zeros((100, 100, 4), np.uint16)
+    for fn in (probe, lambda data, cap: decode(data, max_pixels=cap)):
+        err = reason(fn, encode(rgba16, ".png"), 100 * 100)
+        assert err.reason == "too_large" and "4 channels x 16 bits" in err.detail and "80000 bytes" in err.detail
+    assert reason(probe, encode(rgba16[..., :3], ".png"), 100 * 100).reason == "too_large"
+    exactly = decode(encode(rgba16[:50, :, :3], ".png"), max_pixels=100 * 100)  # 100 x 50 x 3 x 2 = 30000 bytes
+    assert exactly.image.shape == (50, 100, 3)
+
+
+def test_progressive_jpeg_coefficients_count_against_the_cap() -> None:
+    """libjpeg holds every DCT coefficient of a progressive JPEG (2 bytes a sample) whatever the output size."""
+    img = noisy(100, 100)
+    sampling = (cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444)
+    assert decode(encode(img, ".jpg", *sampling), max_pixels=100 * 100, need=(13, 13)).scale == 8
+    err = reason(decode, encode(img, ".jpg", cv2.IMWRITE_JPEG_PROGRESSIVE, 1, *sampling), max_pixels=100 * 100,
+                 need=(13, 13))
+    assert err.reason == "too_large" and "progressive JPEG" in err.detail
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmRSS/VmHWM from /proc")
+@pytest.mark.parametrize(("size", "depth", "max_pixels", "outcome"), [
+    (6320, 16, 40_000_000, "too_large"),  # the issue's 310 KB file: 1.57 GB and 7 s before the cap
+    (2738, 8, 10_000_000, "ok"),  # 8-bit RGBA just under the decode cap
+    (1936, 16, 10_000_000, "ok"),  # 16-bit RGBA just under the decode cap
+])
+def test_peak_memory_stays_within_three_times_the_cap(tmp_path: Path, size: int, depth: int, max_pixels: int,
+                                                       outcome: str) -> None:
+    """A watcher with two workers must stay under 1 GB whatever arrives: decode at most ~3x the 3-byte cap."""
+    path = write(tmp_path / "rgba.png", png_of_zeros(size, size, depth, 6, 4))
+    got = decode_in_child(path, max_pixels)
+    assert got["reason"] == outcome
+    assert got["growth"] <= 3 * 3 * max_pixels, f"resident memory rose by {got['growth'] / 2**20:.0f} MB"
 
 
 # ---------------------------------------------------------------------------------------------- normalisation
