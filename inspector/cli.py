@@ -14,8 +14,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from inspector import __version__
-from inspector.errors import InspectorError
+from inspector.errors import DatasetError, InspectorError, ProfileError
 from inspector.text import escape_controls
+
+
+class UsageError(InspectorError):
+    """The command line names something that is not there (a file argument that does not exist): exit 2, like
+    argparse's own usage errors, never a verdict's exit code."""
+
+    exit_code = 2
 
 
 def _progress(iterable, total: int | None = None, desc: str = ""):
@@ -32,6 +39,26 @@ def _load_config(args: argparse.Namespace):
     return config.load(args.config)
 
 
+def _no_training_images(folder: Path, patterns: Sequence[str]) -> str:
+    """Why `train DIR` found nothing, and where the good images probably are: DIR/train/good of an MVTec-layout
+    dataset root, else the sub-folders that hold images (only DIR itself is searched)."""
+    from inspector import pipeline
+
+    text = f"no images matching {', '.join(patterns)} in {folder}"
+    good = folder / "train" / "good"
+    if good.is_dir():
+        return f"{text}; it looks like a dataset root: train on its good images with `inspector train {good}`"
+    try:
+        subs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        with_images = [p for p in subs if pipeline.list_images(p, patterns)]
+    except OSError:
+        return text
+    if with_images:
+        shown = ", ".join(f"{p.name}/" for p in with_images[:5]) + (", ..." if len(with_images) > 5 else "")
+        return f"{text} (sub-folders are not searched; images are in {shown}): give the folder of good images"
+    return text
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Fit, calibrate, save and activate a profile from a folder of good images."""
     from inspector import pipeline, profiles
@@ -39,7 +66,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = _load_config(args)
     files = pipeline.list_images(Path(args.dir), cfg.input.patterns)
     if not files:
-        raise InspectorError(f"no images matching {', '.join(cfg.input.patterns)} in {args.dir}")
+        raise DatasetError(_no_training_images(Path(args.dir), cfg.input.patterns))
     ts = pipeline.load_training_images(files, cfg, lambda it, total: _progress(it, total, "decoding"))
     for name, reason in ts.rejected:
         print(escape_controls(f"skipped {name}: {reason}"), file=sys.stderr)
@@ -69,16 +96,23 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     """Judge image files with the active profile."""
+    import os
+
     from inspector import pipeline, profiles
 
     cfg = _load_config(args)
+    for path in args.images:  # a typo is a usage error, not a part rejected as unreadable
+        if not os.path.exists(path):
+            raise UsageError(f"no such file: {path} (nothing was scored)")
+        if os.path.isdir(path):
+            raise UsageError(f"{path} is a folder: give image files (nothing was scored)")
     stored = profiles.load(cfg.models.dir, args.profile)
     insp = pipeline.Inspector(stored.profile, stored.version, cfg.input)
     worst = 0
     for path in args.images:
         v = insp.inspect_file(Path(path))
-        if args.json:
-            print(json.dumps(v.as_dict()))
+        if args.json:  # the path as given: good/000.png and broken/000.png are two parts
+            print(json.dumps({"path": path, **v.as_dict()}))
         elif v.verdict == "rejected":
             print(f"{escape_controls(path)}\trejected\t{escape_controls(f'{v.reason}: {v.detail}')}")
         else:
@@ -115,8 +149,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"threshold          {m['threshold']:.3f}")
     print(f"false-alarm rate   {m['false_alarm_rate']:.3f}  (budget {m['false_alarm_budget']:.3f})")
     print(f"recall             {m['recall']:.3f}")
+    kinds = {t: escape_controls(t) for t in m["per_type_recall"]}
+    width = max([10, *(len(k) + 2 for k in kinds.values())])  # at least two spaces before the figure
     for t, r in m["per_type_recall"].items():
-        print(f"  recall {escape_controls(t):<12}{r:.3f}")
+        print(f"  recall {kinds[t]:<{width}}{r:.3f}")
     pix = "n/a (no masks)" if m["pixel_auroc"] is None else f"{m['pixel_auroc']:.4f}"
     print(f"pixel AUROC        {pix}")
     print(f"ms per image       {m['ms_per_image']:.1f}")
@@ -186,6 +222,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _versions_text(models_dir: Path, saved: Sequence[str]) -> str:
+    """The saved versions (the newest ten when there are more) and the active one, for an error message."""
+    from inspector import profiles
+
+    if not saved:
+        return "no profile is saved there yet: run `inspector train DIR` first"
+    shown = ", ".join(saved) if len(saved) <= 12 else f"{saved[0]}, ..., {', '.join(saved[-10:])}"
+    try:
+        active = f"; active: {profiles.active_version(models_dir)}"
+    except ProfileError:
+        active = "; none is active"
+    return f"saved: {shown} ({len(saved)} in all{active})" if len(saved) > 12 else f"saved: {shown}{active}"
+
+
 def cmd_profiles(args: argparse.Namespace) -> int:
     """List saved profile versions or activate one."""
     from inspector import profiles
@@ -194,6 +244,10 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     if args.action == "activate":
         if not args.version:
             raise InspectorError("profiles activate needs a VERSION (see `inspector profiles list`)")
+        saved = profiles.versions(cfg.models.dir)
+        if args.version not in saved:
+            raise ProfileError(f"no profile {args.version} in {cfg.models.dir}; "
+                               + _versions_text(cfg.models.dir, saved))
         profiles.activate(cfg.models.dir, args.version)
         print(f"active profile: {args.version}")
         return 0
@@ -222,11 +276,14 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     cfg = _load_config(args)
     with _open_store(cfg) as store:
         result = retrain.retrain(cfg, store, add_dirs=[Path(d) for d in args.add], force=args.force,
-                                 note=args.note or "", progress=lambda it, total: _progress(it, total, "retrain"))
+                                 note=args.note or "", progress=lambda it, total: _progress(it, total, "retrain"),
+                                 activate=not args.no_activate)
     if args.json:
         print(json.dumps(result.as_dict(), default=str))
     else:
         print(retrain.format_table(result))
+    if result.dry_run:  # what the gate would have done
+        return 0 if result.gate_passed else 7
     return 0 if result.activated else 7
 
 
@@ -259,6 +316,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     """Run the hot-folder service until SIGTERM/SIGINT (or, with --once, until the backlog is done)."""
     import dataclasses
 
+    from inspector import profiles
     from inspector.service import WatchService
 
     cfg = _load_config(args)
@@ -266,6 +324,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
         if args.workers < 0:
             raise InspectorError("--workers must be 0 (= number of cores) or more")
         cfg = dataclasses.replace(cfg, watch=dataclasses.replace(cfg.watch, workers=args.workers))
+    # without a profile nothing can be judged: say so before the service creates the archive folder and the
+    # database (a cheap look at the pointer; the service loads and verifies the profile itself)
+    version = profiles.active_version(cfg.models.dir)
+    if not (cfg.models.dir / version).is_dir():
+        raise ProfileError(f"profile {version} not found in {cfg.models.dir} (named by {profiles.ACTIVE})")
     _setup_logging()
     service = WatchService(cfg, Path(args.dir) if args.dir else None, once=args.once, observer=args.observer)
     return service.run()
@@ -276,6 +339,8 @@ def cmd_db(args: argparse.Namespace) -> int:
     from inspector.store import Store
 
     cfg = _load_config(args)
+    if args.action != "upgrade":  # only `db upgrade` creates a database
+        _require_database(cfg)
     with Store(cfg.database.url, busy_timeout_ms=cfg.database.busy_timeout_ms, migrate=False) as store:
         if args.action == "upgrade":
             before = store.revision()
@@ -336,10 +401,43 @@ def _jsonable(row: dict) -> dict:
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
 
 
+def _config_named(cfg) -> str:
+    """Where the database URL came from, for messages: the config file, or the built-in defaults."""
+    if cfg.source is not None:
+        return f"[database] url in {cfg.source}"
+    return "built-in defaults: no ./config.toml here, give --config PATH"
+
+
+def _require_database(cfg) -> None:
+    """Read commands never create a database: a SQLite file that does not exist is a one-line DatabaseError
+    naming the path and the config it came from (before anything, even its folder, is created). In-memory
+    SQLite and server URLs (PostgreSQL) are left to the Store and the server."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from inspector.store import DatabaseError
+
+    try:
+        url = make_url(cfg.database.url)
+    except ArgumentError:  # the Store says so, in one line
+        return
+    if url.get_backend_name() != "sqlite":
+        return
+    name = url.database or ""
+    if name in ("", ":memory:") or name.startswith("file:") or url.query.get("uri") == "true":
+        return
+    path = Path(name)
+    if not path.exists():
+        raise DatabaseError(f"no database at {path} ({_config_named(cfg)}); nothing has been recorded there: "
+                            "check the config, or record parts first with `inspector watch`")
+
+
 def _open_store(cfg):
-    """The configured store for reading (migrated to the current schema first)."""
+    """The configured store for reading (migrated to the current schema first); DatabaseError, creating
+    nothing, when its SQLite file does not exist."""
     from inspector.store import Store
 
+    _require_database(cfg)
     return Store(cfg.database.url, busy_timeout_ms=cfg.database.busy_timeout_ms)
 
 
@@ -737,9 +835,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("score", parents=[common], help="judge image files with the active profile",
                        description="Print verdict (ok/defect/rejected), score and threshold per image. Exit code: "
-                                   "0 all ok, 1 a defect, 3 a rejected file (unless --exit-zero).")
-    p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--json", action="store_true", help="print one JSON object per line")
+                                   "0 all ok, 1 a defect, 3 a rejected file (unless --exit-zero); 2 when a file "
+                                   "named does not exist (nothing is scored).")
+    p.add_argument("images", nargs="+", help="image files (a name that does not exist is a usage error, exit 2)")
+    p.add_argument("--json", action="store_true",
+                   help='print one JSON object per line ("path": the file as given)')
     p.add_argument("--profile", metavar="VERSION", help="use this version instead of the active one")
     p.add_argument("--exit-zero", action="store_true", help="exit 0 whatever the verdicts")
     p.set_defaults(func=cmd_score)
@@ -830,12 +930,18 @@ def build_parser() -> argparse.ArgumentParser:
                                    "operators marked good (false alarms) and --add folders; compare it with the "
                                    "active profile on every reviewed part and on the calibration images; print "
                                    "a before/after table; activate it only when no confirmed defect the active "
-                                   "profile caught would be missed (unless --force). Exit 0 when activated, 7 "
-                                   "when the gate kept the active profile (the candidate stays saved).")
+                                   "profile caught would be missed and its cross-fitted false-alarm rate is "
+                                   "within the active profile's budget (unless --force). A false alarm it clears "
+                                   "only because it trained on it (held out, still flagged) is marked MEMORISED. "
+                                   "Exit 0 when activated, 7 when the gate kept the active profile (the candidate "
+                                   "stays saved); with --no-activate, 0 when the gate would activate it, else 7.")
     p.add_argument("--add", action="append", default=[], metavar="DIR", help="also train on the good images in DIR "
                                                                              "(repeatable)")
-    p.add_argument("--force", action="store_true", help="activate the candidate even when the gate refuses it")
-    p.add_argument("--note", help="a note stored with the new version")
+    gate = p.add_mutually_exclusive_group()
+    gate.add_argument("--force", action="store_true", help="activate the candidate even when the gate refuses it")
+    gate.add_argument("--no-activate", action="store_true",
+                      help="dry run: save and compare the candidate, say what the gate would do, activate nothing")
+    p.add_argument("--note", help="a note stored with the new version (shown by `inspector profiles list`)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_retrain)
 
@@ -905,8 +1011,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "runs past midnight belongs to the day it started): parts inspected; ok, "
                                    "defect and rejected counts; defect rate = defect / (ok + defect) (rejected "
                                    "files were never judged); from the latest operator decision on each part: "
-                                   "reviewed parts, confirmed defects (marked defect), false alarms (judged "
-                                   "defect, marked good) and missed defects (judged ok, marked defect); "
+                                   "reviewed parts, confirmed defects (judged defect, marked defect), false "
+                                   "alarms (judged defect, marked good) and missed defects (judged ok, marked "
+                                   "defect), counted as the review page counts them; "
                                    "throughput = parts per hour of the period's length, where the current period "
                                    "and the one --since falls into count only the time they cover. Periods "
                                    "without parts are left out unless --empty. The last line sums the periods. "

@@ -22,8 +22,13 @@ too: it says whether the lesson generalises rather than whether it was memorised
 the calibration images is each profile's own cross-fitted figure (`calibration_`).
 
 The gate: the candidate is activated only when no confirmed defect that the active profile flags would be
-missed by the candidate, or when `force` is given; and never when the active version changed while
-retraining ran. The candidate is saved either way, so it can be activated later by hand.
+missed by the candidate and its cross-fitted false-alarm rate is within the budget the active profile was
+calibrated for (a candidate calibrated for a looser `[profile] false_alarm_rate` does not slip through), or
+when `force` is given; and never when the active version changed while retraining ran, nor with
+`activate=False` (a dry run: the result says what the gate would have done). A false alarm the candidate
+clears only because it trained on it (held out, it still flags the part) is "memorised": listed in the
+result, counted apart and said in a warning, so that it is not taken for a lesson learned. The candidate is
+saved either way, so it can be activated later by hand.
 
 Library code: no printing. `format_table` renders the result for the CLI.
 """
@@ -94,12 +99,20 @@ class PartRow:
         return self.review == "defect" and self.before_flagged and not self.after_flagged
 
     @property
+    def memorised(self) -> bool:
+        """A false alarm the candidate clears only because it was trained on it: held out, still flagged."""
+        return (self.review == "good" and self.before_flagged and not self.after_flagged
+                and self.heldout_flagged is True)
+
+    @property
     def outcome(self) -> str:
         """What retraining does to this part, in words."""
         before, after = self.before_flagged, self.after_flagged
         if self.review == "defect":
             return {(True, True): "still caught", (True, False): "MISSED", (False, True): "now caught",
                     (False, False): "missed by both"}[(before, after)]
+        if self.memorised:
+            return "MEMORISED"
         return {(True, False): "cleared", (True, True): "still flagged", (False, True): "newly flagged",
                 (False, False): "ok by both"}[(before, after)]
 
@@ -119,6 +132,7 @@ class Figures:
     false_alarms_cleared: int
     false_alarms_cleared_heldout: int | None = None  # candidate only: cleared by cross-fitted scores
     false_alarms_in_training: int = 0  # candidate only: reviewed-good parts in its training set
+    false_alarms_memorised: int = 0  # candidate only: cleared in training, still flagged when held out
 
 
 @dataclass
@@ -137,12 +151,18 @@ class RetrainResult:
     sources: dict[str, int]  # training images per source ("profile", "false_alarm", "added") and "total"
     skipped: list[Skipped] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    gate_passed: bool = False  # the gate allows the candidate (with or without activating it)
+    dry_run: bool = False  # activate=False: never activated, `reason` says what the gate would have done
+    over_budget: bool = False  # the candidate's cross-fitted false-alarm rate exceeds the active budget
+    memorised: list[int] = field(default_factory=list)  # inspection ids of false alarms cleared only in training
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able summary."""
         return {
             "version": self.version, "previous": self.previous, "activated": self.activated, "forced": self.forced,
-            "reason": self.reason, "before": vars(self.before), "after": vars(self.after), "missed": self.missed,
+            "gate_passed": self.gate_passed, "dry_run": self.dry_run, "over_budget": self.over_budget,
+            "memorised": self.memorised, "reason": self.reason, "before": vars(self.before),
+            "after": vars(self.after), "missed": self.missed,
             "sources": self.sources, "warnings": self.warnings,
             "skipped": [vars(s) for s in self.skipped],
             "parts": [{**vars(p), "outcome": p.outcome} for p in self.parts],
@@ -282,16 +302,18 @@ def _figures(stored: profiles.StoredProfile, parts: Sequence[PartRow], after: bo
     goods = [p for p in parts if p.review == "good"]
     flagged = (lambda p: p.after_flagged) if after else (lambda p: p.before_flagged)
     heldout = None
-    in_training = 0
+    in_training = memorised = 0
     if after:  # a part in the training set counts by its cross-fitted score, any other by its plain score
         in_training = sum(1 for p in goods if p.after_heldout is not None)
         heldout = sum(1 for p in goods if not (p.after_flagged if p.heldout_flagged is None else p.heldout_flagged))
+        memorised = sum(1 for p in goods if p.memorised)
     return Figures(
         version=stored.version, threshold=prof.threshold_, n_train=prof.n_train_,
         false_alarm_budget=cal.false_alarm_rate, cross_fitted_false_alarm_rate=cal.oof_false_alarm_rate,
         confirmed=len(defects), confirmed_caught=sum(1 for p in defects if flagged(p)),
         false_alarms=len(goods), false_alarms_cleared=sum(1 for p in goods if not flagged(p)),
         false_alarms_cleared_heldout=heldout, false_alarms_in_training=in_training,
+        false_alarms_memorised=memorised,
     )
 
 
@@ -299,8 +321,9 @@ def _figures(stored: profiles.StoredProfile, parts: Sequence[PartRow], after: bo
 
 
 def retrain(cfg: Config, store: Store, add_dirs: Sequence[Path] = (), force: bool = False, note: str = "",
-            progress: Progress | None = None) -> RetrainResult:
-    """Build, save, compare and (when the gate allows, or `force`) activate a candidate profile.
+            progress: Progress | None = None, activate: bool = True) -> RetrainResult:
+    """Build, save, compare and (when the gate allows, or `force`) activate a candidate profile; with
+    `activate=False` nothing is activated (a dry run: `gate_passed` and `reason` say what the gate decided).
 
     `progress`, when given, wraps iterables like tqdm (`progress(iterable, total=N)`): once for reading the
     training images and once for re-scoring the reviewed parts. Raises NoActiveProfile/ProfileError when
@@ -394,14 +417,46 @@ def retrain(cfg: Config, store: Store, add_dirs: Sequence[Path] = (), force: boo
         warnings.append("no confirmed defect could be re-checked: the gate had nothing to compare")
 
     missed = [p.inspection_id for p in parts if p.missed]
+    memorised = [p.inspection_id for p in parts if p.memorised]
     before_fig = _figures(active, parts, after=False)
     after_fig = _figures(stored, parts, after=True)
     caught = before_fig.confirmed_caught
     ids = ", ".join(f"#{i}" for i in missed)
+    # the budget the line runs with: the active profile's (a candidate calibrated for a looser configured rate
+    # meets its own budget by construction, which says nothing)
+    budget = before_fig.false_alarm_budget
+    rate = after_fig.cross_fitted_false_alarm_rate
+    over_budget = rate > budget + 1e-12
+    if memorised:
+        n_cleared = after_fig.false_alarms_cleared
+        warnings.append(f"memorised, not learned: {len(memorised)} of the {n_cleared} false alarm(s) {version} clears "
+                        f"({', '.join(f'#{i}' for i in memorised)}) are cleared only because it was trained on them; "
+                        "held out it still flags them, so similar parts will still be flagged")
+    refusals = []
+    if missed:
+        refusals.append(f"{len(missed)} confirmed defect(s) that {active.version} catches would be missed by "
+                        f"{version} ({ids})")
+    if over_budget:
+        refusals.append(f"its cross-fitted false-alarm rate {_pct(rate)} is over the budget of {_pct(budget)} "
+                        f"{active.version} was calibrated for")
+    passed = ""
+    if not refusals:
+        passed = ("no confirmed defect could be re-checked, so the gate had nothing to compare"
+                  if before_fig.confirmed == 0 else
+                  f"it still catches every confirmed defect {active.version} catches ({caught} of "
+                  f"{before_fig.confirmed})")
+        passed += f"; its cross-fitted false alarms are within budget ({_pct(rate)} of {_pct(budget)})"
+        if after_fig.false_alarms:
+            passed += (f"; held out it clears {after_fig.false_alarms_cleared_heldout} of {after_fig.false_alarms} "
+                       "false alarm(s)")
+            if memorised:
+                passed += f"; {len(memorised)} cleared only in training: memorised"
     activated = False
-    if missed and not force:
-        reason = (f"not activated: {len(missed)} confirmed defect(s) that {active.version} catches would be "
-                  f"missed by {version} ({ids}); {active.version} stays active (--force activates it anyway)")
+    if not activate:
+        verdict = (f"would refuse it: {'; '.join(refusals)}" if refusals else f"would activate it: {passed}")
+        reason = f"not activated (dry run): {version} is saved; the gate {verdict}"
+    elif refusals and not force:
+        reason = f"not activated: {'; '.join(refusals)}; {active.version} stays active (--force activates it anyway)"
     else:
         now = profiles.active_version(models_dir)
         if now != active.version:
@@ -412,16 +467,19 @@ def retrain(cfg: Config, store: Store, add_dirs: Sequence[Path] = (), force: boo
             activated = True
             if missed:
                 reason = (f"{version} activated by force although it misses {len(missed)} confirmed defect(s) "
-                          f"that {active.version} catches ({ids})")
-            elif before_fig.confirmed == 0:
-                reason = f"{version} activated: no confirmed defect could be re-checked, so the gate had nothing to compare"
+                          f"that {active.version} catches ({ids})"
+                          + (f" and its cross-fitted false-alarm rate {_pct(rate)} is over the budget of "
+                             f"{_pct(budget)}" if over_budget else ""))
+            elif over_budget:
+                reason = (f"{version} activated by force although its cross-fitted false-alarm rate {_pct(rate)} is "
+                          f"over the budget of {_pct(budget)} {active.version} was calibrated for")
             else:
-                reason = (f"{version} activated: it still catches every confirmed defect {active.version} catches "
-                          f"({caught} of {before_fig.confirmed})")
+                reason = f"{version} activated: {passed}"
     return RetrainResult(
-        version=version, previous=active.version, activated=activated, forced=bool(force and missed),
+        version=version, previous=active.version, activated=activated, forced=bool(activate and force and refusals),
         reason=reason, before=before_fig, after=after_fig, parts=parts, missed=missed, sources=counts,
-        skipped=skipped, warnings=warnings,
+        skipped=skipped, warnings=warnings, gate_passed=not refusals, dry_run=not activate, over_budget=over_budget,
+        memorised=memorised,
     )
 
 
@@ -464,6 +522,9 @@ def format_table(result: RetrainResult) -> str:
     cleared_after = f"{a.false_alarms_cleared} of {a.false_alarms}"
     if a.false_alarms_in_training:
         cleared_after += f" (held out: {a.false_alarms_cleared_heldout} of {a.false_alarms})"
+    if a.false_alarms_memorised:
+        cleared_after += f", {a.false_alarms_memorised} only memorised"
+    over = f", OVER {b.version}'s budget {_pct(b.false_alarm_budget)}" if r.over_budget else ""
     table = [
         ("", f"{b.version} (active)", f"{a.version} (candidate)"),
         ("threshold", f"{b.threshold:.3f}", f"{a.threshold:.3f}"),
@@ -471,7 +532,7 @@ def format_table(result: RetrainResult) -> str:
         ("false alarms cleared", f"{b.false_alarms_cleared} of {b.false_alarms}", cleared_after),
         ("good training images", str(b.n_train), str(a.n_train)),
         ("cross-fitted false alarms", f"{_pct(b.cross_fitted_false_alarm_rate)} (budget {_pct(b.false_alarm_budget)})",
-         f"{_pct(a.cross_fitted_false_alarm_rate)} (budget {_pct(a.false_alarm_budget)})"),
+         f"{_pct(a.cross_fitted_false_alarm_rate)} (budget {_pct(a.false_alarm_budget)}{over})"),
     ]
     w0 = max(len(t[0]) for t in table)
     w1 = max(len(t[1]) for t in table)

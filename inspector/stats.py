@@ -19,12 +19,15 @@ Per period:
 - ``defect_rate``: defect / (ok + defect), the share of judged parts flagged; rejected files were never
   judged and are left out (None when no part was judged);
 - ``reviewed``: parts with at least one operator decision;
-- ``confirmed_defects``: parts whose latest decision is "defect" (whatever the verdict);
+- ``confirmed_defects``: parts judged defect whose latest decision is "defect";
 - ``false_alarms``: parts judged defect whose latest decision is "good";
-- ``missed_defects``: parts judged ok whose latest decision is "defect" (also counted as confirmed);
+- ``missed_defects``: parts judged ok whose latest decision is "defect" (not counted as confirmed);
 - ``hours``: the length of the period in hours, cut to the reporting window (`since` .. `until`), so the
   current period and the one `since` falls into count only the time they cover;
 - ``throughput_per_hour``: parts / hours (None when hours is 0).
+
+Confirmed defects, false alarms and missed defects come from `review_outcome`, the one definition the review
+page's stats (`web.data.stats_data`) count by too.
 """
 
 from __future__ import annotations
@@ -43,6 +46,20 @@ COUNT_KEYS = ("parts", "ok", "defect", "rejected", "reviewed", "confirmed_defect
 ALWAYS_REASONS = ("lighting",)  # reasons listed in rejected_by_reason even when 0
 Shifts = Sequence[tuple[int, str]]  # (minutes after midnight, name), as config.parse_shifts returns them
 MAX_FILLED = 100_000  # fill_empty lists at most this many periods (over 11 years of hours)
+
+
+_OUTCOMES = {("defect", "defect"): "confirmed", ("defect", "good"): "false_alarm", ("ok", "defect"): "missed"}
+OUTCOME_KEYS = {"confirmed": "confirmed_defects", "false_alarm": "false_alarms", "missed": "missed_defects"}
+
+
+def review_outcome(verdict: str, decision: str | None) -> str | None:
+    """What an operator's latest decision makes of a verdict: the one definition of "confirmed defect" that
+    `inspector stats` (via `compute`) and the review page's stats (`web.data.stats_data`) both count.
+
+    "confirmed": judged defect and marked defect; "false_alarm": judged defect and marked good; "missed":
+    judged ok and marked defect (a missed defect, not a confirmed one). None for anything else: no decision,
+    judged ok and marked good, or rejected (never judged)."""
+    return _OUTCOMES.get((verdict, decision))
 
 
 class TooManyPeriods(InspectorError):
@@ -109,12 +126,9 @@ def _count(period: dict[str, Any], row: Mapping[str, Any]) -> None:
         reasons[reason] = reasons.get(reason, 0) + 1
     if review is not None:
         period["reviewed"] += 1
-        if review == "defect":
-            period["confirmed_defects"] += 1
-            if verdict == "ok":
-                period["missed_defects"] += 1
-        elif review == "good" and verdict == "defect":
-            period["false_alarms"] += 1
+    outcome = review_outcome(verdict, review)
+    if outcome is not None:
+        period[OUTCOME_KEYS[outcome]] += 1
 
 
 def _rates(period: dict[str, Any], hours: float) -> None:

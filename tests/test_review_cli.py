@@ -202,7 +202,7 @@ TIMELINE = [
     ("2025-03-10 14:50", "rejected", ()),
     ("2025-03-10 22:30", "ok", ()),
     ("2025-03-11 02:15", "defect", ("good", "defect")),  # confirmed: the latest decision counts
-    ("2025-03-11 05:59", "ok", ("defect",)),  # missed defect, also confirmed; still the night shift of the 10th
+    ("2025-03-11 05:59", "ok", ("defect",)),  # missed defect (not a confirmed one); the night shift of the 10th
     ("2025-03-11 06:00", "ok", ()),
 ]
 
@@ -250,7 +250,7 @@ def test_stats_by_hour_shift_and_day_in_local_time(timeline_site: Site, india_lo
         ("2025-03-10 14:00", 2, 0, 1, 1, 1, 0, 0),
         ("2025-03-10 22:00", 1, 1, 0, 0, 0, 0, 0),
         ("2025-03-11 02:00", 1, 0, 1, 0, 1, 0, 0),
-        ("2025-03-11 05:00", 1, 1, 0, 0, 1, 0, 1),
+        ("2025-03-11 05:00", 1, 1, 0, 0, 0, 0, 1),
         ("2025-03-11 06:00", 1, 1, 0, 0, 0, 0, 0),
     ]
     first = by_hour[0]
@@ -266,7 +266,7 @@ def test_stats_by_hour_shift_and_day_in_local_time(timeline_site: Site, india_lo
     assert [(p["period"], *(p[k] for k in COUNTS)) for p in by_shift] == [
         ("2025-03-10 early", 2, 1, 1, 0, 0, 1, 0),
         ("2025-03-10 late", 2, 0, 1, 1, 1, 0, 0),
-        ("2025-03-10 night", 3, 2, 1, 0, 2, 0, 1),  # 22:30, 02:15 and 05:59 of the next day
+        ("2025-03-10 night", 3, 2, 1, 0, 1, 0, 1),  # 22:30, 02:15 and 05:59 of the next day
         ("2025-03-11 early", 1, 1, 0, 0, 0, 0, 0),
     ]
     night = by_shift[2]
@@ -277,7 +277,7 @@ def test_stats_by_hour_shift_and_day_in_local_time(timeline_site: Site, india_lo
     by_day = _stats(capsys, timeline_site, "day")
     assert [(p["period"], *(p[k] for k in COUNTS)) for p in by_day] == [
         ("2025-03-10", 5, 2, 2, 1, 1, 1, 0),
-        ("2025-03-11", 3, 2, 1, 0, 2, 0, 1),
+        ("2025-03-11", 3, 2, 1, 0, 1, 0, 1),
     ]
     assert by_day[0]["throughput_per_hour"] == 5 / 24
 
@@ -287,8 +287,8 @@ def test_stats_by_hour_shift_and_day_in_local_time(timeline_site: Site, india_lo
     assert code == 0 and lines[0].split()[:3] == ["period", "parts", "ok"] and len(lines) == 1 + 4 + 1 + 1
     assert lines[0].split()[4:6] == ["rejected", "lighting"]
     night_line = next(line for line in lines if line.startswith("2025-03-10 night"))
-    assert night_line.split()[2:] == ["3", "2", "1", "0", "0", "33.3%", "2", "2", "0", "1", "0.38"]
-    assert lines[-2].split() == ["total", "8", "4", "3", "1", "0", "42.9%", "4", "3", "1", "1", "0.25"]
+    assert night_line.split()[2:] == ["3", "2", "1", "0", "0", "33.3%", "2", "1", "0", "1", "0.38"]
+    assert lines[-2].split() == ["total", "8", "4", "3", "1", "0", "42.9%", "4", "2", "1", "1", "0.25"]
     assert lines[-1] == "rejected by reason: truncated 1, lighting 0"
 
 

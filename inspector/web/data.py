@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from inspector import conditions
+from inspector.stats import review_outcome
 from inspector.store import Inspection, Store, latest_reviews
 
 VERDICT_CHOICES = ("defect", "ok", "rejected", "all")
@@ -173,9 +174,9 @@ def stats_data(store: Store, since: str, now: datetime | None = None, station: s
     counts = dict.fromkeys(("ok", "defect", "rejected", "confirmed", "false_alarm", "missed"), 0)
     for verdict, decision, n, _first in count_rows:
         counts[verdict] += n
-        key = {("defect", "defect"): "confirmed", ("defect", "good"): "false_alarm", ("ok", "defect"): "missed"}
-        if (verdict, decision) in key:
-            counts[key[verdict, decision]] += n
+        outcome = review_outcome(verdict, decision)  # the definition `inspector stats` counts by, too
+        if outcome is not None:
+            counts[outcome] += n
     firsts = [first for *_, first in count_rows if first is not None]
     if since == "all" and firsts:
         data.start = min(firsts)  # "all" starts at the first part
