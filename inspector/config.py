@@ -97,6 +97,75 @@ class WebConfig:
 
 
 @dataclass(frozen=True)
+class MqttConfig:
+    """Verdicts, state and heartbeat to the line over MQTT (inspector/publisher.py); off while `url` is empty."""
+
+    url: str = ""  # mqtt://host[:port] (1883) or mqtts://host[:port] (8883); empty = no publishing
+    ca_file: str = ""  # mqtts only: CA bundle of the broker's certificate; empty = the system's CAs
+    username: str = ""
+    password_file: str = ""  # a file holding the password (never the password itself); needs username
+    topic: str = "inspector/{line}/{station}"  # prefix of <topic>/verdict, /state, /heartbeat
+    qos: int = 1  # 1 or 2: a verdict counts as published only once the broker acknowledged it
+    keepalive_s: int = 5  # the broker sets state "offline" (last will) after 1.5x this without a word
+    heartbeat_s: float = 1.0  # <topic>/heartbeat period; 0 = no heartbeat
+    max_age_s: float = 5.0  # published later than this after the file was complete: late = true; 0 = never late
+    part_id_regex: str = ""  # searched in the file name, its group (?P<part>...) is part_id; empty = the stem
+
+    def __post_init__(self) -> None:
+        """Range and format checks; ConfigError naming the key."""
+        for ok, message in _mqtt_checks(self):
+            if not ok:
+                raise ConfigError(message)
+
+
+def mqtt_address(url: str) -> tuple[bool, str, int]:
+    """(tls, host, port) of an mqtt:// or mqtts:// URL; ConfigError naming mqtt.url when it is not one."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"mqtt.url {url!r}: {exc}") from None
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ConfigError(f"mqtt.url {url!r}: expected mqtt://host[:port] or mqtts://host[:port]")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError("mqtt.url must not hold credentials: use mqtt.username and mqtt.password_file")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ConfigError(f"mqtt.url {url!r}: no path or query allowed (the topic is mqtt.topic)")
+    tls = parts.scheme == "mqtts"
+    return tls, parts.hostname, port or (8883 if tls else 1883)
+
+
+def _mqtt_checks(m: MqttConfig) -> list[tuple[bool, str]]:
+    """The [mqtt] checks as (ok, message) pairs (mqtt_address and the regex raise their own ConfigError)."""
+    import re
+
+    tls = mqtt_address(m.url)[0] if m.url else False
+    try:
+        topic = m.topic.format(line="l", station="s", camera="c")
+    except (KeyError, IndexError, ValueError):
+        raise ConfigError(f"mqtt.topic {m.topic!r}: only {{line}}, {{station}} and {{camera}} may be filled "
+                          "in") from None
+    try:
+        groups = re.compile(m.part_id_regex).groupindex if m.part_id_regex else {"part": 1}
+    except re.error as exc:
+        raise ConfigError(f"mqtt.part_id_regex {m.part_id_regex!r}: {exc}") from None
+    return [
+        (not m.ca_file or tls, "mqtt.ca_file is set but mqtt.url is not mqtts://"),
+        (not m.password_file or bool(m.username), "mqtt.password_file needs mqtt.username"),
+        (bool(topic) and not topic.startswith("/") and not topic.endswith("/")
+         and not set(topic) & {"+", "#", "\0"}, "mqtt.topic must be a topic without wildcards or a leading or "
+                                               "trailing /, e.g. \"inspector/{line}/{station}\""),
+        (m.qos in (1, 2), "mqtt.qos must be 1 or 2 (a verdict is published once the broker acknowledged it)"),
+        (1 <= m.keepalive_s <= 65535, "mqtt.keepalive_s must be between 1 and 65535"),
+        (m.heartbeat_s >= 0, "mqtt.heartbeat_s must not be negative (0 = no heartbeat)"),
+        (m.max_age_s >= 0, "mqtt.max_age_s must not be negative (0 = never late)"),
+        ("part" in groups, "mqtt.part_id_regex needs a named group (?P<part>...)"),
+    ]
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
@@ -108,6 +177,7 @@ class Config:
     station: StationConfig = field(default_factory=StationConfig)
     review: ReviewConfig = field(default_factory=ReviewConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
     source: Path | None = None  # the file this was loaded from, if any
 
     @property
@@ -118,6 +188,7 @@ class Config:
 
 SECTIONS: dict[str, type] = {"profile": ProfileParams, "input": InputConfig, "models": ModelsConfig,
                              "watch": WatchConfig, "database": DatabaseConfig, "station": StationConfig,
+                             "mqtt": MqttConfig,
                              "review": ReviewConfig, "web": WebConfig}
 
 

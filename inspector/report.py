@@ -25,9 +25,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import roc_auc_score, roc_curve
 
-MAP_CLIP = 2.0  # colour scale of the overlay, in map units: 0 -> blue, MAP_CLIP -> red
-MAP_LIMIT = 1.0  # top of the normal range in map units; the overlay draws a contour around values above it
-_BLEND_FROM = 0.5  # map value where the colour tint starts; it reaches full `alpha` at _BLEND_FROM + 1
+from inspector.overlay import MAP_CLIP, MAP_LIMIT, overlay
+from inspector.overlay import check_pair as _check_pair
+
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif"})
@@ -39,38 +39,6 @@ _THRESHOLD_COLOUR = "red"
 
 
 # ------------------------------------------------------------------------------------------ pure helpers
-def overlay(image: np.ndarray, amap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """Blend the (GH, GW) map-unit anomaly map as JET colours over the (H, W, 3) uint8 BGR image; (H, W, 3) uint8."""
-    image, amap = _check_pair(image, amap)
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    h, w = image.shape[:2]
-    a = np.nan_to_num(amap.astype(np.float32), nan=0.0, posinf=MAP_CLIP, neginf=0.0)
-    up = cv2.resize(a, (w, h), interpolation=cv2.INTER_LINEAR)
-    colour = cv2.applyColorMap(np.round(np.clip(up / MAP_CLIP, 0.0, 1.0) * 255.0).astype(np.uint8), cv2.COLORMAP_JET)
-    # Tint only where the map is high-ish: none below _BLEND_FROM, half at the normal limit, full from 1.5 up.
-    weight = (alpha * np.clip(up - _BLEND_FROM, 0.0, 1.0))[..., None]
-    out = image.astype(np.float32) * (1.0 - weight) + colour.astype(np.float32) * weight
-    out = np.clip(np.round(out), 0, 255).astype(np.uint8)
-    contours, _ = cv2.findContours((up > MAP_LIMIT).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    if contours:
-        t = max(1, round(min(h, w) / 300))
-        cv2.drawContours(out, contours, -1, (0, 0, 0), t + 2, cv2.LINE_AA)  # dark rim: visible on light parts
-        cv2.drawContours(out, contours, -1, (255, 255, 255), t, cv2.LINE_AA)
-    return out
-
-
-def _check_pair(image: np.ndarray, amap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Raise ValueError unless image is non-empty (H, W, 3) uint8 and amap non-empty (GH, GW) real."""
-    image = np.asarray(image)
-    amap = np.asarray(amap)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or 0 in image.shape:
-        raise ValueError(f"image must be a non-empty (H, W, 3) uint8 array, got {image.shape} {image.dtype}")
-    if amap.ndim != 2 or 0 in amap.shape or not np.issubdtype(amap.dtype, np.number) or np.iscomplexobj(amap):
-        raise ValueError(f"amap must be a non-empty real (GH, GW) array, got {amap.shape} {amap.dtype}")
-    return image, amap
-
-
 def safe_name(name: str) -> str:
     """File-name-safe form of an image name: [A-Za-z0-9._-] only, image suffix dropped, at most 80 characters."""
     stem = name[: -len(Path(name).suffix)] if Path(name).suffix.lower() in _IMAGE_SUFFIXES else name

@@ -11,43 +11,55 @@ A crash before 3 leaves the file in the folder with no row: it is judged again a
 between 3 and 4 leaves the file with a row: the next start scores it, the insert finds the row, and the
 file is only moved. A copy of a part already judged is archived beside it without a second row.
 Nothing is ever deleted.
+
+This module runs the whole and judges; the parts live beside it, and never import it: watcher.py (noticing
+complete files, provisional rejections), committer.py (batches, degraded mode, the database file's identity),
+archiver.py (archive names and moves), folderlock.py (one watcher per folder unless shared).
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
-import functools
 import json
 import logging
 import os
 import queue
 import signal
+import stat
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from threadpoolctl import threadpool_limits
 from watchdog.observers.api import BaseObserver
 
 from inspector import imaging, profiles
+from inspector.archiver import Archiver
+from inspector.committer import STOP as _STOP
+from inspector.committer import Committer, Job, Outcome
 from inspector.conditions import ConditionsMonitor
 from inspector.config import Config
 from inspector.errors import ImageRejected, InspectorError, ProfileError
+from inspector.folderlock import FolderBusy, FolderLock
+from inspector.overlay import overlay
 from inspector.pipeline import Inspector, Verdict
+from inspector.publisher import NullPublisher, Publisher, open_publisher
 from inspector.store import DatabaseError, Store
 from inspector.text import escape_controls
-from inspector.watcher import Handler, Matcher, Settler, Signature, signature, start_observer
+from inspector.watcher import (
+    PROVISIONAL_REASONS, Handler, Matcher, Rechecks, Settler, Signature, signature, start_observer,
+)
 
 log = logging.getLogger("inspector.watch")
 
-_STOP = object()  # sentinel on the queues
+OBSERVER_RETRY_FIRST_S = 0.5  # while the observer cannot be restarted (the folder is gone): backoff, doubling
+OBSERVER_RETRY_MAX_S = 3.0
 
 
 class SecondSignal(KeyboardInterrupt):
@@ -66,27 +78,6 @@ def _claim_key(rel: str) -> str:
 def _utcnow() -> datetime:
     """Now, timezone-aware UTC."""
     return datetime.now(timezone.utc)
-
-
-@dataclass
-class Job:
-    """A complete file waiting to be judged."""
-
-    path: str
-    received_at: datetime  # when the watcher found it complete (UTC); for a backlog, when it was first scanned
-
-
-@dataclass
-class Outcome:
-    """What a worker made of a job: a new row, or the row an earlier verdict left, or nothing (vanished or to
-    be retried)."""
-
-    job: Job
-    row: dict[str, Any] | None = None
-    existing: dict[str, Any] | None = None
-    sig: Signature | None = None  # lstat signature of the file as it was read; the move checks it again
-    target: str | None = None  # planned archive path
-    claim: str | None = None  # key of this station's claim on the file (shared folders), released after the move
 
 
 class ActiveProfile:
@@ -153,34 +144,6 @@ def source_key(path: str, sig: Signature | None) -> str:
     return f"entry:{digest}:{ino}:{mtime_ns}:{size}:{mode:o}"
 
 
-_AT_FDCWD = -100
-_RENAME_NOREPLACE = 1
-
-
-@functools.cache
-def _renameat2() -> Callable[..., int] | None:
-    """libc's renameat2, where there is one (Linux with glibc 2.28 or later)."""
-    try:
-        return ctypes.CDLL(None, use_errno=True).renameat2
-    except (AttributeError, OSError):
-        return None
-
-
-def rename_noreplace(src: str, dst: str) -> None:
-    """Rename src to dst, refusing to overwrite dst: one atomic renameat2(RENAME_NOREPLACE) where the kernel and
-    filesystem support it, else a check followed by os.replace (which can race with another writer)."""
-    fn = _renameat2()
-    if fn is not None:
-        if fn(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
-            return
-        err = ctypes.get_errno()
-        if err not in (errno.ENOSYS, errno.EINVAL):
-            raise OSError(err, os.strerror(err), src, None, dst)
-    if os.path.lexists(dst):
-        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), src, None, dst)
-    os.replace(src, dst)
-
-
 def _cores() -> int:
     """Cores this process may run on (respects CPU affinity and container limits where the OS reports them)."""
     try:
@@ -207,8 +170,10 @@ class Stats:
     recorded: int = 0  # verdicts recorded so far; only grows, so the main loop can read it without a lock
     line_recorded: int = 0  # `recorded` at the last throughput line (main loop only)
     line_at: float = field(default_factory=time.monotonic)
+    quiet_at: float = field(default_factory=time.monotonic)  # last line printed with nothing new (main loop only)
 
 
+IDLE_LINE_S = 300.0  # while nothing arrives, the throughput line is printed at most this often (a quiet heartbeat)
 TRANSIENT_READ_ATTEMPTS = 3  # an unreadable file (other than no permission) is retried this often first
 _PERMANENT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.EISDIR, errno.ENXIO})
 
@@ -228,16 +193,26 @@ class WatchService:
         self.archive_root = Path(self.w.archive_dir).absolute()
         self.overlays = Path(self.w.overlays_dir).absolute()
         self._check_folders()
-        self.workers = self.w.workers or _cores()
-        self.store = Store(cfg.database.url, busy_timeout_ms=cfg.database.busy_timeout_ms,
-                           pool_size=self.workers + 2)
-        # The workers are the parallelism: BLAS thread pools inside each of them only fight over the cores
-        # (measured: 2 workers on 2 cores judge ~65 parts/s with OpenBLAS's own threads, ~120 without).
-        threadpool_limits(limits=1, user_api="blas")
+        # one watcher per folder, unless every one of them says shared = true: FolderBusy (exit 2) otherwise
+        self.lock = FolderLock(self.folder, shared=self.w.shared)
+        unlockable = self.lock.acquire()
+        if unlockable:
+            self._emit("lock", logging.WARNING, f"cannot lock the watch folder ({unlockable}); a second watcher "
+                                                "on it would not be refused")
         try:
-            self.profile = ActiveProfile(cfg)
+            self.workers = self.w.workers or _cores()
+            self.store = Store(cfg.database.url, busy_timeout_ms=cfg.database.busy_timeout_ms,
+                               pool_size=self.workers + 2)
+            # The workers are the parallelism: BLAS thread pools inside each of them only fight over the cores
+            # (measured: 2 workers on 2 cores judge ~65 parts/s with OpenBLAS's own threads, ~120 without).
+            threadpool_limits(limits=1, user_api="blas")
+            try:
+                self.profile = ActiveProfile(cfg)
+            except BaseException:
+                self.store.close()
+                raise
         except BaseException:
-            self.store.close()
+            self.lock.release()
             raise
         self.matcher = Matcher(self.folder, cfg.watch_patterns, self.w.recursive,
                                exclude=(self.archive_root, self.overlays))
@@ -248,18 +223,28 @@ class WatchService:
         # bounded: while the database is away, workers stop taking files (they wait in the folder) instead of
         # piling verdicts up in memory
         self._results: queue.Queue = queue.Queue(maxsize=max(256, 4 * self.w.batch_size))
+        self._stop = threading.Event()
+        self.committer = Committer(self.store, self._results, self._stop, self._emit,
+                                   batch_size=self.w.batch_size, batch_wait_s=self.w.batch_wait_s,
+                                   busy_timeout_s=cfg.database.busy_timeout_ms / 1000)
+        self.archiver = Archiver(self.archive_root, self._emit)
+        self.publisher: Publisher | NullPublisher = NullPublisher()  # verdicts to the line (MQTT), started in run()
+        self.rechecks = Rechecks(wait=not once)  # provisional rejections (empty, truncated ...) of this run
         self._inflight: set[str] = set()
         self._dirty: set[str] = set()  # in flight, and an event said the file changed again meanwhile
         self._inflight_lock = threading.Lock()
         self._attempts: dict[str, int] = {}  # path -> failed reads so far (transient errors)
         self._done: dict[str, Signature | None] = {}  # leave-in-place mode: path -> signature when judged
-        self._reserved: set[str] = set()
-        self._made: set[str] = set()  # archive folders known to exist (one per verdict and day)
-        self._stop = threading.Event()
         self._signals: list[str] = []  # appended by the signal handler (no lock), acted on by the main loop
         self._fatal: BaseException | None = None
+        self._refused: FolderBusy | None = None  # another watcher took the folder (after it was recreated)
         self.ready = threading.Event()  # set once the observer runs and the first scan is queued
         self.observer: BaseObserver | None = None
+        self._observer_retry_at = 0.0  # while the observer is down: when to try again (main loop only)
+        self._observer_backoff = OBSERVER_RETRY_FIRST_S
+        self._observer_down: str | None = None  # why it is down ("died", "folder gone"), logged once; None = up
+        self._folder_id: tuple[int, int] | None = None  # the folder the observer watches (device, inode)
+        self._folder_checked_at = 0.0
 
     def _check_folders(self) -> None:
         """Refuse layouts that could never work: the inbox inside the archive or overlays folder (its files
@@ -317,10 +302,12 @@ class WatchService:
                 restore[sig] = signal.signal(sig, self._on_signal)
         threads = [threading.Thread(target=self._worker, name=f"worker-{i}", daemon=True)
                    for i in range(self.workers)]
-        committer = threading.Thread(target=self._committer, name="committer", daemon=True)
+        committer = threading.Thread(target=self.committer.run, args=(self._flush, self._commit_failed),
+                                     name="committer", daemon=True)
         for t in (*threads, committer):
             t.start()
         try:
+            self.publisher = open_publisher(self.cfg, self.store, counters=self._counters, emit=self._emit)
             self._cleanup_overlay_temps()
             if not self.once:
                 self.observer = self._start_observer()
@@ -341,9 +328,11 @@ class WatchService:
                 t.join()
             self._results.put(_STOP)
             committer.join()
+            self.publisher.stop()  # sends what is left, then state offline
             for sig, old in restore.items():
                 signal.signal(sig, old)
             self.store.close()
+            self.lock.release()
         v = self.stats.verdicts
         self._emit("stopped", logging.INFO,
                    f"stopped: {sum(v.values())} verdicts (ok {v['ok']}, defect {v['defect']}, "
@@ -351,6 +340,8 @@ class WatchService:
                    **{k: v[k] for k in ("ok", "defect", "rejected")}, duplicates=self.stats.duplicates)
         if self._fatal is not None:
             raise InspectorError(f"stopped with verdicts not recorded: {self._fatal}")
+        if self._refused is not None:
+            raise self._refused
         return 0
 
     def _safe_url(self) -> str:
@@ -359,8 +350,17 @@ class WatchService:
 
         return make_url(self.cfg.database.url).render_as_string(hide_password=True)
 
+    def _folder_identity(self) -> tuple[int, int] | None:
+        """(device, inode) of the directory now at the watch folder's path; None when there is none."""
+        try:
+            st = os.stat(self.folder)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
     def _start_observer(self) -> BaseObserver:
         """A running watchdog observer feeding the settler."""
+        self._folder_id = self._folder_identity()
         return start_observer(self.observer_kind, self.w.poll_interval_s, Handler(self.matcher, self.settler),
                               self.w.recursive)
 
@@ -369,8 +369,8 @@ class WatchService:
         obs = self.observer
         return obs is not None and obs.is_alive() and all(e.is_alive() for e in obs.emitters)
 
-    def _restart_observer(self) -> None:
-        """Stop what is left of the observer and start a new one; on failure the rescan keeps things going."""
+    def _restart_observer(self) -> OSError | None:
+        """Stop what is left of the observer and start a new one; the error when that fails."""
         try:
             self.observer.stop()
         except Exception:  # it is already broken; do not let that stop the restart
@@ -378,8 +378,71 @@ class WatchService:
         try:
             self.observer = self._start_observer()
         except OSError as exc:
-            self._emit("observer", logging.ERROR, f"cannot restart the observer ({exc}); relying on rescans every "
-                                                  f"{self.w.rescan_s:g} s")
+            return exc
+        return None
+
+    def _watch_observer(self, now: float) -> bool:
+        """Restart a dead observer; while that fails (the folder was removed, ...) try again with a backoff of
+        OBSERVER_RETRY_FIRST_S doubling to OBSERVER_RETRY_MAX_S, and log once per change of state, not at every
+        try. True when it runs again (the caller rescans at once)."""
+        if self.observer is None or now < self._observer_retry_at:
+            return False
+        # the observer may live on, deaf, on a folder that was removed (this process keeps it open: the folder
+        # lock) or replaced: compare what is at the path with what it watches, once a second
+        replaced = False
+        if now >= self._folder_checked_at + 1.0:
+            self._folder_checked_at = now
+            replaced = self._folder_identity() != self._folder_id
+        if not replaced and self._observer_alive():
+            return False
+        shown = imaging.printable(self.folder)
+        if self._folder_identity() is None:
+            state, error = "gone", None
+        else:
+            if self._observer_down is None:
+                self._emit("observer", logging.WARNING,
+                           f"watch folder {shown} was replaced by another folder; watching that one and rescanning"
+                           if replaced else "observer thread died; restarting it and rescanning")
+                self._observer_down = "died"
+            error = self._restart_observer()
+            state = "failed" if error else "up"
+        if state == "up":
+            if self._observer_down in ("gone", "failed"):
+                self._emit("observer", logging.WARNING, f"watch folder {shown} is there again: watching it and "
+                                                        "rescanning")
+            self._observer_down, self._observer_backoff = None, OBSERVER_RETRY_FIRST_S
+            self._check_lock()
+            return True
+        if state != self._observer_down:
+            if state == "gone":
+                self._emit("observer", logging.ERROR, f"watch folder {shown} is gone: nothing can arrive until it "
+                                                      "is back; looking for it again every few seconds")
+            else:
+                self._emit("observer", logging.ERROR, f"cannot restart the observer ({error}); relying on rescans "
+                                                      f"every {self.w.rescan_s:g} s and trying again every few "
+                                                      "seconds")
+            self._observer_down = state
+        self._observer_retry_at = now + self._observer_backoff
+        self._observer_backoff = min(self._observer_backoff * 2, OBSERVER_RETRY_MAX_S)
+        return False
+
+    def _check_lock(self) -> None:
+        """Keep the folder lock valid: when the folder at the path is not the one locked any more (it was removed
+        and made again), lock the new one; another watcher that got it meanwhile stops this one (its error at
+        exit, code 2)."""
+        if not self.lock.held or self.lock.still_here() or not self.folder.is_dir():
+            return
+        self.lock.release()
+        try:
+            problem = self.lock.acquire()
+        except FolderBusy as exc:
+            self._emit("lock", logging.ERROR, f"{exc}; stopping this watcher")
+            self._refused = exc
+            self.stop()
+            return
+        if problem:
+            self._emit("lock", logging.WARNING, f"cannot lock the watch folder again ({problem}); a second "
+                                                "watcher on it would not be refused")
 
     def _loop(self) -> None:
         """Dispatch ready files, rescan, watch the observer, print throughput, until stopped."""
@@ -391,12 +454,12 @@ class WatchService:
                 break
             self._dispatch()
             now = time.monotonic()
-            if self.observer is not None and not self._observer_alive():
-                self._emit("observer", logging.WARNING, "observer thread died; restarting it and rescanning")
-                self._restart_observer()
+            if self._watch_observer(now):
                 next_rescan = now
             if not self.once and now >= next_rescan:
                 self._scan()
+                if self._observer_down is None:
+                    self._check_lock()
                 next_rescan = now + self.w.rescan_s
             self._throughput(now)
             if self.once and not len(self.settler) and not self._inflight_count():
@@ -419,6 +482,7 @@ class WatchService:
         if not self.w.archive:  # forget files that left the folder
             for path in [p for p in self._done if p not in present]:
                 self._done.pop(path, None)
+        self.rechecks.prune(present)
         if self.w.shared:
             self._drop_stale_claims(present)
 
@@ -426,6 +490,7 @@ class WatchService:
         """Release expired claims on files no longer in the folder (their holder died after archiving them)."""
         keys = {_claim_key(os.path.relpath(path, self.folder)) for path in present}
         try:
+            self.committer.check_file()
             dropped = self.store.drop_stale_claims(keys)
         except DatabaseError:  # the database is away: the next rescan tries again
             return
@@ -496,6 +561,7 @@ class WatchService:
         rel = os.path.relpath(job.path, self.folder)
         key = _claim_key(rel)
         station = self.cfg.station.name
+        self.committer.check_file()
         got = self.store.claim(key, station, imaging.printable(rel), self.w.claim_lease_s)
         if not got.got:
             return None
@@ -522,13 +588,14 @@ class WatchService:
             row = self._row(job, Verdict(name="", sha256=None, verdict="rejected", reason=exc.reason,
                                          detail=exc.detail, score=None, threshold=insp.profile.threshold_,
                                          profile_version=insp.version), key=source_key(path, sig), start=start)
-            return Outcome(job, row=row, sig=sig)
+            return self._unless_provisional(Outcome(job, row=row, sig=sig))
         self._attempts.pop(path, None)
         if signature(path) != sig:  # written to, or replaced, while we read it: judge it when it settles again
             self._dirty_add(path)
             return Outcome(job)
         digest = imaging.sha256_hex(data)
         if not self.w.archive:  # files stay in the folder: most of those found at start are judged already
+            self.committer.check_file()  # never take a row of a database file deleted or replaced meanwhile
             existing = self.store.find(sha256=digest)
             if existing is not None:
                 return Outcome(job, existing=existing, sig=sig)
@@ -546,7 +613,33 @@ class WatchService:
         row = self._row(job, verdict, key=None, start=start)
         if verdict.verdict == "defect" and verdict.image is not None and verdict.anomaly_map is not None:
             row["overlay_path"] = self._write_overlay(digest, verdict.image, verdict.anomaly_map)
-        return Outcome(job, row=row, sig=sig)
+        return self._unless_provisional(Outcome(job, row=row, sig=sig))
+
+    def _unless_provisional(self, o: Outcome) -> Outcome:
+        """A rejection that a file whose writer has only paused would also get (empty, truncated, not yet an
+        image) is final only after REJECTION_LOOKS unchanged looks a settle time apart, and never while a
+        process is seen holding the file open for writing (watcher.Rechecks); until then the file stays, with
+        no row, and is looked at again."""
+        path, row = o.job.path, o.row
+        if row["verdict"] != "rejected" or row["reason"] not in PROVISIONAL_REASONS:
+            self.rechecks.forget(path)
+            return o
+        look = self.rechecks.look(path, o.sig)
+        if look.final:
+            return o
+        shown, what = imaging.printable(path), f"{row['reason']}: {row['detail']}"
+        if look.leave:
+            self._emit("recheck", logging.WARNING, f"{shown} still looks incomplete ({what}) and {look.writers[0]} "
+                                                   "has it open for writing: left in the folder for the next run")
+            return Outcome(o.job)
+        if look.news and look.writers:
+            self._emit("recheck", logging.INFO, f"{shown} looks incomplete ({what}) while {look.writers[0]} has "
+                                                "it open for writing: waiting for the writer to finish")
+        elif look.news:
+            self._emit("recheck", logging.INFO,
+                       f"{shown} looks incomplete ({what}); its writer may only have paused: looked at again after "
+                       f"{self.w.settle_s:g} s, rejected once it has stayed so for {self.rechecks.looks} looks")
+        return Outcome(o.job, recheck=True)
 
     def _dirty_add(self, path: str) -> None:
         """Mark an in-flight path to be looked at again when its round is over."""
@@ -582,10 +675,6 @@ class WatchService:
 
     def _write_overlay(self, digest: str, image: np.ndarray, amap: np.ndarray) -> str | None:
         """Write the anomaly-map overlay PNG atomically (named by sha256, so a retry rewrites the same file)."""
-        import cv2
-
-        from inspector.report import overlay
-
         try:
             self.overlays.mkdir(parents=True, exist_ok=True)
             ok, png = cv2.imencode(".png", overlay(image, amap))
@@ -606,42 +695,15 @@ class WatchService:
             for p in self.overlays.glob(".tmp-*.png"):
                 p.unlink(missing_ok=True)
 
-    # ------------------------------------------------------------------ committer
+    # ------------------------------------------------------------------ recording and archiving (committer thread)
 
-    def _committer(self) -> None:
-        """Record verdicts in batches (group commit) and archive their files after each commit."""
-        while True:
-            item = self._results.get()
-            if item is _STOP:
-                return
-            batch = [item]
-            stop_after = False
-            deadline = time.monotonic() + self.w.batch_wait_s
-            while len(batch) < self.w.batch_size:
-                try:
-                    more = self._results.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if more is _STOP:
-                    stop_after = True
-                    break
-                batch.append(more)
-            try:
-                self._flush(batch)
-            except Exception as exc:  # database gone while stopping, or a bug: the files stay for the next start
-                self._fatal = exc
-                for o in batch:
-                    self._release(o.job.path)
-                self._stop.set()
-                self._drain()
-                return
-            if stop_after:
-                return
-
-    def _drain(self) -> None:
-        """After a fatal error: keep taking results (so no worker blocks on the full queue) until the sentinel."""
-        while self._results.get() is not _STOP:
-            pass
+    def _commit_failed(self, exc: BaseException, batch: list[Outcome]) -> None:
+        """A batch could not be recorded (the database gone while stopping, or a bug): its files stay in the
+        folder for the next start, and the service stops."""
+        self._fatal = exc
+        for o in batch:
+            self._release(o.job.path)
+        self._stop.set()
 
     def _flush(self, batch: list[Outcome]) -> None:
         """One transaction for the batch's new rows, then the file moves."""
@@ -650,20 +712,16 @@ class WatchService:
         for o in new:
             o.row["inspected_at"] = now
             if self.w.archive:
-                o.target = self._plan(o.job.path, o.row["verdict"], o.row["sha256"] or o.row["source_key"], now)
+                o.target = self.archiver.plan(o.job.path, o.row["verdict"], o.row["sha256"] or o.row["source_key"],
+                                              now)
                 o.row["archived_path"] = imaging.printable(o.target)
-        ids = self._retry(lambda: self.store.record([o.row for o in new]), f"{len(new)} verdicts") if new else []
-        for o, new_id in zip(new, ids):
-            if new_id is None:  # the same content was recorded meanwhile (another copy in flight)
-                row = o.row
-                o.existing = self._retry(lambda: self.store.find(sha256=row["sha256"], source_key=row["source_key"]),
-                                         "a lookup")
-                o.row = None
-                if o.target:
-                    self._reserved.discard(o.target)
-                    o.target = None
-            else:
-                o.row["id"] = new_id
+        if new:
+            self.committer.record(new)
+            self.publisher.notify()  # committed: the outbox has new rows
+        for o in new:
+            if o.row is None and o.target:  # the same content was recorded meanwhile (another copy in flight)
+                self.archiver.unreserve(o.target)
+                o.target = None
         for o in batch:
             again = False
             try:
@@ -672,81 +730,24 @@ class WatchService:
                 self._release(o.job.path, again)
         claims = [o.claim for o in batch if o.claim]
         if claims:
-            self._retry(lambda: self.store.release(claims, self.cfg.station.name), "claim releases")
+            self.committer.retry(lambda: self.store.release(claims, self.cfg.station.name), "claim releases")
 
-    def _retry(self, action: Callable[[], Any], what: str) -> Any:
-        """Run a database action, retrying with backoff while the database is unavailable (DatabaseError);
-        gives up only when stopping. Any other error is a bug and propagates."""
-        delay, attempts_while_stopping = 0.5, 0
-        while True:
-            try:
-                return action()
-            except DatabaseError as exc:
-                if self._stop.is_set():
-                    attempts_while_stopping += 1
-                    if attempts_while_stopping > 3:
-                        self._emit("degraded", logging.ERROR,
-                                   f"giving up on {what} at stop ({exc}); the files stay in the folder and are "
-                                   "judged at the next start")
-                        raise
-                self._emit("degraded", logging.WARNING,
-                           f"database unavailable ({exc}); {what} held, retrying in {delay:.1f} s")
-                time.sleep(delay)
-                delay = min(delay * 2, 30.0)
-
-    def _plan(self, path: str, verdict: str, key: str, when: datetime) -> str:
-        """A free archive path: archive/<verdict>/<local date>/<name>, with a content tag on a name clash."""
-        folder = os.path.join(os.fspath(self.archive_root), verdict, when.astimezone().strftime("%Y-%m-%d"))
-        name = os.path.basename(path)
-        stem, ext = os.path.splitext(name)
-        tag = key[:12] if len(key) == 64 else imaging.sha256_hex(key.encode())[:12]
-        for n in range(1_000_000):
-            candidate = name if n == 0 else f"{stem}__{tag}{ext}" if n == 1 else f"{stem}__{tag}-{n - 1}{ext}"
-            target = os.path.join(folder, candidate)
-            if target not in self._reserved and not os.path.lexists(target):
-                self._reserved.add(target)
-                return target
-        raise InspectorError(f"no free archive name for {imaging.printable(path)} in {folder}")
-
-    def _move(self, src: str, target: str, sig: Signature | None) -> str:
-        """Move the judged entry into the archive, never over an existing file. Returns "moved", "changed" (the
-        entry is not the one judged any more: look at it again now) or "failed" (logged; the next rescan
-        tries again)."""
-        try:
-            if sig is not None and signature(src) != sig:
-                if not os.path.lexists(src):
-                    self._emit("error", logging.WARNING, f"{imaging.printable(src)} was moved away by someone "
-                                                         "else after it was judged")
-                    return "failed"
-                self._emit("changed", logging.WARNING, f"{imaging.printable(src)} changed after it was judged; "
-                                                       "it stays and its new content is judged")
-                return "changed"
-            folder = os.path.dirname(target)
-            if folder not in self._made:
-                os.makedirs(folder, exist_ok=True)
-                self._made.add(folder)
-            rename_noreplace(src, target)
-            return "moved"
-        except OSError as exc:
-            self._made.discard(os.path.dirname(target))  # someone may have removed it: make it again next time
-            self._emit("error", logging.ERROR, f"cannot archive {imaging.printable(src)}: {exc}; it stays in the "
-                                               "folder and the move is tried again at the next rescan")
-            return "failed"
-        finally:
-            self._reserved.discard(target)
-
-    def _set_archived(self, row_id: int, path: str | None) -> None:
-        """Correct a row's archived_path to where its file really is."""
-        self._retry(lambda: self.store.set_archived(row_id, path), "an archive path")
+    def _set_archived(self, row_id: int, path: str | None, expected: str | None) -> None:
+        """Correct a row's archived_path to where its file really is, unless another station has filled in a
+        path other than `expected` (the one this station recorded) meanwhile: that one is never overwritten."""
+        self.committer.retry(lambda: self.store.update_archived(row_id, path, expected), "an archive path")
 
     def _finish(self, o: Outcome) -> bool:
         """After the commit: move the file, log the verdict or the duplicate. True = look at the path again."""
+        if o.recheck:  # looked incomplete: look again once it has stayed unchanged for another settle time
+            self.settler.hold(o.job.path)
+            return False
         if o.row is not None:
             again = False
             if o.target:
-                moved = self._move(o.job.path, o.target, o.sig)
+                moved = self.archiver.move(o.job.path, o.target, o.sig)
                 if moved != "moved":
-                    self._set_archived(o.row["id"], None)
+                    self._set_archived(o.row["id"], None, expected=o.row["archived_path"])
                     again = moved == "changed"
             else:
                 self._done[o.job.path] = o.sig
@@ -775,20 +776,18 @@ class WatchService:
         when = row["inspected_at"] or _utcnow()
         if not copy_exists:  # this file is the part: finish its move
             target = recorded if recorded and recorded == imaging.printable(recorded) else None
-            if target is None or target in self._reserved:
-                target = self._plan(path, row["verdict"], row["sha256"] or row["source_key"], when)
-            else:
-                self._reserved.add(target)
-            moved = self._move(path, target, o.sig)
+            if target is None or not self.archiver.reserve(target):
+                target = self.archiver.plan(path, row["verdict"], row["sha256"] or row["source_key"], when)
+            moved = self.archiver.move(path, target, o.sig)
             if moved != "moved":
                 return moved == "changed"
             if imaging.printable(target) != recorded:
-                self._set_archived(row["id"], imaging.printable(target))
+                self._set_archived(row["id"], imaging.printable(target), expected=recorded)
             self._emit("recovered", logging.INFO, f"#{row['id']} archived after an interrupted run or a failed "
                                                   f"move: {imaging.printable(target)}", id=row["id"])
             return False
-        target = self._plan(path, row["verdict"], row["sha256"] or row["source_key"], when)
-        moved = self._move(path, target, o.sig)
+        target = self.archiver.plan(path, row["verdict"], row["sha256"] or row["source_key"], when)
+        moved = self.archiver.move(path, target, o.sig)
         if moved != "moved":
             return moved == "changed"
         self.stats.duplicates += 1
@@ -823,13 +822,27 @@ class WatchService:
         self._emit("verdict", logging.INFO, f"#{row['id']} {row['verdict']:<8} {row['name']}  {what}  "
                                             f"profile {row['profile_version']}  {row['ms']:.0f} ms")
 
+    def _counters(self) -> dict[str, Any]:
+        """Heartbeat counters for the MQTT publisher (called from its thread)."""
+        v = self.stats.verdicts
+        verdicts = {k: v[k] for k in ("ok", "defect", "rejected")}
+        return {"judged": sum(verdicts.values()), "verdicts": verdicts, "queue_depth": self._inflight_count(),
+                "degraded": self.committer.degraded, "profile_version": self.profile.version}
+
     def _throughput(self, now: float) -> None:
-        """Every stats_every_s: parts per second since the last line, and what is waiting."""
+        """Every stats_every_s: parts per second since the last line, and what is waiting; while nothing happens,
+        at most every IDLE_LINE_S (an idle line a day would otherwise be printed 8,640 times)."""
         every = self.w.stats_every_s
         if not every or now - self.stats.line_at < every:
             return
         total = self.stats.recorded
         n, span = total - self.stats.line_recorded, now - self.stats.line_at
+        busy = n > 0 or len(self.settler) > 0 or self._inflight_count() > 0
+        if not busy and now - self.stats.quiet_at < max(IDLE_LINE_S, every):
+            self.stats.line_recorded, self.stats.line_at = total, now  # the next rate counts from here
+            return
+        if not busy:
+            self.stats.quiet_at = now
         v = self.stats.verdicts
         self._emit("throughput", logging.INFO,
                    f"throughput {n / span:.1f} parts/s ({n} in {span:.0f} s); total ok {v['ok']}, defect "

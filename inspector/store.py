@@ -65,7 +65,7 @@ VERDICTS = ("ok", "defect", "rejected")
 IN_CHUNK = 500  # max sha256 values per IN (...) list
 _INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 CONNECT_TIMEOUT_S = 10  # PostgreSQL: seconds to wait for a server before giving up (libpq waits forever)
-HEAD = "0004"  # the newest migration in inspector/migrations/versions (a test keeps the two in step)
+HEAD = "0005"  # the newest migration in inspector/migrations/versions (a test keeps the two in step)
 VERSION_TABLE = "alembic_version"
 MIGRATION_LOCK = 0x696E_7370_6563_7472  # PostgreSQL advisory lock key held while migrating ("inspectr")
 _LIBPQ_DRIVERS = ("psycopg", "psycopg2")  # drivers that take libpq's connect_timeout
@@ -124,6 +124,7 @@ class Inspection(Base):
         CheckConstraint("verdict IN ('ok', 'defect', 'rejected')", name="verdict"),
         Index("ix_inspections_inspected_at", "inspected_at"),
         Index("ix_inspections_verdict_id", "verdict", "id"),
+        Index("ix_inspections_station_published_at_id", "station", "published_at", "id"),  # the outbox (0005)
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -149,6 +150,7 @@ class Inspection(Base):
     line: Mapped[str] = mapped_column(String(64))
     camera: Mapped[str] = mapped_column(String(64))
     exposure: Mapped[float | None] = mapped_column(Float)  # relative to the profile's reference (1.0 = as trained)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # broker acknowledged it; NULL = in the outbox
 
 
 class Review(Base):
@@ -309,16 +311,36 @@ class Store:
         parsed = make_url(self.url)
         self.dialect: str = parsed.get_backend_name()
         self._shown = parsed.render_as_string(hide_password=True)
+        # the SQLite file (None for PostgreSQL and in-memory databases)
+        self.file: Path | None = _sqlite_file(parsed) if self.dialect == "sqlite" else None
+        self.create_missing = True  # may a connection create a missing SQLite file (see refuse_to_create)
         self.engine = self._create_engine(parsed, busy_timeout_ms, pool_size)
         self._writer = self.engine.execution_options(immediate=True)
         try:
-            with self._guard("open"), self.engine.connect():
-                pass
-            if migrate:
-                self.upgrade()
+            self._open(migrate)
         except BaseException:
             self.engine.dispose()
             raise
+
+    def _open(self, migrate: bool) -> None:
+        """Check that the database opens, and upgrade it when asked."""
+        with self._guard("open"), self.engine.connect():
+            pass
+        if migrate:
+            self.upgrade()
+
+    def refuse_to_create(self) -> None:
+        """From now on, a connection to a SQLite file that is missing fails (DatabaseError) instead of creating
+        an empty database there: a long-running writer whose file was deleted must not start a new one behind
+        the operator's back."""
+        self.create_missing = False
+
+    def reopen(self, migrate: bool = True) -> None:
+        """Close every pooled connection and open the database afresh (the file now at the path, for SQLite),
+        upgrading it when asked; DatabaseError when it cannot be opened. Connections checked out at the time
+        are closed when they are returned."""
+        self.engine.dispose()
+        self._open(migrate)
 
     def _create_engine(self, parsed: URL, busy_timeout_ms: int, pool_size: int) -> Engine:
         """The engine: on SQLite with its folder created and the connection events installed, on PostgreSQL
@@ -344,7 +366,17 @@ class Store:
                                 f"{hint}") from None
         if self.dialect == "sqlite":
             _install_sqlite_events(engine, busy_timeout_ms)
+            if path is not None:
+                self._refuse_missing_file(engine, path)
         return engine
+
+    def _refuse_missing_file(self, engine: Engine, path: Path) -> None:
+        """Once refuse_to_create() was called, fail a connection to a missing file instead of creating it."""
+
+        @event.listens_for(engine, "do_connect")
+        def _on_do_connect(dialect: Any, _record: Any, _cargs: Any, _cparams: Any) -> None:
+            if not self.create_missing and not path.exists():
+                raise dialect.loaded_dbapi.OperationalError(f"unable to open database file: {path} does not exist")
 
     @contextmanager
     def _guard(self, action: str) -> Iterator[None]:
@@ -427,6 +459,16 @@ class Store:
         with self._guard("write to"), self._writer.begin() as conn:
             if conn.execute(stmt).rowcount == 0:
                 raise KeyError(id)
+
+    def update_archived(self, id: int, path: str | None, expected: str | None) -> bool:
+        """Set a row's archived_path to `path` only where it is still NULL, `expected` (what this writer last
+        recorded) or already `path`: a path another station filled in meanwhile is never overwritten or cleared.
+        True when the row now says `path`; False when it says something else, or there is no such row."""
+        col = Inspection.archived_path
+        allowed = [col.is_(None)] + [col == v for v in (expected, path) if v is not None]
+        stmt = update(Inspection).where(Inspection.id == id, or_(*allowed)).values(archived_path=path)
+        with self._guard("write to"), self._writer.begin() as conn:
+            return conn.execute(stmt).rowcount > 0
 
     # ------------------------------------------------------------------------------------------ reads
 
@@ -584,3 +626,43 @@ class Store:
         table = ClaimRow.__table__
         with self._guard("read"), self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(select(table).order_by(table.c.claimed_at))]
+
+    # ------------------------------------------------------------------------------------------ outbox (issue 13)
+    # Rows with published_at NULL are the outbox of the MQTT publisher (inspector/publisher.py): it sends them in id
+    # order and marks them once the broker has acknowledged them. Rows from before migration 0005 count as published.
+
+    def _outbox(self, station: str, line: str | None) -> builtins.list[Any]:
+        """The WHERE terms of one station's unpublished rows."""
+        terms = [Inspection.station == station, Inspection.published_at.is_(None)]
+        return terms if line is None else [*terms, Inspection.line == line]
+
+    def unpublished(self, station: str, line: str | None = None, *, after_id: int = 0,
+                    limit: int = 100) -> builtins.list[dict[str, Any]]:
+        """The oldest rows of `station` (and `line`) not yet published, with id > after_id, in id order, at most
+        `limit`."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        stmt = (select(Inspection).where(*self._outbox(station, line), Inspection.id > after_id)
+                .order_by(Inspection.id).limit(limit))
+        return self._rows(stmt)
+
+    def count_unpublished(self, station: str, line: str | None = None) -> int:
+        """How many rows of `station` (and `line`) are not yet published."""
+        stmt = select(func.count()).select_from(Inspection).where(*self._outbox(station, line))
+        with self._guard("read"), Session(self.engine) as session:
+            return int(session.scalar(stmt) or 0)
+
+    def mark_published(self, ids: builtins.list[int], at: datetime | None = None) -> int:
+        """Set published_at (default: now) on these rows where it is still NULL, in one write transaction; returns
+        how many rows were marked (a row marked before keeps its first time)."""
+        if not ids:
+            return 0
+        when = to_utc(at) if at is not None else datetime.now(timezone.utc)
+        keys = sorted(set(ids))
+        marked = 0
+        with self._guard("write to"), self._writer.begin() as conn:
+            for start in range(0, len(keys), IN_CHUNK):
+                stmt = (update(Inspection).where(Inspection.id.in_(keys[start:start + IN_CHUNK]),
+                                                 Inspection.published_at.is_(None)).values(published_at=when))
+                marked += conn.execute(stmt).rowcount
+        return marked

@@ -2,8 +2,11 @@
 
 A file is complete when the writer closed it (inotify close-after-write), when it was renamed into the
 folder, or, without such an event (polling observer, network shares, a rescan), when its size, mtime,
-inode and type stayed unchanged for the settle time. This module only decides *which paths are ready*;
-what happens to them is the service's job (service.py).
+inode and type stayed unchanged for the settle time. A file that then looks incomplete (empty, truncated,
+not yet an image) may only have a writer that paused: Rechecks makes such a rejection provisional, looked at
+again after another settle time, final only after REJECTION_LOOKS unchanged looks while no process is seen
+holding it open for writing. This module only decides *which paths are ready*; what happens to them is the
+service's job (service.py).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
+
+from inspector import openfiles
 
 Signature = tuple[int, int, int, int]  # (size, mtime_ns, inode, mode) from lstat
 MIN_RECHECK_S = 0.25  # a file found by a scan is looked at twice, at least this far apart, before it counts
@@ -135,6 +140,15 @@ class Settler:
             self._ready.setdefault(path, time.time())
         self.wake.set()
 
+    def hold(self, path: str) -> None:
+        """Look at the path again once it has stayed unchanged for another full settle time from now (however
+        old its mtime), or at once when its writer closes it."""
+        with self._lock:
+            if path in self._ready:
+                return
+            now = self._clock()
+            self._pending[path] = _Pending(signature(path), now, now)
+
     def forget(self, path: str) -> None:
         """The path was deleted or moved away before it was taken."""
         with self._lock:
@@ -166,6 +180,83 @@ class Settler:
     def __len__(self) -> int:
         with self._lock:
             return len(self._pending) + len(self._ready)
+
+
+# rejections that a complete file can get but so can one whose writer has only paused: provisional
+PROVISIONAL_REASONS = frozenset({"empty", "truncated", "not_an_image", "decode_failed"})
+REJECTION_LOOKS = 3  # unchanged looks, a settle time apart, before such a rejection is final
+
+
+@dataclass(frozen=True)
+class Look:
+    """What to do with a file that looks incomplete."""
+
+    final: bool  # record the rejection now
+    count: int  # unchanged looks so far (looks while a writer held the file open do not count)
+    writers: tuple[openfiles.Writer, ...] = ()  # processes seen holding it open for writing
+    news: bool = False  # the first look of this kind for this file: worth one log line
+    leave: bool = False  # give up for this run without a verdict (once mode, a writer still at work)
+
+
+@dataclass
+class _Looks:
+    sig: Signature | None
+    count: int = 0
+    told: frozenset[str] = frozenset()
+
+
+class Rechecks:
+    """Counts the looks at files that look incomplete; thread-safe.
+
+    A rejection for a reason in PROVISIONAL_REASONS is final only once the file has looked the same (same
+    size, mtime, inode) at `looks` looks, each a settle time after the last change, and no process is seen
+    holding it open for writing (openfiles, Linux; elsewhere only the looks count). A change resets the count.
+    While a writer holds it the rejection stays provisional however long that takes, except with `wait=False`
+    (a --once run, which must end): then the file is left in the folder, unjudged, for the next run."""
+
+    def __init__(self, looks: int = REJECTION_LOOKS, wait: bool = True):
+        self.looks = max(1, looks)
+        self.wait = wait
+        self._seen: dict[str, _Looks] = {}
+        self._lock = threading.Lock()
+
+    def look(self, path: str, sig: Signature | None) -> Look:
+        """One more look at `path`, which looks incomplete now with signature `sig`."""
+        held = tuple(openfiles.writers(path) or ())
+        with self._lock:
+            cur = self._seen.get(path)
+            if cur is None or cur.sig != sig:
+                cur = self._seen[path] = _Looks(sig, told=cur.told if cur else frozenset())
+            kind = "writer" if held else "look"
+            news = kind not in cur.told
+            cur.told |= {kind}
+            if held:
+                if not self.wait:
+                    cur.count += 1
+                    if cur.count >= self.looks:
+                        del self._seen[path]
+                        return Look(False, cur.count, held, news, leave=True)
+                return Look(False, cur.count, held, news)
+            cur.count += 1
+            if cur.count >= self.looks:
+                del self._seen[path]
+                return Look(True, cur.count)
+            return Look(False, cur.count, (), news)
+
+    def forget(self, path: str) -> None:
+        """The path was judged (complete after all), or is gone."""
+        with self._lock:
+            self._seen.pop(path, None)
+
+    def prune(self, present: set[str]) -> None:
+        """Forget paths no longer in the folder."""
+        with self._lock:
+            for path in [p for p in self._seen if p not in present]:
+                del self._seen[path]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._seen)
 
 
 class Handler(FileSystemEventHandler):

@@ -32,3 +32,10 @@ def test_product_modules_do_not_import_tooling():
     assert not offenders, f"product modules importing inspector.tooling: {offenders}"
     for old in ("bench", "watchbench", "stationbench", "demo"):
         assert not (PACKAGE / f"{old}.py").exists() and (PACKAGE / "tooling" / f"{old}.py").exists()
+
+
+def test_the_parts_of_the_watch_service_never_import_it():
+    """service.py ties the watch service's parts together; they never import it (imports point one way)."""
+    for name in ("watcher", "openfiles", "committer", "archiver", "folderlock"):
+        imports = _imports(PACKAGE / f"{name}.py")
+        assert not any(n == "inspector.service" or n.startswith("inspector.service.") for n in imports), name

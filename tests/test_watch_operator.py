@@ -1,0 +1,104 @@
+"""The running watcher as the line and its operators meet it: verdicts published over MQTT (issue 13), no stall
+at the first defect after a start and no idle log lines (issue 14, items 1 and 2).
+
+Real `inspector watch` processes, real files and SQLite; the broker is the Mosquitto at 127.0.0.1:1883 (the MQTT
+test skips when it is not reachable); messages are read by a paho subscriber in the test.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from test_mqtt import BROKER, Subscriber, clear_retained, reachable
+from watchkit import Site, atomic_drop, make_site, part_jpeg, start, stop, wait_for, wait_started
+
+
+@pytest.fixture
+def site(tmp_path: Path, models: Path) -> Site:
+    """A fresh station folder using the shared models."""
+    return make_site(tmp_path / "site", models)
+
+
+def _mapped(pid: int, name: str) -> bool:
+    """Whether the process has a shared object of `name` mapped (it imported that package's extension modules)."""
+    return name in Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_the_watcher_publishes_each_verdict_with_state_and_heartbeat(site: Site) -> None:
+    if not reachable(*BROKER):
+        pytest.skip("no MQTT broker at 127.0.0.1:1883 (Debian package mosquitto)")
+    line = f"test-{uuid.uuid4().hex[:10]}"
+    site.write_config()
+    text = site.config.read_text().replace('line = "L1"', f'line = "{line}"')
+    site.config.write_text(text + f'\n[mqtt]\nurl = "mqtt://{BROKER[0]}:{BROKER[1]}"\nheartbeat_s = 0.2\n'
+                                  'part_id_regex = "^(?P<part>[A-Z]+-[0-9]+)_"\n')
+    prefix = f"inspector/{line}/test-station"
+    sub = Subscriber(prefix)
+    proc = start(site)
+    try:
+        wait_started(site, proc)
+        names = [f"SN-{i:04d}_top.jpg" for i in range(4)]
+        for i, name in enumerate(names):
+            atomic_drop(site.inbox, name, part_jpeg(7_000 + i, "spot" if i == 3 else None))
+        wait_for(lambda: len(site.rows()) == 4, 60, "4 verdicts", proc, site)
+        wait_for(lambda: len(sub.verdicts()) >= 4, 30, "4 verdict messages", proc, site)
+        wait_for(lambda: sub.payloads("heartbeat"), 10, "a heartbeat", proc, site)
+    finally:
+        assert stop(proc) == 0
+    try:
+        wait_for(lambda: sub.payloads("state")[-1:] == ["offline"], 10, "state offline after the stop")
+        rows = {r["id"]: r for r in site.rows()}
+        sent = {v["result_id"]: v for v in sub.verdicts()}
+        assert set(sent) == set(rows)  # every committed verdict, each under its row's id
+        for rid, v in sent.items():
+            r = rows[rid]
+            assert (v["name"], v["sha256"], v["verdict"], v["profile_version"]) == (
+                r["name"], r["sha256"], r["verdict"], r["profile_version"])
+            assert v["part_id"] == r["name"].split("_")[0]
+            assert (v["station"], v["line"], v["camera"]) == ("test-station", line, "cam-A")
+            assert v["latency_ms"] >= 0
+        assert sorted(v["verdict"] for v in sent.values()) == ["defect", "ok", "ok", "ok"]
+        assert all(r["published_at"] is not None for r in rows.values())  # the outbox is empty
+        assert sub.payloads("state")[0] == "online"
+        beat = json.loads(sub.payloads("heartbeat")[-1])
+        assert beat["profile_version"] == "v1" and beat["degraded"] is False
+    finally:
+        sub.close()
+        clear_retained(prefix)
+
+
+def test_the_first_defect_after_a_start_loads_no_plotting_library(site: Site) -> None:
+    """The first defect's overlay used to import the eval report's matplotlib and scikit-learn (2-6 s while every
+    part behind it waited); the overlay is drawn with OpenCV alone now, so neither is ever loaded."""
+    proc = start(site)
+    try:
+        wait_started(site, proc)
+        atomic_drop(site.inbox, "first_defect.jpg", part_jpeg(8_000, "spot"))
+        wait_for(lambda: [r for r in site.rows() if r["overlay_path"]], 60, "the defect with its overlay", proc,
+                 site)
+        assert site.rows()[0]["verdict"] == "defect"
+        assert not _mapped(proc.pid, "matplotlib") and not _mapped(proc.pid, "sklearn")
+    finally:
+        assert stop(proc) == 0
+
+
+def test_an_idle_watcher_prints_no_throughput_lines(site: Site) -> None:
+    """A line every stats_every_s while nothing arrives made 8,600 identical lines a day: now only when parts were
+    judged (or are waiting), and a quiet line at most every few minutes."""
+    site.write_config(stats_every_s=0.2)
+    proc = start(site)
+    try:
+        wait_started(site, proc)
+        time.sleep(3.0)  # fifteen periods with nothing to say
+        idle = site.log.read_text().count("throughput ")
+        atomic_drop(site.inbox, "a.jpg", part_jpeg(9_000))
+        wait_for(lambda: len(site.rows()) == 1, 60, "one verdict", proc, site)
+        wait_for(lambda: "throughput " in site.log.read_text(), 10, "a throughput line after a part", proc, site)
+    finally:
+        assert stop(proc) == 0
+    assert idle == 0, site.log.read_text()
