@@ -136,7 +136,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         written = report.write_eval_report(
             Path(args.report), labels=np.array([t != "good" for t in res.types]),
             scores=res.scores, threshold=res.metrics["threshold"], names=res.names, types=res.types,
-            top_images=res.top, title=Path(args.dir).name,
+            top_images=res.top, title=Path(args.dir).name, originals=res.paths,
         )
         res.metrics["report"] = str(Path(args.report) / "index.html") if written else None
     m = res.metrics

@@ -40,7 +40,8 @@ class EvalResult:
     names: list[str] = field(default_factory=list)
     types: list[str] = field(default_factory=list)
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    top: list[tuple[str, float, np.ndarray, np.ndarray]] = field(default_factory=list)
+    top: list[tuple[str, float, np.ndarray, np.ndarray]] = field(default_factory=list)  # overlays for the report
+    paths: dict[str, Path] = field(default_factory=dict)  # name -> the test image file (the report links it)
 
 
 def find_eval_set(root: Path, patterns: tuple[str, ...]) -> EvalSet:
@@ -84,8 +85,12 @@ def _mask(path: Path | None) -> np.ndarray:
     return cv2.resize(m, (MASK_SIDE, MASK_SIDE), interpolation=cv2.INTER_NEAREST) > 127
 
 
+N_WRONG = 48  # overlays kept for the report of missed defects, and of false alarms (each)
+
+
 def evaluate(root: Path, cfg: Config, progress: Progress | None = None, n_top: int = 8) -> EvalResult:
-    """Fit with the current config on train/good and score every test image; returns the metrics."""
+    """Fit with the current config on train/good and score every test image; returns the metrics, and for the
+    report the n_top most anomalous parts' overlays and up to N_WRONG missed defects and false alarms each."""
     es = find_eval_set(root, cfg.input.patterns)
     ts = load_training_images(es.train, cfg, progress)
     profile = fit_profile(ts.images, cfg.profile)
@@ -94,6 +99,8 @@ def evaluate(root: Path, cfg: Config, progress: Progress | None = None, n_top: i
     reasons: list[str | None] = []
     map_pairs: list[tuple[np.ndarray, np.ndarray]] = []
     kept: list[tuple[str, float, np.ndarray, np.ndarray]] = []
+    wrong: dict[bool, list[tuple[str, float, np.ndarray, np.ndarray]]] = {True: [], False: []}  # defective?
+    paths: dict[str, Path] = {}
     with_masks = bool(es.masks)
     items = progress(es.test, total=len(es.test)) if progress else es.test
     for path, kind in items:
@@ -112,8 +119,12 @@ def evaluate(root: Path, cfg: Config, progress: Progress | None = None, n_top: i
         if with_masks:
             up = cv2.resize(v.anomaly_map, (MASK_SIDE, MASK_SIDE), interpolation=cv2.INTER_LINEAR)
             map_pairs.append((_mask(es.masks.get(path)), up))
-        kept.append((f"{kind}/{path.name}", scores[-1], v.image, v.anomaly_map))
+        shown = (f"{kind}/{path.name}", scores[-1], v.image, v.anomaly_map)
+        paths[shown[0]] = path
+        kept.append(shown)
         kept = sorted(kept, key=lambda t: -t[1])[:n_top]
+        if (scores[-1] > profile.threshold_) != labels[-1] and len(wrong[labels[-1]]) < N_WRONG:
+            wrong[labels[-1]].append(shown)  # a missed defect, or a false alarm
     y = np.array(labels)
     s = flagged_above(np.array(scores))
     thr = profile.threshold_
@@ -141,4 +152,4 @@ def evaluate(root: Path, cfg: Config, progress: Progress | None = None, n_top: i
         "n_not_located": reasons.count("not_located"),
         "registration": (profile.locator_.mode_ if profile.locator_ is not None else None),
     }
-    return EvalResult(metrics, names, types, s, kept)
+    return EvalResult(metrics, names, types, s, kept + wrong[True] + wrong[False], paths)

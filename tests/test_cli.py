@@ -121,6 +121,31 @@ def test_eval_json_keys_and_report(mvtec_dir: Path, tmp_path: Path, capsys: pyte
     assert list((tmp_path / "rep").glob("overlay_*.png"))
 
 
+def test_eval_report_shows_missed_defects_and_false_alarms_with_their_originals(
+        mvtec_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """An engineer looks at what went wrong: a defect filed under test/good (a false alarm to the eval) and a good
+    part filed under a defect type (a missed defect) each get an overlay and a link to the original file, however
+    many parts score higher."""
+    import shutil
+
+    data = tmp_path / "set"
+    shutil.copytree(mvtec_dir, data)
+    spot = next((data / "test" / "spot").iterdir())
+    shutil.copy(spot, data / "test" / "good" / "zz_flagged.png")
+    shutil.copy(next((data / "train" / "good").iterdir()), data / "test" / "missing" / "zz_missed.png")
+    rep = tmp_path / "rep"
+    assert main(["eval", str(data), "--json", "--report", str(rep)]) == 0
+    capsys.readouterr()
+    page = (rep / "index.html").read_text()
+    missed, alarms = page.split("Missed defects", 1)[1].split("False alarms", 1)
+    assert "missing/zz_missed.png" in missed and "good/zz_flagged.png" in alarms
+    for stem in ("zz_missed", "zz_flagged"):
+        assert list(rep.glob(f"overlay_*{stem}.png")), stem
+        (original,) = rep.glob(f"original_*{stem}.png")
+        assert original.read_bytes() == (spot if stem == "zz_flagged" else
+                                         next((data / "train" / "good").iterdir())).read_bytes()
+
+
 def test_eval_text_output(mvtec_dir: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["eval", str(mvtec_dir)]) == 0
     out = capsys.readouterr().out

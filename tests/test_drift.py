@@ -271,7 +271,7 @@ def test_review_page_banner_and_rejections_by_reason(drifted: Path) -> None:
         assert "Exposure out of its training range since" in html and "station s2" not in html
         assert "<script" not in html
     stats = client.get("/stats?since=all", headers={"Host": "localhost"}).text
-    assert "<caption>rejected by reason</caption>" in stats and "<th>lighting</th>" in stats
+    assert "<dt>rejected by reason</dt>" in stats and "<dt>lighting</dt>" in stats
 
 
 def test_no_banner_without_drift(tmp_path: Path) -> None:

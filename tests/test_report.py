@@ -146,7 +146,7 @@ def test_histogram_png_writes_a_png_with_and_without_types(tmp_path: Path) -> No
     for name, t in (("plain.png", None), ("typed.png", types)):
         histogram_png(tmp_path / name, labels, scores, 1.5, "bottle", types=t)
         img = _png(tmp_path / name)
-        assert 400 <= img.shape[0] <= 600 and 700 <= img.shape[1] <= 900
+        assert 400 <= img.shape[0] <= 800 and 700 <= img.shape[1] <= 900  # two panels: 800 x 750
         # the threshold line: a strongly red column of pixels somewhere in the plot
         red = (img[..., 2] > 200) & (img[..., 1] < 60) & (img[..., 0] < 60)
         assert red.sum(axis=0).max() > 200
@@ -256,3 +256,68 @@ def test_plotting_does_not_load_pyplot_or_switch_the_backend(tmp_path: Path) -> 
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
     _png(tmp_path / "r.png")
+
+
+# ------------------------------------------------------------------------------------------ issue 14
+def test_histogram_shows_the_region_around_the_threshold_and_keeps_outliers(tmp_path: Path) -> None:
+    from inspector.report import histogram_figure
+
+    rng = np.random.default_rng(3)
+    scores = np.r_[rng.normal(1.0, 0.4, 500), rng.normal(3.2, 0.4, 30), 10_000.0]
+    labels = np.r_[np.zeros(500, bool), np.ones(31, bool)]
+    fig = histogram_figure(labels, scores, 2.5, "outlier")
+    zoom, overview = fig.axes[:2]
+    lo, hi = zoom.get_xlim()
+    assert lo < 2.5 < hi and hi - lo < 10  # not 0 to 10,000, where everything near 2.5 is one bin
+    assert lo <= np.percentile(scores[:500], 5)  # the good parts' bulk is in view
+    assert any("1 above" in t.get_text() for t in zoom.texts)  # the outlier is counted, not lost
+    assert overview.get_xscale() == "asinh" and overview.get_xlim()[1] >= 10_000
+    histogram_png(tmp_path / "h.png", labels, scores, 2.5, "outlier")
+    _png(tmp_path / "h.png")
+
+
+def test_report_shows_missed_defects_and_false_alarms_with_originals_at_full_resolution(tmp_path: Path) -> None:
+    labels, scores, names, types = _data()
+    threshold = 1.5
+    flagged = scores > threshold
+    missed = [i for i in np.argsort(-scores, kind="stable") if labels[i] and not flagged[i]]
+    alarms = [i for i in np.argsort(-scores, kind="stable") if flagged[i] and not labels[i]]
+    caught = [i for i in np.argsort(-scores, kind="stable") if flagged[i] and labels[i]]
+    assert len(missed) >= 2 and alarms and caught
+    src = tmp_path / "src"
+    src.mkdir()
+    full = _image(900, 1200, 5)  # wider than an overlay panel (1024 px): the original is not reduced
+    png, jpg, tif = src / "a.png", src / "b.jpg", src / "c.tif"
+    assert cv2.imwrite(str(png), full) and cv2.imwrite(str(jpg), full) and cv2.imwrite(str(tif), full)
+    originals = {names[missed[0]]: png, names[alarms[0]]: jpg, names[missed[1]]: tif}
+    top = [(names[i], float(scores[i]), _image(120, 160, k), _corner_map()) for k, i in
+           enumerate((alarms[0], missed[0], caught[0]), start=1)]
+    out = tmp_path / "report"
+    paths = write_eval_report(out, labels=labels, scores=scores, threshold=threshold, names=names, types=types,
+                              top_images=top, title="t", originals=originals)
+    page = (out / "index.html").read_text("utf-8")
+    starts = [page.index(h) for h in ('<h2 id="missed">', '<h2 id="alarms">', '<h2 id="top">', "<h2>All parts")]
+    assert starts == sorted(starts)
+    missed_part, alarm_part, top_part = (page[a:b] for a, b in zip(starts, starts[1:]))
+    assert f"Missed defects ({len(missed)})" in missed_part and f"False alarms ({len(alarms)})" in alarm_part
+    ov = {p.name.split("_")[1]: p.name for p in paths if p.name.startswith("overlay_")}
+    assert f'<img src="{ov["02"]}"' in missed_part and f'<img src="{ov["01"]}"' in alarm_part
+    assert f'<img src="{ov["03"]}"' in top_part and "overlay_" not in page[starts[3]:]
+    for i in missed[1:]:  # every missed defect is named, overlay or not
+        assert html.escape(names[i]) in missed_part
+    for i in alarms:
+        assert html.escape(names[i]) in alarm_part
+
+    written = {p.name: p for p in paths if p.name.startswith("original_")}
+    assert len(written) == 3
+    by_source = {}
+    for name, p in written.items():
+        assert f'href="{name}"' in page
+        by_source[p.suffix] = p
+    assert by_source[".jpg"].read_bytes() == jpg.read_bytes()  # copied as it is, at full resolution
+    assert {p.read_bytes() for p in written.values() if p.suffix == ".png"} >= {png.read_bytes()}
+    for p in written.values():
+        assert cv2.imread(str(p)).shape[:2] == (900, 1200)
+    assert page.count("original at full resolution, 1200 &times; 900 px") == 3
+    jpg_name = next(n for n, p in written.items() if p.suffix == ".jpg")
+    assert f'href="{jpg_name}"' in alarm_part

@@ -99,6 +99,14 @@ def reviews(site: Site, inspection_id: int) -> list[dict]:
         con.close()
 
 
+def tiles(page: str) -> dict[str, str]:
+    """The stats page's count tiles, name -> number as shown (the first of each name)."""
+    found: dict[str, str] = {}
+    for name, value in re.findall(r"<dt>([^<]*)</dt><dd>([^<]*)</dd>", page):
+        found.setdefault(name, value)
+    return found
+
+
 def is_png(data: bytes) -> bool:
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     return data.startswith(PNG) and img is not None and img.size > 0
@@ -195,7 +203,8 @@ def test_stats_page_and_plots(client: FlaskClient) -> None:
     page = client.get("/stats")
     assert page.status_code == 200
     assert 'src="/stats/defects.png?since=24h"' in page.text and 'src="/stats/scores.png?since=24h"' in page.text
-    assert re.search(r"<td>8</td><td>3</td><td>3</td><td>2</td>", page.text), "inspected, ok, defect, rejected"
+    counts = tiles(page.text)
+    assert (counts["inspected"], counts["ok"], counts["defect"], counts["rejected"]) == ("8", "3", "3", "2")
     for since in ("1h", "24h", "7d", "all"):
         for plot in ("defects", "scores"):
             response = client.get(f"/stats/{plot}.png?since={since}")
@@ -207,7 +216,7 @@ def test_stats_page_and_plots(client: FlaskClient) -> None:
 def test_stats_plots_on_an_empty_database(tmp_path: Path, cfg: config.Config) -> None:
     with Store(f"sqlite:///{tmp_path / 'empty.db'}") as store:
         client = create_app(cfg, store).test_client()
-        assert "<td>0</td>" in client.get("/stats?since=all").text
+        assert tiles(client.get("/stats?since=all").text)["inspected"] == "0"
         for plot in ("defects", "scores"):
             assert is_png(client.get(f"/stats/{plot}.png?since=all").data)
 
@@ -258,12 +267,14 @@ def test_false_alarm_is_recorded_in_the_reviews_table(client: FlaskClient, site:
                            data={"csrf_token": token, "decision": "good", "note": "glare on the lens",
                                  "verdict": "defect", "since": "24h", "page": "1", "review": "all"})
     assert response.status_code == 303
-    assert response.headers["Location"] == f"/?since=24h#part-{target['id']}"
+    older = [r["id"] for r in site.rows() if r["verdict"] == "defect" and r["id"] < target["id"]]
+    following = f"&at={max(older)}" if older else ""  # back at the next part down the queue, now current
+    assert response.headers["Location"] == f"/?review=all&since=24h{following}"
     history = reviews(site, target["id"])
     assert len(history) == before + 1
     assert (history[-1]["decision"], history[-1]["note"], history[-1]["reviewer"]) == (
         "good", "glare on the lens", "operator")
-    page = client.get("/?since=24h").text
+    page = client.get("/?since=24h&review=all").text
     assert "recorded for operator" in page and "glare on the lens" in page and "false alarm" in page
     assert f'id="part-{target["id"]}"' not in client.get("/?review=unreviewed").text
 
@@ -465,3 +476,321 @@ def test_a_locked_database_is_a_503_with_one_line_not_a_traceback(cfg: config.Co
         blocker.close()
     assert response.status_code == 503 and response.headers["Retry-After"] == "5"
     assert response.text.count("\n") == 1 and "Traceback" not in response.text
+
+
+# ---------------------------------------------------------------------------------------------- a night shift's review
+# (issue 14, items 10 to 16) on a site of its own: its reviews leave the other tests' parts alone
+
+
+@pytest.fixture(scope="module")
+def review_site(tmp_path_factory: pytest.TempPathFactory, models: Path) -> Site:
+    """Two good and three flagged parts from one `watch --once` run, reviewed only by the tests below."""
+    site = make_site(tmp_path_factory.mktemp("web-review") / "site", models)
+    for i in range(2):
+        (site.inbox / f"good-{i}.jpg").write_bytes(part_jpeg(43_000 + i))
+    for i in range(3):
+        (site.inbox / f"spot-{i}.jpg").write_bytes(part_jpeg(43_100 + i, defect="spot"))
+    (site.inbox / "empty.jpg").write_bytes(b"")
+    done = run_once(site)
+    assert done.returncode == 0, done.stderr
+    assert sorted(r["verdict"] for r in site.rows()) == ["defect"] * 3 + ["ok"] * 2 + ["rejected"]
+    return site
+
+
+@pytest.fixture(scope="module")
+def review_app(review_site: Site) -> Flask:
+    return create_app(config.load(review_site.config))
+
+
+def unreviewed_defects(site: Site) -> list[int]:
+    """Ids of the flagged parts nobody reviewed, newest first (plain sqlite3)."""
+    con = sqlite3.connect(f"file:{site.db}?mode=ro", uri=True)
+    try:
+        return [i for (i,) in con.execute("SELECT id FROM inspections WHERE verdict = 'defect' AND id NOT IN "
+                                          "(SELECT inspection_id FROM reviews) ORDER BY id DESC")]
+    finally:
+        con.close()
+
+
+def cards(page: str) -> list[int]:
+    """The part ids of the queue's cards, top to bottom."""
+    return [int(i) for i in re.findall(r'<article class="part[^"]*" id="part-(\d+)"', page)]
+
+
+def text_of(page: str, pattern: str) -> str:
+    """The text (tags dropped, white space collapsed) of the first match of a regular expression."""
+    found = re.search(pattern, page, re.S)
+    assert found, pattern
+    return " ".join(re.sub(r"<[^>]+>", " ", found.group()).split())
+
+
+def card(page: str, id: int) -> str:
+    """The HTML of one card of the queue."""
+    found = re.search(rf'<article class="part[^"]*" id="part-{id}".*?</article>', page, re.S)
+    assert found, f"no card for part #{id}"
+    return found.group()
+
+
+def spot_centre(path: str) -> tuple[float, float]:
+    """Where the green spot of a synthetic part is, found from its pixels (the only green in the picture)."""
+    img = cv2.imread(path).astype(int)
+    green = (img[..., 1] - np.maximum(img[..., 0], img[..., 2])) > 50
+    ys, xs = np.nonzero(green)
+    assert xs.size > 20, "no spot"
+    return float(xs.mean()), float(ys.mean())
+
+
+def review(client: FlaskClient, id: int, decision: str, **form: str):  # noqa: ANN201
+    return client.post(f"/inspections/{id}/review", headers={"Origin": ORIGIN},
+                       data={"csrf_token": csrf(client), "decision": decision, **form})
+
+
+def test_queue_defaults_to_unreviewed_defects_and_counts_them(review_app: Flask, review_site: Site) -> None:
+    client = review_app.test_client()
+    todo = unreviewed_defects(review_site)
+    flagged = sum(r["verdict"] == "defect" for r in review_site.rows())
+    page = client.get("/").text
+    assert cards(page) == todo
+    assert text_of(page, r'<p class="tally".*?</p>').startswith(f"{len(todo)} unreviewed of {flagged} flagged parts")
+    assert f'<option value="unreviewed" selected>unreviewed ({len(todo)})</option>' in page
+    assert f'<option value="all">all ({flagged})</option>' in page
+
+    assert review(client, todo[0], "defect").status_code == 303
+    page = client.get("/").text
+    assert cards(page) == todo[1:]
+    assert text_of(page, r'<p class="tally".*?</p>').startswith(
+        f"{len(todo) - 1} unreviewed of {flagged} flagged parts")
+    assert '<option value="defect">confirmed defect (1)</option>' in page
+    assert todo[0] in cards(client.get("/?review=all").text)
+    ok = client.get("/?verdict=ok").text
+    assert text_of(ok, r'<p class="tally".*?</p>').startswith("2 unreviewed of 2 parts judged ok")
+
+
+def test_a_thumbnail_opens_the_part_full_size_with_the_defect_region_boxed(review_app: Flask,
+                                                                           review_site: Site) -> None:
+    client = review_app.test_client()
+    queue = client.get("/?review=all").text
+    for r in (r for r in review_site.rows() if r["verdict"] == "defect"):
+        found = re.search(rf'<a class="zoom" href="([^"]+)"[^>]*><figure><img src="/image/{r["id"]}"', queue)
+        assert found, f"the thumbnail of #{r['id']} links nowhere"
+        assert found.group(1) == f"/inspections/{r['id']}?review=all"
+        page = client.get(found.group(1))
+        assert page.status_code == 200 and "<script" not in page.text
+        html = page.text
+        # the original and the overlay side by side, each in a drawing of the original's pixel size
+        assert f'viewBox="0 0 {r["width"]} {r["height"]}"' in html
+        assert f'<image href="/image/{r["id"]}" x="0" y="0" width="{r["width"]}"' in html
+        assert f'<image href="/overlay/{r["id"]}" x="0" y="0" width="{r["width"]}"' in html
+        assert f'<a href="/image/{r["id"]}">open at full resolution</a>' in html
+        # the region the overlay marks is boxed where the defect really is, and shown close up
+        x, y = spot_centre(r["archived_path"])
+        boxes = [tuple(map(int, b)) for b in
+                 re.findall(r'<rect class="region" x="(\d+)" y="(\d+)" width="(\d+)" height="(\d+)"/>', html)]
+        assert boxes and any(bx <= x <= bx + bw and by <= y <= by + bh for bx, by, bw, bh in boxes), (x, y, boxes)
+        views = [tuple(map(int, v)) for v in re.findall(r'<svg class="shot" viewBox="(\d+) (\d+) (\d+) (\d+)"', html)]
+        close = [v for v in views if v != (0, 0, r["width"], r["height"])]
+        assert close and all(vw < r["width"] and vh < r["height"] for _, _, vw, vh in close)
+        assert any(vx <= x <= vx + vw and vy <= y <= vy + vh for vx, vy, vw, vh in close)
+        assert client.get(f"/image/{r['id']}").data == Path(r["archived_path"]).read_bytes()  # full resolution
+    good = next(r for r in review_site.rows() if r["verdict"] == "ok")
+    html = client.get(f"/inspections/{good['id']}").text
+    assert f'<image href="/image/{good["id"]}"' in html and "/overlay/" not in html and 'class="region"' not in html
+    rejected = next(r for r in review_site.rows() if r["verdict"] == "rejected")
+    html = client.get(f"/inspections/{rejected['id']}").text
+    assert "Rejected: <strong>empty</strong>" in html and "/image/" not in html
+    assert client.get("/inspections/999999").status_code == 404
+    assert client.get(f"/inspections/{good['id']}?review=maybe").status_code == 400
+
+
+def test_the_current_part_carries_access_keys_and_focus_in_review_order(review_app: Flask,
+                                                                        review_site: Site) -> None:
+    client = review_app.test_client()
+    page = client.get("/?review=all").text
+    assert "<script" not in page
+    ids = cards(page)
+    first, second = ids[0], ids[1]
+    for key in "cgnz":  # confirm, false alarm (good), next, full size (zoom): once on the page, on one part
+        assert page.count(f'accesskey="{key}"') == 1, key
+        assert f'accesskey="{key}"' in card(page, first)
+    assert page.count(" autofocus") == 1 and 'aria-current="true"' in card(page, first)
+    form = card(page, first)
+    order = [form.index(s) for s in ('class="confirm" accesskey="c"', 'class="clear" accesskey="g"',
+                                     'class="next" href="', 'name="note"')]
+    assert order == sorted(order), "focus order: confirm, false alarm, next, note"
+    following = re.search(r'class="next" href="([^"]+)"', form)
+    assert following and sorted(following.group(1).split("?")[1].split("&amp;")) == ["at=%d" % second, "review=all"]
+    assert "Confirm defect <kbd>C</kbd>" in form and "False alarm <kbd>G</kbd>" in form
+    moved = client.get(f"/?review=all&at={second}").text
+    assert 'accesskey="c"' in card(moved, second) and 'accesskey="c"' not in card(moved, first)
+    assert " autofocus" in card(moved, second)
+    for bad in ("abc", "-1", "1e3", "99999999999999999999"):
+        assert client.get(f"/?at={bad}").status_code == 400, bad
+    # after a review, the part below it is the current one, focused (a #fragment would stop the focus)
+    response = review(client, first, "good", review="all")
+    assert response.status_code == 303 and response.headers["Location"] == f"/?review=all&at={second}"
+    # the full-size view has the same keys for its part, and Q back to the queue
+    full = client.get(f"/inspections/{second}?review=all").text
+    for key in "cgnq":
+        assert full.count(f'accesskey="{key}"') == 1, key
+    assert f'href="/?at={second}&amp;review=all" accesskey="q"' in full
+
+
+def undo_form(page: str) -> int:
+    """The review id the banner's Undo takes back."""
+    found = re.search(r'<form method="post" action="/reviews/(\d+)/undo" class="undo">.*?accesskey="u"', page, re.S)
+    assert found, "no undo in the banner"
+    return int(found.group(1))
+
+
+def test_the_banner_undoes_the_review_just_made(review_app: Flask, review_site: Site) -> None:
+    client = review_app.test_client()
+    target = unreviewed_defects(review_site)[0]
+    response = review(client, target, "good", note="glare")
+    assert response.status_code == 303
+    page = client.get(response.headers["Location"]).text
+    assert "false alarm, recorded for operator" in text_of(page, r'<div class="flash".*?</div>')
+    rid = undo_form(page)
+    assert [r["id"] for r in reviews(review_site, target)] == [rid]
+
+    token = csrf(client)
+    undone = client.post(f"/reviews/{rid}/undo", headers={"Origin": ORIGIN}, data={"csrf_token": token})
+    assert undone.status_code == 303 and undone.headers["Location"] == f"/?at={target}"
+    assert reviews(review_site, target) == []
+    page = client.get(undone.headers["Location"]).text
+    assert "false alarm by operator undone, back to not reviewed" in page
+    assert target in cards(page) and 'aria-current="true"' in card(page, target)
+    assert client.post(f"/reviews/{rid}/undo", headers={"Origin": ORIGIN},
+                       data={"csrf_token": token}).status_code == 403  # gone, and no longer this browser's
+
+    # another browser's review is not ours to undo; nor without the CSRF token or from another site
+    other = review_app.test_client()
+    assert review(other, target, "defect").status_code == 303
+    theirs = reviews(review_site, target)[-1]["id"]
+    assert client.post(f"/reviews/{theirs}/undo", headers={"Origin": ORIGIN},
+                       data={"csrf_token": csrf(client)}).status_code == 403
+    assert other.post(f"/reviews/{theirs}/undo", headers={"Origin": ORIGIN}, data={}).status_code == 403
+    assert other.post(f"/reviews/{theirs}/undo", headers={"Origin": "http://evil.example"},
+                      data={"csrf_token": csrf(other)}).status_code == 403
+    assert [r["id"] for r in reviews(review_site, target)] == [theirs]
+
+    # undo brings back the decision before; a review that is no longer the newest is left alone
+    assert review(client, target, "good").status_code == 303
+    mine = reviews(review_site, target)[-1]["id"]
+    assert review(other, target, "defect").status_code == 303
+    refused = client.post(f"/reviews/{mine}/undo", headers={"Origin": ORIGIN}, data={"csrf_token": csrf(client)})
+    assert refused.status_code == 303
+    assert "Not undone: part #%d was reviewed again since" % target in client.get(refused.headers["Location"]).text
+    assert len(reviews(review_site, target)) == 3
+    newest = reviews(review_site, target)[-1]["id"]
+    response = other.post(f"/reviews/{newest}/undo", headers={"Origin": ORIGIN}, data={"csrf_token": csrf(other)})
+    assert response.status_code == 303
+    assert [r["decision"] for r in reviews(review_site, target)] == ["defect", "good"]
+    assert "undone, back to false alarm by operator" in other.get(response.headers["Location"]).text
+
+
+def test_stats_page_serves_plots_drawn_for_a_phone(review_app: Flask) -> None:
+    from io import BytesIO
+
+    from PIL import Image
+
+    client = review_app.test_client()
+    page = client.get("/stats?since=all").text
+    assert "<table" not in page  # tiles that wrap, not a row of eight columns
+    for plot in ("defects", "scores"):
+        assert (f'<source media="(max-width: 40rem)" srcset="/stats/{plot}.png?since=all&amp;size=narrow">'
+                in page)
+        wide = Image.open(BytesIO(client.get(f"/stats/{plot}.png?since=all").data))
+        narrow = Image.open(BytesIO(client.get(f"/stats/{plot}.png?since=all&size=narrow").data))
+        # drawn for a 390 px screen at twice its density: about 2 x 390 px wide, a point of text 2.8 px
+        assert narrow.size[0] < wide.size[0] and 700 <= narrow.size[0] <= 800
+        assert narrow.info["dpi"][0] >= 2 * wide.info["dpi"][0] - 1
+    assert client.get("/stats/scores.png?size=huge").status_code == 400
+
+
+def scores_data(threshold: float = 2.5):  # noqa: ANN201
+    from datetime import datetime, timezone
+
+    from inspector.web.data import StatsData
+
+    rng = np.random.default_rng(7)
+    now = datetime.now(timezone.utc)
+    return StatsData(start=None, end=now, threshold=threshold, profile_version="v1", versions=["v1"],
+                     scores={"ok": rng.normal(1.0, 0.4, 2000), "defect": np.r_[rng.normal(3.2, 0.3, 20), 10_000.0],
+                             "false alarm": np.array([2.6, 2.7])})
+
+
+def test_the_score_histogram_shows_the_region_around_the_threshold(review_app: Flask) -> None:
+    from inspector.web import plots
+
+    data = scores_data()
+    fig = plots.scores_figure(data)
+    zoom, overview = fig.axes[:2]
+    lo, hi = zoom.get_xlim()
+    assert lo < 2.5 < hi and hi - lo < 10  # not 0 to 10,000, where everything near 2.5 is one bin
+    ok = data.scores["ok"]
+    bins = [p for p in zoom.patches if p.get_visible()]
+    assert bins, "no histogram drawn"
+    width = (hi - lo) / plots.BINS
+    assert (2.5 - np.percentile(ok, 5)) / width >= 10, "at least ten bins between the good parts and the threshold"
+    assert any("1 above" in t.get_text() for t in zoom.texts)  # the part beyond the zoom is counted, not lost
+    assert overview.get_xscale() == "asinh" and overview.get_xlim()[1] >= 10_000
+    assert is_png(plots.scores_png(data, "narrow"))
+
+
+# ---------------------------------------------------------------------------------------------- access log
+
+
+def test_serve_logs_one_line_per_request_and_never_the_token(site: Site, tmp_path: Path) -> None:
+    import http.client
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    secret = "tok-3f9a-SECRET-value"
+    conf = site.root / "config-token.toml"
+    conf.write_text(site.config.read_text() + f'\n[web]\ntoken = "{secret}"\n')
+    log_path = tmp_path / "serve.log"
+    serve = ("import sys; from inspector import config; from inspector.web import serve; "
+             "serve(config.load(sys.argv[1]), port=0)")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-c", serve, str(conf)], cwd=site.root, stdout=log,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while not (found := re.search(r"review page on http://([\d.]+):(\d+)/", log_path.read_text())):
+            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.05)
+        host, port = found.group(1), int(found.group(2))
+        bearer = {"Authorization": f"Bearer {secret}"}
+        asked = [("GET", f"/?token={secret}&verdict=all", {}, 303, "/?token=[redacted]&verdict=all"),
+                 ("GET", "/stats?since=all", bearer, 200, "/stats?since=all"),
+                 ("GET", "/image/999999", bearer, 404, "/image/999999"),
+                 ("GET", f"/?%74oken={secret}", {}, 303, "/?%74oken=[redacted]"),
+                 ("GET", "/nope%0A2026-01-01T00:00:00.000+00:00 1.2.3.4 GET /forged", bearer, 404, None),
+                 ("GET", "/", {}, 401, "/"),
+                 ("POST", "/reviewer", bearer, 403, "/reviewer")]
+        for method, path, headers, status, _ in asked:
+            conn = http.client.HTTPConnection(host, port, timeout=30)
+            try:
+                conn.request(method, path.replace(" ", "%20"), headers=headers)
+                assert conn.getresponse().status == status, path
+            finally:
+                conn.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log_path.read_text()
+    assert secret not in text
+    lines = [ln for ln in text.splitlines() if re.match(r"\d{4}-\d\d-\d\dT", ln)]
+    assert len(lines) == len(asked), text  # one line per request, the forged one included
+    for ln, (method, _path, _headers, status, shown) in zip(lines, asked):
+        found = re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+\+00:00 127\.0\.0\.1 (\S+) (\S+) (\d{3}) \d+ ms", ln)
+        assert found, ln
+        assert found.group(1) == method and found.group(3) == str(status)
+        if shown is not None:
+            assert found.group(2) == shown
+    assert lines[4].split()[3].startswith("/nope%0A2026-01-01")  # the newline stays escaped: no forged line

@@ -4,7 +4,9 @@ buttons, and a stats page with plots. Flask with server-side Jinja templates, se
 - `app.py`: `create_app(cfg, store)`, the app factory;
 - `security.py`: Host allowlist, access token, same-origin and CSRF checks, security headers;
 - `views.py`: the routes; `data.py`: what they read; `files.py`: opening a part's files by inspection id;
+- `regions.py`: where a part's overlay marks the defect, boxed on the full-size view;
 - `plots.py`: the stats plots (matplotlib Agg);
+- `access.py`: the access log, one line per request (the token redacted);
 - `server.py`: `serve(cfg, host, port)` behind waitress.
 """
 

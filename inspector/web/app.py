@@ -12,6 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from inspector.config import Config
 from inspector.store import DatabaseError, Store
 from inspector.web import security
+from inspector.web.access import AccessLog
 from inspector.web.views import Context, bp
 
 MAX_FORM_BYTES = 64 * 1024
@@ -52,6 +53,7 @@ def create_app(cfg: Config, store: Store | None = None) -> Flask:
     app.register_blueprint(bp)
     app.register_error_handler(DatabaseError, _database_unavailable)
     app.register_error_handler(SQLAlchemyError, _database_unavailable)
+    app.wsgi_app = AccessLog(app.wsgi_app)  # type: ignore[method-assign]  # one line per request, token redacted
     return app
 
 

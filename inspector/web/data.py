@@ -1,5 +1,6 @@
-"""What the pages show, read from the Store: the filters of the queue, a page of the queue, the numbers behind
-the plots. Reads only; the one write (a review) goes through `Store.add_review`."""
+"""What the pages show, read from the Store: the filters of the queue, a page of the queue and its counts, a
+part's neighbours in the queue, the numbers behind the plots. Reads, except `undo_review` (SQLAlchemy Core on the
+store's engine: the Store has no way to take a review back); a review itself goes through `Store.add_review`."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from inspector import conditions
 from inspector.stats import review_outcome
-from inspector.store import Inspection, Store, latest_reviews
+from inspector.store import Inspection, Review, Store, latest_reviews
 
 VERDICT_CHOICES = ("defect", "ok", "rejected", "all")
 REVIEW_CHOICES = ("all", "unreviewed", "defect", "good")
@@ -41,7 +42,7 @@ class QueueFilters:
     """The queue's filters and page; `query()` gives them back as URL parameters (defaults left out)."""
 
     verdict: str = "defect"
-    review: str = "all"
+    review: str = "unreviewed"  # what is left to do; "all" shows the reviewed ones too
     since: str = "all"
     station: str = ""  # "" = every station
     line: str = ""  # "" = every line
@@ -111,6 +112,87 @@ def queue_page(store: Store, filters: QueueFilters, page_size: int) -> QueuePage
         history = store.reviews(row["id"]) if row["review"] else []
         row["last_review"] = history[-1] if history else None
     return QueuePage(rows=page, has_next=len(rows) > page_size)
+
+
+def _queue_where(stmt: Any, latest: Any, filters: QueueFilters, review: bool = True) -> Any:
+    """`stmt` narrowed by the queue's filters as Store.list applies them (verdict, since, station, line and, with
+    `review`, the review state); `latest` is the latest_reviews() subquery joined into `stmt`."""
+    if filters.verdict != "all":
+        stmt = stmt.where(Inspection.verdict == filters.verdict)
+    start = since_start(filters.since)
+    if start is not None:
+        stmt = stmt.where(Inspection.inspected_at >= start)
+    if filters.station:
+        stmt = stmt.where(Inspection.station == filters.station)
+    if filters.line:
+        stmt = stmt.where(Inspection.line == filters.line)
+    if review and filters.review == "unreviewed":
+        stmt = stmt.where(latest.c.decision.is_(None))
+    elif review and filters.review != "all":
+        stmt = stmt.where(latest.c.decision == filters.review)
+    return stmt
+
+
+def queue_counts(store: Store, filters: QueueFilters) -> dict[str, int]:
+    """How many parts match the queue's verdict, since, station and line filters, by review state: "all",
+    "unreviewed", "defect" (latest decision: a defect) and "good" (latest decision: good). One query."""
+    latest = latest_reviews()
+    stmt = (select(latest.c.decision, func.count()).select_from(Inspection)
+            .outerjoin(latest, latest.c.inspection_id == Inspection.id).group_by(latest.c.decision))
+    counts = dict.fromkeys(REVIEW_CHOICES, 0)
+    with Session(store.engine) as session:
+        for decision, n in session.execute(_queue_where(stmt, latest, filters, review=False)):
+            counts["all"] += n
+            counts["unreviewed" if decision is None else decision] += n
+    return counts
+
+
+def neighbour(store: Store, filters: QueueFilters, id: int, older: bool = True) -> int | None:
+    """The id of the part after `id` in the filtered queue (newest first: the next older one), or before it with
+    `older=False`; None at the end. `id` itself need not match the filters (it may just have been reviewed)."""
+    latest = latest_reviews()
+    stmt = select(Inspection.id).outerjoin(latest, latest.c.inspection_id == Inspection.id)
+    stmt = _queue_where(stmt, latest, filters)
+    stmt = (stmt.where(Inspection.id < id).order_by(Inspection.id.desc()) if older
+            else stmt.where(Inspection.id > id).order_by(Inspection.id.asc()))
+    with Session(store.engine) as session:
+        return session.scalar(stmt.limit(1))
+
+
+def page_of(store: Store, filters: QueueFilters, id: int, page_size: int) -> int:
+    """The queue page (1 to MAX_PAGE) on which part `id` stands under these filters: one more than the number of
+    full pages of matching parts newer than it."""
+    latest = latest_reviews()
+    stmt = select(func.count()).select_from(Inspection).outerjoin(latest, latest.c.inspection_id == Inspection.id)
+    stmt = _queue_where(stmt, latest, filters).where(Inspection.id > id)
+    with Session(store.engine) as session:
+        newer = int(session.scalar(stmt) or 0)
+    return min(MAX_PAGE, newer // max(1, page_size) + 1)
+
+
+class UndoRefused(Exception):
+    """A review cannot be undone (gone already, or not the newest decision on its part any more)."""
+
+
+def undo_review(store: Store, review_id: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Delete review `review_id` when it still is the newest decision on its part, so the part is back to where it
+    was before (the previous decision, or not reviewed); one write transaction. Returns (the deleted review, the
+    decision that counts now or None); UndoRefused otherwise, saying why. Reviews are otherwise only added: this
+    takes back a click that was just made, it does not rewrite history older than that."""
+    table = Review.__table__
+    with store.engine.execution_options(immediate=True).begin() as conn:
+        found = conn.execute(select(table).where(table.c.id == review_id)).mappings().first()
+        if found is None:
+            raise UndoRefused("that review is gone already")
+        found = dict(found)
+        newest = conn.execute(select(func.max(table.c.id)).where(
+            table.c.inspection_id == found["inspection_id"])).scalar()
+        if newest != review_id:
+            raise UndoRefused(f"part #{found['inspection_id']} was reviewed again since; nothing was undone")
+        conn.execute(table.delete().where(table.c.id == review_id))
+        before = conn.execute(select(table).where(table.c.inspection_id == found["inspection_id"])
+                              .order_by(table.c.id.desc()).limit(1)).mappings().first()
+    return found, dict(before) if before is not None else None
 
 
 MAX_SCORES = 50_000  # the score histogram uses at most this many of the newest scored parts in the range

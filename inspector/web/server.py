@@ -12,6 +12,7 @@ from typing import Any
 from inspector.config import Config, is_loopback
 from inspector.errors import ConfigError, InspectorError
 from inspector.store import Store
+from inspector.web import access
 from inspector.web.app import MAX_FORM_BYTES, create_app
 
 THREADS = 4
@@ -54,12 +55,14 @@ def urls(server: Any) -> list[str]:
 
 
 def serve(cfg: Config, host: str | None = None, port: int | None = None) -> None:
-    """Serve the review page on [web] host:port (or the given ones) until SIGTERM or Ctrl-C.
+    """Serve the review page on [web] host:port (or the given ones) until SIGTERM or Ctrl-C, with one access-log
+    line per request on standard error (inspector.web.access).
 
     Refuses (ConfigError, one line) a non-loopback host without [web] token; InspectorError when the address is
     taken; DatabaseError when the database cannot be opened.
     """
     server = make_server(cfg, host, port)
+    access.log_to_stderr()
     token = " (access token required)" if cfg.web.token else ""
     print(f"inspector: review page on {' '.join(urls(server))}{token}", file=sys.stderr, flush=True)
     previous = None

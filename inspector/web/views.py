@@ -1,4 +1,5 @@
-"""The review page's routes: the queue, a review, the reviewer name, images by id, the stats page and its plots.
+"""The review page's routes: the queue, a part at full size, a review and its undo, the reviewer name, images by
+id, the stats page and its plots.
 
 Every view reads the config and the store from the app (`current_app.extensions["inspector"]`), set by the app
 factory; nothing is global.
@@ -11,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from flask import (Blueprint, Response, abort, current_app, flash, redirect, render_template, request, send_file,
-                   url_for)
+                   session, url_for)
 
 from inspector.config import Config
 from inspector.store import DECISIONS, Store
-from inspector.web import data, files, plots
+from inspector.web import data, files, plots, regions
 
 bp = Blueprint("web", __name__)
 
@@ -33,6 +34,7 @@ class Context:
     store: Store
     base: Path | None
     images: files.Images = field(default_factory=files.Images)
+    regions: regions.Regions = field(default_factory=regions.Regions)
 
 
 def ctx() -> Context:
@@ -73,14 +75,92 @@ def current_reviewer() -> str:
             or "operator")
 
 
+MAX_ID = 9223372036854775807
+UNDOABLE = 20  # the newest reviews of a session that its Undo may take back
+
+
+def _part_id(args: Any, key: str) -> int | None:
+    """An inspection id from a request argument or form field (absent or empty: None); 400 for anything but
+    ASCII digits up to SQLite's largest integer."""
+    text = args.get(key) or ""
+    if not text:
+        return None
+    if not (len(text) <= len(str(MAX_ID)) and text.isascii() and text.isdigit()) or not 0 < int(text) <= MAX_ID:
+        abort(400, description=f"{key} must be a part number")
+    return int(text)
+
+
+def _queue_at(filters: data.QueueFilters, id: int | None) -> str:
+    """The queue with these filters, on the page that holds part `id` with that part as the current one (its
+    buttons answer the access keys; its Confirm button has the focus, which scrolls it into view: a #fragment
+    would stop the browser from focusing it); the queue's first page when `id` is None."""
+    if id is None:
+        return url_for("web.queue", **filters.query(page=1))
+    page = data.page_of(ctx().store, filters, id, ctx().cfg.web.page_size)
+    return url_for("web.queue", **filters.query(page=page), at=id)
+
+
 @bp.get("/")
 def queue() -> str:
-    """The queue: parts (flagged ones by default), newest first, with images, scores, reviews and review buttons."""
+    """The queue: parts (unreviewed flagged ones by default), newest first, with images, scores, reviews and review
+    buttons; the counts of the filtered parts by review state; one part is the current one (`at`, else the first):
+    its buttons carry the access keys and the focus."""
     filters = _filters(request.args)
     page = data.queue_page(ctx().store, filters, ctx().cfg.web.page_size)
+    at = _part_id(request.args, "at")
+    ids = [row["id"] for row in page.rows]
+    current = at if at in ids else (ids[0] if ids else None)
+    counts = data.queue_counts(ctx().store, filters)
     return render_template("queue.html", page=page, filters=filters, reviewer=current_reviewer(),
                            verdicts=data.VERDICT_CHOICES, reviews=data.REVIEW_CHOICES, ranges=list(data.SINCE_CHOICES),
-                           **_places())
+                           current=current, counts=counts, page_size=ctx().cfg.web.page_size, **_places())
+
+
+@bp.get(f"/inspections/{ID}")
+def part(id: int) -> str:
+    """One part in full: the original at full resolution beside its anomaly-map overlay, the regions the overlay
+    marks boxed on both and shown close up, its facts and review buttons; previous / next in the filtered queue."""
+    filters = _filters(request.args)
+    row = ctx().store.get(id)
+    if row is None:
+        abort(404)
+    history = ctx().store.reviews(id)
+    row["last_review"] = history[-1] if history else None
+    found = _regions(row)
+    width = found.width if found is not None else row["width"]
+    height = found.height if found is not None else row["height"]
+    return render_template("part.html", row=row, filters=filters, reviewer=current_reviewer(), found=found,
+                           width=width or 0, height=height or 0,
+                           older=data.neighbour(ctx().store, filters, id),
+                           newer=data.neighbour(ctx().store, filters, id, older=False))
+
+
+def _regions(row: dict[str, Any]) -> regions.Found | None:
+    """The regions a defect's overlay marks, over its original (None without an overlay, or when either file
+    cannot be opened or is not the judged one any more)."""
+    if row["verdict"] == "rejected" or not row["sha256"] or not row["overlay_path"]:
+        return None
+    key = (row["sha256"], row["overlay_path"])
+    known, found = ctx().regions.get(key)
+    if known:
+        return found
+    expect = files.Expected(sha256=row["sha256"], size=row["size"])
+    original = None
+    for path in (row["archived_path"], row["source_path"]):
+        try:
+            original = ctx().images.open(files.resolve(path, ctx().base), None, expect)
+        except files.FileChanged:
+            continue
+        if original is not None:
+            break
+    if original is None:
+        return None
+    with original[0] as image:
+        over = ctx().images.open(files.resolve(row["overlay_path"], ctx().base), ("image/png",))
+        if over is None:
+            return None
+        with over[0] as overlay:
+            return ctx().regions.find(key, image, overlay)
 
 
 @bp.post(f"/inspections/{ID}/review")
@@ -99,10 +179,47 @@ def review(id: int) -> Response:
     if row["verdict"] == "rejected":
         abort(400, description="a rejected file was never judged: there is nothing to review")
     reviewer = _clean_reviewer(request.form.get("reviewer")) or current_reviewer()
-    ctx().store.add_review(id, decision, reviewer, note or None)
-    label = "confirmed defect" if decision == "defect" else "false alarm"
-    flash(f"#{id} {row['name']}: {label}, recorded for {reviewer}")
-    return redirect(url_for("web.queue", **filters.query()) + f"#part-{id}", 303)
+    added = ctx().store.add_review(id, decision, reviewer, note or None)
+    session["undoable"] = [*session.get("undoable", []), added["id"]][-UNDOABLE:]
+    flash({"text": f"#{id} {row['name']}: {_decision_label(row['verdict'], decision)}, recorded for {reviewer}",
+           "undo": added["id"]})
+    following = data.neighbour(ctx().store, filters, id)  # the next part down the queue, now current
+    if request.form.get("back") == "part" and following is not None:
+        return redirect(url_for("web.part", id=following, **filters.query()), 303)
+    return redirect(_queue_at(filters, following), 303)
+
+
+def _decision_label(verdict: str, decision: str) -> str:
+    """A decision as the buttons name it."""
+    if verdict == "defect":
+        return "confirmed defect" if decision == "defect" else "false alarm"
+    return "missed defect" if decision == "defect" else "confirmed good"
+
+
+@bp.post("/reviews/<int(max=9223372036854775807):review_id>/undo")
+def undo(review_id: int) -> Response:
+    """Take back a review this browser just recorded (one of its newest), while it still is the newest decision on
+    its part: the part is back to its previous decision, or to not reviewed. Back to where the Undo was."""
+    filters = _filters(request.form)
+    if review_id not in session.get("undoable", []):
+        abort(403, description="only a review recorded from this browser a moment ago can be undone here")
+    try:
+        gone, now = data.undo_review(ctx().store, review_id)
+    except data.UndoRefused as exc:
+        flash(f"Not undone: {exc}")
+        return redirect(url_for("web.queue", **filters.query()), 303)
+    session["undoable"] = [r for r in session.get("undoable", []) if r != review_id]
+    id = gone["inspection_id"]
+    row = ctx().store.get(id)
+    name = row["name"] if row is not None else ""
+    verdict = row["verdict"] if row is not None else "defect"
+    state = (f"back to {_decision_label(verdict, now['decision'])} by {now['reviewer']}" if now is not None
+             else "back to not reviewed")
+    flash(f"#{id} {name}: {_decision_label(verdict, gone['decision'])} by {gone['reviewer']} undone, {state}")
+    current_app.logger.info("review %s of part #%s undone", review_id, id)
+    if request.form.get("back") == "part":
+        return redirect(url_for("web.part", id=id, **filters.query()), 303)
+    return redirect(_queue_at(filters, id), 303)
 
 
 @bp.post("/reviewer")
@@ -214,13 +331,21 @@ def _png(body: bytes) -> Response:
     return Response(body, mimetype="image/png", headers={"Cache-Control": "no-store"})
 
 
+def _size() -> str:
+    """The plot size asked for: "wide" (default, a desktop page) or "narrow" (a phone); 400 for another."""
+    size = request.args.get("size") or "wide"
+    if size not in plots.SIZES:
+        abort(400, description=f"size must be one of {', '.join(plots.SIZES)}")
+    return size
+
+
 @bp.get("/stats/defects.png")
 def defects_png() -> Response:
     """Defects per hour in the range, split by review state."""
-    return _png(plots.defects_png(data.stats_data(ctx().store, _since(), **_place())))
+    return _png(plots.defects_png(data.stats_data(ctx().store, _since(), **_place()), _size()))
 
 
 @bp.get("/stats/scores.png")
 def scores_png() -> Response:
     """The score distribution in the range with the latest threshold."""
-    return _png(plots.scores_png(data.stats_data(ctx().store, _since(), **_place())))
+    return _png(plots.scores_png(data.stats_data(ctx().store, _since(), **_place()), _size()))
