@@ -7,6 +7,7 @@ only here.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import sys
 from collections.abc import Sequence
@@ -322,7 +323,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     cfg = _load_config(args)
     if args.workers is not None:
         if args.workers < 0:
-            raise InspectorError("--workers must be 0 (= number of cores) or more")
+            raise InspectorError("--workers must be 0 (= number of cores plus one) or more")
         cfg = dataclasses.replace(cfg, watch=dataclasses.replace(cfg.watch, workers=args.workers))
     # without a profile nothing can be judged: say so before the service creates the archive folder and the
     # database (a cheap look at the pointer; the service loads and verifies the profile itself)
@@ -330,6 +331,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
     if not (cfg.models.dir / version).is_dir():
         raise ProfileError(f"profile {version} not found in {cfg.models.dir} (named by {profiles.ACTIVE})")
     _setup_logging()
+    # a fatal signal (SIGBUS from a memory-mapped file made unwritable under SQLite, SIGSEGV, SIGABRT) ends the
+    # process at once: leave the reason and the threads' stacks in the log instead of a silent exit 135
+    faulthandler.enable(file=sys.stderr, all_threads=True)
     service = WatchService(cfg, Path(args.dir) if args.dir else None, once=args.once, observer=args.observer)
     return service.run()
 
@@ -960,7 +964,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", nargs="?", help="the folder to watch (default: [watch] dir from the config)")
     p.add_argument("--once", action="store_true", help="judge what is in the folder now, then exit")
     p.add_argument("--observer", choices=["native", "polling"], help="override [watch] observer")
-    p.add_argument("--workers", type=int, help="override [watch] workers (0 = number of cores)")
+    p.add_argument("--workers", type=int, help="override [watch] workers (0 = number of cores plus one)")
     p.set_defaults(func=cmd_watch)
 
     p = sub.add_parser("db", parents=[common], help="database schema: upgrade or show the revision",

@@ -102,3 +102,31 @@ def test_an_idle_watcher_prints_no_throughput_lines(site: Site) -> None:
     finally:
         assert stop(proc) == 0
     assert idle == 0, site.log.read_text()
+
+
+def test_a_watcher_killed_by_a_fatal_signal_says_so_in_its_log(site: Site) -> None:
+    """With the database's -shm file made immutable (chattr +i), SQLite's write into its memory map killed the
+    watcher with SIGBUS (exit 135) and not a line in the log. Such a death cannot be caught, but it can be told:
+    the log names the signal and shows where every thread was."""
+    import signal
+    import subprocess
+
+    proc = start(site)
+    shm = site.db.with_name(site.db.name + "-shm")
+    try:
+        wait_started(site, proc)
+        atomic_drop(site.inbox, "a.jpg", part_jpeg(9_100))
+        wait_for(lambda: len(site.rows()) == 1 and shm.exists(), 60, "one verdict", proc, site)
+        if subprocess.run(["chattr", "+i", str(shm)], capture_output=True).returncode != 0:
+            pytest.skip("chattr +i is not possible here (needs root and a filesystem with the attribute)")
+        atomic_drop(site.inbox, "b.jpg", part_jpeg(9_101))
+        assert proc.wait(timeout=60) == -signal.SIGBUS
+    finally:
+        subprocess.run(["chattr", "-i", str(shm)], capture_output=True)
+        if proc.poll() is None:
+            proc.kill()
+    log = site.log.read_text()
+    assert "Fatal Python error: Bus error" in log and "Thread 0x" in log, log
+    # b is not lost: recorded at most once, its file in the inbox (judged or moved at the next start) or archived
+    assert [r["name"] for r in site.rows()].count("b.jpg") <= 1
+    assert (site.inbox / "b.jpg").exists() or any(p.name == "b.jpg" for p in site.archived_files())
