@@ -164,12 +164,14 @@ def _finite(value: float | None) -> float | None:
     return value if value is None or math.isfinite(value) else None
 
 
-def verdict_message(row: Mapping[str, Any], settings: MqttSettings, now: datetime) -> dict[str, Any]:
-    """The <topic>/verdict payload of one inspection row, as published at `now`."""
+def verdict_message(row: Mapping[str, Any], settings: MqttSettings, now: datetime,
+                    database_id: str | None = None) -> dict[str, Any]:
+    """The <topic>/verdict payload of one inspection row, as published at `now`; `database_id` is the store's
+    identity (a consumer drops a repeat by database_id and result_id: ids start again in a new database)."""
     received = row["received_at"]
     age_s = (now - received).total_seconds()
     return {
-        "result_id": row["id"], "part_id": part_id(row["name"], settings.part_id_regex), "name": row["name"],
+        "result_id": row["id"], "database_id": database_id, "part_id": part_id(row["name"], settings.part_id_regex), "name": row["name"],
         "sha256": row["sha256"], "verdict": row["verdict"], "reason": row["reason"],
         "score": _finite(row["score"]), "threshold": _finite(row["threshold"]),
         "profile_version": row["profile_version"], "received_at": _iso(received),
@@ -233,6 +235,8 @@ class Publisher:
         self._acked: dict[int, bool] = {}  # acknowledged, not yet marked: row id -> late
         self._acked_since = 0.0
         self._sent_upto = 0  # the newest row id handed to the current session
+        self._database_id: str | None = None  # the store's identity, read at the first outbox round
+        self._touched = False  # this round read or wrote the database (so it may say the database is back)
         self._next_poll = 0.0  # monotonic time of the next outbox read without notify()
         self._outbox_session = 0  # the session number the outbox state belongs to
         self._told_broker: str | None = None  # the broker problem last logged (each is logged once)
@@ -452,7 +456,7 @@ class Publisher:
                 self._wake.wait(RETRY_MAX_S)
                 self._wake.clear()
                 continue
-            if not self.status.database_ok:
+            if not self.status.database_ok and self._touched:
                 self.status.database_ok = True
                 self.emit("mqtt", logging.WARNING, "MQTT outbox: database available again; resuming")
             backoff = RETRY_FIRST_S
@@ -471,6 +475,7 @@ class Publisher:
 
     def _round(self, stopping: bool) -> bool:
         """Collect acknowledgements, mark them, publish the next rows; True when nothing is left to do now."""
+        self._touched = False
         session = self._session
         current = session if session is not None and session.up and not session.ended.is_set() else None
         self._collect()
@@ -498,13 +503,16 @@ class Publisher:
     def _publish_next(self, session: _Session) -> bool:
         """Publish the next batch of unpublished rows; True when the batch was full (more may wait)."""
         s = self.settings
-        rows = self.store.unpublished(s.station, s.line, after_id=self._sent_upto, limit=BATCH)
+        if self._database_id is None:
+            self._database_id = self.store.database_id()
+        rows = self.store.unpublished(s.station, s.line, camera=s.camera, after_id=self._sent_upto, limit=BATCH)
+        self._touched = True
         now = datetime.now(timezone.utc)
         for row in rows:
             self._sent_upto = row["id"]
             if row["id"] in self._acked:
                 continue
-            message = verdict_message(row, s, now)
+            message = verdict_message(row, s, now, self._database_id)
             info = session.client.publish(s.subtopic("verdict"), _dumps(message), qos=s.qos, retain=False)
             self._inflight.append((row["id"], info, message["late"]))
         return len(rows) == BATCH
@@ -533,6 +541,7 @@ class Publisher:
             return
         ids = sorted(self._acked)
         self.store.mark_published(ids)
+        self._touched = True
         st = self.status
         st.published += len(ids)
         st.late += sum(1 for i in ids if self._acked[i])

@@ -153,6 +153,16 @@ class Inspection(Base):
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # broker acknowledged it; NULL = in the outbox
 
 
+class DatabaseIdentity(Base):
+    """One row: a random id given to this database when it was created (migration 0005). Inspection ids start
+    again at 1 in a database created anew or restored from a backup; the MQTT consumer tells the two apart by it."""
+
+    __tablename__ = "database_identity"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # always 1
+    uuid: Mapped[str] = mapped_column(String(36))
+
+
 class Review(Base):
     """One operator decision on an inspection; decisions are only ever added, the newest one counts."""
 
@@ -631,24 +641,34 @@ class Store:
     # Rows with published_at NULL are the outbox of the MQTT publisher (inspector/publisher.py): it sends them in id
     # order and marks them once the broker has acknowledged them. Rows from before migration 0005 count as published.
 
-    def _outbox(self, station: str, line: str | None) -> builtins.list[Any]:
-        """The WHERE terms of one station's unpublished rows."""
+    def _outbox(self, station: str, line: str | None, camera: str | None = None) -> builtins.list[Any]:
+        """The WHERE terms of one station's (line's, camera's) unpublished rows."""
         terms = [Inspection.station == station, Inspection.published_at.is_(None)]
-        return terms if line is None else [*terms, Inspection.line == line]
+        if line is not None:
+            terms.append(Inspection.line == line)
+        return terms if camera is None else [*terms, Inspection.camera == camera]
 
-    def unpublished(self, station: str, line: str | None = None, *, after_id: int = 0,
+    def unpublished(self, station: str, line: str | None = None, *, camera: str | None = None, after_id: int = 0,
                     limit: int = 100) -> builtins.list[dict[str, Any]]:
-        """The oldest rows of `station` (and `line`) not yet published, with id > after_id, in id order, at most
-        `limit`."""
+        """The oldest rows of `station` (and `line`, `camera`) not yet published, with id > after_id, in id order,
+        at most `limit`."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
-        stmt = (select(Inspection).where(*self._outbox(station, line), Inspection.id > after_id)
+        stmt = (select(Inspection).where(*self._outbox(station, line, camera), Inspection.id > after_id)
                 .order_by(Inspection.id).limit(limit))
         return self._rows(stmt)
 
-    def count_unpublished(self, station: str, line: str | None = None) -> int:
-        """How many rows of `station` (and `line`) are not yet published."""
-        stmt = select(func.count()).select_from(Inspection).where(*self._outbox(station, line))
+    def database_id(self) -> str:
+        """The random id this database was given when it was created (DatabaseError when it has none)."""
+        with self._guard("read"), Session(self.engine) as session:
+            found = session.scalar(select(DatabaseIdentity.uuid).where(DatabaseIdentity.id == 1))
+        if not found:
+            raise DatabaseError(f"database {self._shown} has no identity row (run `inspector db upgrade`)")
+        return str(found)
+
+    def count_unpublished(self, station: str, line: str | None = None, camera: str | None = None) -> int:
+        """How many rows of `station` (and `line`, `camera`) are not yet published."""
+        stmt = select(func.count()).select_from(Inspection).where(*self._outbox(station, line, camera))
         with self._guard("read"), Session(self.engine) as session:
             return int(session.scalar(stmt) or 0)
 

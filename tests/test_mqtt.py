@@ -293,8 +293,8 @@ def test_verdict_message_carries_the_row_its_latency_and_late() -> None:
     settings = MqttSettings(host="h", port=1883, topic="t", station="s", line="l", camera="c", max_age_s=2.0)
     r = row(4, "s", "l", id=17, received_at=T0, inspected_at=T0 + timedelta(milliseconds=80),
             score=float("nan"))
-    fresh = verdict_message(r, settings, T0 + timedelta(milliseconds=120))
-    assert fresh == {"result_id": 17, "part_id": "part_00004", "name": "part_00004.jpg", "sha256": f"{4:064x}",
+    fresh = verdict_message(r, settings, T0 + timedelta(milliseconds=120), "0f4c6b5e-8d1b-4a55-9a57-5d6a3f2c9e10")
+    assert fresh == {"result_id": 17, "database_id": "0f4c6b5e-8d1b-4a55-9a57-5d6a3f2c9e10", "part_id": "part_00004", "name": "part_00004.jpg", "sha256": f"{4:064x}",
                      "verdict": "defect", "reason": None, "score": None, "threshold": 1.5, "profile_version": "v1",
                      "received_at": "2026-12-01T08:00:00.000+00:00", "inspected_at": "2026-12-01T08:00:00.080+00:00",
                      "latency_ms": 120.0, "station": "s", "line": "l", "camera": "cam-A", "late": False}
@@ -388,6 +388,7 @@ def test_verdicts_state_and_heartbeat_reach_a_subscriber(broker: int, tmp_path: 
             assert (v["name"], v["sha256"], v["verdict"], v["reason"], v["score"], v["threshold"]) == (
                 r["name"], r["sha256"], r["verdict"], r["reason"], r["score"], r["threshold"])
             assert (v["station"], v["line"], v["camera"], v["profile_version"]) == ("st-1", st.line, "cam-A", "v1")
+            assert v["database_id"] == st.store.database_id()
             assert v["part_id"] == r["name"].removesuffix(".jpg") and v["latency_ms"] >= 0
             assert datetime.fromisoformat(v["received_at"]) == r["received_at"].replace(
                 microsecond=r["received_at"].microsecond // 1000 * 1000)
@@ -407,6 +408,57 @@ def test_verdicts_state_and_heartbeat_reach_a_subscriber(broker: int, tmp_path: 
     assert later.messages[0][2] is True
     later.close()
     clear_retained(st.prefix, broker)
+
+
+def test_a_database_created_anew_has_another_identity_so_repeated_ids_are_not_repeats(tmp_path: Path) -> None:
+    """A reviewer reproduced it: after the database was deleted and made again (as the watcher's degraded message
+    advises), ids 1, 2, 3 were published a second time for other parts, and a consumer dropping repeats by
+    result_id dropped real verdicts. Each database gets its own random id, carried by every verdict."""
+    first = Store(f"sqlite:///{tmp_path / 'a.db'}")
+    ident = first.database_id()
+    assert ident == first.database_id() and len(ident) == 36
+    first.close()
+    (tmp_path / "a.db").unlink()
+    again = Store(f"sqlite:///{tmp_path / 'a.db'}")
+    assert again.database_id() != ident
+    again.close()
+
+
+def test_a_publisher_sends_only_its_own_cameras_rows(broker: int, tmp_path: Path) -> None:
+    """Two cameras of one station and line on one database, each with its publisher on a topic of its own: each
+    topic carries its camera's verdicts only (a reviewer found both topics carrying all of them)."""
+    line = f"test-{uuid.uuid4().hex[:10]}"
+    stores, pubs, subs = [], [], []
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    try:
+        for cam in ("cam-A", "cam-B"):
+            folder = tmp_path / cam
+            path = write_config(folder, broker, line, topic="inspector/{line}/{station}/{camera}")
+            path.write_text(path.read_text().replace('url = "sqlite:///inspector.db"', f'url = "{url}"')
+                            .replace('camera = "cam-A"', f'camera = "{cam}"'))
+            cfg = config.load(path)
+            store = Store(cfg.database.url)
+            stores.append(store)
+            subs.append(Subscriber(f"inspector/{line}/st-1/{cam}", broker))
+            pubs.append(open_publisher(cfg, store))
+        ids = {cam: stores[0].record([row(100 + i, "st-1", line, camera=cam)
+                                      for i in range(3 * k, 3 * k + 3)]) for k, cam in enumerate(("cam-A", "cam-B"))}
+        for pub in pubs:
+            pub.notify()
+        for sub, cam in zip(subs, ("cam-A", "cam-B")):
+            wait_until(lambda sub=sub: len(sub.verdicts()) >= 3, 15, f"{cam}'s verdicts")
+        time.sleep(0.5)  # a stray message of the other camera would have arrived by now
+        for sub, cam in zip(subs, ("cam-A", "cam-B")):
+            assert [v["result_id"] for v in sub.verdicts()] == ids[cam]
+            assert {v["camera"] for v in sub.verdicts()} == {cam}
+    finally:
+        for pub in pubs:
+            pub.stop()
+        for sub, cam in zip(subs, ("cam-A", "cam-B")):
+            sub.close()
+            clear_retained(f"inspector/{line}/st-1/{cam}", broker)
+        for store in stores:
+            store.close()
 
 
 def test_a_restart_resumes_from_the_database_and_old_rows_are_not_sent(broker: int, tmp_path: Path) -> None:

@@ -107,7 +107,7 @@ def test_migrations_reach_the_same_schema_on_postgres_and_sqlite(postgres_databa
                     [found] = [c for c in sa.inspect(store.engine).get_columns(table) if c["name"] == column]
                     assert found["type"].timezone is True, (table, column)
     pg, lite = schemas["postgresql"], schemas["sqlite"]
-    assert set(pg) == {"alembic_version", "inspections", "reviews", "claims"}
+    assert set(pg) == {"alembic_version", "inspections", "reviews", "claims", "database_identity"}
     assert pg == lite
     # the comparison has teeth: it sees what the issue cares about
     assert ("uq_inspections_sha256", ("sha256",)) in pg["inspections"]["unique"]
