@@ -166,6 +166,29 @@ def _mqtt_checks(m: MqttConfig) -> list[tuple[bool, str]]:
 
 
 @dataclass(frozen=True)
+class ModbusConfig:
+    """Registers for PLCs that speak no MQTT, over Modbus TCP (inspector/modbus.py); off unless `enabled`."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"  # bind address; Modbus has no authentication: bind a PLC-network address only on purpose
+    port: int = 5020  # 502 (the Modbus port) needs root or CAP_NET_BIND_SERVICE
+    unit_id: int = 1  # the unit (slave) id answered; 0 = every unit id
+    heartbeat_s: float = 1.0  # register 0 counts up this often while the service answers
+
+    def __post_init__(self) -> None:
+        """Range checks; ConfigError naming the key."""
+        for ok, message in [
+            (bool(self.host.strip()), "modbus.host must not be empty (e.g. \"127.0.0.1\" or \"0.0.0.0\")"),
+            (1 <= self.port <= 65535, f"modbus.port must be between 1 and 65535, got {self.port}"),
+            (0 <= self.unit_id <= 255, f"modbus.unit_id must be between 0 and 255, got {self.unit_id}"),
+            (0.05 <= self.heartbeat_s <= 3600, f"modbus.heartbeat_s must be between 0.05 and 3600 seconds, "
+                                               f"got {self.heartbeat_s:g}"),
+        ]:
+            if not ok:
+                raise ConfigError(message)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
@@ -178,6 +201,7 @@ class Config:
     review: ReviewConfig = field(default_factory=ReviewConfig)
     web: WebConfig = field(default_factory=WebConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    modbus: ModbusConfig = field(default_factory=ModbusConfig)
     source: Path | None = None  # the file this was loaded from, if any
 
     @property
@@ -189,6 +213,7 @@ class Config:
 SECTIONS: dict[str, type] = {"profile": ProfileParams, "input": InputConfig, "models": ModelsConfig,
                              "watch": WatchConfig, "database": DatabaseConfig, "station": StationConfig,
                              "mqtt": MqttConfig,
+                             "modbus": ModbusConfig,
                              "review": ReviewConfig, "web": WebConfig}
 
 

@@ -50,6 +50,7 @@ from inspector.folderlock import FolderBusy, FolderLock
 from inspector.overlay import overlay
 from inspector.pipeline import Inspector, Verdict
 from inspector.publisher import NullPublisher, Publisher, open_publisher
+from inspector.modbus import ModbusServer, NullModbus, open_modbus
 from inspector.store import DatabaseError, Store
 from inspector.text import escape_controls
 from inspector.watcher import (
@@ -236,6 +237,7 @@ class WatchService:
                                    busy_timeout_s=cfg.database.busy_timeout_ms / 1000)
         self.archiver = Archiver(self.archive_root, self._emit)
         self.publisher: Publisher | NullPublisher = NullPublisher()  # verdicts to the line (MQTT), started in run()
+        self.modbus: ModbusServer | NullModbus = NullModbus()  # registers for PLCs (Modbus TCP), started in run()
         self.rechecks = Rechecks(wait=not once)  # provisional rejections (empty, truncated ...) of this run
         self._inflight: set[str] = set()
         self._dirty: set[str] = set()  # in flight, and an event said the file changed again meanwhile
@@ -315,6 +317,8 @@ class WatchService:
             t.start()
         try:
             self.publisher = open_publisher(self.cfg, self.store, counters=self._counters, emit=self._emit)
+            self.modbus = open_modbus(self.cfg, emit=self._emit, counters=lambda: {
+                **self._counters(), "running": self.ready.is_set() and not self._stop.is_set()})
             self._cleanup_overlay_temps()
             if not self.once:
                 self.observer = self._start_observer()
@@ -336,6 +340,7 @@ class WatchService:
             self._results.put(_STOP)
             committer.join()
             self.publisher.stop()  # sends what is left, then state offline
+            self.modbus.stop()  # ready 0 (already since the stop began), then the port closes
             for sig, old in restore.items():
                 signal.signal(sig, old)
             self.store.close()
@@ -725,6 +730,7 @@ class WatchService:
         if new:
             self.committer.record(new)
             self.publisher.notify()  # committed: the outbox has new rows
+            self.modbus.record([o.row for o in new if o.row is not None])  # committed: last result, counts
         for o in new:
             if o.row is None and o.target:  # the same content was recorded meanwhile (another copy in flight)
                 self.archiver.unreserve(o.target)

@@ -130,3 +130,103 @@ def test_a_watcher_killed_by_a_fatal_signal_says_so_in_its_log(site: Site) -> No
     # b is not lost: recorded at most once, its file in the inbox (judged or moved at the next start) or archived
     assert [r["name"] for r in site.rows()].count("b.jpg") <= 1
     assert (site.inbox / "b.jpg").exists() or any(p.name == "b.jpg" for p in site.archived_files())
+
+
+class Plc:
+    """The line's side of the fail-safe in the README ("Fail-safe: how a PLC should use this"), reading the
+    station's topics: the line may run while `state` is online and a heartbeat came within STALL_BEATS x
+    heartbeat_s; a part passes only on an `ok` verdict for its part_id (not late, repeats dropped by result_id)
+    within its window, and is rejected otherwise."""
+
+    STALL_BEATS = 5
+
+    def __init__(self, prefix: str, heartbeat_s: float) -> None:
+        self.sub = Subscriber(prefix)
+        self.stall_s = self.STALL_BEATS * heartbeat_s
+
+    def state(self) -> str | None:
+        states = self.sub.payloads("state")
+        return states[-1] if states else None
+
+    def beats(self) -> list[float]:
+        """Arrival times (monotonic) of the heartbeats so far."""
+        with self.sub.lock:
+            return [t for leaf, _, _, t in self.sub.messages if leaf == "heartbeat"]
+
+    def heartbeat_stalled(self) -> bool:
+        beats = self.beats()
+        return not beats or time.monotonic() - beats[-1] > self.stall_s
+
+    def line_ok(self) -> bool:
+        return self.state() == "online" and not self.heartbeat_stalled()
+
+    def verdict(self, part: str) -> dict | None:
+        """The first verdict message for `part` (a repeat of a result_id is the same message)."""
+        first: dict[int, dict] = {}
+        for v in self.sub.verdicts():
+            first.setdefault(v["result_id"], v)
+        return next((v for v in first.values() if v["part_id"] == part), None)
+
+    def at_gate(self, part: str, window_s: float) -> str:
+        """Wait up to the part's window for its verdict: "pass" on ok in time, "reject" on anything else."""
+        deadline = time.monotonic() + window_s
+        while (v := self.verdict(part)) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return "pass" if v is not None and v["verdict"] == "ok" and not v["late"] else "reject"
+
+
+def test_a_plc_sees_a_hung_watcher_stall_recover_and_a_killed_one_go_offline(site: Site) -> None:
+    """The fail-safe as a PLC lives it, against a real watcher and the machine's broker: parts are judged while
+    the line is ok; a SIGSTOPped watcher's heartbeat stalls (and the last will turns it offline), a part arriving
+    then gets no verdict within its window and is rejected by the PLC's timeout; after SIGCONT heartbeats and
+    `online` come back and the held part's verdict still arrives; a SIGKILLed watcher leaves `offline` retained.
+    Bounds are liveness bounds (tens of seconds), never timings."""
+    import signal
+
+    if not reachable(*BROKER):
+        pytest.skip("no MQTT broker at 127.0.0.1:1883 (Debian package mosquitto)")
+    line = f"test-{uuid.uuid4().hex[:10]}"
+    heartbeat_s = 0.3
+    site.write_config()
+    text = site.config.read_text().replace('line = "L1"', f'line = "{line}"')
+    site.config.write_text(text + f'\n[mqtt]\nurl = "mqtt://{BROKER[0]}:{BROKER[1]}"\nheartbeat_s = {heartbeat_s}\n'
+                                  'keepalive_s = 1\nmax_age_s = 60\n')  # a window far beyond any load
+    prefix = f"inspector/{line}/test-station"
+    plc = Plc(prefix, heartbeat_s)
+    proc = start(site)
+    try:
+        wait_started(site, proc)
+        wait_for(plc.line_ok, 30, "state online and heartbeats", proc, site)
+        atomic_drop(site.inbox, "SN-0001.jpg", part_jpeg(9_200))
+        assert plc.at_gate("SN-0001", window_s=60) == "pass"
+
+        proc.send_signal(signal.SIGSTOP)  # the watcher hangs
+        wait_for(plc.heartbeat_stalled, 30, "the heartbeat to stall while the watcher is stopped", proc, site)
+        assert not plc.line_ok()
+        wait_for(lambda: plc.state() == "offline", 30, "the last will (offline) after keepalive", proc, site)
+        atomic_drop(site.inbox, "SN-0002.jpg", part_jpeg(9_201))
+        assert plc.at_gate("SN-0002", window_s=2) == "reject"  # no verdict can come: the PLC's timeout rejects
+        beats = len(plc.beats())
+        time.sleep(1.0)
+        assert len(plc.beats()) == beats, "a heartbeat from a stopped watcher"
+
+        proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: len(plc.beats()) > beats and plc.line_ok(), 60, "heartbeats and online again", proc, site)
+        wait_for(lambda: plc.verdict("SN-0002"), 60, "the held part's verdict after the resume", proc, site)
+
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        wait_for(lambda: plc.state() == "offline", 30, "state offline after SIGKILL (last will)")
+        wait_for(plc.heartbeat_stalled, 30, "no heartbeat from a killed watcher")
+        later = Subscriber(prefix)  # a PLC that connects now learns it from the retained state
+        try:
+            wait_for(lambda: later.payloads("state") == ["offline"], 10, "retained offline for a new subscriber")
+        finally:
+            later.close()
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+            proc.kill()
+            proc.wait(30)
+        plc.sub.close()
+        clear_retained(prefix)

@@ -4,10 +4,15 @@ No speed is asserted here; the benchmark reports ratios, it is never a timed tes
 from __future__ import annotations
 
 import math
+import socket
 import tempfile
+import threading
+import time
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from inspector.tooling import watchbench
 from inspector.cli import build_parser
@@ -31,6 +36,70 @@ def test_watch_bench_runs_small_and_cleans_up(tmp_path: Path, monkeypatch: pytes
     assert sum(result["verdicts"].values()) == 60 and result["verdicts"].get("rejected", 0) == 0
     assert any(m.startswith("throughput phase") for m in messages)
     assert result["folder"] is None and not any(tmp_path.iterdir())
+
+
+def _broker_up() -> bool:
+    """Something accepts TCP connections at the bench's default broker."""
+    try:
+        with socket.create_connection(("127.0.0.1", 1883), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _retained_state(topic: str) -> list[bytes]:
+    """Retained messages on <topic>/state a fresh subscriber gets (waits a second for them)."""
+    got: list[bytes] = []
+    subscribed = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{topic}/state", qos=1)
+    client.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
+    client.on_message = lambda c, u, msg: got.append(msg.payload) if msg.retain else None
+    client.connect("127.0.0.1", 1883, keepalive=10)
+    client.loop_start()
+    try:
+        assert subscribed.wait(10), "no SUBACK"
+        time.sleep(1.0)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return got
+
+
+def test_watch_bench_measures_publish_latency_through_the_local_broker(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """File complete -> verdict message at a subscriber: measured in the latency phase, for every one of its
+    files, never before the verdict was committed; the run's retained state is gone from the broker after."""
+    if not _broker_up():
+        pytest.skip("no MQTT broker at 127.0.0.1:1883 (Debian package mosquitto)")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    messages: list[str] = []
+    result = watchbench.run(parts=12, rss_parts=40, latency_parts=10, max_backlog=12, size=(640, 480),
+                            log=messages.append)
+    assert result["publish_latency_reason"] is None, result
+    for key in ("publish_latency_p50_ms", "publish_latency_p99_ms"):
+        assert isinstance(result[key], float) and math.isfinite(result[key]) and result[key] > 0, (key, result)
+    assert result["publish_latency_p99_ms"] >= result["publish_latency_p50_ms"]
+    # each file's message leaves after its commit, so every percentile lies at or above the commit latency's
+    assert result["publish_latency_p50_ms"] >= result["latency_p50_ms"]
+    assert result["publish_latency_p99_ms"] >= result["latency_p99_ms"]
+    assert result["publish_received"] == 10 and result["rows_ok"] is True and result["watcher_exit"] == 0
+    topic = result["mqtt_topic"]
+    assert result["mqtt_url"] == "mqtt://127.0.0.1:1883" and topic.startswith("inspector/watchbench-")
+    assert any(m.startswith("MQTT on") for m in messages)
+    assert _retained_state(topic) == []  # the bench cleared what the watcher left
+
+
+def test_an_unreachable_or_missing_broker_turns_mqtt_off_with_a_reason() -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mqtt_, why = watchbench.probe_broker(f"mqtt://127.0.0.1:{port}", "line-x")
+    assert mqtt_ is None and why is not None and "no broker reachable" in why
+    assert watchbench.probe_broker("", "line-x") == (None, "MQTT off: no broker URL given")
+    found, why = watchbench.probe_broker("mqtt://127.0.0.1:1883", "line-x") if _broker_up() else (None, None)
+    if found is not None:
+        assert why is None and found.prefix == "inspector/line-x/watchbench"
 
 
 def test_bench_help_mentions_watch(capsys: pytest.CaptureFixture[str]) -> None:

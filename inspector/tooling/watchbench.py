@@ -8,7 +8,16 @@ Everything happens in a fresh temporary folder (removed at the end unless `keep`
   one's does. That would overweight the overlay path, so the bench trains at the size it drops.)
   config.toml points [models], [database] (SQLite) and [watch] dir/archive_dir/overlays_dir into the
   folder; every other key keeps its default (settle_s 1.0, workers 0 = one per core, batch_size 64),
-  except stats_every_s = 10 (a throughput line in the watcher log).
+  except stats_every_s = 10 (a throughput line in the watcher log). [station] line is unique per run
+  ("watchbench-" and 12 random hex digits), and so is the MQTT topic prefix inspector/<line>/watchbench:
+  runs on a shared broker never mix.
+* MQTT. When a TCP connection to the broker (`mqtt_url`, default mqtt://127.0.0.1:1883) succeeds before the
+  run, config.toml gets [mqtt] url and that topic (every other [mqtt] key at its default: QoS 1, heartbeat
+  1 s), so the watcher publishes every verdict, its retained state and heartbeats throughout the run, and
+  every figure below is measured with MQTT on (the figures mqtt_url and mqtt_topic name them). When it fails
+  (or mqtt_url is empty), the watcher runs without [mqtt]; mqtt_url, mqtt_topic, publish_received,
+  publish_latency_p50_ms and publish_latency_p99_ms are null and publish_latency_reason says why (it is
+  null when they were measured).
 * Files. 16 distinct 2592x1944 JPEGs are rendered with `synthetic.make_part` at full size, as
   `inspector bench` does (sensor noise at full resolution; 12 good, one of each defect type, so a quarter
   of the parts are defects and get an overlay). Each dropped file is one of them with a JPEG COM segment
@@ -33,6 +42,14 @@ Everything happens in a fresh temporary folder (removed at the end unless `keep`
   commit) - the wall time the bench's rename returned (same machine clock); latency_p50_ms and
   latency_p99_ms are percentiles of that. latency_p50/p99_detect_ms: the part before the watcher found
   the file complete (received_at - rename time), for diagnosis.
+  publish_latency_p50_ms / publish_latency_p99_ms (MQTT on): file complete -> verdict message received by a
+  subscriber. A paho-mqtt client in the bench process subscribes to <topic>/verdict (QoS 1) before the
+  latency phase; its network thread notes the wall time each message arrives (the JSON is parsed later).
+  Per latency-phase file: first arrival of a message with its name and the sha256 of its dropped bytes -
+  the wall time the rename returned (same clock as above). The bench waits up to PUBLISH_WAIT_S for every
+  file's message; publish_received counts the files matched. If any is missing or carries another sha256,
+  the two figures are null and publish_latency_reason says how many. The subscriber disconnects before the
+  memory phase.
 * Memory phase. The same watcher process keeps receiving files (as fast as the backlog allows) until
   `rss_parts` parts in total (warm-up included) have been committed. Its VmRSS (/proc/PID/status) is
   sampled the first time the bench sees the committed count at or above 1,000 (rss_parts/10 when that is
@@ -42,6 +59,8 @@ Everything happens in a fresh temporary folder (removed at the end unless `keep`
   once a second, so disk use stays bounded (overlays, a few KB each, are kept).
 * End. SIGTERM; watcher_exit must be 0. rows_ok is true when the database holds exactly one row per
   dropped file and their sha256 values are exactly those of the dropped bytes (recomputed after the stop).
+  With MQTT on, the retained <topic>/state the watcher left ("offline" after its clean stop) is cleared
+  (an empty retained message), so the broker keeps nothing of the run.
 
 The database is read with plain sqlite3 (read-only), never through the code under test. Nothing here is a
 pass/fail test: the figures are reported, the goals (watch_over_decode >= 0.8, rss_growth <= 0.10) are
@@ -51,17 +70,22 @@ for the reader to compare.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -69,8 +93,8 @@ import cv2
 import numpy as np
 
 from inspector import pipeline, profiles
-from inspector.config import InputConfig
-from inspector.errors import InspectorError
+from inspector.config import InputConfig, mqtt_address
+from inspector.errors import ConfigError, InspectorError
 from inspector.profile import ProfileParams
 from inspector.synthetic import DEFECTS, make_part
 
@@ -81,6 +105,8 @@ DECODE_FILES = 256
 DECODE_REPS = 3
 STALL_S = 120.0  # no new verdict for this long while some are expected: the bench gives up
 PROGRESS_S = 2.0
+BROKER_URL = "mqtt://127.0.0.1:1883"  # the bench's watcher publishes here when something listens
+PUBLISH_WAIT_S = 60.0  # after the latency phase's last commit, at most this long for its verdict messages
 
 Log = Callable[[str], None]
 
@@ -147,14 +173,17 @@ def train_profile(models: Path, params: ProfileParams, size: tuple[int, int], th
     return version
 
 
-def write_config(root: Path) -> Path:
-    """The site's config.toml (relative paths resolve against root)."""
-    text = "\n".join([
+def write_config(root: Path, line: str = "line-1", mqtt: Mqtt | None = None) -> Path:
+    """The site's config.toml (relative paths resolve against root); with [mqtt] when `mqtt` is given."""
+    lines = [
         "[models]", 'dir = "models"', "",
         "[database]", 'url = "sqlite:///inspector.db"', "",
-        "[station]", 'name = "watchbench"', "",
+        "[station]", 'name = "watchbench"', f'line = "{line}"', "",
         "[watch]", 'dir = "inbox"', 'archive_dir = "archive"', 'overlays_dir = "overlays"', "stats_every_s = 10.0",
-    ]) + "\n"
+    ]
+    if mqtt is not None:
+        lines += ["", "[mqtt]", f'url = "mqtt://{mqtt.host}:{mqtt.port}"', f'topic = "{mqtt.prefix}"']
+    text = "\n".join(lines) + "\n"
     path = root / "config.toml"
     path.write_text(text)
     (root / "inbox").mkdir()
@@ -170,6 +199,98 @@ def make_bases(size: tuple[int, int], threads: int) -> list[bytes]:
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         return list(pool.map(one, range(len(kinds))))
+
+
+# ---------------------------------------------------------------------------------------------- MQTT
+
+
+@dataclass(frozen=True)
+class Mqtt:
+    """The broker the bench's watcher publishes to, and the run's own topic prefix."""
+
+    host: str
+    port: int
+    prefix: str  # inspector/<unique line>/watchbench
+
+
+def probe_broker(url: str | None, line: str) -> tuple[Mqtt | None, str | None]:
+    """(the broker and topic prefix, None) when a TCP connection to `url` succeeds; (None, why) otherwise."""
+    if not url:
+        return None, "MQTT off: no broker URL given"
+    try:
+        tls, host, port = mqtt_address(url)
+    except ConfigError as exc:
+        return None, f"MQTT off: {exc}"
+    if tls:
+        return None, f"MQTT off: the bench connects without TLS, and {url} is mqtts://"
+    try:
+        with socket.create_connection((host, port), timeout=2.0):
+            pass
+    except OSError as exc:
+        return None, f"MQTT off: no broker reachable at {url} ({exc.strerror or exc})"
+    return Mqtt(host, port, f"inspector/{line}/watchbench"), None
+
+
+def _client(tag: str):  # -> paho.mqtt.client.Client (imported here: the bench without MQTT needs no paho)
+    """A fresh MQTT 3.1.1 paho client with a clean session."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    return mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"watchbench-{tag}-{uuid.uuid4().hex[:8]}",
+                       clean_session=True, protocol=mqtt.MQTTv311)
+
+
+class VerdictListener:
+    """A subscriber on <prefix>/verdict (QoS 1) noting the wall time each message arrives (parsed later)."""
+
+    def __init__(self, mqtt: Mqtt, timeout_s: float = 10.0):
+        """Connect and subscribe; InspectorError when there is no SUBACK within timeout_s."""
+        self.got: list[tuple[float, bytes]] = []  # (time.time() at arrival, payload); appended by paho's thread
+        subscribed = threading.Event()
+        topic = f"{mqtt.prefix}/verdict"
+        self.client = _client("sub")
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
+        self.client.on_message = lambda c, u, msg: self.got.append((time.time(), msg.payload))
+        try:
+            self.client.connect(mqtt.host, mqtt.port, keepalive=30)
+        except OSError as exc:
+            raise InspectorError(f"the bench's subscriber cannot connect: {exc}") from None
+        self.client.loop_start()
+        if not subscribed.wait(timeout_s):
+            self.close()
+            raise InspectorError(f"the bench's subscriber got no SUBACK for {topic} within {timeout_s:.0f} s")
+
+    def arrivals(self) -> dict[str, tuple[float, str | None]]:
+        """name -> (wall time of its first message, that message's sha256)."""
+        first: dict[str, tuple[float, str | None]] = {}
+        for at, payload in list(self.got):
+            try:
+                msg = json.loads(payload)
+            except ValueError:
+                continue
+            if isinstance(msg, dict) and isinstance(msg.get("name"), str):
+                first.setdefault(msg["name"], (at, msg.get("sha256")))
+        return first
+
+    def close(self) -> None:
+        """Disconnect and stop the network thread."""
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def clear_state(mqtt: Mqtt) -> None:
+    """Remove the run's retained <prefix>/state from the broker (an empty retained message); best effort."""
+    client = _client("clear")
+    try:
+        client.connect(mqtt.host, mqtt.port, keepalive=10)
+        client.loop_start()
+        client.publish(f"{mqtt.prefix}/state", b"", qos=1, retain=True).wait_for_publish(5)
+        client.disconnect()
+    except (OSError, RuntimeError, ValueError):
+        pass
+    finally:
+        client.loop_stop()
 
 
 # ---------------------------------------------------------------------------------------------- decode floor
@@ -243,8 +364,10 @@ def stop_watcher(proc: subprocess.Popen, timeout: float = 120.0) -> int:
 class Bench:
     """One benchmark run against one watcher process: drops files, follows the database, samples memory."""
 
-    def __init__(self, root: Path, bases: list[bytes], rss_points: tuple[int, int], log: Log):
+    def __init__(self, root: Path, bases: list[bytes], rss_points: tuple[int, int], log: Log,
+                 mqtt: Mqtt | None = None):
         self.root = root
+        self.mqtt = mqtt
         self.inbox = root / "inbox"
         self.archive = root / "archive"
         self.log_path = root / "watch.log"
@@ -384,6 +507,35 @@ class Bench:
         detect = [(_utc_epoch(rows[n][0]) - self.renamed_at[n]) * 1000.0 for n in names]
         return total, detect
 
+    def publish_latencies(self, listener: VerdictListener, names: list[str]) -> dict:
+        """Wait (up to PUBLISH_WAIT_S) for each file's verdict message; file complete -> received, in ms."""
+        deadline = time.monotonic() + PUBLISH_WAIT_S
+        while len(listener.arrivals().keys() & set(names)) < len(names) and time.monotonic() < deadline:
+            self._check_alive()
+            time.sleep(0.05)
+        got = listener.arrivals()
+        ms, missing, wrong = [], 0, 0
+        for name in names:
+            if name not in got:
+                missing += 1
+                continue
+            n = int(name[len("part-"):-len(".jpg")])
+            at, sha = got[name]
+            if sha != _sha256(tagged(self.bases[n % len(self.bases)], n)):
+                wrong += 1
+                continue
+            ms.append((at - self.renamed_at[name]) * 1000.0)
+        out: dict = {"publish_received": len(ms)}
+        if missing or wrong:
+            out.update(publish_latency_p50_ms=None, publish_latency_p99_ms=None,
+                       publish_latency_reason=f"of {len(names)} latency-phase files, {missing} had no verdict "
+                                              f"message within {PUBLISH_WAIT_S:.0f} s and {wrong} one with "
+                                              "another sha256")
+        else:
+            out.update(publish_latency_p50_ms=_percentile(ms, 50), publish_latency_p99_ms=_percentile(ms, 99),
+                       publish_latency_reason=None)
+        return out
+
     def rows_ok(self, total: int) -> bool:
         """Exactly one row per dropped file, carrying exactly the sha256 values of the dropped bytes."""
         rows = self.query("SELECT name, sha256 FROM inspections")
@@ -414,13 +566,15 @@ def _sha256(pieces: list[bytes | memoryview]) -> str:
 
 def run(parts: int = 2000, rss_parts: int = 10_000, max_backlog: int = 400, latency_parts: int = 300,
         keep: bool = False, params: ProfileParams | None = None, size: tuple[int, int] = FIVE_MP,
-        log: Log = lambda s: None) -> dict:
-    """Run the whole benchmark in a temporary folder and return its figures (see the module docstring)."""
+        log: Log = lambda s: None, mqtt_url: str | None = BROKER_URL) -> dict:
+    """Run the whole benchmark in a temporary folder and return its figures (see the module docstring).
+    The watcher publishes over MQTT to `mqtt_url` when a broker answers there (None or "": never)."""
     if min(parts, rss_parts, max_backlog, latency_parts) < 1:
         raise InspectorError("--parts, --latency-parts, --rss-parts and --max-backlog must be at least 1")
     root = Path(tempfile.mkdtemp(prefix="inspector-watchbench-"))
     try:
-        result = _run_in(root, parts, rss_parts, max_backlog, latency_parts, params or ProfileParams(), size, log)
+        result = _run_in(root, parts, rss_parts, max_backlog, latency_parts, params or ProfileParams(), size, log,
+                         mqtt_url)
     finally:
         if keep:
             log(f"kept {root}")
@@ -431,27 +585,36 @@ def run(parts: int = 2000, rss_parts: int = 10_000, max_backlog: int = 400, late
 
 
 def _run_in(root: Path, parts: int, rss_parts: int, max_backlog: int, latency_parts: int, params: ProfileParams,
-            size: tuple[int, int], log: Log) -> dict:
+            size: tuple[int, int], log: Log, mqtt_url: str | None) -> dict:
     """The benchmark proper, in `root`: prepare, decode reference, watcher phases, decode reference, checks."""
     cores = os.cpu_count() or 1
-    config, bases = _prepare(root, params, size, cores, log)
+    line = f"watchbench-{uuid.uuid4().hex[:12]}"
+    mqtt, why = probe_broker(mqtt_url, line)
+    log(why or f"MQTT on: the watcher publishes to {mqtt_url} under {mqtt.prefix}")
+    config, bases = _prepare(root, params, size, cores, log, line, mqtt)
     log(f"decode-only reference ({DECODE_FILES} files, {cores} threads) ...")
     full, reduced = decode_rates(bases, cores, DECODE_REPS)
     log(f"decode-only: {statistics.median(full):.1f} images/s full, {statistics.median(reduced):.1f} reduced")
     total = max(rss_parts, len(bases) + parts + latency_parts)
-    bench = Bench(root, bases, (min(1000, max(1, rss_parts // 10)), rss_parts), log)
+    bench = Bench(root, bases, (min(1000, max(1, rss_parts // 10)), rss_parts), log, mqtt)
     try:
         bench.start(config)
         figures = _watch_phases(bench, parts, latency_parts, total, max_backlog, log)
     finally:
         exit_code = bench.stop()
+        if mqtt is not None:
+            clear_state(mqtt)
+    if mqtt is None:
+        figures.update(publish_latency_p50_ms=None, publish_latency_p99_ms=None, publish_latency_reason=why,
+                       publish_received=None)
     log("decode-only reference again, watcher stopped ...")
     full2, reduced2 = decode_rates(bases, cores, DECODE_REPS)
     decode = statistics.median(full + full2)
     log("checking rows against the dropped files ...")
     out = {"watch_images_per_s": figures["watch_images_per_s"], "decode_images_per_s": decode,
            "watch_over_decode": figures["watch_images_per_s"] / decode}
-    for key in ("latency_p50_ms", "latency_p99_ms", "rss_mb_1k", "rss_mb_10k", "rss_growth"):
+    for key in ("latency_p50_ms", "latency_p99_ms", "publish_latency_p50_ms", "publish_latency_p99_ms",
+                "publish_latency_reason", "rss_mb_1k", "rss_mb_10k", "rss_growth"):
         out[key] = figures.pop(key)
     return {
         **out,
@@ -464,17 +627,19 @@ def _run_in(root: Path, parts: int, rss_parts: int, max_backlog: int, latency_pa
         "reduced_decode_images_per_s": statistics.median(reduced + reduced2),
         "image_mb": statistics.median(len(b) for b in bases) / 1e6,
         "image_size": f"{size[0]}x{size[1]}",
+        "mqtt_url": f"mqtt://{mqtt.host}:{mqtt.port}" if mqtt is not None else None,
+        "mqtt_topic": mqtt.prefix if mqtt is not None else None,
         "watcher_exit": exit_code,
         "inbox_left": sum(1 for p in (root / "inbox").iterdir() if not p.name.startswith(".")),
     }
 
 
-def _prepare(root: Path, params: ProfileParams, size: tuple[int, int], cores: int,
-             log: Log) -> tuple[Path, list[bytes]]:
+def _prepare(root: Path, params: ProfileParams, size: tuple[int, int], cores: int, log: Log, line: str,
+             mqtt: Mqtt | None) -> tuple[Path, list[bytes]]:
     """Train and activate the profile, write the config, render the base JPEGs."""
     log(f"training a profile on {N_TRAIN} generated good parts at {size[0]}x{size[1]} ...")
     train_profile(root / "models", params, size, cores)
-    config = write_config(root)
+    config = write_config(root, line, mqtt)
     log(f"generating {N_GOOD_BASES + len(DEFECTS)} base JPEGs at {size[0]}x{size[1]} ...")
     return config, make_bases(size, cores)
 
@@ -488,12 +653,20 @@ def _watch_phases(bench: Bench, parts: int, latency_parts: int, total: int, max_
     log(f"throughput phase: dropping {parts} files (backlog at most {max_backlog}) ...")
     out = _throughput(bench, warm + parts, max_backlog)
     rate = out["watch_images_per_s"]
-    log(f"throughput: {rate:.1f} parts/s; latency phase: {latency_parts} files at {rate / 2:.1f}/s ...")
-    names = bench.drop_paced(latency_parts, rate / 2, "latency")
-    bench.wait_committed(warm + parts + latency_parts, "latency")
-    total_ms, detect_ms = bench.latencies(names)
-    out.update(latency_p50_ms=_percentile(total_ms, 50), latency_p99_ms=_percentile(total_ms, 99),
-               latency_p50_detect_ms=_percentile(detect_ms, 50), latency_p99_detect_ms=_percentile(detect_ms, 99))
+    listener = VerdictListener(bench.mqtt) if bench.mqtt is not None else None
+    try:
+        log(f"throughput: {rate:.1f} parts/s; latency phase: {latency_parts} files at {rate / 2:.1f}/s ...")
+        names = bench.drop_paced(latency_parts, rate / 2, "latency")
+        bench.wait_committed(warm + parts + latency_parts, "latency")
+        total_ms, detect_ms = bench.latencies(names)
+        out.update(latency_p50_ms=_percentile(total_ms, 50), latency_p99_ms=_percentile(total_ms, 99),
+                   latency_p50_detect_ms=_percentile(detect_ms, 50),
+                   latency_p99_detect_ms=_percentile(detect_ms, 99))
+        if listener is not None:
+            out.update(bench.publish_latencies(listener, names))
+    finally:
+        if listener is not None:
+            listener.close()
     log(f"memory phase: dropping up to {total} files in total ...")
     bench.drop_fast(total, max_backlog, "memory", total)
     bench.wait_committed(total, "memory")
