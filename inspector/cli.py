@@ -419,19 +419,14 @@ def _require_database(cfg) -> None:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
-    from inspector.store import DatabaseError
+    from inspector.store import DatabaseError, sqlite_file
 
     try:
         url = make_url(cfg.database.url)
     except ArgumentError:  # the Store says so, in one line
         return
-    if url.get_backend_name() != "sqlite":
-        return
-    name = url.database or ""
-    if name in ("", ":memory:") or name.startswith("file:") or url.query.get("uri") == "true":
-        return
-    path = Path(name)
-    if not path.exists():
+    path = sqlite_file(url) if url.get_backend_name() == "sqlite" else None
+    if path is not None and not path.exists():
         raise DatabaseError(f"no database at {path} ({_config_named(cfg)}); nothing has been recorded there: "
                             "check the config, or record parts first with `inspector watch`")
 
@@ -445,12 +440,13 @@ def _open_store(cfg):
     return Store(cfg.database.url, busy_timeout_ms=cfg.database.busy_timeout_ms)
 
 
-_DB_INT_MAX = 2**63 - 1  # the largest integer a database column holds (SQLite INTEGER, PostgreSQL bigint)
 
 
 def _is_id(value: int) -> bool:
     """Whether value can be an inspection id at all (1 .. 2**63-1); no row has any other."""
-    return 1 <= value <= _DB_INT_MAX
+    from inspector.store import MAX_ID
+
+    return 1 <= value <= MAX_ID
 
 
 def _check_choice(option: str, value: str | None, choices: Sequence[str]) -> None:
@@ -465,7 +461,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     cfg = _load_config(args)
     if args.limit is not None and args.limit < 1:
         raise InspectorError("--limit must be at least 1")
-    limit = None if args.limit is None or args.limit > _DB_INT_MAX else args.limit  # more than any table holds
+    from inspector.store import MAX_ID
+
+    limit = None if args.limit is None or args.limit > MAX_ID else args.limit  # more than any table holds
     _check_choice("--reviewed", args.reviewed, _DECISIONS)
     since = parse_since(args.since) if args.since else None
     with _open_store(cfg) as store:

@@ -65,6 +65,7 @@ VERDICTS = ("ok", "defect", "rejected")
 IN_CHUNK = 500  # max sha256 values per IN (...) list
 _INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 CONNECT_TIMEOUT_S = 10  # PostgreSQL: seconds to wait for a server before giving up (libpq waits forever)
+MAX_ID = 2**63 - 1  # the largest integer an id column holds (SQLite INTEGER, PostgreSQL bigint)
 HEAD = "0005"  # the newest migration in inspector/migrations/versions (a test keeps the two in step)
 VERSION_TABLE = "alembic_version"
 MIGRATION_LOCK = 0x696E_7370_6563_7472  # PostgreSQL advisory lock key held while migrating ("inspectr")
@@ -235,7 +236,7 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _sqlite_file(url: URL) -> Path | None:
+def sqlite_file(url: URL) -> Path | None:
     """The database file of a SQLite URL, or None for in-memory and URI-style databases."""
     db = url.database or ""
     if db in ("", ":memory:") or db.startswith("file:") or url.query.get("uri") == "true":
@@ -322,7 +323,7 @@ class Store:
         self.dialect: str = parsed.get_backend_name()
         self._shown = parsed.render_as_string(hide_password=True)
         # the SQLite file (None for PostgreSQL and in-memory databases)
-        self.file: Path | None = _sqlite_file(parsed) if self.dialect == "sqlite" else None
+        self.file: Path | None = sqlite_file(parsed) if self.dialect == "sqlite" else None
         self.create_missing = True  # may a connection create a missing SQLite file (see refuse_to_create)
         self.engine = self._create_engine(parsed, busy_timeout_ms, pool_size)
         self._writer = self.engine.execution_options(immediate=True)
@@ -355,7 +356,7 @@ class Store:
     def _create_engine(self, parsed: URL, busy_timeout_ms: int, pool_size: int) -> Engine:
         """The engine: on SQLite with its folder created and the connection events installed, on PostgreSQL
         with pre-ping and a connect timeout."""
-        path = _sqlite_file(parsed) if self.dialect == "sqlite" else None
+        path = sqlite_file(parsed) if self.dialect == "sqlite" else None
         if path is not None:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)

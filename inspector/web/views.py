@@ -15,7 +15,7 @@ from flask import (Blueprint, Response, abort, current_app, flash, redirect, ren
                    session, url_for)
 
 from inspector.config import Config
-from inspector.store import DECISIONS, Store
+from inspector.store import DECISIONS, MAX_ID, Store
 from inspector.web import data, files, plots, regions
 
 bp = Blueprint("web", __name__)
@@ -23,7 +23,7 @@ bp = Blueprint("web", __name__)
 REVIEWER_COOKIE = "inspector_reviewer"
 MAX_NOTE = 500
 MAX_REVIEWER = 64  # the reviews.reviewer column
-ID = "<int(max=9223372036854775807):id>"  # SQLite's largest integer; anything else is a 404 before the query
+ID = f"<int(max={MAX_ID}):id>"  # the largest id a row can have; anything else is a 404 before the query
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,6 @@ def current_reviewer() -> str:
             or "operator")
 
 
-MAX_ID = 9223372036854775807
 UNDOABLE = 20  # the newest reviews of a session that its Undo may take back
 
 
@@ -196,7 +195,7 @@ def _decision_label(verdict: str, decision: str) -> str:
     return "missed defect" if decision == "defect" else "confirmed good"
 
 
-@bp.post("/reviews/<int(max=9223372036854775807):review_id>/undo")
+@bp.post(f"/reviews/<int(max={MAX_ID}):review_id>/undo")
 def undo(review_id: int) -> Response:
     """Take back a review this browser just recorded (one of its newest), while it still is the newest decision on
     its part: the part is back to its previous decision, or to not reviewed. Back to where the Undo was."""
