@@ -403,6 +403,8 @@ def _validate(p: ProfileParams) -> None:
         (0.0 < p.max_exposure_change < 1.0, "profile.max_exposure_change must be in (0, 1)"),
         (0.0 < p.max_colour_cast <= 10.0, "profile.max_colour_cast must be in (0, 10]"),
         (0.0 <= p.max_offset <= 255.0, "profile.max_offset must be between 0 and 255 grey levels"),
+        (p.fine_width == 0 or p.fine_width >= p.width, "profile.fine_width must be 0 (off) or at least profile.width"),
+        (p.fine_width <= 8192, "profile.fine_width must be at most 8192"),
     ]
     for ok, message in checks:
         if not ok:

@@ -15,12 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from inspector import imaging
 from inspector.config import Config, InputConfig
 from inspector.errors import DatasetError, ImageRejected
-from inspector.profile import Assessment, NormalProfile, ProfileParams
+from inspector.profile import Assessment, NormalProfile, ProfileParams, fine_frame
 
 Progress = Callable[..., Iterator]  # wraps an iterable (with total=N) to show progress, like tqdm
 
@@ -40,8 +41,8 @@ class Verdict:
     height: int | None = None
     size: int | None = None
     ms: float = 0.0
-    anomaly_map: np.ndarray | None = field(default=None, repr=False)  # (GH, GW) float32, map units
-    image: np.ndarray | None = field(default=None, repr=False)  # (H, W, 3) uint8 BGR as photographed, working size
+    anomaly_map: np.ndarray | None = field(default=None, repr=False)  # (MH, MW) float32, map units
+    image: np.ndarray | None = field(default=None, repr=False)  # (H, W, 3) uint8 BGR as photographed, map's size
     detail: str | None = None  # human-readable detail of the reason
     exposure: float | None = None  # brightness relative to the profile's training parts (1.0 = as trained)
     assessment: Assessment | None = field(default=None, repr=False)  # placement and lighting as found
@@ -63,13 +64,18 @@ def list_images(folder: Path, patterns: Sequence[str]) -> list[Path]:
 
 def need_for(info: imaging.ImageInfo, params: ProfileParams) -> tuple[int, int]:
     """The smallest decode size that still covers the working size for an image of this shape."""
-    return params.width, max(1, math.ceil(params.width * info.height / max(info.width, 1)))
+    width = max(params.width, min(params.fine_width, info.width))  # the fine pass needs its detail decoded
+    return width, max(1, math.ceil(width * info.height / max(info.width, 1)))
 
 
 def decode_for_training(data: bytes, inp: InputConfig, params: ProfileParams) -> np.ndarray:
     """Decode one training image at the reduced size the profile needs; (H, W, 3) uint8 BGR."""
     info = imaging.probe(data, inp.max_pixels)
-    return imaging.decode(data, max_pixels=inp.max_pixels, need=need_for(info, params)).image
+    image = imaging.decode(data, max_pixels=inp.max_pixels, need=need_for(info, params)).image
+    size = fine_frame(image.shape[1], image.shape[0], params)
+    if size is not None and image.shape[1] > size[0]:  # held at the fine size: thousands of parts fit in memory
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return image
 
 
 @dataclass
@@ -145,8 +151,7 @@ class Inspector:
         self.profile = profile
         self.version = version
         self.inp = inp
-        lay = profile.layout_
-        self._need = (lay.width, lay.height)
+        self._need = profile.decode_size
 
     def inspect_bytes(self, data: bytes, name: str, keep_image: bool = False, digest: str | None = None) -> Verdict:
         """Hash (unless `digest` is given), decode and score bytes; bad input becomes a `rejected` verdict."""
@@ -157,15 +162,15 @@ class Inspector:
             decoded = imaging.decode(data, max_pixels=self.inp.max_pixels, need=self._need)
         except ImageRejected as exc:
             return self._rejected(name, digest, exc, len(data), start)
-        work = self.profile.working_image(decoded.image)
-        found = self.profile.assess([work])[0]
+        found = self.profile.assess([decoded.image])[0]
         verdict, reason, detail = judge(found, self.profile.threshold_)
         return Verdict(
             name=name, sha256=digest, verdict=verdict, reason=reason, detail=detail,
             score=None if verdict == "rejected" else found.score, threshold=self.profile.threshold_,
             profile_version=self.version, width=decoded.width, height=decoded.height, size=len(data),
             ms=(time.perf_counter() - start) * 1000.0, anomaly_map=found.anomaly_map,
-            image=work if keep_image else None, exposure=found.exposure, assessment=found,
+            image=self.profile.display_image(decoded.image) if keep_image else None, exposure=found.exposure,
+            assessment=found,
         )
 
     def inspect_file(self, path: Path, keep_image: bool = False) -> Verdict:

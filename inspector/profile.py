@@ -47,15 +47,18 @@ from inspector.features import (
     pixel_channels,
     region_pooling,
 )
+from inspector.fine import FINE_REACH, FinePart, VariationModel, check_state as check_fine_state, fine_matrix, fine_size
 from inspector.photometry import BLOCK, N_LEVELS, Lighting, LightingModel
 from inspector.register import IDENTITY, Locator, Placement
 from inspector.segment import Palette
 
-FORMAT_VERSION = 2  # bump when the meaning of saved arrays changes
-READABLE_FORMATS = (1, 2)  # format 1 (before registration and lighting) still loads, without either
+FORMAT_VERSION = 3  # bump when the meaning of saved arrays changes
+READABLE_FORMATS = (1, 2, 3)  # 1: before registration and lighting; 2: before the fine pass (each loads without)
 _VALID_SHARE = 0.75  # a cell is compared when this share of its window lies inside the photo
 MIN_REGISTER_SIDE = 16  # working images narrower than this (a line-scan strip) are neither located nor matched
 _EXPOSURE_SD_FLOOR = 0.005  # a training set this steady still leaves the drift monitor this much log-exposure noise
+_FINE_MIN_GAIN = 2.5  # a fine pass runs only when it sees at least this many times the working width: below, the
+# cells already see most of the detail there is, and the fine pass would mostly add its own noise
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,18 @@ class ProfileParams:
     max_exposure_change: float = 0.2
     max_offset: float = 15.0
     max_colour_cast: float = 0.1
+    fine_width: int = 512
+
+
+def fine_frame(image_width: int, image_height: int, params: ProfileParams) -> tuple[int, int] | None:
+    """The fine pass's image size (w, h) for photos of this size, or None when it adds no detail (off, or the photo
+    is under 2.5x the working width)."""
+    lay = make_layout(image_width, image_height, params.width, params.cells_across, params.window_strides,
+                      params.n_rings, params.coarse)
+    width = min(params.fine_width, image_width)
+    if width < _FINE_MIN_GAIN * lay.width:
+        return None
+    return fine_size(lay.width, lay.height, width)
 
 
 @dataclass(frozen=True)
@@ -159,6 +174,26 @@ class NormalProfile:
         base = params or ProfileParams()
         self.params = ProfileParams(**{**asdict(base), **overrides})
 
+    @property
+    def map_shape(self) -> tuple[int, int]:
+        """(MH, MW) of the anomaly maps: the cell grid, or the fine size when the profile has a fine pass."""
+        if self.fine_ is not None:
+            w, h = self.fine_.size
+            return h, w
+        return self.layout_.grid
+
+    @property
+    def decode_size(self) -> tuple[int, int]:
+        """(w, h) the images must be decoded at, at least: the fine size, or the working size."""
+        return self.fine_.size if self.fine_ is not None else (self.layout_.width, self.layout_.height)
+
+    def display_image(self, image: np.ndarray) -> np.ndarray:
+        """The part (H0, W0, 3) at the size its anomaly map is drawn on: the fine size, or the working size."""
+        w, h = self.decode_size
+        if image.shape[:2] == (h, w):
+            return image
+        return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+
     # ---------------------------------------------------------------- preparation
     def working_image(self, image: np.ndarray) -> np.ndarray:
         """Resize a BGR uint8 image (H0, W0, 3) to the working size (H, W, 3)."""
@@ -209,16 +244,22 @@ class NormalProfile:
     def fit(self, images: Iterable[np.ndarray], y=None) -> "NormalProfile":
         """Learn placement, lighting, palette, features and calibration from good BGR uint8 images (H0, W0, 3)."""
         p = self.params
+        originals: list[np.ndarray] = []
         works: list[np.ndarray] = []
         for image in images:
             if not works:
                 h0, w0 = image.shape[:2]
                 self.layout_ = make_layout(w0, h0, p.width, p.cells_across, p.window_strides, p.n_rings, p.coarse)
+                size = fine_frame(w0, h0, p)
+                self.fine_ = None if size is None else VariationModel(size, FINE_REACH)
+            image = self.display_image(image)  # with a fine pass, every part is first brought to the fine size
+            originals.append(image)
             works.append(self.working_image(image))
         if len(works) < 2:
             raise ValueError(f"need at least 2 good images to fit a profile, got {len(works)}")
         self.n_train_ = len(works)
-        works, valid = self._fit_conditions(works)
+        works, valid, conditions = self._fit_conditions(works)
+        fine_oof = self._fit_fine(originals, conditions)
         rng = np.random.default_rng(p.seed)
         palette = Palette(p.n_colours, p.chroma_weight, p.softness, p.palette_balance, seed=p.seed)
         self.palette_ = palette.fit(self._pixel_sample(works, rng))
@@ -229,25 +270,46 @@ class NormalProfile:
         self._derive()
         cells, globs = self._featurise(works)
         self._set_reference(cells, globs)
-        self._calibrate(cells, globs, rng, valid)
+        self._calibrate(cells, globs, rng, valid, fine_oof)
         return self
 
-    def _fit_conditions(self, works: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+    def _fit_fine(self, originals: Sequence[np.ndarray], conditions: Sequence[tuple[Placement | None, Lighting | None]]
+                  ) -> np.ndarray | None:
+        """Learn the fine pass's variation model (when fit chose one); held-out fine scores (N,)."""
+        if self.fine_ is None:
+            return None
+        self.fine_.fit(len(originals), lambda i: self._fine_part(originals[i], *conditions[i]), self.params.n_folds,
+                       np.random.default_rng(self.params.seed + 1))
+        return self.fine_.oof_
+
+    def _fine_part(self, image: np.ndarray, placement: Placement | None, lighting: Lighting | None) -> FinePart:
+        """The part (H0, W0, 3) for the fine pass: at the fine size, with its coarse placement and lighting."""
+        assert self.fine_ is not None
+        w, h = self.fine_.size
+        if image.shape[:2] != (h, w):
+            shrink = image.shape[1] >= w
+            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        start = IDENTITY if placement is None else fine_matrix(placement.matrix, w / self.layout_.width)
+        return FinePart(image, start, None if lighting is None else lighting.lut)
+
+    def _fit_conditions(self, works: list[np.ndarray]
+                        ) -> tuple[list[np.ndarray], np.ndarray, list[tuple[Placement | None, Lighting | None]]]:
         """Learn the reference placement and lighting; return the training images registered and normalised,
-        and which of their cells (N, P) lie inside their photos."""
+        which of their cells (N, P) lie inside their photos, and each one's placement and lighting."""
         p = self.params
         self.locator_ = None
         aligned = works
         gh, gw = self.layout_.grid
         valid = np.ones((len(works), gh * gw), dtype=bool)
+        placements: list[Placement | None] = [None] * len(works)
         if min(self.layout_.width, self.layout_.height) >= MIN_REGISTER_SIDE:
             self.locator_ = Locator(p.rotation, p.max_shift).fit(works)
-            placements = self.locator_.train_placements_
+            placements = list(self.locator_.train_placements_)
             aligned = [self.locator_.warp(w, pl) for w, pl in zip(works, placements)]
             valid = np.stack([self._valid_cells(pl) for pl in placements])
         self._without_lighting()
         if not p.normalise_lighting:
-            return aligned, valid
+            return aligned, valid, [(pl, None) for pl in placements]
         self.lighting_ = LightingModel().fit(aligned)
         lights = [self.lighting_.estimate(a) for a in aligned]
         log_exposure = np.log(np.array([max(li.exposure, 1e-3) for li in lights]))
@@ -263,7 +325,8 @@ class NormalProfile:
         high = math.log1p(p.max_exposure_change + p.max_offset / level)
         self.exposure_bounds_ = (float(relative.min()) + low, float(relative.max()) + high)
         self.cast_limit_ = p.max_colour_cast + max(li.cast_change for li in lights)
-        return [self.lighting_.apply(a, li) for a, li in zip(aligned, lights)], valid
+        return ([self.lighting_.apply(a, li) for a, li in zip(aligned, lights)], valid,
+                list(zip(placements, lights)))
 
     def _derive(self) -> None:
         """Set what follows from layout and palette: region pooling and the rotation-free feature indices."""
@@ -312,15 +375,30 @@ class NormalProfile:
             maps = np.where(valid, maps, 0.0).astype(np.float32)
         return _top_mean(maps, p.top_fraction), global_term, maps
 
-    def _combine(self, local: np.ndarray, global_term: np.ndarray) -> np.ndarray:
-        """Anomaly score (N,) from raw terms standardised against held-out good images."""
+    def _combine(self, local: np.ndarray, global_term: np.ndarray, fine: np.ndarray | None = None) -> np.ndarray:
+        """Anomaly score (N,) from raw terms standardised against held-out good images: the cell terms, or the
+        fine term (mapped onto their scale, see _fine_mapping) where it is the larger."""
         z_local = (local - self.local_stats_[0]) / self.local_stats_[1]
         z_global = (global_term - self.global_stats_[0]) / self.global_stats_[1]
         excess = np.maximum(z_global - self.params.global_margin, 0.0)
-        return (z_local + self.params.global_weight * excess).astype(np.float64)
+        score = z_local + self.params.global_weight * excess
+        if fine is not None and self.fine_ is not None:
+            score = np.maximum(score, self.fine_stats_[0] + self.fine_stats_[1] * fine)
+        return score.astype(np.float64)
+
+    def _fine_mapping(self, cell_scores: np.ndarray, fine: np.ndarray) -> np.ndarray:
+        """[offset, gain] mapping held-out fine scores (N,) onto the cell terms' scale (N,): the median onto the
+        median and the (1 - false alarm rate) quantile onto the same quantile. Each term then flags about the
+        budget of good parts by itself, so a product whose fine pass is noisy (parts that vary at the fine scale)
+        loses little of what the cells catch, and one where it is steady gains what the cells cannot see."""
+        q = 1.0 - self.params.false_alarm_rate
+        c_mid, c_top = np.median(cell_scores), np.quantile(cell_scores, q)
+        f_mid, f_top = np.median(fine), np.quantile(fine, q)
+        gain = max(c_top - c_mid, 1e-6) / max(f_top - f_mid, 1e-6)
+        return np.array([c_mid - gain * f_mid, gain])
 
     def _calibrate(self, cells: np.ndarray, globs: np.ndarray, rng: np.random.Generator,
-                   valid: np.ndarray | None = None) -> None:
+                   valid: np.ndarray | None = None, fine: np.ndarray | None = None) -> None:
         """Cross-fit: score each good image with a profile fitted without it; set stats and threshold. `valid`
         (N, P): which cells of each image are compared."""
         p = self.params
@@ -336,7 +414,9 @@ class NormalProfile:
             cell_vals.append(maps.ravel()[:: max(1, maps.size // 20000)])
         self.local_stats_ = np.array([np.median(local), max(local.std(), 1e-6)])
         self.global_stats_ = np.array([np.median(glob), max(glob.std(), 1e-6)])
-        oof = self._combine(local, glob)
+        if fine is not None:
+            self.fine_stats_ = self._fine_mapping(self._combine(local, glob), fine)
+        oof = self._combine(local, glob, fine)
         self.oof_scores_ = oof
         self.threshold_ = float(np.quantile(oof, 1.0 - p.false_alarm_rate, method="higher"))
         self.offset_ = -self.threshold_
@@ -352,13 +432,19 @@ class NormalProfile:
     # ---------------------------------------------------------------- scoring
     def assess(self, images: Iterable[np.ndarray]) -> list[Assessment]:
         """Score BGR uint8 images and report each part's placement and lighting (see Assessment)."""
-        prepared = [self._prepare(self.working_image(image)) for image in images]
+        prepared, fines = [], []
+        for image in images:
+            image = self.display_image(image)
+            work, placement, lighting = self._prepare(self.working_image(image))
+            prepared.append((work, placement, lighting))
+            if self.fine_ is not None:  # at once, so only one full-size image is held at a time
+                fines.append(self.fine_.assess(self._fine_part(image, placement, lighting)))
         if not prepared:
             return []
         cells, globs = self._featurise(work for work, _, _ in prepared)
         valid = np.stack([self._valid_cells(placement) for _, placement, _ in prepared])
         local, glob, maps = self._terms(cells, globs, valid=valid)
-        scores = self._combine(local, glob)
+        scores = self._combine(local, glob, np.array([score for score, _ in fines]) if fines else None)
         gh, gw = self.layout_.grid
         maps = maps.reshape(-1, gh, gw) / self.map_scale_
         out = []
@@ -367,6 +453,9 @@ class NormalProfile:
             located, match, angle, shift = True, None, 0.0, (0.0, 0.0)
             if placement is not None:
                 amap = Locator.unwarp_map(amap, placement, self.layout_.stride)
+            if fines:  # the cell map brought to the fine size; the fine map where it is the larger
+                amap = cv2.max(cv2.resize(amap, fines[i][1].shape[::-1], interpolation=cv2.INTER_LINEAR), fines[i][1])
+            if placement is not None:
                 match = placement.match
                 located = match >= self.locator_.match_limit_
                 angle, shift = placement.angle, placement.shift
@@ -381,12 +470,11 @@ class NormalProfile:
         return out
 
     def score_images(self, images: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Anomaly scores (N,) and anomaly maps (N, GH, GW) of BGR uint8 images; maps are in map units, on the
-        parts as photographed."""
+        """Anomaly scores (N,) and anomaly maps (N, MH, MW) of BGR uint8 images; maps are in map units, on the
+        parts as photographed, at the map size (the cell grid, or the fine size with a fine pass)."""
         found = self.assess(images)
-        gh, gw = self.layout_.grid
         if not found:
-            return np.zeros(0), np.zeros((0, gh, gw), np.float32)
+            return np.zeros(0), np.zeros((0, *self.map_shape), np.float32)
         return np.array([a.score for a in found]), np.stack([a.anomaly_map for a in found])
 
     def anomaly_score(self, images: Iterable[np.ndarray]) -> np.ndarray:
@@ -427,6 +515,9 @@ class NormalProfile:
                 "cast_limit": self.cast_limit_, "shrink": [float(v) for v in self.lighting_.shrink_],
                 "ceiling": self.lighting_.ceiling_},
             "drift": self.drift_baseline(),
+            "fine": None if self.fine_ is None else {
+                "size": list(self.fine_.size), "reach": self.fine_.reach, "stats": [float(v) for v in self.fine_stats_],
+                "scale": self.fine_.scale_},
         }
         arrays = {name.rstrip("_"): getattr(self, name) for name in self._ARRAYS}
         arrays["ref_cells"] = self.ref_cells_.astype(np.float16)  # shares are multiples of 1/area
@@ -436,6 +527,9 @@ class NormalProfile:
         if self.lighting_ is not None:
             arrays["lighting_reference"] = self.lighting_.reference_
             arrays["lighting_weights"] = self.lighting_.weights_
+        if self.fine_ is not None:
+            arrays["fine_mean"] = self.fine_.mean_
+            arrays["fine_spread"] = self.fine_.spread_
         return meta, arrays
 
     def drift_baseline(self) -> dict[str, list[float]]:
@@ -512,9 +606,34 @@ class NormalProfile:
         self.n_train_ = int(meta["n_train"])
         self.calibration_ = Calibration(**meta["calibration"])
         self._load_conditions(meta, arrays)
+        self._load_fine(meta, arrays)
         self._derive()
         self._check_state()
         return self
+
+    def _load_fine(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+        """Rebuild the fine pass from saved state (profiles before format 3 have none)."""
+        self.fine_ = None
+        fine = meta.get("fine") if meta["format_version"] >= 3 else None
+        if fine is None:
+            return
+        size = (int(fine["size"][0]), int(fine["size"][1]))
+        if size != fine_size(self.layout_.width, self.layout_.height, size[0]) or size[0] < self.layout_.width:
+            raise ValueError(f"fine size {size} does not fit the working size {self.layout_.width}x"
+                             f"{self.layout_.height}")
+        mean = np.asarray(arrays["fine_mean"], np.float32)
+        spread = np.asarray(arrays["fine_spread"], np.float32)
+        check_fine_state(mean, spread, size)
+        stats = np.asarray(fine["stats"], np.float64)
+        scale = float(fine["scale"])
+        if stats.shape != (2,) or not np.isfinite(stats).all() or stats[1] <= 0 or not math.isfinite(scale) \
+                or scale <= 0:
+            raise ValueError("fine stats must be [offset, gain > 0] and its scale positive")
+        reach = int(fine["reach"])
+        if not 0 <= reach <= 64:
+            raise ValueError(f"fine reach {reach} is not between 0 and 64 pixels")
+        self.fine_ = VariationModel(size, reach).set_state(mean, spread, scale)
+        self.fine_stats_ = stats
 
     def _without_lighting(self) -> None:
         """No lighting model: parts are taken as lit, every lighting is within the tolerance."""

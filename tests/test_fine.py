@@ -1,0 +1,186 @@
+"""The fine pass (inspector/fine.py and its use in profile.py): small defects the 128 px working image averages away.
+
+Parts are rendered in memory with inspector.synthetic at 768 x 576 and judged with a fine pass 384 px across (three
+times the working width); the specks pasted are 10 px across in the photo, under one working pixel.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from inspector import profiles
+from inspector.config import Config, ConfigError, from_dict
+from inspector.fine import FINE_MAX_IMAGES, FinePart, VariationModel, fine_matrix, pick_learners
+from inspector.pipeline import Inspector, decode_for_training, fit_profile, need_for
+from inspector import imaging
+from inspector.profile import NormalProfile, fine_frame
+from inspector.synthetic import make_part
+
+W, H = 768, 576
+FINE = 384
+
+
+def parts(seed: int, n: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [make_part(rng, W, H) for _ in range(n)]
+
+
+def speck(image: np.ndarray, x: int, y: int, diameter: int, factor: float = 0.5) -> np.ndarray:
+    """A soft dark spot (brightness x factor) of `diameter` px centred at (x, y)."""
+    mask = np.zeros(image.shape[:2], np.float32)
+    cv2.circle(mask, (x, y), diameter // 2, 1.0, -1, cv2.LINE_AA)
+    out = image.astype(np.float32) * (1.0 - (1.0 - factor) * mask[..., None])
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def on_flange(rng: np.random.Generator) -> tuple[int, int]:
+    """A random place on the part's plain blue flange, away from the label band, holes and marker."""
+    r = 70 * min(W, H) / 192
+    while True:
+        a = rng.uniform(0, 2 * math.pi)
+        d = rng.uniform(0.3, 0.55) * r
+        x, y = W / 2 + d * math.cos(a), H / 2 + d * math.sin(a)
+        if abs(y - H / 2) > 0.3 * r and min(abs(x - W / 2 - s * 45 * r / 70) for s in (-1, 1)) > 0.2 * r:
+            return int(x), int(y)
+
+
+@pytest.fixture(scope="module")
+def train() -> list[np.ndarray]:
+    return parts(0, 40)
+
+
+@pytest.fixture(scope="module")
+def fine_profile(train) -> NormalProfile:
+    return NormalProfile(fine_width=FINE).fit(train)
+
+
+@pytest.fixture(scope="module")
+def coarse_profile(train) -> NormalProfile:
+    return NormalProfile(fine_width=0).fit(train)
+
+
+@pytest.fixture(scope="module")
+def specked() -> tuple[list[np.ndarray], list[tuple[int, int]]]:
+    rng = np.random.default_rng(7)
+    goods = parts(1, 12)
+    places = [on_flange(rng) for _ in goods]
+    return [speck(g, x, y, 10) for g, (x, y) in zip(goods, places)], places
+
+
+def test_specks_under_a_working_pixel_are_caught_by_the_fine_pass_only(fine_profile, coarse_profile, specked):
+    images, _ = specked
+    assert fine_profile.fine_ is not None and fine_profile.fine_.size == (FINE, 288)
+    caught_fine = (fine_profile.anomaly_score(images) > fine_profile.threshold_).mean()
+    caught_coarse = (coarse_profile.anomaly_score(images) > coarse_profile.threshold_).mean()
+    assert caught_fine >= 0.9
+    assert caught_coarse <= 0.25  # the reason for the fine pass: the working image does not see them
+
+
+def test_good_parts_stay_within_the_budget_with_the_fine_pass(fine_profile):
+    goods = parts(2, 30)
+    assert (fine_profile.anomaly_score(goods) > fine_profile.threshold_).sum() <= 2
+
+
+def test_the_map_is_at_the_fine_size_and_marks_the_speck_where_it_was_photographed(fine_profile, specked):
+    images, places = specked
+    scores, maps = fine_profile.score_images(images[:4])
+    assert maps.shape == (4, 288, FINE)
+    for amap, (x, y) in zip(maps, places[:4]):
+        py, px = np.unravel_index(int(np.argmax(amap)), amap.shape)
+        assert math.hypot(px - x * FINE / W, py - y * FINE / W) <= 4.0
+
+
+def test_refine_recovers_a_known_move():
+    rng = np.random.default_rng(4)
+    base = cv2.resize(make_part(rng, W, H, noise=0.0), (FINE, 288), interpolation=cv2.INTER_AREA)
+    model = VariationModel((FINE, 288), 2)
+    model.set_state(base.astype(np.float32), np.ones_like(base, np.float32), 1.0)
+    move = cv2.getRotationMatrix2D((FINE / 2, 144), 2.0, 1.0)
+    move[:, 2] += (5.0, -3.0)
+    photo = cv2.warpAffine(base, move, (FINE, 288), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    found = model.refine(photo, np.eye(2, 3))
+    # found maps the photo back into the frame: found after move is the identity near the centre
+    both = np.vstack([found, [0, 0, 1]]) @ np.vstack([move, [0, 0, 1]])
+    centre = both @ np.array([FINE / 2, 144, 1.0])
+    assert math.hypot(centre[0] - FINE / 2, centre[1] - 144) < 0.7
+    assert abs(math.degrees(math.atan2(both[1, 0], both[0, 0]))) < 0.2
+
+
+def test_fine_matrix_keeps_pixel_centres():
+    shift = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    fine = fine_matrix(shift, 4.0)
+    assert np.allclose(fine, [[1.0, 0.0, 4.0], [0.0, 1.0, 0.0]])
+    turn = cv2.getRotationMatrix2D((10.0, 5.0), 30.0, 1.0)
+    point = np.array([3.0, 7.0, 1.0])
+    # a working pixel's centre maps where the matching fine pixels' centre maps
+    assert np.allclose(fine_matrix(turn, 4.0) @ np.array([4 * 3.0 + 1.5, 4 * 7.0 + 1.5, 1.0]),
+                       4 * (turn @ point) + 1.5)
+
+
+def test_fine_frame_is_off_without_detail_and_capped_at_the_photo():
+    assert fine_frame(W, H, Config().profile) == (512, 384)  # on by default
+    assert fine_frame(W, H, NormalProfile(fine_width=0).params) is None  # off
+    on = NormalProfile(fine_width=1024).params
+    assert fine_frame(W, H, on) == (W, H)  # capped at the photo's width
+    assert fine_frame(300, 225, on) is None  # under 2.5x the working width: little to add
+
+
+def test_the_variation_model_learns_from_a_bounded_sample():
+    learners = pick_learners(5000)
+    assert len(learners) == FINE_MAX_IMAGES
+    assert learners[0] == 0 and learners[-1] == 4999
+    assert pick_learners(3) == [0, 1, 2]
+
+
+def test_save_and_load_keep_the_fine_pass(tmp_path, fine_profile, specked):
+    images, _ = specked
+    version = profiles.save(tmp_path, fine_profile)
+    loaded = profiles.load(tmp_path, version).profile
+    assert loaded.fine_ is not None and loaded.fine_.size == fine_profile.fine_.size
+    assert np.allclose(loaded.anomaly_score(images[:3]), fine_profile.anomaly_score(images[:3]))
+
+
+def test_a_profile_with_a_damaged_fine_pass_is_refused(fine_profile):
+    meta, arrays = fine_profile.get_state()
+    bad = dict(arrays, fine_spread=-np.abs(arrays["fine_spread"]) - 1.0)
+    with pytest.raises(ValueError, match="negative"):
+        NormalProfile.from_state(meta, bad)
+    bad = dict(arrays, fine_mean=arrays["fine_mean"][:-1])
+    with pytest.raises(ValueError, match="fine_mean has shape"):
+        NormalProfile.from_state(meta, bad)
+    meta_bad = dict(meta, fine=dict(meta["fine"], stats=[0.0, -1.0]))
+    with pytest.raises(ValueError, match="fine stats"):
+        NormalProfile.from_state(meta_bad, arrays)
+
+
+def test_training_images_are_decoded_and_held_at_the_fine_size(tmp_path):
+    rng = np.random.default_rng(5)
+    data = cv2.imencode(".jpg", make_part(rng, 2048, 1536))[1].tobytes()
+    cfg = Config()
+    on = cfg.profile
+    assert need_for(imaging.probe(data, cfg.input.max_pixels), on)[0] == 512
+    assert decode_for_training(data, cfg.input, on).shape == (384, 512, 3)
+    off = NormalProfile(fine_width=0).params
+    assert decode_for_training(data, cfg.input, off).shape[1] < 512  # off: the working size's decode
+
+
+def test_the_service_path_judges_with_the_fine_pass(train, specked):
+    images, _ = specked
+    cfg = Config()
+    on = NormalProfile(fine_width=FINE).params
+    jpeg = [cv2.imencode(".png", img)[1].tobytes() for img in train[:30]]
+    fitted = fit_profile([decode_for_training(d, cfg.input, on) for d in jpeg], on)
+    inspector = Inspector(fitted, "v1", cfg.input)
+    verdict = inspector.inspect_bytes(cv2.imencode(".png", images[0])[1].tobytes(), "speck.png", keep_image=True)
+    assert verdict.verdict == "defect"
+    assert verdict.anomaly_map.shape == (288, FINE) and verdict.image.shape == (288, FINE, 3)
+
+
+def test_config_checks_fine_width(tmp_path):
+    with pytest.raises(ConfigError, match="fine_width"):
+        from_dict({"profile": {"fine_width": 64}}, tmp_path)
+    assert from_dict({"profile": {"fine_width": 512}}, tmp_path).profile.fine_width == 512
