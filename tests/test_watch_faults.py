@@ -77,8 +77,11 @@ def test_kill_9_at_random_moments_loses_nothing_and_duplicates_nothing(tmp_path:
     # ... and the kills interrupted real work: verdicts were landing between kills while files kept arriving
     assert kills[-1]["rows"] > 0 and len({k["rows"] for k in kills}) > MIN_KILLS // 2, kills
 
-    # one clean run finishes the rest
+    # one clean run finishes the rest (the kills may have left nothing to do: wait until it is up, or a slow start
+    # would still be importing when SIGTERM arrives and die of it)
+    started = starts(site)
     proc = start(site)
+    wait_started(site, proc, count=started + 1)
     wait_for(lambda: len(site.rows()) >= N_FILES and not any(site.inbox.glob("*.jpg")), 180,
              "every dropped file to be judged and archived", proc, site)
     time.sleep(1.5)  # a rescan would now find anything left over
