@@ -9,8 +9,9 @@ Two families, both derived only from the label map and the novel-colour mask:
     - the segment boundary density: the share of pixels whose label differs from a 4-neighbour's; it carries shape and texture (scratches, cracks and broken edges add boundaries);
     - the novel-colour share: pixels farther from every palette colour than the good images ever were;
     - texture: the gradient energy in 4 orientation bins (0, 45, 90, 135 degrees; Sobel on the grey image,
-      each pixel's magnitude shared between its two nearest bins), scaled by the good parts' 99th percentile
-      and clipped to 1. Grain, edges and cracks show here on grey and textured surfaces, whose palette is a
+      each pixel's magnitude shared between its two nearest bins), relative to the part's own mean energy
+      (a lamp with more contrast does not move them), scaled by the good parts' 99th percentile and clipped
+      to 1. Grain, edges and cracks show here on grey and textured surfaces, whose palette is a
       handful of grey levels. Orientation is not rotation-free, so the rotation-free global features leave
       these channels out.
   Shape: (GH, GW, K + 2 + T), T = N_TEXTURE (0 with texture off).
@@ -82,9 +83,19 @@ def texture_energy(image: np.ndarray) -> np.ndarray:
     return out
 
 
+def relative_energy(image: np.ndarray) -> np.ndarray:
+    """Orientation energy (H, W, N_TEXTURE) float32 relative to the image's own mean energy: a part lit with more or
+    less contrast (a brighter lamp, a residue of the lighting correction) keeps its texture channels, while a
+    local change (a scratch, a patch of other grain) barely moves the mean of the whole part."""
+    energy = texture_energy(image)
+    level = float(cv2.mean(cv2.reduce(energy.reshape(-1, N_TEXTURE), 1, cv2.REDUCE_SUM))[0])
+    return energy * np.float32(1.0 / max(level, 1.0))
+
+
 def texture_channels(image: np.ndarray, scale: np.ndarray, weight: float) -> np.ndarray:
-    """Texture channels (H, W, N_TEXTURE) float32 in [0, weight]: orientation energy over scale (N_TEXTURE,)."""
-    return np.minimum(texture_energy(image) / scale.astype(np.float32), 1.0) * np.float32(weight)
+    """Texture channels (H, W, N_TEXTURE) float32 in [0, weight]: relative orientation energy over scale
+    (N_TEXTURE,)."""
+    return np.minimum(relative_energy(image) / scale.astype(np.float32), 1.0) * np.float32(weight)
 
 
 def _integral(maps: np.ndarray) -> np.ndarray:

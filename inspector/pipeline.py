@@ -64,7 +64,8 @@ def list_images(folder: Path, patterns: Sequence[str]) -> list[Path]:
 
 def need_for(info: imaging.ImageInfo, params: ProfileParams) -> tuple[int, int]:
     """The smallest decode size that still covers the working size for an image of this shape."""
-    width = max(params.width, min(params.fine_width, info.width))  # the fine pass needs its detail decoded
+    fine = fine_frame(info.width, info.height, params)  # the fine pass, where it runs, needs its detail decoded
+    width = params.width if fine is None else max(params.width, fine[0])
     return width, max(1, math.ceil(width * info.height / max(info.width, 1)))
 
 

@@ -47,8 +47,8 @@ from inspector.features import (
     make_layout,
     pixel_channels,
     region_pooling,
+    relative_energy,
     texture_channels,
-    texture_energy,
 )
 from inspector.fine import FINE_REACH, FinePart, VariationModel, check_state as check_fine_state, fine_matrix, fine_size
 from inspector.photometry import BLOCK, N_LEVELS, Lighting, LightingModel
@@ -277,8 +277,8 @@ class NormalProfile:
         self.texture_scale_ = None
         if p.texture_weight > 0:  # each orientation bin's 99th percentile over (up to 50) good parts
             sample = works[:: max(1, len(works) // 50)]
-            energy = np.concatenate([texture_energy(w).reshape(-1, N_TEXTURE) for w in sample])
-            self.texture_scale_ = np.quantile(energy, 0.99, axis=0).astype(np.float64) + 1.0
+            energy = np.concatenate([relative_energy(w).reshape(-1, N_TEXTURE) for w in sample])
+            self.texture_scale_ = np.quantile(energy, 0.99, axis=0).astype(np.float64) + 1e-3
         self._derive()
         cells, globs = self._featurise(works)
         self._set_reference(cells, globs)
