@@ -93,7 +93,7 @@ class ProfileParams:
     max_exposure_change: float = 0.2
     max_offset: float = 15.0
     max_colour_cast: float = 0.1
-    fine_width: int = 512
+    fine_width: int = 0
     texture_weight: float = 1.0
 
 

@@ -122,8 +122,8 @@ def test_fine_matrix_keeps_pixel_centres():
 
 
 def test_fine_frame_is_off_without_detail_and_capped_at_the_photo():
-    assert fine_frame(W, H, Config().profile) == (512, 384)  # on by default
-    assert fine_frame(W, H, NormalProfile(fine_width=0).params) is None  # off
+    assert fine_frame(W, H, Config().profile) is None  # off by default
+    assert fine_frame(W, H, NormalProfile(fine_width=512).params) == (512, 384)
     on = NormalProfile(fine_width=1024).params
     assert fine_frame(W, H, on) == (W, H)  # capped at the photo's width
     assert fine_frame(300, 225, on) is None  # under 2.5x the working width: little to add
@@ -161,7 +161,7 @@ def test_training_images_are_decoded_and_held_at_the_fine_size(tmp_path):
     rng = np.random.default_rng(5)
     data = cv2.imencode(".jpg", make_part(rng, 2048, 1536))[1].tobytes()
     cfg = Config()
-    on = cfg.profile
+    on = NormalProfile(fine_width=512).params
     assert need_for(imaging.probe(data, cfg.input.max_pixels), on)[0] == 512
     assert decode_for_training(data, cfg.input, on).shape == (384, 512, 3)
     off = NormalProfile(fine_width=0).params
