@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Playwright (test extra) drives Debian's chromium through executable_path; it never downloads a browser of its own
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: demo test serve bench robustness eval baselines clean lock
+.PHONY: demo test serve bench robustness defects fitsizes eval baselines clean lock
 
 # constraints.txt pins every installed package to the versions the suite was last run with; `make lock`
 # refreshes it on purpose (newest allowed by pyproject.toml), never a plain install
@@ -38,6 +38,12 @@ bench: $(STAMP)  ## speed ratios on generated 5 MP JPEGs
 
 robustness: $(STAMP)  ## detection quality on perturbed copies of ../shared/data (lighting, colour, JPEG, placement, pasted spots)
 	$(PY) -m inspector.tooling.robustness
+
+defects: $(STAMP)  ## detection limit: defects of 4-64 px pasted into 5 MP parts, default and finest setting (~5 min, 2 cores; add --real for the shared sets, ~25 min; plot in benchmarks/defects.png)
+	$(PY) -m inspector bench --defects --plot benchmarks/defects.png
+
+fitsizes: $(STAMP)  ## training at volume: fit time, peak memory and profile size for 200, 1,000 and 5,000 parts (~10 min)
+	$(PY) -m inspector bench --fit-sizes 200,1000,5000
 
 eval: $(STAMP)  ## detection quality on ../shared/data
 	for d in ../shared/data/*/; do $(PY) -m inspector eval "$$d"; done

@@ -189,15 +189,40 @@ def cmd_bench(args: argparse.Namespace) -> int:
     def log(text: str) -> None:
         print(text, file=sys.stderr)
 
-    if args.watch + args.stations + args.robustness > 1:
-        raise InspectorError("bench takes one of --watch, --stations or --robustness")
+    if args.watch + args.stations + args.robustness + args.defects + bool(args.fit_sizes) > 1:
+        raise InspectorError("bench takes one of --watch, --stations, --robustness, --defects or --fit-sizes")
+    if args.db:
+        if args.watch or args.stations or args.robustness or args.defects or args.fit_sizes:
+            raise InspectorError("bench --db takes none of --watch, --stations, --robustness, --defects, --fit-sizes")
+        if args.rows < 1:
+            raise InspectorError("--rows must be at least 1")
+        from inspector.tooling import dbbench
+
+        result = dbbench.run(args.rows, args.url, template=args.template, keep=args.keep, log=log)
+        print(json.dumps(result) if args.json else dbbench.markdown(result))
+        return 0
+    if args.defects:
+        from inspector.tooling import defectbench
+
+        result = defectbench.run_from_args(args, cfg, _progress, log)
+        print(json.dumps(result) if args.json else defectbench.markdown(result))
+        return 0
     if args.robustness:
         from inspector.tooling import robustness
 
         result = robustness.run_from_args(args, cfg, _progress, log)
         print(json.dumps(result) if args.json else robustness.markdown(result))
         return 0
-    if args.stations:
+    if args.fit_sizes:
+        from inspector.tooling import fitbench
+
+        try:
+            sizes = fitbench.parse_sizes(args.fit_sizes)
+        except ValueError as exc:
+            raise InspectorError(str(exc)) from None
+        result = fitbench.run(sizes, str(cfg.source) if cfg.source else None, folder=args.fit_folder, log=log)
+        width = 24
+    elif args.stations:
         from inspector.tooling import stationbench
 
         result = stationbench.run(parts=600 if args.parts is None else args.parts, max_backlog=args.max_backlog,
@@ -610,19 +635,24 @@ def cmd_stats(args: argparse.Namespace) -> int:
     shifts = config.parse_shifts(cfg.review.shifts) if args.by == "shift" else ()
     from inspector import conditions
 
+    from inspector.store import Selection
+
     now = datetime.now(timezone.utc)
-    with _open_store(cfg) as store:
-        rows = store.list(since=since, limit=None, station=args.station, line=args.line)
-    periods = stats.compute(rows, args.by, shifts=shifts, since=since, until=now, fill_empty=args.empty)
+    sel = Selection(since=since, station=args.station, line=args.line)
+    with _open_store(cfg) as store:  # SQL aggregates per time bucket, folded into periods: no rows are read
+        span = store.time_span(sel)
+        periods = stats.compute_from(span, lambda width, lo, hi: store.bucket_counts(sel, width, lo, hi), args.by,
+                                     shifts=shifts, since=since, until=now, fill_empty=args.empty)
+        drift_rows = store.drift_rows(sel, stats.DRIFT_WINDOW)
     total = stats.totals(periods)
-    replayed = conditions.replay_rows(reversed(rows), cfg.models.dir)  # rows come newest first
+    replayed = conditions.replay_rows(drift_rows, cfg.models.dir)
     alarms = conditions.active_alarms(replayed)
     if args.json:
         drift = {name: sd.as_dict() for name, sd in sorted(replayed.items())}
         print(json.dumps({"periods": [_jsonable(p) for p in periods], "total": total, "drift": drift},
                          default=lambda v: v.isoformat() if hasattr(v, "isoformat") else str(v)))
         return 0
-    if not rows:
+    if span is None:
         print("no inspections" + (f" since {_local_time(since)}" if since else ""), file=sys.stderr)
         if not periods:
             return 0
@@ -660,17 +690,32 @@ def _csv_value(value) -> object:
     return value
 
 
-def _write_csv(out, rows: list[dict], histories: dict[int, list[dict]]) -> None:
-    """Header row, then one row per inspection with its latest decision."""
+_EXPORT_PLAIN = frozenset({"id", "score", "threshold", "size", "width", "height", "ms", "exposure", "decisions",
+                           "received_at", "inspected_at", "reviewed_at"})  # numbers, and times as ISO text
+_FORMULA_STARTS = frozenset(("=", "+", "-", "@", "\t", "\r"))
+
+
+def _write_csv(out, rows) -> int:
+    """Header row, then one row per inspection with its latest decision: `rows` are sequences of _EXPORT_KEYS +
+    _EXPORT_REVIEW_KEYS as Store.stream yields them (times already ISO text), written as they come. Each cell as
+    _csv_value makes it: the csv module writes None as an empty cell and numbers as they are, so only texts need a
+    look. Returns the number of rows."""
     import csv
 
+    keys = _EXPORT_KEYS + _EXPORT_REVIEW_KEYS
+    texts = [i for i, k in enumerate(keys) if k not in _EXPORT_PLAIN]
     writer = csv.writer(out)
-    writer.writerow(_EXPORT_KEYS + _EXPORT_REVIEW_KEYS)
+    writer.writerow(keys)
+    written = 0
     for row in rows:
-        history = histories.get(row["id"], [])
-        last = history[-1] if history else {}
-        review = (last.get("decision"), last.get("reviewer"), last.get("note"), last.get("reviewed_at"), len(history))
-        writer.writerow([_csv_value(row.get(k)) for k in _EXPORT_KEYS] + [_csv_value(v) for v in review])
+        cells = list(row)
+        for i in texts:
+            value = cells[i]
+            if value and value[0] in _FORMULA_STARTS:  # a formula to a spreadsheet: shown, never run
+                cells[i] = "'" + value
+        writer.writerow(cells)
+        written += 1
+    return written
 
 
 def _is_stream(mode: int) -> bool:
@@ -714,7 +759,7 @@ def _export_target(target: Path, force: bool) -> str:
     return "replace"
 
 
-def _write_stream(target: Path, rows: list[dict], histories: dict[int, list[dict]]) -> None:
+def _write_stream(target: Path, rows) -> int:
     """Write the CSV into the character device or FIFO at target: opened without creating or truncating, and
     refused if what was opened is something else (swapped in since it was looked at)."""
     import os
@@ -727,46 +772,54 @@ def _write_stream(target: Path, rows: list[dict], histories: dict[int, list[dict
         if not _is_stream(os.fstat(fd).st_mode):
             raise InspectorError(f"{target} changed while exporting: not written")
         try:
-            _write_csv(out, rows, histories)
+            written = _write_csv(out, rows)
             out.flush()
         except BrokenPipeError:
             raise
         except OSError as exc:
             raise InspectorError(f"cannot write {target}: {exc.strerror or exc}") from None
+    return written
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Write inspections and their latest review decisions to a CSV file."""
-    import os
-    import tempfile
+    """Write inspections and their latest review decisions to a CSV file, streamed: rows are written as the
+    database cursor yields them (oldest first), so memory stays flat whatever the number of rows."""
+    from inspector.store import Selection
 
     cfg = _load_config(args)
     since = parse_since(args.since) if args.since else None
     target = None if args.csv == "-" else Path(args.csv)
     kind = "stdout" if target is None else _export_target(target, args.force)
-    with _open_store(cfg) as store:
-        rows = store.list(verdict=args.verdict, since=since, limit=None, station=args.station, line=args.line)
-        histories = {r["id"]: store.reviews(r["id"]) for r in rows if r.get("review") is not None}
-    rows.sort(key=lambda r: r["id"])
-    if target is None:
-        _write_csv(sys.stdout, rows, histories)
-        print(f"wrote {len(rows)} rows", file=sys.stderr)
-        return 0
-    if kind == "stream":  # the message goes to stderr: the stream may be our own standard output
-        _write_stream(target, rows, histories)
-        print(escape_controls(f"wrote {len(rows)} rows to {target}"), file=sys.stderr)
-        return 0
-    # write a temporary file beside the target, then move it into place: an interrupted export never leaves
-    # half a file under the name, and without --force an existing file (even one created meanwhile) is kept
+    sel = Selection(verdict=args.verdict, since=since, station=args.station, line=args.line)
+    with _open_store(cfg) as store, store.stream(sel, _EXPORT_KEYS + _EXPORT_REVIEW_KEYS) as rows:
+        if target is None:
+            written = _write_csv(sys.stdout, rows)
+            print(f"wrote {written} rows", file=sys.stderr)
+            return 0
+        if kind == "stream":  # the message goes to stderr: the stream may be our own standard output
+            written = _write_stream(target, rows)
+            print(escape_controls(f"wrote {written} rows to {target}"), file=sys.stderr)
+            return 0
+        written = _write_file(target, rows, args.force)
+    print(escape_controls(f"wrote {written} rows to {target}"))
+    return 0
+
+
+def _write_file(target: Path, rows, force: bool) -> int:
+    """Write the CSV to a temporary file beside the target, then move it into place: an interrupted export never
+    leaves half a file under the name, and without `force` an existing file (even one created meanwhile) is kept."""
+    import os
+    import tempfile
+
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except OSError as exc:
         raise InspectorError(f"cannot write {target}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
-            _write_csv(out, rows, histories)
+            written = _write_csv(out, rows)
         os.chmod(tmp, 0o666 & ~_umask())
-        if not args.force:
+        if not force:
             _move_no_replace(tmp, target)
         elif _export_target(target, force=True) == "stream":  # looked at again: a link or folder put there
             raise InspectorError(f"{target} changed while exporting: not replaced")  # meanwhile raises too
@@ -780,8 +833,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         if isinstance(exc, OSError):
             raise InspectorError(f"cannot write {target}: {exc.strerror or exc}") from None
         raise
-    print(escape_controls(f"wrote {len(rows)} rows to {target}"))
-    return 0
+    return written
 
 
 def _move_no_replace(src: str, dst: Path) -> None:
@@ -889,7 +941,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "$INSPECTOR_TEST_POSTGRES_URL or postgresql+psycopg://postgres@127.0.0.1:5432/test)")
     p.add_argument("--parts", type=int, default=None,
                    help="with --watch: files dropped for the throughput figure (default 2000); with --stations: "
-                        "per configuration (default 600)")
+                        "per configuration (default 600); with --defects: parts per kind and d (default 40)")
     p.add_argument("--latency-parts", type=int, default=300,
                    help="with --watch: files dropped at half the measured throughput for latency (default 300)")
     p.add_argument("--rss-parts", type=int, default=10000,
@@ -906,15 +958,57 @@ def build_parser() -> argparse.ArgumentParser:
                         "(lighting, colour, gamma, JPEG, random placement, pasted spots) beside the clean figures; "
                         "prints a markdown table (takes minutes; see inspector/tooling/robustness.py)")
     p.add_argument("--data", default=None, metavar="DIR",
-                   help="with --robustness: folder of MVTec-layout sets (default ../shared/data)")
+                   help="with --robustness or --defects --real: folder of MVTec-layout sets (default ../shared/data)")
     p.add_argument("--sets", default=None, metavar="A,B",
-                   help="with --robustness: comma-separated set (sub-folder) names (default: every set in --data)")
+                   help="with --robustness or --defects --real: comma-separated set (sub-folder) names (default: "
+                        "every set in --data)")
     p.add_argument("--perturb", default=None, metavar="P1,P2",
                    help="with --robustness: comma-separated perturbations (default all: clean, png, gain0.97, "
                         "gain0.9, gain1.1, offset-10, offset+10, warm, cool, gamma0.9, gamma1.1, alternate, "
                         "jpeg80, placed, pasted; clean always runs as the reference)")
     p.add_argument("--seed", type=int, default=0,
-                   help="with --robustness: seed of the random placement and pasting (default 0)")
+                   help="with --robustness or --defects: seed of the random placement and pasting (default 0)")
+    p.add_argument("--defects", action="store_true",
+                   help="detection limit: paste dark spots, light spots, scratches and colour specks of diameter d "
+                        "into 5 MP good parts and report the share caught per d, false alarms on the same parts, "
+                        "min_defect_px_90 and inspect_over_decode, at the default and the finest setting (takes "
+                        "minutes; see inspector/tooling/defectbench.py)")
+    p.add_argument("--good", type=int, default=200,
+                   help="with --defects: good parts scored for the false-alarm rate; defects are pasted into the "
+                        "first --parts (default 40 per kind and d) of them (default 200)")
+    p.add_argument("--train-parts", type=int, default=200,
+                   help="with --defects: generated good 5 MP parts the profile is trained on (default 200)")
+    p.add_argument("--diameters", default=None, metavar="D1,D2",
+                   help="with --defects: defect diameters in px (default 4,6,8,12,16,24,32,48,64)")
+    p.add_argument("--kinds", default=None, metavar="K1,K2",
+                   help="with --defects: defect kinds (default dark_spot,light_spot,scratch,colour_speck)")
+    p.add_argument("--finest-width", type=int, default=1024,
+                   help="with --defects: [profile] fine_width of the finest setting (default 1024)")
+    p.add_argument("--real", action="store_true",
+                   help="with --defects: also the MVTec-layout sets in --data, upscaled to ~5 MP (skipped when "
+                        "absent; --sets to choose)")
+    p.add_argument("--plot", default=None, metavar="PATH",
+                   help="with --defects: write a PNG of the share caught against d")
+    p.add_argument("--fit-sizes", default=None, metavar="N1,N2",
+                   help="training at volume: fit time, peak memory and profile size for each N generated "
+                        "1296x972 JPEGs, each fit in a fresh process (e.g. 200,1000,5000; takes minutes; see "
+                        "inspector/tooling/fitbench.py)")
+    p.add_argument("--fit-folder", type=Path, default=None, metavar="DIR",
+                   help="with --fit-sizes: write the generated parts here and reuse them in later runs "
+                        "(default: a temporary folder)")
+    p.add_argument("--db", action="store_true",
+                   help="the reads of a long verdict log: fill a scratch database with --rows parts through the "
+                        "Store (3%% defects, 30%% of them reviewed, 2 parts/s), then time list, stats, export and the "
+                        "review pages, each CLI read in a fresh process (time and peak memory; see "
+                        "inspector/tooling/dbbench.py)")
+    p.add_argument("--rows", type=int, default=1_000_000, help="with --db: parts in the log (default 1000000)")
+    p.add_argument("--url", default=None,
+                   help="with --db: a PostgreSQL server (postgresql+psycopg://user@host/db) to create the scratch "
+                        "database on (default: a SQLite file in a temporary folder)")
+    p.add_argument("--template", action="store_true",
+                   help="with --db: fill a template once per --rows and copy it for each run (SQLite: kept in "
+                        "inspector-dbbench-templates in the temporary folder; PostgreSQL: database "
+                        "inspector_dbbench_tpl_<rows>_<revision>); the reads' clock is the template's fill time")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("profiles", parents=[common], help="list profile versions, activate one, or roll back",
@@ -1021,7 +1115,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "without parts are left out unless --empty. The last line sums the periods. "
                                    "The lighting column counts parts rejected because their lighting was beyond "
                                    "tolerance; a line below lists rejections by reason. Drift: each station's "
-                                   "parts in the range are replayed through the drift monitor (CUSUMs of "
+                                   "newest 5,000 parts in the range (as on the review page) are replayed "
+                                   "through the drift monitor (CUSUMs of "
                                    "exposure and score against the baseline in the profile.json of the version "
                                    "that judged them, restarted when the version changes); a line says when a "
                                    "drift alarm is active.")
@@ -1048,6 +1143,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
     _station_filters(p)
     p.set_defaults(func=cmd_export)
+
+    from inspector import opscli  # issue 15: `prune` and `status` live in their own module
+
+    opscli.add_commands(sub, common)
     return parser
 
 

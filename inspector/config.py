@@ -166,6 +166,54 @@ def _mqtt_checks(m: MqttConfig) -> list[tuple[bool, str]]:
 
 
 @dataclass(frozen=True)
+class WebhookConfig:
+    """Verdicts POSTed to an HTTP endpoint such as an MES (inspector/webhook.py); off while `url` is empty."""
+
+    url: str = ""  # http://host[:port]/path or https://...; empty = no webhook
+    secret_file: str = ""  # a file holding the HMAC-SHA256 signing secret (never the secret itself); required
+    ca_file: str = ""  # https only: CA bundle of the endpoint's certificate; empty = the system's CAs
+    timeout_s: float = 5.0  # per request (connect, and each wait for the answer); longer = a failure, retried
+    max_age_s: float = 5.0  # delivered later than this after the file was complete: late = true; 0 = never late
+    backoff_max_s: float = 30.0  # retries while the endpoint is down start at 0.5 s and double up to this
+
+    def __post_init__(self) -> None:
+        """Range and format checks; ConfigError naming the key."""
+        https = check_webhook_url(self.url) if self.url else False
+        for ok, message in [
+            (not self.url or bool(self.secret_file), "webhook.secret_file is required with webhook.url (a file "
+                                                     "holding the signing secret)"),
+            (not self.ca_file or https, "webhook.ca_file is set but webhook.url is not https://"),
+            (0.1 <= self.timeout_s <= 300, f"webhook.timeout_s must be between 0.1 and 300 seconds, "
+                                           f"got {self.timeout_s:g}"),
+            (self.max_age_s >= 0, "webhook.max_age_s must not be negative (0 = never late)"),
+            (1 <= self.backoff_max_s <= 3600, f"webhook.backoff_max_s must be between 1 and 3600 seconds, "
+                                              f"got {self.backoff_max_s:g}"),
+        ]:
+            if not ok:
+                raise ConfigError(message)
+
+
+def check_webhook_url(url: str) -> bool:
+    """True for an https:// URL, False for http://; ConfigError naming webhook.url for anything else (no host,
+    credentials in it, a fragment)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # ValueError for a port that is not a number in range
+    except ValueError as exc:
+        raise ConfigError(f"webhook.url {url!r}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"webhook.url {url!r}: expected http://host[:port]/path or https://host[:port]/path")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError("webhook.url must not hold credentials: the endpoint checks webhook.secret_file's "
+                          "signature")
+    if parts.fragment:
+        raise ConfigError(f"webhook.url {url!r}: no #fragment allowed")
+    return parts.scheme == "https"
+
+
+@dataclass(frozen=True)
 class ModbusConfig:
     """Registers for PLCs that speak no MQTT, over Modbus TCP (inspector/modbus.py); off unless `enabled`."""
 
@@ -188,6 +236,70 @@ class ModbusConfig:
                 raise ConfigError(message)
 
 
+# ---- issue 15: a year on the line (retention, disk watermarks, monitoring); see inspector/retention.py,
+# inspector/diskguard.py, inspector/operations.py
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """How long archived files are kept (`inspector prune`, the watcher daily) and the disk watermarks."""
+
+    ok_days: int = 30  # archived images of ok parts are deleted after this many days; 0 = kept for ever
+    ok_sample_every: int = 0  # M > 0: 1 ok part in M (id divisible by M) is kept for ever as a sample; 0 = none
+    defect_days: int = 0  # images and overlays of defect parts; 0 = kept for ever
+    rejected_days: int = 90  # rejected files (evidence of a camera, lamp or writer fault); 0 = kept for ever
+    reviewed_days: int = 0  # parts an operator decided on (retraining material), whatever their verdict; 0 = for ever
+    prune_at: str = "03:00"  # local time the watcher prunes each day (and at start when a day was missed); "" = never
+    warn_free_mb: int = 2048  # below this free on the archive's or database's filesystem: warn, prune early
+    min_free_mb: int = 512  # below this: take no new parts (they wait in the folder) until space is back
+    early_keep_days: int = 7  # pruning early never deletes ok images younger than this
+
+    def __post_init__(self) -> None:
+        """Range and format checks; ConfigError naming the key."""
+        days = ("ok_days", "defect_days", "rejected_days", "reviewed_days")
+        for ok, message in [
+            (all(getattr(self, k) >= 0 for k in days), "retention.*_days must not be negative (0 = kept for ever)"),
+            (self.ok_sample_every >= 0, "retention.ok_sample_every must not be negative (0 = no sample)"),
+            (self.early_keep_days >= 1, "retention.early_keep_days must be at least 1"),
+            (self.min_free_mb >= 0, "retention.min_free_mb must not be negative (0 = never stop taking parts)"),
+            (self.warn_free_mb >= self.min_free_mb, "retention.warn_free_mb must be at least retention.min_free_mb"),
+            (not self.prune_at or clock_minutes(self.prune_at) is not None,
+             f'retention.prune_at {self.prune_at!r}: expected "HH:MM" (local time) or "" (never)'),
+        ]:
+            if not ok:
+                raise ConfigError(message)
+
+
+def clock_minutes(text: str) -> int | None:
+    """Minutes after midnight of "HH:MM", or None when malformed."""
+    hh, sep, mm = text.strip().partition(":")
+    if not (sep and hh.isdigit() and mm.isdigit() and len(mm) == 2 and 0 <= int(hh) < 24 and 0 <= int(mm) < 60):
+        return None
+    return int(hh) * 60 + int(mm)
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Monitoring of the watcher: a Prometheus endpoint, a status file for `inspector status`, the stuck limit."""
+
+    port: int = 0  # Prometheus metrics on http://host:port/metrics while `inspector watch` runs; 0 = off
+    host: str = "127.0.0.1"  # bind address; the endpoint has no authentication
+    status_file: Path = Path("status.json")  # the watcher's heartbeat, rewritten atomically every status_every_s
+    status_every_s: float = 2.0
+    stuck_s: float = 60.0  # parts in flight and none finished for this long (not degraded): the watcher is stuck
+
+    def __post_init__(self) -> None:
+        """Range checks; ConfigError naming the key."""
+        for ok, message in [
+            (0 <= self.port <= 65535, f"metrics.port must be between 0 (off) and 65535, got {self.port}"),
+            (bool(self.host.strip()), "metrics.host must not be empty (e.g. \"127.0.0.1\")"),
+            (0.1 <= self.status_every_s <= 60, "metrics.status_every_s must be between 0.1 and 60 seconds"),
+            (self.stuck_s >= 1, "metrics.stuck_s must be at least 1 second"),
+        ]:
+            if not ok:
+                raise ConfigError(message)
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration."""
@@ -201,7 +313,10 @@ class Config:
     review: ReviewConfig = field(default_factory=ReviewConfig)
     web: WebConfig = field(default_factory=WebConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
     modbus: ModbusConfig = field(default_factory=ModbusConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)  # issue 15
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)  # issue 15
     source: Path | None = None  # the file this was loaded from, if any
 
     @property
@@ -213,7 +328,9 @@ class Config:
 SECTIONS: dict[str, type] = {"profile": ProfileParams, "input": InputConfig, "models": ModelsConfig,
                              "watch": WatchConfig, "database": DatabaseConfig, "station": StationConfig,
                              "mqtt": MqttConfig,
+                             "webhook": WebhookConfig,
                              "modbus": ModbusConfig,
+                             "retention": RetentionConfig, "metrics": MetricsConfig,
                              "review": ReviewConfig, "web": WebConfig}
 
 

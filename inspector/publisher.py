@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePath
-from typing import Any
+from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -164,7 +164,19 @@ def _finite(value: float | None) -> float | None:
     return value if value is None or math.isfinite(value) else None
 
 
-def verdict_message(row: Mapping[str, Any], settings: MqttSettings, now: datetime,
+class MessageSettings(Protocol):
+    """What verdict_message needs of its settings (MqttSettings, webhook.WebhookSettings)."""
+
+    @property
+    def part_id_regex(self) -> re.Pattern[str] | None:
+        """The part id pattern of the file name (None: the stem)."""
+
+    @property
+    def max_age_s(self) -> float:
+        """Older than this when sent: late (0: never late)."""
+
+
+def verdict_message(row: Mapping[str, Any], settings: MessageSettings, now: datetime,
                     database_id: str | None = None) -> dict[str, Any]:
     """The <topic>/verdict payload of one inspection row, as published at `now`; `database_id` is the store's
     identity (a consumer drops a repeat by database_id and result_id: ids start again in a new database)."""

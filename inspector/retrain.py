@@ -12,6 +12,8 @@ Sources of the candidate's training set, in this order (a file's content counts 
 
 A part whose latest review is "defect" is never trained on, whatever source offers it. Every skipped file is
 listed in the result with its reason.
+Reviewed parts whose files retention deleted (`pruned_at`, inspector/retention.py) are neither trained on nor
+re-scored; the result counts them (`pruned`) and says so in a warning.
 
 The candidate is fitted and calibrated with the configured `[profile]` parameters and saved as a new version,
 then both profiles re-score every reviewed part exactly as the watcher would (same decode, same threshold
@@ -155,13 +157,14 @@ class RetrainResult:
     dry_run: bool = False  # activate=False: never activated, `reason` says what the gate would have done
     over_budget: bool = False  # the candidate's cross-fitted false-alarm rate exceeds the active budget
     memorised: list[int] = field(default_factory=list)  # inspection ids of false alarms cleared only in training
+    pruned: int = 0  # reviewed parts left out because retention deleted their files
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able summary."""
         return {
             "version": self.version, "previous": self.previous, "activated": self.activated, "forced": self.forced,
             "gate_passed": self.gate_passed, "dry_run": self.dry_run, "over_budget": self.over_budget,
-            "memorised": self.memorised, "reason": self.reason, "before": vars(self.before),
+            "memorised": self.memorised, "pruned": self.pruned, "reason": self.reason, "before": vars(self.before),
             "after": vars(self.after), "missed": self.missed,
             "sources": self.sources, "warnings": self.warnings,
             "skipped": [vars(s) for s in self.skipped],
@@ -335,6 +338,9 @@ def retrain(cfg: Config, store: Store, add_dirs: Sequence[Path] = (), force: boo
     reviewed = sorted(store.list(reviewed="good", limit=None) + store.list(reviewed="defect", limit=None),
                       key=lambda r: r["id"])
     confirmed = {r["sha256"]: r for r in reviewed if r["review"] == "defect" and r.get("sha256")}
+    # retention deleted their files (inspector/retention.py): neither trained on nor re-scored, only counted
+    pruned = [r for r in reviewed if r.get("pruned_at") is not None]
+    reviewed = [r for r in reviewed if r.get("pruned_at") is None]
 
     items = _profile_items(active.meta)
     # false alarms in content order, not id order: ids follow which worker or station committed first, and the
@@ -349,6 +355,9 @@ def retrain(cfg: Config, store: Store, add_dirs: Sequence[Path] = (), force: boo
 
     skipped: list[Skipped] = []
     warnings: list[str] = []
+    if pruned:
+        warnings.append(f"{len(pruned)} reviewed part(s) skipped: their files were pruned by retention "
+                        "([retention] reviewed_days)")
     chosen: list[_Loaded] = []
     seen: set[str] = set()
     for loaded in _load(items, cfg, progress):
@@ -479,7 +488,7 @@ def retrain(cfg: Config, store: Store, add_dirs: Sequence[Path] = (), force: boo
         version=version, previous=active.version, activated=activated, forced=bool(activate and force and refusals),
         reason=reason, before=before_fig, after=after_fig, parts=parts, missed=missed, sources=counts,
         skipped=skipped, warnings=warnings, gate_passed=not refusals, dry_run=not activate, over_budget=over_budget,
-        memorised=memorised,
+        memorised=memorised, pruned=len(pruned),
     )
 
 

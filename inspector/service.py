@@ -10,7 +10,7 @@ Order of events for every part, which is what makes it exactly-once across crash
 A crash before 3 leaves the file in the folder with no row: it is judged again at the next start. A crash
 between 3 and 4 leaves the file with a row: the next start scores it, the insert finds the row, and the
 file is only moved. A copy of a part already judged is archived beside it without a second row.
-Nothing is ever deleted.
+Nothing is deleted here; archived files go only by the retention policy (operations.py, retention.py).
 
 This module runs the whole and judges; the parts live beside it, and never import it: watcher.py (noticing
 complete files, provisional rejections), committer.py (batches, degraded mode, the database file's identity),
@@ -50,7 +50,9 @@ from inspector.folderlock import FolderBusy, FolderLock
 from inspector.overlay import overlay
 from inspector.pipeline import Inspector, Verdict
 from inspector.publisher import NullPublisher, Publisher, open_publisher
+from inspector.webhook import NullWebhook, WebhookSender, open_webhook
 from inspector.modbus import ModbusServer, NullModbus, open_modbus
+from inspector.operations import Operations  # issue 15: disk, retention, metrics, status, watchdog
 from inspector.store import DatabaseError, Store
 from inspector.text import escape_controls
 from inspector.watcher import (
@@ -237,7 +239,11 @@ class WatchService:
                                    busy_timeout_s=cfg.database.busy_timeout_ms / 1000)
         self.archiver = Archiver(self.archive_root, self._emit)
         self.publisher: Publisher | NullPublisher = NullPublisher()  # verdicts to the line (MQTT), started in run()
+        self.webhook: WebhookSender | NullWebhook = NullWebhook()  # verdicts to an MES (HTTP), started in run()
         self.modbus: ModbusServer | NullModbus = NullModbus()  # registers for PLCs (Modbus TCP), started in run()
+        self.ops = Operations(cfg, self.store, self._emit, folder=self.folder, archive=self.archive_root,
+                              overlays=self.overlays, once=once, counters=self._counters,
+                              waiting=lambda: len(self.settler), check_db=self.committer.check_file)
         self.rechecks = Rechecks(wait=not once)  # provisional rejections (empty, truncated ...) of this run
         self._inflight: set[str] = set()
         self._dirty: set[str] = set()  # in flight, and an event said the file changed again meanwhile
@@ -317,8 +323,10 @@ class WatchService:
             t.start()
         try:
             self.publisher = open_publisher(self.cfg, self.store, counters=self._counters, emit=self._emit)
+            self.webhook = open_webhook(self.cfg, self.store, emit=self._emit)
             self.modbus = open_modbus(self.cfg, emit=self._emit, counters=lambda: {
                 **self._counters(), "running": self.ready.is_set() and not self._stop.is_set()})
+            self.ops.start()  # metrics port, disk watermarks, retention thread
             self._cleanup_overlay_temps()
             if not self.once:
                 self.observer = self._start_observer()
@@ -328,6 +336,7 @@ class WatchService:
                        folder=imaging.printable(self.folder), profile_version=self.profile.version)
             self._scan()
             self.ready.set()
+            self.ops.ready()  # systemd READY=1, first status file
             self._loop()
         finally:
             if self.observer is not None:
@@ -340,7 +349,9 @@ class WatchService:
             self._results.put(_STOP)
             committer.join()
             self.publisher.stop()  # sends what is left, then state offline
+            self.webhook.stop()  # one more attempt for what is left; the rest waits in the database
             self.modbus.stop()  # ready 0 (already since the stop began), then the port closes
+            self.ops.stop()  # STOPPING=1, retention thread, metrics port, a last status file
             for sig, old in restore.items():
                 signal.signal(sig, old)
             self.store.close()
@@ -474,6 +485,7 @@ class WatchService:
                     self._check_lock()
                 next_rescan = now + self.w.rescan_s
             self._throughput(now)
+            self.ops.tick(now)  # disk watermarks, stuck detection, watchdog, status file
             if self.once and not len(self.settler) and not self._inflight_count():
                 break
             if self._fatal is not None:
@@ -512,6 +524,11 @@ class WatchService:
 
     def _dispatch(self) -> None:
         """Queue the files the settler found complete."""
+        if self.ops.paused:  # disk below [retention] min_free_mb: parts wait in the folder (degraded)
+            self.settler.wake.clear()  # (ready files stay in the settler; no busy loop meanwhile)
+            if self.once:
+                self.stop()
+            return
         for path, completed in self.settler.poll():
             if self._stop.is_set():
                 return
@@ -534,6 +551,7 @@ class WatchService:
 
     def _release(self, path: str, again: bool = False) -> None:
         """The path's round is over; look at it again if asked, or if it changed during the round."""
+        self.ops.progressed()
         with self._inflight_lock:
             self._inflight.discard(path)
             again = again or path in self._dirty
@@ -730,6 +748,7 @@ class WatchService:
         if new:
             self.committer.record(new)
             self.publisher.notify()  # committed: the outbox has new rows
+            self.webhook.notify()
             self.modbus.record([o.row for o in new if o.row is not None])  # committed: last result, counts
         for o in new:
             if o.row is None and o.target:  # the same content was recorded meanwhile (another copy in flight)
@@ -766,6 +785,7 @@ class WatchService:
                 self._done[o.job.path] = o.sig
             self.stats.verdicts[o.row["verdict"]] += 1
             self.stats.recorded += 1
+            self.ops.recorded(o.row, o.job.received_at)
             self._log_verdict(o.row)
             self.conditions.observe(o.row)
             return again
@@ -840,7 +860,8 @@ class WatchService:
         v = self.stats.verdicts
         verdicts = {k: v[k] for k in ("ok", "defect", "rejected")}
         return {"judged": sum(verdicts.values()), "verdicts": verdicts, "queue_depth": self._inflight_count(),
-                "degraded": self.committer.degraded, "profile_version": self.profile.version}
+                "degraded": self.committer.degraded or self.ops.paused, "profile_version": self.profile.version,
+                **self.webhook.counters()}
 
     def _throughput(self, now: float) -> None:
         """Every stats_every_s: parts per second since the last line, and what is waiting; while nothing happens,

@@ -18,9 +18,10 @@ sqlalchemy.exc.IntegrityError propagates unchanged and the whole batch is rolled
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,19 +41,28 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    and_,
+    bindparam,
+    case,
+    cast,
     create_engine,
     event,
+    extract,
+    false,
     func,
+    literal,
     or_,
     select,
     text,
+    true,
+    tuple_,
     update,
 )
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, aliased, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from inspector.errors import InspectorError
@@ -66,7 +76,7 @@ IN_CHUNK = 500  # max sha256 values per IN (...) list
 _INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 CONNECT_TIMEOUT_S = 10  # PostgreSQL: seconds to wait for a server before giving up (libpq waits forever)
 MAX_ID = 2**63 - 1  # the largest integer an id column holds (SQLite INTEGER, PostgreSQL bigint)
-HEAD = "0005"  # the newest migration in inspector/migrations/versions (a test keeps the two in step)
+HEAD = "0008"  # the newest migration in inspector/migrations/versions (a test keeps the two in step)
 VERSION_TABLE = "alembic_version"
 MIGRATION_LOCK = 0x696E_7370_6563_7472  # PostgreSQL advisory lock key held while migrating ("inspectr")
 _LIBPQ_DRIVERS = ("psycopg", "psycopg2")  # drivers that take libpq's connect_timeout
@@ -114,6 +124,10 @@ class Base(DeclarativeBase):
     })
 
 
+# the rows retention walks (migration 0008): an archived file not yet pruned
+UNPRUNED = "pruned_at IS NULL AND archived_path IS NOT NULL"
+
+
 class Inspection(Base):
     """One verdict: an image judged ok/defect, or a file rejected before judging."""
 
@@ -123,9 +137,12 @@ class Inspection(Base):
         UniqueConstraint("source_key", name="uq_inspections_source_key"),
         CheckConstraint("(sha256 IS NULL) <> (source_key IS NULL)", name="identity"),
         CheckConstraint("verdict IN ('ok', 'defect', 'rejected')", name="verdict"),
-        Index("ix_inspections_inspected_at", "inspected_at"),
+        Index("ix_inspections_inspected_at_id", "inspected_at", "id"),  # the read indexes (0007)
+        Index("ix_inspections_verdict_inspected_at_id", "verdict", "inspected_at", "id"),
+        Index("ix_inspections_station_line_verdict_inspected_at", "station", "line", "verdict", "inspected_at"),
         Index("ix_inspections_verdict_id", "verdict", "id"),
         Index("ix_inspections_station_published_at_id", "station", "published_at", "id"),  # the outbox (0005)
+        Index("ix_inspections_unpruned", "id", sqlite_where=text(UNPRUNED), postgresql_where=text(UNPRUNED)),  # 0008
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -152,6 +169,7 @@ class Inspection(Base):
     camera: Mapped[str] = mapped_column(String(64))
     exposure: Mapped[float | None] = mapped_column(Float)  # relative to the profile's reference (1.0 = as trained)
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # broker acknowledged it; NULL = in the outbox
+    pruned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # retention deleted its file (retention.py)
 
 
 class DatabaseIdentity(Base):
@@ -193,6 +211,35 @@ class ClaimRow(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class Delivery(Base):
+    """A sink (the webhook) is done with an inspection: delivered, or refused for good (migration 0006; the
+    queries are in inspector/deliveries.py)."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (CheckConstraint("outcome IN ('delivered', 'refused')", name="outcome"),)
+
+    sink: Mapped[str] = mapped_column(String(64), primary_key=True)
+    inspection_id: Mapped[int] = mapped_column(Integer, ForeignKey("inspections.id"), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(16))
+    delivered_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[int | None] = mapped_column(Integer)  # the HTTP status of a refusal
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class DeliveryCursor(Base):
+    """Where a sink's search for undelivered rows of one station, line and camera starts (migration 0006)."""
+
+    __tablename__ = "delivery_cursors"
+
+    sink: Mapped[str] = mapped_column(String(64), primary_key=True)
+    station: Mapped[str] = mapped_column(String(64), primary_key=True)
+    line: Mapped[str] = mapped_column(String(64), primary_key=True)
+    camera: Mapped[str] = mapped_column(String(64), primary_key=True)
+    floor_id: Mapped[int] = mapped_column(Integer)  # every row of theirs with id <= floor_id is done or historic
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 @dataclass(frozen=True)
 class Claim:
     """The outcome of a claim: whether this station got the file, and whose expired claim it took over."""
@@ -205,6 +252,7 @@ class Claim:
 COLUMNS: tuple[str, ...] = tuple(c.key for c in Inspection.__table__.columns)
 REVIEW_COLUMNS: tuple[str, ...] = tuple(c.key for c in Review.__table__.columns)
 DECISIONS = ("defect", "good")
+STREAM_COLUMNS: tuple[str, ...] = (*COLUMNS, "review", "reviewer", "note", "reviewed_at", "decisions")  # Store.stream
 _DATETIMES = ("received_at", "inspected_at")
 
 
@@ -303,11 +351,108 @@ def _check_row(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def _no_newer_review() -> Any:
+    """NOT EXISTS a later review of the same inspection as the outer Review row: that row is the latest decision
+    (an anti-join on reviews (inspection_id, id))."""
+    newer = aliased(Review, name="newer")
+    return ~select(newer.id).where(newer.inspection_id == Review.inspection_id, newer.id > Review.id).exists()
+
+
 def latest_reviews() -> Any:
-    """A subquery: (inspection_id, decision) of the newest review of each reviewed inspection."""
-    newest = select(func.max(Review.id).label("id")).group_by(Review.inspection_id).subquery()
-    return (select(Review.inspection_id, Review.decision).join(newest, newest.c.id == Review.id)
-            .subquery("latest"))
+    """A subquery: the newest review of each reviewed inspection (inspection_id, decision, reviewer, note,
+    reviewed_at), found by an anti-join on reviews (inspection_id, id), never by grouping every review."""
+    return (select(Review.inspection_id, Review.decision, Review.reviewer, Review.note, Review.reviewed_at)
+            .where(_no_newer_review()).subquery("latest"))
+
+
+def latest_decision(inspection_id: Any) -> Any:
+    """The latest decision on the inspection whose id is the column `inspection_id` (a correlated scalar subquery:
+    one probe of reviews (inspection_id, id) per row), None when there is none."""
+    return (select(Review.decision).where(Review.inspection_id == inspection_id).order_by(Review.id.desc())
+            .limit(1).scalar_subquery())
+
+
+def unreviewed(inspection_id: Any) -> Any:
+    """No operator decision on the inspection `inspection_id` (a column) yet: an anti-join on reviews
+    (inspection_id, id)."""
+    return ~select(Review.id).where(Review.inspection_id == inspection_id).exists()
+
+
+Key = tuple[datetime, int]  # (inspected_at, id): the review queue's order, newest first
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The inspections a read is about: verdict, inspected_at >= since, station, line and review state (None: any;
+    "unreviewed": no decision yet; "defect" or "good": the latest decision)."""
+
+    verdict: str | None = None
+    since: datetime | None = None
+    station: str | None = None
+    line: str | None = None
+    review: str | None = None
+
+
+def _epoch_bucket(column: Any, width: int, dialect: str) -> Any:
+    """The number of the `width`-second UTC bucket a datetime column falls in (floor(epoch seconds / width))."""
+    seconds = literal(width, BigInteger)
+    if dialect == "sqlite":  # naive UTC text 'YYYY-MM-DD HH:MM:SS.ffffff': the whole seconds only (SQLite's date
+        # functions round to milliseconds: 09:59:59.999999 would become 10:00); integer division floors (>= 1970)
+        return cast(func.strftime("%s", func.substr(column, 1, 19)), Integer) // seconds
+    return cast(func.floor(extract("epoch", column) / seconds), BigInteger)
+
+
+def _unindexed(column: Any) -> Any:
+    """coalesce(column, column): the same value, but no index answers a comparison with it. A join that starts
+    from the latest reviews (a few per cent of the rows) checks its time window on each reviewed row this way,
+    instead of a planner starting from an index range over every inspection of the window."""
+    return func.coalesce(column, column)
+
+
+def _buckets(dialect: str) -> Any:
+    """A CTE buckets(k, s, e) of the buckets :k0 to :k1 of :width seconds, each from its start (or :lo, the
+    later) to its end (or :end, the earlier), made by the database: generate_series on PostgreSQL, a recursive
+    CTE on SQLite (whose bounds are the text the column holds: 'YYYY-MM-DD HH:MM:SS' of a whole second sorts
+    before every value of that second with its microseconds). The statement has one shape whatever the range, so
+    it is compiled and planned once (a VALUES list of the buckets took longer to plan than to count)."""
+    k0, k1, width = bindparam("k0", type_=BigInteger()), bindparam("k1", type_=BigInteger()), \
+        bindparam("width", type_=BigInteger())
+    lo, end = bindparam("lo", type_=UTCDateTime()), bindparam("end", type_=UTCDateTime())
+    if dialect == "postgresql":
+        k = func.generate_series(k0, k1).table_valued("k").render_derived()
+        return select(k.c.k, func.greatest(func.to_timestamp(k.c.k * width), lo).label("s"),
+                      func.least(func.to_timestamp((k.c.k + 1) * width), end).label("e")).cte("buckets")
+    series = select(k0.label("k")).cte("series", recursive=True)
+    series = series.union_all(select(series.c.k + 1).where(series.c.k < k1))
+    return select(series.c.k, func.max(func.datetime(series.c.k * width, "unixepoch"), lo).label("s"),
+                  func.min(func.datetime((series.c.k + 1) * width, "unixepoch"), end).label("e")).cte("buckets")
+
+
+def _iso_utc(column: Any, dialect: str) -> Any:
+    """A UTC datetime column as the text datetime.isoformat() gives for its aware value ("2026-11-30T14:05:09.5+
+    00:00" style: microseconds only when not zero), NULL for NULL; built by the database."""
+    if dialect == "sqlite":  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff'
+        clock = case((func.substr(column, 20) == ".000000", func.substr(column, 12, 8)), else_=func.substr(column, 12))
+        return func.substr(column, 1, 10) + literal("T", Text) + clock + literal("+00:00", Text)
+    utc = func.timezone("UTC", column)
+    fraction = case((cast(extract("microseconds", utc), BigInteger) % 1_000_000 == 0, literal("", Text)),
+                    else_=func.to_char(utc, ".US"))
+    return func.to_char(utc, 'YYYY-MM-DD"T"HH24:MI:SS') + fraction + literal("+00:00", Text)
+
+
+def _key_param(at: datetime) -> Any:
+    """An inspected_at value as a bound parameter of the column's type (for row-value comparisons)."""
+    return literal(at, UTCDateTime())
+
+
+def _instant(seconds: int) -> datetime:
+    """An aware UTC datetime from whole seconds since the epoch."""
+    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=seconds)
+
+
+BUCKETS_PER_QUERY = 250  # time buckets counted by one statement (then a probe skips a stretch without parts)
+DRIFT_COLUMNS = (Inspection.id, Inspection.station, Inspection.profile_version, Inspection.verdict,
+                 Inspection.reason, Inspection.exposure, Inspection.score, Inspection.inspected_at)
 
 
 # ---------------------------------------------------------------------------------------------- store
@@ -530,38 +675,351 @@ class Store:
 
     def list(self, *, verdict: str | None = None, since: datetime | None = None, limit: int | None = 50,
              reviewed: str | None = None, unreviewed: bool = False, station: str | None = None,
-             line: str | None = None, offset: int = 0) -> builtins.list[dict[str, Any]]:
+             line: str | None = None) -> builtins.list[dict[str, Any]]:
         """Rows newest first (by id), optionally filtered by verdict, inspected_at >= since, and review state
         (`reviewed` = the latest decision, "defect" or "good"; `unreviewed` = no decision yet). Each row carries
         `review`, its latest decision or None."""
-        latest = latest_reviews()
-        stmt = (select(Inspection, latest.c.decision).outerjoin(latest, latest.c.inspection_id == Inspection.id)
-                .order_by(Inspection.id.desc()))
-        if verdict is not None:
-            stmt = stmt.where(Inspection.verdict == verdict)
-        if since is not None:
-            stmt = stmt.where(Inspection.inspected_at >= to_utc(since))
-        if reviewed is not None:
-            stmt = stmt.where(latest.c.decision == reviewed)
-        if unreviewed:
-            stmt = stmt.where(latest.c.decision.is_(None))
-        if station is not None:
-            stmt = stmt.where(Inspection.station == station)
-        if line is not None:
-            stmt = stmt.where(Inspection.line == line)
-        if offset:
-            stmt = stmt.offset(offset)
+        sel = Selection(verdict, to_utc(since) if since is not None else None, station, line,
+                        "unreviewed" if unreviewed else reviewed)
+        stmt = self._with_review(sel).order_by(Inspection.id.desc())
+        if sel.since is not None:  # bounds the newest-first walk by id to the rows of the window
+            stmt = stmt.where(Inspection.id >= self._first_id_since(sel.since))
         if limit is not None:
             stmt = stmt.limit(limit)
+        return self._reviewed_rows(stmt)
+
+    def _with_review(self, sel: Selection) -> Any:
+        """A select of Inspection and its latest decision (`review`) narrowed to the selection; a selection of a
+        decision is read from the latest reviews (a few per cent of the rows) and joined to their inspections."""
+        if sel.review in DECISIONS:
+            latest = latest_reviews()
+            stmt = (select(Inspection, latest.c.decision.label("review"))
+                    .join(latest, latest.c.inspection_id == Inspection.id).where(latest.c.decision == sel.review))
+            return self._narrow(stmt, replace(sel, review=None), indexed=False)
+        return self._narrow(select(Inspection, latest_decision(Inspection.id).label("review")), sel)
+
+    def _reviewed_rows(self, stmt: Any) -> builtins.list[dict[str, Any]]:
+        """Run a select of (Inspection, review) and return the rows as dicts with `review`."""
         with self._guard("read"), Session(self.engine) as session:
             return [{**_as_dict(row), "review": decision} for row, decision in session.execute(stmt)]
 
+    @staticmethod
+    def _first_id_since(since: datetime) -> Any:
+        """The smallest id among the rows inspected at or after `since` (NULL when there is none): a scalar
+        subquery that reads the window's range of the index (inspected_at, id). min(coalesce(id, id)), since a
+        plain min(id) lets SQLite walk the whole table in id order until the first row of the window."""
+        return (select(func.min(_unindexed(Inspection.id))).where(Inspection.inspected_at >= since)
+                .scalar_subquery())
+
+    def _pairs(self, station: str | None, line: str | None) -> builtins.list[tuple[str, str] | None]:
+        """The (station, line) pairs with rows that a station and/or line filter selects (their union is the
+        filter; none: nothing matches); [None] without a filter."""
+        if station is None and line is None:
+            return [None]
+        return [(s, ln) for s, ln in self.stations()
+                if (station is None or s == station) and (line is None or ln == line)]
+
+    @staticmethod
+    def _pair_terms(pair: tuple[str, str] | None, col: Any = None) -> builtins.list[Any]:
+        """The WHERE terms of one (station, line) pair (none for None): both columns compared, so the index
+        (station, line, verdict, inspected_at) is searched by its prefix. `col` wraps each column (_unindexed)."""
+        col = col or (lambda c: c)
+        return [] if pair is None else [col(Inspection.station) == pair[0], col(Inspection.line) == pair[1]]
+
+    def _place(self, station: str | None, line: str | None, col: Any = None) -> builtins.list[Any]:
+        """The WHERE terms of a station and/or line filter in one list: the pair's columns when it selects one
+        (station, line) pair, nothing-matches when none, else the filter as given."""
+        pairs = self._pairs(station, line)
+        if len(pairs) == 1:
+            return self._pair_terms(pairs[0], col)
+        if not pairs:
+            return [false()]
+        col = col or (lambda c: c)
+        return ([col(Inspection.station) == station] * (station is not None)
+                + [col(Inspection.line) == line] * (line is not None))
+
+    def _narrow(self, stmt: Any, sel: Selection, *, review: bool = True, indexed: bool = True) -> Any:
+        """`stmt` (a select over Inspection) narrowed to the selection (its review state too, unless `review` is
+        False): "unreviewed" is an anti-join, a decision a correlated look-up, both on reviews (inspection_id, id).
+        `indexed=False` (a join that starts from the latest reviews): on SQLite, whose planner has no statistics,
+        the terms are checked on each joined row, never answered by an index of inspections; PostgreSQL's planner
+        weighs the two ways itself."""
+        col = _unindexed if not indexed and self.dialect == "sqlite" else (lambda c: c)
+        if sel.verdict is not None:
+            stmt = stmt.where(col(Inspection.verdict) == sel.verdict)
+        if sel.since is not None:
+            stmt = stmt.where(col(Inspection.inspected_at) >= to_utc(sel.since))
+        stmt = stmt.where(*self._place(sel.station, sel.line, col))
+        if review and sel.review == "unreviewed":
+            stmt = stmt.where(unreviewed(Inspection.id))
+        elif review and sel.review is not None:
+            stmt = stmt.where(latest_decision(Inspection.id) == sel.review)
+        return stmt
 
     def stations(self) -> builtins.list[tuple[str, str]]:
-        """The (station, line) pairs that have recorded inspections, sorted."""
-        stmt = select(Inspection.station, Inspection.line).distinct().order_by(Inspection.station, Inspection.line)
+        """The (station, line) pairs that have recorded inspections, sorted: found by skipping through the index
+        (station, line, ...) from one station to the next and, within a station, from one line to the next (one
+        index probe per pair, however many rows there are)."""
+        stations = select(Inspection.station).order_by(Inspection.station).limit(1)
+        lines = select(Inspection.line).order_by(Inspection.line).limit(1)
+        pairs: builtins.list[tuple[str, str]] = []
         with self._guard("read"), self.engine.connect() as conn:
-            return [(r.station, r.line) for r in conn.execute(stmt)]
+            station = conn.execute(stations.where(Inspection.station >= "")).scalar()  # every name: a range
+            while station is not None:
+                line = conn.execute(lines.where(Inspection.station == station)).scalar()
+                while line is not None:
+                    pairs.append((station, line))
+                    line = conn.execute(lines.where(Inspection.station == station, Inspection.line > line)).scalar()
+                station = conn.execute(stations.where(Inspection.station > station)).scalar()
+        return pairs
+
+    # ------------------------------------------------------------------------------------------ the review queue
+
+    def page(self, sel: Selection, *, start: Key | None = None, newer: bool = False,
+             limit: int = 50) -> builtins.list[dict[str, Any]]:
+        """Up to `limit` rows of the selection in the review queue's order, newest first by the key (inspected_at,
+        id): from `start` on (that key included; None: from the newest), or with `newer` the rows just newer than
+        `start`, nearest first (the page before, read backwards). A key range of an index, never an OFFSET. Each
+        row carries `review`, its latest decision."""
+        key = tuple_(Inspection.inspected_at, Inspection.id)
+        stmt = self._with_review(sel)
+        if start is not None:
+            bound = tuple_(_key_param(start[0]), start[1])
+            stmt = stmt.where(key > bound if newer else key <= bound)
+        if newer:
+            stmt = stmt.order_by(Inspection.inspected_at.asc(), Inspection.id.asc())
+        else:
+            stmt = stmt.order_by(Inspection.inspected_at.desc(), Inspection.id.desc())
+        return self._reviewed_rows(stmt.limit(limit))
+
+    def key(self, id: int) -> Key | None:
+        """The queue key (inspected_at, id) of inspection `id`, or None when there is no such row."""
+        with self._guard("read"), self.engine.connect() as conn:
+            at = conn.execute(select(Inspection.inspected_at).where(Inspection.id == id)).scalar()
+        return None if at is None else (at, id)
+
+    def count_newer(self, sel: Selection, start: Key, cap: int) -> int:
+        """How many rows of the selection come before the key `start` in the queue (are newer), counting at most
+        `cap` of them."""
+        newer = self._narrow(select(Inspection.id), sel).where(
+            tuple_(Inspection.inspected_at, Inspection.id) > tuple_(_key_param(start[0]), start[1])).limit(cap)
+        with self._guard("read"), self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(newer.subquery())).scalar() or 0)
+
+    def review_counts(self, sel: Selection) -> dict[str, int]:
+        """How many rows the selection holds, its review state left aside ("all"), and of them "unreviewed",
+        "defect" and "good" (the latest decision): a count over an index range, and the latest reviews joined to
+        their inspections (a few per cent of the rows)."""
+        total = self._narrow(select(func.count()).select_from(Inspection), sel, review=False)
+        latest = latest_reviews()
+        decided = self._narrow(select(latest.c.decision, func.count()).select_from(latest)
+                               .join(Inspection, Inspection.id == latest.c.inspection_id)
+                               .group_by(latest.c.decision), sel, review=False, indexed=False)
+        counts = dict.fromkeys(("all", "unreviewed", *DECISIONS), 0)
+        with self._guard("read"), self._snapshot() as conn:
+            counts["all"] = int(conn.execute(total).scalar() or 0)
+            for decision, n in conn.execute(decided):
+                counts[decision] = int(n)
+        counts["unreviewed"] = counts["all"] - sum(counts[d] for d in DECISIONS)
+        return counts
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[Connection]:
+        """A connection in a read transaction that sees one snapshot for all its statements (REPEATABLE READ on
+        PostgreSQL; a SQLite read transaction does so from its first read on)."""
+        options = {"isolation_level": "REPEATABLE READ"} if self.dialect == "postgresql" else {}
+        with self.engine.connect().execution_options(**options) as conn, conn.begin():
+            yield conn
+
+    # ------------------------------------------------------------------------------------------ counts per time bucket
+
+    def time_span(self, sel: Selection) -> tuple[datetime, datetime] | None:
+        """The first and last inspected_at among the selection's rows (its station, line and since), or None when
+        it has none: index probes, per (station, line, verdict) when a place is selected."""
+        terms = self._range_terms(sel)
+        lows, highs = [], []
+        with self._guard("read"), self._snapshot() as conn:
+            for where in terms:
+                low, high = conn.execute(select(func.min(Inspection.inspected_at)).where(*where)).scalar(), \
+                    conn.execute(select(func.max(Inspection.inspected_at)).where(*where)).scalar()
+                lows += [low] if low is not None else []
+                highs += [high] if high is not None else []
+        return (min(lows), max(highs)) if lows else None
+
+    def _range_terms(self, sel: Selection) -> builtins.list[builtins.list[Any]]:
+        """WHERE term lists whose union is the selection's rows (station, line, since; verdict and review state
+        ignored), each answerable by an index range on inspected_at: one list without a place, else one per
+        (station, line, verdict)."""
+        since = [Inspection.inspected_at >= to_utc(sel.since)] if sel.since is not None else []
+        if sel.station is None and sel.line is None:
+            return [since]
+        return [[*self._pair_terms(pair), Inspection.verdict == v, *since]
+                for pair in self._pairs(sel.station, sel.line) for v in VERDICTS]
+
+    def bucket_counts(self, sel: Selection, width: int, lo: datetime, hi: datetime,
+                      counts: bool = True) -> dict[int, dict[str, Any]]:
+        """Aggregates of the selection's rows (its station and line; inspected from `lo` to `hi`, both included)
+        per UTC time bucket of `width` seconds, bucket k holding [k * width, (k + 1) * width) seconds since the
+        epoch; only buckets with rows. Per bucket: `parts`, `first` and `last` (inspected_at), `defect`,
+        `rejected` ({reason: n}) and `reviewed` ({(verdict, latest decision): n}); without `counts`, only
+        `defect` and `reviewed` (parts, first and last stay 0 and None, rejected empty).
+
+        Parts, first, last and defects are counted as index ranges per bucket (no row leaves the database, nothing
+        is sorted); rejections and reviews (a few per cent of the rows) are grouped by the bucket number. Every
+        statement reads the same snapshot."""
+        ranges = self._bucket_ranges(sel, counts)
+        first_k, last_k = math.floor(lo.timestamp() / width), math.floor(hi.timestamp() / width)
+        out: dict[int, dict[str, Any]] = {}
+
+        def bucket(k: int) -> dict[str, Any]:
+            if k not in out:
+                out[k] = {"parts": 0, "first": None, "last": None, "defect": 0, "rejected": {}, "reviewed": {}}
+            return out[k]
+
+        number = _epoch_bucket(Inspection.inspected_at, width, self.dialect).label("k")
+        with self._guard("read"), self._snapshot() as conn:
+            chunk: int | None = first_k
+            while chunk is not None and chunk <= last_k:
+                ks = range(chunk, min(chunk + BUCKETS_PER_QUERY, last_k + 1))
+                for k, adds, n, first, last in self._range_counts(conn, ks, width, lo, hi, ranges):
+                    b = bucket(k)
+                    for key in adds:
+                        b[key] += n
+                    if first is not None:
+                        b["first"] = first if b["first"] is None else min(b["first"], first)
+                        b["last"] = last if b["last"] is None else max(b["last"], last)
+                chunk = self._next_bucket(conn, ranges, width, ks.stop)  # over a stretch without parts
+            for pair in self._pairs(sel.station, sel.line):
+                place = self._pair_terms(pair)
+                rejected = (select(number, Inspection.reason, func.count())
+                            .where(Inspection.verdict == "rejected", Inspection.inspected_at >= lo,
+                                   Inspection.inspected_at <= hi, *place).group_by(number, Inspection.reason))
+                for k, reason, n in conn.execute(rejected) if counts else ():
+                    reasons = bucket(int(k))["rejected"]
+                    reasons[reason or "unknown"] = reasons.get(reason or "unknown", 0) + int(n)
+                for k, verdict, decision, n in conn.execute(self._reviews_by_bucket(width, lo, hi, pair)):
+                    counted = bucket(int(k))["reviewed"]
+                    counted[(verdict, decision)] = counted.get((verdict, decision), 0) + int(n)
+        return out
+
+    def _reviews_by_bucket(self, width: int, lo: datetime, hi: datetime, pair: tuple[str, str] | None) -> Any:
+        """(bucket number, verdict, latest decision, n) of the reviewed rows inspected from `lo` to `hi` (of one
+        (station, line) pair, unless None):
+        a walk over the latest reviews (a few per cent of the rows), each joined to its inspection by id. SQLite
+        checks the window on each joined row (see _unindexed); PostgreSQL gets a LATERAL look-up per review, since
+        its planner would otherwise hash the window's whole range of an index."""
+        latest = latest_reviews()
+        if self.dialect == "sqlite":
+            at = _unindexed(Inspection.inspected_at)
+            number = _epoch_bucket(Inspection.inspected_at, width, self.dialect)
+            place = self._pair_terms(pair, _unindexed)
+            return (select(number, Inspection.verdict, latest.c.decision, func.count()).select_from(latest)
+                    .join(Inspection, Inspection.id == latest.c.inspection_id).where(at >= lo, at <= hi, *place)
+                    .group_by(number, Inspection.verdict, latest.c.decision))
+        inspection = (select(Inspection.inspected_at, Inspection.verdict)
+                      .where(Inspection.id == latest.c.inspection_id, Inspection.inspected_at >= lo,
+                             Inspection.inspected_at <= hi, *self._pair_terms(pair)).limit(1).lateral("inspection"))
+        number = _epoch_bucket(inspection.c.inspected_at, width, self.dialect)
+        return (select(number, inspection.c.verdict, latest.c.decision, func.count()).select_from(latest)
+                .join(inspection, true()).group_by(number, inspection.c.verdict, latest.c.decision))
+
+    def _bucket_ranges(self, sel: Selection,
+                       counts: bool = True) -> builtins.list[tuple[builtins.list[Any], tuple[str, ...], bool]]:
+        """What bucket_counts counts per bucket as index ranges: (WHERE terms, the counts each row adds to, whether
+        first and last are wanted). Without a place: every row (index (inspected_at, id)) and the defects (index
+        (verdict, inspected_at, id)); with one: each (station, line, verdict) of it (index (station, line, verdict,
+        inspected_at)). Without `counts`, only the defects."""
+        if sel.station is None and sel.line is None:
+            every = [([], ("parts",), True)] if counts else []
+            return [*every, ([Inspection.verdict == "defect"], ("defect",), False)]
+        return [([*self._pair_terms(pair), Inspection.verdict == v], ("parts", "defect") if v == "defect" else
+                 ("parts",), counts) for pair in self._pairs(sel.station, sel.line)
+                for v in (VERDICTS if counts else ("defect",))]
+
+    @staticmethod
+    def _next_bucket(conn: Connection, ranges: builtins.list[tuple[builtins.list[Any], tuple[str, ...], bool]],
+                     width: int, k: int) -> int | None:
+        """The first bucket from k on that holds a row of `ranges` (one index probe per range), None when none
+        does: the buckets of a stretch without parts (a line stopped for weeks) are never counted one by one."""
+        at = _instant(k * width)
+        found = [conn.execute(select(func.min(Inspection.inspected_at)).where(*where, Inspection.inspected_at >= at))
+                 .scalar() for where, _adds, _ends in ranges]
+        found = [f for f in found if f is not None]
+        return math.floor(min(found).timestamp() / width) if found else None
+
+    @staticmethod
+    def _range_counts(conn: Connection, ks: range, width: int, lo: datetime, hi: datetime,
+                      ranges: builtins.list[tuple[builtins.list[Any], tuple[str, ...], bool]]
+                      ) -> Iterator[tuple[int, tuple[str, ...], int, Any, Any]]:
+        """(k, adds, rows, first, last) for the buckets `ks` that have rows from `lo` to `hi`, per range of
+        _bucket_ranges: one statement over the buckets (_buckets), each counted by correlated subqueries over an
+        index range (its two bounds are the only ones on inspected_at: a third would become the range's end)."""
+        params = {"k0": ks.start, "k1": ks.stop - 1, "width": width, "lo": lo, "end": hi + timedelta(microseconds=1)}
+        b = _buckets(conn.dialect.name)
+        for where, adds, ends in ranges:
+            inside = (*where, Inspection.inspected_at >= b.c.s, Inspection.inspected_at < b.c.e)
+            columns = [select(func.count()).select_from(Inspection).where(*inside).scalar_subquery()]
+            if ends:
+                columns += [select(func.min(Inspection.inspected_at)).where(*inside).scalar_subquery(),
+                            select(func.max(Inspection.inspected_at)).where(*inside).scalar_subquery()]
+            for k, count, *span in conn.execute(select(b.c.k, *columns), params):
+                if count:
+                    yield int(k), adds, int(count), *(span or (None, None))
+
+    # ------------------------------------------------------------------------------------------ streaming reads
+
+    @contextmanager
+    def stream(self, sel: Selection, columns: Sequence[str] = (), batch: int = 1000) -> Iterator[Iterator[Any]]:
+        """Every row of the selection (its review state ignored), oldest first by id, as sequences of `columns`
+        (names from STREAM_COLUMNS; all of them by default): the inspection's columns, its latest decision joined
+        in SQL (`review`, `reviewer`, `note`, `reviewed_at`) and its number of decisions (`decisions`). Times come
+        as ISO 8601 text in UTC, written by the database (what datetime.isoformat() gives for them: a CSV export
+        spends its time on rows, not on parsing and printing dates). Read `batch` rows at a time through a
+        server-side cursor (PostgreSQL) or SQLite's stepping cursor: memory stays flat whatever the size."""
+        r = aliased(Review, name="r")
+        newer = aliased(Review, name="newer")
+        latest = and_(r.inspection_id == Inspection.id,
+                      ~select(newer.id).where(newer.inspection_id == r.inspection_id, newer.id > r.id).exists())
+        decisions = case((r.id.is_(None), 0), else_=select(func.count()).select_from(Review)
+                         .where(Review.inspection_id == Inspection.id).scalar_subquery())
+        joined = {**Inspection.__table__.columns, "review": r.decision, "reviewer": r.reviewer, "note": r.note,
+                  "reviewed_at": r.reviewed_at, "decisions": decisions}
+        times = {name for name, col in joined.items() if isinstance(getattr(col, "type", None), UTCDateTime)}
+        stmt = (select(*((_iso_utc(joined[name], self.dialect) if name in times else joined[name]).label(name)
+                         for name in columns or STREAM_COLUMNS)).select_from(Inspection).outerjoin(r, latest))
+        stmt = self._narrow(stmt, replace(sel, review=None))
+        if sel.since is not None:
+            stmt = stmt.where(Inspection.id >= self._first_id_since(to_utc(sel.since)))
+        with self._guard("read"), self.engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=batch).execute(
+                stmt.order_by(Inspection.id))
+            yield iter(result)  # Row objects: sequences in the order of `columns`
+
+    def drift_rows(self, sel: Selection, window: int) -> builtins.list[dict[str, Any]]:
+        """Each station's newest `window` rows of the selection (its station, line and since), oldest first by id,
+        with the columns the drift replay reads."""
+        stations = sorted({s for s, _ in self.stations() if sel.station is None or s == sel.station})
+        rows: builtins.list[dict[str, Any]] = []
+        for station in stations:
+            rows += self.newest(Selection(since=sel.since, station=station, line=sel.line), DRIFT_COLUMNS, window)
+        return sorted(rows, key=lambda r: r["id"])
+
+    def newest(self, sel: Selection, columns: Sequence[Any], limit: int, *where: Any,
+               verdicts: Sequence[str] | None = None) -> builtins.list[dict[str, Any]]:
+        """The newest `limit` rows of the selection (its review state ignored) that meet `where` (terms on columns
+        without an index) and, with `verdicts`, have one of those; newest first by id, with only `columns`. A walk
+        down the ids that stops after `limit` rows, bounded below by the window's first id. SQLite, whose planner
+        has no statistics, checks the filters on each row: answered by an index, they would have it sort every
+        matching row first."""
+        stmt = self._narrow(select(*columns).where(*where), replace(sel, review=None), indexed=False)
+        if verdicts is not None:
+            col = _unindexed if self.dialect == "sqlite" else (lambda c: c)
+            stmt = stmt.where(col(Inspection.verdict).in_(verdicts))
+        if sel.since is not None:
+            stmt = stmt.where(Inspection.id >= self._first_id_since(to_utc(sel.since)))
+        stmt = stmt.order_by(Inspection.id.desc()).limit(limit)
+        with self._guard("read"), self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(stmt)]
 
     # ------------------------------------------------------------------------------------------ reviews
 

@@ -73,8 +73,8 @@ def test_head_constant_is_the_newest_packaged_migration() -> None:
 def test_migration_creates_schema_at_head(url: str) -> None:
     with Store(url, migrate=False) as s:
         assert s.revision() is None
-        assert s.upgrade() == head() == "0005"
-        assert s.revision() == "0005"
+        assert s.upgrade() == head() == "0008"
+        assert s.revision() == "0008"
         assert s.dialect == "sqlite" and s.url == url
         insp = sa.inspect(s.engine)
         assert "inspections" in insp.get_table_names()
@@ -83,15 +83,18 @@ def test_migration_creates_schema_at_head(url: str) -> None:
         assert {c["name"] for c in insp.get_check_constraints("inspections")} == {
             "ck_inspections_identity", "ck_inspections_verdict"}
         assert {i["name"]: i["column_names"] for i in insp.get_indexes("inspections")} == {
-            "ix_inspections_inspected_at": ["inspected_at"], "ix_inspections_verdict_id": ["verdict", "id"],
-            "ix_inspections_station_published_at_id": ["station", "published_at", "id"]}
+            "ix_inspections_inspected_at_id": ["inspected_at", "id"], "ix_inspections_verdict_id": ["verdict", "id"],
+            "ix_inspections_verdict_inspected_at_id": ["verdict", "inspected_at", "id"],
+            "ix_inspections_station_line_verdict_inspected_at": ["station", "line", "verdict", "inspected_at"],
+            "ix_inspections_station_published_at_id": ["station", "published_at", "id"],
+            "ix_inspections_unpruned": ["id"]}
 
 
 def test_upgrade_twice_is_noop(store: Store, url: str) -> None:
     store.record([row(1)])
-    assert store.upgrade() == "0005"
+    assert store.upgrade() == "0008"
     with Store(url) as again:
-        assert again.revision() == "0005" and again.count() == 1
+        assert again.revision() == "0008" and again.count() == 1
 
 
 def test_orm_metadata_matches_migrated_schema(store: Store) -> None:
@@ -379,7 +382,7 @@ def test_upgrade_from_0001_keeps_the_rows(tmp_path: Path) -> None:
             " '2026-11-01 08:00:01', 'ok', 's', 'l', 'c')"))
     engine.dispose()
     with Store(url) as s:
-        assert s.revision() == "0005"
+        assert s.revision() == "0008"
         [old] = s.list()
         assert old["name"] == "old.jpg" and old["review"] is None
         s.add_review(old["id"], "good", "ana")
@@ -393,7 +396,7 @@ def test_0004_adds_a_nullable_exposure_and_downgrades_to_0003(tmp_path: Path) ->
             command.upgrade(alembic_config(conn), "0003")
         assert "exposure" not in {c["name"] for c in sa.inspect(s.engine).get_columns("inspections")}
     with Store(url) as s:
-        assert s.revision() == "0005"
+        assert s.revision() == "0008"
         [a, b] = s.record([row(1, exposure=0.9), row(2)])
         assert s.get(a)["exposure"] == 0.9 and s.get(b)["exposure"] is None
         with s.engine.execution_options(immediate=True).begin() as conn:

@@ -147,9 +147,13 @@ def test_queue_filters_and_pages(app: Flask, client: FlaskClient, cfg: config.Co
     for bad in ("verdict=bogus", "review=maybe", "since=3y", "page=0", "page=x"):
         assert client.get(f"/?{bad}").status_code == 400, bad
     small = create_app(with_web(cfg, page_size=2)).test_client()
-    first, second = small.get("/").text, small.get("/?page=2").text
-    assert first.count('<article class="part') == 2 and "older →" in first and 'href="/?page=2"' in first
+    first = small.get("/").text
+    older = re.search(r'<a href="(/\?page=2&amp;start=[0-9T.Z-]+)">older →</a>', first)  # pages by key (issue 15)
+    assert first.count('<article class="part') == 2 and older
+    second = small.get(older.group(1).replace("&amp;", "&")).text
     assert second.count('<article class="part') == 1 and "← newer" in second and "older →" not in second
+    assert 'href="/">← newer</a>' in second and "page 2" in second
+    assert small.get("/?page=2").text == first  # a page number without its start (an old link): the first page
 
 
 def test_images_and_overlays_by_id_only(client: FlaskClient, site: Site) -> None:
@@ -243,7 +247,8 @@ def test_stats_numbers_follow_the_latest_review(tmp_path: Path, monkeypatch: pyt
         store.add_review(ids[2], "defect", "a")  # missed on a part judged ok
         day = data.stats_data(store, "24h", now)
         assert day.counts == {"ok": 2, "defect": 2, "rejected": 1, "confirmed": 1, "false_alarm": 1, "missed": 1}
-        assert day.defect_reviews == ["defect", "good"] and day.start == now - timedelta(hours=24)
+        assert [(d, n) for _, d, n in day.defects] == [("defect", 1), ("good", 1)] and day.defect_total == 2
+        assert day.start == now - timedelta(hours=24)
         assert sorted(day.scores["false alarm"]) == [3.0] and sorted(day.scores["ok"]) == [0.6, 0.7]
         assert day.threshold == 1.0 and day.profile_version == "v1" and day.versions == ["v1"]
         everything = data.stats_data(store, "all", now)

@@ -81,11 +81,11 @@ def defects_png(data: StatsData, size: str = "wide") -> bytes:
     n = int((end - first) / width) + 1
     edges = [first + width * i for i in range(n)]
     stacks = {"confirmed": np.zeros(n), "unreviewed": np.zeros(n), "false alarm": np.zeros(n)}
-    for at, decision in zip(data.defect_times, data.defect_reviews):
+    for at, decision, count in data.defects:  # defects per stretch of time, each stretch inside one bar
         i = int((at.astimezone().replace(tzinfo=None) - first) / width)
         if 0 <= i < n:
             key = {"defect": "confirmed", "good": "false alarm"}.get(decision or "", "unreviewed")
-            stacks[key][i] += 1
+            stacks[key][i] += count
     with _LOCK:
         fig, font = _figure(size)
         ax = fig.add_subplot()
@@ -96,7 +96,7 @@ def defects_png(data: StatsData, size: str = "wide") -> bytes:
             ax.bar(edges, stacks[key], width=days * 0.9, align="edge", bottom=bottom, color=COLOURS[key],
                    label=f"{key} ({int(stacks[key].sum())})")
             bottom += stacks[key]
-        if not data.defect_times:
+        if not data.defect_total:
             _empty(ax, "no defects in this range")
         ax.set_xlim(first, first + width * n)
         ax.set_ylim(0, max(1.0, float(bottom.max(initial=0))) * 1.15)
@@ -107,7 +107,7 @@ def defects_png(data: StatsData, size: str = "wide") -> bytes:
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(f"defects per {unit}", fontsize=font)
         title = f"Defects per {unit}" + ("\n" if size == "narrow" else " ")
-        ax.set_title(f"{title}({len(data.defect_times)} in range, local time)", fontsize=font * 1.1)
+        ax.set_title(f"{title}({data.defect_total} in range, local time)", fontsize=font * 1.1)
         ax.grid(axis="y", alpha=0.3)
         ax.legend(loc="upper left", fontsize=font * 0.9)
         return _png(fig)

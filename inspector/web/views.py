@@ -17,6 +17,7 @@ from flask import (Blueprint, Response, abort, current_app, flash, redirect, ren
 from inspector.config import Config
 from inspector.store import DECISIONS, MAX_ID, Store
 from inspector.web import data, files, plots, regions
+from inspector.web.pruned import file_pruned  # issue 15: retention
 
 bp = Blueprint("web", __name__)
 
@@ -90,13 +91,14 @@ def _part_id(args: Any, key: str) -> int | None:
 
 
 def _queue_at(filters: data.QueueFilters, id: int | None) -> str:
-    """The queue with these filters, on the page that holds part `id` with that part as the current one (its
+    """The queue with these filters, on a page that holds part `id` with that part as the current one (its
     buttons answer the access keys; its Confirm button has the focus, which scrolls it into view: a #fragment
-    would stop the browser from focusing it); the queue's first page when `id` is None."""
+    would stop the browser from focusing it): the reader's page when it is there (data.queue_at); the queue's
+    first page when `id` is None."""
     if id is None:
-        return url_for("web.queue", **filters.query(page=1))
-    page = data.page_of(ctx().store, filters, id, ctx().cfg.web.page_size)
-    return url_for("web.queue", **filters.query(page=page), at=id)
+        return url_for("web.queue", **filters.query(page=1, start=""))
+    at_page = data.queue_at(ctx().store, filters, id, ctx().cfg.web.page_size)
+    return url_for("web.queue", **at_page.query(), at=id)
 
 
 @bp.get("/")
@@ -281,6 +283,8 @@ def image(id: int) -> Response:
     row = ctx().store.get(id)
     if row is None or row["verdict"] == "rejected" or not row["sha256"]:  # a rejected entry may be a symlink,
         abort(404)  # a FIFO, not an image; a judged part always has a sha256
+    if row.get("pruned_at") is not None:  # retention deleted the file: say so, not a broken image
+        return file_pruned(id, row["pruned_at"])
     expect = files.Expected(sha256=row["sha256"], size=row["size"])
     return _send((row["archived_path"], row["source_path"]), expect=expect, id=id)
 
@@ -291,6 +295,8 @@ def overlay(id: int) -> Response:
     row = ctx().store.get(id)
     if row is None:
         abort(404)
+    if row.get("pruned_at") is not None and row["overlay_path"]:  # deleted with its part
+        return file_pruned(id, row["pruned_at"], "overlay")
     return _send((row["overlay_path"],), only=("image/png",))
 
 
@@ -320,7 +326,7 @@ def _place() -> dict[str, str]:
 def stats() -> str:
     """Counts for the range and the two plots, for all stations together or one station/line."""
     since, place = _since(), _place()
-    numbers = data.stats_data(ctx().store, since, **place)
+    numbers = data.stats_data(ctx().store, since, **place, parts=("counts",))
     return render_template("stats.html", since=since, ranges=list(data.SINCE_CHOICES), stats=numbers, place=place,
                            place_query={k: v for k, v in place.items() if v}, **_places())
 
@@ -341,10 +347,10 @@ def _size() -> str:
 @bp.get("/stats/defects.png")
 def defects_png() -> Response:
     """Defects per hour in the range, split by review state."""
-    return _png(plots.defects_png(data.stats_data(ctx().store, _since(), **_place()), _size()))
+    return _png(plots.defects_png(data.stats_data(ctx().store, _since(), **_place(), parts=("defects",)), _size()))
 
 
 @bp.get("/stats/scores.png")
 def scores_png() -> Response:
     """The score distribution in the range with the latest threshold."""
-    return _png(plots.scores_png(data.stats_data(ctx().store, _since(), **_place()), _size()))
+    return _png(plots.scores_png(data.stats_data(ctx().store, _since(), **_place(), parts=("scores",)), _size()))

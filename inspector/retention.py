@@ -1,0 +1,311 @@
+"""Retention (issue 15, item 2): deleting archived files by the `[retention]` policy, keeping every row.
+
+What goes: the archived file of a part whose retention has run out, and its overlay. ok parts after `ok_days`
+(except 1 in `ok_sample_every`, kept for ever as a sample), defect parts after `defect_days`, rejected files after
+`rejected_days`; a part an operator decided on is kept at least `reviewed_days` (0 = for ever), whatever its
+verdict. 0 days = for ever. The row stays and records when its file went (`pruned_at`, migration 0008).
+
+Safety, in this order: only rows that are committed are read, so a file whose verdict is not recorded is never
+looked at; only the path a row records is deleted, and only when it lies under the archive folder (overlays: the
+overlays folder), its real folder too (no symlinked folder leads out), and not in the watch folder itself; a
+regular file must still have the size the row records; a folder is never deleted. A file already gone is recorded
+as pruned; one that does not pass the checks is left, with its row, and counted. Without `[watch] shared`, only
+this station's rows are pruned: another station's archive may use the same paths on its own host.
+
+The walk pages through the partial index of migration 0008 (archived, not yet pruned) in id order, a batch at a
+time, and stops at the first batch whose rows are all newer than the latest cutoff: ids follow commit times, so
+the rest is newer still. A daily run reads the rows of one day and those kept for ever, never the pruned millions.
+Files are deleted before their rows are marked: a crash in between leaves rows whose files are gone, which the
+next run records as pruned.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import and_, bindparam, exists, select, update
+
+from inspector.config import Config, RetentionConfig
+from inspector.store import Inspection, Review, Store
+
+BATCH = 500  # rows per read, and per marking transaction
+KEPT_REASONS = ("changed", "outside", "not_a_file", "error")  # a file left although its time has come
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How many days each kind of part keeps its file (0 = for ever), and the ok sample."""
+
+    ok_days: int = 30
+    ok_sample_every: int = 0
+    defect_days: int = 0
+    rejected_days: int = 90
+    reviewed_days: int = 0
+
+    @classmethod
+    def from_config(cls, r: RetentionConfig) -> Policy:
+        """The policy of a [retention] section."""
+        return cls(r.ok_days, r.ok_sample_every, r.defect_days, r.rejected_days, r.reviewed_days)
+
+    def early(self, keep_days: int) -> Policy:
+        """Pruning ahead of schedule (disk low): ok files after `keep_days` instead of ok_days, when ok files go."""
+        return self if not self.ok_days else Policy(min(self.ok_days, keep_days), self.ok_sample_every,
+                                                    self.defect_days, self.rejected_days, self.reviewed_days)
+
+    def days(self, verdict: str, reviewed: bool, row_id: int) -> int:
+        """Days a part's file is kept (0 = for ever)."""
+        days = {"ok": self.ok_days, "defect": self.defect_days, "rejected": self.rejected_days}.get(verdict, 0)
+        if verdict == "ok" and self.ok_sample_every and row_id % self.ok_sample_every == 0:
+            return 0
+        if reviewed:
+            return 0 if not days or not self.reviewed_days else max(days, self.reviewed_days)
+        return days
+
+    def newest_cutoff(self, now: datetime) -> datetime | None:
+        """The latest cutoff of any finite retention (None: everything is kept for ever)."""
+        finite = [d for d in (self.ok_days, self.defect_days, self.rejected_days, self.reviewed_days) if d]
+        return now - timedelta(days=min(finite)) if finite else None
+
+
+@dataclass(frozen=True)
+class Roots:
+    """Where prunable files may lie: the archive and overlays folders; never directly in the watch folder."""
+
+    archive: Path
+    overlays: Path
+    inbox: Path | None = None
+    station: str | None = None  # only this station's rows (None: every station's, a shared folder)
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Roots:
+        """The roots of a config (station-limited unless the watch folder is shared)."""
+        w = cfg.watch
+        return cls(Path(os.path.abspath(w.archive_dir)), Path(os.path.abspath(w.overlays_dir)),
+                   Path(os.path.abspath(w.dir)), None if w.shared else cfg.station.name)
+
+
+@dataclass
+class Report:
+    """What a prune did (or, dry, would do)."""
+
+    dry_run: bool
+    now: datetime
+    rows: int = 0  # rows looked at
+    files: Counter = field(default_factory=Counter)  # files deleted, by verdict
+    bytes: Counter = field(default_factory=Counter)  # their bytes, by verdict
+    overlays: int = 0
+    overlay_bytes: int = 0
+    missing: int = 0  # files already gone: their rows are recorded as pruned
+    kept: Counter = field(default_factory=Counter)  # files left although their time had come, by reason
+    marked: int = 0  # rows now recording pruned_at
+    oldest: datetime | None = None  # inspected_at of the oldest and newest part whose file went
+    newest: datetime | None = None
+    last_id: int = 0
+    stopped: bool = False  # ended early (stop asked, or enough space freed)
+
+    @property
+    def total_files(self) -> int:
+        """Files deleted (parts and overlays)."""
+        return sum(self.files.values()) + self.overlays
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes freed (parts and overlays)."""
+        return sum(self.bytes.values()) + self.overlay_bytes
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able summary."""
+        return {"dry_run": self.dry_run, "now": self.now.isoformat(), "rows": self.rows,
+                "files": dict(self.files), "bytes": dict(self.bytes), "overlays": self.overlays,
+                "overlay_bytes": self.overlay_bytes, "total_files": self.total_files,
+                "total_bytes": self.total_bytes, "missing": self.missing, "kept": dict(self.kept),
+                "marked": self.marked, "oldest": self.oldest.isoformat() if self.oldest else None,
+                "newest": self.newest.isoformat() if self.newest else None, "last_id": self.last_id,
+                "stopped": self.stopped}
+
+
+def under(path: str | None, root: Path, inbox: Path | None) -> Path | None:
+    """The recorded path as a Path when it may be deleted: absolute, lexically and really (its folder resolved)
+    inside `root`, not directly in the watch folder; else None."""
+    if not path or not os.path.isabs(path):
+        return None
+    p = Path(os.path.normpath(path))
+    root = Path(os.path.normpath(root))
+    if p == root or root not in p.parents:
+        return None
+    try:
+        real_parent, real_root = Path(os.path.realpath(p.parent)), Path(os.path.realpath(root))
+    except (OSError, ValueError):
+        return None
+    if real_parent != real_root and real_root not in real_parent.parents:
+        return None
+    if inbox is not None and real_parent == Path(os.path.realpath(inbox)):
+        return None
+    return p
+
+
+def remove(path: Path, size: int | None, dry_run: bool) -> tuple[str, int]:
+    """Delete one checked path: ("deleted", bytes), ("missing", 0), or a reason it stays ("changed": another size
+    than recorded, "not_a_file": a folder, "error") with 0."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return "missing", 0
+    except OSError:
+        return "error", 0
+    if stat.S_ISDIR(st.st_mode):
+        return "not_a_file", 0
+    if stat.S_ISREG(st.st_mode) and size is not None and st.st_size != size:
+        return "changed", 0
+    if not dry_run:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return "missing", 0
+        except OSError:
+            return "error", 0
+    return "deleted", st.st_size
+
+
+def _batch(store: Store, after: int, limit: int) -> list[Any]:
+    """The next rows of the partial index (archived, not pruned) after id `after`, with whether they are reviewed."""
+    reviewed = exists(select(Review.id).where(Review.inspection_id == Inspection.id)).label("reviewed")
+    stmt = (select(Inspection.id, Inspection.verdict, Inspection.inspected_at, Inspection.archived_path,
+                   Inspection.overlay_path, Inspection.size, Inspection.station, reviewed)
+            .where(Inspection.pruned_at.is_(None), Inspection.archived_path.is_not(None), Inspection.id > after)
+            .order_by(Inspection.id).limit(limit))
+    with store._guard("read"), store.engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    return rows
+
+
+def _mark(store: Store, done: list[tuple[int, str]], now: datetime) -> int:
+    """Record pruned_at on these (id, archived_path) rows, where the row still names that path; how many."""
+    if not done:
+        return 0
+    stmt = (update(Inspection.__table__)
+            .where(and_(Inspection.id == bindparam("rid"), Inspection.archived_path == bindparam("path"),
+                        Inspection.pruned_at.is_(None)))
+            .values(pruned_at=bindparam("at")))
+    params = [{"rid": rid, "path": path, "at": now} for rid, path in done]
+    with store._guard("write to"), store._writer.begin() as conn:
+        return conn.execute(stmt, params).rowcount
+
+
+Progress = Callable[[Report], None]
+OnFile = Callable[[int, str, str, int], None]  # (id, verdict, path, bytes) of each file that goes
+
+
+def prune(store: Store, policy: Policy, roots: Roots, *, now: datetime | None = None, dry_run: bool = False,
+          batch: int = BATCH, enough: Callable[[], bool] | None = None, stop: threading.Event | None = None,
+          progress: Progress | None = None, on_file: OnFile | None = None,
+          check: Callable[[], None] | None = None) -> Report:
+    """Apply the policy to every archived, unpruned row whose time has come (see the module doc). `enough()` ends
+    the walk early once it says so (checked after each batch: the disk has room again), as does `stop`; `check`
+    runs before each write (the watcher's database-file check). DatabaseError propagates."""
+    now = now or datetime.now(timezone.utc)
+    report = Report(dry_run, now)
+    newest_cutoff = policy.newest_cutoff(now)
+    if newest_cutoff is None:
+        return report
+    after = 0
+    while not (stop is not None and stop.is_set()):
+        rows = _batch(store, after, batch)
+        if not rows:
+            break
+        after = report.last_id = rows[-1].id
+        done = _apply(rows, policy, roots, report, dry_run, on_file)
+        if done and not dry_run:
+            if check is not None:
+                check()
+            report.marked += _mark(store, done, now)
+        if progress is not None:
+            progress(report)
+        if all(r.inspected_at >= newest_cutoff for r in rows):
+            break
+        if enough is not None and enough():
+            report.stopped = True
+            break
+    else:
+        report.stopped = True
+    return report
+
+
+def _apply(rows: list[Any], policy: Policy, roots: Roots, report: Report, dry_run: bool,
+           on_file: OnFile | None) -> list[tuple[int, str]]:
+    """Delete the files of one batch whose time has come; the (id, path) of the rows to mark pruned."""
+    done: list[tuple[int, str]] = []
+    for r in rows:
+        report.rows += 1
+        if roots.station is not None and r.station != roots.station:
+            continue
+        days = policy.days(r.verdict, bool(r.reviewed), r.id)
+        if not days or r.inspected_at >= report.now - timedelta(days=days):
+            continue
+        path = under(r.archived_path, roots.archive, roots.inbox)
+        if path is None:
+            report.kept["outside"] += 1
+            continue
+        outcome, size = remove(path, r.size, dry_run)
+        if outcome not in ("deleted", "missing"):
+            report.kept[outcome] += 1
+            continue
+        if outcome == "missing":
+            report.missing += 1
+        else:
+            report.files[r.verdict] += 1
+            report.bytes[r.verdict] += size
+            report.oldest = min(report.oldest or r.inspected_at, r.inspected_at)
+            report.newest = max(report.newest or r.inspected_at, r.inspected_at)
+            if on_file is not None:
+                on_file(r.id, r.verdict, str(path), size)
+        _overlay(r, roots, report, dry_run)
+        done.append((r.id, r.archived_path))
+    return done
+
+
+def _overlay(row: Any, roots: Roots, report: Report, dry_run: bool) -> None:
+    """Delete a pruned part's overlay (under the overlays folder only)."""
+    path = under(row.overlay_path, roots.overlays, roots.inbox)
+    if path is None:
+        return
+    outcome, size = remove(path, None, dry_run)
+    if outcome == "deleted":
+        report.overlays += 1
+        report.overlay_bytes += size
+
+
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KB' (powers of 1024)."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def summary(report: Report) -> list[str]:
+    """The lines `inspector prune` prints (and the watcher logs one of)."""
+    verb = "would delete" if report.dry_run else "deleted"
+    lines = [f"{verb} {report.total_files} files ({human_bytes(report.total_bytes)}) after looking at "
+             f"{report.rows} rows"]
+    for verdict in sorted(report.files):
+        lines.append(f"  {verdict}: {report.files[verdict]} files, {human_bytes(report.bytes[verdict])}")
+    if report.overlays:
+        lines.append(f"  overlays: {report.overlays} files, {human_bytes(report.overlay_bytes)}")
+    if report.oldest is not None and report.newest is not None:
+        lines.append(f"  parts inspected {report.oldest:%Y-%m-%d %H:%M} .. {report.newest:%Y-%m-%d %H:%M} UTC")
+    if report.missing:
+        lines.append(f"  {report.missing} files were already gone: recorded as pruned")
+    if report.kept:
+        lines.append("  left although their time had come: " + ", ".join(f"{n} {k.replace('_', ' ')}"
+                                                                        for k, n in sorted(report.kept.items())))
+    return lines

@@ -1,0 +1,176 @@
+"""The watcher's status file and `inspector status` (issue 15, item 4): a health check for scripts.
+
+The watcher rewrites `[metrics] status_file` (default status.json beside the config) every `status_every_s`:
+its pid, a heartbeat (wall clock), its state (running, degraded, paused, stuck, stopped), counters, free space
+and the last prune. It is written to a temporary name and renamed over the old one, so a reader never sees half a
+file. `inspector status` reads it with the database (newest row, schema revision), the models folder (the active
+profile) and the watch folder (files waiting), and says whether the watcher is healthy:
+
+* running: a fresh heartbeat (within `stale_s`) and not degraded, paused or stuck -> healthy (exit 0);
+* degraded (database away, or disk below the hard limit) or stuck (parts in flight, none finished for
+  [metrics] stuck_s) -> unhealthy (exit 1);
+* no fresh heartbeat (stopped, killed, hung) while files wait in the folder -> "stuck", unhealthy (exit 1);
+  with nothing waiting, healthy (nothing is held up): "stopped" (it said so), "silent" (it did not: killed, or
+  hung while idle) or "idle" (no status file: never ran here).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+WAITING_CAP = 100_000  # files counted in the watch folder at most
+
+
+def write_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON to a temporary file beside `path`, then rename it over `path` (OSError propagates)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, default=str, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read(path: Path) -> dict[str, Any] | None:
+    """The status file's content, or None when it is missing or unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def pid_alive(pid: Any) -> bool | None:
+    """Whether a process with this pid exists on this host (None when that cannot be told)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return None
+    return True
+
+
+def count_waiting(folder: Path, patterns: tuple[str, ...], recursive: bool, exclude: tuple[Path, ...]) -> int:
+    """Candidate parts in the watch folder now (at most WAITING_CAP)."""
+    from inspector.watcher import Matcher
+
+    n = 0
+    for _ in Matcher(folder, patterns, recursive, exclude=exclude).scan():
+        n += 1
+        if n >= WAITING_CAP:
+            break
+    return n
+
+
+def judge(watcher: dict[str, Any] | None, waiting: int, stale_s: float, now: float | None = None) -> tuple[str, bool]:
+    """(state, healthy) from the status file's content and the files waiting in the folder."""
+    now = time.time() if now is None else now
+    beat = watcher.get("heartbeat_unix") if watcher else None
+    fresh = isinstance(beat, (int, float)) and now - beat <= stale_s and bool(watcher.get("running"))
+    if fresh:
+        state = str(watcher.get("state") or "running")
+        return state, state == "running"
+    if waiting:
+        return "stuck", False
+    if watcher is None:
+        return "idle", True
+    return ("stopped" if not watcher.get("running") else "silent"), True  # silent: killed, or hung while idle
+
+
+def database_facts(cfg: Any) -> dict[str, Any]:
+    """The schema revision and the newest inspection (id, time, verdict); {"error": ...} when it cannot be read."""
+    from sqlalchemy import select
+
+    from inspector.store import DatabaseError, Inspection, Store, sqlite_file
+
+    try:
+        from sqlalchemy.engine import make_url
+
+        path = sqlite_file(make_url(cfg.database.url)) if cfg.database.url.startswith("sqlite") else None
+        if path is not None and not path.exists():
+            return {"error": f"no database at {path}"}
+        with Store(cfg.database.url, busy_timeout_ms=cfg.database.busy_timeout_ms, migrate=False) as store:
+            revision = store.revision()
+            stmt = (select(Inspection.id, Inspection.inspected_at, Inspection.verdict)
+                    .order_by(Inspection.id.desc()).limit(1))
+            with store._guard("read"), store.engine.connect() as conn:
+                newest = conn.execute(stmt).first() if revision else None
+    except DatabaseError as exc:
+        return {"error": str(exc)}
+    out: dict[str, Any] = {"revision": revision, "newest_id": None, "newest_at": None, "newest_verdict": None}
+    if newest is not None:
+        out.update(newest_id=newest.id, newest_at=newest.inspected_at.isoformat(), newest_verdict=newest.verdict)
+    return out
+
+
+def models_facts(models_dir: Path) -> dict[str, Any]:
+    """The active profile version; {"error": ...} when there is none."""
+    from inspector import profiles
+    from inspector.errors import InspectorError
+
+    try:
+        return {"dir": str(models_dir), "active": profiles.active_version(models_dir)}
+    except InspectorError as exc:
+        return {"dir": str(models_dir), "active": None, "error": str(exc)}
+
+
+def collect(cfg: Any, stale_s: float) -> dict[str, Any]:
+    """Everything `inspector status` reports, with `state` and `healthy`."""
+    w = cfg.watch
+    watcher = read(Path(cfg.metrics.status_file))
+    folder = Path(watcher.get("folder")) if watcher and watcher.get("folder") else Path(w.dir)
+    waiting = count_waiting(folder, cfg.watch_patterns, w.recursive,
+                            (Path(w.archive_dir).absolute(), Path(w.overlays_dir).absolute()))
+    state, healthy = judge(watcher, waiting, stale_s)
+    age = None
+    if watcher and isinstance(watcher.get("heartbeat_unix"), (int, float)):
+        age = round(time.time() - watcher["heartbeat_unix"], 3)
+    return {
+        "state": state, "healthy": healthy, "checked_at": datetime.now(timezone.utc).isoformat(),
+        "status_file": str(cfg.metrics.status_file), "heartbeat_age_s": age,
+        "pid_alive": pid_alive(watcher.get("pid")) if watcher else None,
+        "inbox": {"folder": str(folder), "waiting": waiting},
+        "watcher": watcher, "database": database_facts(cfg), "models": models_facts(Path(cfg.models.dir)),
+    }
+
+
+def format_text(report: dict[str, Any]) -> list[str]:
+    """The lines `inspector status` prints."""
+    from inspector.retention import human_bytes
+
+    w = report["watcher"] or {}
+    age = report["heartbeat_age_s"]
+    beat = f"heartbeat {age:.1f} s ago" if age is not None else "no status file"
+    lines = [f"watcher: {report['state']} ({'healthy' if report['healthy'] else 'UNHEALTHY'}; {beat}"
+             + (f", pid {w['pid']}" if w.get("pid") else "") + ")"]
+    if w:
+        v = w.get("verdicts") or {}
+        lines.append(f"  profile {w.get('profile_version')}, recorded {w.get('recorded', 0)} since "
+                     f"{w.get('started_at', '?')} (ok {v.get('ok', 0)}, defect {v.get('defect', 0)}, rejected "
+                     f"{v.get('rejected', 0)}), in flight {w.get('queue_depth', 0)}, seen {w.get('waiting', 0)}")
+        free = w.get("disk_free_bytes") or {}
+        if free:
+            lines.append("  disk free: " + ", ".join(f"{k} {human_bytes(n)}" for k, n in free.items() if n is not None))
+        if w.get("last_prune"):
+            p = w["last_prune"]
+            lines.append(f"  last prune {p.get('at')} ({p.get('kind')}): {p.get('files', 0)} files, "
+                         f"{human_bytes(p.get('bytes', 0))}" + (f", error: {p['error']}" if p.get("error") else ""))
+    lines.append(f"inbox: {report['inbox']['waiting']} files waiting in {report['inbox']['folder']}")
+    db = report["database"]
+    if "error" in db:
+        lines.append(f"database: {db['error']}")
+    else:
+        newest = (f"newest #{db['newest_id']} {db['newest_verdict']} at {db['newest_at']}" if db["newest_id"]
+                  else "no inspection yet")
+        lines.append(f"database: revision {db['revision']}, {newest}")
+    m = report["models"]
+    lines.append(f"models: active {m['active']}" if m.get("active") else f"models: {m.get('error')}")
+    return lines

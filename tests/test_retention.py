@@ -1,0 +1,400 @@
+"""Retention (issue 15, item 2): `inspector prune` and inspector/retention.py on real files and a real SQLite log.
+
+Rows are recorded through the Store with inspected_at set in the past (the watcher sets it to the commit time);
+their files lie in the archive as the watcher leaves them. The database is read back with plain sqlite3.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from alembic import command
+
+from inspector import cli, config, imaging, retention
+from inspector.store import Store, alembic_config
+
+NOW = datetime.now(timezone.utc)
+
+
+class Station:
+    """A site folder with config, inbox, archive, overlays and a verdict log filled through the Store."""
+
+    def __init__(self, root: Path, **retention_keys: object) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "inbox").mkdir(exist_ok=True)
+        keys = "".join(f"{k} = {json.dumps(v)}\n" for k, v in retention_keys.items())
+        self.config = root / "config.toml"
+        self.config.write_text('[database]\nurl = "sqlite:///inspector.db"\n\n[station]\nname = "st-1"\n\n'
+                               f"[retention]\n{keys}")
+        self.cfg = config.load(self.config)
+        self.archive, self.overlays, self.inbox = root / "archive", root / "overlays", root / "inbox"
+        self.store = Store(self.cfg.database.url)
+        self.n = 0
+
+    def add(self, verdict: str, age_days: float, size: int = 1000, review: str | None = None,
+            overlay: bool = False, station: str = "st-1", path: Path | None = None, when: datetime = NOW) -> int:
+        """One committed part: its file in archive/<verdict>/<date>/ (or at `path`) and its row."""
+        self.n += 1
+        at = when - timedelta(days=age_days)
+        data = b"\xff\xd8\xff" + self.n.to_bytes(4, "big") + os.urandom(size - 7)  # a JPEG by its first bytes
+        if path is None:
+            path = self.archive / verdict / at.strftime("%Y-%m-%d") / f"p{self.n:06d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        digest = imaging.sha256_hex(data)
+        over = None
+        if overlay:
+            self.overlays.mkdir(exist_ok=True)
+            over = self.overlays / f"{digest}.png"
+            over.write_bytes(b"\x89PNG\r\n\x1a\n" + b"o" * 300)
+        (row_id,) = self.store.record([{
+            "sha256": digest, "name": path.name, "source_path": str(self.inbox / path.name),
+            "archived_path": str(path), "overlay_path": str(over) if over else None, "size": size,
+            "received_at": at, "inspected_at": at, "verdict": verdict, "score": 1.0, "threshold": 2.0,
+            "profile_version": "v1", "station": station, "line": "L1", "camera": "c"}])
+        if review:
+            self.store.add_review(row_id, review, "anna")
+        return row_id
+
+    def rows(self) -> dict[int, dict]:
+        """Every row, read with plain sqlite3."""
+        con = sqlite3.connect(f"file:{self.root / 'inspector.db'}?mode=ro", uri=True)
+        con.row_factory = sqlite3.Row
+        try:
+            return {r["id"]: dict(r) for r in con.execute("SELECT * FROM inspections")}
+        finally:
+            con.close()
+
+    def prune(self, *extra: str, capsys: pytest.CaptureFixture | None = None) -> dict:
+        """`inspector prune --json` through the CLI; its JSON."""
+        assert cli.main(["prune", "--config", str(self.config), "--json", *extra]) == 0
+        return json.loads(capsys.readouterr().out) if capsys else {}
+
+    def files(self) -> set[Path]:
+        """Every file under the archive and overlays folders."""
+        out = set()
+        for top in (self.archive, self.overlays):
+            for folder, _, names in os.walk(top):
+                out |= {Path(folder) / n for n in names}
+        return out
+
+
+@pytest.fixture
+def station(tmp_path: Path) -> Station:
+    s = Station(tmp_path / "site")
+    yield s
+    s.store.close()
+
+
+def path_of(s: Station, row_id: int) -> Path:
+    return Path(s.store.get(row_id)["archived_path"])
+
+
+def test_prune_deletes_exactly_the_ok_files_past_their_days_keeps_defects_and_reviewed_and_records_pruned_at(
+        station: Station, capsys: pytest.CaptureFixture) -> None:
+    s = station
+    old_ok = [s.add("ok", 40), s.add("ok", 31)]
+    young_ok = [s.add("ok", 29.9), s.add("ok", 1)]
+    defect = s.add("defect", 400, overlay=True)
+    reviewed_ok = s.add("ok", 400, review="defect")  # a missed defect: retraining material, kept for ever
+    reviewed_defect = s.add("defect", 400, review="good")
+    old_rejected, young_rejected = s.add("rejected", 91), s.add("rejected", 89)
+    before = s.files()
+
+    out = s.prune(capsys=capsys)
+
+    gone = {path_of(s, i) for i in (*old_ok, old_rejected)}
+    assert s.files() == before - gone
+    assert out["files"] == {"ok": 2, "rejected": 1} and out["total_bytes"] == 3000 and out["marked"] == 3
+    rows = s.rows()
+    assert len(rows) == 9  # every row stays
+    assert {i for i, r in rows.items() if r["pruned_at"] is not None} == {*old_ok, old_rejected}
+    for i in old_ok:
+        assert abs(datetime.fromisoformat(rows[i]["pruned_at"]).replace(tzinfo=timezone.utc) - NOW) < timedelta(
+            minutes=5)
+    for i in (*young_ok, defect, reviewed_ok, reviewed_defect, young_rejected):
+        assert path_of(s, i).exists() and rows[i]["pruned_at"] is None
+    assert Path(s.store.get(defect)["overlay_path"]).exists()
+    again = s.prune(capsys=capsys)  # nothing more is due
+    assert again["total_files"] == 0 and again["marked"] == 0
+
+
+def test_dry_run_deletes_nothing_and_says_what_would_go_and_how_many_bytes(station: Station,
+                                                                           capsys: pytest.CaptureFixture) -> None:
+    s = station
+    ids = [s.add("ok", 35, size=2000), s.add("ok", 60, size=3000), s.add("ok", 3)]
+    before = s.files()
+    out = s.prune("--dry-run", capsys=capsys)
+    assert out["dry_run"] and out["files"] == {"ok": 2} and out["total_bytes"] == 5000 and out["marked"] == 0
+    assert s.files() == before and all(r["pruned_at"] is None for r in s.rows().values())
+
+    assert cli.main(["prune", "--config", str(s.config), "--dry-run", "--list"]) == 0
+    text = capsys.readouterr().out
+    assert "would delete 2 files (4.9 KB)" in text
+    assert f"#{ids[0]} ok 2000 {path_of(s, ids[0])}" in text and str(path_of(s, ids[2])) not in text
+
+
+def test_never_deletes_outside_the_archive_a_changed_file_another_stations_or_an_uncommitted_verdict(
+        station: Station, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    s = station
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    in_inbox = s.add("ok", 100, path=s.inbox / "still_here.jpg")  # a row naming a file in the watch folder
+    outside = s.add("ok", 100, path=elsewhere / "x.jpg")
+    dotdot = s.add("ok", 100, path=elsewhere / "y.jpg")
+    with sqlite3.connect(s.root / "inspector.db") as con:  # a recorded path that climbs out of the archive
+        con.execute("UPDATE inspections SET archived_path = ? WHERE id = ?",
+                    (f"{s.archive}/ok/../../../elsewhere/y.jpg", dotdot))
+    (s.archive / "ok").mkdir(parents=True, exist_ok=True)
+    (s.archive / "ok" / "linked").symlink_to(elsewhere, target_is_directory=True)
+    via_link = s.add("ok", 100, path=elsewhere / "z.jpg")
+    with sqlite3.connect(s.root / "inspector.db") as con:
+        con.execute("UPDATE inspections SET archived_path = ? WHERE id = ?", (f"{s.archive}/ok/linked/z.jpg", via_link))
+    changed = s.add("ok", 100)
+    path_of(s, changed).write_bytes(b"another, shorter file")
+    other_station = s.add("ok", 100, station="st-2")
+    unrecorded = s.archive / "ok" / "no-row.jpg"
+    unrecorded.write_bytes(b"a file with no row")
+    # a verdict being committed right now: its row is in an open transaction, with a date long past
+    pending = s.archive / "ok" / "pending.jpg"
+    pending.write_bytes(b"p" * 10)
+    writer = sqlite3.connect(s.root / "inspector.db", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO inspections (sha256, name, source_path, archived_path, size, received_at, "
+                   "inspected_at, verdict, station, line, camera) VALUES (?, 'pending.jpg', 'x', ?, 10, ?, ?, 'ok', "
+                   "'st-1', 'L1', 'c')", ("e" * 64, str(pending), "2000-01-01 00:00:00.000000",
+                                          "2000-01-01 00:00:00.000000"))
+    try:
+        before = s.files() | {s.inbox / "still_here.jpg"}
+        report = retention.prune(s.store, retention.Policy.from_config(s.cfg.retention),
+                                 retention.Roots.from_config(s.cfg))
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert report.total_files == 0 and report.marked == 0
+    assert report.kept == {"outside": 4, "changed": 1}
+    assert all(p.exists() for p in before) and pending.exists() and unrecorded.exists()
+    assert (elsewhere / "x.jpg").exists() and (elsewhere / "y.jpg").exists() and (elsewhere / "z.jpg").exists()
+    assert all(r["pruned_at"] is None for r in s.rows().values())
+    assert {in_inbox, outside, other_station} <= set(s.rows())
+
+
+def test_defect_days_take_the_overlay_along_samples_stay_and_a_missing_file_is_recorded(tmp_path: Path,
+                                                                                       capsys) -> None:
+    s = Station(tmp_path / "site", defect_days=10, ok_sample_every=3, reviewed_days=50)
+    try:
+        defect = s.add("defect", 20, overlay=True)
+        young_defect = s.add("defect", 5, overlay=True)
+        oks = [s.add("ok", 40) for _ in range(6)]
+        reviewed = s.add("defect", 40, review="defect")  # reviewed: kept max(10, 50) days
+        old_reviewed = s.add("defect", 60, review="defect")
+        gone = s.add("ok", 40)
+        path_of(s, gone).unlink()  # someone deleted it already
+        overlay = Path(s.store.get(defect)["overlay_path"])
+        out = s.prune(capsys=capsys)
+        rows = s.rows()
+        assert not path_of(s, defect).exists() and not overlay.exists()
+        assert Path(s.store.get(young_defect)["overlay_path"]).exists() and path_of(s, young_defect).exists()
+        samples = [i for i in oks if i % 3 == 0]
+        assert samples and all(path_of(s, i).exists() and rows[i]["pruned_at"] is None for i in samples)
+        assert all(not path_of(s, i).exists() and rows[i]["pruned_at"] for i in oks if i % 3)
+        assert path_of(s, reviewed).exists() and not path_of(s, old_reviewed).exists()
+        assert out["missing"] == 1 and rows[gone]["pruned_at"] is not None
+        assert out["overlays"] == 1 and out["files"] == {"defect": 2, "ok": 6 - len(samples)}
+    finally:
+        s.store.close()
+
+
+def test_the_walk_pages_by_id_and_stops_at_the_first_batch_of_young_rows(station: Station) -> None:
+    s = station
+    old = [s.add("ok", 40, size=10) for _ in range(30)]
+    rows = [{"sha256": f"{i:064x}", "name": "n", "source_path": "x", "archived_path": f"/nowhere/{i}", "size": 1,
+             "received_at": NOW, "inspected_at": NOW, "verdict": "ok", "station": "st-1", "line": "L1", "camera": "c"}
+            for i in range(3000)]
+    s.store.record(rows)  # 3,000 newer rows after them: never read
+    batches: list[int] = []
+    report = retention.prune(s.store, retention.Policy(), retention.Roots.from_config(s.cfg), batch=7,
+                             progress=lambda r: batches.append(r.last_id))
+    assert report.files == {"ok": 30}
+    assert report.rows == len(batches) * 7 <= 30 + 2 * 7 and batches == sorted(batches)
+    assert all(not path_of(s, i).exists() for i in old)
+
+
+def test_a_simulated_month_keeps_the_archive_under_its_budget_and_loses_no_row(tmp_path: Path) -> None:
+    """45 days of a line, pruned once a day: 20 ok parts a day, 1 defect (with overlay), 1 ok part reviewed. The
+    archive never holds more than the policy's budget: 31 days of ok parts plus every defect and reviewed part."""
+    s = Station(tmp_path / "site", ok_days=30, rejected_days=0)
+    start = NOW - timedelta(days=60)
+    size, per_day, inserted = 2000, 20, 0
+    try:
+        for day in range(45):
+            noon = start + timedelta(days=day, hours=12)
+            for _ in range(per_day):
+                s.add("ok", 0, size=size, when=noon)
+            s.add("defect", 0, size=size, overlay=True, when=noon)
+            s.add("ok", 0, size=size, review="good", when=noon)
+            inserted += per_day + 2
+            report = retention.prune(s.store, retention.Policy(ok_days=30, rejected_days=0),
+                                     retention.Roots.from_config(s.cfg), now=noon + timedelta(hours=6))
+            parts = [p for p in s.files() if p.suffix == ".jpg"]
+            budget = (min(day + 1, 31) * per_day + 2 * (day + 1)) * size
+            assert sum(p.stat().st_size for p in parts) <= budget, f"day {day}"
+            assert len(s.rows()) == inserted
+            if day >= 30:
+                assert report.files == {"ok": per_day}, f"day {day}: one day's ok parts go each day"
+        rows = s.rows().values()
+        assert sum(1 for r in rows if r["pruned_at"]) == (45 - 30) * per_day
+        assert all(Path(r["archived_path"]).exists() for r in rows if r["verdict"] == "defect")
+    finally:
+        s.store.close()
+
+
+def test_migration_0008_adds_pruned_at_and_the_partial_index_and_downgrades(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    with Store(url, migrate=False) as s:
+        with s.engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "0007")
+        with s.engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO inspections (sha256, name, source_path, archived_path, received_at, "
+                                 "inspected_at, verdict, station, line, camera) VALUES ('a', 'n', 's', '/a/x', "
+                                 "'2026-01-01', '2026-01-01', 'ok', 'st', 'l', 'c')")
+    with Store(url) as s:
+        assert s.revision() == "0008"
+        assert s.get(1)["pruned_at"] is None
+        con = sqlite3.connect(tmp_path / "m.db")
+        sql = con.execute("SELECT sql FROM sqlite_master WHERE name = 'ix_inspections_unpruned'").fetchone()[0]
+        plan = con.execute("EXPLAIN QUERY PLAN SELECT id FROM inspections WHERE pruned_at IS NULL AND archived_path "
+                           "IS NOT NULL AND id > 0 ORDER BY id LIMIT 10").fetchall()
+        con.close()
+        assert "WHERE pruned_at IS NULL AND archived_path IS NOT NULL" in sql
+        assert "ix_inspections_unpruned" in str(plan)
+        with s.engine.execution_options(immediate=True).begin() as conn:
+            command.downgrade(alembic_config(conn), "0007")
+        assert s.revision() == "0007" and s.count() == 1
+        with s.engine.connect() as conn:
+            cols = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(inspections)")}
+        assert "pruned_at" not in cols
+
+
+def test_the_review_page_says_file_pruned_instead_of_a_broken_image(station: Station) -> None:
+    from inspector.web import make_server, urls
+
+    s = station
+    kept = s.add("defect", 1)
+    pruned = s.add("defect", 1, overlay=True)
+    when = datetime(2026, 3, 4, 12, 0, tzinfo=timezone.utc)
+    with sqlite3.connect(s.root / "inspector.db") as con:
+        con.execute("UPDATE inspections SET pruned_at = ? WHERE id = ?", (when.strftime("%Y-%m-%d %H:%M:%S"), pruned))
+    for p in (path_of(s, pruned), Path(s.store.get(pruned)["overlay_path"])):
+        p.unlink()
+    server = make_server(s.cfg, port=0)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        base = urls(server)[0].rstrip("/")
+
+        def get(path: str, accept: str) -> tuple[int, str]:
+            request = urllib.request.Request(base + path, headers={"Accept": accept})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    return response.status, response.headers["Content-Type"]
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read().decode()
+
+        day = when.astimezone().strftime("%Y-%m-%d")
+        assert get(f"/image/{kept}", "image/*")[0] == 200
+        code, body = get(f"/image/{pruned}", "image/svg+xml,image/*")
+        assert code == 410 and "<svg" in body and f"file pruned on {day}" in body
+        code, body = get(f"/overlay/{pruned}", "text/plain")
+        assert code == 410 and body.startswith(f"part #{pruned}: overlay pruned on {day}")
+        with urllib.request.urlopen(f"{base}/inspections/{pruned}", timeout=10) as response:
+            assert "File pruned on" in response.read().decode()
+    finally:
+        server.trigger.pull_trigger(server.close)
+        thread.join(timeout=10)
+        server.task_dispatcher.shutdown()
+
+
+def test_retrain_skips_pruned_parts_and_says_how_many(tmp_path: Path, models: Path) -> None:
+    import shutil
+
+    from inspector import retrain
+    from watchkit import part_jpeg
+
+    shutil.copytree(models, tmp_path / "models")
+    cfg_path = tmp_path / "config.toml"
+    cfg_path.write_text(f'[models]\ndir = "{tmp_path / "models"}"\n\n[database]\nurl = "sqlite:///inspector.db"\n')
+    cfg = config.load(cfg_path)
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    with Store(cfg.database.url) as store:
+        ids = []
+        for i in range(3):
+            data = part_jpeg(70_000 + i, "spot" if i == 2 else None)
+            (archive / f"fa{i}.jpg").write_bytes(data)
+            (row_id,) = store.record([{
+                "sha256": imaging.sha256_hex(data), "name": f"fa{i}.jpg", "source_path": "x",
+                "archived_path": str(archive / f"fa{i}.jpg"), "size": len(data), "received_at": NOW,
+                "inspected_at": NOW - timedelta(days=400), "verdict": "defect", "score": 5.0, "threshold": 3.0,
+                "profile_version": "v1", "station": "s", "line": "l", "camera": "c"}])
+            store.add_review(row_id, "good" if i < 2 else "defect", "anna")
+            ids.append(row_id)
+        report = retention.prune(store, retention.Policy(defect_days=100, reviewed_days=300),
+                                 retention.Roots(archive, tmp_path / "overlays", tmp_path / "inbox"))
+        assert report.files == {"defect": 3}  # reviewed parts past reviewed_days go too
+        (archive / "fa1.jpg").write_bytes(part_jpeg(70_001))  # one restored by hand: still pruned, not used
+        (archive / "fa0.jpg").write_bytes(part_jpeg(70_000))
+        with sqlite3.connect(tmp_path / "inspector.db") as con:
+            con.execute("UPDATE inspections SET pruned_at = NULL WHERE id = ?", (ids[0],))
+        result = retrain.retrain(cfg, store, activate=False)
+    assert result.pruned == 2 and result.as_dict()["pruned"] == 2
+    assert any("2 reviewed part(s) skipped: their files were pruned" in w for w in result.warnings)
+    assert result.sources["false_alarm"] == 1
+    assert not any(s.item.endswith("fa1.jpg") for s in result.skipped)  # left out as pruned, not as "missing"
+    assert "2 reviewed part(s) skipped" in retrain.format_table(result)
+
+
+def test_prune_and_migration_0008_on_postgres(postgres_database, tmp_path: Path) -> None:
+    """The same rules on PostgreSQL: the partial index is created with its condition, the migrated schema equals
+    the model, pruned_at is recorded in one executemany per batch (skips without INSPECTOR_TEST_POSTGRES_URL)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from inspector.store import Base
+
+    url = postgres_database()
+    archive = tmp_path / "archive"
+    with Store(url) as store:
+        assert store.revision() == "0008"
+        with store.engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+            where = conn.exec_driver_sql("SELECT indexdef FROM pg_indexes WHERE indexname = "
+                                         "'ix_inspections_unpruned'").scalar_one()
+        assert "WHERE ((pruned_at IS NULL) AND (archived_path IS NOT NULL))" in where
+        ids = {}
+        for name, verdict, days in (("old", "ok", 40), ("young", "ok", 2), ("defect", "defect", 400)):
+            path = archive / f"{name}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(name.encode() * 10)
+            at = NOW - timedelta(days=days)
+            (ids[name],) = store.record([{
+                "sha256": f"{len(ids):064x}", "name": path.name, "source_path": "x", "archived_path": str(path),
+                "size": path.stat().st_size, "received_at": at, "inspected_at": at, "verdict": verdict,
+                "station": "st-1", "line": "l", "camera": "c"}])
+        report = retention.prune(store, retention.Policy(), retention.Roots(archive, tmp_path / "o", None, "st-1"))
+        assert report.files == {"ok": 1} and report.marked == 1
+        assert store.get(ids["old"])["pruned_at"] is not None and not (archive / "old.jpg").exists()
+        assert store.get(ids["young"])["pruned_at"] is None and (archive / "young.jpg").exists()
+        assert (archive / "defect.jpg").exists()
+        with store.engine.execution_options(immediate=True).begin() as conn:
+            command.downgrade(alembic_config(conn), "0007")
+        assert store.revision() == "0007" and store.count() == 3
