@@ -72,6 +72,15 @@ class TooManyPeriods(InspectorError):
     """Listing every period of the window (fill_empty) would take more than MAX_FILLED periods."""
 
 
+def _checked(by: str, shifts: Shifts) -> list[tuple[int, str]]:
+    """The shifts sorted; ValueError for an unknown period, or `shift` without shifts."""
+    if by not in PERIODS:
+        raise ValueError(f"unknown period {by!r}: use one of {', '.join(PERIODS)}")
+    if by == "shift" and not shifts:
+        raise ValueError("stats by shift needs at least one shift")
+    return sorted(shifts)
+
+
 def _local(when: datetime, tz: tzinfo | None) -> datetime:
     """An aware datetime as naive local wall-clock time (system local time when tz is None)."""
     if when.tzinfo is None or when.utcoffset() is None:
@@ -162,11 +171,7 @@ def compute(rows: Iterable[Mapping[str, Any]], by: str = "hour", *, shifts: Shif
     lists every period from the one holding `since` (else the first part) to the one holding `until` (else
     the last part), at most MAX_FILLED of them (TooManyPeriods beyond). `start` and `end` in the result are
     aware datetimes in `tz` (or local time)."""
-    if by not in PERIODS:
-        raise ValueError(f"unknown period {by!r}: use one of {', '.join(PERIODS)}")
-    shifts = sorted(shifts)
-    if by == "shift" and not shifts:
-        raise ValueError("stats by shift needs at least one shift")
+    shifts = _checked(by, shifts)
     periods: dict[str, dict[str, Any]] = {}
     first_seen: dict[str, datetime] = {}
     last_seen: dict[str, datetime] = {}
@@ -342,11 +347,7 @@ def compute_buckets(buckets: Iterable[Bucket], by: str = "hour", *, shifts: Shif
                     fill_empty: bool = False) -> list[dict[str, Any]]:
     """What `compute` returns for the rows the buckets count (each bucket wholly inside one period: see
     bucket_width), from their counts alone."""
-    if by not in PERIODS:
-        raise ValueError(f"unknown period {by!r}: use one of {', '.join(PERIODS)}")
-    shifts = sorted(shifts)
-    if by == "shift" and not shifts:
-        raise ValueError("stats by shift needs at least one shift")
+    shifts = _checked(by, shifts)
     periods: dict[str, dict[str, Any]] = {}
     first_seen: dict[str, datetime] = {}
     last_seen: dict[str, datetime] = {}
@@ -375,10 +376,7 @@ def compute_from(span: tuple[datetime, datetime] | None, count: Count, by: str =
     """`compute` over a database's aggregates instead of its rows: `span` is the first and last inspected_at of
     the rows to count (None: there are none), `count(width, lo, hi)` their aggregates per UTC bucket of `width`
     seconds (Store.bucket_counts). The width is the widest that keeps each bucket inside one period."""
-    if by not in PERIODS:
-        raise ValueError(f"unknown period {by!r}: use one of {', '.join(PERIODS)}")
-    if by == "shift" and not shifts:
-        raise ValueError("stats by shift needs at least one shift")
+    _checked(by, shifts)
     buckets: list[Bucket] = []
     if span is not None:
         lo, hi = span
