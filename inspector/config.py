@@ -523,6 +523,7 @@ def _validate(p: ProfileParams) -> None:
         (p.fine_width == 0 or p.fine_width >= p.width, "profile.fine_width must be 0 (off) or at least profile.width"),
         (p.fine_width <= 8192, "profile.fine_width must be at most 8192"),
         (0.0 <= p.texture_weight <= 10.0, "profile.texture_weight must be between 0 (off) and 10"),
+        (0 <= p.lighting_copies <= 8, "profile.lighting_copies must be between 0 (off) and 8"),
     ]
     for ok, message in checks:
         if not ok:

@@ -54,6 +54,7 @@ from inspector.fine import FINE_REACH, FinePart, VariationModel, check_state as 
 from inspector.photometry import BLOCK, N_LEVELS, Lighting, LightingModel
 from inspector.register import IDENTITY, Locator, Placement
 from inspector.segment import Palette
+from inspector.variations import copied_parts, draw, relit
 
 FORMAT_VERSION = 3  # bump when the meaning of saved arrays changes
 READABLE_FORMATS = (1, 2, 3)  # 1: before registration and lighting; 2: before the fine pass (each loads without)
@@ -95,6 +96,7 @@ class ProfileParams:
     max_colour_cast: float = 0.1
     fine_width: int = 0
     texture_weight: float = 1.0
+    lighting_copies: int = 1
 
 
 def fine_frame(image_width: int, image_height: int, params: ProfileParams) -> tuple[int, int] | None:
@@ -265,24 +267,25 @@ class NormalProfile:
         if len(works) < 2:
             raise ValueError(f"need at least 2 good images to fit a profile, got {len(works)}")
         self.n_train_ = len(works)
-        works, valid, conditions = self._fit_conditions(works)
+        works, valid, conditions, groups = self._fit_conditions(works)
         fine_oof = self._fit_fine(originals, conditions)
         rng = np.random.default_rng(p.seed)
         palette = Palette(p.n_colours, p.chroma_weight, p.softness, p.palette_balance, seed=p.seed)
-        self.palette_ = palette.fit(self._pixel_sample(works, rng))
+        parts = works[: self.n_train_]  # the palette and the scales are learned on the parts as photographed
+        self.palette_ = palette.fit(self._pixel_sample(parts, rng))
         distances = np.concatenate(
-            [self.palette_.assign(w).distance.ravel()[:: max(1, len(works) // 50)] for w in works]
+            [self.palette_.assign(w).distance.ravel()[:: max(1, len(parts) // 50)] for w in parts]
         )
         self.novel_distance_ = float(np.quantile(distances, p.novel_quantile)) + 1.0
         self.texture_scale_ = None
         if p.texture_weight > 0:  # each orientation bin's 99th percentile over (up to 50) good parts
-            sample = works[:: max(1, len(works) // 50)]
+            sample = parts[:: max(1, len(parts) // 50)]
             energy = np.concatenate([relative_energy(w).reshape(-1, N_TEXTURE) for w in sample])
             self.texture_scale_ = np.quantile(energy, 0.99, axis=0).astype(np.float64) + 1e-3
         self._derive()
         cells, globs = self._featurise(works)
         self._set_reference(cells, globs)
-        self._calibrate(cells, globs, rng, valid, fine_oof)
+        self._calibrate(cells, globs, rng, valid, fine_oof, groups)
         return self
 
     def _fit_fine(self, originals: Sequence[np.ndarray], conditions: Sequence[tuple[Placement | None, Lighting | None]]
@@ -304,10 +307,11 @@ class NormalProfile:
         start = IDENTITY if placement is None else fine_matrix(placement.matrix, w / self.layout_.width)
         return FinePart(image, start, None if lighting is None else lighting.lut)
 
-    def _fit_conditions(self, works: list[np.ndarray]
-                        ) -> tuple[list[np.ndarray], np.ndarray, list[tuple[Placement | None, Lighting | None]]]:
-        """Learn the reference placement and lighting; return the training images registered and normalised,
-        which of their cells (N, P) lie inside their photos, and each one's placement and lighting."""
+    def _fit_conditions(self, works: list[np.ndarray]) -> tuple[
+            list[np.ndarray], np.ndarray, list[tuple[Placement | None, Lighting | None]], np.ndarray | None]:
+        """Learn the reference placement and lighting; return the training images registered and normalised
+        (with the lighting copies after the N parts), which of their cells (N + C, P) lie inside their photos,
+        each part's placement and lighting (N), and which part each image is (N + C,), or None without copies."""
         p = self.params
         self.locator_ = None
         aligned = works
@@ -321,7 +325,7 @@ class NormalProfile:
             valid = np.stack([self._valid_cells(pl) for pl in placements])
         self._without_lighting()
         if not p.normalise_lighting:
-            return aligned, valid, [(pl, None) for pl in placements]
+            return aligned, valid, [(pl, None) for pl in placements], None
         self.lighting_ = LightingModel().fit(aligned)
         lights = [self.lighting_.estimate(a) for a in aligned]
         log_exposure = np.log(np.array([max(li.exposure, 1e-3) for li in lights]))
@@ -337,8 +341,20 @@ class NormalProfile:
         high = math.log1p(p.max_exposure_change + p.max_offset / level)
         self.exposure_bounds_ = (float(relative.min()) + low, float(relative.max()) + high)
         self.cast_limit_ = p.max_colour_cast + max(li.cast_change for li in lights)
-        return ([self.lighting_.apply(a, li) for a, li in zip(aligned, lights)], valid,
-                list(zip(placements, lights)))
+        normalised = [self.lighting_.apply(a, li) for a, li in zip(aligned, lights)]
+        conditions = list(zip(placements, lights))
+        if p.lighting_copies == 0:
+            return normalised, valid, conditions, None
+        rng = np.random.default_rng(p.seed + 2)
+        copied = copied_parts(len(aligned))
+        groups = [np.arange(len(aligned))]
+        for _ in range(p.lighting_copies):  # parts under other lightings, normalised as on the line
+            for i in copied:
+                copy = relit(aligned[i], draw(rng, self.lighting_.typical_level_))
+                normalised.append(self.lighting_.apply(copy, self.lighting_.estimate(copy)))
+            groups.append(copied)
+        group = np.concatenate(groups)
+        return normalised, valid[group], conditions, group
 
     def _derive(self) -> None:
         """Set what follows from layout and palette: region pooling and the rotation-free feature indices."""
@@ -360,6 +376,7 @@ class NormalProfile:
 
     def _set_reference(self, cells: np.ndarray, globs: np.ndarray) -> None:
         """Store the reference features and the scaling of global features."""
+        self.n_ref_ = len(cells)
         self.ref_cells_ = cells.astype(np.float16).astype(np.float32)  # as saved: a loaded profile scores alike
         self.ref_global_ = globs.astype(np.float32)
         self.global_scale_ = (globs.std(axis=0) + 1e-3).astype(np.float32)
@@ -413,12 +430,19 @@ class NormalProfile:
         return np.array([c_mid - gain * f_mid, gain])
 
     def _calibrate(self, cells: np.ndarray, globs: np.ndarray, rng: np.random.Generator,
-                   valid: np.ndarray | None = None, fine: np.ndarray | None = None) -> None:
+                   valid: np.ndarray | None = None, fine: np.ndarray | None = None,
+                   groups: np.ndarray | None = None) -> None:
         """Cross-fit: score each good image with a profile fitted without it; set stats and threshold. `valid`
-        (N, P): which cells of each image are compared."""
+        (N, P): which cells of each image are compared; `groups` (N,): which part each image is (a part's lighting
+        copies are held out with it), None when every image is its own part; `fine` (parts,): held-out fine
+        scores."""
         p = self.params
         n = len(cells)
-        folds = np.array_split(rng.permutation(n), min(p.n_folds, n))
+        n_parts = n if groups is None else int(groups.max()) + 1
+        folds = np.array_split(rng.permutation(n_parts), min(p.n_folds, n_parts))
+        if groups is not None:
+            folds = [np.flatnonzero(np.isin(groups, fold)) for fold in folds]
+            fine = None if fine is None else fine[groups]
         local = np.empty(n)
         glob = np.empty(n)
         cell_vals = []
@@ -436,9 +460,10 @@ class NormalProfile:
         self.threshold_ = float(np.quantile(oof, 1.0 - p.false_alarm_rate, method="higher"))
         self.offset_ = -self.threshold_
         self.map_scale_ = float(np.quantile(np.concatenate(cell_vals), 0.999)) + 1e-6
+        copies = "" if groups is None else f" and {n - n_parts} lighting copies of them"
         self.calibration_ = Calibration(
-            method=f"{len(folds)}-fold cross-fitting on the training images",
-            n_good=n,
+            method=f"{len(folds)}-fold cross-fitting on the training images{copies}",
+            n_good=n_parts,
             false_alarm_rate=p.false_alarm_rate,
             threshold=self.threshold_,
             oof_false_alarm_rate=float((oof > self.threshold_).mean()),
@@ -523,6 +548,7 @@ class NormalProfile:
             "threshold": self.threshold_,
             "map_scale": self.map_scale_,
             "n_train": self.n_train_,
+            "n_references": self.n_ref_,
             "calibration": asdict(self.calibration_),
             "registration": None if self.locator_ is None else {
                 "mode": self.locator_.mode_, "match_limit": self.locator_.match_limit_},
@@ -550,8 +576,9 @@ class NormalProfile:
 
     def drift_baseline(self) -> dict[str, list[float]]:
         """Where a steady line's parts lie, for the drift monitor: [median, robust sd] of the log exposure
-        (relative to the training parts) and of the held-out scores of good training parts."""
-        scores = np.asarray(self.oof_scores_, dtype=np.float64)
+        (relative to the training parts) and of the held-out scores of good training parts (not their lighting
+        copies: the monitor's baseline is the line as trained)."""
+        scores = np.asarray(self.oof_scores_[: self.n_train_], dtype=np.float64)
         centre = float(np.median(scores))
         spread = 1.4826 * float(np.median(np.abs(scores - centre)))
         return {"log_exposure": [float(self.exposure_stats_[0]), float(self.exposure_stats_[1])],
@@ -568,13 +595,17 @@ class NormalProfile:
         g = self.pooling_.shape[0] * c
         expected = {
             "palette_.centres_": (self.palette_.centres_, (k, 3)),
-            "ref_cells_": (self.ref_cells_, (self.n_train_, gh * gw, c)),
-            "ref_global_": (self.ref_global_, (self.n_train_, g)),
+            "ref_cells_": (self.ref_cells_, (self.n_ref_, gh * gw, c)),
+            "ref_global_": (self.ref_global_, (self.n_ref_, g)),
             "global_scale_": (self.global_scale_, (g,)),
             "local_stats_": (self.local_stats_, (2,)),
             "global_stats_": (self.global_stats_, (2,)),
-            "oof_scores_": (self.oof_scores_, (self.n_train_,)),
+            "oof_scores_": (self.oof_scores_, (self.n_ref_,)),
         }
+        copies = self.params.lighting_copies * len(copied_parts(self.n_train_)) if self.lighting_ is not None else 0
+        if self.n_ref_ != self.n_train_ + copies:
+            raise ValueError(f"{self.n_ref_} references do not match {self.n_train_} training parts and {copies} "
+                             "lighting copies")
         for name, (array, shape) in expected.items():
             if array.shape != shape:
                 raise ValueError(f"{name} has shape {array.shape}, expected {shape}")
@@ -603,6 +634,7 @@ class NormalProfile:
                              f"{', '.join(map(str, READABLE_FORMATS))}")
         params = dict(meta["params"])
         params["neighbours"] = tuple(params["neighbours"])
+        params.setdefault("lighting_copies", 0)  # profiles saved before the lighting copies have none
         self = cls(ProfileParams(**params))
         self.layout_ = FeatureLayout(**meta["layout"])
         centres = np.asarray(arrays["palette_centres"], np.float32)
@@ -626,6 +658,7 @@ class NormalProfile:
         self.offset_ = -self.threshold_
         self.map_scale_ = float(meta["map_scale"])
         self.n_train_ = int(meta["n_train"])
+        self.n_ref_ = int(meta.get("n_references", self.n_train_))  # parts and their lighting copies
         self.calibration_ = Calibration(**meta["calibration"])
         self._load_conditions(meta, arrays)
         self._load_fine(meta, arrays)

@@ -429,8 +429,8 @@ def test_nearest_distances_are_running_minima_of_cell_l1_distances() -> None:
 
 def test_threshold_is_the_higher_quantile_of_oof_scores(profile, train_images):
     far = profile.params.false_alarm_rate
-    oof = profile.oof_scores_
-    assert oof.shape == (len(train_images),) and np.isfinite(oof).all()
+    oof = profile.oof_scores_  # the training parts', then their lighting copies' (variations.py)
+    assert oof.shape == (len(train_images) * (1 + profile.params.lighting_copies),) and np.isfinite(oof).all()
     assert profile.threshold_ == float(np.quantile(oof, 1.0 - far, method="higher"))
     assert profile.threshold_ in oof  # "higher" picks an observed score
     cal = profile.calibration_
@@ -461,7 +461,7 @@ def test_fit_works_with_few_images(train_images, n):
     est = NormalProfile(seed=0).fit(iter(train_images[:n]))  # any iterable, not only a list
     assert est.calibration_.n_good == n
     assert np.isfinite(est.threshold_)
-    assert est.ref_cells_.shape[0] == n
+    assert est.ref_cells_.shape[0] == est.n_ref_ == n * (1 + est.params.lighting_copies)  # with lighting copies
     scores = est.anomaly_score(parts(seed=50, n=2, defect="spot"))
     assert np.isfinite(scores).all()
     if n == 20:

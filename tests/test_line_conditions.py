@@ -111,8 +111,9 @@ def test_the_map_marks_the_defect_where_it_was_photographed(fitted: NormalProfil
 
 def test_a_profile_saved_before_registration_still_loads_and_judges(good: list[np.ndarray]) -> None:
     rng = np.random.default_rng(11)
-    # format 1 had no texture channels either
-    fitted = NormalProfile(rotation="small", texture_weight=0.0).fit([make_part(rng, W, H) for _ in range(30)])
+    # format 1 had no texture channels or lighting copies either
+    fitted = NormalProfile(rotation="small", texture_weight=0.0, lighting_copies=0).fit(
+        [make_part(rng, W, H) for _ in range(30)])
     meta, arrays = fitted.get_state()
     old_meta = {k: v for k, v in meta.items() if k not in ("registration", "lighting", "drift")}
     old_meta["format_version"] = 1
