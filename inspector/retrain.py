@@ -402,6 +402,7 @@ def retrain(cfg: Config, store: Store, add_dirs: Sequence[Path] = (), force: boo
         ],
         "skipped": len(skipped),
         "config": str(cfg.source) if cfg.source else None,
+        **({"product": product} if product is not None else {}),
     }
     version = profiles.save(models_dir, candidate, extra)
     stored = profiles.StoredProfile(version, candidate, extra)

@@ -554,3 +554,32 @@ def test_a_station_of_products_without_any_profile_says_so_before_creating_anyth
     assert cli.main(["watch", "--once", "--config", str(site.config)]) == 4
     assert "no product has an active profile" in capsys.readouterr().err
     assert not site.db.exists() and not site.archive.exists()
+
+
+def test_retrain_and_score_of_one_product(tmp_path: Path, three: Path, capsys: pytest.CaptureFixture) -> None:
+    """`retrain --product cap` learns from the reviews of cap's parts only and saves into models/cap; `score
+    --product` judges with that product's profile."""
+    models = copy_models(three, tmp_path / "models")
+    site = make_site(tmp_path / "site", models, product_from="folder", recursive=True)
+    for product in ("cap", "ring"):
+        (site.inbox / product).mkdir()
+        for i in range(3):
+            (site.inbox / product / f"{product}{i}.jpg").write_bytes(jpeg(product, 500 + i, "spot" if i == 0 else None))
+    assert run_once(site).returncode == 0
+    rows = {r["name"]: r for r in _rows(site)}
+    cfg = str(site.config)
+    for name, decision in (("cap1.jpg", "good"), ("cap0.jpg", "defect"), ("ring1.jpg", "good"), ("ring0.jpg", "defect")):
+        assert cli.main(["mark", str(rows[name]["id"]), "--as", decision, "--by", "ana", "--config", cfg]) == 0
+    capsys.readouterr()
+    code = cli.main(["retrain", "--product", "cap", "--no-activate", "--json", "--config", cfg])
+    result = json.loads(capsys.readouterr().out)
+    assert code in (0, 7) and result["version"] == "v2" and result["previous"] == "v1"
+    assert sorted(p["inspection_id"] for p in result["parts"]) == sorted(rows[n]["id"] for n in ("cap0.jpg", "cap1.jpg"))
+    assert result["sources"]["false_alarm"] == 1
+    assert profiles.versions(models / "cap") == ["v1", "v2"] and profiles.versions(models / "ring") == ["v1"]
+    assert profiles.read_meta(models / "cap", "v2")["product"] == "cap" and not profiles.versions(models)
+    ring_part = site.archive.rglob("ring2.jpg").__next__()
+    assert cli.main(["score", str(ring_part), "--product", "ring", "--json", "--config", cfg]) == 0
+    assert json.loads(capsys.readouterr().out)["verdict"] == "ok"
+    assert cli.main(["score", str(ring_part), "--product", "cap", "--json", "--config", cfg]) == 1  # the wrong one
+    assert json.loads(capsys.readouterr().out)["verdict"] == "defect"
