@@ -294,8 +294,10 @@ class Products:
         return entry.product
 
     def versions(self) -> dict[str, str | None]:
-        """The version in use per product loaded so far."""
-        return {name: a.version for name, a in sorted(self._active.items())}
+        """The version in use per product loaded so far (under the lock: a worker may be adding a product)."""
+        with self._lock:
+            loaded = sorted(self._active.items())
+        return {name: a.version for name, a in loaded}
 
     @property
     def version(self) -> str | None:
