@@ -583,3 +583,25 @@ def test_retrain_and_score_of_one_product(tmp_path: Path, three: Path, capsys: p
     assert json.loads(capsys.readouterr().out)["verdict"] == "ok"
     assert cli.main(["score", str(ring_part), "--product", "cap", "--json", "--config", cfg]) == 1  # the wrong one
     assert json.loads(capsys.readouterr().out)["verdict"] == "defect"
+
+
+def test_drift_is_replayed_per_product_against_its_own_baselines(tmp_path: Path, three: Path) -> None:
+    """Two products judged by their own v1 on one station: one monitor each (station/product), each started from
+    its own profile's baseline; a much darker lamp raises the exposure alarm of the product that saw it only."""
+    from inspector import conditions, drift
+
+    models = copy_models(three, tmp_path / "models")
+    rows = []
+    for i in range(60):
+        for product in ("cap", "ring"):
+            rows.append({"id": len(rows) + 1, "station": "s1", "product": product, "profile_version": "v1",
+                         "verdict": "ok", "reason": None, "exposure": 0.6 if product == "cap" and i >= 20 else 1.0,
+                         "score": None, "inspected_at": None})
+    rows.append({"id": 999, "station": "s1", "product": "", "profile_version": None, "verdict": "rejected",
+                 "reason": "unknown_product", "exposure": None, "score": None, "inspected_at": None})
+    replayed = conditions.replay_rows(rows, models)
+    assert set(replayed) == {"s1/cap", "s1/ring"}
+    for product in ("cap", "ring"):
+        baseline = drift.Baseline.from_meta(profiles.read_meta(models / product, "v1"))
+        assert replayed[f"s1/{product}"].monitor is not None and replayed[f"s1/{product}"].monitor.baseline == baseline
+    assert {a["station"] for a in conditions.active_alarms(replayed)} == {"s1/cap"}
