@@ -311,7 +311,11 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows))
     elif not rows:
-        print(f"no profiles in {cfg.models.dir}")
+        from inspector import products
+
+        others = [] if args.product else [n for n in products.names(cfg.models.dir) if n != products.DEFAULT]
+        print(f"no profiles in {cfg.models.dir}" + (f" (the default product); products: {', '.join(others)} "
+                                                    "(use --product NAME)" if others else ""))
     for r in rows if not args.json else []:
         thr = "-" if r["threshold"] is None else f"{r['threshold']:.3f}"
         print(escape_controls(f"{'*' if r['active'] else ' '} {r['version']:<6} {r['created_at'] or '-':<26} "
