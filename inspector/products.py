@@ -380,5 +380,16 @@ class ProductConditions:
             return
         monitor = self._monitors.get(product)
         if monitor is None:
-            monitor = self._monitors[product] = ConditionsMonitor(models_dir_for(self.models_dir, product), self.emit)
+            monitor = self._monitors[product] = ConditionsMonitor(models_dir_for(self.models_dir, product),
+                                                                  self._emit_for(product))
         monitor.observe(row)
+
+    def _emit_for(self, product: str) -> Callable[..., None]:
+        """The log of one product's monitor: its lines start with `product NAME: ` (the default product's as before)."""
+        if product == DEFAULT:
+            return self.emit
+
+        def emit(event: str, level: int, text: str, **fields: Any) -> None:
+            self.emit(event, level, f"product {product}: {text}", product=product, **fields)
+
+        return emit

@@ -605,3 +605,19 @@ def test_drift_is_replayed_per_product_against_its_own_baselines(tmp_path: Path,
         baseline = drift.Baseline.from_meta(profiles.read_meta(models / product, "v1"))
         assert replayed[f"s1/{product}"].monitor is not None and replayed[f"s1/{product}"].monitor.baseline == baseline
     assert {a["station"] for a in conditions.active_alarms(replayed)} == {"s1/cap"}
+
+
+def test_the_watchers_drift_and_lighting_lines_name_the_product(tmp_path: Path, three: Path) -> None:
+    """The watcher's monitor per product (fed rows as the committer records them): a darker lamp on cap parts
+    raises cap's alarm, named so; ring's parts, judged meanwhile, raise none."""
+    lines: list[tuple[str, str, dict]] = []
+    monitor = products.ProductConditions(three, lambda event, level, text, **f: lines.append((event, text, f)))
+    for i in range(40):
+        for product in ("cap", "ring"):
+            monitor.observe({"id": 2 * i + (product == "ring"), "product": product, "profile_version": "v1",
+                             "verdict": "ok", "reason": None, "score": None, "inspected_at": None,
+                             "exposure": 0.6 if product == "cap" and i >= 10 else 1.0})
+    monitor.observe({"id": 100, "product": "", "profile_version": None, "verdict": "rejected",
+                     "reason": "unknown_product", "score": None, "exposure": None, "inspected_at": None})
+    drift = [(text, f) for event, text, f in lines if event == "drift"]
+    assert drift and all(text.startswith("product cap: drift alarm") and f["product"] == "cap" for text, f in drift)
