@@ -105,22 +105,35 @@ class RecipeEntry:
     product: str
 
 
+def _fsync_dir(path: Path) -> None:
+    """Flush a directory entry to disk."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def set_recipe(models_dir: Path, product: str, at: datetime | None = None) -> RecipeEntry:
     """Append a switch to the recipe log (one O_APPEND write, fsynced); the product must have an active profile."""
     profiles.active_version(models_dir_for(models_dir, product))  # NoActiveProfile: nothing could judge it
     entry = RecipeEntry(at or datetime.now(timezone.utc), product)
     models_dir.mkdir(parents=True, exist_ok=True)
     path = models_dir / RECIPE
+    created = not path.exists()
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         data = f"{entry.at.isoformat(timespec='microseconds')} {product}\n".encode()
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
             data = b"\n" + data  # end a torn last line so this one stays whole
-        os.write(fd, data)
+        if os.write(fd, data) != len(data):  # pragma: no cover - a short write to a regular file
+            raise ProfileError(f"cannot append to {path}: short write")
         os.fsync(fd)
     finally:
         os.close(fd)
+    if created:
+        _fsync_dir(models_dir)  # the new file's name survives a power cut too
     return entry
 
 
