@@ -177,7 +177,7 @@ class WatchService:
             # (measured: 2 workers on 2 cores judge ~65 parts/s with OpenBLAS's own threads, ~120 without).
             threadpool_limits(limits=1, user_api="blas")
             try:
-                self.profile = Products(cfg, self.folder)  # which product each part is, one profile each
+                self.products = Products(cfg, self.folder)  # which product each part is, one profile each
             except BaseException:
                 self.store.close()
                 raise
@@ -283,7 +283,7 @@ class WatchService:
             t.start()
         try:
             self.publisher = open_publisher(self.cfg, self.store, counters=self._counters, emit=self._emit,
-                                            commands=self.profile.commands())
+                                            commands=self.products.commands())
             self.webhook = open_webhook(self.cfg, self.store, emit=self._emit)
             self.modbus = open_modbus(self.cfg, emit=self._emit, counters=lambda: {
                 **self._counters(), "running": self.ready.is_set() and not self._stop.is_set()})
@@ -293,8 +293,8 @@ class WatchService:
                 self.observer = self._start_observer()
             self._emit("started", logging.INFO,
                        f"watching {imaging.printable(self.folder)} ({self.observer_kind}, {self.workers} workers, "
-                       f"profile {self.profile.version}, database {self._safe_url()})",
-                       folder=imaging.printable(self.folder), profile_version=self.profile.version)
+                       f"profile {self.products.version}, database {self._safe_url()})",
+                       folder=imaging.printable(self.folder), profile_version=self.products.version)
             self._scan()
             self.ready.set()
             self.ops.ready()  # systemd READY=1, first status file
@@ -575,7 +575,7 @@ class WatchService:
                 return Outcome(job)
             if self._transient(path, exc):
                 return Outcome(job)
-            choice = self.profile.choose(path, job.received_at)
+            choice = self.products.choose(path, job.received_at)
             insp = choice.inspector
             row = self._row(job, Verdict(name="", sha256=None, verdict="rejected", reason=exc.reason,
                                          detail=exc.detail, score=None,
@@ -595,7 +595,7 @@ class WatchService:
                 return Outcome(job, existing=existing, sig=sig)
         # (with archiving, a file in the folder is almost always new; the rare one that is not, a copy or a
         # file whose move a crash interrupted, is caught by the unique sha256 at commit)
-        choice = self.profile.choose(path, job.received_at)
+        choice = self.products.choose(path, job.received_at)
         insp = choice.inspector
         if insp is None:
             verdict = _unknown_product(choice, digest, len(data))
@@ -828,7 +828,7 @@ class WatchService:
         v = self.stats.verdicts
         verdicts = {k: v[k] for k in ("ok", "defect", "rejected")}
         return {"judged": sum(verdicts.values()), "verdicts": verdicts, "queue_depth": self._inflight_count(),
-                "degraded": self.committer.degraded or self.ops.paused, "profile_version": self.profile.version,
+                "degraded": self.committer.degraded or self.ops.paused, "profile_version": self.products.version,
                 **self.webhook.counters()}
 
     def _throughput(self, now: float) -> None:
