@@ -40,6 +40,27 @@ def _load_config(args: argparse.Namespace):
     return config.load(args.config)
 
 
+def _product_config(args: argparse.Namespace):
+    """The config with [models] dir narrowed to the folder of --product (the models folder itself without it, or
+    for `default`): train, score, profiles and retrain then work on that product's versions alone."""
+    import dataclasses
+
+    from inspector import products
+
+    cfg = _load_config(args)
+    if getattr(args, "product", None) is None:
+        return cfg
+    folder = products.models_dir_for(cfg.models.dir, args.product)
+    return dataclasses.replace(cfg, models=dataclasses.replace(cfg.models, dir=folder))
+
+
+def _product_option(p: argparse.ArgumentParser, what: str) -> None:
+    """--product NAME on a command that works on one product's profiles."""
+    p.add_argument("--product", metavar="NAME",
+                   help=f"{what} of this product (models/NAME/; default: the default product, the models folder "
+                        "itself)")
+
+
 def _no_training_images(folder: Path, patterns: Sequence[str]) -> str:
     """Why `train DIR` found nothing, and where the good images probably are: DIR/train/good of an MVTec-layout
     dataset root, else the sub-folders that hold images (only DIR itself is searched)."""
@@ -64,7 +85,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Fit, calibrate, save and activate a profile from a folder of good images."""
     from inspector import pipeline, profiles
 
-    cfg = _load_config(args)
+    cfg = _product_config(args)
     files = pipeline.list_images(Path(args.dir), cfg.input.patterns)
     if not files:
         raise DatasetError(_no_training_images(Path(args.dir), cfg.input.patterns))
@@ -78,19 +99,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         "trained_from": str(Path(args.dir).resolve()),
         "training_images": [{"name": n, "sha256": h} for n, h in zip(ts.names, ts.hashes)],
         "config": str(cfg.source) if cfg.source else None,
+        "product": args.product or "default",
     }
     version = profiles.save(cfg.models.dir, profile, extra)
     if not args.no_activate:
         profiles.activate(cfg.models.dir, version)
     cal = profile.calibration_
-    result = {"version": version, "active": not args.no_activate, "threshold": profile.threshold_,
+    result = {"version": version, "product": args.product or "default", "active": not args.no_activate,
+              "threshold": profile.threshold_,
               "n_train": profile.n_train_, "skipped": len(ts.rejected), "calibration": cal.method,
               "false_alarm_budget": cal.false_alarm_rate, "cross_fitted_false_alarm_rate": cal.oof_false_alarm_rate}
     if args.json:
         print(json.dumps(result))
     else:
         state = "active" if not args.no_activate else "saved, not active"
-        print(f"profile {version} ({state}): threshold {profile.threshold_:.3f}, {profile.n_train_} good images, "
+        of = f" of product {args.product}" if args.product else ""
+        print(f"profile {version}{of} ({state}): threshold {profile.threshold_:.3f}, {profile.n_train_} good images, "
               f"calibrated by {cal.method} for a false-alarm budget of {cal.false_alarm_rate:.2%}")
     return 0
 
@@ -101,7 +125,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     from inspector import pipeline, profiles
 
-    cfg = _load_config(args)
+    cfg = _product_config(args)
     for path in args.images:  # a typo is a usage error, not a part rejected as unreadable
         if not os.path.exists(path):
             raise UsageError(f"no such file: {path} (nothing was scored)")
@@ -266,7 +290,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     """List saved profile versions or activate one."""
     from inspector import profiles
 
-    cfg = _load_config(args)
+    cfg = _product_config(args)
     if args.action == "activate":
         if not args.version:
             raise InspectorError("profiles activate needs a VERSION (see `inspector profiles list`)")
@@ -287,7 +311,11 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows))
     elif not rows:
-        print(f"no profiles in {cfg.models.dir}")
+        from inspector import products
+
+        others = [] if args.product else [n for n in products.names(cfg.models.dir) if n != products.DEFAULT]
+        print(f"no profiles in {cfg.models.dir}" + (f" (the default product); products: {', '.join(others)} "
+                                                    "(use --product NAME)" if others else ""))
     for r in rows if not args.json else []:
         thr = "-" if r["threshold"] is None else f"{r['threshold']:.3f}"
         print(escape_controls(f"{'*' if r['active'] else ' '} {r['version']:<6} {r['created_at'] or '-':<26} "
@@ -299,9 +327,10 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     """Build a candidate profile from what operators learned, compare it with the active one, gate it."""
     from inspector import retrain
 
-    cfg = _load_config(args)
+    cfg = _product_config(args)
     with _open_store(cfg) as store:
         result = retrain.retrain(cfg, store, add_dirs=[Path(d) for d in args.add], force=args.force,
+                                 product=args.product or "default",
                                  note=args.note or "", progress=lambda it, total: _progress(it, total, "retrain"),
                                  activate=not args.no_activate)
     if args.json:
@@ -311,6 +340,42 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     if result.dry_run:  # what the gate would have done
         return 0 if result.gate_passed else 7
     return 0 if result.activated else 7
+
+
+def cmd_recipe(args: argparse.Namespace) -> int:
+    """Set the current recipe (the product of the parts that arrive from now on), or show it and the products."""
+    from inspector import products, profiles
+
+    cfg = _load_config(args)
+    if args.action == "set":
+        if not args.name:
+            raise InspectorError("recipe set needs a product NAME (see `inspector recipe show`)")
+        entry = products.set_recipe(cfg.models.dir, products.check_name(args.name))
+        if args.json:
+            print(json.dumps({"recipe": entry.product, "at": entry.at.isoformat()}))
+        else:
+            print(f"recipe: {entry.product} (from {_local_time(entry.at)}); a running watcher judges parts that "
+                  "arrive from now on with its profile")
+        return 0
+    if args.name:
+        raise InspectorError("recipe show takes no NAME; use `recipe set NAME` to switch")
+    current = products.current_recipe(cfg.models.dir)
+    rows = []
+    for name in products.names(cfg.models.dir):
+        try:
+            active = profiles.active_version(products.models_dir_for(cfg.models.dir, name))
+        except ProfileError:
+            active = None
+        rows.append({"product": name, "active": active})
+    if args.json:
+        print(json.dumps({"recipe": current.product if current else None,
+                          "since": current.at.isoformat() if current else None, "products": rows}))
+        return 0
+    print(f"recipe: {current.product} (since {_local_time(current.at)})" if current else "recipe: none set")
+    for r in rows:
+        mark = "*" if current and current.product == r["product"] else " "
+        print(f"{mark} {r['product']:<24} active {r['active'] or '- (none)'}")
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -352,9 +417,14 @@ def cmd_watch(args: argparse.Namespace) -> int:
         cfg = dataclasses.replace(cfg, watch=dataclasses.replace(cfg.watch, workers=args.workers))
     # without a profile nothing can be judged: say so before the service creates the archive folder and the
     # database (a cheap look at the pointer; the service loads and verifies the profile itself)
-    version = profiles.active_version(cfg.models.dir)
-    if not (cfg.models.dir / version).is_dir():
-        raise ProfileError(f"profile {version} not found in {cfg.models.dir} (named by {profiles.ACTIVE})")
+    if cfg.watch.product_from == "single":
+        version = profiles.active_version(cfg.models.dir)
+        if not (cfg.models.dir / version).is_dir():
+            raise ProfileError(f"profile {version} not found in {cfg.models.dir} (named by {profiles.ACTIVE})")
+    else:
+        from inspector import products
+
+        products.require_active(cfg.models.dir)  # several products: at least one must have a profile
     _setup_logging()
     # a fatal signal (SIGBUS from a memory-mapped file made unwritable under SQLite, SIGSEGV, SIGABRT) ends the
     # process at once: leave the reason and the threads' stacks in the log instead of a silent exit 135
@@ -410,7 +480,7 @@ def parse_since(text: str) -> datetime | None:
     return None if utc < _EARLIEST else min(utc, _LATEST)
 
 
-_LIST_KEYS = ("id", "sha256", "name", "verdict", "reason", "detail", "score", "threshold", "profile_version",
+_LIST_KEYS = ("id", "sha256", "name", "verdict", "reason", "detail", "score", "threshold", "product", "profile_version",
               "received_at", "inspected_at", "archived_path", "overlay_path", "size", "width", "height", "ms",
               "station", "line", "camera", "exposure", "review")
 _DECISIONS = ("defect", "good")
@@ -493,7 +563,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     since = parse_since(args.since) if args.since else None
     with _open_store(cfg) as store:
         rows = store.list(verdict=args.verdict, since=since, limit=limit, reviewed=args.reviewed,
-                          unreviewed=args.unreviewed, station=args.station, line=args.line)
+                          unreviewed=args.unreviewed, station=args.station, line=args.line, product=args.product)
     if args.json:
         print(json.dumps([_jsonable({k: r.get(k) for k in _LIST_KEYS}) for r in rows]))
         return 0
@@ -504,12 +574,19 @@ def cmd_list(args: argparse.Namespace) -> int:
         else:
             what = f"score {r['score']:.3f} / {r['threshold']:.3f}"
         review = f"marked {r['review']}" if r.get("review") else "unreviewed"
-        version = escape_controls(r["profile_version"] or "-")
+        version = escape_controls(_product_version(r))
         print(f"{r['id']:>7}  {when}  {r['verdict']:<8}  {what:<24}  {version:<5}  {review:<13}  "
               f"{escape_controls(r['name'])}")
     if not rows:
         print("no inspections match", file=sys.stderr)
     return 0
+
+
+def _product_version(r: dict) -> str:
+    """The profile version that judged a row, `product/version` for a product other than the default."""
+    version = r["profile_version"] or "-"
+    product = r.get("product", "default")
+    return version if product == "default" else f"{product or '?'}/{version}"
 
 
 def _review_line(r: dict) -> str:
@@ -638,7 +715,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from inspector.store import Selection
 
     now = datetime.now(timezone.utc)
-    sel = Selection(since=since, station=args.station, line=args.line)
+    sel = Selection(since=since, station=args.station, line=args.line, product=args.product)
     with _open_store(cfg) as store:  # SQL aggregates per time bucket, folded into periods: no rows are read
         span = store.time_span(sel)
         periods = stats.compute_from(span, lambda width, lo, hi: store.bucket_counts(sel, width, lo, hi), args.by,
@@ -672,7 +749,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-_EXPORT_KEYS = ("id", "name", "verdict", "reason", "detail", "score", "threshold", "profile_version",
+_EXPORT_KEYS = ("id", "name", "verdict", "reason", "detail", "score", "threshold", "product", "profile_version",
                 "received_at", "inspected_at", "sha256", "source_key", "source_path", "archived_path",
                 "overlay_path", "size", "width", "height", "ms", "station", "line", "camera", "exposure")
 _EXPORT_REVIEW_KEYS = ("review", "reviewer", "note", "reviewed_at", "decisions")
@@ -790,7 +867,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     since = parse_since(args.since) if args.since else None
     target = None if args.csv == "-" else Path(args.csv)
     kind = "stdout" if target is None else _export_target(target, args.force)
-    sel = Selection(verdict=args.verdict, since=since, station=args.station, line=args.line)
+    sel = Selection(verdict=args.verdict, since=since, station=args.station, line=args.line, product=args.product)
     with _open_store(cfg) as store, store.stream(sel, _EXPORT_KEYS + _EXPORT_REVIEW_KEYS) as rows:
         if target is None:
             written = _write_csv(sys.stdout, rows)
@@ -866,6 +943,8 @@ def _station_filters(p: argparse.ArgumentParser) -> None:
     """--station and --line: only the inspections of one station or line (default: all of them together)."""
     p.add_argument("--station", metavar="NAME", help="only this station ([station] name); default: all stations")
     p.add_argument("--line", metavar="NAME", help="only this line ([station] line); default: all lines")
+    p.add_argument("--product", metavar="NAME", help="only the parts of this product (`default`: the default "
+                                                     "product); default: every product")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -885,6 +964,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--note", help="a note stored with the version")
     p.add_argument("--no-activate", action="store_true", help="save the version without activating it")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    _product_option(p, "save the version as a profile")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("score", parents=[common], help="judge image files with the active profile",
@@ -896,6 +976,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help='print one JSON object per line ("path": the file as given)')
     p.add_argument("--profile", metavar="VERSION", help="use this version instead of the active one")
     p.add_argument("--exit-zero", action="store_true", help="exit 0 whatever the verdicts")
+    _product_option(p, "judge with the active profile")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("eval", parents=[common], help="measure detection quality on an MVTec-layout folder",
@@ -1019,6 +1100,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="list (default), activate or rollback")
     p.add_argument("version", nargs="?", help="version to activate, e.g. v3")
     p.add_argument("--json", action="store_true", help="print JSON")
+    _product_option(p, "the versions")
     p.set_defaults(func=cmd_profiles)
 
     p = sub.add_parser("retrain", parents=[common], help="retrain the profile from reviews, with a gate",
@@ -1039,7 +1121,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help="dry run: save and compare the candidate, say what the gate would do, activate nothing")
     p.add_argument("--note", help="a note stored with the new version (shown by `inspector profiles list`)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    _product_option(p, "retrain the profile (and read the reviews of the parts)")
     p.set_defaults(func=cmd_retrain)
+
+    p = sub.add_parser("recipe", parents=[common], help="set or show the current recipe (product) of the station",
+                       description="With [watch] product_from = \"recipe\", every part is judged with the profile of "
+                                   "the recipe in force when it arrived. `recipe set NAME` switches (the product "
+                                   "needs an active profile; recorded in models/RECIPE); `recipe show` (default) "
+                                   "prints the current recipe and every product with its active version.")
+    p.add_argument("action", nargs="?", choices=["show", "set"], default="show", help="show (default) or set")
+    p.add_argument("name", nargs="?", help="with set: the product to switch to")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_recipe)
 
     p = sub.add_parser("serve", parents=[common], help="serve the review page (default 127.0.0.1:8080)",
                        description="The review page: flagged parts with image and anomaly map, confirm defect / "

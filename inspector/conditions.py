@@ -53,11 +53,21 @@ class Baselines:
 
 
 def replay_rows(rows: Iterable[Mapping[str, Any]], models_dir: Path) -> dict[str, drift.StationDrift]:
-    """Replay recorded rows (oldest first, by id) through one monitor per station; see drift.replay."""
-    rows = list(rows)
-    baselines = Baselines(models_dir)
-    versions = {r["profile_version"] for r in rows if r.get("profile_version")}
-    return drift.replay(rows, {v: baselines.get(v) for v in versions})
+    """Replay recorded rows (oldest first, by id) through one monitor per station and product (each product's
+    versions read from its own folder, issue 16); see drift.replay. The default product's monitors are keyed by
+    the station, another product's by `station/product`."""
+    by_product: dict[str, list[Mapping[str, Any]]] = {}
+    for r in rows:
+        if r.get("product") != "":  # "" = no product could be told: never judged
+            by_product.setdefault(r.get("product") or "default", []).append(r)
+    out: dict[str, drift.StationDrift] = {}
+    for product, some in by_product.items():
+        folder = models_dir if product == "default" else models_dir / product
+        baselines = Baselines(folder)
+        versions = {r["profile_version"] for r in some if r.get("profile_version")}
+        for station, sd in drift.replay(some, {v: baselines.get(v) for v in versions}).items():
+            out[station if product == "default" else f"{station}/{product}"] = sd
+    return out
 
 
 def active_alarms(replayed: Mapping[str, drift.StationDrift]) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ in a config file resolve against the folder of that file.
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import types
 import typing
@@ -58,6 +59,8 @@ class WatchConfig:
     batch_wait_s: float = 0.05  # after the first verdict of a batch, wait this long for more to share its commit
     log_format: str = "text"  # "text" (one line per verdict) or "json" (JSON lines)
     stats_every_s: float = 10.0  # throughput line every this many seconds (0 = never)
+    product_from: str = "single"  # how a part's product is chosen: "single", "folder", "name" or "recipe" (products.py)
+    product_regex: str = ""  # product_from = "name": searched in the file name, its group (?P<product>...)
 
 
 @dataclass(frozen=True)
@@ -492,6 +495,12 @@ def _validate_service(w: WatchConfig, db: DatabaseConfig, st: StationConfig) -> 
         (w.batch_size >= 1, "watch.batch_size must be at least 1"),
         (0 <= w.batch_wait_s <= 5, "watch.batch_wait_s must be between 0 and 5"),
         (w.stats_every_s >= 0, "watch.stats_every_s must not be negative"),
+        (w.product_from in ("single", "folder", "name", "recipe"),
+         'watch.product_from must be "single", "folder", "name" or "recipe"'),
+        (w.product_from != "folder" or w.recursive,
+         'watch.product_from = "folder" needs watch.recursive = true (parts arrive in inbox/<product>/)'),
+        (w.product_from != "name" or _has_group(w.product_regex, "product"),
+         'watch.product_from = "name" needs watch.product_regex with a named group (?P<product>...)'),
         (bool(db.url.strip()), "database.url must not be empty"),
         (db.busy_timeout_ms >= 0, "database.busy_timeout_ms must not be negative"),
         (all(0 < len(v) <= 64 for v in (st.name, st.line, st.camera)),
@@ -500,6 +509,14 @@ def _validate_service(w: WatchConfig, db: DatabaseConfig, st: StationConfig) -> 
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+
+
+def _has_group(pattern: str, group: str) -> bool:
+    """True when `pattern` compiles and has the named group; a ConfigError naming the key when it does not compile."""
+    try:
+        return group in re.compile(pattern).groupindex
+    except re.error as exc:
+        raise ConfigError(f"watch.product_regex {pattern!r}: {exc}") from None
 
 
 def _validate(p: ProfileParams) -> None:

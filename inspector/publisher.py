@@ -42,7 +42,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from inspector.config import Config, mqtt_address
-from inspector.errors import ConfigError
+from inspector.errors import ConfigError, InspectorError
 from inspector.store import DatabaseError, Store
 
 log = logging.getLogger("inspector.mqtt")
@@ -58,6 +58,7 @@ OFFLINE_WAIT_S = 1.0  # a clean stop waits this long for the broker to acknowled
 
 Counters = Callable[[], Mapping[str, Any]]  # heartbeat counters from the service (called from another thread)
 Emit = Callable[..., None]  # (event, level, text, **fields): the service's log line
+Command = Callable[[str], str]  # a command topic's handler: payload text -> the state to publish (issue 16: recipe)
 COUNTER_KEYS = ("judged", "verdicts", "queue_depth", "degraded", "profile_version")
 
 
@@ -186,7 +187,8 @@ def verdict_message(row: Mapping[str, Any], settings: MessageSettings, now: date
         "result_id": row["id"], "database_id": database_id, "part_id": part_id(row["name"], settings.part_id_regex), "name": row["name"],
         "sha256": row["sha256"], "verdict": row["verdict"], "reason": row["reason"],
         "score": _finite(row["score"]), "threshold": _finite(row["threshold"]),
-        "profile_version": row["profile_version"], "received_at": _iso(received),
+        "product": row.get("product", "default"), "profile_version": row["profile_version"],
+        "received_at": _iso(received),
         "inspected_at": _iso(row["inspected_at"]), "latency_ms": round(age_s * 1000.0, 1),
         "station": row["station"], "line": row["line"], "camera": row["camera"],
         "late": settings.max_age_s > 0 and age_s > settings.max_age_s,
@@ -229,9 +231,13 @@ class Publisher:
     """Publishes this station's recorded verdicts, its state and a heartbeat to an MQTT broker."""
 
     def __init__(self, settings: MqttSettings, store: Store, *, counters: Counters | None = None,
-                 emit: Emit | None = None) -> None:
-        """A stopped publisher; start() it."""
+                 emit: Emit | None = None, commands: Mapping[str, Command] | None = None) -> None:
+        """A stopped publisher; start() it. `commands`: topic leaf (under <topic>/) -> handler of its payload text,
+        subscribed at every connect (e.g. "recipe/set"); a handler returns the retained state to publish on
+        <topic>/<leaf without its last part> (e.g. <topic>/recipe), or raises InspectorError (logged, published on
+        <topic>/<leaf>/error)."""
         self.settings = settings
+        self.commands = dict(commands or {})
         self.store = store
         self.counters = counters
         self.emit = emit or _log_emit
@@ -336,7 +342,24 @@ class Publisher:
         client.on_connect = lambda c, u, flags, rc, props: self._on_connect(number, rc)
         client.on_disconnect = lambda c, u, flags, rc, props: self._on_disconnect(number, rc)
         client.on_publish = lambda c, u, mid, rc, props: self._wake.set()
+        client.on_message = lambda c, u, msg: self._on_command(c, msg)
         return client
+
+    def _on_command(self, client: mqtt.Client, msg: mqtt.MQTTMessage) -> None:
+        """A message on a command topic (paho's thread): run its handler, publish the state or the error."""
+        leaf = msg.topic[len(self.settings.topic) + 1:]
+        handler = self.commands.get(leaf)
+        if handler is None or msg.retain:  # a retained command is an old one, never replayed at a (re)connect
+            return
+        text = msg.payload.decode("utf-8", "replace").strip()
+        try:
+            state = handler(text)
+        except InspectorError as exc:
+            self.emit("command", logging.WARNING, f"MQTT {leaf} {text!r} refused: {exc}", topic=msg.topic)
+            client.publish(self.settings.subtopic(f"{leaf}/error"), str(exc), qos=1)
+            return
+        self.emit("command", logging.INFO, f"MQTT {leaf}: {state}", topic=msg.topic)
+        client.publish(self.settings.subtopic(leaf.rsplit("/", 1)[0]), state, qos=1, retain=True)
 
     def _connect(self) -> _Session | None:
         """Open a connection (CONNACK comes later, on paho's thread); None when the broker cannot be reached."""
@@ -381,6 +404,8 @@ class Publisher:
             session.ended.set()
             return
         session.client.publish(self.settings.subtopic("state"), "online", qos=1, retain=True)
+        for leaf in self.commands:
+            session.client.subscribe(self.settings.subtopic(leaf), qos=1)
         session.up = True
         self.status.connected = True
         self.status.connects += 1
@@ -603,12 +628,12 @@ class NullPublisher:
 
 
 def open_publisher(cfg: Config, store: Store, *, counters: Counters | None = None,
-                   emit: Emit | None = None) -> Publisher | NullPublisher:
-    """A started Publisher for cfg's [mqtt] and [station] (a NullPublisher when [mqtt] url is empty);
-    ConfigError when a file it names is unusable. Never waits for the broker."""
+                   emit: Emit | None = None, commands: Mapping[str, Command] | None = None) -> Publisher | NullPublisher:
+    """A started Publisher for cfg's [mqtt] and [station] (a NullPublisher when [mqtt] url is empty), listening on
+    the `commands` topics; ConfigError when a file it names is unusable. Never waits for the broker."""
     if not cfg.mqtt.url:
         return NullPublisher()
-    return Publisher(MqttSettings.from_config(cfg), store, counters=counters, emit=emit).start()
+    return Publisher(MqttSettings.from_config(cfg), store, counters=counters, emit=emit, commands=commands).start()
 
 
 __all__ = ["MqttSettings", "NullPublisher", "Publisher", "PublisherStatus", "open_publisher", "part_id",

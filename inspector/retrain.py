@@ -324,7 +324,7 @@ def _figures(stored: profiles.StoredProfile, parts: Sequence[PartRow], after: bo
 
 
 def retrain(cfg: Config, store: Store, add_dirs: Sequence[Path] = (), force: bool = False, note: str = "",
-            progress: Progress | None = None, activate: bool = True) -> RetrainResult:
+            progress: Progress | None = None, activate: bool = True, product: str | None = None) -> RetrainResult:
     """Build, save, compare and (when the gate allows, or `force`) activate a candidate profile; with
     `activate=False` nothing is activated (a dry run: `gate_passed` and `reason` say what the gate decided).
 
@@ -332,11 +332,13 @@ def retrain(cfg: Config, store: Store, add_dirs: Sequence[Path] = (), force: boo
     training images and once for re-scoring the reviewed parts. Raises NoActiveProfile/ProfileError when
     there is no usable active profile, DatasetError when an extra folder is missing or empty, when there is
     nothing new to train on, or when none of the active profile's training images can be found and no extra
-    folder is given; DatasetError/DatabaseError propagate with one-line messages."""
+    folder is given; DatasetError/DatabaseError propagate with one-line messages. `product` (issue 16): only the
+    reviews of that product's parts are read (None: every part, as before products); `cfg.models.dir` is that
+    product's folder."""
     models_dir = cfg.models.dir
     active = profiles.load(models_dir)
-    reviewed = sorted(store.list(reviewed="good", limit=None) + store.list(reviewed="defect", limit=None),
-                      key=lambda r: r["id"])
+    reviewed = sorted(store.list(reviewed="good", limit=None, product=product)
+                      + store.list(reviewed="defect", limit=None, product=product), key=lambda r: r["id"])
     confirmed = {r["sha256"]: r for r in reviewed if r["review"] == "defect" and r.get("sha256")}
     # retention deleted their files (inspector/retention.py): neither trained on nor re-scored, only counted
     pruned = [r for r in reviewed if r.get("pruned_at") is not None]
@@ -400,6 +402,7 @@ def retrain(cfg: Config, store: Store, add_dirs: Sequence[Path] = (), force: boo
         ],
         "skipped": len(skipped),
         "config": str(cfg.source) if cfg.source else None,
+        **({"product": product} if product is not None else {}),
     }
     version = profiles.save(models_dir, candidate, extra)
     stored = profiles.StoredProfile(version, candidate, extra)

@@ -43,16 +43,16 @@ from inspector import imaging, profiles
 from inspector.archiver import Archiver
 from inspector.committer import STOP as _STOP
 from inspector.committer import Committer, Job, Outcome
-from inspector.conditions import ConditionsMonitor
 from inspector.config import Config
 from inspector.errors import ImageRejected, InspectorError, ProfileError
 from inspector.folderlock import FolderBusy, FolderLock
 from inspector.overlay import overlay
-from inspector.pipeline import Inspector, Verdict
+from inspector.pipeline import Verdict
 from inspector.publisher import NullPublisher, Publisher, open_publisher
 from inspector.webhook import NullWebhook, WebhookSender, open_webhook
 from inspector.modbus import ModbusServer, NullModbus, open_modbus
 from inspector.operations import Operations  # issue 15: disk, retention, metrics, status, watchdog
+from inspector.products import Choice, ProductConditions, Products  # issue 16: several products
 from inspector.store import DatabaseError, Store
 from inspector.text import escape_controls
 from inspector.watcher import (
@@ -83,59 +83,10 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class ActiveProfile:
-    """The active profile as an Inspector, reloaded when the ACTIVE pointer changes; thread-safe."""
-
-    def __init__(self, cfg: Config):
-        self.models_dir = cfg.models.dir
-        self.input = cfg.input
-        self._pointer = cfg.models.dir / profiles.ACTIVE
-        self._lock = threading.Lock()
-        self._sig = self._pointer_sig()
-        stored = profiles.load(self.models_dir)  # raises NoActiveProfile / ProfileError: a clear start error
-        self._inspector = Inspector(stored.profile, stored.version, self.input)
-        self._failed: str | None = None
-
-    def _pointer_sig(self) -> tuple | None:
-        """Identity of the pointer file's current content."""
-        try:
-            st = os.stat(self._pointer)
-        except OSError:
-            return None
-        return st.st_mtime_ns, st.st_ino, st.st_size
-
-    @property
-    def version(self) -> str | None:
-        """The version in use."""
-        return self._inspector.version
-
-    def get(self) -> Inspector:
-        """The Inspector to judge the next part with (one stat per call to notice a new active version)."""
-        sig = self._pointer_sig()
-        if sig == self._sig:
-            return self._inspector
-        with self._lock:
-            if sig != self._sig:
-                self._sig = sig
-                self._switch()
-            return self._inspector
-
-    def _switch(self) -> None:
-        """Load the newly active version; keep the current one when it cannot be loaded."""
-        try:
-            version = profiles.active_version(self.models_dir)
-            if version == self._inspector.version:
-                return
-            stored = profiles.load(self.models_dir, version)
-        except ProfileError as exc:
-            if str(exc) != self._failed:
-                log.error("profile switch failed, still judging with %s: %s", self._inspector.version, exc)
-                self._failed = str(exc)
-            return
-        old = self._inspector.version
-        self._inspector = Inspector(stored.profile, stored.version, self.input)
-        self._failed = None
-        log.info("profile switched: %s -> %s (threshold %.3f)", old, stored.version, stored.profile.threshold_)
+def _unknown_product(choice: Choice, digest: str, size: int) -> Verdict:
+    """The rejection of a part no active profile may judge (its product unknown, or without a profile)."""
+    return Verdict(name="", sha256=digest, verdict="rejected", reason="unknown_product", detail=choice.detail,
+                   score=None, threshold=None, profile_version=None, size=size)
 
 
 def source_key(path: str, sig: Signature | None) -> str:
@@ -160,6 +111,15 @@ def _cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 2
+
+
+def _profile_text(row: dict[str, Any]) -> str:
+    """`profile v3` (the default product), `product bottle profile v3`, or `no product` for the log line."""
+    if not row.get("product"):
+        return "no product"
+    if row["product"] == "default":
+        return f"profile {row['profile_version']}"
+    return f"product {row['product']} profile {row['profile_version']}"
 
 
 def _utf8_name(path: str) -> bool:
@@ -217,7 +177,7 @@ class WatchService:
             # (measured: 2 workers on 2 cores judge ~65 parts/s with OpenBLAS's own threads, ~120 without).
             threadpool_limits(limits=1, user_api="blas")
             try:
-                self.profile = ActiveProfile(cfg)
+                self.products = Products(cfg, self.folder)  # which product each part is, one profile each
             except BaseException:
                 self.store.close()
                 raise
@@ -228,7 +188,7 @@ class WatchService:
                                exclude=(self.archive_root, self.overlays))
         self.settler = Settler(self.w.settle_s)
         self.stats = Stats()
-        self.conditions = ConditionsMonitor(Path(cfg.models.dir), self._emit)  # drift and lighting warnings
+        self.conditions = ProductConditions(Path(cfg.models.dir), self._emit)  # drift and lighting, per product
         self._jobs: queue.Queue = queue.Queue()
         # bounded: while the database is away, workers stop taking files (they wait in the folder) instead of
         # piling verdicts up in memory
@@ -322,7 +282,8 @@ class WatchService:
         for t in (*threads, committer):
             t.start()
         try:
-            self.publisher = open_publisher(self.cfg, self.store, counters=self._counters, emit=self._emit)
+            self.publisher = open_publisher(self.cfg, self.store, counters=self._counters, emit=self._emit,
+                                            commands=self.products.commands())
             self.webhook = open_webhook(self.cfg, self.store, emit=self._emit)
             self.modbus = open_modbus(self.cfg, emit=self._emit, counters=lambda: {
                 **self._counters(), "running": self.ready.is_set() and not self._stop.is_set()})
@@ -332,8 +293,8 @@ class WatchService:
                 self.observer = self._start_observer()
             self._emit("started", logging.INFO,
                        f"watching {imaging.printable(self.folder)} ({self.observer_kind}, {self.workers} workers, "
-                       f"profile {self.profile.version}, database {self._safe_url()})",
-                       folder=imaging.printable(self.folder), profile_version=self.profile.version)
+                       f"profile {self.products.version}, database {self._safe_url()})",
+                       folder=imaging.printable(self.folder), profile_version=self.products.version)
             self._scan()
             self.ready.set()
             self.ops.ready()  # systemd READY=1, first status file
@@ -614,10 +575,13 @@ class WatchService:
                 return Outcome(job)
             if self._transient(path, exc):
                 return Outcome(job)
-            insp = self.profile.get()
+            choice = self.products.choose(path, job.received_at)
+            insp = choice.inspector
             row = self._row(job, Verdict(name="", sha256=None, verdict="rejected", reason=exc.reason,
-                                         detail=exc.detail, score=None, threshold=insp.profile.threshold_,
-                                         profile_version=insp.version), key=source_key(path, sig), start=start)
+                                         detail=exc.detail, score=None,
+                                         threshold=insp.profile.threshold_ if insp else None,
+                                         profile_version=insp.version if insp else None), key=source_key(path, sig),
+                            start=start, product=choice.product)
             return self._unless_provisional(Outcome(job, row=row, sig=sig))
         self._attempts.pop(path, None)
         if signature(path) != sig:  # written to, or replaced, while we read it: judge it when it settles again
@@ -631,8 +595,11 @@ class WatchService:
                 return Outcome(job, existing=existing, sig=sig)
         # (with archiving, a file in the folder is almost always new; the rare one that is not, a copy or a
         # file whose move a crash interrupted, is caught by the unique sha256 at commit)
-        insp = self.profile.get()
-        if not _utf8_name(path):
+        choice = self.products.choose(path, job.received_at)
+        insp = choice.inspector
+        if insp is None:
+            verdict = _unknown_product(choice, digest, len(data))
+        elif not _utf8_name(path):
             verdict = Verdict(name="", sha256=digest, verdict="rejected", reason="bad_name",
                               detail=f"{imaging.printable(os.path.basename(path))}: file name is not valid UTF-8",
                               score=None, threshold=insp.profile.threshold_, profile_version=insp.version,
@@ -640,7 +607,7 @@ class WatchService:
         else:
             verdict = insp.inspect_bytes(data, imaging.printable(os.path.basename(path)), keep_image=True,
                                          digest=digest)
-        row = self._row(job, verdict, key=None, start=start)
+        row = self._row(job, verdict, key=None, start=start, product=choice.product)
         if verdict.verdict == "defect" and verdict.image is not None and verdict.anomaly_map is not None:
             row["overlay_path"] = self._write_overlay(digest, verdict.image, verdict.anomaly_map)
         return self._unless_provisional(Outcome(job, row=row, sig=sig))
@@ -690,7 +657,7 @@ class WatchService:
                                              f"attempt {n} of {TRANSIENT_READ_ATTEMPTS}, retried at the next rescan")
         return True
 
-    def _row(self, job: Job, v: Verdict, key: str | None, start: float) -> dict[str, Any]:
+    def _row(self, job: Job, v: Verdict, key: str | None, start: float, product: str) -> dict[str, Any]:
         """The inspection row for a verdict (inspected_at and archived_path are set at commit)."""
         st = self.cfg.station
         return {
@@ -701,6 +668,7 @@ class WatchService:
             "detail": v.detail, "score": v.score, "threshold": v.threshold, "profile_version": v.profile_version,
             "overlay_path": None, "ms": (time.perf_counter() - start) * 1000.0,
             "station": st.name, "line": st.line, "camera": st.camera, "exposure": v.exposure,
+            "product": product or "",  # "" = none could be told (rejected unknown_product)
         }
 
     def _write_overlay(self, digest: str, image: np.ndarray, amap: np.ndarray) -> str | None:
@@ -844,7 +812,7 @@ class WatchService:
     def _log_verdict(self, row: dict[str, Any]) -> None:
         """The per-verdict line."""
         if self.w.log_format == "json":
-            keys = ("id", "sha256", "name", "verdict", "reason", "score", "threshold", "profile_version", "ms",
+            keys = ("id", "sha256", "name", "product", "verdict", "reason", "score", "threshold", "profile_version", "ms",
                     "archived_path", "overlay_path", "exposure")
             self._emit("verdict", logging.INFO, row["verdict"], **{k: row.get(k) for k in keys})
             return
@@ -853,14 +821,14 @@ class WatchService:
         else:
             what = f"score {row['score']:.3f} / threshold {row['threshold']:.3f}"
         self._emit("verdict", logging.INFO, f"#{row['id']} {row['verdict']:<8} {row['name']}  {what}  "
-                                            f"profile {row['profile_version']}  {row['ms']:.0f} ms")
+                                            f"{_profile_text(row)}  {row['ms']:.0f} ms")
 
     def _counters(self) -> dict[str, Any]:
         """Heartbeat counters for the MQTT publisher (called from its thread)."""
         v = self.stats.verdicts
         verdicts = {k: v[k] for k in ("ok", "defect", "rejected")}
         return {"judged": sum(verdicts.values()), "verdicts": verdicts, "queue_depth": self._inflight_count(),
-                "degraded": self.committer.degraded or self.ops.paused, "profile_version": self.profile.version,
+                "degraded": self.committer.degraded or self.ops.paused, "profile_version": self.products.version,
                 **self.webhook.counters()}
 
     def _throughput(self, now: float) -> None:

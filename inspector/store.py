@@ -76,7 +76,8 @@ IN_CHUNK = 500  # max sha256 values per IN (...) list
 _INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 CONNECT_TIMEOUT_S = 10  # PostgreSQL: seconds to wait for a server before giving up (libpq waits forever)
 MAX_ID = 2**63 - 1  # the largest integer an id column holds (SQLite INTEGER, PostgreSQL bigint)
-HEAD = "0008"  # the newest migration in inspector/migrations/versions (a test keeps the two in step)
+HEAD = "0009"
+DEFAULT_PRODUCT = "default"  # the product of a row recorded without one (the same as products.DEFAULT)  # the newest migration in inspector/migrations/versions (a test keeps the two in step)
 VERSION_TABLE = "alembic_version"
 MIGRATION_LOCK = 0x696E_7370_6563_7472  # PostgreSQL advisory lock key held while migrating ("inspectr")
 _LIBPQ_DRIVERS = ("psycopg", "psycopg2")  # drivers that take libpq's connect_timeout
@@ -143,6 +144,7 @@ class Inspection(Base):
         Index("ix_inspections_verdict_id", "verdict", "id"),
         Index("ix_inspections_station_published_at_id", "station", "published_at", "id"),  # the outbox (0005)
         Index("ix_inspections_unpruned", "id", sqlite_where=text(UNPRUNED), postgresql_where=text(UNPRUNED)),  # 0008
+        Index("ix_inspections_product_inspected_at_id", "product", "inspected_at", "id"),  # 0009
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -170,6 +172,8 @@ class Inspection(Base):
     exposure: Mapped[float | None] = mapped_column(Float)  # relative to the profile's reference (1.0 = as trained)
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # broker acknowledged it; NULL = in the outbox
     pruned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # retention deleted its file (retention.py)
+    # the product whose profile judged it (0009; rows from before products: 'default', see products.py)
+    product: Mapped[str] = mapped_column(String(64), server_default=text("'default'"))
 
 
 class DatabaseIdentity(Base):
@@ -351,6 +355,11 @@ def _check_row(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def _product(row: dict[str, Any]) -> str:
+    """A row's product: as given ("" = none could be told), the default product when the row names none."""
+    return DEFAULT_PRODUCT if row.get("product") is None else row["product"]
+
+
 def _no_newer_review() -> Any:
     """NOT EXISTS a later review of the same inspection as the outer Review row: that row is the latest decision
     (an anti-join on reviews (inspection_id, id))."""
@@ -383,14 +392,21 @@ Key = tuple[datetime, int]  # (inspected_at, id): the review queue's order, newe
 
 @dataclass(frozen=True)
 class Selection:
-    """The inspections a read is about: verdict, inspected_at >= since, station, line and review state (None: any;
-    "unreviewed": no decision yet; "defect" or "good": the latest decision)."""
+    """The inspections a read is about: verdict, inspected_at >= since, station, line, review state (None: any;
+    "unreviewed": no decision yet; "defect" or "good": the latest decision) and product."""
 
     verdict: str | None = None
     since: datetime | None = None
     station: str | None = None
     line: str | None = None
     review: str | None = None
+    product: str | None = None  # the product that judged the rows (issue 16); None: every product
+
+
+def _product_terms(sel: Selection, col: Any = None) -> builtins.list[Any]:
+    """The WHERE term of the selection's product (none when it selects every product); `col` wraps the column."""
+    col = col or (lambda c: c)
+    return [] if sel.product is None else [col(Inspection.product) == sel.product]
 
 
 def _epoch_bucket(column: Any, width: int, dialect: str) -> Any:
@@ -452,7 +468,7 @@ def _instant(seconds: int) -> datetime:
 
 BUCKETS_PER_QUERY = 250  # time buckets counted by one statement (then a probe skips a stretch without parts)
 DRIFT_COLUMNS = (Inspection.id, Inspection.station, Inspection.profile_version, Inspection.verdict,
-                 Inspection.reason, Inspection.exposure, Inspection.score, Inspection.inspected_at)
+                 Inspection.reason, Inspection.exposure, Inspection.score, Inspection.inspected_at, Inspection.product)
 
 
 # ---------------------------------------------------------------------------------------------- store
@@ -601,7 +617,8 @@ class Store:
         # so results are matched back to the batch by identity (sha256 or source_key)
         stmt = (_INSERTS[self.dialect](table).on_conflict_do_nothing()
                 .returning(table.c.id, table.c.sha256, table.c.source_key))
-        params = [{c: row.get(c) for c in _INSERT_COLUMNS} for row in checked]
+        params = [{c: row.get(c) for c in _INSERT_COLUMNS} | {"product": _product(row)}
+                  for row in checked]
         with self._guard("write to"), self._writer.begin() as conn:
             inserted = {(r.sha256, r.source_key): r.id for r in conn.execute(stmt, params)}
         ids: list[int | None] = []
@@ -675,12 +692,12 @@ class Store:
 
     def list(self, *, verdict: str | None = None, since: datetime | None = None, limit: int | None = 50,
              reviewed: str | None = None, unreviewed: bool = False, station: str | None = None,
-             line: str | None = None) -> builtins.list[dict[str, Any]]:
+             line: str | None = None, product: str | None = None) -> builtins.list[dict[str, Any]]:
         """Rows newest first (by id), optionally filtered by verdict, inspected_at >= since, and review state
         (`reviewed` = the latest decision, "defect" or "good"; `unreviewed` = no decision yet). Each row carries
         `review`, its latest decision or None."""
         sel = Selection(verdict, to_utc(since) if since is not None else None, station, line,
-                        "unreviewed" if unreviewed else reviewed)
+                        "unreviewed" if unreviewed else reviewed, product)
         stmt = self._with_review(sel).order_by(Inspection.id.desc())
         if sel.since is not None:  # bounds the newest-first walk by id to the rows of the window
             stmt = stmt.where(Inspection.id >= self._first_id_since(sel.since))
@@ -749,7 +766,7 @@ class Store:
             stmt = stmt.where(col(Inspection.verdict) == sel.verdict)
         if sel.since is not None:
             stmt = stmt.where(col(Inspection.inspected_at) >= to_utc(sel.since))
-        stmt = stmt.where(*self._place(sel.station, sel.line, col))
+        stmt = stmt.where(*self._place(sel.station, sel.line, col), *_product_terms(sel, col))
         if review and sel.review == "unreviewed":
             stmt = stmt.where(unreviewed(Inspection.id))
         elif review and sel.review is not None:
@@ -851,6 +868,7 @@ class Store:
         ignored), each answerable by an index range on inspected_at: one list without a place, else one per
         (station, line, verdict)."""
         since = [Inspection.inspected_at >= to_utc(sel.since)] if sel.since is not None else []
+        since += _product_terms(sel)
         if sel.station is None and sel.line is None:
             return [since]
         return [[*self._pair_terms(pair), Inspection.verdict == v, *since]
@@ -890,19 +908,20 @@ class Store:
                         b["last"] = last if b["last"] is None else max(b["last"], last)
                 chunk = self._next_bucket(conn, ranges, width, ks.stop)  # over a stretch without parts
             for pair in self._pairs(sel.station, sel.line):
-                place = self._pair_terms(pair)
+                place = self._pair_terms(pair) + _product_terms(sel)
                 rejected = (select(number, Inspection.reason, func.count())
                             .where(Inspection.verdict == "rejected", Inspection.inspected_at >= lo,
                                    Inspection.inspected_at <= hi, *place).group_by(number, Inspection.reason))
                 for k, reason, n in conn.execute(rejected) if counts else ():
                     reasons = bucket(int(k))["rejected"]
                     reasons[reason or "unknown"] = reasons.get(reason or "unknown", 0) + int(n)
-                for k, verdict, decision, n in conn.execute(self._reviews_by_bucket(width, lo, hi, pair)):
+                for k, verdict, decision, n in conn.execute(self._reviews_by_bucket(width, lo, hi, pair, sel.product)):
                     counted = bucket(int(k))["reviewed"]
                     counted[(verdict, decision)] = counted.get((verdict, decision), 0) + int(n)
         return out
 
-    def _reviews_by_bucket(self, width: int, lo: datetime, hi: datetime, pair: tuple[str, str] | None) -> Any:
+    def _reviews_by_bucket(self, width: int, lo: datetime, hi: datetime, pair: tuple[str, str] | None,
+                           product: str | None = None) -> Any:
         """(bucket number, verdict, latest decision, n) of the reviewed rows inspected from `lo` to `hi` (of one
         (station, line) pair, unless None):
         a walk over the latest reviews (a few per cent of the rows), each joined to its inspection by id. SQLite
@@ -912,13 +931,14 @@ class Store:
         if self.dialect == "sqlite":
             at = _unindexed(Inspection.inspected_at)
             number = _epoch_bucket(Inspection.inspected_at, width, self.dialect)
-            place = self._pair_terms(pair, _unindexed)
+            place = self._pair_terms(pair, _unindexed) + _product_terms(Selection(product=product), _unindexed)
             return (select(number, Inspection.verdict, latest.c.decision, func.count()).select_from(latest)
                     .join(Inspection, Inspection.id == latest.c.inspection_id).where(at >= lo, at <= hi, *place)
                     .group_by(number, Inspection.verdict, latest.c.decision))
         inspection = (select(Inspection.inspected_at, Inspection.verdict)
                       .where(Inspection.id == latest.c.inspection_id, Inspection.inspected_at >= lo,
-                             Inspection.inspected_at <= hi, *self._pair_terms(pair)).limit(1).lateral("inspection"))
+                             Inspection.inspected_at <= hi, *self._pair_terms(pair),
+                             *_product_terms(Selection(product=product))).limit(1).lateral("inspection"))
         number = _epoch_bucket(inspection.c.inspected_at, width, self.dialect)
         return (select(number, inspection.c.verdict, latest.c.decision, func.count()).select_from(latest)
                 .join(inspection, true()).group_by(number, inspection.c.verdict, latest.c.decision))
@@ -929,10 +949,11 @@ class Store:
         first and last are wanted). Without a place: every row (index (inspected_at, id)) and the defects (index
         (verdict, inspected_at, id)); with one: each (station, line, verdict) of it (index (station, line, verdict,
         inspected_at)). Without `counts`, only the defects."""
+        product = _product_terms(sel)
         if sel.station is None and sel.line is None:
-            every = [([], ("parts",), True)] if counts else []
-            return [*every, ([Inspection.verdict == "defect"], ("defect",), False)]
-        return [([*self._pair_terms(pair), Inspection.verdict == v], ("parts", "defect") if v == "defect" else
+            every = [(product, ("parts",), True)] if counts else []
+            return [*every, ([Inspection.verdict == "defect", *product], ("defect",), False)]
+        return [([*self._pair_terms(pair), Inspection.verdict == v, *product], ("parts", "defect") if v == "defect" else
                  ("parts",), counts) for pair in self._pairs(sel.station, sel.line)
                 for v in (VERDICTS if counts else ("defect",))]
 
@@ -1001,7 +1022,8 @@ class Store:
         stations = sorted({s for s, _ in self.stations() if sel.station is None or s == sel.station})
         rows: builtins.list[dict[str, Any]] = []
         for station in stations:
-            rows += self.newest(Selection(since=sel.since, station=station, line=sel.line), DRIFT_COLUMNS, window)
+            rows += self.newest(Selection(since=sel.since, station=station, line=sel.line, product=sel.product),
+                                DRIFT_COLUMNS, window)
         return sorted(rows, key=lambda r: r["id"])
 
     def newest(self, sel: Selection, columns: Sequence[Any], limit: int, *where: Any,

@@ -19,15 +19,24 @@ import cv2
 import numpy as np
 
 DEFECTS = ("spot", "missing", "scratch", "shift")
+# products of one line (issue 16): the same part in other colours, (flange, label band, marker) in BGR; a profile of
+# one judges the others' good parts as defects, so a part judged with the wrong product's profile shows
+PRODUCTS = {"flange": ((170, 90, 30), (40, 200, 230), (40, 40, 200)),
+            "cap": ((140, 140, 40), (60, 60, 200), (230, 230, 230)),
+            "ring": ((70, 70, 170), (220, 210, 70), (30, 160, 220))}
 
 
 def make_part(
     rng: np.random.Generator, width: int = 256, height: int = 192, defect: str | None = None,
-    noise: float = 3.0,
+    noise: float = 3.0, product: str = "flange",
 ) -> np.ndarray:
-    """Render one part as a BGR uint8 image of shape (height, width, 3), optionally with a defect."""
+    """Render one part as a BGR uint8 image of shape (height, width, 3), optionally with a defect; `product` picks
+    the colours (PRODUCTS)."""
     if defect is not None and defect not in DEFECTS:
         raise ValueError(f"unknown defect {defect!r}; choose from {', '.join(DEFECTS)}")
+    if product not in PRODUCTS:
+        raise ValueError(f"unknown product {product!r}; choose from {', '.join(PRODUCTS)}")
+    flange, label, red = PRODUCTS[product]
     s = min(width, height) / 192.0
     img = np.empty((height, width, 3), np.uint8)
     img[:] = (118, 120, 124)
@@ -36,11 +45,11 @@ def make_part(
     angle = rng.normal(0, 2.0)
     r = 70 * s
     centre = (int(round(cx)), int(round(cy)))
-    cv2.circle(img, centre, int(r), (170, 90, 30), -1, cv2.LINE_AA)
+    cv2.circle(img, centre, int(r), flange, -1, cv2.LINE_AA)
     band_dy = (28 * s if defect == "shift" else 0.0)
     band = np.array([[-r * 0.8, -12 * s + band_dy], [r * 0.8, -12 * s + band_dy],
                      [r * 0.8, 12 * s + band_dy], [-r * 0.8, 12 * s + band_dy]])
-    cv2.fillPoly(img, [_place(band, cx, cy, angle)], (40, 200, 230), cv2.LINE_AA)
+    cv2.fillPoly(img, [_place(band, cx, cy, angle)], label, cv2.LINE_AA)
     holes = [(-45, -45), (45, -45), (-45, 45), (45, 45)]
     missing = int(rng.integers(0, 4)) if defect == "missing" else -1
     for i, (hx, hy) in enumerate(holes):
@@ -48,7 +57,7 @@ def make_part(
             p = _place(np.array([[hx * s, hy * s]]), cx, cy, angle)[0]
             cv2.circle(img, (int(p[0]), int(p[1])), int(9 * s), (35, 30, 30), -1, cv2.LINE_AA)
     marker = _place(np.array([[0.0, -55 * s]]), cx, cy, angle)[0]
-    cv2.circle(img, (int(marker[0]), int(marker[1])), int(6 * s), (40, 40, 200), -1, cv2.LINE_AA)
+    cv2.circle(img, (int(marker[0]), int(marker[1])), int(6 * s), red, -1, cv2.LINE_AA)
     if defect == "spot":
         a = rng.uniform(0, 2 * math.pi)
         d = rng.uniform(0.2, 0.6) * r

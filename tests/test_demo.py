@@ -22,7 +22,7 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     out = done.stdout
     for text in ("== summary, read back from demo/inspector.db", "planted defects flagged", "good parts passed",
                  "rejected                #", ": truncated (", ": empty (", "resend", "list --config demo/config.toml",
-                 "stopped: "):
+                 "stopped: ", "product flange", "product cap"):
         assert text in out, text
     root = tmp_path / "demo"
     drops = json.loads((root / "camera.json").read_text())
@@ -42,7 +42,9 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
             assert (row["verdict"], row["reason"]) == ("rejected", d["planted"])
         elif d["how"] != "resend":
             assert row["verdict"] in ("ok", "defect") and row["size"] == d["size"] and row["name"] == d["name"]
+            assert row["product"] == d["product"] and row["name"].startswith(d["product"] + "_")  # two products
     assert {r["station"] for r in rows} == {"demo-station"}
+    assert {d["product"] for d in drops} == {"flange", "cap"}
     assert not any((root / "inbox").iterdir())
     assert sum(p.is_file() for p in (root / "archive").rglob("*")) == len(drops)
     assert "stopped: 12 verdicts" in (root / "watch.log").read_text()

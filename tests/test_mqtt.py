@@ -295,10 +295,11 @@ def test_verdict_message_carries_the_row_its_latency_and_late() -> None:
             score=float("nan"))
     fresh = verdict_message(r, settings, T0 + timedelta(milliseconds=120), "0f4c6b5e-8d1b-4a55-9a57-5d6a3f2c9e10")
     assert fresh == {"result_id": 17, "database_id": "0f4c6b5e-8d1b-4a55-9a57-5d6a3f2c9e10", "part_id": "part_00004", "name": "part_00004.jpg", "sha256": f"{4:064x}",
-                     "verdict": "defect", "reason": None, "score": None, "threshold": 1.5, "profile_version": "v1",
-                     "received_at": "2026-12-01T08:00:00.000+00:00", "inspected_at": "2026-12-01T08:00:00.080+00:00",
+                     "verdict": "defect", "reason": None, "score": None, "threshold": 1.5, "product": "default",
+                     "profile_version": "v1", "received_at": "2026-12-01T08:00:00.000+00:00", "inspected_at": "2026-12-01T08:00:00.080+00:00",
                      "latency_ms": 120.0, "station": "s", "line": "l", "camera": "cam-A", "late": False}
     assert verdict_message(r, settings, T0 + timedelta(seconds=3))["late"] is True
+    assert verdict_message({**r, "product": "casting"}, settings, T0)["product"] == "casting"
     never = MqttSettings(host="h", port=1883, topic="t", station="s", line="l", camera="c", max_age_s=0)
     assert verdict_message(r, never, T0 + timedelta(days=1))["late"] is False
     json.dumps(fresh, allow_nan=False)
@@ -320,7 +321,7 @@ def check_migration(url: str) -> None:
             for i in range(3):
                 conn.execute(sa.text(OLD_ROW), {"sha": f"{i:064x}", "name": f"old_{i}.jpg", "at": T0})
     with Store(url) as s:
-        assert s.revision() == HEAD == "0008"
+        assert s.revision() == HEAD == "0009"
         with s.engine.connect() as conn:
             assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == [], s.dialect
         indexes = {i["name"]: i["column_names"] for i in sa.inspect(s.engine).get_indexes("inspections")}
@@ -337,7 +338,7 @@ def check_migration(url: str) -> None:
         assert "published_at" not in {c["name"] for c in sa.inspect(s.engine).get_columns("inspections")}
         assert "ix_inspections_station_published_at_id" not in {
             i["name"] for i in sa.inspect(s.engine).get_indexes("inspections")}
-        assert s.upgrade() == "0008" and s.count_unpublished("st-1") == 0  # again: what is there counts as sent
+        assert s.upgrade() == "0009" and s.count_unpublished("st-1") == 0  # again: what is there counts as sent
 
 
 def test_migration_0005_on_sqlite(tmp_path: Path) -> None:

@@ -73,8 +73,8 @@ def test_head_constant_is_the_newest_packaged_migration() -> None:
 def test_migration_creates_schema_at_head(url: str) -> None:
     with Store(url, migrate=False) as s:
         assert s.revision() is None
-        assert s.upgrade() == head() == "0008"
-        assert s.revision() == "0008"
+        assert s.upgrade() == head() == "0009"
+        assert s.revision() == "0009"
         assert s.dialect == "sqlite" and s.url == url
         insp = sa.inspect(s.engine)
         assert "inspections" in insp.get_table_names()
@@ -87,14 +87,15 @@ def test_migration_creates_schema_at_head(url: str) -> None:
             "ix_inspections_verdict_inspected_at_id": ["verdict", "inspected_at", "id"],
             "ix_inspections_station_line_verdict_inspected_at": ["station", "line", "verdict", "inspected_at"],
             "ix_inspections_station_published_at_id": ["station", "published_at", "id"],
-            "ix_inspections_unpruned": ["id"]}
+            "ix_inspections_unpruned": ["id"],
+            "ix_inspections_product_inspected_at_id": ["product", "inspected_at", "id"]}
 
 
 def test_upgrade_twice_is_noop(store: Store, url: str) -> None:
     store.record([row(1)])
-    assert store.upgrade() == "0008"
+    assert store.upgrade() == "0009"
     with Store(url) as again:
-        assert again.revision() == "0008" and again.count() == 1
+        assert again.revision() == "0009" and again.count() == 1
 
 
 def test_orm_metadata_matches_migrated_schema(store: Store) -> None:
@@ -382,7 +383,7 @@ def test_upgrade_from_0001_keeps_the_rows(tmp_path: Path) -> None:
             " '2026-11-01 08:00:01', 'ok', 's', 'l', 'c')"))
     engine.dispose()
     with Store(url) as s:
-        assert s.revision() == "0008"
+        assert s.revision() == "0009"
         [old] = s.list()
         assert old["name"] == "old.jpg" and old["review"] is None
         s.add_review(old["id"], "good", "ana")
@@ -396,7 +397,7 @@ def test_0004_adds_a_nullable_exposure_and_downgrades_to_0003(tmp_path: Path) ->
             command.upgrade(alembic_config(conn), "0003")
         assert "exposure" not in {c["name"] for c in sa.inspect(s.engine).get_columns("inspections")}
     with Store(url) as s:
-        assert s.revision() == "0008"
+        assert s.revision() == "0009"
         [a, b] = s.record([row(1, exposure=0.9), row(2)])
         assert s.get(a)["exposure"] == 0.9 and s.get(b)["exposure"] is None
         with s.engine.execution_options(immediate=True).begin() as conn:
@@ -421,3 +422,44 @@ def test_claims_are_taken_over_only_after_their_lease_and_stale_ones_are_dropped
     assert store.drop_stale_claims(present=set()) == []  # "a" and "b" are live: nothing to drop
     store.release(["a", "b"], "s2")  # only the holder's own claims go
     assert [(c["key"], c["station"]) for c in store.claims()] == [("a", "s1")]
+
+
+def check_migration_0009(url: str) -> None:
+    """0008 -> 0009: rows recorded before products are the default product; the product filter reads them; a row
+    recorded with a product keeps it; 0009 -> 0008 -> 0009 round-trips."""
+    from inspector.store import Selection
+
+    with Store(url, migrate=False) as s:
+        with s.engine.execution_options(immediate=True).begin() as conn:
+            command.upgrade(alembic_config(conn), "0008")
+        with s.engine.begin() as conn:
+            conn.execute(sa.text(
+                "INSERT INTO inspections (sha256, name, source_path, received_at, inspected_at, verdict, station, line,"
+                " camera) VALUES (:sha, 'old.jpg', '/in/old.jpg', :at, :at, 'ok', 's1', 'l1', 'c1')"),
+                {"sha": "a" * 64, "at": T0})
+    with Store(url) as s:
+        assert s.revision() == HEAD == "0009"
+        with s.engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == [], s.dialect
+        [old] = s.list()
+        assert old["product"] == "default"
+        [cap, plain, unknown] = s.record([row(1, product="cap"), row(2), row(3, product="")])
+        assert [r["id"] for r in s.list(product="cap")] == [cap]
+        assert [r["id"] for r in s.list(product="default")] == [plain, old["id"]]
+        assert [r["id"] for r in s.list(product="")] == [unknown]
+        assert s.review_counts(Selection(product="cap"))["all"] == 1
+        with s.stream(Selection(product="default"), ("id", "product")) as rows:
+            assert [tuple(r) for r in rows] == [(old["id"], "default"), (plain, "default")]
+        with s.engine.execution_options(immediate=True).begin() as conn:
+            command.downgrade(alembic_config(conn), "0008")
+        assert s.revision() == "0008" and s.count() == 4
+        assert "product" not in {c["name"] for c in sa.inspect(s.engine).get_columns("inspections")}
+        assert s.upgrade() == "0009" and {r["product"] for r in s.list()} == {"default"}
+
+
+def test_migration_0009_on_sqlite(tmp_path: Path) -> None:
+    check_migration_0009(f"sqlite:///{tmp_path / 'm.db'}")
+
+
+def test_migration_0009_on_postgres(postgres_database) -> None:
+    check_migration_0009(postgres_database())

@@ -1,7 +1,10 @@
 """`make demo`: the end-to-end demo of a station, in ./demo (removed and rebuilt on every run).
 
-1. generates a demo product: good parts to train on, and the frames a line camera will deliver;
-2. trains a profile with `inspector train`;
+1. generates two demo products of one line (issue 16: `flange` and `cap`, the same part in other colours): good
+   parts of each to train on, and the frames a line camera will deliver, the two products interleaved, each file
+   named `<product>_NNNN.jpg`;
+2. trains a profile per product with `inspector train --product`; the station tells the products apart by the file
+   name (`[watch] product_from = "name"`);
 3. starts `inspector watch` as a real process on demo/inbox (its log goes to demo/watch.log);
 4. plays a camera that drops parts into the inbox: mostly good, some with each kind of defect, some written
    slowly in chunks, some written under a temporary name and renamed, a truncated file, an empty file, and
@@ -38,6 +41,8 @@ import numpy as np
 
 from inspector.synthetic import DEFECTS, make_part
 
+PRODUCTS = ("flange", "cap")  # the two products of the demo line (inspector/synthetic.py PRODUCTS)
+
 SIZE = (640, 480)  # camera frame, width x height
 CHUNK = 8 * 1024  # a slow camera writes this many bytes ...
 PAUSE_S = 0.04  # ... then pauses this long (well under settle_s, so the file only looks finished at the end)
@@ -68,6 +73,7 @@ class Drop:
     size: int
     resend_of: str | None = None
     written_at: float | None = None  # wall clock when the file was complete under its final name
+    product: str = PRODUCTS[0]  # the product the file shows (its name says so)
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -98,6 +104,8 @@ archive = true                 # judged files move to archive/ok, archive/defect
 archive_dir = "archive"
 overlays_dir = "overlays"      # an anomaly-map overlay PNG for each defect
 workers = 0                    # scoring threads: one per core
+product_from = "name"          # two products on this line: the file name says which (flange_0001.jpg, cap_0002.jpg)
+product_regex = "^(?P<product>[a-z]+)_"
 
 [database]
 url = "sqlite:///inspector.db"  # demo/inspector.db
@@ -114,7 +122,8 @@ def plan_camera(rng: np.random.Generator, n_good: int, per_defect: int) -> tuple
     """The camera's programme: frames in drop order, how each is written, and its bytes."""
     kinds = ["good"] * n_good + [d for d in DEFECTS for _ in range(per_defect)]
     kinds = [kinds[i] for i in rng.permutation(len(kinds))]
-    frames = [jpeg(make_part(rng, *SIZE, defect=None if k == "good" else k)) for k in kinds]
+    made = [PRODUCTS[int(p)] for p in rng.integers(0, len(PRODUCTS), len(kinds))]
+    frames = [jpeg(make_part(rng, *SIZE, defect=None if k == "good" else k, product=p)) for k, p in zip(kinds, made)]
     n = len(kinds)
     order = rng.permutation(n)
     n_slow, n_renamed = max(1, n // 9), max(1, n // 6)
@@ -123,20 +132,21 @@ def plan_camera(rng: np.random.Generator, n_good: int, per_defect: int) -> tuple
         how[i] = "slow"
     for i in order[n_slow:n_slow + n_renamed]:
         how[i] = "renamed"
-    items: list[tuple[str, str, bytes, str | None]] = [(how[i], kinds[i], frames[i], None) for i in range(n)]
+    items: list[tuple[str, str, bytes, str | None, str]] = [(how[i], kinds[i], frames[i], None, made[i])
+                                                             for i in range(n)]
     truncated = jpeg(make_part(rng, *SIZE))
-    items.insert(n // 3, ("direct", "truncated", truncated[: len(truncated) // 2], None))
-    items.insert(2 * n // 3, ("direct", "empty", b"", None))
-    items.insert(len(items) - 2, ("resend", "good", b"", "?"))  # the same bytes as an earlier good part
+    items.insert(n // 3, ("direct", "truncated", truncated[: len(truncated) // 2], None, PRODUCTS[0]))
+    items.insert(2 * n // 3, ("direct", "empty", b"", None, PRODUCTS[1]))
+    items.insert(len(items) - 2, ("resend", "good", b"", "?", PRODUCTS[0]))  # the same bytes as an earlier good part
     drops, payload = [], {}
-    for i, (mode, planted, data, resend) in enumerate(items):
-        name = f"part_{i + 1:04d}.jpg"
+    for i, (mode, planted, data, resend, product) in enumerate(items):
         if resend:
             original = next((d for d in drops if d.planted == "good" and d.how == "direct"),
                             next(d for d in drops if d.sha256))
-            resend, data = original.name, payload[original.name]
+            resend, data, product = original.name, payload[original.name], original.product
+        name = f"{product}_{i + 1:04d}.jpg"
         digest = hashlib.sha256(data).hexdigest() if data else None
-        drops.append(Drop(name, mode, planted, digest, len(data), resend_of=resend))
+        drops.append(Drop(name, mode, planted, digest, len(data), resend_of=resend, product=product))
         payload[name] = data
     return drops, payload
 
@@ -297,11 +307,12 @@ def verdict_line(row: dict, drop: Drop | None) -> str:
         if landed and drop.written_at:
             lag = f"{max(0.0, landed - drop.written_at):4.1f} s"
     shown = {"ok": "ok", "defect": "DEFECT", "rejected": "REJECTED"}[row["verdict"]]
-    return (f"  #{row['id']:<4} {row['name']:<14} {shown:<9} {what:<17} {row['profile_version'] or '-':<4} "
+    judged_by = f"{row.get('product') or '-'}/{row['profile_version'] or '-'}"
+    return (f"  #{row['id']:<4} {row['name']:<16} {shown:<9} {what:<17} {judged_by:<10} "
             f"{lag:>6}  {wrote:<28} {truth:<15} {mark}").rstrip()
 
 
-TABLE_HEAD = (f"  {'id':<5} {'part':<14} {'verdict':<9} {'score / thresh.':<17} {'prof':<4} {'after':>6}  "
+TABLE_HEAD = (f"  {'id':<5} {'part':<16} {'verdict':<9} {'score / thresh.':<17} {'profile':<10} {'after':>6}  "
               f"{'how the camera wrote it':<28} {'planted':<15} check")
 
 
@@ -323,25 +334,30 @@ def run(root: Path = Path("demo"), *, n_train: int = 60, n_good: int = 24, per_d
         cfg = write_config(root)
         inbox, db, log_path = root / "inbox", root / "inspector.db", root / "watch.log"
 
-        # 1. the demo product
+        # 1. the demo products
         rng = np.random.default_rng(7)
-        for i in range(n_train):
-            (root / "good" / f"good_{i:03d}.jpg").write_bytes(jpeg(make_part(rng, *SIZE)))
+        for product in PRODUCTS:
+            (root / "good" / product).mkdir()
+            for i in range(n_train):
+                (root / "good" / product / f"good_{i:03d}.jpg").write_bytes(
+                    jpeg(make_part(rng, *SIZE, product=product)))
         drops, payload = plan_camera(rng, n_good, per_defect)
         (root / "camera.json").write_text(json.dumps([asdict(d) for d in drops], indent=1) + "\n")
         by_sha = {d.sha256: d for d in drops if d.sha256 and d.how != "resend"}
         by_name = {d.name: d for d in drops}
-        say(f"== 1. demo product: {n_train} good parts ({SIZE[0]}x{SIZE[1]} JPEG) in {root}/good, "
-            f"station config {cfg}")
+        say(f"== 1. two demo products, {', '.join(PRODUCTS)}: {n_train} good parts of each ({SIZE[0]}x{SIZE[1]} "
+            f"JPEG) in {root}/good/<product>, station config {cfg}")
 
-        # 2. train
-        say(f"== 2. $ inspector train {root}/good --config {cfg} --note demo")
+        # 2. train a profile per product
         from inspector.cli import main as cli
 
-        sys.stdout.flush()
-        code = cli(["train", str(root / "good"), "--config", str(cfg), "--note", "demo"])
-        if code != 0:
-            raise DemoError(f"`inspector train` failed with exit code {code}")
+        for product in PRODUCTS:
+            say(f"== 2. $ inspector train {root}/good/{product} --product {product} --config {cfg} --note demo")
+            sys.stdout.flush()
+            code = cli(["train", str(root / "good" / product), "--product", product, "--config", str(cfg),
+                        "--note", "demo"])
+            if code != 0:
+                raise DemoError(f"`inspector train --product {product}` failed with exit code {code}")
 
         # 3. the watcher, as a real process
         say(f"== 3. $ inspector watch --config {cfg}    (its log: {log_path})")
@@ -364,7 +380,7 @@ def run(root: Path = Path("demo"), *, n_train: int = 60, n_good: int = 24, per_d
         n_slow = sum(d.how == "slow" for d in drops)
         n_renamed = sum(d.how == "renamed" for d in drops)
         n_def = sum(d.planted in DEFECTS for d in drops)
-        say(f"== 4. the camera drops {len(drops)} files into {inbox} over {seconds:.0f} s: "
+        say(f"== 4. the camera drops {len(drops)} files of {' and '.join(PRODUCTS)} into {inbox} over {seconds:.0f} s: "
             f"{sum(d.planted == 'good' and d.how != 'resend' for d in drops)} good, {n_def} with planted defects "
             f"({', '.join(DEFECTS)}), {n_slow} written slowly, {n_renamed} written under a temporary name and "
             f"renamed, 1 truncated, 1 empty, 1 resend")
@@ -445,7 +461,10 @@ def summarise(root: Path, cfg: Path, drops: list[Drop], rows: list[dict], elapse
     ms = [r["ms"] for r in rows if r["ms"] is not None and r["verdict"] != "rejected"]
     lags = [when(r) - d.written_at for d, r in judged if when(r) and d.written_at]
     scored = [r for r in rows if r["verdict"] != "rejected"]
-    thresholds = sorted({f"{r['profile_version']} (threshold {r['threshold']:.2f})" for r in scored})
+    thresholds = sorted({f"{r['product']} {r['profile_version']} (threshold {r['threshold']:.2f})" for r in scored})
+    wrong = [d.name for d, r in judged if r["verdict"] != "rejected" and r["product"] != d.product]
+    if wrong:
+        raise DemoError(f"judged with another product's profile: {', '.join(wrong)}")
     archive, overlays = root / "archive", root / "overlays"
     n_archived = sum(1 for p in archive.rglob("*") if p.is_file()) if archive.exists() else 0
     n_overlays = len(list(overlays.glob("*.png"))) if overlays.exists() else 0
@@ -462,6 +481,12 @@ def summarise(root: Path, cfg: Path, drops: list[Drop], rows: list[dict], elapse
         f"{per_type}")
     say(f"   good parts passed       {len(goods) - len(false_alarms)} of {len(goods)}"
         + (f"; false alarms: {', '.join(false_alarms)}" if false_alarms else ", no false alarms"))
+    for product in PRODUCTS:
+        mine = [(d, r) for d, r in judged if d.product == product and r["verdict"] != "rejected"]
+        flagged = sum(r["verdict"] == "defect" for d, r in mine if d.planted in DEFECTS)
+        say(f"   product {product:<15} {len(mine)} parts judged with its own profile "
+            f"({', '.join(sorted({r['profile_version'] for _, r in mine})) or '-'}), "
+            f"{flagged} of {sum(d.planted in DEFECTS for d, _ in mine)} planted defects flagged")
     for r in rows:
         if r["verdict"] == "rejected":
             say(f"   rejected                #{r['id']} {r['name']}: {r['reason']} ({r['detail']})")
@@ -483,6 +508,8 @@ def summarise(root: Path, cfg: Path, drops: list[Drop], rows: list[dict], elapse
     say("== next")
     hints = [(f"list --config {cfg}", "the verdicts, newest first"),
              (f"list --verdict defect --config {cfg}", "only the defects"),
+             (f"list --product cap --config {cfg}", "only one product's parts"),
+             (f"profiles list --product cap --config {cfg}", "one product's profile versions"),
              (f"show {first_defect} --config {cfg}", "one inspection in full, with its overlay path"),
              (f"watch --config {cfg}", f"run the station yourself and drop images into {root}/inbox")]
     width = max(len(c) for c, _ in hints)

@@ -52,6 +52,7 @@ class QueueFilters:
     since: str = "all"
     station: str = ""  # "" = every station
     line: str = ""  # "" = every line
+    product: str = ""  # "" = every product (issue 16)
     page: int = 1  # the page's number, as shown (the page itself is found by `start`)
     start: str = ""  # the key of the page's first part (key_text); "" = the newest page
 
@@ -65,7 +66,7 @@ class QueueFilters:
         return cls(verdict=_choice(args, "verdict", VERDICT_CHOICES, cls.verdict),
                    review=_choice(args, "review", REVIEW_CHOICES, cls.review),
                    since=_choice(args, "since", SINCE_CHOICES, cls.since), station=place(args, "station"),
-                   line=place(args, "line"), page=page if start else 1, start=start)
+                   line=place(args, "line"), product=place(args, "product"), page=page if start else 1, start=start)
 
     def query(self, **change: Any) -> dict[str, Any]:
         """URL parameters for these filters with `change` applied, defaults omitted."""
@@ -112,7 +113,8 @@ def _key(row: Mapping[str, Any]) -> Key:
 
 
 def place(args: Mapping[str, str], key: str) -> str:
-    """A station or line name filter ("" = all); BadFilter when longer than a name can be or not printable."""
+    """A station, line or product name filter ("" = all); BadFilter when longer than a name can be or not
+    printable."""
     value = (args.get(key) or "").strip()
     if len(value) > 64:
         raise BadFilter(f"{key} names are at most 64 characters")
@@ -131,7 +133,8 @@ def selection(filters: QueueFilters, now: datetime | None = None) -> Selection:
     """The Store selection of the queue's filters."""
     return Selection(verdict=None if filters.verdict == "all" else filters.verdict,
                      since=since_start(filters.since, now), station=filters.station or None,
-                     line=filters.line or None, review=None if filters.review == "all" else filters.review)
+                     line=filters.line or None, review=None if filters.review == "all" else filters.review,
+                     product=filters.product or None)
 
 
 @dataclass
@@ -257,15 +260,15 @@ WHOLE = 2**33  # seconds: one bucket holds every time from 1970 to 2242 (Store.b
 
 
 def stats_data(store: Store, since: str, now: datetime | None = None, station: str = "", line: str = "",
-               parts: tuple[str, ...] = PARTS) -> StatsData:
+               parts: tuple[str, ...] = PARTS, product: str = "") -> StatsData:
     """The parts' counts (SQL aggregates), the defects per stretch of time by latest decision (SQL aggregates per
     time bucket) and the scores of the newest MAX_SCORES judged parts, for the parts inspected in the range `since`
-    (of one station and/or line, when given; else of all of them together); only the `parts` asked for."""
+    (of one station, line and/or product, when given; else of all of them together); only the `parts` asked for."""
     end = now or datetime.now(timezone.utc)
     data = StatsData(start=since_start(since, end), end=end,
                      counts=dict.fromkeys(("ok", "defect", "rejected", "confirmed", "false_alarm", "missed"), 0),
                      rejected_by_reason={"lighting": 0})
-    sel = Selection(since=data.start, station=station or None, line=line or None)
+    sel = Selection(since=data.start, station=station or None, line=line or None, product=product or None)
     span = store.time_span(sel)
     if since == "all" and span is not None:
         data.start = span[0]  # "all" starts at the first part

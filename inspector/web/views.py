@@ -309,15 +309,21 @@ def _since() -> str:
 
 
 def _places() -> dict[str, list[str]]:
-    """The station and line names that have inspections, for the filter menus."""
+    """The station and line names that have inspections and the products of the models folder (issue 16), for the
+    filter menus (the product menu only when there is more than the default product)."""
+    from inspector import products
+
     pairs = ctx().store.stations()
-    return {"stations": sorted({s for s, _ in pairs}), "lines": sorted({ln for _, ln in pairs})}
+    names = products.names(Path(ctx().cfg.models.dir))
+    return {"stations": sorted({s for s, _ in pairs}), "lines": sorted({ln for _, ln in pairs}),
+            "products": names if names != ["default"] else []}
 
 
 def _place() -> dict[str, str]:
-    """The station/line filter of a stats request ("" = all, aggregated); 400 for a bad one."""
+    """The station/line/product filter of a stats request ("" = all, aggregated); 400 for a bad one."""
     try:
-        return {"station": data.place(request.args, "station"), "line": data.place(request.args, "line")}
+        return {"station": data.place(request.args, "station"), "line": data.place(request.args, "line"),
+                "product": data.place(request.args, "product")}
     except data.BadFilter as exc:
         abort(400, description=str(exc))
 
