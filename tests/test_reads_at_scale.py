@@ -24,6 +24,7 @@ import sqlite3
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any
@@ -500,4 +501,30 @@ def test_the_queue_and_the_unreviewed_list_use_indexes(tmp_path: Path) -> None:
     unreviewed = plans(store, lambda: store.list(unreviewed=True))  # newest first by id: the table in id order
     assert not [x for x in unreviewed if "TEMP B-TREE" in x], unreviewed
     assert [x for x in unreviewed if "SEARCH reviews USING COVERING INDEX ix_reviews_inspection_id_id" in x]
+    store.close()
+
+
+def test_counts_of_a_window_walk_only_the_reviews_of_its_parts(tmp_path: Path) -> None:
+    """The stats and queue counts of a window (24 h of a long log) read the latest reviews from the window's first
+    inspection id on, a range of reviews (inspection_id, id), not every review of the log; a window that starts at
+    the log's first part needs no bound (finding it would read the whole index)."""
+    store, ids = keyed_store(tmp_path, 200)
+    for id_ in ids[::5]:
+        store.add_review(id_, "defect", "ana")
+    window = Selection(since=store.key(ids[150])[0])
+    everything = Selection(since=store.key(ids[0])[0])
+    bounded = re.compile(r"SEARCH reviews USING (COVERING )?INDEX ix_reviews_inspection_id_id \(inspection_id>\?\)")
+    for label, read in {
+        "stats": lambda sel: store.bucket_counts(sel, 3600, *store.time_span(sel)),
+        "stats of one station": lambda sel: store.bucket_counts(replace(sel, station="s2"), 3600,
+                                                                *store.time_span(sel)),
+        "queue counts": lambda sel: store.review_counts(replace(sel, verdict="defect")),
+    }.items():
+        lines = plans(store, lambda: read(window))
+        assert [x for x in lines if bounded.search(x)], (label, lines)
+        assert not [x for x in lines if "SCAN reviews" in x], (label, lines)
+        assert not [x for x in plans(store, lambda: read(everything)) if bounded.search(x)], label
+    counts = store.review_counts(replace(window, verdict="defect"))
+    in_window = [i for i in ids[150:] if store.get(i)["verdict"] == "defect"]
+    assert counts["defect"] == len([i for i in in_window if i in ids[::5]]) and counts["all"] == len(in_window)
     store.close()
