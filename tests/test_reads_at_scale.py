@@ -528,3 +528,19 @@ def test_counts_of_a_window_walk_only_the_reviews_of_its_parts(tmp_path: Path) -
     in_window = [i for i in ids[150:] if store.get(i)["verdict"] == "defect"]
     assert counts["defect"] == len([i for i in in_window if i in ids[::5]]) and counts["all"] == len(in_window)
     store.close()
+
+
+def test_bench_db_times_every_read_with_its_cpu_on_a_small_log() -> None:
+    """`inspector bench --db` end to end on 3,000 rows (SQLite): every CLI read, both exports and every review page
+    timed, each with its CPU seconds (the figure that does not grow with the machine's other load); the exports
+    count the rows of their windows (2 parts per second: 7 days hold them all, 24 h the last 172,800 s)."""
+    from inspector.tooling import dbbench
+
+    result = dbbench.run(3000, runs=1)
+    assert result["rows"] == 3000 and result["database"] == "sqlite"
+    assert set(result["cli"]) == set(dbbench.cli_reads(datetime.now(timezone.utc)))
+    for label, r in [*result["cli"].items(), *result["export"].items()]:
+        assert r["seconds"] > 0 and 0 < r["cpu_s"] and 0 < r["peak_mb"] < 1000, (label, r)
+    assert [r["rows"] for r in result["export"].values()] == [3000, 3000]
+    assert result["pages"] and all(p["seconds"] > 0 and p["cpu_s"] > 0 for p in result["pages"].values())
+    assert "| CPU seconds |" in dbbench.markdown(result)
