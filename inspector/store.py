@@ -842,9 +842,14 @@ class Store:
     @contextmanager
     def _snapshot(self) -> Iterator[Connection]:
         """A connection in a read transaction that sees one snapshot for all its statements (REPEATABLE READ on
-        PostgreSQL; a SQLite read transaction does so from its first read on)."""
+        PostgreSQL; a SQLite read transaction does so from its first read on). On PostgreSQL without JIT
+        compilation for that transaction: its statements are index look-ups and counts, whose large cost estimates
+        at millions of rows start a compilation that takes longer than it saves (the latest reviews of 10 million
+        rows joined to their parts: 1.0 s with JIT, 0.48 s without)."""
         options = {"isolation_level": "REPEATABLE READ"} if self.dialect == "postgresql" else {}
         with self.engine.connect().execution_options(**options) as conn, conn.begin():
+            if self.dialect == "postgresql":
+                conn.exec_driver_sql("SET LOCAL jit = off")
             yield conn
 
     # ------------------------------------------------------------------------------------------ counts per time bucket

@@ -544,3 +544,17 @@ def test_bench_db_times_every_read_with_its_cpu_on_a_small_log() -> None:
     assert [r["rows"] for r in result["export"].values()] == [3000, 3000]
     assert result["pages"] and all(p["seconds"] > 0 and p["cpu_s"] > 0 for p in result["pages"].values())
     assert "| CPU seconds |" in dbbench.markdown(result)
+
+
+def test_postgres_counts_run_without_jit_and_leave_the_sessions_setting_alone(
+        postgres_database: Callable[[], str]) -> None:
+    """The counts' read transaction turns PostgreSQL's JIT compilation off for itself only (SET LOCAL): on a log of
+    millions of rows its cost estimates start a compilation that takes longer than the index reads it compiles."""
+    with Store(postgres_database(), pool_size=1) as store:
+        with store.engine.connect() as conn:
+            default = conn.exec_driver_sql("SHOW jit").scalar()
+        with store._snapshot() as conn:
+            assert conn.exec_driver_sql("SHOW jit").scalar() == "off"
+        with store.engine.connect() as conn:  # the same pooled connection, after the transaction
+            assert conn.exec_driver_sql("SHOW jit").scalar() == default
+        assert store.review_counts(Selection()) == {"all": 0, "unreviewed": 0, "defect": 0, "good": 0}
