@@ -181,7 +181,7 @@ def _not_the_part(path: Path, st: os.stat_result, sha256: str) -> str | None:
     (another sha256), "changed" (replaced or written to while it was read), "missing" or "error"; None when it is
     the part. Hashed through a descriptor that is the path's file before and after the read."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)  # no wait on a FIFO swapped in
     except FileNotFoundError:
         return "missing"
     except OSError:
@@ -370,6 +370,7 @@ def summary(report: Report) -> list[str]:
                                                                         for k, n in sorted(report.kept.items())))
         lines += [f"    #{f['id']} {KEPT_WORDS.get(f['reason'], f['reason'])}: {f['path']}"
                   for f in report.kept_files[:SUMMARY_LISTED]]
-        if sum(report.kept.values()) > SUMMARY_LISTED:
-            lines.append(f"    ... {sum(report.kept.values()) - SUMMARY_LISTED} more (--json lists up to {KEPT_LISTED})")
+        more = sum(report.kept.values()) - SUMMARY_LISTED
+        if more > 0:
+            lines.append(f"    ... {more} more (--json lists up to {KEPT_LISTED})")
     return lines

@@ -418,8 +418,8 @@ def serve_pages(config: Path, end: datetime, runs: int) -> dict[str, Any]:
 def time_pages(launcher: Launcher, config: Path, end: datetime, runs: int, log: Log) -> dict[str, Any]:
     """The review pages, timed in one fresh process (see serve_pages)."""
     out = config.parent / "pages.json"
-    _seconds, peak, _err, _cpu = launcher.run([sys.executable, "-m", "inspector.tooling.dbbench", "--pages", str(config),
-                                         "--end", end.isoformat(), "--runs", str(runs)], stdout=out)
+    _seconds, peak, _err, _cpu = launcher.run([sys.executable, "-m", "inspector.tooling.dbbench", "--pages",
+                                               str(config), "--end", end.isoformat(), "--runs", str(runs)], stdout=out)
     result = json.loads(out.read_text().splitlines()[-1])
     result["peak_mb"] = round(peak, 1)
     for label, page in result["pages"].items():
