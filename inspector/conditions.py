@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from inspector import drift, profiles
+from inspector import drift
 from inspector.errors import ProfileError
 
 LIGHTING_EVERY_S = 10.0
@@ -40,6 +40,8 @@ class Baselines:
     def get(self, version: str) -> drift.Baseline | None:
         """The baseline of `version`, or None (the reason is in `problems`)."""
         if version not in self._cache:
+            from inspector import profiles  # NumPy and OpenCV: only once a profile is read (not for no rows)
+
             try:
                 baseline = drift.Baseline.from_meta(profiles.read_meta(self.models_dir, version))
                 if baseline is None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from inspector.errors import ConfigError
-from inspector.profile import ProfileParams
+from inspector.params import ProfileParams
 
 DEFAULT_CONFIG = Path("config.toml")
 

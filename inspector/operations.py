@@ -267,7 +267,8 @@ class Operations:
             self.last_daily = at.isoformat()
         if report.total_files or report.missing or report.kept:
             text = "; ".join(s.strip() for s in retention.summary(report))
-            self.emit("prune", logging.INFO, f"{kind} prune: {text}", files=report.total_files,
+            level = logging.WARNING if report.kept["other_content"] else logging.INFO  # a part's file replaced
+            self.emit("prune", level, f"{kind} prune: {text}", files=report.total_files,
                       bytes=report.total_bytes)
         return report
 

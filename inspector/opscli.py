@@ -79,7 +79,8 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
                                    "rejected file older than defect_days and rejected_days, and the overlay with "
                                    "its part; parts an operator decided on are kept reviewed_days (0 = for ever). "
                                    "Only files under [watch] archive_dir (overlays_dir) that committed rows name "
-                                   "are deleted, and only with the size the row records. Each row stays and "
+                                   "are deleted, and only with the size and sha256 the row records (a file "
+                                   "replaced by another part is left and listed). Each row stays and "
                                    "records when its file went (pruned_at). Progress goes to stderr.")
     p.add_argument("--dry-run", action="store_true", help="delete nothing: say what would go and how many bytes")
     p.add_argument("--list", action="store_true", help="also print each file that goes (id, verdict, bytes, path)")

@@ -51,6 +51,7 @@ from inspector.features import (
     texture_channels,
 )
 from inspector.fine import FINE_REACH, FinePart, VariationModel, check_state as check_fine_state, fine_matrix, fine_size
+from inspector.params import ProfileParams  # defined apart: config.py loads without OpenCV
 from inspector.photometry import BLOCK, N_LEVELS, Lighting, LightingModel
 from inspector.register import IDENTITY, Locator, Placement
 from inspector.segment import Palette
@@ -63,40 +64,6 @@ MIN_REGISTER_SIDE = 16  # working images narrower than this (a line-scan strip) 
 _EXPOSURE_SD_FLOOR = 0.005  # a training set this steady still leaves the drift monitor this much log-exposure noise
 _FINE_MIN_GAIN = 2.5  # a fine pass runs only when it sees at least this many times the working width: below, the
 # cells already see most of the detail there is, and the fine pass would mostly add its own noise
-
-
-@dataclass(frozen=True)
-class ProfileParams:
-    """Hyper-parameters of the normal profile; defaults come from config.py / config.toml."""
-
-    n_colours: int = 12
-    chroma_weight: float = 2.0
-    palette_balance: float = 0.0
-    softness: float = 0.5
-    width: int = 128
-    cells_across: int = 64
-    window_strides: int = 2
-    n_rings: int = 4
-    coarse: int = 4
-    neighbours: tuple[int, ...] = (5, 10, 20)
-    top_fraction: float = 0.002
-    global_k: int = 5
-    global_weight: float = 0.5
-    global_margin: float = 3.0
-    novel_quantile: float = 0.999
-    false_alarm_rate: float = 0.01
-    n_folds: int = 5
-    pixel_samples: int = 200_000
-    seed: int = 0
-    rotation: str = "auto"
-    max_shift: float = 0.1
-    normalise_lighting: bool = True
-    max_exposure_change: float = 0.2
-    max_offset: float = 15.0
-    max_colour_cast: float = 0.1
-    fine_width: int = 0
-    texture_weight: float = 1.0
-    lighting_copies: int = 1
 
 
 def fine_frame(image_width: int, image_height: int, params: ProfileParams) -> tuple[int, int] | None:

@@ -45,13 +45,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from inspector import __version__
 from inspector.errors import NoActiveProfile, ProfileError
-from inspector.profile import NormalProfile
+
+if TYPE_CHECKING:  # NumPy and OpenCV are imported where arrays are written or read: a profile.json read needs neither
+    from inspector.profile import NormalProfile
 
 _VERSION_RE = re.compile(r"v([1-9]\d*)\Z")
 META = "profile.json"
@@ -109,6 +109,8 @@ def versions(models_dir: Path) -> list[str]:
 
 def save(models_dir: Path, profile: NormalProfile, extra: dict[str, Any] | None = None) -> str:
     """Write a fitted profile as a new version (not yet active); return its version name."""
+    import numpy as np
+
     models_dir.mkdir(parents=True, exist_ok=True)
     meta, arrays = profile.get_state()
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=models_dir))
@@ -301,6 +303,10 @@ def load(models_dir: Path, version: str | None = None) -> StoredProfile:
         raise ProfileError(f"profile {name} is unreadable or corrupt: {exc}") from None
     if not isinstance(meta, dict) or hashlib.sha256(raw).hexdigest() != meta.get("arrays_sha256"):
         raise ProfileError(f"profile {name} is corrupt: its arrays do not match the recorded checksum")
+    import numpy as np
+
+    from inspector.profile import NormalProfile
+
     try:
         with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}

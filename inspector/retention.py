@@ -7,8 +7,11 @@ verdict. 0 days = for ever. The row stays and records when its file went (`prune
 
 Safety, in this order: only rows that are committed are read, so a file whose verdict is not recorded is never
 looked at; only the path a row records is deleted, and only when it lies under the archive folder (overlays: the
-overlays folder), its real folder too (no symlinked folder leads out), and not in the watch folder itself; a
-regular file must still have the size the row records; a folder is never deleted. A file already gone is recorded
+overlays folder), its real folder too (no symlinked folder leads out), and not in the watch folder itself; it
+must be a regular file with the size the row records and, when the row records a sha256, that sha256 (the file is
+read once to hash it, through the descriptor that is checked to still be the path's file just before the unlink):
+a file replaced by another of the same size is the wrong part, left and listed. Rows without a sha256 (files
+rejected as unreadable) are checked by size only. A folder is never deleted. A file already gone is recorded
 as pruned; one that does not pass the checks is left, with its row, and counted. Without `[watch] shared`, only
 this station's rows are pruned: another station's archive may use the same paths on its own host.
 
@@ -21,6 +24,7 @@ next run records as pruned.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import threading
@@ -37,7 +41,12 @@ from inspector.config import Config, RetentionConfig
 from inspector.store import Inspection, Review, Store
 
 BATCH = 500  # rows per read, and per marking transaction
-KEPT_REASONS = ("changed", "outside", "not_a_file", "error")  # a file left although its time has come
+KEPT_REASONS = ("changed", "other_content", "outside", "not_a_file", "error")  # a file left although its time has come
+KEPT_LISTED = 100  # files left although their time had come, listed by path in a report (the rest only counted)
+SUMMARY_LISTED = 10  # of them, listed in the summary lines
+KEPT_WORDS = {"changed": "changed (size, or written to)", "other_content": "not the recorded part (another sha256)",
+              "outside": "outside the archive", "not_a_file": "not a regular file", "error": "unreadable"}
+HASH_CHUNK = 1 << 20  # bytes read at a time while hashing a file about to be deleted
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,7 @@ class Report:
     overlay_bytes: int = 0
     missing: int = 0  # files already gone: their rows are recorded as pruned
     kept: Counter = field(default_factory=Counter)  # files left although their time had come, by reason
+    kept_files: list[dict[str, Any]] = field(default_factory=list)  # the first KEPT_LISTED of them: id, reason, path
     marked: int = 0  # rows now recording pruned_at
     oldest: datetime | None = None  # inspected_at of the oldest and newest part whose file went
     newest: datetime | None = None
@@ -127,6 +137,7 @@ class Report:
                 "files": dict(self.files), "bytes": dict(self.bytes), "overlays": self.overlays,
                 "overlay_bytes": self.overlay_bytes, "total_files": self.total_files,
                 "total_bytes": self.total_bytes, "missing": self.missing, "kept": dict(self.kept),
+                "kept_files": list(self.kept_files),
                 "marked": self.marked, "oldest": self.oldest.isoformat() if self.oldest else None,
                 "newest": self.newest.isoformat() if self.newest else None, "last_id": self.last_id,
                 "stopped": self.stopped}
@@ -152,19 +163,64 @@ def under(path: str | None, root: Path, inbox: Path | None) -> Path | None:
     return p
 
 
-def remove(path: Path, size: int | None, dry_run: bool) -> tuple[str, int]:
-    """Delete one checked path: ("deleted", bytes), ("missing", 0), or a reason it stays ("changed": another size
-    than recorded, "not_a_file": a folder, "error") with 0."""
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    """Whether two stats describe one unchanged file (device, inode, size and modification time)."""
+    return (a.st_dev, a.st_ino, a.st_size, a.st_mtime_ns) == (b.st_dev, b.st_ino, b.st_size, b.st_mtime_ns)
+
+
+def _digest(fd: int) -> str:
+    """The sha256 (hex) of an open file, read from where it stands to its end."""
+    h = hashlib.sha256()
+    while chunk := os.read(fd, HASH_CHUNK):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def _not_the_part(path: Path, st: os.stat_result, sha256: str) -> str | None:
+    """Why the regular file at `path` (lstat `st`) is not the part whose sha256 the row records: "other_content"
+    (another sha256), "changed" (replaced or written to while it was read), "missing" or "error"; None when it is
+    the part. Hashed through a descriptor that is the path's file before and after the read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)  # no wait on a FIFO swapped in
+    except FileNotFoundError:
+        return "missing"
+    except OSError:
+        return "error"
+    try:
+        opened = os.fstat(fd)
+        if not _same_file(opened, st):
+            return "changed"
+        digest = _digest(fd)
+        after = os.lstat(path)
+    except FileNotFoundError:
+        return "missing"
+    except OSError:
+        return "error"
+    finally:
+        os.close(fd)
+    if not _same_file(after, opened):
+        return "changed"
+    return None if digest == sha256.lower() else "other_content"
+
+
+def remove(path: Path, size: int | None, sha256: str | None, dry_run: bool) -> tuple[str, int]:
+    """Delete one checked path: ("deleted", bytes), ("missing", 0), or a reason it stays with 0: "changed" (another
+    size than recorded, or changed while hashed), "other_content" (another sha256 than recorded: not the part),
+    "not_a_file" (a folder; or anything but a regular file where a sha256 is recorded), "error"."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return "missing", 0
     except OSError:
         return "error", 0
-    if stat.S_ISDIR(st.st_mode):
+    if stat.S_ISDIR(st.st_mode) or (sha256 is not None and not stat.S_ISREG(st.st_mode)):
         return "not_a_file", 0
     if stat.S_ISREG(st.st_mode) and size is not None and st.st_size != size:
         return "changed", 0
+    if sha256 is not None:
+        why = _not_the_part(path, st, sha256)
+        if why is not None:
+            return why, 0
     if not dry_run:
         try:
             os.unlink(path)
@@ -179,7 +235,7 @@ def _batch(store: Store, after: int, limit: int) -> list[Any]:
     """The next rows of the partial index (archived, not pruned) after id `after`, with whether they are reviewed."""
     reviewed = exists(select(Review.id).where(Review.inspection_id == Inspection.id)).label("reviewed")
     stmt = (select(Inspection.id, Inspection.verdict, Inspection.inspected_at, Inspection.archived_path,
-                   Inspection.overlay_path, Inspection.size, Inspection.station, reviewed)
+                   Inspection.overlay_path, Inspection.size, Inspection.sha256, Inspection.station, reviewed)
             .where(Inspection.pruned_at.is_(None), Inspection.archived_path.is_not(None), Inspection.id > after)
             .order_by(Inspection.id).limit(limit))
     with store._guard("read"), store.engine.connect() as conn:
@@ -251,12 +307,9 @@ def _apply(rows: list[Any], policy: Policy, roots: Roots, report: Report, dry_ru
         if not days or r.inspected_at >= report.now - timedelta(days=days):
             continue
         path = under(r.archived_path, roots.archive, roots.inbox)
-        if path is None:
-            report.kept["outside"] += 1
-            continue
-        outcome, size = remove(path, r.size, dry_run)
+        outcome, size = ("outside", 0) if path is None else remove(path, r.size, r.sha256, dry_run)
         if outcome not in ("deleted", "missing"):
-            report.kept[outcome] += 1
+            _keep(report, r.id, outcome, r.archived_path)
             continue
         if outcome == "missing":
             report.missing += 1
@@ -272,12 +325,19 @@ def _apply(rows: list[Any], policy: Policy, roots: Roots, report: Report, dry_ru
     return done
 
 
+def _keep(report: Report, row_id: int, reason: str, path: str) -> None:
+    """Count a file left although its time had come, and list it while fewer than KEPT_LISTED are."""
+    report.kept[reason] += 1
+    if len(report.kept_files) < KEPT_LISTED:
+        report.kept_files.append({"id": row_id, "reason": reason, "path": path})
+
+
 def _overlay(row: Any, roots: Roots, report: Report, dry_run: bool) -> None:
     """Delete a pruned part's overlay (under the overlays folder only)."""
     path = under(row.overlay_path, roots.overlays, roots.inbox)
     if path is None:
         return
-    outcome, size = remove(path, None, dry_run)
+    outcome, size = remove(path, None, None, dry_run)
     if outcome == "deleted":
         report.overlays += 1
         report.overlay_bytes += size
@@ -306,6 +366,11 @@ def summary(report: Report) -> list[str]:
     if report.missing:
         lines.append(f"  {report.missing} files were already gone: recorded as pruned")
     if report.kept:
-        lines.append("  left although their time had come: " + ", ".join(f"{n} {k.replace('_', ' ')}"
+        lines.append("  left although their time had come: " + ", ".join(f"{n} {KEPT_WORDS.get(k, k)}"
                                                                         for k, n in sorted(report.kept.items())))
+        lines += [f"    #{f['id']} {KEPT_WORDS.get(f['reason'], f['reason'])}: {f['path']}"
+                  for f in report.kept_files[:SUMMARY_LISTED]]
+        more = sum(report.kept.values()) - SUMMARY_LISTED
+        if more > 0:
+            lines.append(f"    ... {more} more (--json lists up to {KEPT_LISTED})")
     return lines

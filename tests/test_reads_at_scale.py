@@ -24,6 +24,7 @@ import sqlite3
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any
@@ -501,3 +502,59 @@ def test_the_queue_and_the_unreviewed_list_use_indexes(tmp_path: Path) -> None:
     assert not [x for x in unreviewed if "TEMP B-TREE" in x], unreviewed
     assert [x for x in unreviewed if "SEARCH reviews USING COVERING INDEX ix_reviews_inspection_id_id" in x]
     store.close()
+
+
+def test_counts_of_a_window_walk_only_the_reviews_of_its_parts(tmp_path: Path) -> None:
+    """The stats and queue counts of a window (24 h of a long log) read the latest reviews from the window's first
+    inspection id on, a range of reviews (inspection_id, id), not every review of the log; a window that starts at
+    the log's first part needs no bound (finding it would read the whole index)."""
+    store, ids = keyed_store(tmp_path, 200)
+    for id_ in ids[::5]:
+        store.add_review(id_, "defect", "ana")
+    window = Selection(since=store.key(ids[150])[0])
+    everything = Selection(since=store.key(ids[0])[0])
+    bounded = re.compile(r"SEARCH reviews USING (COVERING )?INDEX ix_reviews_inspection_id_id \(inspection_id>\?\)")
+    for label, read in {
+        "stats": lambda sel: store.bucket_counts(sel, 3600, *store.time_span(sel)),
+        "stats of one station": lambda sel: store.bucket_counts(replace(sel, station="s2"), 3600,
+                                                                *store.time_span(sel)),
+        "queue counts": lambda sel: store.review_counts(replace(sel, verdict="defect")),
+    }.items():
+        lines = plans(store, lambda: read(window))
+        assert [x for x in lines if bounded.search(x)], (label, lines)
+        assert not [x for x in lines if "SCAN reviews" in x], (label, lines)
+        assert not [x for x in plans(store, lambda: read(everything)) if bounded.search(x)], label
+    counts = store.review_counts(replace(window, verdict="defect"))
+    in_window = [i for i in ids[150:] if store.get(i)["verdict"] == "defect"]
+    assert counts["defect"] == len([i for i in in_window if i in ids[::5]]) and counts["all"] == len(in_window)
+    store.close()
+
+
+def test_bench_db_times_every_read_with_its_cpu_on_a_small_log() -> None:
+    """`inspector bench --db` end to end on 3,000 rows (SQLite): every CLI read, both exports and every review page
+    timed, each with its CPU seconds (the figure that does not grow with the machine's other load); the exports
+    count the rows of their windows (2 parts per second: 7 days hold them all, 24 h the last 172,800 s)."""
+    from inspector.tooling import dbbench
+
+    result = dbbench.run(3000, runs=1)
+    assert result["rows"] == 3000 and result["database"] == "sqlite"
+    assert set(result["cli"]) == set(dbbench.cli_reads(datetime.now(timezone.utc)))
+    for label, r in [*result["cli"].items(), *result["export"].items()]:
+        assert r["seconds"] > 0 and 0 < r["cpu_s"] and 0 < r["peak_mb"] < 1000, (label, r)
+    assert [r["rows"] for r in result["export"].values()] == [3000, 3000]
+    assert result["pages"] and all(p["seconds"] > 0 and p["cpu_s"] > 0 for p in result["pages"].values())
+    assert "| CPU seconds |" in dbbench.markdown(result)
+
+
+def test_postgres_counts_run_without_jit_and_leave_the_sessions_setting_alone(
+        postgres_database: Callable[[], str]) -> None:
+    """The counts' read transaction turns PostgreSQL's JIT compilation off for itself only (SET LOCAL): on a log of
+    millions of rows its cost estimates start a compilation that takes longer than the index reads it compiles."""
+    with Store(postgres_database(), pool_size=1) as store:
+        with store.engine.connect() as conn:
+            default = conn.exec_driver_sql("SHOW jit").scalar()
+        with store._snapshot() as conn:
+            assert conn.exec_driver_sql("SHOW jit").scalar() == "off"
+        with store.engine.connect() as conn:  # the same pooled connection, after the transaction
+            assert conn.exec_driver_sql("SHOW jit").scalar() == default
+        assert store.review_counts(Selection()) == {"all": 0, "unreviewed": 0, "defect": 0, "good": 0}

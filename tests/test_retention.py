@@ -190,6 +190,62 @@ def test_never_deletes_outside_the_archive_a_changed_file_another_stations_or_an
     assert {in_inbox, outside, other_station} <= set(s.rows())
 
 
+def test_a_file_replaced_by_another_of_the_same_size_is_not_deleted_and_is_reported(
+        station: Station, capsys: pytest.CaptureFixture) -> None:
+    s = station
+    replaced, kept_company, due = s.add("ok", 100, size=5000), s.add("ok", 100, size=5000), s.add("ok", 100, size=5000)
+    impostor = path_of(s, replaced)
+    other = b"\xff\xd8\xff" + os.urandom(5000 - 3)  # another part's bytes, the same size as the recorded one
+    assert len(other) == impostor.stat().st_size and imaging.sha256_hex(other) != s.store.get(replaced)["sha256"]
+    impostor.write_bytes(other)
+    path_of(s, kept_company).write_bytes(path_of(s, due).read_bytes())  # a copy of another recorded part
+    # a file rejected unread has no sha256 (its identity is the source key): checked by size only, as before
+    unread = s.archive / "rejected" / "unread.jpg"
+    unread.parent.mkdir(parents=True)
+    unread.write_bytes(b"\x00" * 10)
+    (unread_id,) = s.store.record([{
+        "sha256": None, "source_key": "inode:1:2", "name": "unread.jpg", "source_path": str(s.inbox / "unread.jpg"),
+        "archived_path": str(unread), "size": 10, "received_at": NOW - timedelta(days=100),
+        "inspected_at": NOW - timedelta(days=100), "verdict": "rejected", "reason": "unreadable", "station": "st-1",
+        "line": "L1", "camera": "c"}])
+
+    dry = s.prune("--dry-run", capsys=capsys)
+    assert dry["files"] == {"ok": 1, "rejected": 1} and dry["kept"] == {"other_content": 2}
+    out = s.prune(capsys=capsys)
+
+    assert impostor.read_bytes() == other and path_of(s, kept_company).exists()  # neither is deleted
+    assert not path_of(s, due).exists() and not unread.exists()
+    assert out["files"] == {"ok": 1, "rejected": 1} and out["kept"] == {"other_content": 2}
+    assert out["kept_files"] == [{"id": replaced, "reason": "other_content", "path": str(impostor)},
+                                 {"id": kept_company, "reason": "other_content", "path": str(path_of(s, kept_company))}]
+    rows = s.rows()
+    assert rows[replaced]["pruned_at"] is None and rows[kept_company]["pruned_at"] is None
+    assert rows[due]["pruned_at"] is not None and rows[unread_id]["pruned_at"] is not None
+    assert cli.main(["prune", "--config", str(s.config)]) == 0  # the text says so, naming the file
+    text = capsys.readouterr().out
+    assert "2 not the recorded part (another sha256)" in text and f"#{replaced} not the recorded part" in text
+    assert str(impostor) in text
+
+
+def test_a_file_swapped_while_it_is_hashed_is_not_deleted(station: Station, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = station
+    row = s.add("ok", 100, size=3000)
+    path = path_of(s, row)
+    original = path.read_bytes()
+    digest = retention._digest
+
+    def swap_then_hash(fd: int) -> str:  # the recorded part's bytes are read, then another file takes its name
+        result = digest(fd)
+        path.unlink()
+        path.write_bytes(b"\xff\xd8\xff" + os.urandom(len(original) - 3))
+        return result
+
+    monkeypatch.setattr(retention, "_digest", swap_then_hash)
+    report = retention.prune(s.store, retention.Policy(), retention.Roots.from_config(s.cfg))
+    assert report.kept == {"changed": 1} and report.total_files == 0
+    assert path.exists() and path.read_bytes() != original and s.rows()[row]["pruned_at"] is None
+
+
 def test_defect_days_take_the_overlay_along_samples_stay_and_a_missing_file_is_recorded(tmp_path: Path,
                                                                                        capsys) -> None:
     s = Station(tmp_path / "site", defect_days=10, ok_sample_every=3, reviewed_days=50)
@@ -389,7 +445,8 @@ def test_prune_and_migration_0008_on_postgres(postgres_database, tmp_path: Path)
             path.write_bytes(name.encode() * 10)
             at = NOW - timedelta(days=days)
             (ids[name],) = store.record([{
-                "sha256": f"{len(ids):064x}", "name": path.name, "source_path": "x", "archived_path": str(path),
+                "sha256": imaging.sha256_hex(path.read_bytes()), "name": path.name, "source_path": "x",
+                "archived_path": str(path),
                 "size": path.stat().st_size, "received_at": at, "inspected_at": at, "verdict": verdict,
                 "station": "st-1", "line": "l", "camera": "c"}])
         report = retention.prune(store, retention.Policy(), retention.Roots(archive, tmp_path / "o", None, "st-1"))

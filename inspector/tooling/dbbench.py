@@ -19,6 +19,8 @@
   as `inspector serve` does; its ranges' "now" is the log's end): each page once untimed, then `runs` times,
   median time; that process's peak memory is reported once. Export writes CSV to /dev/null: rows/s = rows /
   wall time, and after start-up (less the time of an export of no rows).
+* CPU seconds beside each time (user + system of the read's process, from wait4; process_time for a page):
+  on a machine shared with other work the wall time grows with the load, the CPU time hardly.
 * Scratch. SQLite: a file in a temporary folder (removed at the end unless `keep`). PostgreSQL (`url`): a fresh
   database `inspector_dbbench_<time>_<hex>` on that server, dropped at the end unless `keep`.
 """
@@ -264,8 +266,8 @@ for line in sys.stdin:
     seconds = time.perf_counter() - began
     if job["stdout"]:
         out.close()
-    print(json.dumps({"seconds": seconds, "maxrss_kb": usage.ru_maxrss, "code": os.waitstatus_to_exitcode(status),
-                      "stderr": err[-4000:]}), flush=True)
+    print(json.dumps({"seconds": seconds, "cpu": usage.ru_utime + usage.ru_stime, "maxrss_kb": usage.ru_maxrss,
+                      "code": os.waitstatus_to_exitcode(status), "stderr": err[-4000:]}), flush=True)
 """
 
 
@@ -277,16 +279,16 @@ class Launcher:
         self.proc = subprocess.Popen([sys.executable, "-S", "-c", _LAUNCHER], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True)
 
-    def run(self, argv: list[str], stdout: Path | None = None) -> tuple[float, float, str]:
+    def run(self, argv: list[str], stdout: Path | None = None) -> tuple[float, float, str, float]:
         """Run a command to its end (its output to `stdout` or discarded); (wall seconds, its peak resident memory
-        in MB, its stderr). RuntimeError when it fails."""
+        in MB, its stderr, its CPU seconds: user + system). RuntimeError when it fails."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write(json.dumps({"argv": argv, "stdout": str(stdout) if stdout else ""}) + "\n")
         self.proc.stdin.flush()
         done = json.loads(self.proc.stdout.readline())
         if done["code"] != 0:
             raise RuntimeError(f"{' '.join(argv)} failed ({done['code']}): {done['stderr'].strip()[-500:]}")
-        return done["seconds"], done["maxrss_kb"] / 1024, done["stderr"]
+        return done["seconds"], done["maxrss_kb"] / 1024, done["stderr"], done["cpu"]
 
     def close(self) -> None:
         """Let it end."""
@@ -312,14 +314,16 @@ def cli_reads(end: datetime) -> dict[str, list[str]]:
 
 
 def time_cli(launcher: Launcher, config: Path, end: datetime, runs: int, log: Log) -> dict[str, dict[str, float]]:
-    """Each CLI read `runs` times in a fresh process: median seconds and the largest peak memory."""
+    """Each CLI read `runs` times in a fresh process: median seconds, median CPU seconds (user + system: what the
+    read costs whatever else runs on the machine) and the largest peak memory."""
     out = {}
     for label, argv in cli_reads(end).items():
         results = [launcher.run([sys.executable, "-m", "inspector", *argv, "--config", str(config)])
                    for _ in range(runs)]
         out[label] = {"seconds": round(statistics.median(r[0] for r in results), 3),
+                      "cpu_s": round(statistics.median(r[3] for r in results), 3),
                       "peak_mb": round(max(r[1] for r in results), 1)}
-        log(f"{label}: {out[label]['seconds']} s, {out[label]['peak_mb']} MB")
+        log(f"{label}: {out[label]['seconds']} s ({out[label]['cpu_s']} s CPU), {out[label]['peak_mb']} MB")
     return out
 
 
@@ -327,7 +331,7 @@ def time_export(launcher: Launcher, config: Path, end: datetime, runs: int, log:
     """`export --csv - --since 7d` and `--since 24h` (to /dev/null), in fresh processes: rows, median seconds,
     rows per second (also after start-up: less the time of an export of no rows) and the largest peak memory
     (flat memory: the same for both)."""
-    def export(since: datetime) -> list[tuple[float, float, str]]:
+    def export(since: datetime) -> list[tuple[float, float, str, float]]:
         return [launcher.run([sys.executable, "-m", "inspector", "export", "--csv", "-", "--since", since.isoformat(),
                               "--config", str(config)]) for _ in range(runs)]
 
@@ -337,12 +341,14 @@ def time_export(launcher: Launcher, config: Path, end: datetime, runs: int, log:
                                                                          timedelta(hours=24))):
         results = export(end - span)
         rows = int(results[0][2].split()[1])  # "wrote N rows"
-        seconds = statistics.median(r[0] for r in results)
+        seconds, cpu = statistics.median(r[0] for r in results), statistics.median(r[3] for r in results)
         out[label] = {"rows": rows, "seconds": round(seconds, 3), "rows_per_s": round(rows / seconds),
+                      "cpu_s": round(cpu, 3), "rows_per_cpu_s": round(rows / max(cpu, 1e-3)),
                       "rows_per_s_after_startup": round(rows / max(seconds - startup, 1e-3)),
                       "peak_mb": round(max(r[1] for r in results), 1)}
         log(f"{label}: {rows:,} rows in {seconds:.2f} s ({rows / seconds:,.0f} rows/s; "
-            f"{out[label]['rows_per_s_after_startup']:,} after {startup:.2f} s of start-up), "
+            f"{out[label]['rows_per_s_after_startup']:,} after {startup:.2f} s of start-up; "
+            f"{out[label]['rows_per_cpu_s']:,} per CPU second), "
             f"{out[label]['peak_mb']} MB")
     return out
 
@@ -396,12 +402,14 @@ def serve_pages(config: Path, end: datetime, runs: int) -> dict[str, Any]:
         response = client.get(path, headers={"Host": "localhost"})
         if response.status_code != 200:
             raise RuntimeError(f"{path}: HTTP {response.status_code}")
-        times = []
+        times, cpu = [], []
         for _ in range(runs):
-            began = time.perf_counter()
+            began, began_cpu = time.perf_counter(), time.process_time()
             client.get(path, headers={"Host": "localhost"}).get_data()
             times.append(time.perf_counter() - began)
-        out[label] = {"path": path, "seconds": round(statistics.median(times), 3)}
+            cpu.append(time.process_time() - began_cpu)
+        out[label] = {"path": path, "seconds": round(statistics.median(times), 3),
+                      "cpu_s": round(statistics.median(cpu), 3)}
     import resource
 
     return {"pages": out, "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
@@ -410,12 +418,12 @@ def serve_pages(config: Path, end: datetime, runs: int) -> dict[str, Any]:
 def time_pages(launcher: Launcher, config: Path, end: datetime, runs: int, log: Log) -> dict[str, Any]:
     """The review pages, timed in one fresh process (see serve_pages)."""
     out = config.parent / "pages.json"
-    _seconds, peak, _err = launcher.run([sys.executable, "-m", "inspector.tooling.dbbench", "--pages", str(config),
-                                         "--end", end.isoformat(), "--runs", str(runs)], stdout=out)
+    _seconds, peak, _err, _cpu = launcher.run([sys.executable, "-m", "inspector.tooling.dbbench", "--pages",
+                                               str(config), "--end", end.isoformat(), "--runs", str(runs)], stdout=out)
     result = json.loads(out.read_text().splitlines()[-1])
     result["peak_mb"] = round(peak, 1)
     for label, page in result["pages"].items():
-        log(f"{label}: {page['seconds']} s")
+        log(f"{label}: {page['seconds']} s ({page['cpu_s']} s CPU)")
     return result
 
 
@@ -452,15 +460,15 @@ def run(rows: int, url: str | None = None, *, runs: int = RUNS, template: bool =
 def markdown(result: dict[str, Any]) -> str:
     """The figures as a markdown table."""
     lines = [f"{result['rows']:,} rows, {result['database']}, median of {result['runs']} runs",
-             "", "| read | seconds | peak MB |", "|---|---|---|"]
+             "", "| read | seconds | CPU seconds | peak MB |", "|---|---|---|---|"]
     for label, r in result["cli"].items():
-        lines.append(f"| `inspector {label}` | {r['seconds']} | {r['peak_mb']} |")
+        lines.append(f"| `inspector {label}` | {r['seconds']} | {r['cpu_s']} | {r['peak_mb']} |")
     for label, r in result["export"].items():
         lines.append(f"| `inspector {label}` ({r['rows']:,} rows, {r['rows_per_s']:,} rows/s) | {r['seconds']} | "
-                     f"{r['peak_mb']} |")
+                     f"{r['cpu_s']} | {r['peak_mb']} |")
     for label, r in result["pages"].items():
-        lines.append(f"| review page: {label} | {r['seconds']} | |")
-    lines.append(f"| review pages, one process | | {result['pages_peak_mb']} |")
+        lines.append(f"| review page: {label} | {r['seconds']} | {r['cpu_s']} | |")
+    lines.append(f"| review pages, one process | | | {result['pages_peak_mb']} |")
     return "\n".join(lines)
 
 
