@@ -148,6 +148,12 @@ class NormalProfile:
         self.params = ProfileParams(**{**asdict(base), **overrides})
 
     @property
+    def n_ref_(self) -> int:
+        """Reference rows: the training parts, then their lighting copies (made where lighting is normalised)."""
+        copies = self.params.lighting_copies * len(copied_parts(self.n_train_)) if self.lighting_ is not None else 0
+        return self.n_train_ + copies
+
+    @property
     def map_shape(self) -> tuple[int, int]:
         """(MH, MW) of the anomaly maps: the cell grid, or the fine size when the profile has a fine pass."""
         if self.fine_ is not None:
@@ -343,7 +349,6 @@ class NormalProfile:
 
     def _set_reference(self, cells: np.ndarray, globs: np.ndarray) -> None:
         """Store the reference features and the scaling of global features."""
-        self.n_ref_ = len(cells)
         self.ref_cells_ = cells.astype(np.float16).astype(np.float32)  # as saved: a loaded profile scores alike
         self.ref_global_ = globs.astype(np.float32)
         self.global_scale_ = (globs.std(axis=0) + 1e-3).astype(np.float32)
@@ -515,7 +520,6 @@ class NormalProfile:
             "threshold": self.threshold_,
             "map_scale": self.map_scale_,
             "n_train": self.n_train_,
-            "n_references": self.n_ref_,
             "calibration": asdict(self.calibration_),
             "registration": None if self.locator_ is None else {
                 "mode": self.locator_.mode_, "match_limit": self.locator_.match_limit_},
@@ -569,10 +573,6 @@ class NormalProfile:
             "global_stats_": (self.global_stats_, (2,)),
             "oof_scores_": (self.oof_scores_, (self.n_ref_,)),
         }
-        copies = self.params.lighting_copies * len(copied_parts(self.n_train_)) if self.lighting_ is not None else 0
-        if self.n_ref_ != self.n_train_ + copies:
-            raise ValueError(f"{self.n_ref_} references do not match {self.n_train_} training parts and {copies} "
-                             "lighting copies")
         for name, (array, shape) in expected.items():
             if array.shape != shape:
                 raise ValueError(f"{name} has shape {array.shape}, expected {shape}")
@@ -625,7 +625,6 @@ class NormalProfile:
         self.offset_ = -self.threshold_
         self.map_scale_ = float(meta["map_scale"])
         self.n_train_ = int(meta["n_train"])
-        self.n_ref_ = int(meta.get("n_references", self.n_train_))  # parts and their lighting copies
         self.calibration_ = Calibration(**meta["calibration"])
         self._load_conditions(meta, arrays)
         self._load_fine(meta, arrays)
