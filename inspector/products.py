@@ -139,16 +139,7 @@ def set_recipe(models_dir: Path, product: str, at: datetime | None = None) -> Re
 
 def read_recipes(models_dir: Path) -> list[RecipeEntry]:
     """The recent switches of the recipe log, oldest first (torn or malformed lines skipped)."""
-    path = models_dir / RECIPE
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - RECIPE_TAIL_BYTES))
-            text = fh.read().decode("utf-8", "replace")
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise ProfileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    text = profiles.read_log(models_dir / RECIPE, RECIPE_TAIL_BYTES)
     entries = []
     for line in text.splitlines():
         parts = line.split()

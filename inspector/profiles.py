@@ -191,15 +191,24 @@ def _append_history(models_dir: Path, lines: list[str]) -> None:
         _fsync_dir(models_dir)
 
 
-def history(models_dir: Path) -> list[HistoryEntry]:
-    """Every well-formed HISTORY line, oldest first (empty when there is none)."""
-    path = models_dir / HISTORY
+def read_log(path: Path, tail: int | None = None) -> str:
+    """The text of an append-only log in the models folder (its last `tail` bytes when given), "" when there is
+    none; ProfileError when it cannot be read."""
     try:
-        text = path.read_bytes().decode("utf-8", "replace")
+        with open(path, "rb") as fh:
+            if tail is not None:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, fh.tell() - tail))
+            return fh.read().decode("utf-8", "replace")
     except FileNotFoundError:
-        return []
+        return ""
     except OSError as exc:
         raise ProfileError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def history(models_dir: Path) -> list[HistoryEntry]:
+    """Every well-formed HISTORY line, oldest first (empty when there is none)."""
+    text = read_log(models_dir / HISTORY)
     entries = []
     for line in text.splitlines():
         parts = line.split()
