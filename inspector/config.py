@@ -56,7 +56,7 @@ class WatchConfig:
     shared: bool = False  # several stations watch this folder: claim each file in the database before judging it
     claim_lease_s: float = 60.0  # a claim not released by then (its station died) may be taken over
     batch_size: int = 64  # verdicts per database transaction at most
-    batch_wait_s: float = 0.05  # after the first verdict of a batch, wait this long for more to share its commit
+    batch_wait_s: float = 0.0  # after the first verdict of a batch, wait this long for more (0: what is queued)
     log_format: str = "text"  # "text" (one line per verdict) or "json" (JSON lines)
     stats_every_s: float = 10.0  # throughput line every this many seconds (0 = never)
     product_from: str = "single"  # how a part's product is chosen: "single", "folder", "name" or "recipe" (products.py)
