@@ -2,7 +2,9 @@
 
 * decode_ms  - median plain full-resolution `cv2.imdecode` of a generated 5 MP JPEG (the floor);
 * inspect_ms - median of the service's path from the same bytes to a verdict (hash, header check, reduced
-               decode, segmentation, features, scoring);
+               decode, segmentation, features, scoring), with BLAS held to one thread as in the service's
+               workers (a second BLAS thread that must be woken for each small product costs up to ~8 ms on a
+               busy machine);
 * inspect_over_decode - their ratio;
 * fit_s_200  - wall time to decode, fit and calibrate a profile on 200 generated JPEGs (1.3 MP each).
 
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from inspector.config import Config
 from inspector.pipeline import Inspector, fit_profile, load_training_images
@@ -71,15 +74,16 @@ def speed(insp: Inspector, samples: Sequence[bytes], runs: int) -> dict[str, flo
     """decode_ms, inspect_ms (medians) and inspect_over_decode of the same JPEGs, decode and inspect interleaved."""
     decode_t: list[float] = []
     inspect_t: list[float] = []
-    for _ in range(runs):  # interleaved, so both see the same machine state
-        for data in samples:
-            t0 = time.perf_counter()
-            cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-            t1 = time.perf_counter()
-            insp.inspect_bytes(data, "bench.jpg")
-            t2 = time.perf_counter()
-            decode_t.append((t1 - t0) * 1000.0)
-            inspect_t.append((t2 - t1) * 1000.0)
+    with threadpool_limits(limits=1, user_api="blas"):  # as each of the service's workers runs
+        for _ in range(runs):  # interleaved, so both see the same machine state
+            for data in samples:
+                t0 = time.perf_counter()
+                cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+                t1 = time.perf_counter()
+                insp.inspect_bytes(data, "bench.jpg")
+                t2 = time.perf_counter()
+                decode_t.append((t1 - t0) * 1000.0)
+                inspect_t.append((t2 - t1) * 1000.0)
     decode_ms = statistics.median(decode_t)
     inspect_ms = statistics.median(inspect_t)
     return {"decode_ms": decode_ms, "inspect_ms": inspect_ms, "inspect_over_decode": inspect_ms / decode_ms}
