@@ -35,6 +35,6 @@ class ProfileParams:
     max_exposure_change: float = 0.2
     max_offset: float = 15.0
     max_colour_cast: float = 0.1
-    fine_width: int = 0
+    fine_width: int = 320
     texture_weight: float = 1.0
     lighting_copies: int = 1

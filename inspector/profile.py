@@ -380,26 +380,31 @@ class NormalProfile:
         return _top_mean(maps, p.top_fraction), global_term, maps
 
     def _combine(self, local: np.ndarray, global_term: np.ndarray, fine: np.ndarray | None = None) -> np.ndarray:
-        """Anomaly score (N,) from raw terms standardised against held-out good images: the cell terms, or the
-        fine term (mapped onto their scale, see _fine_mapping) where it is the larger."""
+        """Anomaly score (N,) from raw terms standardised against held-out good images: the cell terms, plus what the
+        fine term (mapped onto their scale, see _fine_mapping) shows beyond the cells' top quantile of good parts."""
         z_local = (local - self.local_stats_[0]) / self.local_stats_[1]
         z_global = (global_term - self.global_stats_[0]) / self.global_stats_[1]
         excess = np.maximum(z_global - self.params.global_margin, 0.0)
         score = z_local + self.params.global_weight * excess
         if fine is not None and self.fine_ is not None:
-            score = np.maximum(score, self.fine_stats_[0] + self.fine_stats_[1] * fine)
+            mapped = self.fine_stats_[0] + self.fine_stats_[1] * fine
+            if len(self.fine_stats_) == 3:
+                score = score + np.maximum(mapped - self.fine_stats_[2], 0.0)
+            else:  # a profile saved before the margin: the larger of the two terms, as it was calibrated
+                score = np.maximum(score, mapped)
         return score.astype(np.float64)
 
     def _fine_mapping(self, cell_scores: np.ndarray, fine: np.ndarray) -> np.ndarray:
-        """[offset, gain] mapping held-out fine scores (N,) onto the cell terms' scale (N,): the median onto the
-        median and the (1 - false alarm rate) quantile onto the same quantile. Each term then flags about the
-        budget of good parts by itself, so a product whose fine pass is noisy (parts that vary at the fine scale)
-        loses little of what the cells catch, and one where it is steady gains what the cells cannot see."""
+        """[offset, gain, margin] mapping held-out fine scores (N,) onto the cell terms' scale (N,): the median onto
+        the median and the (1 - false alarm rate) quantile onto the same quantile, which is the margin. The fine
+        term adds only what lies beyond it (as the global term counts only beyond its margin), so a product whose
+        fine pass is noisy (parts that vary at the fine scale) keeps what the cells rank, and one where it is
+        steady gains the specks the cells cannot see."""
         q = 1.0 - self.params.false_alarm_rate
         c_mid, c_top = np.median(cell_scores), np.quantile(cell_scores, q)
         f_mid, f_top = np.median(fine), np.quantile(fine, q)
         gain = max(c_top - c_mid, 1e-6) / max(f_top - f_mid, 1e-6)
-        return np.array([c_mid - gain * f_mid, gain])
+        return np.array([c_mid - gain * f_mid, gain, c_top])
 
     def _calibrate(self, cells: np.ndarray, globs: np.ndarray, rng: np.random.Generator,
                    valid: np.ndarray | None = None, fine: np.ndarray | None = None,
@@ -602,6 +607,7 @@ class NormalProfile:
         params = dict(meta["params"])
         params["neighbours"] = tuple(params["neighbours"])
         params.setdefault("lighting_copies", 0)  # profiles saved before the lighting copies have none
+        params.setdefault("fine_width", 0)  # nor a fine pass, before it existed
         self = cls(ProfileParams(**params))
         self.layout_ = FeatureLayout(**meta["layout"])
         centres = np.asarray(arrays["palette_centres"], np.float32)
@@ -647,9 +653,10 @@ class NormalProfile:
         check_fine_state(mean, spread, size)
         stats = np.asarray(fine["stats"], np.float64)
         scale = float(fine["scale"])
-        if stats.shape != (2,) or not np.isfinite(stats).all() or stats[1] <= 0 or not math.isfinite(scale) \
-                or scale <= 0:
-            raise ValueError("fine stats must be [offset, gain > 0] and its scale positive")
+        if stats.shape not in ((2,), (3,)) or not np.isfinite(stats).all() or stats[1] <= 0 \
+                or not math.isfinite(scale) or scale <= 0:
+            raise ValueError("fine stats must be [offset, gain > 0] or [offset, gain > 0, margin] and its scale "
+                             "positive")
         reach = int(fine["reach"])
         if not 0 <= reach <= 64:
             raise ValueError(f"fine reach {reach} is not between 0 and 64 pixels")

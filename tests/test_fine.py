@@ -122,7 +122,9 @@ def test_fine_matrix_keeps_pixel_centres():
 
 
 def test_fine_frame_is_off_without_detail_and_capped_at_the_photo():
-    assert fine_frame(W, H, Config().profile) is None  # off by default
+    assert fine_frame(W, H, Config().profile) == (320, 240)  # on by default, at 2.5x the working width
+    assert fine_frame(2592, 1944, Config().profile) == (320, 240)  # a 5 MP JPEG's 1/8 decode (324 px) covers it
+    assert fine_frame(W, H, NormalProfile(fine_width=0).params) is None  # off
     assert fine_frame(W, H, NormalProfile(fine_width=512).params) == (512, 384)
     on = NormalProfile(fine_width=1024).params
     assert fine_frame(W, H, on) == (W, H)  # capped at the photo's width
@@ -142,6 +144,40 @@ def test_save_and_load_keep_the_fine_pass(tmp_path, fine_profile, specked):
     loaded = profiles.load(tmp_path, version).profile
     assert loaded.fine_ is not None and loaded.fine_.size == fine_profile.fine_.size
     assert np.allclose(loaded.anomaly_score(images[:3]), fine_profile.anomaly_score(images[:3]))
+
+
+def test_a_profile_saved_before_fine_width_existed_loads_without_a_fine_pass(coarse_profile, specked):
+    """Its params lack fine_width: it had no fine pass, so it loads as off (not as today's default) and judges as
+    before; a retrain from its params would not switch the fine pass on behind the operator's back."""
+    meta, arrays = coarse_profile.get_state()
+    params = dict(meta["params"])
+    del params["fine_width"]
+    loaded = NormalProfile.from_state(dict(meta, params=params), arrays)
+    assert loaded.params.fine_width == 0 and loaded.fine_ is None
+    images, _ = specked
+    assert np.allclose(loaded.anomaly_score(images[:3]), coarse_profile.anomaly_score(images[:3]))
+
+
+def test_the_fine_term_adds_only_what_lies_beyond_the_cells_top_quantile(fine_profile, specked):
+    """Score = cells + max(0, mapped fine - margin), the margin being the cells' (1 - budget) quantile of held-out good
+    parts; a profile saved with [offset, gain] only (before the margin) keeps the larger of the two terms."""
+    images, _ = specked
+    offset, gain, margin = fine_profile.fine_stats_
+    local, glob = _cell_terms(fine_profile, images)
+    fine = np.array([fine_profile.fine_.assess(fine_profile._fine_part(im, None, None))[0] for im in images])
+    cells = fine_profile._combine(local, glob)
+    mapped = offset + gain * fine
+    assert np.allclose(fine_profile._combine(local, glob, fine), cells + np.maximum(mapped - margin, 0.0))
+    meta, arrays = fine_profile.get_state()
+    old = NormalProfile.from_state(dict(meta, fine=dict(meta["fine"], stats=[offset, gain])), arrays)
+    assert np.allclose(old._combine(local, glob, fine), np.maximum(cells, mapped))
+
+
+def _cell_terms(profile: NormalProfile, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Raw local and global terms of images as the profile sees them (no registration or lighting: fixtured)."""
+    cells, globs = profile._featurise(profile.working_image(profile.display_image(im)) for im in images)
+    local, glob, _ = profile._terms(cells, globs)
+    return local, glob
 
 
 def test_a_profile_with_a_damaged_fine_pass_is_refused(fine_profile):
