@@ -105,15 +105,6 @@ class RecipeEntry:
     product: str
 
 
-def _fsync_dir(path: Path) -> None:
-    """Flush a directory entry to disk."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def set_recipe(models_dir: Path, product: str, at: datetime | None = None) -> RecipeEntry:
     """Append a switch to the recipe log (one O_APPEND write, fsynced); the product must have an active profile."""
     profiles.active_version(models_dir_for(models_dir, product))  # NoActiveProfile: nothing could judge it
@@ -133,7 +124,7 @@ def set_recipe(models_dir: Path, product: str, at: datetime | None = None) -> Re
     finally:
         os.close(fd)
     if created:
-        _fsync_dir(models_dir)  # the new file's name survives a power cut too
+        profiles.fsync_dir(models_dir)  # the new file's name survives a power cut too
     return entry
 
 

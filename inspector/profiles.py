@@ -79,7 +79,7 @@ class StoredProfile:
     meta: dict[str, Any]
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     """Flush a directory entry to disk (best effort where unsupported)."""
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -133,14 +133,14 @@ def save(models_dir: Path, profile: NormalProfile, extra: dict[str, Any] | None 
             name = f"v{number}"
             meta["version"] = name
             _write_file(tmp / META, json.dumps(meta, indent=1, sort_keys=True).encode())
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             try:
                 os.rename(tmp, models_dir / name)  # fails if another writer took this number
             except OSError:
                 if (models_dir / name).exists():
                     continue
                 raise
-            _fsync_dir(models_dir)
+            fsync_dir(models_dir)
             return name
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -168,7 +168,7 @@ def _write_active(models_dir: Path, version: str) -> None:
     tmp = models_dir / f".{ACTIVE}.tmp-{os.getpid()}"
     _write_file(tmp, (version + "\n").encode())
     os.replace(tmp, models_dir / ACTIVE)
-    _fsync_dir(models_dir)
+    fsync_dir(models_dir)
 
 
 def _append_history(models_dir: Path, lines: list[str]) -> None:
@@ -188,7 +188,7 @@ def _append_history(models_dir: Path, lines: list[str]) -> None:
     finally:
         os.close(fd)
     if created:
-        _fsync_dir(models_dir)
+        fsync_dir(models_dir)
 
 
 def read_log(path: Path, tail: int | None = None) -> str:
