@@ -621,8 +621,10 @@ def plot(result: dict, path: Path) -> None:
     handles.append(Line2D([], [], color="black", lw=2, label="all kinds"))
     handles += [Line2D([], [], color="grey", ls=styles[i % len(styles)], label=f"setting {s}")
                 for i, s in enumerate(settings)]
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    per_row = 4 * cols  # a 6 inch panel holds about four entries side by side
+    legend_rows = -(-len(handles) // per_row)
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), per_row), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.05 * legend_rows / rows, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
