@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from alembic import command
-from test_reads_at_scale import WINDOWS, fill_varied, part
+from test_reads_at_scale import WINDOWS, part, varied  # noqa: F401 - varied: the fixture with its varied log
 
 from inspector import stats
 from inspector.store import HOUR, HourCount, Selection, Store, alembic_config, hour_of
@@ -42,18 +42,6 @@ def new_url(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], str]
         counter = iter(range(100))
         return lambda: f"sqlite:///{tmp_path / f'db{next(counter)}.db'}"
     return request.getfixturevalue("postgres_database")
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def varied(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    """The varied log of test_reads_at_scale (both DST windows of 2026, three places, re-marked reviews)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('hours') / 'inspector.db'}"
-    else:
-        url = request.getfixturevalue("postgres_database")()
-    with Store(url) as store:
-        fill_varied(store, seed=11, n=1200)
-        yield store
 
 
 # ---------------------------------------------------------------------------------------------- the reference
