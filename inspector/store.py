@@ -76,8 +76,8 @@ IN_CHUNK = 500  # max sha256 values per IN (...) list
 _INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 CONNECT_TIMEOUT_S = 10  # PostgreSQL: seconds to wait for a server before giving up (libpq waits forever)
 MAX_ID = 2**63 - 1  # the largest integer an id column holds (SQLite INTEGER, PostgreSQL bigint)
-HEAD = "0009"
-DEFAULT_PRODUCT = "default"  # the product of a row recorded without one (the same as products.DEFAULT)  # the newest migration in inspector/migrations/versions (a test keeps the two in step)
+HEAD = "0010"  # the newest migration in inspector/migrations/versions (a test keeps the two in step)
+DEFAULT_PRODUCT = "default"  # the product of a row recorded without one (the same as products.DEFAULT)
 VERSION_TABLE = "alembic_version"
 MIGRATION_LOCK = 0x696E_7370_6563_7472  # PostgreSQL advisory lock key held while migrating ("inspectr")
 _LIBPQ_DRIVERS = ("psycopg", "psycopg2")  # drivers that take libpq's connect_timeout
@@ -201,6 +201,25 @@ class Review(Base):
     note: Mapped[str | None] = mapped_column(Text)
     reviewer: Mapped[str] = mapped_column(String(64))
     reviewed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class HourCount(Base):
+    """The parts of one UTC hour with the same station, line, product, verdict, reason and latest decision: how
+    many, and the first and last inspected_at among them (migration 0010). Kept in the write transactions that
+    record parts and decisions; bucket_counts sums it over whole hours."""
+
+    __tablename__ = "hour_counts"
+
+    hour: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)  # UTC hours since 1970
+    station: Mapped[str] = mapped_column(String(64), primary_key=True)
+    line: Mapped[str] = mapped_column(String(64), primary_key=True)
+    product: Mapped[str] = mapped_column(String(64), primary_key=True)
+    verdict: Mapped[str] = mapped_column(String(16), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(64), primary_key=True)  # a rejection's reason; '' otherwise or none
+    decision: Mapped[str] = mapped_column(String(16), primary_key=True)  # the latest decision; '' for none
+    n: Mapped[int] = mapped_column(BigInteger)
+    first_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class ClaimRow(Base):
@@ -360,6 +379,35 @@ def _product(row: dict[str, Any]) -> str:
     return DEFAULT_PRODUCT if row.get("product") is None else row["product"]
 
 
+HOUR = timedelta(hours=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+COUNT_KEY = ("hour", "station", "line", "product", "verdict", "reason", "decision")  # hour_counts' primary key
+CountKey = tuple[int, str, str, str, str, str, str]
+Deltas = dict[CountKey, list[Any]]  # hour_counts key -> [n to add, first inspected_at, last inspected_at]
+
+
+def hour_of(at: datetime) -> int:
+    """The UTC hour of an aware datetime, in hours since the epoch (exact: integer arithmetic on timedeltas)."""
+    return (to_utc(at) - _EPOCH) // HOUR
+
+
+def _count_key(row: Any, decision: str | None) -> CountKey:
+    """The hour_counts key of a part (a mapping of its columns) whose latest decision is `decision`."""
+    reason = (row["reason"] or "") if row["verdict"] == "rejected" else ""
+    return (hour_of(row["inspected_at"]), row["station"], row["line"], _product(row), row["verdict"], reason,
+            decision or "")
+
+
+def _add_delta(deltas: Deltas, key: CountKey, n: int, at: datetime) -> None:
+    """Add n parts inspected at `at` to the deltas of one hour_counts key."""
+    entry = deltas.get(key)
+    if entry is None:
+        deltas[key] = [n, at, at]
+    else:
+        entry[0] += n
+        entry[1], entry[2] = min(entry[1], at), max(entry[2], at)
+
+
 def _no_newer_review() -> Any:
     """NOT EXISTS a later review of the same inspection as the outer Review row: that row is the latest decision
     (an anti-join on reviews (inspection_id, id))."""
@@ -367,14 +415,16 @@ def _no_newer_review() -> Any:
     return ~select(newer.id).where(newer.inspection_id == Review.inspection_id, newer.id > Review.id).exists()
 
 
-def latest_reviews(first_id: int | None = None) -> Any:
+def latest_reviews(first_id: int | None = None, last_id: int | None = None) -> Any:
     """A subquery: the newest review of each reviewed inspection (inspection_id, decision, reviewer, note,
     reviewed_at), found by an anti-join on reviews (inspection_id, id), never by grouping every review; with
-    `first_id`, only those of inspections from that id on (a range of the same index)."""
+    `first_id` (`last_id`), only those of inspections from (up to) that id (a range of the same index)."""
     stmt = select(Review.inspection_id, Review.decision, Review.reviewer, Review.note, Review.reviewed_at).where(
         _no_newer_review())
     if first_id is not None:
         stmt = stmt.where(Review.inspection_id >= first_id)
+    if last_id is not None:
+        stmt = stmt.where(Review.inspection_id <= last_id)
     return stmt.subquery("latest")
 
 
@@ -468,6 +518,39 @@ def _key_param(at: datetime) -> Any:
 def _instant(seconds: int) -> datetime:
     """An aware UTC datetime from whole seconds since the epoch."""
     return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=seconds)
+
+
+def _whole_hours(width: int, lo: datetime, hi: datetime) -> tuple[int, int] | None:
+    """The UTC hours h0 <= h < h1 that lie wholly inside [lo, hi] (both included), when hour_counts may answer for
+    them in buckets of `width` seconds: an hour or wider, and no bucket boundary inside an hour (a multiple of an
+    hour, or one bucket over all of them). None otherwise, or when there is no whole hour."""
+    if width < 3600:
+        return None
+    h0 = -((_EPOCH - to_utc(lo)) // HOUR)  # the first hour starting at or after lo
+    h1 = (to_utc(hi) + timedelta(microseconds=1) - _EPOCH) // HOUR  # hours before h1 end by hi
+    if h0 >= h1 or (width % 3600 and h0 * 3600 // width != (h1 * 3600 - 1) // width):
+        return None
+    return h0, h1
+
+
+def _bucket(out: dict[int, dict[str, Any]], k: int) -> dict[str, Any]:
+    """Bucket k of bucket_counts' result, added empty when missing."""
+    if k not in out:
+        out[k] = {"parts": 0, "first": None, "last": None, "defect": 0, "rejected": {}, "reviewed": {}}
+    return out[k]
+
+
+def _merge_bucket(out: dict[int, dict[str, Any]], k: int, add: dict[str, Any]) -> None:
+    """Add the aggregates of one bucket to bucket k of `out`."""
+    b = _bucket(out, k)
+    b["parts"] += add["parts"]
+    b["defect"] += add["defect"]
+    for end, pick in (("first", min), ("last", max)):
+        if add[end] is not None:
+            b[end] = add[end] if b[end] is None else pick(b[end], add[end])
+    for name in ("rejected", "reviewed"):
+        for key, n in add[name].items():
+            b[name][key] = b[name].get(key, 0) + n
 
 
 BUCKETS_PER_QUERY = 250  # time buckets counted by one statement (then a probe skips a stretch without parts)
@@ -611,8 +694,8 @@ class Store:
     # ------------------------------------------------------------------------------------------ writes
 
     def record(self, rows: list[dict[str, Any]]) -> list[int | None]:
-        """Insert a batch in one write transaction; per row the new id, or None when its identity already exists
-        (in the table, or earlier in the same batch)."""
+        """Insert a batch in one write transaction, with the new parts added to hour_counts; per row the new id, or
+        None when its identity already exists (in the table, or earlier in the same batch)."""
         checked = [_check_row(row) for row in rows]
         if not checked:
             return []
@@ -625,10 +708,29 @@ class Store:
                   for row in checked]
         with self._guard("write to"), self._writer.begin() as conn:
             inserted = {(r.sha256, r.source_key): r.id for r in conn.execute(stmt, params)}
-        ids: list[int | None] = []
-        for row in checked:
-            ids.append(inserted.pop((row.get("sha256"), row.get("source_key")), None))  # pop: first copy only
+            ids: list[int | None] = []
+            deltas: Deltas = {}
+            for row, values in zip(checked, params):
+                ids.append(inserted.pop((row.get("sha256"), row.get("source_key")), None))  # pop: first copy only
+                if ids[-1] is not None:
+                    _add_delta(deltas, _count_key(values, None), 1, values["inspected_at"])
+            self._add_counts(conn, deltas)
         return ids
+
+    def _add_counts(self, conn: Connection, deltas: Deltas) -> None:
+        """Add `deltas` to hour_counts in the caller's transaction: an upsert per key (INSERT .. ON CONFLICT DO
+        UPDATE SET n = n + excluded.n, atomic on both databases), in key order, so that concurrent writers lock
+        the rows they share in the same order."""
+        if not deltas:
+            return
+        table = HourCount.__table__
+        stmt = _INSERTS[self.dialect](table)
+        least, greatest = (func.min, func.max) if self.dialect == "sqlite" else (func.least, func.greatest)
+        stmt = stmt.on_conflict_do_update(index_elements=list(COUNT_KEY), set_={
+            "n": table.c.n + stmt.excluded.n, "first_at": least(table.c.first_at, stmt.excluded.first_at),
+            "last_at": greatest(table.c.last_at, stmt.excluded.last_at)})
+        conn.execute(stmt, [dict(zip(COUNT_KEY, key), n=n, first_at=first, last_at=last)
+                            for key, (n, first, last) in sorted(deltas.items())])
 
     def set_archived(self, id: int, path: str) -> None:
         """Record where the file of inspection `id` was archived; KeyError when no such row."""
@@ -897,61 +999,117 @@ class Store:
 
     def bucket_counts(self, sel: Selection, width: int, lo: datetime, hi: datetime,
                       counts: bool = True) -> dict[int, dict[str, Any]]:
-        """Aggregates of the selection's rows (its station and line; inspected from `lo` to `hi`, both included)
-        per UTC time bucket of `width` seconds, bucket k holding [k * width, (k + 1) * width) seconds since the
-        epoch; only buckets with rows. Per bucket: `parts`, `first` and `last` (inspected_at), `defect`,
+        """Aggregates of the selection's rows (its station, line and product; inspected from `lo` to `hi`, both
+        included) per UTC time bucket of `width` seconds, bucket k holding [k * width, (k + 1) * width) seconds
+        since the epoch; only buckets with rows. Per bucket: `parts`, `first` and `last` (inspected_at), `defect`,
         `rejected` ({reason: n}) and `reviewed` ({(verdict, latest decision): n}); without `counts`, only
         `defect` and `reviewed` (parts, first and last stay 0 and None, rejected empty).
 
-        Parts, first, last and defects are counted as index ranges per bucket (no row leaves the database, nothing
-        is sorted); rejections and reviews (a few per cent of the rows) are grouped by the bucket number. Every
-        statement reads the same snapshot."""
-        ranges = self._bucket_ranges(sel, counts)
-        first_k, last_k = math.floor(lo.timestamp() / width), math.floor(hi.timestamp() / width)
+        The whole UTC hours of the window, when the buckets are an hour or wider (and no bucket boundary cuts an
+        hour), are summed from hour_counts (a row per hour and kind of part, whatever the number of parts); the
+        rest (the partial hours at the window's edges, or every row for buckets narrower than an hour) is counted
+        from the rows: parts, first, last and defects as index ranges per bucket, rejections and reviews grouped
+        by the bucket number. Every statement reads the same snapshot."""
         out: dict[int, dict[str, Any]] = {}
-
-        def bucket(k: int) -> dict[str, Any]:
-            if k not in out:
-                out[k] = {"parts": 0, "first": None, "last": None, "defect": 0, "rejected": {}, "reviewed": {}}
-            return out[k]
-
-        number = _epoch_bucket(Inspection.inspected_at, width, self.dialect).label("k")
+        hours = _whole_hours(width, lo, hi)
         with self._guard("read"), self._snapshot() as conn:
-            chunk: int | None = first_k
-            while chunk is not None and chunk <= last_k:
-                ks = range(chunk, min(chunk + BUCKETS_PER_QUERY, last_k + 1))
-                for k, adds, n, first, last in self._range_counts(conn, ks, width, lo, hi, ranges):
-                    b = bucket(k)
-                    for key in adds:
-                        b[key] += n
-                    if first is not None:
-                        b["first"] = first if b["first"] is None else min(b["first"], first)
-                        b["last"] = last if b["last"] is None else max(b["last"], last)
-                chunk = self._next_bucket(conn, ranges, width, ks.stop)  # over a stretch without parts
-            first_id = self._window_first_id(conn, lo)  # reviews of older parts are not walked
-            for pair in self._pairs(sel.station, sel.line):
-                place = self._pair_terms(pair) + _product_terms(sel)
-                rejected = (select(number, Inspection.reason, func.count())
-                            .where(Inspection.verdict == "rejected", Inspection.inspected_at >= lo,
-                                   Inspection.inspected_at <= hi, *place).group_by(number, Inspection.reason))
-                for k, reason, n in conn.execute(rejected) if counts else ():
-                    reasons = bucket(int(k))["rejected"]
-                    reasons[reason or "unknown"] = reasons.get(reason or "unknown", 0) + int(n)
-                for k, verdict, decision, n in conn.execute(
-                        self._reviews_by_bucket(width, lo, hi, pair, first_id, sel.product)):
-                    counted = bucket(int(k))["reviewed"]
-                    counted[(verdict, decision)] = counted.get((verdict, decision), 0) + int(n)
+            if hours is None:
+                self._row_counts(conn, sel, width, lo, hi, counts, out)
+                return out
+            self._hour_counts(conn, sel, width, hours, counts, out)
+            edges = ((lo, _instant(hours[0] * 3600) - timedelta(microseconds=1)), (_instant(hours[1] * 3600), hi))
+            for a, b in edges:
+                if a <= b:
+                    self._row_counts(conn, sel, width, a, b, counts, out)
         return out
 
+    @staticmethod
+    def _hour_counts(conn: Connection, sel: Selection, width: int, hours: tuple[int, int], counts: bool,
+                     out: dict[int, dict[str, Any]]) -> None:
+        """Add the selection's parts of the UTC hours hours[0] <= h < hours[1] (each inside one bucket of `width`)
+        to the buckets `out` from hour_counts: one statement grouped by bucket, verdict, reason and decision. A
+        bucket is added when it holds parts (without `counts`: defects or reviewed parts); its first and last are
+        taken over every row of its hours, those whose parts have moved to another decision included (they are
+        the times of parts still in those hours)."""
+        t = HourCount.__table__.c
+        k = (t.hour * literal(3600, BigInteger)) // literal(width, BigInteger)
+        where = [t.hour >= hours[0], t.hour < hours[1]]
+        where += [t.station == sel.station] * (sel.station is not None) + [t.line == sel.line] * (sel.line is not None)
+        where += [t.product == sel.product] * (sel.product is not None)
+        if not counts:
+            where.append(or_(t.verdict == "defect", t.decision != ""))
+        stmt = (select(k.label("k"), t.verdict, t.reason, t.decision, func.sum(t.n), func.min(t.first_at),
+                       func.max(t.last_at)).where(*where).group_by(k, t.verdict, t.reason, t.decision))
+        found: dict[int, dict[str, Any]] = {}
+        for key, verdict, reason, decision, n, first, last in conn.execute(stmt):
+            b, n = _bucket(found, int(key)), int(n)
+            if counts:
+                b["parts"] += n
+                b["first"] = first if b["first"] is None else min(b["first"], first)
+                b["last"] = last if b["last"] is None else max(b["last"], last)
+                if verdict == "rejected" and n:
+                    b["rejected"][reason or "unknown"] = b["rejected"].get(reason or "unknown", 0) + n
+            b["defect"] += n if verdict == "defect" else 0
+            if decision and n:
+                b["reviewed"][(verdict, decision)] = b["reviewed"].get((verdict, decision), 0) + n
+        for key, b in found.items():
+            if b["parts"] or b["defect"] or b["reviewed"]:
+                _merge_bucket(out, key, b)
+
+    def _row_counts(self, conn: Connection, sel: Selection, width: int, lo: datetime, hi: datetime, counts: bool,
+                    out: dict[int, dict[str, Any]]) -> None:
+        """Add the selection's rows inspected from `lo` to `hi` to the buckets `out`, counted from the rows: parts,
+        first, last and defects as index ranges per bucket (no row leaves the database, nothing is sorted);
+        rejections and reviews (a few per cent of the rows) grouped by the bucket number."""
+        ranges = self._bucket_ranges(sel, counts)
+        first_k, last_k = math.floor(lo.timestamp() / width), math.floor(hi.timestamp() / width)
+        number = _epoch_bucket(Inspection.inspected_at, width, self.dialect).label("k")
+        chunk: int | None = first_k
+        while chunk is not None and chunk <= last_k:
+            ks = range(chunk, min(chunk + BUCKETS_PER_QUERY, last_k + 1))
+            for k, adds, n, first, last in self._range_counts(conn, ks, width, lo, hi, ranges):
+                b = _bucket(out, k)
+                for key in adds:
+                    b[key] += n
+                if first is not None:
+                    b["first"] = first if b["first"] is None else min(b["first"], first)
+                    b["last"] = last if b["last"] is None else max(b["last"], last)
+            chunk = self._next_bucket(conn, ranges, width, ks.stop)  # over a stretch without parts
+        bounds = self._review_bounds(conn, lo, hi)  # reviews of parts outside the window are not walked
+        for pair in self._pairs(sel.station, sel.line):
+            place = self._pair_terms(pair) + _product_terms(sel)
+            rejected = (select(number, Inspection.reason, func.count())
+                        .where(Inspection.verdict == "rejected", Inspection.inspected_at >= lo,
+                               Inspection.inspected_at <= hi, *place).group_by(number, Inspection.reason))
+            for k, reason, n in conn.execute(rejected) if counts else ():
+                reasons = _bucket(out, int(k))["rejected"]
+                reasons[reason or "unknown"] = reasons.get(reason or "unknown", 0) + int(n)
+            for k, verdict, decision, n in conn.execute(
+                    self._reviews_by_bucket(width, lo, hi, pair, bounds, sel.product)) if bounds else ():
+                counted = _bucket(out, int(k))["reviewed"]
+                counted[(verdict, decision)] = counted.get((verdict, decision), 0) + int(n)
+
+    def _review_bounds(self, conn: Connection, lo: datetime, hi: datetime) -> tuple[int | None, int | None] | None:
+        """The first and last inspection ids (None: unbounded) between which the parts inspected from `lo` to `hi`
+        lie, for the walk over the latest reviews; None when there are none. A window of at most an hour (an edge of
+        whole hours) is bounded on both sides by one read of its range of the index (inspected_at, id); a longer
+        one below, by _window_first_id."""
+        if hi - lo > HOUR:
+            return self._window_first_id(conn, lo), None
+        ids = _unindexed(Inspection.id)
+        first, last = conn.execute(select(func.min(ids), func.max(ids)).where(
+            Inspection.inspected_at >= lo, Inspection.inspected_at <= hi)).one()
+        return None if first is None else (first, last)
+
     def _reviews_by_bucket(self, width: int, lo: datetime, hi: datetime, pair: tuple[str, str] | None,
-                           first_id: int | None = None, product: str | None = None) -> Any:
+                           ids: tuple[int | None, int | None] = (None, None), product: str | None = None) -> Any:
         """(bucket number, verdict, latest decision, n) of the reviewed rows inspected from `lo` to `hi` (of one
         (station, line) pair, unless None):
-        a walk over the latest reviews (a few per cent of the rows; from inspection `first_id` on, when given: the
-        first id of the window), each joined to its inspection by id. SQLite
+        a walk over the latest reviews (a few per cent of the rows; of the inspections from ids[0] to ids[1], those
+        given: the window's ids, see _review_bounds), each joined to its inspection by id. SQLite
         checks the window on each joined row (see _unindexed); PostgreSQL gets a LATERAL look-up per review, since
         its planner would otherwise hash the window's whole range of an index."""
-        latest = latest_reviews(first_id)
+        latest = latest_reviews(*ids)
         if self.dialect == "sqlite":
             at = _unindexed(Inspection.inspected_at)
             number = _epoch_bucket(Inspection.inspected_at, width, self.dialect)
@@ -977,9 +1135,10 @@ class Store:
         if sel.station is None and sel.line is None:
             every = [(product, ("parts",), True)] if counts else []
             return [*every, ([Inspection.verdict == "defect", *product], ("defect",), False)]
-        return [([*self._pair_terms(pair), Inspection.verdict == v, *product], ("parts", "defect") if v == "defect" else
-                 ("parts",), counts) for pair in self._pairs(sel.station, sel.line)
-                for v in (VERDICTS if counts else ("defect",))]
+        adds = {"ok": ("parts",), "defect": ("parts", "defect"), "rejected": ("parts",)} if counts else \
+            {"defect": ("defect",)}
+        return [([*self._pair_terms(pair), Inspection.verdict == v, *product], adds[v], counts)
+                for pair in self._pairs(sel.station, sel.line) for v in adds]
 
     @staticmethod
     def _next_bucket(conn: Connection, ranges: builtins.list[tuple[builtins.list[Any], tuple[str, ...], bool]],
@@ -1073,16 +1232,87 @@ class Store:
                    at: datetime | None = None) -> dict[str, Any]:
         """Add an operator decision ("defect" or "good") to inspection `inspection_id`; KeyError when there is
         no such inspection, ValueError for another decision. Earlier decisions are kept."""
-        if decision not in DECISIONS:
-            raise ValueError(f"decision must be one of {', '.join(DECISIONS)}, got {decision!r}")
         values = {"inspection_id": inspection_id, "decision": decision, "note": note or None,
                   "reviewer": reviewer, "reviewed_at": to_utc(at) if at else datetime.now(timezone.utc)}
+        return {"id": self.add_reviews([values])[0], **values}
+
+    def add_reviews(self, reviews: builtins.list[dict[str, Any]]) -> builtins.list[int]:
+        """Add operator decisions (dicts of inspection_id, decision, reviewer, note, reviewed_at: aware) in one write
+        transaction, each part's newest one becoming its latest decision in hour_counts; their ids, in order.
+        KeyError when an inspection does not exist, ValueError for a decision other than "defect" or "good"."""
+        for review in reviews:
+            if review["decision"] not in DECISIONS:
+                raise ValueError(f"decision must be one of {', '.join(DECISIONS)}, got {review['decision']!r}")
+            to_utc(review["reviewed_at"])
+        if not reviews:
+            return []
+        table = Review.__table__
+        values = [{c: review.get(c) for c in REVIEW_COLUMNS if c != "id"} for review in reviews]
+        with self._guard("write to"), self._writer.begin() as conn:
+            parts = self._decided_parts(conn, {v["inspection_id"] for v in values})
+            missing = {v["inspection_id"] for v in values} - set(parts)
+            if missing:
+                raise KeyError(min(missing))
+            ids = list(conn.execute(table.insert().returning(table.c.id, sort_by_parameter_order=True),
+                                    values).scalars())
+            newest: dict[int, tuple[int, str]] = {}
+            for id_, v in zip(ids, values):
+                newest[v["inspection_id"]] = max(newest.get(v["inspection_id"], (id_, v["decision"])),
+                                                 (id_, v["decision"]))
+            self._move_decisions(conn, [(parts[i], decision) for i, (_id, decision) in newest.items()])
+        return ids
+
+    def _decided_parts(self, conn: Connection, ids: set[int]) -> dict[int, dict[str, Any]]:
+        """The counted columns of the inspections `ids` with their latest decision (`decision`, None for none),
+        their rows locked first (PostgreSQL: FOR UPDATE, in id order; a SQLite write transaction already excludes
+        every other writer), so no other decision on them lands between this read and the caller's commit."""
+        columns = (Inspection.id, Inspection.inspected_at, Inspection.station, Inspection.line, Inspection.product,
+                   Inspection.verdict, Inspection.reason)
+        keys = sorted(ids)
+        parts: dict[int, dict[str, Any]] = {}
+        for start in range(0, len(keys), IN_CHUNK):
+            chunk = keys[start:start + IN_CHUNK]
+            conn.execute(select(Inspection.id).where(Inspection.id.in_(chunk)).order_by(Inspection.id)
+                         .with_for_update()).all()
+            # a statement of its own after the lock: its snapshot (READ COMMITTED) holds a decision committed
+            # by a writer the lock waited for
+            for row in conn.execute(select(*columns, latest_decision(Inspection.id).label("decision"))
+                                    .where(Inspection.id.in_(chunk))).mappings():
+                parts[row["id"]] = dict(row)
+        return parts
+
+    def _move_decisions(self, conn: Connection, moves: builtins.list[tuple[dict[str, Any], str | None]]) -> None:
+        """Move each part (as _decided_parts gives it) from its current latest decision's hour_counts row to that
+        of its new latest decision (None: no decision any more), in the caller's transaction."""
+        deltas: Deltas = {}
+        for part, decision in moves:
+            if decision != part["decision"]:
+                _add_delta(deltas, _count_key(part, part["decision"]), -1, part["inspected_at"])
+                _add_delta(deltas, _count_key(part, decision), 1, part["inspected_at"])
+        self._add_counts(conn, deltas)
+
+    def undo_review(self, review_id: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """Delete review `review_id` when it still is the newest decision on its part, the part moved back to the
+        decision before it in hour_counts, in one write transaction; returns (the deleted review, the decision that
+        counts now or None). KeyError when there is no such review, ValueError when its part was reviewed again
+        since."""
         table = Review.__table__
         with self._guard("write to"), self._writer.begin() as conn:
-            if conn.execute(select(Inspection.id).where(Inspection.id == inspection_id)).first() is None:
-                raise KeyError(inspection_id)
-            new_id = conn.execute(table.insert().values(**values).returning(table.c.id)).scalar_one()
-        return {"id": new_id, **values}
+            part_id = conn.execute(select(table.c.inspection_id).where(table.c.id == review_id)).scalar()
+            if part_id is None:
+                raise KeyError(review_id)
+            part = self._decided_parts(conn, {part_id})[part_id]
+            found = conn.execute(select(table).where(table.c.id == review_id)).mappings().first()
+            if found is None:  # undone by another writer while this one waited for the lock
+                raise KeyError(review_id)
+            newest = conn.execute(select(func.max(table.c.id)).where(table.c.inspection_id == part_id)).scalar()
+            if newest != review_id:
+                raise ValueError(f"part #{part_id} was reviewed again since; nothing was undone")
+            conn.execute(table.delete().where(table.c.id == review_id))
+            before = conn.execute(select(table).where(table.c.inspection_id == part_id)
+                                  .order_by(table.c.id.desc()).limit(1)).mappings().first()
+            self._move_decisions(conn, [(part, before["decision"] if before is not None else None)])
+        return dict(found), dict(before) if before is not None else None
 
     def reviews(self, inspection_id: int) -> builtins.list[dict[str, Any]]:
         """Every decision on one inspection, oldest first."""

@@ -97,7 +97,7 @@ def test_migrations_reach_the_same_schema_on_postgres_and_sqlite(postgres_databa
     for url in (postgres_database(), f"sqlite:///{tmp_path / 'inspector.db'}"):
         with Store(url, migrate=False) as store:
             assert store.revision() is None and not sa.inspect(store.engine).get_table_names()
-            assert store.upgrade() == "0009" == store.revision()
+            assert store.upgrade() == "0010" == store.revision()
             with store.engine.connect() as conn:
                 assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == [], store.dialect
             schemas[store.dialect] = schema(store.engine)
@@ -108,7 +108,7 @@ def test_migrations_reach_the_same_schema_on_postgres_and_sqlite(postgres_databa
                     assert found["type"].timezone is True, (table, column)
     pg, lite = schemas["postgresql"], schemas["sqlite"]
     assert set(pg) == {"alembic_version", "inspections", "reviews", "claims", "database_identity",
-                       "deliveries", "delivery_cursors"}
+                       "deliveries", "delivery_cursors", "hour_counts"}
     assert pg == lite
     # the comparison has teeth: it sees what the issue cares about
     assert ("uq_inspections_sha256", ("sha256",)) in pg["inspections"]["unique"]
@@ -126,7 +126,7 @@ def test_downgrade_and_upgrade_again_on_postgres(postgres_database) -> None:
             command.downgrade(alembic_config(conn), "base")
         assert sa.inspect(store.engine).get_table_names() == ["alembic_version"]
         assert store.revision() is None
-        assert store.upgrade() == "0009" and store.count() == 0
+        assert store.upgrade() == "0010" and store.count() == 0
 
 
 STARTER = """
@@ -160,7 +160,7 @@ def test_concurrent_starts_on_an_empty_postgres_database_wait_for_the_migration_
             holder.rollback()  # releases the lock
         outputs = [p.communicate(timeout=60)[0] for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, outputs
-    assert [r["version_num"] for r in pg_rows(url, "SELECT * FROM alembic_version")] == ["0009"]
+    assert [r["version_num"] for r in pg_rows(url, "SELECT * FROM alembic_version")] == ["0010"]
     assert len(pg_rows(url)) == 1
 
 
@@ -332,7 +332,7 @@ def test_watch_once_judges_into_postgres_and_each_row_carries_its_station(site) 
         assert r["inspected_at"].utcoffset() is not None  # timestamptz
         assert r["archived_path"] and Path(r["archived_path"]).is_file()
     assert not any(site.inbox.iterdir())
-    assert pg_rows(url, "SELECT version_num FROM alembic_version") == [{"version_num": "0009"}]
+    assert pg_rows(url, "SELECT version_num FROM alembic_version") == [{"version_num": "0010"}]
 
 
 def test_list_show_mark_stats_export_on_postgres(site, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """What the pages show, read from the Store: the filters of the queue, a page of the queue and its counts, a
-part's neighbours in the queue, the numbers behind the plots. Reads, except `undo_review` (SQLAlchemy Core on the
-store's engine: the Store has no way to take a review back); a review itself goes through `Store.add_review`.
+part's neighbours in the queue, the numbers behind the plots. Reads, except `undo_review` (Store.undo_review); a
+review itself goes through `Store.add_review`.
 
 The queue is ordered by the key (inspected_at, id), newest first, and paged by it: a page starts at the key of its
 first part (`start` in its URL; none for the newest page) and the next page at the key of the part after its last
@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from inspector import conditions, stats
 from inspector.stats import review_outcome
-from inspector.store import MAX_ID, Inspection, Key, Review, Selection, Store, latest_decision
+from inspector.store import MAX_ID, Inspection, Key, Selection, Store, latest_decision
 
 VERDICT_CHOICES = ("defect", "ok", "rejected", "all")
 REVIEW_CHOICES = ("all", "unreviewed", "defect", "good")
@@ -214,23 +214,16 @@ class UndoRefused(Exception):
 
 def undo_review(store: Store, review_id: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Delete review `review_id` when it still is the newest decision on its part, so the part is back to where it
-    was before (the previous decision, or not reviewed); one write transaction. Returns (the deleted review, the
-    decision that counts now or None); UndoRefused otherwise, saying why. Reviews are otherwise only added: this
-    takes back a click that was just made, it does not rewrite history older than that."""
-    table = Review.__table__
-    with store.engine.execution_options(immediate=True).begin() as conn:
-        found = conn.execute(select(table).where(table.c.id == review_id)).mappings().first()
-        if found is None:
-            raise UndoRefused("that review is gone already")
-        found = dict(found)
-        newest = conn.execute(select(func.max(table.c.id)).where(
-            table.c.inspection_id == found["inspection_id"])).scalar()
-        if newest != review_id:
-            raise UndoRefused(f"part #{found['inspection_id']} was reviewed again since; nothing was undone")
-        conn.execute(table.delete().where(table.c.id == review_id))
-        before = conn.execute(select(table).where(table.c.inspection_id == found["inspection_id"])
-                              .order_by(table.c.id.desc()).limit(1)).mappings().first()
-    return found, dict(before) if before is not None else None
+    was before (the previous decision, or not reviewed; its hour counts too); one write transaction
+    (Store.undo_review). Returns (the deleted review, the decision that counts now or None); UndoRefused
+    otherwise, saying why. Reviews are otherwise only added: this takes back a click that was just made, it does
+    not rewrite history older than that."""
+    try:
+        return store.undo_review(review_id)
+    except KeyError:
+        raise UndoRefused("that review is gone already") from None
+    except ValueError as exc:
+        raise UndoRefused(str(exc)) from None
 
 
 MAX_SCORES = 50_000  # the score histogram uses at most this many of the newest scored parts in the range
