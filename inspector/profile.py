@@ -192,13 +192,20 @@ class NormalProfile:
         return cells.reshape(-1, cells.shape[-1]), global_features(channels, self.pooling_)
 
     def _featurise(self, works: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Stack features of prepared working images: cells (N, P, C) float32, globals (N, G) float32."""
-        cells, globs = [], []
-        for work in works:
+        """Stack features of prepared working images: cells (N, P, C) float32, globals (N, G) float32. Filled in
+        place, so a large training set never holds its cells twice (1.2 GB at 5,000 parts)."""
+        cells: np.ndarray | None = None
+        globs: np.ndarray | None = None
+        works = list(works)
+        for i, work in enumerate(works):
             c, g = self._features(work)
-            cells.append(c)
-            globs.append(g)
-        return np.stack(cells), np.stack(globs)
+            if cells is None or globs is None:
+                cells = np.empty((len(works), *c.shape), np.float32)
+                globs = np.empty((len(works), *g.shape), np.float32)
+            cells[i], globs[i] = c, g
+        if cells is None or globs is None:
+            raise ValueError("no images to featurise")
+        return cells, globs
 
     def _valid_cells(self, placement: Placement | None) -> np.ndarray:
         """Cells (P,) bool whose window lies mostly inside the photo once the part is moved into the profile's
@@ -242,6 +249,7 @@ class NormalProfile:
         self.n_train_ = len(works)
         works, valid, conditions, groups = self._fit_conditions(works)
         fine_oof = self._fit_fine(originals, conditions)
+        originals.clear()  # the fine-size copies are not needed past here: ~1 GB at 5,000 parts of 320 px
         rng = np.random.default_rng(p.seed)
         palette = Palette(p.n_colours, p.chroma_weight, p.softness, p.palette_balance, seed=p.seed)
         parts = works[: self.n_train_]  # the palette and the scales are learned on the parts as photographed
