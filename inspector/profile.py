@@ -249,7 +249,7 @@ class NormalProfile:
         self.n_train_ = len(works)
         works, valid, conditions, groups = self._fit_conditions(works)
         fine_oof = self._fit_fine(originals, conditions)
-        originals.clear()  # the fine-size copies are not needed past here: ~1 GB at 5,000 parts of 320 px
+        originals.clear()  # not needed past here (frees memory when the caller passed images larger than the fine size)
         rng = np.random.default_rng(p.seed)
         palette = Palette(p.n_colours, p.chroma_weight, p.softness, p.palette_balance, seed=p.seed)
         parts = works[: self.n_train_]  # the palette and the scales are learned on the parts as photographed
