@@ -110,21 +110,7 @@ def set_recipe(models_dir: Path, product: str, at: datetime | None = None) -> Re
     profiles.active_version(models_dir_for(models_dir, product))  # NoActiveProfile: nothing could judge it
     entry = RecipeEntry(at or datetime.now(timezone.utc), product)
     models_dir.mkdir(parents=True, exist_ok=True)
-    path = models_dir / RECIPE
-    created = not path.exists()
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        data = f"{entry.at.isoformat(timespec='microseconds')} {product}\n".encode()
-        size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":
-            data = b"\n" + data  # end a torn last line so this one stays whole
-        if os.write(fd, data) != len(data):  # pragma: no cover - a short write to a regular file
-            raise ProfileError(f"cannot append to {path}: short write")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    if created:
-        profiles.fsync_dir(models_dir)  # the new file's name survives a power cut too
+    profiles.append_log(models_dir / RECIPE, [f"{entry.at.isoformat(timespec='microseconds')} {product}"])
     return entry
 
 
@@ -151,6 +137,16 @@ def current_recipe(models_dir: Path) -> RecipeEntry | None:
     return entries[-1] if entries else None
 
 
+def _file_signature(path: Path) -> tuple[int, int, int] | None:
+    """Identity of a small file's current content (mtime, inode, size), None when it cannot be looked at: a log or
+    pointer another process replaces or appends to is read again only when this changes."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_ino, st.st_size
+
+
 class RecipeLog:
     """The recipe log as the watcher reads it: reloaded when the file changes (one stat per look); thread-safe."""
 
@@ -162,17 +158,9 @@ class RecipeLog:
         self._times: list[float] = []
         self._products: list[str] = []
 
-    def _file_sig(self) -> tuple | None:
-        """Identity of the log file's current content."""
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return st.st_mtime_ns, st.st_ino, st.st_size
-
     def at(self, when: datetime) -> str | None:
         """The product in force at `when` (None: no recipe set by then)."""
-        sig = self._file_sig()
+        sig = _file_signature(self.path)
         with self._lock:
             if sig != self._sig:
                 entries = read_recipes(self.models_dir)
@@ -195,18 +183,10 @@ class ActiveProfile:
         self.input = inp
         self._pointer = models_dir / profiles.ACTIVE
         self._lock = threading.Lock()
-        self._sig = self._pointer_sig()
+        self._sig = _file_signature(self._pointer)
         stored = profiles.load(self.models_dir)  # raises NoActiveProfile / ProfileError: a clear start error
         self._inspector = Inspector(stored.profile, stored.version, self.input)
         self._failed: str | None = None
-
-    def _pointer_sig(self) -> tuple | None:
-        """Identity of the pointer file's current content."""
-        try:
-            st = os.stat(self._pointer)
-        except OSError:
-            return None
-        return st.st_mtime_ns, st.st_ino, st.st_size
 
     @property
     def version(self) -> str | None:
@@ -217,7 +197,7 @@ class ActiveProfile:
         """The Inspector to judge the next part with (one stat per call to notice a new active version). While a
         new version loads, every part that noticed it waits for it: the pointer's identity is remembered only once
         the switch is done (remembered first, the other workers went on judging with the old version meanwhile)."""
-        sig = self._pointer_sig()
+        sig = _file_signature(self._pointer)
         if sig == self._sig:
             return self._inspector
         with self._lock:

@@ -172,9 +172,13 @@ def _write_active(models_dir: Path, version: str) -> None:
 
 
 def _append_history(models_dir: Path, lines: list[str]) -> None:
-    """Append whole lines to HISTORY in one write, fsynced (and the folder, when the file is new); call under
-    _locked."""
-    path = models_dir / HISTORY
+    """Append whole lines to HISTORY (see append_log); call under _locked."""
+    append_log(models_dir / HISTORY, lines)
+
+
+def append_log(path: Path, lines: list[str]) -> None:
+    """Append whole lines to an append-only log of the models folder in one O_APPEND write, fsynced (and its folder,
+    when the file is new); a torn last line left by a crash is ended first, so the new lines stay whole."""
     created = not path.exists()
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
@@ -188,7 +192,7 @@ def _append_history(models_dir: Path, lines: list[str]) -> None:
     finally:
         os.close(fd)
     if created:
-        fsync_dir(models_dir)
+        fsync_dir(path.parent)
 
 
 def read_log(path: Path, tail: int | None = None) -> str:
