@@ -9,7 +9,8 @@ every older row published). The Publisher runs three daemon threads and never bl
   broker acknowledged them (PUBACK/PUBCOMP). Database failures are retried with backoff; the network side and
   the heartbeat go on meanwhile.
 * the supervisor thread connects (a fresh paho client per connection, clean session, last will `offline`
-  retained on `<topic>/state`), publishes retained `online` on every CONNACK, sends `<topic>/heartbeat` every
+  retained on `<topic>/state`), publishes retained `online` on every CONNACK (after the SUBACK of the command
+  topics when there are any, so a PLC that sees `online` can send a command at once), sends `<topic>/heartbeat` every
   `heartbeat_s`, and reconnects with backoff (RETRY_FIRST_S doubling to RETRY_MAX_S) while the broker is away.
 * paho's network thread of the current connection.
 
@@ -212,6 +213,7 @@ class _Session:
     up: bool = False  # CONNACK accepted
     ended: threading.Event = field(default_factory=threading.Event)
     refused: str | None = None  # the CONNACK's reason when the broker refused us
+    subscribe_mid: int | None = None  # the command topics' SUBSCRIBE, until its SUBACK says online
 
 
 @dataclass
@@ -342,6 +344,7 @@ class Publisher:
         client.on_connect = lambda c, u, flags, rc, props: self._on_connect(number, rc)
         client.on_disconnect = lambda c, u, flags, rc, props: self._on_disconnect(number, rc)
         client.on_publish = lambda c, u, mid, rc, props: self._wake.set()
+        client.on_subscribe = lambda c, u, mid, codes, props: self._on_subscribed(number, mid, codes)
         client.on_message = lambda c, u, msg: self._on_command(c, msg)
         return client
 
@@ -403,9 +406,11 @@ class Publisher:
                                  f"({reason})")
             session.ended.set()
             return
-        session.client.publish(self.settings.subtopic("state"), "online", qos=1, retain=True)
-        for leaf in self.commands:
-            session.client.subscribe(self.settings.subtopic(leaf), qos=1)
+        if self.commands:  # "online" waits for the SUBACK: a PLC that sees it may send a command at once
+            _, session.subscribe_mid = session.client.subscribe(
+                [(self.settings.subtopic(leaf), 1) for leaf in self.commands])
+        else:
+            self._say_online(session)
         session.up = True
         self.status.connected = True
         self.status.connects += 1
@@ -413,6 +418,23 @@ class Publisher:
         self.emit("mqtt", logging.INFO, f"MQTT connected to {self.settings.host}:{self.settings.port}; "
                                         f"publishing on {self.settings.topic}/", topic=self.settings.topic)
         self.notify()
+
+    def _on_subscribed(self, number: int, mid: int, codes: list[Any]) -> None:
+        """SUBACK of the command topics (paho's thread): say online; log a topic the broker refused."""
+        session = self._session
+        if session is None or session.number != number or mid != session.subscribe_mid:
+            return
+        session.subscribe_mid = None
+        for leaf, code in zip(self.commands, codes):
+            if code.is_failure:
+                self.emit("mqtt", logging.WARNING, f"MQTT broker refused the subscription to "
+                                                   f"{self.settings.subtopic(leaf)} ({code}); that command is "
+                                                   "not available", topic=self.settings.topic)
+        self._say_online(session)
+
+    def _say_online(self, session: _Session) -> None:
+        """Publish the retained `online` state (the station is connected and listening)."""
+        session.client.publish(self.settings.subtopic("state"), "online", qos=1, retain=True)
 
     def _on_disconnect(self, number: int, reason: Any) -> None:
         """The connection ended (paho's thread)."""

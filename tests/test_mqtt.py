@@ -642,3 +642,40 @@ def test_mqtts_with_a_user_and_a_password_file(tmp_path: Path) -> None:
         assert sum("refused" in line for line in lines) == 1  # logged once, not at every attempt
     finally:
         broker.stop(signal.SIGKILL)
+
+
+def test_a_command_sent_the_moment_online_is_seen_is_answered(broker: int, tmp_path: Path) -> None:
+    """`online` means listening: a PLC that publishes a command from its handler of `online` is always answered
+    (the publisher says online only after the broker acknowledged the command subscription). 30 connects."""
+    st = Station(tmp_path, broker, heartbeat_s=0)
+    answered: list[str] = []
+    sent: list[str] = []
+    plc = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+
+    def on_state(c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic.endswith("/state") and msg.payload == b"online" and not msg.retain:
+            sent.append(f"p{len(sent)}")
+            c.publish(f"{st.prefix}/recipe/set", sent[-1], qos=1)
+
+    subscribed = threading.Event()
+    plc.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{st.prefix}/state", qos=1)
+    plc.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
+    plc.on_message = on_state
+    plc.connect(*BROKER, keepalive=5)
+    plc.loop_start()
+    try:
+        assert subscribed.wait(10), "the PLC got no SUBACK"
+        for k in range(30):
+            pub = Publisher(MqttSettings.from_config(st.cfg), st.store,
+                            commands={"recipe/set": lambda text: answered.append(text) or text})
+            pub.start()
+            try:
+                wait_until(lambda: len(sent) > k, 10, f"online #{k + 1}")
+                wait_until(lambda: len(answered) > k, 5, f"the answer to the command sent on online #{k + 1}")
+            finally:
+                pub.stop()
+        assert answered == sent
+    finally:
+        plc.disconnect()
+        plc.loop_stop()
+        clear_retained(st.prefix, broker)
