@@ -257,7 +257,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         result = watchbench.run(parts=2000 if args.parts is None else args.parts, rss_parts=args.rss_parts,
                                 max_backlog=args.max_backlog, latency_parts=args.latency_parts, keep=args.keep,
-                                params=cfg.profile, log=log)
+                                params=cfg.profile, log=log,
+                                watch={"workers": cfg.watch.workers, "judge_in": cfg.watch.judge_in})
         width = 30
     else:
         from inspector.tooling import bench

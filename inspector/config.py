@@ -53,6 +53,7 @@ class WatchConfig:
     archive_dir: Path = Path("archive")
     overlays_dir: Path = Path("overlays")  # anomaly-map overlays, written for each defect
     workers: int = 0  # scoring threads; 0 = the number of cores plus one
+    judge_in: str = "processes"  # "processes": each worker scores in its own child process (inspector/judges.py); "threads"
     shared: bool = False  # several stations watch this folder: claim each file in the database before judging it
     claim_lease_s: float = 60.0  # a claim not released by then (its station died) may be taken over
     batch_size: int = 64  # verdicts per database transaction at most
@@ -491,6 +492,7 @@ def _validate_service(w: WatchConfig, db: DatabaseConfig, st: StationConfig) -> 
         (w.settle_s >= 0, "watch.settle_s must not be negative"),
         (w.rescan_s > 0, "watch.rescan_s must be positive"),
         (w.workers >= 0, "watch.workers must be 0 (= number of cores plus one) or more"),
+        (w.judge_in in ("processes", "threads"), 'watch.judge_in must be "processes" or "threads"'),
         (w.claim_lease_s > 0, "watch.claim_lease_s must be positive"),
         (w.batch_size >= 1, "watch.batch_size must be at least 1"),
         (0 <= w.batch_wait_s <= 5, "watch.batch_wait_s must be between 0 and 5"),

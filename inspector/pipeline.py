@@ -163,14 +163,15 @@ class Inspector:
             decoded = imaging.decode(data, max_pixels=self.inp.max_pixels, need=self._need)
         except ImageRejected as exc:
             return self._rejected(name, digest, exc, len(data), start)
-        found = self.profile.assess([decoded.image])[0]
+        shown = self.profile.display_image(decoded.image)  # once: assess starts from it, the overlay draws on it
+        found = self.profile.assess([shown])[0]
         verdict, reason, detail = judge(found, self.profile.threshold_)
         return Verdict(
             name=name, sha256=digest, verdict=verdict, reason=reason, detail=detail,
             score=None if verdict == "rejected" else found.score, threshold=self.profile.threshold_,
             profile_version=self.version, width=decoded.width, height=decoded.height, size=len(data),
             ms=(time.perf_counter() - start) * 1000.0, anomaly_map=found.anomaly_map,
-            image=self.profile.display_image(decoded.image) if keep_image else None, exposure=found.exposure,
+            image=shown if keep_image else None, exposure=found.exposure,
             assessment=found,
         )
 

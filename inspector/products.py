@@ -236,6 +236,7 @@ class Choice:
     product: str
     inspector: Inspector | None
     detail: str = ""
+    models_dir: Path | None = None  # the product's models folder (where the inspector's profile version lies)
 
 
 class Products:
@@ -319,7 +320,13 @@ class Products:
             active = self._load(product)
             if active is None:
                 return Choice(product, None, f"product {product!r} has no active profile")
-        return Choice(product, active.get())
+        return Choice(product, active.get(), models_dir=active.models_dir)
+
+    def loaded(self) -> list[tuple[Path, str]]:
+        """(models folder, version) of every profile in use now (what the judging processes load at start)."""
+        with self._lock:
+            active = list(self._active.values())
+        return [(a.models_dir, a.version) for a in active if a.version is not None]
 
     def _load(self, product: str) -> ActiveProfile | None:
         """A product's ActiveProfile, loaded when seen for the first time (trained while the watcher runs); None when

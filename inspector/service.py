@@ -2,8 +2,8 @@
 
 Order of events for every part, which is what makes it exactly-once across crashes:
 1. a worker reads the file once and hashes it (checking that it did not change while being read);
-2. it scores the bytes with the active profile (switching at once when the ACTIVE pointer changes) and
-   writes the overlay of a defect;
+2. it has the bytes scored with the active profile (switching at once when the ACTIVE pointer changes), by
+   its judging process (judges.py) unless [watch] judge_in = "threads", and writes the overlay of a defect;
 3. the committer records verdicts in one transaction per batch (INSERT ... ON CONFLICT DO NOTHING on the
    unique sha256), and only after the commit
 4. moves the file into archive/<verdict>/<date>/ with a rename that never overwrites.
@@ -14,7 +14,8 @@ Nothing is deleted here; archived files go only by the retention policy (operati
 
 This module runs the whole and judges; the parts live beside it, and never import it: watcher.py (noticing
 complete files, provisional rejections), committer.py (batches, degraded mode, the database file's identity),
-archiver.py (archive names and moves), folderlock.py (one watcher per folder unless shared).
+archiver.py (archive names and moves), folderlock.py (one watcher per folder unless shared), judges.py (the
+judging processes).
 """
 
 from __future__ import annotations
@@ -34,8 +35,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 from threadpoolctl import threadpool_limits
 from watchdog.observers.api import BaseObserver
 
@@ -46,7 +45,7 @@ from inspector.committer import Committer, Job, Outcome
 from inspector.config import Config
 from inspector.errors import ImageRejected, InspectorError, ProfileError
 from inspector.folderlock import FolderBusy, FolderLock
-from inspector.overlay import overlay
+from inspector.judges import JudgePool, ThreadJudge
 from inspector.pipeline import Verdict
 from inspector.publisher import NullPublisher, Publisher, open_publisher
 from inspector.webhook import NullWebhook, WebhookSender, open_webhook
@@ -279,6 +278,7 @@ class WatchService:
                    for i in range(self.workers)]
         committer = threading.Thread(target=self.committer.run, args=(self._flush, self._commit_failed),
                                      name="committer", daemon=True)
+        self.judges = self._start_judges()
         for t in (*threads, committer):
             t.start()
         try:
@@ -292,7 +292,8 @@ class WatchService:
             if not self.once:
                 self.observer = self._start_observer()
             self._emit("started", logging.INFO,
-                       f"watching {imaging.printable(self.folder)} ({self.observer_kind}, {self.workers} workers, "
+                       f"watching {imaging.printable(self.folder)} ({self.observer_kind}, {self.workers} workers "
+                       f"judging in {self.w.judge_in}, "
                        f"profile {self.products.version}, database {self._safe_url()})",
                        folder=imaging.printable(self.folder), profile_version=self.products.version)
             self._scan()
@@ -307,6 +308,7 @@ class WatchService:
                 self._jobs.put(_STOP)
             for t in threads:
                 t.join()
+            self.judges.close()
             self._results.put(_STOP)
             committer.join()
             self.publisher.stop()  # sends what is left, then state offline
@@ -522,6 +524,13 @@ class WatchService:
 
     # ------------------------------------------------------------------ workers
 
+    def _start_judges(self) -> JudgePool | ThreadJudge:
+        """The judging processes (one per worker, loading the active profiles now), or judging in the threads."""
+        if self.w.judge_in == "threads":
+            return ThreadJudge()
+        return JudgePool(self.workers, self.cfg.input, self.products.loaded(),
+                         emit=lambda text: self._emit("judge", logging.ERROR, text))
+
     def _worker(self) -> None:
         """Judge jobs until the stop sentinel; after stop(), queued jobs are left for the next run."""
         while True:
@@ -597,6 +606,7 @@ class WatchService:
         # file whose move a crash interrupted, is caught by the unique sha256 at commit)
         choice = self.products.choose(path, job.received_at)
         insp = choice.inspector
+        overlay_path = None
         if insp is None:
             verdict = _unknown_product(choice, digest, len(data))
         elif not _utf8_name(path):
@@ -605,11 +615,14 @@ class WatchService:
                               score=None, threshold=insp.profile.threshold_, profile_version=insp.version,
                               size=len(data))
         else:
-            verdict = insp.inspect_bytes(data, imaging.printable(os.path.basename(path)), keep_image=True,
-                                         digest=digest)
+            judged = self.judges.judge(insp, choice.models_dir or Path(self.cfg.models.dir), data,
+                                       imaging.printable(os.path.basename(path)), digest)
+            verdict = judged.verdict
+            if judged.overlay_png is not None:
+                overlay_path = self._write_overlay(digest, judged.overlay_png)
         row = self._row(job, verdict, key=None, start=start, product=choice.product)
-        if verdict.verdict == "defect" and verdict.image is not None and verdict.anomaly_map is not None:
-            row["overlay_path"] = self._write_overlay(digest, verdict.image, verdict.anomaly_map)
+        if verdict.verdict == "defect":
+            row["overlay_path"] = overlay_path
         return self._unless_provisional(Outcome(job, row=row, sig=sig))
 
     def _unless_provisional(self, o: Outcome) -> Outcome:
@@ -671,16 +684,13 @@ class WatchService:
             "product": product or "",  # "" = none could be told (rejected unknown_product)
         }
 
-    def _write_overlay(self, digest: str, image: np.ndarray, amap: np.ndarray) -> str | None:
+    def _write_overlay(self, digest: str, png: bytes) -> str | None:
         """Write the anomaly-map overlay PNG atomically (named by sha256, so a retry rewrites the same file)."""
         try:
             self.overlays.mkdir(parents=True, exist_ok=True)
-            ok, png = cv2.imencode(".png", overlay(image, amap))
-            if not ok:
-                return None
             final = self.overlays / f"{digest}.png"
             tmp = self.overlays / f".tmp-{digest}-{threading.get_ident()}.png"
-            tmp.write_bytes(png.tobytes())
+            tmp.write_bytes(png)
             os.replace(tmp, final)
             return str(final)
         except OSError as exc:

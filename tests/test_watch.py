@@ -303,14 +303,17 @@ def test_crash_states_are_finished_without_a_second_verdict(site: Site) -> None:
     assert not any(site.inbox.iterdir())
 
 
-def test_defects_get_an_overlay_and_leave_in_place_mode_keeps_files(tmp_path: Path, models: Path) -> None:
-    site = make_site(tmp_path / "site", models, archive=False)
+@pytest.mark.parametrize("judge_in", ["processes", "threads"])
+def test_defects_get_an_overlay_and_leave_in_place_mode_keeps_files(tmp_path: Path, models: Path,
+                                                                     judge_in: str) -> None:
+    site = make_site(tmp_path / "site", models, archive=False, judge_in=judge_in)
     (site.inbox / "bad.jpg").write_bytes(part_jpeg(40, defect="spot"))
     (site.inbox / "good.jpg").write_bytes(part_jpeg(41))
     for n in (2, 0):  # the second run must not judge the same files again
         done = run_once(site)
         assert done.returncode == 0, done.stderr
         assert f"stopped: {n} verdicts" in done.stderr
+        assert f"2 workers judging in {judge_in}" in done.stderr
     rows = {r["name"]: r for r in site.rows()}
     assert len(rows) == 2 and rows["bad.jpg"]["verdict"] == "defect"
     overlay = Path(rows["bad.jpg"]["overlay_path"])

@@ -36,7 +36,8 @@ Everything happens in a fresh temporary folder (removed at the end unless `keep`
   dropped but not yet committed. watch_images_per_s = parts / (the latest inspected_at, i.e. the last
   commit - the wall time the first drop began). watch_over_decode = watch_images_per_s /
   decode_images_per_s. The dropping bench shares the cores with the watcher; watcher_cpu_cores and
-  bench_cpu_cores are the CPU seconds each process used during the phase per wall second.
+  bench_cpu_cores are the CPU seconds each used during the phase per wall second (the watcher's with its
+  judging processes).
 * Latency phase. Once the backlog is empty, `latency_parts` more files are dropped at a steady rate of
   half the measured throughput. Per file, latency = inspected_at of its row (set just before the batch
   commit) - the wall time the bench's rename returned (same machine clock); latency_p50_ms and
@@ -51,7 +52,8 @@ Everything happens in a fresh temporary folder (removed at the end unless `keep`
   the two figures are null and publish_latency_reason says how many. The subscriber disconnects before the
   memory phase.
 * Memory phase. The same watcher process keeps receiving files (as fast as the backlog allows) until
-  `rss_parts` parts in total (warm-up included) have been committed. Its VmRSS (/proc/PID/status) is
+  `rss_parts` parts in total (warm-up included) have been committed. Its VmRSS (/proc/PID/status), with its
+  judging processes' added, is
   sampled the first time the bench sees the committed count at or above 1,000 (rss_parts/10 when that is
   smaller; files are still arriving then) -> rss_mb_1k, and at rss_parts (the last verdict just committed)
   -> rss_mb_10k; rss_growth = rss_mb_10k / rss_mb_1k - 1. rss_sampled_at gives both counts.
@@ -83,11 +85,12 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -173,13 +176,16 @@ def train_profile(models: Path, params: ProfileParams, size: tuple[int, int], th
     return version
 
 
-def write_config(root: Path, line: str = "line-1", mqtt: Mqtt | None = None) -> Path:
-    """The site's config.toml (relative paths resolve against root); with [mqtt] when `mqtt` is given."""
+def write_config(root: Path, line: str = "line-1", mqtt: Mqtt | None = None,
+                 watch: Mapping[str, Any] | None = None) -> Path:
+    """The site's config.toml (relative paths resolve against root); with [mqtt] when `mqtt` is given, and the
+    [watch] keys in `watch` (e.g. workers, judge_in) added."""
     lines = [
         "[models]", 'dir = "models"', "",
         "[database]", 'url = "sqlite:///inspector.db"', "",
         "[station]", 'name = "watchbench"', f'line = "{line}"', "",
         "[watch]", 'dir = "inbox"', 'archive_dir = "archive"', 'overlays_dir = "overlays"', "stats_every_s = 10.0",
+        *(f"{key} = {json.dumps(value)}" for key, value in (watch or {}).items()),
     ]
     if mqtt is not None:
         lines += ["", "[mqtt]", f'url = "mqtt://{mqtt.host}:{mqtt.port}"', f'topic = "{mqtt.prefix}"']
@@ -335,18 +341,49 @@ def start_watcher(config: Path, log_path: Path) -> subprocess.Popen:
                                 cwd=config.parent, stdout=fh, stderr=subprocess.STDOUT, env=env)
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process in MiB, from /proc/PID/status."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+def children(pid: int) -> list[int]:
+    """Process ids whose parent is pid (the watcher's judging processes), from /proc/*/stat."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # ended meanwhile
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _own_rss_mb(pid: int) -> float:
+    """Resident memory of one process in MiB, from /proc/PID/status (0 when it ended meanwhile)."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    for line in text.splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024.0
     raise InspectorError(f"no VmRSS for process {pid}")
 
 
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) a process has used, from /proc/PID/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def _own_cpu_of(pid: int) -> float:
+    """CPU seconds (user + system) one process has used, from /proc/PID/stat (0 when it ended meanwhile)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory in MiB of a process and its children (the judging processes), summed."""
+    return _own_rss_mb(pid) + sum(_own_rss_mb(c) for c in children(pid))
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process and its live children have used."""
+    return _own_cpu_of(pid) + sum(_own_cpu_of(c) for c in children(pid))
 
 
 def stop_watcher(proc: subprocess.Popen, timeout: float = 120.0) -> int:
@@ -566,15 +603,16 @@ def _sha256(pieces: list[bytes | memoryview]) -> str:
 
 def run(parts: int = 2000, rss_parts: int = 10_000, max_backlog: int = 400, latency_parts: int = 300,
         keep: bool = False, params: ProfileParams | None = None, size: tuple[int, int] = FIVE_MP,
-        log: Log = lambda s: None, mqtt_url: str | None = BROKER_URL) -> dict:
+        log: Log = lambda s: None, mqtt_url: str | None = BROKER_URL, watch: Mapping[str, Any] | None = None) -> dict:
     """Run the whole benchmark in a temporary folder and return its figures (see the module docstring).
-    The watcher publishes over MQTT to `mqtt_url` when a broker answers there (None or "": never)."""
+    The watcher publishes over MQTT to `mqtt_url` when a broker answers there (None or "": never); `watch`:
+    [watch] keys for the site's config (workers, judge_in)."""
     if min(parts, rss_parts, max_backlog, latency_parts) < 1:
         raise InspectorError("--parts, --latency-parts, --rss-parts and --max-backlog must be at least 1")
     root = Path(tempfile.mkdtemp(prefix="inspector-watchbench-"))
     try:
         result = _run_in(root, parts, rss_parts, max_backlog, latency_parts, params or ProfileParams(), size, log,
-                         mqtt_url)
+                         mqtt_url, dict(watch or {}))
     finally:
         if keep:
             log(f"kept {root}")
@@ -585,13 +623,13 @@ def run(parts: int = 2000, rss_parts: int = 10_000, max_backlog: int = 400, late
 
 
 def _run_in(root: Path, parts: int, rss_parts: int, max_backlog: int, latency_parts: int, params: ProfileParams,
-            size: tuple[int, int], log: Log, mqtt_url: str | None) -> dict:
+            size: tuple[int, int], log: Log, mqtt_url: str | None, watch: dict[str, Any]) -> dict:
     """The benchmark proper, in `root`: prepare, decode reference, watcher phases, decode reference, checks."""
     cores = os.cpu_count() or 1
     line = f"watchbench-{uuid.uuid4().hex[:12]}"
     mqtt, why = probe_broker(mqtt_url, line)
     log(why or f"MQTT on: the watcher publishes to {mqtt_url} under {mqtt.prefix}")
-    config, bases = _prepare(root, params, size, cores, log, line, mqtt)
+    config, bases = _prepare(root, params, size, cores, log, line, mqtt, watch)
     log(f"decode-only reference ({DECODE_FILES} files, {cores} threads) ...")
     full, reduced = decode_rates(bases, cores, DECODE_REPS)
     log(f"decode-only: {statistics.median(full):.1f} images/s full, {statistics.median(reduced):.1f} reduced")
@@ -630,16 +668,17 @@ def _run_in(root: Path, parts: int, rss_parts: int, max_backlog: int, latency_pa
         "mqtt_url": f"mqtt://{mqtt.host}:{mqtt.port}" if mqtt is not None else None,
         "mqtt_topic": mqtt.prefix if mqtt is not None else None,
         "watcher_exit": exit_code,
+        "watch_settings": watch,
         "inbox_left": sum(1 for p in (root / "inbox").iterdir() if not p.name.startswith(".")),
     }
 
 
 def _prepare(root: Path, params: ProfileParams, size: tuple[int, int], cores: int, log: Log, line: str,
-             mqtt: Mqtt | None) -> tuple[Path, list[bytes]]:
+             mqtt: Mqtt | None, watch: dict[str, Any]) -> tuple[Path, list[bytes]]:
     """Train and activate the profile, write the config, render the base JPEGs."""
     log(f"training a profile on {N_TRAIN} generated good parts at {size[0]}x{size[1]} ...")
     train_profile(root / "models", params, size, cores)
-    config = write_config(root, line, mqtt)
+    config = write_config(root, line, mqtt, watch)
     log(f"generating {N_GOOD_BASES + len(DEFECTS)} base JPEGs at {size[0]}x{size[1]} ...")
     return config, make_bases(size, cores)
 

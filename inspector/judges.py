@@ -1,0 +1,359 @@
+"""Judging a part's bytes (decode, score, overlay) for the watch service: in child processes, or in its threads.
+
+Why child processes (`[watch] judge_in = "processes"`, the default): a worker thread that scores a part gives the
+GIL up and takes it back hundreds of times per part (every OpenCV call, every large numpy step); each time it
+queues behind whatever other thread holds it: the committer's SQLAlchemy, the MQTT outbox, watchdog, logging.
+Measured on 2 cores (`bench --watch`, 5 MP parts): the workers waited for the GIL ~60% of their time, and a
+Python-busy side thread alone took three judging threads from 0.92 to 0.70 of decode throughput while two child
+processes stayed at 0.89. In a child, the scoring has an interpreter to itself.
+
+Each child is `python -m inspector.judges` with its stdin and stdout as pipes; no pickle crosses them. A message
+is a 4-byte big-endian header length, the header (UTF-8 JSON), an 8-byte payload length and the payload:
+
+* The child starts with its input limits and the profiles to load at once (the active ones) as a JSON argument,
+  loads them, and says `{"ready": true}`. Until then its worker judges in its own thread with the watcher's copy
+  of the profile, so the first parts after a start are not held up by the child's imports and profile load.
+* `{"op": "judge", "models_dir": D, "version": V, "name": N, "digest": H}` with the file's bytes -> `{"verdict":
+  {...}}` (Verdict's scalar fields) with the overlay PNG as payload (empty unless a defect), or `{"error": text}`
+  when judging raised (a bug; the file stays in the folder). A version not loaded yet is loaded first.
+
+A child keeps the profiles it was asked for by (models_dir, version), the newest version per folder; a version is
+never rewritten once saved, so a cached one is never stale. It ignores SIGINT and SIGTERM (the parent finishes the
+parts in flight and then closes the pipe) and ends at end of input, which is also what it sees when the parent is
+killed. A child that dies while judging (a decoder crash) is replaced; the part is tried once more in the new
+child and rejected as `judge_crashed` if that one dies too, so one poisonous file never stops the line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import queue
+import select
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+from inspector.config import InputConfig
+from inspector.errors import InspectorError
+from inspector.pipeline import Inspector, Verdict
+
+MODES = ("processes", "threads")
+CLOSE_WAIT_S = 5.0  # a closed child has this long to end before it is killed
+_HEADER = struct.Struct(">I")
+_PAYLOAD = struct.Struct(">Q")
+_FIELDS = ("name", "sha256", "verdict", "reason", "detail", "score", "threshold", "profile_version", "width",
+           "height", "size", "ms", "exposure")
+# one thread per child: BLAS and OpenCV pools inside a child would only fight the other children for the cores
+_CHILD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+class JudgeDied(InspectorError):
+    """The child process ended while it held a part (its exit status in the message)."""
+
+
+@dataclass
+class Judged:
+    """A verdict (no image or map arrays) and, for a defect, its overlay as PNG bytes."""
+
+    verdict: Verdict
+    overlay_png: bytes | None = None
+
+
+def overlay_png(verdict: Verdict) -> bytes | None:
+    """The PNG of a defect's overlay (its image with the anomaly map); None for other verdicts or without arrays."""
+    if verdict.verdict != "defect" or verdict.image is None or verdict.anomaly_map is None:
+        return None
+    import cv2  # noqa: PLC0415 - only judging needs OpenCV here
+
+    from inspector.overlay import overlay  # noqa: PLC0415
+
+    ok, png = cv2.imencode(".png", overlay(verdict.image, verdict.anomaly_map))
+    return png.tobytes() if ok else None
+
+
+def judge_here(insp: Inspector, data: bytes, name: str, digest: str) -> Judged:
+    """Judge in the calling thread: the verdict, and the overlay PNG of a defect."""
+    verdict = insp.inspect_bytes(data, name, keep_image=True, digest=digest)
+    png = overlay_png(verdict)
+    verdict.image = verdict.anomaly_map = verdict.assessment = None
+    return Judged(verdict, png)
+
+
+# ---------------------------------------------------------------------------------------------- framing
+
+
+def write_message(stream: IO[bytes], header: dict[str, Any], payload: bytes = b"") -> None:
+    """One framed message (header JSON, payload bytes), flushed."""
+    head = json.dumps(header, separators=(",", ":"), default=_plain).encode()
+    stream.write(_HEADER.pack(len(head)) + head + _PAYLOAD.pack(len(payload)))
+    stream.write(payload)
+    stream.flush()
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python numbers, for JSON."""
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def read_message(stream: IO[bytes]) -> tuple[dict[str, Any], bytes] | None:
+    """The next framed message, or None at a clean end of input; EOFError when it ends inside one."""
+    size = stream.read(_HEADER.size)
+    if not size:
+        return None
+    head = _read_exactly(stream, _HEADER.unpack(_read_tail(stream, size, _HEADER.size))[0])
+    n = _PAYLOAD.unpack(_read_exactly(stream, _PAYLOAD.size))[0]
+    return json.loads(head), _read_exactly(stream, n)
+
+
+def _read_tail(stream: IO[bytes], got: bytes, n: int) -> bytes:
+    """`got` completed to n bytes from the stream."""
+    return got if len(got) == n else got + _read_exactly(stream, n - len(got))
+
+
+def _read_exactly(stream: IO[bytes], n: int) -> bytes:
+    """Exactly n bytes; EOFError when the stream ends first."""
+    parts, left = [], n
+    while left:
+        chunk = stream.read(left)
+        if not chunk:
+            raise EOFError(f"the stream ended {left} bytes short of a {n}-byte field")
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------- the parent's side
+
+
+class JudgeProcess:
+    """One child process judging one part at a time (not thread-safe: one caller at a time)."""
+
+    def __init__(self, inp: InputConfig, preload: Iterable[tuple[Path, str]] = ()):
+        """Start the child; it loads the `preload` (models folder, version) pairs, then says it is ready."""
+        start = {"input": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(inp).items()},
+                 "preload": [[str(Path(d).absolute()), v] for d, v in preload]}
+        self.proc = subprocess.Popen([sys.executable, "-m", "inspector.judges", json.dumps(start)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ, **_CHILD_ENV},
+                                     close_fds=True)
+        self._in: BinaryIO = self.proc.stdin  # type: ignore[assignment]
+        self._out: BinaryIO = self.proc.stdout  # type: ignore[assignment]
+        self._ready = False
+
+    @property
+    def pid(self) -> int:
+        """The child's process id."""
+        return self.proc.pid
+
+    def ready(self, timeout_s: float = 0.0) -> bool:
+        """Whether the child has loaded its profiles (waiting up to timeout_s); JudgeDied when it ended instead."""
+        if not self._ready:
+            try:
+                readable = select.select([self._out], [], [], None if math.isinf(timeout_s) else timeout_s)[0]
+                answer = read_message(self._out) if readable else False
+            except (EOFError, ValueError, OSError):
+                answer = None
+            if answer is None:
+                raise JudgeDied(f"the judging process (pid {self.proc.pid}) ended while starting: "
+                                f"{self._exit_status()}")
+            self._ready = bool(answer) and answer[0].get("ready") is True
+        return self._ready
+
+    def judge(self, models_dir: Path, version: str, data: bytes, name: str, digest: str) -> Judged:
+        """Judge one part's bytes with that profile; JudgeDied when the child ends meanwhile, InspectorError when
+        judging raised in it."""
+        self.ready(timeout_s=math.inf)  # its answer comes after the ready message
+        try:
+            write_message(self._in, {"op": "judge", "models_dir": str(Path(models_dir).absolute()),
+                                     "version": version, "name": name, "digest": digest}, data)
+            answer = read_message(self._out)
+        except (BrokenPipeError, EOFError, ValueError, OSError):
+            answer = None
+        if answer is None:
+            raise JudgeDied(f"the judging process (pid {self.proc.pid}) ended: {self._exit_status()}")
+        header, payload = answer
+        if "error" in header:
+            raise InspectorError(f"judging failed: {header['error']}")
+        return Judged(Verdict(**header["verdict"]), payload or None)
+
+    def _exit_status(self) -> str:
+        """How the child ended, in words (waiting briefly for its status)."""
+        try:
+            code = self.proc.wait(CLOSE_WAIT_S)
+        except subprocess.TimeoutExpired:
+            return "its pipe broke while it still runs"
+        if code < 0:
+            try:
+                return f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"killed by signal {-code}"
+        return f"exit status {code}"
+
+    def close(self) -> None:
+        """End the child: close its input, wait briefly, kill it if it does not end."""
+        for stream in (self._in, self._out):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        try:
+            self.proc.wait(CLOSE_WAIT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class JudgePool:
+    """`size` JudgeProcess children shared by the worker threads; judge() is thread-safe."""
+
+    def __init__(self, size: int, inp: InputConfig, preload: Iterable[tuple[Path, str]] = (),
+                 emit: Callable[[str], None] = lambda text: None):
+        """Start `size` children, each loading `preload`; `emit` logs a replaced child (one line)."""
+        self.inp = inp
+        self.emit = emit
+        self._preload = list(preload)
+        self._idle: queue.Queue[JudgeProcess] = queue.Queue()
+        self._all: list[JudgeProcess] = []
+        self._lock = threading.Lock()
+        self.in_thread = 0  # parts judged in the calling thread because their child was still starting
+        for _ in range(size):
+            self._idle.put(self._add())
+
+    def _add(self) -> JudgeProcess:
+        """A new child, remembered for close()."""
+        child = JudgeProcess(self.inp, self._preload)
+        with self._lock:
+            self._all.append(child)
+        return child
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Wait until every child has loaded its profiles (call only while no part is being judged)."""
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            children = list(self._all)
+        return all(c.ready(max(0.0, deadline - time.monotonic())) for c in children)
+
+    def pids(self) -> list[int]:
+        """Process ids of the children (for resource figures)."""
+        with self._lock:
+            return [c.pid for c in self._all if c.proc.poll() is None]
+
+    def judge(self, insp: Inspector, models_dir: Path, data: bytes, name: str, digest: str) -> Judged:
+        """Judge in a free child; a child that dies is replaced and the part tried once more, then rejected
+        as judge_crashed."""
+        child = self._idle.get()  # one child per worker thread: never waits long
+        try:
+            try:
+                starting = not child.ready()
+            except JudgeDied as exc:
+                child, starting = self._replace(child), True
+                self.emit(str(exc) + "; started another")
+            if starting:  # judge here rather than hold the part up
+                self.in_thread += 1
+                return judge_here(insp, data, name, digest)
+            for attempt in (1, 2):
+                try:
+                    return child.judge(models_dir, insp.version, data, name, digest)
+                except JudgeDied as exc:
+                    child = self._replace(child)
+                    self.emit(f"{exc} while judging {name}; started another"
+                              + ("" if attempt == 1 else "; the part is rejected (judge_crashed)"))
+                    died = str(exc)
+            return Judged(Verdict(name=name, sha256=digest, verdict="rejected", reason="judge_crashed",
+                                  detail=f"the judging process died twice on this file ({died})", score=None,
+                                  threshold=insp.profile.threshold_, profile_version=insp.version, size=len(data)))
+        finally:
+            self._idle.put(child)
+
+    def _replace(self, dead: JudgeProcess) -> JudgeProcess:
+        """A new child in place of a dead one."""
+        dead.close()
+        with self._lock:
+            self._all.remove(dead)
+        return self._add()
+
+    def close(self) -> None:
+        """End every child (after the worker threads have stopped)."""
+        with self._lock:
+            children, self._all = self._all, []
+        for child in children:
+            child.close()
+
+
+class ThreadJudge:
+    """`judge_in = "threads"`: judge in the calling worker thread (no child processes)."""
+
+    def judge(self, insp: Inspector, models_dir: Path, data: bytes, name: str, digest: str) -> Judged:
+        """Judge here (see judge_here)."""
+        return judge_here(insp, data, name, digest)
+
+    def pids(self) -> list[int]:
+        """No children."""
+        return []
+
+    def close(self) -> None:
+        """Nothing to end."""
+
+
+# ---------------------------------------------------------------------------------------------- the child's side
+
+
+def _child(argv: list[str]) -> int:
+    """Serve judge requests from stdin until its end (see the module docstring)."""
+    import cv2  # noqa: PLC0415
+
+    cv2.setNumThreads(0)  # OpenCV's own pool: its threads spin beside the other children
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    out = os.fdopen(os.dup(1), "wb")  # the answers' own channel; stray prints go to stderr, never into it
+    os.dup2(2, 1)
+    start = json.loads(argv[0])
+    inp = InputConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in start["input"].items()})
+    cache: dict[str, tuple[str, Inspector]] = {}  # models folder -> (version, Inspector): the newest asked for
+    for models_dir, version in start["preload"]:
+        try:
+            _inspector(cache, models_dir, version, inp)
+        except Exception:  # noqa: BLE001 - the first part that needs it tries again and reports the error
+            pass
+    write_message(out, {"ready": True})
+    stdin = sys.stdin.buffer
+    while True:
+        message = read_message(stdin)
+        if message is None:
+            return 0
+        header, payload = message
+        try:
+            insp = _inspector(cache, header["models_dir"], header["version"], inp)
+            judged = judge_here(insp, payload, header["name"], header["digest"])
+            answer = {"verdict": {k: getattr(judged.verdict, k) for k in _FIELDS}}
+            write_message(out, answer, judged.overlay_png or b"")
+        except Exception as exc:  # noqa: BLE001 - reported to the parent, which leaves the file for later
+            write_message(out, {"error": f"{type(exc).__name__}: {exc}"})
+
+
+def _inspector(cache: dict[str, tuple[str, Inspector]], models_dir: str, version: str,
+               inp: InputConfig) -> Inspector:
+    """The Inspector of that profile version, loaded once."""
+    from inspector import profiles  # noqa: PLC0415 - the parent's side needs no profile loading
+
+    held = cache.get(models_dir)
+    if held is not None and held[0] == version:
+        return held[1]
+    stored = profiles.load(Path(models_dir), version)
+    insp = Inspector(stored.profile, stored.version, inp)
+    cache[models_dir] = (version, insp)
+    return insp
+
+
+if __name__ == "__main__":
+    sys.exit(_child(sys.argv[1:]))
