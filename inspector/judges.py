@@ -259,7 +259,8 @@ class JudgePool:
                 child, starting = self._replace(child), True
                 self.emit(str(exc) + "; started another")
             if starting:  # judge here rather than hold the part up
-                self.in_thread += 1
+                with self._lock:
+                    self.in_thread += 1
                 return judge_here(insp, data, name, digest)
             for attempt in (1, 2):
                 try:
@@ -325,8 +326,15 @@ def _child(argv: list[str]) -> int:
             _inspector(cache, models_dir, version, inp)
         except Exception:  # noqa: BLE001 - the first part that needs it tries again and reports the error
             pass
-    write_message(out, {"ready": True})
-    stdin = sys.stdin.buffer
+    try:
+        write_message(out, {"ready": True})
+        return _serve(sys.stdin.buffer, out, cache, inp)
+    except (BrokenPipeError, EOFError, ValueError):  # the watcher is gone (killed, or closed us early)
+        return 0
+
+
+def _serve(stdin: IO[bytes], out: IO[bytes], cache: dict[str, tuple[str, Inspector]], inp: InputConfig) -> int:
+    """Answer judge requests until the end of input."""
     while True:
         message = read_message(stdin)
         if message is None:
@@ -335,10 +343,10 @@ def _child(argv: list[str]) -> int:
         try:
             insp = _inspector(cache, header["models_dir"], header["version"], inp)
             judged = judge_here(insp, payload, header["name"], header["digest"])
-            answer = {"verdict": {k: getattr(judged.verdict, k) for k in _FIELDS}}
-            write_message(out, answer, judged.overlay_png or b"")
+            answer, png = {"verdict": {k: getattr(judged.verdict, k) for k in _FIELDS}}, judged.overlay_png or b""
         except Exception as exc:  # noqa: BLE001 - reported to the parent, which leaves the file for later
-            write_message(out, {"error": f"{type(exc).__name__}: {exc}"})
+            answer, png = {"error": f"{type(exc).__name__}: {exc}"}, b""
+        write_message(out, answer, png)
 
 
 def _inspector(cache: dict[str, tuple[str, Inspector]], models_dir: str, version: str,

@@ -213,3 +213,14 @@ def test_judge_in_is_read_and_checked(tmp_path: Path, mode: str) -> None:
     path.write_text('[watch]\njudge_in = "fibres"\n')
     with pytest.raises(ConfigError, match='judge_in must be "processes" or "threads"'):
         config.load(path)
+
+
+def test_a_child_closed_while_it_starts_or_mid_message_ends_quietly(models: Path) -> None:
+    early = JudgeProcess(InputConfig(), [(models, "v1")])
+    early.close()  # before it could say ready: its answer finds no reader
+    assert early.proc.returncode == 0
+    cut = JudgeProcess(InputConfig())
+    assert cut.ready(30)
+    cut._in.write(b"\x00\x00\x00\x10{\"op\": ")  # a request cut short, as a killed watcher leaves it
+    cut.close()
+    assert cut.proc.returncode == 0
