@@ -226,8 +226,12 @@ class JudgePool:
         self._all: list[JudgeProcess] = []
         self._lock = threading.Lock()
         self.in_thread = 0  # parts judged in the calling thread because their child was still starting
-        for _ in range(size):
-            self._idle.put(self._add())
+        try:
+            for _ in range(size):
+                self._idle.put(self._add())
+        except OSError:  # the n-th could not be started: end the ones that were
+            self.close()
+            raise
 
     def _add(self) -> JudgeProcess:
         """A new child, remembered for close()."""

@@ -270,6 +270,13 @@ class WatchService:
 
     def _run(self) -> int:
         """run() without the second-signal message."""
+        try:
+            self.judges = self._start_judges()
+        except OSError as exc:  # no processes to be had (limits, memory): a start error, nothing left held
+            self.store.close()
+            self.lock.release()
+            raise InspectorError(f"cannot start the judging processes ({exc}); [watch] judge_in = \"threads\" "
+                                 "judges without them") from None
         restore = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -278,7 +285,6 @@ class WatchService:
                    for i in range(self.workers)]
         committer = threading.Thread(target=self.committer.run, args=(self._flush, self._commit_failed),
                                      name="committer", daemon=True)
-        self.judges = self._start_judges()
         for t in (*threads, committer):
             t.start()
         try:

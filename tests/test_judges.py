@@ -224,3 +224,40 @@ def test_a_child_closed_while_it_starts_or_mid_message_ends_quietly(models: Path
     cut._in.write(b"\x00\x00\x00\x10{\"op\": ")  # a request cut short, as a killed watcher leaves it
     cut.close()
     assert cut.proc.returncode == 0
+
+
+def test_a_pool_that_cannot_start_all_its_children_ends_the_ones_it_started(tmp_path: Path) -> None:
+    """With file descriptors for some children's pipes and not all three, JudgePool(3) raises OSError and leaves no
+    child, running or unreaped (a child that started inherits the limit and may die on its own: it must be waited
+    for). Limits from 4 to 14 descriptors above what the process holds: some let 1 or 2 children start."""
+    script = tmp_path / "limited.py"
+    script.write_text(
+        "import os, resource\nfrom inspector.config import InputConfig\nfrom inspector.judges import JudgePool\n"
+        "def children():\n"
+        "    found = []\n"
+        "    for e in os.listdir('/proc'):\n"
+        "        try:\n"
+        "            f = open(f'/proc/{e}/stat').read().rsplit(')', 1)[1].split()\n"
+        "        except (OSError, ValueError):\n"
+        "            continue\n"
+        "        if e.isdigit() and int(f[1]) == os.getpid():\n"
+        "            found.append(int(e))\n"
+        "    return found\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "n = len(os.listdir('/proc/self/fd'))\n"
+        "for extra in range(4, 15):\n"
+        "    resource.setrlimit(resource.RLIMIT_NOFILE, (n + extra, hard))\n"
+        "    try:\n"
+        "        pool = JudgePool(3, InputConfig())\n"
+        "    except OSError as exc:\n"
+        "        print(extra, 'refused', exc.errno, len(children()))\n"
+        "    else:\n"
+        "        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))\n"
+        "        pool.close()\n"
+        "        print(extra, 'started')\n"
+        "    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=REPO, timeout=120)
+    lines = [line.split() for line in done.stdout.splitlines()]
+    refused = [line for line in lines if line[1] == "refused"]
+    assert len(refused) >= 3 and lines[-1][1] == "started", done.stdout + done.stderr
+    assert all(line[2:] == ["24", "0"] for line in refused), done.stdout + done.stderr
