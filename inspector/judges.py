@@ -108,17 +108,13 @@ def _plain(value: Any) -> Any:
 
 def read_message(stream: IO[bytes]) -> tuple[dict[str, Any], bytes] | None:
     """The next framed message, or None at a clean end of input; EOFError when it ends inside one."""
-    size = stream.read(_HEADER.size)
-    if not size:
+    first = stream.read(_HEADER.size)
+    if not first:
         return None
-    head = _read_exactly(stream, _HEADER.unpack(_read_tail(stream, size, _HEADER.size))[0])
+    first += _read_exactly(stream, _HEADER.size - len(first))  # b"" when the read was whole
+    head = _read_exactly(stream, _HEADER.unpack(first)[0])
     n = _PAYLOAD.unpack(_read_exactly(stream, _PAYLOAD.size))[0]
     return json.loads(head), _read_exactly(stream, n)
-
-
-def _read_tail(stream: IO[bytes], got: bytes, n: int) -> bytes:
-    """`got` completed to n bytes from the stream."""
-    return got if len(got) == n else got + _read_exactly(stream, n - len(got))
 
 
 def _read_exactly(stream: IO[bytes], n: int) -> bytes:

@@ -612,7 +612,7 @@ class WatchService:
         # file whose move a crash interrupted, is caught by the unique sha256 at commit)
         choice = self.products.choose(path, job.received_at)
         insp = choice.inspector
-        overlay_path = None
+        overlay_png = None  # a defect's overlay, drawn where it was judged
         if insp is None:
             verdict = _unknown_product(choice, digest, len(data))
         elif not _utf8_name(path):
@@ -623,12 +623,10 @@ class WatchService:
         else:
             judged = self.judges.judge(insp, choice.models_dir or Path(self.cfg.models.dir), data,
                                        imaging.printable(os.path.basename(path)), digest)
-            verdict = judged.verdict
-            if judged.overlay_png is not None:
-                overlay_path = self._write_overlay(digest, judged.overlay_png)
+            verdict, overlay_png = judged.verdict, judged.overlay_png
         row = self._row(job, verdict, key=None, start=start, product=choice.product)
-        if verdict.verdict == "defect":
-            row["overlay_path"] = overlay_path
+        if overlay_png is not None:
+            row["overlay_path"] = self._write_overlay(digest, overlay_png)
         return self._unless_provisional(Outcome(job, row=row, sig=sig))
 
     def _unless_provisional(self, o: Outcome) -> Outcome:

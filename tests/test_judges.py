@@ -25,6 +25,7 @@ from inspector.config import InputConfig
 from inspector.errors import ConfigError
 from inspector.judges import JudgeDied, JudgePool, JudgeProcess, judge_here, read_message, write_message
 from inspector.pipeline import Inspector
+from test_mqtt import wait_until
 from watchkit import part_jpeg
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,14 +44,6 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
-
-
-def wait_until(predicate, timeout_s: float, what: str) -> None:  # noqa: ANN001 - a test helper
-    """Poll until predicate() holds; fail naming `what`."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 def test_messages_round_trip_and_a_cut_one_is_an_error() -> None:
@@ -233,16 +226,7 @@ def test_a_pool_that_cannot_start_all_its_children_ends_the_ones_it_started(tmp_
     script = tmp_path / "limited.py"
     script.write_text(
         "import os, resource\nfrom inspector.config import InputConfig\nfrom inspector.judges import JudgePool\n"
-        "def children():\n"
-        "    found = []\n"
-        "    for e in os.listdir('/proc'):\n"
-        "        try:\n"
-        "            f = open(f'/proc/{e}/stat').read().rsplit(')', 1)[1].split()\n"
-        "        except (OSError, ValueError):\n"
-        "            continue\n"
-        "        if e.isdigit() and int(f[1]) == os.getpid():\n"
-        "            found.append(int(e))\n"
-        "    return found\n"
+        "from inspector.tooling.watchbench import children  # running or not yet reaped\n"
         "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
         "n = len(os.listdir('/proc/self/fd'))\n"
         "for extra in range(4, 15):\n"
@@ -250,7 +234,7 @@ def test_a_pool_that_cannot_start_all_its_children_ends_the_ones_it_started(tmp_
         "    try:\n"
         "        pool = JudgePool(3, InputConfig())\n"
         "    except OSError as exc:\n"
-        "        print(extra, 'refused', exc.errno, len(children()))\n"
+        "        print(extra, 'refused', exc.errno, len(children(os.getpid())))\n"
         "    else:\n"
         "        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))\n"
         "        pool.close()\n"
