@@ -132,7 +132,7 @@ class VariationModel:
         for i in range(n):
             dev = (held_out[fold_of[i]] if fold_of[i] >= 0 else self).deviation(fine_work(i))
             self.oof_[i] = _top_mean(dev)
-            samples.append(dev.ravel()[:: max(1, dev.size // _MAP_SAMPLE)])
+            samples.append(dev.ravel()[:: max(1, dev.size // _MAP_SAMPLE)].copy())  # a view would keep all of dev
         self.scale_ = float(np.quantile(np.concatenate(samples), 0.999)) + 1e-6
         return self
 

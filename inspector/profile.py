@@ -62,6 +62,7 @@ READABLE_FORMATS = (1, 2, 3)  # 1: before registration and lighting; 2: before t
 _VALID_SHARE = 0.75  # a cell is compared when this share of its window lies inside the photo
 MIN_REGISTER_SIDE = 16  # working images narrower than this (a line-scan strip) are neither located nor matched
 _EXPOSURE_SD_FLOOR = 0.005  # a training set this steady still leaves the drift monitor this much log-exposure noise
+LEAN_CELLS_BYTES = 64 * 2**20  # reference cells larger than this as float32 are held in float16, as saved
 _FINE_MIN_GAIN = 2.5  # a fine pass runs only when it sees at least this many times the working width: below, the
 # cells already see most of the detail there is, and the fine pass would mostly add its own noise
 
@@ -116,18 +117,28 @@ def _euclidean(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(d2, 0.0))
 
 
+def cell_dtype(n: int, p: int, c: int) -> type:
+    """How n reference parts of (p, c) cells are held: float16, as saved, when float32 would take more than
+    LEAN_CELLS_BYTES (half the memory of a large profile, in training and in every judging process; each
+    comparison converts the references it uses), else float32. The values are the same either way."""
+    return np.float16 if n * p * c * 4 > LEAN_CELLS_BYTES else np.float32
+
+
 def _nearest_distances(ref_cells: np.ndarray, picks: np.ndarray, cells: np.ndarray) -> np.ndarray:
     """Row k (of M): each cell's smallest L1 distance (P,) to the same cell of picks[0..k]; (M, P) float32.
 
-    cells is (P, C); ref_cells[j] is (P, C). One OpenCV absdiff, row sum and minimum per reference: faster
-    than numpy's broadcast, without its (M, P, C) temporaries, and OpenCV releases the GIL, so the
-    service's scoring threads overlap here.
+    cells is (P, C); ref_cells[j] is (P, C), float32 or float16 (converted here). One OpenCV absdiff, row sum
+    and minimum per reference: faster than numpy's broadcast, without its (M, P, C) temporaries, and OpenCV
+    releases the GIL, so the service's scoring threads overlap here.
     """
     query = np.ascontiguousarray(cells, dtype=np.float32)
     out = np.empty((len(picks), len(query)), dtype=np.float32)
     best = None
     for k, j in enumerate(picks):
-        dist = cv2.reduce(cv2.absdiff(ref_cells[j], query), 1, cv2.REDUCE_SUM)  # (P, 1)
+        ref = ref_cells[j]
+        if ref.dtype != np.float32:  # a lean profile: cv2.add converts exactly, ~4x faster than numpy's astype
+            ref = cv2.add(ref, 0.0, dtype=cv2.CV_32F)
+        dist = cv2.reduce(cv2.absdiff(ref, query), 1, cv2.REDUCE_SUM)  # (P, 1)
         best = dist if best is None else cv2.min(best, dist)
         out[k] = best[:, 0]
     return out
@@ -192,15 +203,16 @@ class NormalProfile:
         return cells.reshape(-1, cells.shape[-1]), global_features(channels, self.pooling_)
 
     def _featurise(self, works: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Stack features of prepared working images: cells (N, P, C) float32, globals (N, G) float32. Filled in
-        place, so a large training set never holds its cells twice (1.2 GB at 5,000 parts)."""
+        """Stack features of prepared working images: cells (N, P, C) (float16 for a large set, see cell_dtype,
+        else float32), globals (N, G) float32. Filled in place, so a large training set never holds its cells
+        twice."""
         cells: np.ndarray | None = None
         globs: np.ndarray | None = None
         works = list(works)
         for i, work in enumerate(works):
             c, g = self._features(work)
             if cells is None or globs is None:
-                cells = np.empty((len(works), *c.shape), np.float32)
+                cells = np.empty((len(works), *c.shape), cell_dtype(len(works), *c.shape))
                 globs = np.empty((len(works), *g.shape), np.float32)
             cells[i], globs[i] = c, g
         if cells is None or globs is None:
@@ -268,7 +280,7 @@ class NormalProfile:
         works.clear()  # the working images (and `parts`, a view of their list) are not needed past here
         parts.clear()
         self._set_reference(cells, globs)
-        del cells  # the reference is that array, rounded in place: held once (1.2 GB at 5,000 parts), not twice
+        del cells  # the reference is that array: held once (0.6 GB in float16 at 5,000 parts), not twice
         self._calibrate(self.ref_cells_, globs, rng, valid, fine_oof, groups)
         return self
 
@@ -359,11 +371,12 @@ class NormalProfile:
         return np.concatenate(picks)
 
     def _set_reference(self, cells: np.ndarray, globs: np.ndarray) -> None:
-        """Store the reference features (cells (N, P, C) float32, rounded in place through float16 as saved, so a
-        loaded profile scores alike and the held-out scores are those of the saved references) and the scaling of
-        global features."""
-        for part in cells:  # one part at a time: no second full-size array
-            part[...] = part.astype(np.float16)
+        """Store the reference features (cells (N, P, C): float16 as saved, or float32 rounded in place through
+        float16, so a loaded profile scores alike and the held-out scores are those of the saved references) and
+        the scaling of global features."""
+        if cells.dtype != np.float16:
+            for part in cells:  # one part at a time: no second full-size array
+                part[...] = part.astype(np.float16)
         self.ref_cells_ = cells
         self.ref_global_ = globs.astype(np.float32)
         self.global_scale_ = (globs.std(axis=0) + 1e-3).astype(np.float32)
@@ -442,7 +455,7 @@ class NormalProfile:
             ref = np.setdiff1d(np.arange(n), held)
             lo, gl, maps = self._terms(cells[held], globs[held], ref, None if valid is None else valid[held])
             local[held], glob[held] = lo, gl
-            cell_vals.append(maps.ravel()[:: max(1, maps.size // 20000)])
+            cell_vals.append(maps.ravel()[:: max(1, maps.size // 20000)].copy())  # not a view of the fold's maps
         self.local_stats_ = np.array([np.median(local), max(local.std(), 1e-6)])
         self.global_stats_ = np.array([np.median(glob), max(glob.std(), 1e-6)])
         if fine is not None:
@@ -634,7 +647,11 @@ class NormalProfile:
             raise ValueError("profile layout does not match its parameters")
         self.palette_ = Palette.from_centres(centres, float(meta["chroma_weight"]), self.params.softness)
         for name in self._ARRAYS:
-            setattr(self, name, np.asarray(arrays[name.rstrip("_")], dtype=np.float32 if name != "oof_scores_" else np.float64))
+            saved = arrays[name.rstrip("_")]
+            dtype = np.float64 if name == "oof_scores_" else np.float32
+            if name == "ref_cells_" and saved.ndim == 3:  # a large profile stays in float16, as saved
+                dtype = cell_dtype(*saved.shape)
+            setattr(self, name, np.asarray(saved, dtype=dtype))
         self.novel_distance_ = float(meta["novel_distance"])
         texture = meta.get("texture_scale") if meta["format_version"] >= 3 else None
         self.texture_scale_ = None if texture is None else np.asarray(texture, np.float64)

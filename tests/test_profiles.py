@@ -120,6 +120,34 @@ def test_save_load_round_trip_scores_the_same(models, saved, fitted, probe_image
     assert (loaded.predict(probe_images)[3:] == -1).all()  # the defects are still caught
 
 
+def test_a_large_profile_holds_its_cells_in_float16_and_judges_exactly_alike(models, fitted, probe_images,
+                                                                            monkeypatch):
+    """Past LEAN_CELLS_BYTES the reference cells stay float16 (as saved) in training and once loaded: half the
+    memory, the very same scores, threshold and maps as a profile holding them in float32."""
+    import inspector.profile as core
+
+    assert fitted.ref_cells_.dtype == np.float32  # 16 small parts: under the limit
+    monkeypatch.setattr(core, "LEAN_CELLS_BYTES", 0)
+    rng = np.random.default_rng(0)
+    lean = NormalProfile(seed=0).fit([make_part(rng, W, H) for _ in range(16)])  # the images `fitted` saw
+    assert lean.ref_cells_.dtype == np.float16
+    assert lean.ref_cells_.nbytes * 2 == fitted.ref_cells_.nbytes
+    assert lean.threshold_ == fitted.threshold_
+    np.testing.assert_array_equal(lean.oof_scores_, fitted.oof_scores_)
+    np.testing.assert_array_equal(lean.ref_cells_.astype(np.float32), fitted.ref_cells_)
+    a, maps_a = fitted.score_images(probe_images)
+    b, maps_b = lean.score_images(probe_images)
+    np.testing.assert_array_equal(b, a)
+    np.testing.assert_array_equal(maps_b, maps_a)
+    profiles.save(models, fitted)
+    loaded = profiles.load(models, "v1").profile
+    assert loaded.ref_cells_.dtype == np.float16
+    monkeypatch.setattr(core, "LEAN_CELLS_BYTES", 2**40)
+    loaded_wide = profiles.load(models, "v1").profile
+    assert loaded_wide.ref_cells_.dtype == np.float32
+    np.testing.assert_array_equal(loaded.score_images(probe_images)[0], loaded_wide.score_images(probe_images)[0])
+
+
 def test_meta_records_provenance_and_keeps_extra_keys(models, fitted):
     name = profiles.save(models, fitted, extra={"note": "line 3", "training_hashes": ["ab", "cd"], "n_images": 16})
     meta = profiles.load(models, name).meta
