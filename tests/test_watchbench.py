@@ -4,7 +4,10 @@ No speed is asserted here; the benchmark reports ratios, it is never a timed tes
 from __future__ import annotations
 
 import math
+import os
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -109,3 +112,18 @@ def test_bench_help_mentions_watch(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for option in ("--watch", "--parts", "--rss-parts", "--max-backlog", "--keep", "--json"):
         assert option in out
+
+
+def test_memory_of_a_process_tree_counts_a_zombie_child_as_nothing() -> None:
+    """A judging process that ended and is not yet reaped has no VmRSS: the sum goes on (it raised before)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the child did not end"
+            time.sleep(0.01)
+        assert child.pid in watchbench.children(os.getpid())
+        assert watchbench._own_rss_mb(child.pid) == 0.0
+        assert watchbench.rss_mb(os.getpid()) == pytest.approx(watchbench._own_rss_mb(os.getpid()), abs=50)
+    finally:
+        child.wait()

@@ -356,7 +356,7 @@ def children(pid: int) -> list[int]:
 
 
 def _own_rss_mb(pid: int) -> float:
-    """Resident memory of one process in MiB, from /proc/PID/status (0 when it ended meanwhile)."""
+    """Resident memory of one process in MiB, from /proc/PID/status (0 when it ended or is a zombie)."""
     try:
         text = Path(f"/proc/{pid}/status").read_text()
     except OSError:
@@ -364,7 +364,7 @@ def _own_rss_mb(pid: int) -> float:
     for line in text.splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024.0
-    raise InspectorError(f"no VmRSS for process {pid}")
+    return 0.0  # a zombie (a judging process that ended and is not yet reaped) holds no memory
 
 
 def _own_cpu_of(pid: int) -> float:
