@@ -4,6 +4,7 @@ watchdog's own tests do), the Matcher's scan, and one real observer with a timeo
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from watchdog.events import (
     DirCreatedEvent, FileClosedEvent, FileCreatedEvent, FileDeletedEvent, FileModifiedEvent, FileMovedEvent,
 )
 
+from inspector import watcher
 from inspector.watcher import MIN_RECHECK_S, Handler, Matcher, Settler, start_observer
 
 PATTERNS = ("*.jpg", "*.png")
@@ -179,3 +181,28 @@ def test_a_real_observer_reports_a_written_and_a_renamed_file(tmp_path: Path, ki
     finally:
         observer.stop()
         observer.join(timeout=10)
+
+
+def test_a_paired_move_is_handed_on_without_waiting_out_the_pairing_window() -> None:
+    """watchdog's delayed queue slept out an IN_MOVED_FROM's whole window even once its IN_MOVED_TO had paired it;
+    ours wakes when the pair is made. A 60 s window: the consumer gets the pair long before it, the unpaired
+    event behind it only after its own window, and close() ends a wait."""
+    from watchdog.utils.delayed_queue import DelayedQueue
+
+    queue = watcher.prompt_delayed_queue(DelayedQueue)(60.0)
+    got: list = []
+    consumer = threading.Thread(target=lambda: [got.append(queue.get()) for _ in range(2)], daemon=True)
+    queue.put("from", delay=True)
+    consumer.start()
+    time.sleep(0.2)  # the consumer now waits on the moved-from's window
+    assert got == []
+    assert queue.remove(lambda item: item == "from") == "from"  # what the grouper does when the moved-to arrives
+    queue.put(("from", "to"))
+    queue.put("unpaired", delay=True)
+    deadline = time.monotonic() + 20
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert got == [("from", "to")]  # not after 60 s: the unpaired one still waits its own window
+    queue.close()
+    consumer.join(20)
+    assert not consumer.is_alive() and got == [("from", "to"), None]
