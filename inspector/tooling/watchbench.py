@@ -40,14 +40,14 @@ Everything happens in a fresh temporary folder (removed at the end unless `keep`
   judging processes).
 * Latency phase. Once the backlog is empty, `latency_parts` more files are dropped at a steady rate of
   half the measured throughput. Per file, latency = inspected_at of its row (set just before the batch
-  commit) - the wall time the bench's rename returned (same machine clock); latency_p50_ms and
+  commit) - the wall time just before the bench's rename (same machine clock); latency_p50_ms and
   latency_p99_ms are percentiles of that. latency_p50/p99_detect_ms: the part before the watcher found
   the file complete (received_at - rename time), for diagnosis.
   publish_latency_p50_ms / publish_latency_p99_ms (MQTT on): file complete -> verdict message received by a
   subscriber. A paho-mqtt client in the bench process subscribes to <topic>/verdict (QoS 1) before the
   latency phase; its network thread notes the wall time each message arrives (the JSON is parsed later).
   Per latency-phase file: first arrival of a message with its name and the sha256 of its dropped bytes -
-  the wall time the rename returned (same clock as above). The bench waits up to PUBLISH_WAIT_S for every
+  the wall time just before the rename (same clock as above). The bench waits up to PUBLISH_WAIT_S for every
   file's message; publish_received counts the files matched. If any is missing or carries another sha256,
   the two figures are null and publish_latency_reason says how many. The subscriber disconnects before the
   memory phase.
@@ -500,8 +500,10 @@ class Bench:
         with open(tmp, "wb") as fh:
             for piece in tagged(self.bases[n % len(self.bases)], n):
                 fh.write(piece)
-        os.rename(tmp, self.inbox / name)
+        # taken before the rename, the instant the file becomes complete lies after it: a watcher that notices
+        # the rename within microseconds (it does) must not show a negative latency
         self.renamed_at[name] = time.time()
+        os.rename(tmp, self.inbox / name)
         self.dropped += 1
         return name
 
