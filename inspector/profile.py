@@ -322,7 +322,7 @@ class NormalProfile:
         self._without_lighting()
         if not p.normalise_lighting:
             return aligned, valid, [(pl, None) for pl in placements], None
-        self.lighting_ = LightingModel().fit(aligned)
+        self.lighting_ = LightingModel(p.shading).fit(aligned)
         lights = [self.lighting_.estimate(a) for a in aligned]
         log_exposure = np.log(np.array([max(li.exposure, 1e-3) for li in lights]))
         centre = float(np.median(log_exposure))
@@ -636,6 +636,7 @@ class NormalProfile:
         params["neighbours"] = tuple(params["neighbours"])
         params.setdefault("lighting_copies", 0)  # profiles saved before the lighting copies have none
         params.setdefault("fine_width", 0)  # nor a fine pass, before it existed
+        params.setdefault("shading", False)  # nor a shading field
         self = cls(ProfileParams(**params))
         self.layout_ = FeatureLayout(**meta["layout"])
         centres = np.asarray(arrays["palette_centres"], np.float32)
@@ -727,7 +728,7 @@ class NormalProfile:
         ceiling = int(light["ceiling"])
         if not 128 <= ceiling <= 255:
             raise ValueError(f"lighting ceiling {ceiling} is not a grey level between 128 and 255")
-        self.lighting_ = LightingModel().set_reference(np.asarray(arrays["lighting_reference"], np.float32), shrink,
+        self.lighting_ = LightingModel(self.params.shading).set_reference(np.asarray(arrays["lighting_reference"], np.float32), shrink,
                                                        weights, ceiling)
         self.exposure_ref_ = float(light["exposure_ref"])
         low, high = (float(v) for v in light["exposure_bounds"])

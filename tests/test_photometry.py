@@ -3,6 +3,7 @@ tolerance is undone, a defect cannot drive the estimate, parts under the trained
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -95,3 +96,54 @@ def test_a_flat_grey_image_does_not_break_the_fit(fitted: tuple[LightingModel, l
     for value in (0, 128, 255):
         found = model.estimate(np.full((96, 128, 3), value, np.uint8))
         assert np.isfinite(found.exposure) and found.exposure > 0
+
+
+def _side_lamp(image: np.ndarray, low: float = 0.8, high: float = 1.2) -> np.ndarray:
+    """The part under a lamp from one side: brightness rising from x`low` at the left edge to x`high` at the right."""
+    ramp = np.linspace(low, high, image.shape[1])[None, :, None]
+    return np.clip(np.round(image * ramp), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def shaded() -> tuple[LightingModel, LightingModel, list[np.ndarray]]:
+    rng = np.random.default_rng(3)
+    train = [make_part(rng, 128, 96) for _ in range(40)]
+    probes = [make_part(rng, 128, 96) for _ in range(4)]
+    return LightingModel(shading=True).fit(train), LightingModel().fit(train), probes
+
+
+def test_shading_undoes_a_lamp_from_one_side(shaded: tuple[LightingModel, LightingModel, list[np.ndarray]]) -> None:
+    with_field, plain, probes = shaded
+    for part in probes:
+        as_trained = with_field.apply(part, with_field.estimate(part)).astype(float)
+        lit = _side_lamp(part)
+        flattened = np.abs(with_field.apply(lit, with_field.estimate(lit)) - as_trained).mean()
+        toned = np.abs(plain.apply(lit, plain.estimate(lit)) - as_trained).mean()
+        assert flattened < 6.0 and flattened < 0.5 * toned  # measured: ~4 against ~12 grey levels
+        field = with_field.shading_field(cv2.LUT(lit, with_field.estimate(lit).lut))
+        assert (np.diff(field, axis=1) > 0).all()  # it rises to the right, as the lamp does
+
+
+def test_shading_keeps_a_small_defect(shaded: tuple[LightingModel, LightingModel, list[np.ndarray]]) -> None:
+    with_field, plain, probes = shaded
+    for part in probes:
+        spotted = part.copy()
+        cv2.circle(spotted, (64, 48), 5, (20, 20, 20), -1)  # a dark spot, smaller than half a field cell
+        inside = np.zeros(part.shape[:2], bool)
+        cv2.circle(inside.view(np.uint8), (64, 48), 4, 1, -1)
+        depth = {}
+        for model in (with_field, plain):
+            clean = model.apply(part, model.estimate(part)).astype(float)
+            found = model.apply(spotted, model.estimate(spotted)).astype(float)
+            depth[model] = np.abs(found - clean)[inside].mean()
+        assert depth[with_field] >= 0.9 * depth[plain] > 0
+        field = with_field.shading_field(with_field.apply(spotted, with_field.estimate(spotted)))
+        assert np.abs(field).max() < 0.03  # the spot does not move any cell's median
+
+
+def test_without_shading_the_tone_curve_alone_is_applied(
+        shaded: tuple[LightingModel, LightingModel, list[np.ndarray]]) -> None:
+    _, plain, probes = shaded
+    lit = _side_lamp(probes[0])
+    found = plain.estimate(lit)
+    assert np.array_equal(plain.apply(lit, found), cv2.LUT(lit, found.lut))
