@@ -170,8 +170,10 @@ class WatchService:
                                                 "on it would not be refused")
         try:
             self.workers = self.w.workers or _default_workers()
+            # the watcher's transactions last milliseconds: one of its sessions idle inside a transaction for as
+            # long as a writer waits for another is a connection cut half-way, whose locks the server must drop
             self.store = Store(cfg.database.url, busy_timeout_ms=cfg.database.busy_timeout_ms,
-                               pool_size=self.workers + 2)
+                               pool_size=self.workers + 2, idle_in_transaction_ms=cfg.database.busy_timeout_ms)
             # The workers are the parallelism: BLAS thread pools inside each of them only fight over the cores
             # (measured: 2 workers on 2 cores judge ~65 parts/s with OpenBLAS's own threads, ~120 without).
             threadpool_limits(limits=1, user_api="blas")

@@ -36,18 +36,20 @@ class Proxy:
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         server.bind(("127.0.0.1", self.port))
         server.listen(64)
-        self._server = server
+        with self._lock:
+            self._server = server
         threading.Thread(target=self._accept, args=(server,), daemon=True).start()
 
     def down(self) -> None:
         """Stop listening and cut every open connection."""
-        if self._server is not None:
+        with self._lock:  # under the lock: a connection being set up sees that it was cut off (see _accept)
+            server, self._server = self._server, None
+        if server is not None:
             try:
-                self._server.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept(); close alone does not
+                server.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept(); close alone does not
             except OSError:
                 pass
-            self._server.close()
-            self._server = None
+            server.close()
         with self._lock:
             for s in self._sockets:
                 try:
@@ -69,6 +71,10 @@ class Proxy:
                 client.close()
                 continue
             with self._lock:
+                if self._server is not server:  # cut off while this one was being connected: it must not survive
+                    client.close()
+                    upstream.close()
+                    continue
                 self._sockets += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()

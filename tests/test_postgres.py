@@ -423,3 +423,25 @@ def test_retrain_from_reviews_on_postgres(site, capsys: pytest.CaptureFixture) -
     assert result["activated"] and (result["previous"], result["version"]) == ("v1", "v2")
     assert result["after"]["confirmed_caught"] == 1 and result["after"]["false_alarms_cleared"] == 5
     assert profiles.active_version(site.models) == "v2"
+
+
+def test_a_session_left_idle_in_a_transaction_is_ended_so_its_locks_go(postgres_database) -> None:
+    """The watcher's store asks the server to end its sessions left idle inside a transaction (a connection cut
+    half-way through a write keeps its row locks, and the retry of the same verdicts would wait on them for ever);
+    other stores (the CLI's long reads) do not."""
+    url = postgres_database()
+    watcher = Store(url, idle_in_transaction_ms=300)
+    other = Store(url, migrate=False)
+    try:
+        for store, ended in ((watcher, True), (other, False)):
+            with store.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))  # a transaction begins and is left open
+                time.sleep(1.0)
+                if ended:
+                    with pytest.raises(sa.exc.DBAPIError, match="idle-in-transaction"):
+                        conn.execute(sa.text("SELECT 1"))
+                else:
+                    assert conn.execute(sa.text("SELECT 1")).scalar_one() == 1
+    finally:
+        watcher.close()
+        other.close()
