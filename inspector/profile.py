@@ -728,8 +728,8 @@ class NormalProfile:
         ceiling = int(light["ceiling"])
         if not 128 <= ceiling <= 255:
             raise ValueError(f"lighting ceiling {ceiling} is not a grey level between 128 and 255")
-        self.lighting_ = LightingModel(self.params.shading).set_reference(np.asarray(arrays["lighting_reference"], np.float32), shrink,
-                                                       weights, ceiling)
+        self.lighting_ = LightingModel(self.params.shading).set_reference(
+            np.asarray(arrays["lighting_reference"], np.float32), shrink, weights, ceiling)
         self.exposure_ref_ = float(light["exposure_ref"])
         low, high = (float(v) for v in light["exposure_bounds"])
         self.exposure_bounds_ = (low, high)

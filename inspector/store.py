@@ -618,11 +618,10 @@ class Store:
                 raise DatabaseError(f"cannot open database {self._shown}: cannot create folder "
                                     f"{path.parent}: {reason}") from None
         connect_args: dict[str, Any] = {}
-        if (self.dialect == "postgresql" and parsed.get_driver_name() in _LIBPQ_DRIVERS
-                and "connect_timeout" not in parsed.query):
+        libpq = self.dialect == "postgresql" and parsed.get_driver_name() in _LIBPQ_DRIVERS
+        if libpq and "connect_timeout" not in parsed.query:
             connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
-        if (self.dialect == "postgresql" and parsed.get_driver_name() in _LIBPQ_DRIVERS and idle_in_transaction_ms > 0
-                and "options" not in parsed.query):
+        if libpq and idle_in_transaction_ms > 0 and "options" not in parsed.query:
             connect_args["options"] = f"-c idle_in_transaction_session_timeout={int(idle_in_transaction_ms)}"
         try:
             engine = create_engine(parsed, pool_pre_ping=self.dialect != "sqlite", pool_size=pool_size,

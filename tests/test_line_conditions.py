@@ -12,6 +12,7 @@ from inspector.pipeline import Inspector
 from inspector.profile import NormalProfile
 from inspector.register import rotation_matrix
 from inspector.synthetic import make_part
+from test_photometry import side_lamp
 
 W, H = 256, 192
 
@@ -152,17 +153,11 @@ def test_broken_saved_conditions_are_refused(fitted: NormalProfile, field: str, 
         NormalProfile.from_state(meta, arrays)
 
 
-def _side_lamp(image: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Brightness rising from x`low` at the left edge to x`high` at the right: a lamp from one side."""
-    ramp = np.linspace(low, high, image.shape[1])[None, :, None]
-    return np.clip(np.round(image * ramp), 0, 255).astype(np.uint8)
-
-
 def test_with_shading_a_part_lit_from_one_side_is_judged_on_its_content() -> None:
     rng = np.random.default_rng(12)
     train = [make_part(rng, W, H) for _ in range(40)]
-    side = [_side_lamp(make_part(rng, W, H), 0.8, 1.2) for _ in range(4)]
-    spotted = [_side_lamp(make_part(rng, W, H, defect="spot"), 0.8, 1.2) for _ in range(4)]
+    side = [side_lamp(make_part(rng, W, H), 0.8, 1.2) for _ in range(4)]
+    spotted = [side_lamp(make_part(rng, W, H, defect="spot"), 0.8, 1.2) for _ in range(4)]
     plain = NormalProfile(rotation="off", shading=False).fit(train)
     shaded = NormalProfile(rotation="off", shading=True).fit(train)
     # without the field the lamp alone flags good parts; with it they pass and the spotted ones are still caught

@@ -98,7 +98,7 @@ def test_a_flat_grey_image_does_not_break_the_fit(fitted: tuple[LightingModel, l
         assert np.isfinite(found.exposure) and found.exposure > 0
 
 
-def _side_lamp(image: np.ndarray, low: float = 0.8, high: float = 1.2) -> np.ndarray:
+def side_lamp(image: np.ndarray, low: float = 0.8, high: float = 1.2) -> np.ndarray:
     """The part under a lamp from one side: brightness rising from x`low` at the left edge to x`high` at the right."""
     ramp = np.linspace(low, high, image.shape[1])[None, :, None]
     return np.clip(np.round(image * ramp), 0, 255).astype(np.uint8)
@@ -116,7 +116,7 @@ def test_shading_undoes_a_lamp_from_one_side(shaded: tuple[LightingModel, Lighti
     with_field, plain, probes = shaded
     for part in probes:
         as_trained = with_field.apply(part, with_field.estimate(part)).astype(float)
-        lit = _side_lamp(part)
+        lit = side_lamp(part)
         flattened = np.abs(with_field.apply(lit, with_field.estimate(lit)) - as_trained).mean()
         toned = np.abs(plain.apply(lit, plain.estimate(lit)) - as_trained).mean()
         assert flattened < 6.0 and flattened < 0.5 * toned  # measured: ~4 against ~12 grey levels
@@ -144,6 +144,6 @@ def test_shading_keeps_a_small_defect(shaded: tuple[LightingModel, LightingModel
 def test_without_shading_the_tone_curve_alone_is_applied(
         shaded: tuple[LightingModel, LightingModel, list[np.ndarray]]) -> None:
     _, plain, probes = shaded
-    lit = _side_lamp(probes[0])
+    lit = side_lamp(probes[0])
     found = plain.estimate(lit)
     assert np.array_equal(plain.apply(lit, found), cv2.LUT(lit, found.lut))
