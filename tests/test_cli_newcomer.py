@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -198,22 +200,41 @@ def test_activating_a_version_that_does_not_exist_lists_those_that_do(site: Path
 # ---------------------------------------------------------------------------------------------- item 9
 
 
-def retrain_site(root: Path, budget: float, retrain_budget: float | None = None) -> Path:
-    """v1 trained on 24 good parts at false-alarm budget `budget`; one odd part (a new label colour) judged
-    defect and marked good in the database; the config then carries `retrain_budget` (default: the same)."""
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Callable[[float], Path]:
+    """The models folder of a v1 trained by `inspector train` on 24 good parts at a false-alarm budget, trained
+    once per budget for the module (its good parts stay where v1 records them; the tests copy the folder)."""
+    done: dict[float, Path] = {}
+
+    def at(budget: float) -> Path:
+        if budget not in done:
+            root = tmp_path_factory.mktemp(f"trained-{budget}")
+            config = root / "config.toml"
+            config.write_text(f'[models]\ndir = "{root / "models"}"\n\n[profile]\nfalse_alarm_rate = {budget}\n')
+            assert cli.main(["train", str(write_good(root / "good")), "--config", str(config)]) == 0
+            done[budget] = root / "models"
+        return done[budget]
+
+    return at
+
+
+def retrain_site(root: Path, trained: Callable[[float], Path], budget: float,
+                 retrain_budget: float | None = None) -> Path:
+    """v1 trained on 24 good parts at false-alarm budget `budget` (a copy of `trained`'s); one odd part (a new label
+    colour) judged defect and marked good in the database; the config then carries `retrain_budget` (default: the
+    same)."""
     config = root / "config.toml"
     base = f'[models]\ndir = "{root / "models"}"\n\n[database]\nurl = "sqlite:///inspector.db"\n\n[profile]\n'
-    config.write_text(base + f"false_alarm_rate = {budget}\n")
-    assert cli.main(["train", str(write_good(root / "good")), "--config", str(config)]) == 0
+    shutil.copytree(trained(budget), root / "models")
     with Store(f"sqlite:///{root / 'inspector.db'}") as store:
         record(store, root / "archive", "odd.jpg", variant_jpeg(20_000), review="good")
     config.write_text(base + f"false_alarm_rate = {retrain_budget or budget}\n")
     return config
 
 
-def test_a_false_alarm_cleared_only_in_training_is_called_memorised(tmp_path: Path,
-                                                                    capsys: pytest.CaptureFixture) -> None:
-    config = retrain_site(tmp_path, 0.05)
+def test_a_false_alarm_cleared_only_in_training_is_called_memorised(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                    trained: Callable[[float], Path]) -> None:
+    config = retrain_site(tmp_path, trained, 0.05)
     capsys.readouterr()
     code, out, err = run(capsys, "retrain", "--json", "--config", str(config))
     result = json.loads(out)
@@ -233,9 +254,9 @@ def test_a_false_alarm_cleared_only_in_training_is_called_memorised(tmp_path: Pa
     assert "1 of 1 (held out: 0 of 1), 1 only memorised" in out and "warning: memorised, not learned" in out
 
 
-def test_the_gate_holds_the_cross_fitted_false_alarm_rate_to_the_active_budget(tmp_path: Path,
-                                                                               capsys: pytest.CaptureFixture) -> None:
-    config = retrain_site(tmp_path, 0.01, retrain_budget=0.2)  # someone loosened the budget in the config
+def test_the_gate_holds_the_cross_fitted_false_alarm_rate_to_the_active_budget(
+        tmp_path: Path, capsys: pytest.CaptureFixture, trained: Callable[[float], Path]) -> None:
+    config = retrain_site(tmp_path, trained, 0.01, retrain_budget=0.2)  # someone loosened the budget in the config
     capsys.readouterr()
     code, out, _ = run(capsys, "retrain", "--json", "--config", str(config))
     result = json.loads(out)
@@ -252,8 +273,9 @@ def test_the_gate_holds_the_cross_fitted_false_alarm_rate_to_the_active_budget(t
     assert result["reason"].startswith("v4 activated by force although its cross-fitted false-alarm rate")
 
 
-def test_retrain_no_activate_is_a_dry_run_and_keeps_the_note(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    config = retrain_site(tmp_path, 0.05)
+def test_retrain_no_activate_is_a_dry_run_and_keeps_the_note(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                             trained: Callable[[float], Path]) -> None:
+    config = retrain_site(tmp_path, trained, 0.05)
     capsys.readouterr()
     code, out, _ = run(capsys, "retrain", "--no-activate", "--note", "label supplier B", "--json",
                        "--config", str(config))

@@ -59,13 +59,13 @@ def new_rows(site: Site, before: int) -> list[dict]:
 # ---------------------------------------------------------------------------------------------- the scenario
 
 
-def test_variant_is_learned_defects_stay_flagged_and_rollback_restores(tmp_path: Path) -> None:
+def test_variant_is_learned_defects_stay_flagged_and_rollback_restores(tmp_path: Path, base: Path) -> None:
     models = tmp_path / "models"
     site = make_site(tmp_path / "site", models)
     cfg = config.load(site.config)
 
-    # 1. a profile trained on a narrow set of good parts
-    train(site.config, write_good(tmp_path / "good"))
+    # 1. a profile trained on a narrow set of good parts (`inspector train` on N_GOOD parts: the module's v1, copied)
+    shutil.copytree(base / "models", models)
     assert profiles.active_version(models) == "v1"
 
     # 2. the variant gets flagged by the watcher (and so do two real defects; ordinary parts pass)
