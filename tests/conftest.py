@@ -6,6 +6,7 @@ import os
 import re
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +17,43 @@ import pytest
 from inspector.synthetic import DEFECTS, make_part
 
 SIZE = (200, 150)
+
+# The test files that keep one worker busiest (about 25 s to 2 min each on a 2-core machine), longest first. A
+# parallel run (pytest-xdist, --dist loadfile) hands out whole files in collection order: these go first and
+# the many short files fill in behind them, so the run does not end with one worker on a long file while the
+# others have nothing left to do. (xdist's own order, most tests first, put the long one- and two-test files
+# such as test_quality.py and test_watch_faults.py last.) The order changes no test: every file still runs
+# whole, in its own order, on one worker.
+LONGEST_FIRST = (
+    "test_watch.py", "test_quality.py", "test_watch_hazards.py", "test_products.py", "test_postgres.py",
+    "test_hour_counts.py", "test_reads_at_scale.py", "test_retrain.py", "test_webhook.py", "test_cli_newcomer.py",
+    "test_metrics.py", "test_watch_faults.py", "test_shared_folder.py", "test_watch_operator.py", "test_web.py",
+    "test_mqtt.py", "test_stationbench.py", "test_demo.py", "test_watchbench.py", "test_pg_outage.py",
+    "test_web_e2e.py", "test_texture.py", "test_robustness.py",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep the file order of pytest_collection_modifyitems under xdist (which otherwise sorts files by their
+    number of tests)."""
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """LONGEST_FIRST's files first, in that order; then the others, most tests first (as xdist orders them),
+    otherwise in collection order. Each file's tests stay together and in their order."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    files = {item.path: None for item in items}
+    first_seen = {path: i for i, path in enumerate(files)}
+    tests = Counter(item.path for item in items)
+
+    def key(item: pytest.Item) -> tuple[int, int, int]:
+        if item.path.name in rank:
+            return (0, rank[item.path.name], first_seen[item.path])
+        return (1, -tests[item.path], first_seen[item.path])
+
+    items.sort(key=key)
 
 
 def write_parts(folder: Path, n: int, rng: np.random.Generator, defect: str | None = None, prefix: str = "part",
