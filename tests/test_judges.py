@@ -7,6 +7,7 @@ fixture: v1 active, v2 saved). No mocks.
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import signal
@@ -24,7 +25,8 @@ from threadpoolctl import threadpool_limits
 from inspector import config, profiles
 from inspector.config import InputConfig
 from inspector.errors import ConfigError
-from inspector.judges import JudgeDied, JudgePool, JudgeProcess, judge_here, read_message, write_message
+from inspector.judges import (JudgeDied, JudgePool, JudgeProcess, _pipe_max, judge_here, read_message,
+                              write_message)
 from inspector.pipeline import Inspector
 from test_mqtt import wait_until
 from watchkit import part_jpeg
@@ -88,6 +90,23 @@ def test_a_child_judges_exactly_as_the_calling_thread_does(models: Path) -> None
                 assert drawn.shape[:2] == insp.profile.decode_size[::-1]
         rejected = child.judge(models, insp.version, b"not a jpeg at all", "bad.jpg", "0" * 64)
         assert (rejected.verdict.verdict, rejected.verdict.reason) == ("rejected", "not_an_image")
+    finally:
+        child.close()
+    assert child.proc.returncode == 0
+
+
+def test_a_childs_pipe_holds_a_whole_part_and_parts_larger_than_it_still_cross_whole(models: Path) -> None:
+    insp = inspector_of(models)
+    child = JudgeProcess(InputConfig(), [(models, insp.version)])
+    try:
+        held = fcntl.fcntl(child.proc.stdin.fileno(), fcntl.F_GETPIPE_SZ)
+        assert held >= min(1 << 20, _pipe_max()) > 65536  # Linux's default is 64 KB
+        data = part_jpeg(7, "spot")
+        padded = data + bytes(held + 12345)  # bytes after a JPEG's end are ignored by the decoder
+        here = judge_here(insp, padded, "big.jpg", "7" * 64)
+        there = child.judge(models, insp.version, padded, "big.jpg", "7" * 64)
+        assert there.verdict.size == len(padded) > held
+        assert there.verdict.score == pytest.approx(here.verdict.score, rel=1e-9)
     finally:
         child.close()
     assert child.proc.returncode == 0
