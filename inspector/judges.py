@@ -171,6 +171,7 @@ class JudgeProcess:
         self._out: BinaryIO = self.proc.stdout  # type: ignore[assignment]
         self._ready = False
         _widen(self._in)
+        _widen(self._out)  # a defect's answer carries its overlay PNG (~70 KB for a 320 px overlay)
 
     @property
     def pid(self) -> int:

@@ -101,6 +101,7 @@ def test_a_childs_pipe_holds_a_whole_part_and_parts_larger_than_it_still_cross_w
     try:
         held = fcntl.fcntl(child.proc.stdin.fileno(), fcntl.F_GETPIPE_SZ)
         assert held >= min(1 << 20, _pipe_max()) > 65536  # Linux's default is 64 KB
+        assert fcntl.fcntl(child.proc.stdout.fileno(), fcntl.F_GETPIPE_SZ) == held  # the answers' pipe too
         data = part_jpeg(7, "spot")
         padded = data + bytes(held + 12345)  # bytes after a JPEG's end are ignored by the decoder
         here = judge_here(insp, padded, "big.jpg", "7" * 64)
