@@ -251,10 +251,12 @@ def test_sigterm_and_sigint_finish_in_flight_work_and_exit_zero(site: Site) -> N
 
 
 def test_a_reader_process_does_not_lock_out_the_watcher(site: Site) -> None:
+    """A second process reads the database over and over from before the first part arrives until the watcher has
+    judged all 150 (and logged its throughput): the watcher is never locked out, the reader never fails."""
     reader_code = (
-        "import sqlite3, sys, time\n"
-        "db = sys.argv[1]; end = time.monotonic() + float(sys.argv[2]); n = 0\n"
-        "while time.monotonic() < end:\n"
+        "import os, sqlite3, sys, time\n"
+        "db, done = sys.argv[1], sys.argv[2]; end = time.monotonic() + float(sys.argv[3]); n = 0\n"
+        "while time.monotonic() < end and not os.path.exists(done):\n"
         "    try:\n"
         "        con = sqlite3.connect(db, timeout=0.05)\n"
         "        con.execute('SELECT count(*) FROM inspections').fetchone()\n"
@@ -267,11 +269,14 @@ def test_a_reader_process_does_not_lock_out_the_watcher(site: Site) -> None:
     proc = start(site)
     try:
         wait_started(site, proc)
-        reader = subprocess.Popen([sys.executable, "-c", reader_code, str(site.db), "15"], stdout=subprocess.PIPE,
-                                  text=True)
+        done = site.root / "reader-done"
+        reader = subprocess.Popen([sys.executable, "-c", reader_code, str(site.db), str(done), "120"],
+                                  stdout=subprocess.PIPE, text=True)
         for i in range(150):
             (site.inbox / f"r{i:03d}.jpg").write_bytes(part_jpeg(1000 + i))
         wait_for(lambda: len(site.rows()) == 150, 90, "150 verdicts", proc, site)
+        wait_for(lambda: "throughput " in site.log.read_text(), 30, "a throughput line", proc, site)
+        done.touch()  # the reader stops once the watcher's work is done (it read all the while)
         out, _ = reader.communicate(timeout=60)
     finally:
         assert stop(proc) == 0
