@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -96,11 +97,30 @@ def good_dir(mvtec_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A models folder for the watch tests: v1 (active) and v2 (saved, not active), trained on synthetic JPEGs."""
+    """A models folder for the watch tests: v1 (active) and v2 (saved, not active), trained on synthetic JPEGs.
+    The tests only read it (a test that changes profiles copies it first). Under pytest-xdist the workers of one
+    run share it: the first to need it trains it, the others wait for that (a lock file) and use the same folder."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return _train_models(tmp_path_factory.mktemp("watch-models"))
+    import fcntl
+
+    run_dir = tmp_path_factory.getbasetemp().parent  # this run's folder, above each worker's own
+    root = run_dir / "watch-models"
+    with open(run_dir / "watch-models.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / "done").exists():
+            shutil.rmtree(root, ignore_errors=True)  # a worker that died half-way
+            root.mkdir()
+            _train_models(root)
+            (root / "done").touch()
+    return root / "models"
+
+
+def _train_models(root: Path) -> Path:
+    """v1 (active) and v2 (saved) in root / "models", both trained by `inspector train` on 24 synthetic JPEGs."""
     from inspector import cli
     from watchkit import part_jpeg
 
-    root = tmp_path_factory.mktemp("watch-models")
     good = root / "good"
     good.mkdir()
     for i in range(24):
