@@ -349,17 +349,32 @@ def test_migration_0005_on_postgres(postgres_database) -> None:
     check_migration(postgres_database())
 
 
-def test_outbox_reads_in_id_order_per_station_and_marks_once(tmp_path: Path) -> None:
-    with Store(f"sqlite:///{tmp_path / 'o.db'}") as s:
+def check_outbox_reads(url: str) -> None:
+    with Store(url) as s:
         ids = s.record([row(i, "st-1" if i % 4 else "st-2", "L1") for i in range(12)])
         mine = [i for n, i in enumerate(ids) if n % 4]
         assert [r["id"] for r in s.unpublished("st-1", limit=100)] == mine
         assert [r["id"] for r in s.unpublished("st-1", "L1", limit=3)] == mine[:3]
         assert [r["id"] for r in s.unpublished("st-1", after_id=mine[4])] == mine[5:]
         assert s.unpublished("st-1", "other line") == []
+        assert [r["id"] for r in s.unpublished("st-1", "L1", camera="cam-A", limit=2)] == mine[:2]
+        assert s.unpublished("st-1", camera="cam-B") == [] and s.unpublished("st-1", "L1", camera="cam-B") == []
+        first = s.unpublished("st-1", limit=1)[0]
+        assert first == s.get(mine[0])  # the same columns and values as any other read of the row
+        assert first["inspected_at"].tzinfo is not None
         assert s.mark_published(mine[:5]) == 5 and s.mark_published(mine[:6]) == 1
         assert [r["id"] for r in s.unpublished("st-1")] == mine[6:]
         assert s.count_unpublished("st-1") == 3 and s.count_unpublished("st-2") == 3
+
+
+def test_outbox_reads_on_postgres(postgres_database) -> None:
+    check_outbox_reads(postgres_database())
+
+
+def test_outbox_reads_in_id_order_per_station_and_marks_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    check_outbox_reads(url)
+    with Store(url) as s:
         assert s.mark_published([]) == 0
         with pytest.raises(ValueError):
             s.unpublished("st-1", limit=0)
