@@ -561,12 +561,20 @@ DRIFT_COLUMNS = (Inspection.id, Inspection.station, Inspection.profile_version, 
 # ---------------------------------------------------------------------------------------------- store
 
 
+def _outbox(station: Any, line: Any = None, camera: Any = None) -> list[Any]:
+    """The WHERE terms of one station's (line's, camera's) unpublished rows: values, or bind parameters of a
+    statement built once; no term for a line or camera that is None."""
+    terms = [Inspection.station == station, Inspection.published_at.is_(None)]
+    if line is not None:
+        terms.append(Inspection.line == line)
+    return terms if camera is None else [*terms, Inspection.camera == camera]
+
+
 class _Statements:
     """The watcher's hot statements, built once per dialect: SQLAlchemy then reuses their compiled form and cache
     key instead of rebuilding them per batch (building them cost ~3 ms of CPU per one-row batch, measured)."""
 
     def __init__(self, dialect: str):
-        self.dialect = dialect
         table = Inspection.__table__
         self.record = (_INSERTS[dialect](table).on_conflict_do_nothing()
                        .returning(table.c.id, table.c.sha256, table.c.source_key))
@@ -583,15 +591,11 @@ class _Statements:
         after_id, limit (and line, camera when filtered by them)."""
         key = (by_line, by_camera)
         if key not in self._unpublished:
+            terms = _outbox(bindparam("station"), bindparam("line") if by_line else None,
+                            bindparam("camera") if by_camera else None)
             table = Inspection.__table__
-            terms = [table.c.station == bindparam("station"), table.c.published_at.is_(None),
-                     table.c.id > bindparam("after_id")]
-            if by_line:
-                terms.append(table.c.line == bindparam("line"))
-            if by_camera:
-                terms.append(table.c.camera == bindparam("camera"))
-            self._unpublished[key] = (select(table).where(*terms).order_by(table.c.id)
-                                      .limit(bindparam("limit", type_=Integer)))
+            self._unpublished[key] = (select(table).where(*terms, table.c.id > bindparam("after_id"))
+                                      .order_by(table.c.id).limit(bindparam("limit", type_=Integer)))
         return self._unpublished[key]
 
 
@@ -1410,13 +1414,6 @@ class Store:
     # Rows with published_at NULL are the outbox of the MQTT publisher (inspector/publisher.py): it sends them in id
     # order and marks them once the broker has acknowledged them. Rows from before migration 0005 count as published.
 
-    def _outbox(self, station: str, line: str | None, camera: str | None = None) -> builtins.list[Any]:
-        """The WHERE terms of one station's (line's, camera's) unpublished rows."""
-        terms = [Inspection.station == station, Inspection.published_at.is_(None)]
-        if line is not None:
-            terms.append(Inspection.line == line)
-        return terms if camera is None else [*terms, Inspection.camera == camera]
-
     def unpublished(self, station: str, line: str | None = None, *, camera: str | None = None, after_id: int = 0,
                     limit: int = 100) -> builtins.list[dict[str, Any]]:
         """The oldest rows of `station` (and `line`, `camera`) not yet published, with id > after_id, in id order,
@@ -1438,7 +1435,7 @@ class Store:
 
     def count_unpublished(self, station: str, line: str | None = None, camera: str | None = None) -> int:
         """How many rows of `station` (and `line`, `camera`) are not yet published."""
-        stmt = select(func.count()).select_from(Inspection).where(*self._outbox(station, line, camera))
+        stmt = select(func.count()).select_from(Inspection).where(*_outbox(station, line, camera))
         with self._guard("read"), Session(self.engine) as session:
             return int(session.scalar(stmt) or 0)
 
