@@ -29,8 +29,10 @@ def test_watch_bench_runs_small_and_cleans_up(tmp_path: Path, monkeypatch: pytes
     messages: list[str] = []
     result = watchbench.run(parts=30, rss_parts=60, latency_parts=10, max_backlog=12, size=(640, 480),
                             log=messages.append)
-    for key in (*KEYS, "reduced_decode_images_per_s", "latency_p50_detect_ms"):
+    for key in (*KEYS, "reduced_decode_images_per_s", "latency_p50_detect_ms", "watcher_cpu_ms_per_part",
+                "judging_cpu_ms_per_part", "decode_cpu_ms_per_image"):
         assert isinstance(result[key], float) and math.isfinite(result[key]) and result[key] > 0, (key, result)
+    assert result["decode_cpu_ms_per_image"] == pytest.approx(result["cores"] * 1000 / result["decode_images_per_s"])
     assert math.isfinite(result["rss_growth"])
     assert result["rows_ok"] is True
     assert result["watcher_exit"] == 0 and result["inbox_left"] == 0
@@ -112,6 +114,24 @@ def test_bench_help_mentions_watch(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for option in ("--watch", "--parts", "--rss-parts", "--max-backlog", "--keep", "--json"):
         assert option in out
+
+
+def test_cpu_of_a_process_tree_is_split_between_the_process_and_its_children() -> None:
+    """A child that burns CPU shows in the children's share, not in the parent's (which only waits)."""
+    child = subprocess.Popen([sys.executable, "-c", "import time\nend = time.process_time() + 0.6\n"
+                              "while time.process_time() < end: pass\ntime.sleep(30)"])
+    try:
+        deadline = time.monotonic() + 30
+        own0, kids = watchbench.cpu_split(os.getpid())
+        while kids < 0.5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            own, kids = watchbench.cpu_split(os.getpid())
+        assert kids >= 0.5
+        assert own - own0 < 0.5  # this process slept meanwhile
+        assert watchbench.cpu_s(os.getpid()) == pytest.approx(sum(watchbench.cpu_split(os.getpid())), abs=0.05)
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_memory_of_a_process_tree_counts_a_zombie_child_as_nothing() -> None:

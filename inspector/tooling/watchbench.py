@@ -37,7 +37,12 @@ Everything happens in a fresh temporary folder (removed at the end unless `keep`
   commit - the wall time the first drop began). watch_over_decode = watch_images_per_s /
   decode_images_per_s. The dropping bench shares the cores with the watcher; watcher_cpu_cores and
   bench_cpu_cores are the CPU seconds each used during the phase per wall second (the watcher's with its
-  judging processes).
+  judging processes). Where that time goes, per part of the phase: watcher_cpu_ms_per_part (the watcher
+  process itself: noticing, reading and hashing, committing, archiving, publishing) and
+  judging_cpu_ms_per_part (its judging processes: decode, score, overlay); decode_cpu_ms_per_image = cores x
+  1000 / decode_images_per_s is what one full decode costs the reference, so watch_over_decode can reach 0.8
+  only when the two per-part figures add up to at most about decode_cpu_ms_per_image / 0.8 (less the
+  dropping bench's share of the cores).
 * Latency phase. Once the backlog is empty, `latency_parts` more files are dropped at a steady rate of
   half the measured throughput. Per file, latency = inspected_at of its row (set just before the batch
   commit) - the wall time just before the bench's rename (same machine clock); latency_p50_ms and
@@ -383,7 +388,12 @@ def rss_mb(pid: int) -> float:
 
 def cpu_s(pid: int) -> float:
     """CPU seconds (user + system) a process and its live children have used."""
-    return _own_cpu_of(pid) + sum(_own_cpu_of(c) for c in children(pid))
+    return sum(cpu_split(pid))
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) of the process itself and of its live children (the judging processes)."""
+    return _own_cpu_of(pid), sum(_own_cpu_of(c) for c in children(pid))
 
 
 def stop_watcher(proc: subprocess.Popen, timeout: float = 120.0) -> int:
@@ -665,6 +675,7 @@ def _run_in(root: Path, parts: int, rss_parts: int, max_backlog: int, latency_pa
         "latency_parts": latency_parts,
         "total_parts": total,
         "reduced_decode_images_per_s": statistics.median(reduced + reduced2),
+        "decode_cpu_ms_per_image": cores * 1000.0 / decode,
         "image_mb": statistics.median(len(b) for b in bases) / 1e6,
         "image_size": f"{size[0]}x{size[1]}",
         "mqtt_url": f"mqtt://{mqtt.host}:{mqtt.port}" if mqtt is not None else None,
@@ -720,13 +731,17 @@ def _watch_phases(bench: Bench, parts: int, latency_parts: int, total: int, max_
 
 def _throughput(bench: Bench, until: int, max_backlog: int) -> dict:
     """Drop as fast as the backlog allows until `until` files; parts per second from first drop to last commit."""
-    first_drop, cpu0, own0 = time.time(), cpu_s(bench.proc.pid), _own_cpu_s()
+    first_drop, (main0, judges0), own0 = time.time(), cpu_split(bench.proc.pid), _own_cpu_s()
     parts = until - bench.dropped
     bench.drop_fast(until, max_backlog, "throughput", until)
     bench.wait_committed(until, "throughput")
     wall = time.time() - first_drop
+    main1, judges1 = cpu_split(bench.proc.pid)
     return {"watch_images_per_s": parts / (bench.last_commit() - first_drop),
-            "watcher_cpu_cores": (cpu_s(bench.proc.pid) - cpu0) / wall, "bench_cpu_cores": (_own_cpu_s() - own0) / wall}
+            "watcher_cpu_cores": (main1 + judges1 - main0 - judges0) / wall,
+            "bench_cpu_cores": (_own_cpu_s() - own0) / wall,
+            "watcher_cpu_ms_per_part": (main1 - main0) * 1000.0 / parts,
+            "judging_cpu_ms_per_part": (judges1 - judges0) * 1000.0 / parts}
 
 
 def _rows_ok(bench: Bench, total: int) -> bool:
