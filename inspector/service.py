@@ -13,9 +13,9 @@ file is only moved. A copy of a part already judged is archived beside it withou
 Nothing is deleted here; archived files go only by the retention policy (operations.py, retention.py).
 
 This module runs the whole and judges; the parts live beside it, and never import it: watcher.py (noticing
-complete files, provisional rejections), committer.py (batches, degraded mode, the database file's identity),
-archiver.py (archive names and moves), folderlock.py (one watcher per folder unless shared), judges.py (the
-judging processes).
+complete files, keeping the observer running, provisional rejections), committer.py (batches, degraded mode,
+the database file's identity), archiver.py (archive names and moves), folderlock.py (one watcher per folder
+unless shared), judges.py (the judging processes).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import logging
 import os
 import queue
 import signal
-import stat
 import threading
 import time
 from collections import Counter
@@ -55,13 +54,10 @@ from inspector.products import Choice, ProductConditions, Products  # issue 16: 
 from inspector.store import DatabaseError, Store
 from inspector.text import escape_controls
 from inspector.watcher import (
-    PROVISIONAL_REASONS, Handler, Matcher, Rechecks, Settler, Signature, signature, start_observer,
+    PROVISIONAL_REASONS, Handler, Matcher, ObserverKeeper, Rechecks, Settler, Signature, signature,
 )
 
 log = logging.getLogger("inspector.watch")
-
-OBSERVER_RETRY_FIRST_S = 0.5  # while the observer cannot be restarted (the folder is gone): backoff, doubling
-OBSERVER_RETRY_MAX_S = 3.0
 
 
 class SecondSignal(KeyboardInterrupt):
@@ -215,12 +211,10 @@ class WatchService:
         self._fatal: BaseException | None = None
         self._refused: FolderBusy | None = None  # another watcher took the folder (after it was recreated)
         self.ready = threading.Event()  # set once the observer runs and the first scan is queued
-        self.observer: BaseObserver | None = None
-        self._observer_retry_at = 0.0  # while the observer is down: when to try again (main loop only)
-        self._observer_backoff = OBSERVER_RETRY_FIRST_S
-        self._observer_down: str | None = None  # why it is down ("died", "folder gone"), logged once; None = up
-        self._folder_id: tuple[int, int] | None = None  # the folder the observer watches (device, inode)
-        self._folder_checked_at = 0.0
+        # noticing: the watchdog observer on the folder, kept running by the main loop (not in once mode)
+        self.keeper = ObserverKeeper(self.folder, self.observer_kind, self.w.poll_interval_s,
+                                     lambda: Handler(self.matcher, self.settler), self.w.recursive, self._emit,
+                                     self.w.rescan_s)
 
     def _check_folders(self) -> None:
         """Refuse layouts that could never work: the inbox inside the archive or overlays folder (its files
@@ -298,7 +292,7 @@ class WatchService:
             self.ops.start()  # metrics port, disk watermarks, retention thread
             self._cleanup_overlay_temps()
             if not self.once:
-                self.observer = self._start_observer()
+                self.keeper.start()
             self._emit("started", logging.INFO,
                        f"watching {imaging.printable(self.folder)} ({self.observer_kind}, {self.workers} workers "
                        f"judging in {self.w.judge_in}, "
@@ -309,8 +303,7 @@ class WatchService:
             self.ops.ready()  # systemd READY=1, first status file
             self._loop()
         finally:
-            if self.observer is not None:
-                self.observer.stop()
+            self.keeper.stop()
             self._stop.set()
             for _ in threads:
                 self._jobs.put(_STOP)
@@ -344,81 +337,10 @@ class WatchService:
 
         return make_url(self.cfg.database.url).render_as_string(hide_password=True)
 
-    def _folder_identity(self) -> tuple[int, int] | None:
-        """(device, inode) of the directory now at the watch folder's path; None when there is none."""
-        try:
-            st = os.stat(self.folder)
-        except OSError:
-            return None
-        return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
-
-    def _start_observer(self) -> BaseObserver:
-        """A running watchdog observer feeding the settler."""
-        self._folder_id = self._folder_identity()
-        return start_observer(self.observer_kind, self.w.poll_interval_s, Handler(self.matcher, self.settler),
-                              self.w.recursive)
-
-    def _observer_alive(self) -> bool:
-        """The observer's dispatcher and every emitter thread are running."""
-        obs = self.observer
-        return obs is not None and obs.is_alive() and all(e.is_alive() for e in obs.emitters)
-
-    def _restart_observer(self) -> OSError | None:
-        """Stop what is left of the observer and start a new one; the error when that fails."""
-        try:
-            self.observer.stop()
-        except Exception:  # it is already broken; do not let that stop the restart
-            pass
-        try:
-            self.observer = self._start_observer()
-        except OSError as exc:
-            return exc
-        return None
-
-    def _watch_observer(self, now: float) -> bool:
-        """Restart a dead observer; while that fails (the folder was removed, ...) try again with a backoff of
-        OBSERVER_RETRY_FIRST_S doubling to OBSERVER_RETRY_MAX_S, and log once per change of state, not at every
-        try. True when it runs again (the caller rescans at once)."""
-        if self.observer is None or now < self._observer_retry_at:
-            return False
-        # the observer may live on, deaf, on a folder that was removed (this process keeps it open: the folder
-        # lock) or replaced: compare what is at the path with what it watches, once a second
-        replaced = False
-        if now >= self._folder_checked_at + 1.0:
-            self._folder_checked_at = now
-            replaced = self._folder_identity() != self._folder_id
-        if not replaced and self._observer_alive():
-            return False
-        shown = imaging.printable(self.folder)
-        if self._folder_identity() is None:
-            state, error = "gone", None
-        else:
-            if self._observer_down is None:
-                self._emit("observer", logging.WARNING,
-                           f"watch folder {shown} was replaced by another folder; watching that one and rescanning"
-                           if replaced else "observer thread died; restarting it and rescanning")
-                self._observer_down = "died"
-            error = self._restart_observer()
-            state = "failed" if error else "up"
-        if state == "up":
-            if self._observer_down in ("gone", "failed"):
-                self._emit("observer", logging.WARNING, f"watch folder {shown} is there again: watching it and "
-                                                        "rescanning")
-            self._observer_down, self._observer_backoff = None, OBSERVER_RETRY_FIRST_S
-            self._check_lock()
-            return True
-        if state != self._observer_down:
-            if state == "gone":
-                self._emit("observer", logging.ERROR, f"watch folder {shown} is gone: nothing can arrive until it "
-                                                      "is back; looking for it again every few seconds")
-            else:
-                self._emit("observer", logging.ERROR, f"cannot restart the observer ({error}); relying on rescans "
-                                                      f"every {self.w.rescan_s:g} s and trying again every few "
-                                                      "seconds")
-            self._observer_down = state
-        self._observer_retry_at = now + self._observer_backoff
-        self._observer_backoff = min(self._observer_backoff * 2, OBSERVER_RETRY_MAX_S)
-        return False
+    @property
+    def observer(self) -> BaseObserver | None:
+        """The running watchdog observer (None in once mode or before the start)."""
+        return self.keeper.observer
 
     def _check_lock(self) -> None:
         """Keep the folder lock valid: when the folder at the path is not the one locked any more (it was removed
@@ -448,11 +370,12 @@ class WatchService:
                 break
             self._dispatch()
             now = time.monotonic()
-            if self._watch_observer(now):
+            if self.keeper.keep(now):  # it runs again after being down or replaced: check the lock, rescan
+                self._check_lock()
                 next_rescan = now
             if not self.once and now >= next_rescan:
                 self._scan()
-                if self._observer_down is None:
+                if self.keeper.down is None:
                     self._check_lock()
                 next_rescan = now + self.w.rescan_s
             self._throughput(now)

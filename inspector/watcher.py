@@ -5,13 +5,16 @@ folder, or, without such an event (polling observer, network shares, a rescan), 
 inode and type stayed unchanged for the settle time. A file that then looks incomplete (empty, truncated,
 not yet an image) may only have a writer that paused: Rechecks makes such a rejection provisional, looked at
 again after another settle time, final only after REJECTION_LOOKS unchanged looks while no process is seen
-holding it open for writing. This module only decides *which paths are ready*; what happens to them is the
+holding it open for writing. ObserverKeeper keeps the observer running (restarts after its thread died or the
+folder was removed or replaced). This module only decides *which paths are ready*; what happens to them is the
 service's job (service.py).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -27,7 +30,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from inspector import openfiles
+from inspector import imaging, openfiles
 
 Signature = tuple[int, int, int, int]  # (size, mtime_ns, inode, mode) from lstat
 MIN_RECHECK_S = 0.25  # a file found by a scan is looked at twice, at least this far apart, before it counts
@@ -369,3 +372,110 @@ def start_observer(kind: str, poll_interval_s: float, handler: Handler, recursiv
     observer.schedule(handler, handler.matcher.root, recursive=recursive)
     observer.start()
     return observer
+
+
+OBSERVER_RETRY_FIRST_S = 0.5  # while the observer cannot be restarted (the folder is gone): backoff, doubling
+OBSERVER_RETRY_MAX_S = 3.0
+FOLDER_CHECK_S = 1.0  # how often the keeper compares the folder at the path with the one it watches
+Emit = Callable[..., None]  # (event, level, text, **fields): the service's log line
+
+
+def folder_identity(folder: Path) -> tuple[int, int] | None:
+    """(device, inode) of the directory now at the path; None when there is none."""
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+
+class ObserverKeeper:
+    """Keeps a watchdog observer on the watch folder running. The main loop calls `keep` on every turn: an observer
+    whose thread died, or that lives on, deaf, on a folder that was removed (the service keeps it open: the folder
+    lock) or replaced, is restarted; while that fails (the folder is gone, ...) it is tried again with a backoff of
+    OBSERVER_RETRY_FIRST_S doubling to OBSERVER_RETRY_MAX_S, and each change of state is logged once, not every
+    try."""
+
+    def __init__(self, folder: Path, kind: str, poll_interval_s: float, handler: Callable[[], Handler],
+                 recursive: bool, emit: Emit, rescan_s: float):
+        self.folder = folder
+        self.kind = kind
+        self.poll_interval_s = poll_interval_s
+        self.handler = handler  # a new Handler for each observer started
+        self.recursive = recursive
+        self.emit = emit
+        self.rescan_s = rescan_s  # named in the message while the observer cannot be restarted
+        self.observer: BaseObserver | None = None
+        self.down: str | None = None  # why it is down ("died", "gone", "failed"), logged once; None = up
+        self._retry_at = 0.0  # while it is down: when to try again
+        self._backoff = OBSERVER_RETRY_FIRST_S
+        self._folder_id: tuple[int, int] | None = None  # the folder the observer watches (device, inode)
+        self._checked_at = 0.0
+
+    def start(self) -> None:
+        """Start an observer feeding a new handler (OSError when the folder cannot be watched)."""
+        self._folder_id = folder_identity(self.folder)
+        self.observer = start_observer(self.kind, self.poll_interval_s, self.handler(), self.recursive)
+
+    def stop(self) -> None:
+        """Stop the observer, if one was started."""
+        if self.observer is not None:
+            self.observer.stop()
+
+    def alive(self) -> bool:
+        """The observer's dispatcher and every emitter thread are running."""
+        obs = self.observer
+        return obs is not None and obs.is_alive() and all(e.is_alive() for e in obs.emitters)
+
+    def _restart(self) -> OSError | None:
+        """Stop what is left of the observer and start a new one; the error when that fails."""
+        try:
+            self.observer.stop()
+        except Exception:  # it is already broken; do not let that stop the restart
+            pass
+        try:
+            self.start()
+        except OSError as exc:
+            return exc
+        return None
+
+    def keep(self, now: float) -> bool:
+        """Restart the observer where it is needed and may be tried now; True when it runs again after being down
+        or replaced (the caller rescans the folder at once and checks its lock)."""
+        if self.observer is None or now < self._retry_at:
+            return False
+        replaced = False
+        if now >= self._checked_at + FOLDER_CHECK_S:
+            self._checked_at = now
+            replaced = folder_identity(self.folder) != self._folder_id
+        if not replaced and self.alive():
+            return False
+        shown = imaging.printable(self.folder)
+        if folder_identity(self.folder) is None:
+            state, error = "gone", None
+        else:
+            if self.down is None:
+                self.emit("observer", logging.WARNING,
+                          f"watch folder {shown} was replaced by another folder; watching that one and rescanning"
+                          if replaced else "observer thread died; restarting it and rescanning")
+                self.down = "died"
+            error = self._restart()
+            state = "failed" if error else "up"
+        if state == "up":
+            if self.down in ("gone", "failed"):
+                self.emit("observer", logging.WARNING, f"watch folder {shown} is there again: watching it and "
+                                                       "rescanning")
+            self.down, self._backoff = None, OBSERVER_RETRY_FIRST_S
+            return True
+        if state != self.down:
+            if state == "gone":
+                self.emit("observer", logging.ERROR, f"watch folder {shown} is gone: nothing can arrive until it "
+                                                     "is back; looking for it again every few seconds")
+            else:
+                self.emit("observer", logging.ERROR, f"cannot restart the observer ({error}); relying on rescans "
+                                                     f"every {self.rescan_s:g} s and trying again every few "
+                                                     "seconds")
+            self.down = state
+        self._retry_at = now + self._backoff
+        self._backoff = min(self._backoff * 2, OBSERVER_RETRY_MAX_S)
+        return False

@@ -206,3 +206,87 @@ def test_a_paired_move_is_handed_on_without_waiting_out_the_pairing_window() -> 
     queue.close()
     consumer.join(20)
     assert not consumer.is_alive() and got == [("from", "to"), None]
+
+
+class Keeper:
+    """An ObserverKeeper on a real folder with a real native observer, its log lines kept, its clock by hand."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.settler = Settler(settle_s=0.2)
+        self.lines: list[tuple[str, str]] = []
+        self.keeper = watcher.ObserverKeeper(
+            folder, "native", 0.1, lambda: Handler(Matcher(folder, PATTERNS, recursive=False), self.settler),
+            False, lambda event, level, text, **fields: self.lines.append((event, text)), rescan_s=7.0)
+        self.now = 1000.0
+
+    def keep(self, after: float) -> bool:
+        self.now += after
+        return self.keeper.keep(self.now)
+
+    def notices(self, name: str) -> bool:
+        """A file written into the folder reaches the settler through the running observer."""
+        (self.folder / name).write_bytes(b"x")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            self.settler.wake.wait(0.1)
+            if any(Path(p).name == name for p, _ in self.settler.poll()):
+                return True
+        return False
+
+
+@pytest.fixture
+def kept(tmp_path: Path):
+    k = Keeper(tmp_path / "inbox")
+    k.folder.mkdir()
+    k.keeper.start()
+    yield k
+    k.keeper.stop()
+
+
+def test_the_keeper_leaves_a_running_observer_alone(kept: Keeper) -> None:
+    first = kept.keeper.observer
+    assert [kept.keep(0.3) for _ in range(10)] == [False] * 10
+    assert kept.keeper.observer is first and kept.keeper.down is None and kept.lines == []
+    assert kept.notices("a.jpg")
+
+
+def test_the_keeper_restarts_an_observer_whose_thread_died(kept: Keeper) -> None:
+    first = kept.keeper.observer
+    first.stop()
+    first.join(10)
+    assert kept.keep(0.1) is True
+    assert kept.keeper.observer is not first and kept.keeper.alive() and kept.keeper.down is None
+    assert [text for _, text in kept.lines] == ["observer thread died; restarting it and rescanning"]
+    assert kept.notices("after.jpg")
+
+
+def test_while_the_folder_is_gone_the_keeper_backs_off_logs_once_and_resumes_when_it_is_back(kept: Keeper) -> None:
+    os.rmdir(kept.folder)
+    assert kept.keep(1.0) is False  # seen at the once-a-second comparison
+    assert kept.keeper.down == "gone"
+    tries = []
+    for _ in range(8):  # the retry waits double from 0.5 s to at most 3 s
+        tries.append(kept.keeper._retry_at - kept.now)
+        assert kept.keep(kept.keeper._retry_at - kept.now) is False
+    assert tries == [0.5, 1.0, 2.0, 3.0, 3.0, 3.0, 3.0, 3.0]
+    assert kept.keep(0.01) is False  # not before the next try is due
+    gone = [text for _, text in kept.lines]
+    assert len(gone) == 1 and "is gone" in gone[0]
+    kept.folder.mkdir()
+    assert kept.keep(3.0) is True
+    assert kept.keeper.down is None and kept.keeper.alive()
+    assert "is there again" in kept.lines[-1][1] and len(kept.lines) == 2
+    assert kept.notices("back.jpg")
+
+
+def test_a_folder_replaced_under_a_live_observer_is_watched_anew(kept: Keeper) -> None:
+    first = kept.keeper.observer
+    os.rename(kept.folder, kept.folder.with_name("old-inbox"))
+    kept.folder.mkdir()
+    assert first.is_alive()  # it lives on, watching the folder that moved away
+    assert kept.keep(1.0) is True
+    assert kept.keeper.observer is not first
+    assert [text for _, text in kept.lines] == [
+        f"watch folder {kept.folder} was replaced by another folder; watching that one and rescanning"]
+    assert kept.notices("new.jpg")
