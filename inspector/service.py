@@ -12,15 +12,15 @@ between 3 and 4 leaves the file with a row: the next start scores it, the insert
 file is only moved. A copy of a part already judged is archived beside it without a second row.
 Nothing is deleted here; archived files go only by the retention policy (operations.py, retention.py).
 
-This module runs the whole and judges; the parts live beside it, and never import it: watcher.py (noticing
-complete files, keeping the observer running, provisional rejections), committer.py (batches, degraded mode,
-the database file's identity), archiver.py (archive names and moves), folderlock.py (one watcher per folder
-unless shared), judges.py (the judging processes).
+This module runs the whole; the parts live beside it, and never import it: watcher.py (noticing complete
+files, keeping the observer running, provisional rejections), intake.py (one file to an outcome: read, hash,
+judge, overlay; claims in shared folders), judges.py (the judging processes), committer.py (batches, degraded
+mode, the database file's identity), archiver.py (archive names and moves), folderlock.py (one watcher per
+folder unless shared).
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -37,24 +37,24 @@ from typing import Any
 from threadpoolctl import threadpool_limits
 from watchdog.observers.api import BaseObserver
 
-from inspector import imaging, profiles
+from inspector import imaging
 from inspector.archiver import Archiver
 from inspector.committer import STOP as _STOP
 from inspector.committer import Committer, Job, Outcome
 from inspector.config import Config
-from inspector.errors import ImageRejected, InspectorError, ProfileError
+from inspector.errors import InspectorError
 from inspector.folderlock import FolderBusy, FolderLock
+from inspector.intake import Intake, claim_key
 from inspector.judges import JudgePool, ThreadJudge
-from inspector.pipeline import Verdict
 from inspector.publisher import NullPublisher, Publisher, open_publisher
 from inspector.webhook import NullWebhook, WebhookSender, open_webhook
 from inspector.modbus import ModbusServer, NullModbus, open_modbus
 from inspector.operations import Operations  # issue 15: disk, retention, metrics, status, watchdog
-from inspector.products import Choice, ProductConditions, Products  # issue 16: several products
+from inspector.products import ProductConditions, Products  # issue 16: several products
 from inspector.store import DatabaseError, Store
 from inspector.text import escape_controls
 from inspector.watcher import (
-    PROVISIONAL_REASONS, Handler, Matcher, ObserverKeeper, Rechecks, Settler, Signature, signature,
+    Handler, Matcher, ObserverKeeper, Rechecks, Settler, Signature, signature,
 )
 
 log = logging.getLogger("inspector.watch")
@@ -68,29 +68,9 @@ class SecondSignal(KeyboardInterrupt):
         self.name = name
 
 
-def _claim_key(rel: str) -> str:
-    """The claim key of a file: the sha256 of its path relative to the folder (the same on every station)."""
-    return imaging.sha256_hex(os.fsencode(rel))
-
-
 def _utcnow() -> datetime:
     """Now, timezone-aware UTC."""
     return datetime.now(timezone.utc)
-
-
-def _unknown_product(choice: Choice, digest: str, size: int) -> Verdict:
-    """The rejection of a part no active profile may judge (its product unknown, or without a profile)."""
-    return Verdict(name="", sha256=digest, verdict="rejected", reason="unknown_product", detail=choice.detail,
-                   score=None, threshold=None, profile_version=None, size=size)
-
-
-def source_key(path: str, sig: Signature | None) -> str:
-    """Identity of an entry whose bytes could not be read: a hash of its path, its inode, mtime, size and mode."""
-    digest = imaging.sha256_hex(os.fsencode(path))[:32]
-    if sig is None:
-        return f"entry:{digest}"
-    size, mtime_ns, ino, mode = sig
-    return f"entry:{digest}:{ino}:{mtime_ns}:{size}:{mode:o}"
 
 
 def _default_workers() -> int:
@@ -117,15 +97,6 @@ def _profile_text(row: dict[str, Any]) -> str:
     return f"product {row['product']} profile {row['profile_version']}"
 
 
-def _utf8_name(path: str) -> bool:
-    """True when the file name is valid UTF-8."""
-    try:
-        os.fsencode(os.path.basename(path)).decode("utf-8")
-        return True
-    except UnicodeDecodeError:
-        return False
-
-
 @dataclass
 class Stats:
     """Counters for the throughput line and the exit summary (written by the committer only)."""
@@ -139,10 +110,6 @@ class Stats:
 
 
 IDLE_LINE_S = 300.0  # while nothing arrives, the throughput line is printed at most this often (a quiet heartbeat)
-TRANSIENT_READ_ATTEMPTS = 3  # an unreadable file (other than no permission) is retried this often first
-_PERMANENT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.EISDIR, errno.ENXIO})
-
-
 class WatchService:
     """Runs the hot folder until stopped (SIGTERM/SIGINT or stop()), or until the backlog is done (once)."""
 
@@ -202,10 +169,12 @@ class WatchService:
                               overlays=self.overlays, once=once, counters=self._counters,
                               waiting=lambda: len(self.settler), check_db=self.committer.check_file)
         self.rechecks = Rechecks(wait=not once)  # provisional rejections (empty, truncated ...) of this run
+        # judging: one file -> an Outcome for the committer, in the worker threads
+        self.intake = Intake(cfg, self.folder, self.overlays, self.store, self.committer.check_file, self.products,
+                             self.rechecks, self._emit, self._dirty_add)
         self._inflight: set[str] = set()
         self._dirty: set[str] = set()  # in flight, and an event said the file changed again meanwhile
         self._inflight_lock = threading.Lock()
-        self._attempts: dict[str, int] = {}  # path -> failed reads so far (transient errors)
         self._done: dict[str, Signature | None] = {}  # leave-in-place mode: path -> signature when judged
         self._signals: list[str] = []  # appended by the signal handler (no lock), acted on by the main loop
         self._fatal: BaseException | None = None
@@ -267,7 +236,7 @@ class WatchService:
     def _run(self) -> int:
         """run() without the second-signal message."""
         try:
-            self.judges = self._start_judges()
+            self.judges = self.intake.judges = self._start_judges()
         except OSError as exc:  # no processes to be had (limits, memory): a start error, nothing left held
             self.store.close()
             self.lock.release()
@@ -290,7 +259,7 @@ class WatchService:
             self.modbus = open_modbus(self.cfg, emit=self._emit, counters=lambda: {
                 **self._counters(), "running": self.ready.is_set() and not self._stop.is_set()})
             self.ops.start()  # metrics port, disk watermarks, retention thread
-            self._cleanup_overlay_temps()
+            self.intake.cleanup_overlay_temps()
             if not self.once:
                 self.keeper.start()
             self._emit("started", logging.INFO,
@@ -406,7 +375,7 @@ class WatchService:
 
     def _drop_stale_claims(self, present: set[str]) -> None:
         """Release expired claims on files no longer in the folder (their holder died after archiving them)."""
-        keys = {_claim_key(os.path.relpath(path, self.folder)) for path in present}
+        keys = {claim_key(os.path.relpath(path, self.folder)) for path in present}
         try:
             self.committer.check_file()
             dropped = self.store.drop_stale_claims(keys)
@@ -472,11 +441,11 @@ class WatchService:
                 self._release(job.path)
                 continue
             try:
-                claim = self._claim(job) if self.w.shared else None
+                claim = self.intake.claim(job) if self.w.shared else None
                 if self.w.shared and claim is None:
                     self._release(job.path)  # another station is judging it
                     continue
-                outcome = self._judge(job)
+                outcome = self.intake.take(job)
                 outcome.claim = claim
             except Exception as exc:  # a bug or a database outage must not stop the line: leave the file, go on
                 log.debug("error judging %s", imaging.printable(job.path), exc_info=True)
@@ -486,151 +455,10 @@ class WatchService:
                 continue
             self._results.put(outcome)
 
-    def _claim(self, job: Job) -> str | None:
-        """Claim the file for this station in the database (shared folders); its key, or None when another
-        station holds a live claim on it."""
-        rel = os.path.relpath(job.path, self.folder)
-        key = _claim_key(rel)
-        station = self.cfg.station.name
-        self.committer.check_file()
-        got = self.store.claim(key, station, imaging.printable(rel), self.w.claim_lease_s)
-        if not got.got:
-            return None
-        if got.took_over:
-            self._emit("claim", logging.WARNING, f"took over the expired claim of {got.took_over} on "
-                                                 f"{imaging.printable(rel)}", previous_station=got.took_over)
-        return key
-
-    def _judge(self, job: Job) -> Outcome:
-        """Read, hash, de-duplicate, score; never raises for bad input."""
-        path = job.path
-        sig = signature(path)
-        if sig is None:
-            return Outcome(job)  # gone before we got to it: nothing to record, nothing to move
-        start = time.perf_counter()
-        try:
-            data = imaging.read_file(path, self.cfg.input.max_bytes)
-        except ImageRejected as exc:
-            if not os.path.lexists(path):
-                return Outcome(job)
-            if self._transient(path, exc):
-                return Outcome(job)
-            choice = self.products.choose(path, job.received_at)
-            insp = choice.inspector
-            row = self._row(job, Verdict(name="", sha256=None, verdict="rejected", reason=exc.reason,
-                                         detail=exc.detail, score=None,
-                                         threshold=insp.profile.threshold_ if insp else None,
-                                         profile_version=insp.version if insp else None), key=source_key(path, sig),
-                            start=start, product=choice.product)
-            return self._unless_provisional(Outcome(job, row=row, sig=sig))
-        self._attempts.pop(path, None)
-        if signature(path) != sig:  # written to, or replaced, while we read it: judge it when it settles again
-            self._dirty_add(path)
-            return Outcome(job)
-        digest = imaging.sha256_hex(data)
-        if not self.w.archive:  # files stay in the folder: most of those found at start are judged already
-            self.committer.check_file()  # never take a row of a database file deleted or replaced meanwhile
-            existing = self.store.find(sha256=digest)
-            if existing is not None:
-                return Outcome(job, existing=existing, sig=sig)
-        # (with archiving, a file in the folder is almost always new; the rare one that is not, a copy or a
-        # file whose move a crash interrupted, is caught by the unique sha256 at commit)
-        choice = self.products.choose(path, job.received_at)
-        insp = choice.inspector
-        overlay_png = None  # a defect's overlay, drawn where it was judged
-        if insp is None:
-            verdict = _unknown_product(choice, digest, len(data))
-        elif not _utf8_name(path):
-            verdict = Verdict(name="", sha256=digest, verdict="rejected", reason="bad_name",
-                              detail=f"{imaging.printable(os.path.basename(path))}: file name is not valid UTF-8",
-                              score=None, threshold=insp.profile.threshold_, profile_version=insp.version,
-                              size=len(data))
-        else:
-            judged = self.judges.judge(insp, choice.models_dir or Path(self.cfg.models.dir), data,
-                                       imaging.printable(os.path.basename(path)), digest)
-            verdict, overlay_png = judged.verdict, judged.overlay_png
-        row = self._row(job, verdict, key=None, start=start, product=choice.product)
-        if overlay_png is not None:
-            row["overlay_path"] = self._write_overlay(digest, overlay_png)
-        return self._unless_provisional(Outcome(job, row=row, sig=sig))
-
-    def _unless_provisional(self, o: Outcome) -> Outcome:
-        """A rejection that a file whose writer has only paused would also get (empty, truncated, not yet an
-        image) is final only after REJECTION_LOOKS unchanged looks a settle time apart, and never while a
-        process is seen holding the file open for writing (watcher.Rechecks); until then the file stays, with
-        no row, and is looked at again."""
-        path, row = o.job.path, o.row
-        if row["verdict"] != "rejected" or row["reason"] not in PROVISIONAL_REASONS:
-            self.rechecks.forget(path)
-            return o
-        look = self.rechecks.look(path, o.sig)
-        if look.final:
-            return o
-        shown, what = imaging.printable(path), f"{row['reason']}: {row['detail']}"
-        if look.leave:
-            self._emit("recheck", logging.WARNING, f"{shown} still looks incomplete ({what}) and {look.writers[0]} "
-                                                   "has it open for writing: left in the folder for the next run")
-            return Outcome(o.job)
-        if look.news and look.writers:
-            self._emit("recheck", logging.INFO, f"{shown} looks incomplete ({what}) while {look.writers[0]} has "
-                                                "it open for writing: waiting for the writer to finish")
-        elif look.news:
-            self._emit("recheck", logging.INFO,
-                       f"{shown} looks incomplete ({what}); its writer may only have paused: looked at again after "
-                       f"{self.w.settle_s:g} s, rejected once it has stayed so for {self.rechecks.looks} looks")
-        return Outcome(o.job, recheck=True)
-
     def _dirty_add(self, path: str) -> None:
         """Mark an in-flight path to be looked at again when its round is over."""
         with self._inflight_lock:
             self._dirty.add(path)
-
-    def _transient(self, path: str, exc: ImageRejected) -> bool:
-        """True when a read failure may pass (an I/O error, not a permission): retried at the next rescan, up to
-        TRANSIENT_READ_ATTEMPTS times, before it becomes a rejection."""
-        if exc.reason != "unreadable" or exc.errno is None or exc.errno in _PERMANENT_ERRNOS:
-            return False
-        n = self._attempts.get(path, 0) + 1
-        if n >= TRANSIENT_READ_ATTEMPTS:
-            self._attempts.pop(path, None)
-            return False
-        self._attempts[path] = n
-        self._emit("retry", logging.WARNING, f"cannot read {imaging.printable(path)} ({exc.detail}); "
-                                             f"attempt {n} of {TRANSIENT_READ_ATTEMPTS}, retried at the next rescan")
-        return True
-
-    def _row(self, job: Job, v: Verdict, key: str | None, start: float, product: str) -> dict[str, Any]:
-        """The inspection row for a verdict (inspected_at and archived_path are set at commit)."""
-        st = self.cfg.station
-        return {
-            "sha256": v.sha256 if key is None else None, "source_key": key,
-            "name": imaging.printable(os.path.basename(job.path)), "source_path": imaging.printable(job.path),
-            "archived_path": None, "size": v.size, "width": v.width, "height": v.height,
-            "received_at": job.received_at, "inspected_at": None, "verdict": v.verdict, "reason": v.reason,
-            "detail": v.detail, "score": v.score, "threshold": v.threshold, "profile_version": v.profile_version,
-            "overlay_path": None, "ms": (time.perf_counter() - start) * 1000.0,
-            "station": st.name, "line": st.line, "camera": st.camera, "exposure": v.exposure,
-            "product": product or "",  # "" = none could be told (rejected unknown_product)
-        }
-
-    def _write_overlay(self, digest: str, png: bytes) -> str | None:
-        """Write the anomaly-map overlay PNG atomically (named by sha256, so a retry rewrites the same file)."""
-        try:
-            self.overlays.mkdir(parents=True, exist_ok=True)
-            final = self.overlays / f"{digest}.png"
-            tmp = self.overlays / f".tmp-{digest}-{threading.get_ident()}.png"
-            tmp.write_bytes(png)
-            os.replace(tmp, final)
-            return str(final)
-        except OSError as exc:
-            self._emit("error", logging.ERROR, f"cannot write overlay for {digest[:12]}: {exc}")
-            return None
-
-    def _cleanup_overlay_temps(self) -> None:
-        """Remove temporary overlay files a killed run left (only our own .tmp- names)."""
-        if self.overlays.is_dir():
-            for p in self.overlays.glob(".tmp-*.png"):
-                p.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ recording and archiving (committer thread)
 

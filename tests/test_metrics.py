@@ -258,13 +258,13 @@ def test_a_stuck_pipeline_stops_feeding_the_watchdog_and_says_so(tmp_path: Path,
     with receiver(name) as sock:
         svc = WatchService(config.load(site.config))
         release = threading.Event()
-        judge = svc._judge
+        judge = svc.intake.take
 
         def hung(job):  # the judging pipeline hangs until released
             release.wait(60)
             return judge(job)
 
-        svc._judge = hung
+        svc.intake.take = hung
         t = threading.Thread(target=svc.run, daemon=True)
         t.start()
         try:

@@ -36,6 +36,6 @@ def test_product_modules_do_not_import_tooling():
 
 def test_the_parts_of_the_watch_service_never_import_it():
     """service.py ties the watch service's parts together; they never import it (imports point one way)."""
-    for name in ("watcher", "openfiles", "committer", "archiver", "folderlock"):
+    for name in ("watcher", "openfiles", "intake", "judges", "committer", "archiver", "folderlock"):
         imports = _imports(PACKAGE / f"{name}.py")
         assert not any(n == "inspector.service" or n.startswith("inspector.service.") for n in imports), name
