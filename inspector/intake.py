@@ -2,8 +2,8 @@
 
 The file is read once and hashed (and judged again later if it changed while being read); a copy of a part
 already recorded is found by its sha256 when files stay in the folder; the part's product is chosen and the
-bytes are judged (in a judging process, judges.py), a defect's overlay PNG written; the outcome goes to the
-committer. Bad input never raises: an unreadable file is retried a few times when the error may pass (an I/O
+bytes are judged (in a judging process, judges.py, or in the worker thread itself with [watch] judge_in =
+"threads"), a defect's overlay PNG written; the outcome goes to the committer. Bad input never raises: an unreadable file is retried a few times when the error may pass (an I/O
 error, not a permission), then rejected; a rejection that a file whose writer has only paused would also get
 (empty, truncated, not yet an image) is provisional (watcher.Rechecks). In a shared folder the file is first
 claimed in the database for this station.

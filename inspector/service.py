@@ -110,6 +110,8 @@ class Stats:
 
 
 IDLE_LINE_S = 300.0  # while nothing arrives, the throughput line is printed at most this often (a quiet heartbeat)
+
+
 class WatchService:
     """Runs the hot folder until stopped (SIGTERM/SIGINT or stop()), or until the backlog is done (once)."""
 

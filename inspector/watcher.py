@@ -7,7 +7,7 @@ not yet an image) may only have a writer that paused: Rechecks makes such a reje
 again after another settle time, final only after REJECTION_LOOKS unchanged looks while no process is seen
 holding it open for writing. ObserverKeeper keeps the observer running (restarts after its thread died or the
 folder was removed or replaced). This module only decides *which paths are ready*; what happens to them is the
-service's job (service.py).
+job of intake.py (judging one file) and service.py (the whole).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from inspector import imaging, openfiles
+from inspector import openfiles
 
 Signature = tuple[int, int, int, int]  # (size, mtime_ns, inode, mode) from lstat
 MIN_RECHECK_S = 0.25  # a file found by a scan is looked at twice, at least this far apart, before it counts
@@ -450,7 +450,9 @@ class ObserverKeeper:
             replaced = folder_identity(self.folder) != self._folder_id
         if not replaced and self.alive():
             return False
-        shown = imaging.printable(self.folder)
+        from inspector.imaging import printable  # noqa: PLC0415 - only here: `inspector status` imports this module
+
+        shown = printable(self.folder)
         if folder_identity(self.folder) is None:
             state, error = "gone", None
         else:
