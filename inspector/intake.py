@@ -3,10 +3,10 @@
 The file is read once and hashed (and judged again later if it changed while being read); a copy of a part
 already recorded is found by its sha256 when files stay in the folder; the part's product is chosen and the
 bytes are judged (in a judging process, judges.py, or in the worker thread itself with [watch] judge_in =
-"threads"), a defect's overlay PNG written; the outcome goes to the committer. Bad input never raises: an unreadable file is retried a few times when the error may pass (an I/O
-error, not a permission), then rejected; a rejection that a file whose writer has only paused would also get
-(empty, truncated, not yet an image) is provisional (watcher.Rechecks). In a shared folder the file is first
-claimed in the database for this station.
+"threads"), a defect's overlay PNG written; the outcome goes to the committer. Bad input never raises: an
+unreadable file is retried a few times when the error may pass (an I/O error, not a permission), then rejected;
+a rejection that a file whose writer has only paused would also get (empty, truncated, not yet an image) is
+provisional (watcher.Rechecks). In a shared folder the file is first claimed in the database for this station.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from inspector import imaging
-from inspector.committer import Job, Outcome
+from inspector.committer import Emit, Job, Outcome
 from inspector.config import Config
 from inspector.errors import ImageRejected
 from inspector.judges import JudgePool, ThreadJudge
@@ -68,7 +68,7 @@ class Intake:
     marks an in-flight path to be looked at again once its round is over; `judges` is set when they start."""
 
     def __init__(self, cfg: Config, folder: Path, overlays: Path, store: Store, check_db: Callable[[], None],
-                 products: Products, rechecks: Rechecks, emit: Callable[..., None], again: Callable[[str], None]):
+                 products: Products, rechecks: Rechecks, emit: Emit, again: Callable[[str], None]):
         self.cfg = cfg
         self.w = cfg.watch
         self.folder = folder
