@@ -331,10 +331,13 @@ class NormalProfile:
         spread = 1.4826 * float(np.median(np.abs(relative)))
         self.exposure_stats_ = np.array([0.0, max(spread, _EXPOSURE_SD_FLOOR)])
         # the tolerance counts from the lightings the good training parts were photographed under, and allows an
-        # offset of max_offset grey levels at the part's typical level (on a dark part, 10 levels is a big ratio)
-        level = max(self.lighting_.typical_level_ * 255.0, 1.0)
-        low = math.log(max(1.0 - p.max_exposure_change - p.max_offset / level, 0.05))
-        high = math.log1p(p.max_exposure_change + p.max_offset / level)
+        # offset of max_offset grey levels at the part's typical level, as far as it moves that level by no more
+        # than max_exposure_change: on a dark product (a black tyre at 19) 10 levels is +50%, which normalisation
+        # cannot tell from a gain precisely enough to judge the part (measured), so it is beyond the tolerance
+        typical = max(self.lighting_.typical_level_ * 255.0, 1.0)
+        widen = min(p.max_offset / typical, p.max_exposure_change)
+        low = math.log(max(1.0 - p.max_exposure_change - widen, 0.05))
+        high = math.log1p(p.max_exposure_change + widen)
         self.exposure_bounds_ = (float(relative.min()) + low, float(relative.max()) + high)
         self.cast_limit_ = p.max_colour_cast + max(li.cast_change for li in lights)
         normalised = [self.lighting_.apply(a, li) for a, li in zip(aligned, lights)]

@@ -171,3 +171,17 @@ def test_with_shading_a_part_lit_from_one_side_is_judged_on_its_content() -> Non
     params = {k: v for k, v in meta["params"].items() if k != "shading"}
     old = NormalProfile.from_state(dict(meta, params=params), arrays)
     assert not old.params.shading and not old.lighting_.shading
+
+
+def test_on_a_dark_product_an_offset_it_cannot_tell_from_a_gain_is_rejected_not_flagged() -> None:
+    """A black part (typical grey level ~20): 10 levels more black is +50% there, which normalisation cannot tell
+    precisely from a gain; such a part must be `rejected` for its lighting, never a flood of `defect`s, while a
+    tolerated gain is still judged."""
+    rng = np.random.default_rng(41)
+    dark = [_lit(make_part(rng, W, H), gain=0.15) for _ in range(40)]
+    profile = NormalProfile(rotation="none").fit(dark[:30])
+    assert profile.lighting_.typical_level_ * 255 < 30
+    lifted = [_inspect(profile, _lit(img, offset=10.0)) for img in dark[30:]]
+    assert [(v.verdict, v.reason) for v in lifted] == [("rejected", "lighting")] * len(lifted)
+    brighter = [_inspect(profile, _lit(img, gain=1.1)) for img in dark[30:]]
+    assert [v.verdict for v in brighter].count("ok") >= len(brighter) - 1, [(v.verdict, v.reason) for v in brighter]
