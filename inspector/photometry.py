@@ -28,8 +28,9 @@ only "at least this bright" (or dark): for products the camera clips in training
 tolerated lighting shows unclipped (SHARED_RANGE) is compared. A level whose departure is larger than any tolerated lighting could
 make (a defect covering most of that level) is left out.
 
-Shading (`[profile] shading`, off by default): a lamp lights a part from one side, so a part turned by hand, or a
-lamp that dims on one side, shows a smooth brightness field across the part that no tone curve undoes. With
+Shading (`[profile] shading`; the default "auto" turns it on where registration turns the parts freely, see
+profile.shading_on): a lamp lights a part from one side, so a part turned by hand, or a lamp that dims on one side,
+shows a smooth brightness field across the part that no tone curve undoes. With
 shading on, the tone-corrected part is also divided by a smooth field: the weighted median log ratio of its blocks
 to the reference's on a SHADING_GRID x SHADING_GRID grid (each cell a quarter of the side: a defect smaller than
 half a cell cannot move its median), interpolated bilinearly, capped at SHADING_CAP. Cells with too few usable

@@ -151,6 +151,16 @@ def _top_mean(maps: np.ndarray, fraction: float) -> np.ndarray:
     return part.mean(axis=1)
 
 
+def shading_on(setting: bool | str, locator: Locator | None) -> bool:
+    """Whether parts are divided by their smooth brightness field (`[profile] shading`): as set, or with "auto" where
+    registration turns the parts freely (rotation `any`): a part turned by hand under a lamp from one side has its lit
+    side anywhere once it is registered, while a fixtured part is lit the same way every time (measured: turned
+    castings 75% -> 83% of defects caught at the threshold; castings as photographed 90% -> 81% with it on)."""
+    if setting == "auto":
+        return locator is not None and locator.mode_ == "any"
+    return setting is True
+
+
 class NormalProfile:
     """A profile of normal parts learned from good images; scores new images and maps their anomalies."""
 
@@ -322,7 +332,7 @@ class NormalProfile:
         self._without_lighting()
         if not p.normalise_lighting:
             return aligned, valid, [(pl, None) for pl in placements], None
-        self.lighting_ = LightingModel(p.shading).fit(aligned)
+        self.lighting_ = LightingModel(shading_on(p.shading, self.locator_)).fit(aligned)
         lights = [self.lighting_.estimate(a) for a in aligned]
         log_exposure = np.log(np.array([max(li.exposure, 1e-3) for li in lights]))
         centre = float(np.median(log_exposure))
@@ -562,7 +572,7 @@ class NormalProfile:
             "lighting": None if self.lighting_ is None else {
                 "exposure_ref": self.exposure_ref_, "exposure_bounds": list(self.exposure_bounds_),
                 "cast_limit": self.cast_limit_, "shrink": [float(v) for v in self.lighting_.shrink_],
-                "ceiling": self.lighting_.ceiling_},
+                "ceiling": self.lighting_.ceiling_, "shading": self.lighting_.shading},
             "drift": self.drift_baseline(),
             "fine": None if self.fine_ is None else {
                 "size": list(self.fine_.size), "reach": self.fine_.reach, "stats": [float(v) for v in self.fine_stats_],
@@ -731,7 +741,10 @@ class NormalProfile:
         ceiling = int(light["ceiling"])
         if not 128 <= ceiling <= 255:
             raise ValueError(f"lighting ceiling {ceiling} is not a grey level between 128 and 255")
-        self.lighting_ = LightingModel(self.params.shading).set_reference(
+        shading = light.get("shading", self.params.shading is True)  # saved since "auto"; before, as configured
+        if not isinstance(shading, bool):
+            raise ValueError(f"lighting shading must be true or false, not {shading!r}")
+        self.lighting_ = LightingModel(shading).set_reference(
             np.asarray(arrays["lighting_reference"], np.float32), shrink, weights, ceiling)
         self.exposure_ref_ = float(light["exposure_ref"])
         low, high = (float(v) for v in light["exposure_bounds"])

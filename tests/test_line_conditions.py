@@ -169,8 +169,32 @@ def test_with_shading_a_part_lit_from_one_side_is_judged_on_its_content() -> Non
     assert again.lighting_.shading and np.allclose(again.anomaly_score(side), shaded.anomaly_score(side))
     meta, arrays = plain.get_state()
     params = {k: v for k, v in meta["params"].items() if k != "shading"}
-    old = NormalProfile.from_state(dict(meta, params=params), arrays)
+    light = {k: v for k, v in meta["lighting"].items() if k != "shading"}
+    old = NormalProfile.from_state(dict(meta, params=params, lighting=light), arrays)
     assert not old.params.shading and not old.lighting_.shading
+    # one saved with shading = true before "auto" existed (the setting in its params only) keeps the field
+    meta, arrays = shaded.get_state()
+    light = {k: v for k, v in meta["lighting"].items() if k != "shading"}
+    assert NormalProfile.from_state(dict(meta, lighting=light), arrays).lighting_.shading
+    with pytest.raises(ValueError, match="shading"):
+        NormalProfile.from_state(dict(meta, lighting={**meta["lighting"], "shading": "yes"}), arrays)
+
+
+def test_shading_auto_is_on_where_parts_turn_freely_and_off_where_a_fixture_holds_them() -> None:
+    """The default `shading = "auto"`: a part turned by hand under a lamp from one side has its lit side anywhere
+    once registered, so the field is divided out; a fixtured part keeps the plain tone curve. The choice is saved
+    with the profile."""
+    rng = np.random.default_rng(51)
+    parts = [make_part(rng, W, H) for _ in range(16)]
+    turned = [_placed(p, float(a), 0.0, 0.0) for p, a in zip(parts, rng.uniform(0.0, 360.0, len(parts)))]
+    free = NormalProfile(rotation="any").fit(turned)
+    held = NormalProfile(rotation="off").fit(parts)
+    assert free.params.shading == "auto" and free.lighting_.shading
+    assert held.params.shading == "auto" and not held.lighting_.shading
+    for profile in (free, held):
+        again = NormalProfile.from_state(*profile.get_state())
+        assert again.lighting_.shading == profile.lighting_.shading
+    assert not NormalProfile(rotation="any", shading=False).fit(turned).lighting_.shading
 
 
 def test_on_a_dark_product_an_offset_it_cannot_tell_from_a_gain_is_rejected_not_flagged() -> None:
