@@ -572,7 +572,9 @@ class NormalProfile:
             "lighting": None if self.lighting_ is None else {
                 "exposure_ref": self.exposure_ref_, "exposure_bounds": list(self.exposure_bounds_),
                 "cast_limit": self.cast_limit_, "shrink": [float(v) for v in self.lighting_.shrink_],
-                "ceiling": self.lighting_.ceiling_, "shading": self.lighting_.shading},
+                "ceiling": self.lighting_.ceiling_, "shading": self.lighting_.shading,
+                "offset": None if self.lighting_.offset_ref_ is None else [
+                    self.lighting_.offset_ref_, self.lighting_.offset_limit_]},
             "drift": self.drift_baseline(),
             "fine": None if self.fine_ is None else {
                 "size": list(self.fine_.size), "reach": self.fine_.reach, "stats": [float(v) for v in self.fine_stats_],
@@ -744,8 +746,13 @@ class NormalProfile:
         shading = light.get("shading", self.params.shading is True)  # saved since "auto"; before, as configured
         if not isinstance(shading, bool):
             raise ValueError(f"lighting shading must be true or false, not {shading!r}")
+        offset = light.get("offset")  # the black level's median and limit; absent before 2026-12-04 (by levels)
+        if offset is not None:
+            offset = tuple(float(v) for v in offset)
+            if len(offset) != 2 or not all(math.isfinite(v) for v in offset) or not 0.0 <= offset[1] <= 1.0:
+                raise ValueError("lighting offset must be [median, limit] with the limit in [0, 1]")
         self.lighting_ = LightingModel(shading).set_reference(
-            np.asarray(arrays["lighting_reference"], np.float32), shrink, weights, ceiling)
+            np.asarray(arrays["lighting_reference"], np.float32), shrink, weights, ceiling, offset)
         self.exposure_ref_ = float(light["exposure_ref"])
         low, high = (float(v) for v in light["exposure_bounds"])
         self.exposure_bounds_ = (low, high)

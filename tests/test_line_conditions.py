@@ -144,7 +144,8 @@ def test_a_narrow_strip_trains_without_registration() -> None:
 
 
 @pytest.mark.parametrize("field,value", [("match_limit", float("nan")), ("exposure_bounds", [0.1, 0.2]),
-                                         ("cast_limit", -1.0), ("ceiling", 40)])
+                                         ("cast_limit", -1.0), ("ceiling", 40), ("offset", [0.0, 2.0]),
+                                         ("offset", [float("nan"), 0.01]), ("offset", [0.0])])
 def test_broken_saved_conditions_are_refused(fitted: NormalProfile, field: str, value) -> None:
     meta, arrays = fitted.get_state()
     section = "registration" if field == "match_limit" else "lighting"
@@ -209,3 +210,20 @@ def test_on_a_dark_product_an_offset_it_cannot_tell_from_a_gain_is_rejected_not_
     assert [(v.verdict, v.reason) for v in lifted] == [("rejected", "lighting")] * len(lifted)
     brighter = [_inspect(profile, _lit(img, gain=1.1)) for img in dark[30:]]
     assert [v.verdict for v in brighter].count("ok") >= len(brighter) - 1, [(v.verdict, v.reason) for v in brighter]
+
+
+def test_a_profile_saved_before_the_black_level_line_judges_by_grey_levels(fitted: NormalProfile,
+                                                                          good: list[np.ndarray]) -> None:
+    """Profiles saved before 2026-12-04 have no black-level record: they keep the curve bent through each grey
+    level's departure they were calibrated with; new ones follow the black level's line."""
+    meta, arrays = fitted.get_state()
+    assert fitted.lighting_.offset_ref_ is not None and meta["lighting"]["offset"][1] > 0
+    light = {k: v for k, v in meta["lighting"].items() if k != "offset"}
+    old = NormalProfile.from_state(dict(meta, lighting=light), arrays)
+    assert old.lighting_.offset_ref_ is None
+    lifted = _lit(good[0], offset=10.0)
+    work = fitted.working_image(lifted)
+    by_levels, by_line = old.lighting_.estimate(work), fitted.lighting_.estimate(work)
+    assert by_line.offset == pytest.approx(10.0, abs=3.0) and by_line.bend > 0
+    assert not np.array_equal(by_levels.lut, by_line.lut)
+    assert np.isfinite(old.anomaly_score([lifted])).all()

@@ -62,6 +62,20 @@ def test_a_large_defect_does_not_drive_the_estimate(fitted: tuple[LightingModel,
         spoiled[20:60, 30:90] = (20, 20, 20)  # a dark patch over a quarter of the part
         assert model.estimate(spoiled).exposure == pytest.approx(model.estimate(part).exposure, rel=0.01)
         assert model.estimate(spoiled).cast_change < 0.02
+        assert model.estimate(spoiled).offset == 0.0  # nor read as a lowered black
+
+
+@pytest.mark.parametrize("offset", [-10.0, 10.0])
+def test_a_moved_black_level_is_measured_and_followed(fitted: tuple[LightingModel, list[np.ndarray]],
+                                                      offset: float) -> None:
+    """The black level is read from a robust line through the blocks (part against reference); moved beyond the
+    training parts' own scatter, the curve follows the line; within it, the exposure alone corrects the part."""
+    model, probes = fitted
+    assert 0.0 < model.offset_limit_ * 255 < 10.0
+    for part in probes:
+        found = model.estimate(_light(part, offset=offset))
+        assert found.offset == pytest.approx(offset, abs=3.0) and found.bend == pytest.approx(abs(found.offset) / 255)
+        assert model.estimate(_light(part, offset=offset * model.offset_limit_ * 255 / 30.0)).offset == 0.0
 
 
 def test_parts_under_the_trained_lighting_are_corrected_by_their_exposure_alone(
