@@ -100,7 +100,8 @@ class Lighting:
     offset: float  # grey levels the part's black is lifted by, against the reference
     bend: float  # how far the curve departs from a plain gain: the black level moved (0..1), or (profiles saved
     # before 2026-12-04) the largest log departure kept at some grey level
-    raw: np.ndarray  # (4 + N_LEVELS,) float64 before thresholds: log exposure, log cast (B, G, R), departures
+    raw: np.ndarray  # (4 + N_LEVELS,) float64 before thresholds: log exposure, log cast (B, G, R), and each level's
+    # departure (profiles saved before 2026-12-04; NaN otherwise)
 
     @property
     def cast_change(self) -> float:
@@ -189,7 +190,7 @@ class LightingModel:
         if offsets.size:
             self.offset_ref_ = float(np.median(offsets))
             spread = 1.4826 * float(np.median(np.abs(offsets - self.offset_ref_)))
-            self.offset_limit_ = max(OFFSET_SDS * spread, OFFSET_FLOOR)
+            self.offset_limit_ = min(max(OFFSET_SDS * spread, OFFSET_FLOOR), 1.0)
         return self
 
     def set_reference(self, ref: np.ndarray, shrink: np.ndarray, weights: np.ndarray, ceiling: int = 255,
@@ -220,15 +221,20 @@ class LightingModel:
             usable = self.ref_blocks_.mean(axis=2) > 1.0 / 255.0
         return usable
 
-    def _line(self, aligned: np.ndarray, log_cast: np.ndarray, gain: float) -> tuple[float, float] | None:
+    def _measured(self, aligned: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A part's block means (BH, BW, 3) in 0..1 and its usable blocks (BH, BW) bool, computed once per part."""
+        return _blocks(aligned).astype(np.float64) / 255.0, self._usable(aligned)
+
+    def _line(self, aligned: np.ndarray, log_cast: np.ndarray, gain: float,
+              measured: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[float, float] | None:
         """The part's grey level as a straight line of the reference's, (slope, black level) in 0..1 units, fitted
-        on the usable blocks (cast divided out; `gain` is the part's exposure) by reweighted least squares: blocks far off the line (a defect, an
-        edge that moved) weigh less, steady blocks more. None when the blocks span no range of grey levels."""
-        usable = self._usable(aligned)
+        on the usable blocks (cast divided out) by reweighted least squares: blocks far off the line (a defect, an
+        edge that moved) weigh less, steady blocks more. None with fewer than 8 usable blocks, when they span no
+        range of grey levels, or when the line misses the exposure `gain` at the typical level."""
+        blocks, usable = self._measured(aligned) if measured is None else measured
         if usable.sum() < 8:
             return None
-        part = _blocks(aligned).astype(np.float64)[usable] / 255.0
-        p = (part / np.exp(log_cast)[None, :]).mean(axis=1)  # (N,)
+        p = (blocks[usable] / np.exp(log_cast)[None, :]).mean(axis=1)  # (N,)
         t = self.ref_blocks_[usable].mean(axis=1)
         steady = self.weights_[usable] if self.weights_.shape == usable.shape else np.ones(len(t))
         slope = float(np.exp(_weighted_median(np.log(np.maximum(p, 1e-4) / np.maximum(t, 1e-4)), steady)))
@@ -237,6 +243,8 @@ class LightingModel:
             r = p - (slope * t + black)
             scale = 1.4826 * _weighted_median(np.abs(r), steady) + 1e-5
             w = steady * np.minimum(1.0, _HUBER * scale / np.maximum(np.abs(r), 1e-12))
+            if w.sum() <= 0.0:  # every usable block weighs nothing (only a damaged profile's weights do this)
+                return None
             mt, mp = np.average(t, weights=w), np.average(p, weights=w)
             spread = float(np.sum(w * (t - mt) ** 2))
             if spread <= 1e-12:
@@ -250,12 +258,12 @@ class LightingModel:
             return None
         return slope, black
 
-    def _terms(self, aligned: np.ndarray, levels: bool = True) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    def _terms(self, aligned: np.ndarray, levels: bool = True, measured: tuple[np.ndarray, np.ndarray] | None = None
+               ) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
         """A part's lighting before anything is dropped: ([max |log cast|, departure per level...], log exposure,
         log cast (3,), level centres (N_LEVELS,)); empty levels are NaN, and all are without `levels`."""
         empty = np.full(N_LEVELS, np.nan)
-        part = _blocks(aligned).astype(np.float64) / 255.0
-        usable = self._usable(aligned)
+        part, usable = self._measured(aligned) if measured is None else measured
         if usable.sum() < 8:  # a black reference: nothing to measure a gain on
             return np.concatenate([[0.0], empty]), 0.0, np.zeros(3), empty
         p = np.maximum(part[usable], 0.5 / 255.0)  # (N, 3)
@@ -288,15 +296,17 @@ class LightingModel:
         """How a registered part (H, W, 3) uint8 is lit against the reference, and the curves that undo it."""
         if self.offset_ref_ is None:
             return self._estimate_by_levels(aligned)
-        summary, log_g, log_cast, _ = self._terms(aligned, levels=False)
+        measured = self._measured(aligned)
+        summary, log_g, log_cast, _ = self._terms(aligned, levels=False, measured=measured)
         kept_cast = _kept(log_cast, self.shrink_[0])
         levels = np.linspace(0.0, 1.0, 256)
         gain = float(np.exp(log_g))
         fwd_grey, black = gain * levels, 0.0
-        line = self._line(aligned, kept_cast, gain)
+        line = self._line(aligned, kept_cast, gain, measured)
         if line is not None and abs(line[1] - self.offset_ref_) > self.offset_limit_:
             # the black level moved beyond what good parts show by themselves: follow the line (a lifted or lowered
             # black, or what a gamma change looks like over the part's levels), never flatter than a tenth
+            # against the typical good part's line (slope ~1: the reference is their median, black offset_ref_)
             black = line[1] - self.offset_ref_
             fwd_grey = max(line[0], 0.1) * levels + black
         lut = self._inverse(np.exp(kept_cast)[None, :] * fwd_grey[:, None])

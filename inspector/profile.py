@@ -57,8 +57,10 @@ from inspector.register import IDENTITY, Locator, Placement
 from inspector.segment import Palette
 from inspector.variations import copied_parts, draw, relit
 
-FORMAT_VERSION = 3  # bump when the meaning of saved arrays changes
-READABLE_FORMATS = (1, 2, 3)  # 1: before registration and lighting; 2: before the fine pass (each loads without)
+FORMAT_VERSION = 4  # bump when the meaning of saved arrays changes
+# 1: before registration and lighting; 2: before the fine pass (each loads without); 3: before the black-level line
+# and shading = "auto" (4: an older build must refuse these, it would judge them with the per-level curve)
+READABLE_FORMATS = (1, 2, 3, 4)
 _VALID_SHARE = 0.75  # a cell is compared when this share of its window lies inside the photo
 MIN_REGISTER_SIDE = 16  # working images narrower than this (a line-scan strip) are neither located nor matched
 _EXPOSURE_SD_FLOOR = 0.005  # a training set this steady still leaves the drift monitor this much log-exposure noise
@@ -158,7 +160,7 @@ def shading_on(setting: bool | str, locator: Locator | None) -> bool:
     castings 75% -> 83% of defects caught at the threshold; castings as photographed 90% -> 81% with it on)."""
     if setting == "auto":
         return locator is not None and locator.mode_ == "any"
-    return setting is True
+    return bool(setting)
 
 
 class NormalProfile:
@@ -748,9 +750,11 @@ class NormalProfile:
             raise ValueError(f"lighting shading must be true or false, not {shading!r}")
         offset = light.get("offset")  # the black level's median and limit; absent before 2026-12-04 (by levels)
         if offset is not None:
+            if not isinstance(offset, (list, tuple)) or len(offset) != 2:
+                raise ValueError("lighting offset must be [median, limit]")
             offset = tuple(float(v) for v in offset)
-            if len(offset) != 2 or not all(math.isfinite(v) for v in offset) or not 0.0 <= offset[1] <= 1.0:
-                raise ValueError("lighting offset must be [median, limit] with the limit in [0, 1]")
+            if not (math.isfinite(offset[0]) and -1.0 <= offset[0] <= 1.0 and 0.0 < offset[1] <= 1.0):
+                raise ValueError("lighting offset must be [median, limit], the median in [-1, 1], the limit in (0, 1]")
         self.lighting_ = LightingModel(shading).set_reference(
             np.asarray(arrays["lighting_reference"], np.float32), shrink, weights, ceiling, offset)
         self.exposure_ref_ = float(light["exposure_ref"])

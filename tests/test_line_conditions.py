@@ -145,7 +145,8 @@ def test_a_narrow_strip_trains_without_registration() -> None:
 
 @pytest.mark.parametrize("field,value", [("match_limit", float("nan")), ("exposure_bounds", [0.1, 0.2]),
                                          ("cast_limit", -1.0), ("ceiling", 40), ("offset", [0.0, 2.0]),
-                                         ("offset", [float("nan"), 0.01]), ("offset", [0.0])])
+                                         ("offset", [float("nan"), 0.01]), ("offset", [0.0]), ("offset", "01"),
+                                         ("offset", [-2.0, 0.01]), ("offset", [0.0, 0.0])])
 def test_broken_saved_conditions_are_refused(fitted: NormalProfile, field: str, value) -> None:
     meta, arrays = fitted.get_state()
     section = "registration" if field == "match_limit" else "lighting"
@@ -188,7 +189,8 @@ def test_shading_auto_is_on_where_parts_turn_freely_and_off_where_a_fixture_hold
     rng = np.random.default_rng(51)
     parts = [make_part(rng, W, H) for _ in range(16)]
     turned = [_placed(p, float(a), 0.0, 0.0) for p, a in zip(parts, rng.uniform(0.0, 360.0, len(parts)))]
-    free = NormalProfile(rotation="any").fit(turned)
+    free = NormalProfile().fit(turned)  # rotation "auto" finds that they turn freely
+    assert free.locator_.mode_ == "any"
     held = NormalProfile(rotation="off").fit(parts)
     assert free.params.shading == "auto" and free.lighting_.shading
     assert held.params.shading == "auto" and not held.lighting_.shading
@@ -206,6 +208,7 @@ def test_on_a_dark_product_an_offset_it_cannot_tell_from_a_gain_is_rejected_not_
     dark = [_lit(make_part(rng, W, H), gain=0.15) for _ in range(40)]
     profile = NormalProfile(rotation="none").fit(dark[:30])
     assert profile.lighting_.typical_level_ * 255 < 30
+    profile = NormalProfile.from_state(*profile.get_state())  # a narrow grey range saves and loads
     lifted = [_inspect(profile, _lit(img, offset=10.0)) for img in dark[30:]]
     assert [(v.verdict, v.reason) for v in lifted] == [("rejected", "lighting")] * len(lifted)
     brighter = [_inspect(profile, _lit(img, gain=1.1)) for img in dark[30:]]
