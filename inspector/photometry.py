@@ -173,17 +173,14 @@ class LightingModel:
         # capped at the median weight: at least half the blocks weigh the most, so a defect on a small steady
         # region (contamination on the bottom of a bottle) cannot carry the medians
         self.set_reference(ref, np.zeros(1 + N_LEVELS), np.minimum(weights, np.median(weights)), self.ceiling_)
-        terms = np.array([self._terms(a)[0] for a in aligned])  # (N, 1 + N_LEVELS), NaN where a level is empty
-        scatter = np.zeros(terms.shape[1])
-        for k in range(terms.shape[1]):
-            seen = terms[np.isfinite(terms[:, k]), k]
-            if seen.size:
-                scatter[k] = 1.4826 * float(np.median(np.abs(seen - np.median(seen))))
-        floor = np.full(len(scatter), _SHRINK_FLOOR[1])
-        floor[0] = _SHRINK_FLOOR[0]
-        self.shrink_ = np.maximum(_SHRINK_SDS * scatter, floor)
-        # the black level each good part shows against the reference, and how much it scatters by itself
+        # each part's exposure and cast, once; the per-level departures are not measured (a fitted model follows
+        # the black level's line, so its level thresholds stay at their floor: only a profile saved before uses them)
         terms = [self._terms(a, levels=False) for a in aligned]
+        casts = np.array([t[0][0] for t in terms])  # (N,) max |log cast|
+        self.shrink_ = np.full(1 + N_LEVELS, _SHRINK_FLOOR[1])
+        self.shrink_[0] = max(_SHRINK_SDS * 1.4826 * float(np.median(np.abs(casts - np.median(casts)))),
+                              _SHRINK_FLOOR[0])
+        # the black level each good part shows against the reference, and how much it scatters by itself
         lines = [self._line(a, _kept(t[2], self.shrink_[0]), float(np.exp(t[1]))) for a, t in zip(aligned, terms)]
         offsets = np.array([line[1] for line in lines if line is not None])
         self.offset_ref_, self.offset_limit_ = 0.0, OFFSET_FLOOR

@@ -745,7 +745,7 @@ class NormalProfile:
         ceiling = int(light["ceiling"])
         if not 128 <= ceiling <= 255:
             raise ValueError(f"lighting ceiling {ceiling} is not a grey level between 128 and 255")
-        shading = light.get("shading", self.params.shading is True)  # saved since "auto"; before, as configured
+        shading = light.get("shading", shading_on(self.params.shading, self.locator_))  # saved since "auto"
         if not isinstance(shading, bool):
             raise ValueError(f"lighting shading must be true or false, not {shading!r}")
         offset = light.get("offset")  # the black level's median and limit; absent before 2026-12-04 (by levels)
