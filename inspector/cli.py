@@ -1046,8 +1046,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "every set in --data)")
     p.add_argument("--perturb", default=None, metavar="P1,P2",
                    help="with --robustness: comma-separated perturbations (default all: clean, png, gain0.97, "
-                        "gain0.9, gain1.1, offset-10, offset+10, warm, cool, gamma0.9, gamma1.1, alternate, "
-                        "jpeg80, placed, pasted; clean always runs as the reference)")
+                        "gain0.9, gain1.1, offset-10, offset+10, offset-5, offset+5, warm, cool, gamma0.9, "
+                        "gamma1.1, alternate, jpeg80, placed, pasted; clean always runs as the reference)")
     p.add_argument("--seed", type=int, default=0,
                    help="with --robustness or --defects: seed of the random placement and pasting (default 0)")
     p.add_argument("--defects", action="store_true",

@@ -11,18 +11,26 @@ the darkest ones, are left out):
   with blocks weighted by how steady they were across the training parts (a fixture or a plain surface is a
   good probe of the light, an edge or a variant is not), precise: ~0.2% from part to part on a steady line;
 * the colour cast `k_c`: the same median per channel, over `g`;
-* the black level: a straight line through the blocks, the part's grey level (cast divided out) against the
-  reference's, fitted by reweighted least squares (blocks far off the line, a defect or an edge that moved,
-  weigh less; steady blocks more). Where it crosses zero is where the part's black lies.
+* the black level: straight lines through the blocks, each channel of the part against the same channel of the
+  reference, all through one common black level (what lifts a black, stray light or a camera's black level,
+  adds the same to every channel), fitted together by reweighted least squares (values far off their line, a
+  defect or an edge that moved, weigh less; steady blocks more). Where they cross zero is where the part's black
+  lies, and their mean slope is the exposure along them.
 
 The tone curve (reference level -> part level) is `k_c * g * level`: the exposure alone, which the median over all
 blocks measures most precisely. Only where the black level has moved from the training parts' median by more
 than they scatter by themselves (OFFSET_SDS robust standard deviations, and at least OFFSET_FLOOR) does the curve
-follow the line instead, `k_c * (slope * level + black)`: a lifted or lowered black, or what a gamma change looks
-like over the part's levels. The line must meet the exposure at the typical grey level (within _LINE_AGREE):
-where a camera clips much of a brighter part, the blocks left do not follow a line. A cast no larger than the
-training parts show by themselves is dropped too. What the curve leaves (a gamma change, an offset too small to
-measure on this product) is what the lighting copies teach the profile to accept (variations.py).
+follow the lines instead, `k_c * slope * level + black`: a lifted or lowered black, or what a gamma change looks
+like over the part's levels. There the cast is corrected too: the same grey levels added to every channel raise a
+dark channel's ratio more than a bright one's, by log(1 + black / (slope * level)) at each channel's typical
+level, and per channel the smaller of the two readings is kept (a lamp's colour shows in both). Measured
+2026-12-04 on the tyre (channels at different levels, typical grey 19): until then one grey line was fitted with
+the uncorrected cast divided out, the same 7 levels added to each channel read as a 5% colour cast, and 40 of 54
+good tyres were flagged at +7 (now 3, as on clean photos). The lines must meet the exposure at the typical grey
+level (within _LINE_AGREE): where a camera clips much of a brighter part, the blocks left do not follow a line.
+A cast no larger than the training parts show by themselves is dropped too. What the curve leaves (a gamma change,
+an offset too small to measure on this product) is what the lighting copies teach the profile to accept
+(variations.py).
 
 Why not more (measured 2026-12-04, the robustness table, default config): until then the curve was bent through a
 departure measured at each of 8 grey levels. On the casting only 4 levels held enough blocks and their departures
@@ -74,7 +82,8 @@ _STEADY = 0.01  # block brightness scatter (log) below which a block counts as f
 OFFSET_SDS = 3.0  # a part's black level counts as moved beyond this many training scatters ...
 OFFSET_FLOOR = 3.0 / 255.0  # ... and beyond this many grey levels (a dark product's fit is tight but not exact)
 _HUBER = 1.5  # robust line fit: residuals beyond this many robust deviations weigh less
-_FIT_ROUNDS = 6  # reweighting rounds of the robust line fit
+_FIT_ROUNDS = 6  # reweighting rounds of the robust line fit, at most ...
+_FIT_SETTLED = 0.01 / 255.0  # ... it stops once no slope or black level moves by more than this
 _LINE_AGREE = 0.08  # the line must meet the exposure within this share at the typical grey level
 # Where the camera already clips the good parts at white (a white background, a specular rim), a part under
 # another tolerated lighting clips differently: 20% brighter shows nothing above 255 / 1.2 ~ 212 of the
@@ -96,7 +105,8 @@ class Lighting:
 
     lut: np.ndarray  # (1, 256, 3) uint8, per channel (BGR): the part's value -> the reference's
     exposure: float  # the part's brightness relative to the reference (1.0 = as trained, 0.9 = 10% darker)
-    cast: np.ndarray  # (3,) float64, per-channel gain (BGR) over the exposure (1, 1, 1 = neutral)
+    cast: np.ndarray  # (3,) float64, per-channel gain (BGR) over the exposure (1, 1, 1 = neutral); where the black
+    # moved, per channel the smaller of the readings with and without it (see LightingModel.estimate)
     offset: float  # grey levels the part's black is lifted by, against the reference
     bend: float  # how far the curve departs from a plain gain: the black level moved (0..1), or (profiles saved
     # before 2026-12-04) the largest log departure kept at some grey level
@@ -181,7 +191,7 @@ class LightingModel:
         self.shrink_[0] = max(_SHRINK_SDS * 1.4826 * float(np.median(np.abs(casts - np.median(casts)))),
                               _SHRINK_FLOOR[0])
         # the black level each good part shows against the reference, and how much it scatters by itself
-        lines = [self._line(a, _kept(t[2], self.shrink_[0]), float(np.exp(t[1]))) for a, t in zip(aligned, terms)]
+        lines = [self._line(a, float(np.exp(t[1])), start=np.exp(t[1] + t[2])) for a, t in zip(aligned, terms)]
         offsets = np.array([line[1] for line in lines if line is not None])
         self.offset_ref_, self.offset_limit_ = 0.0, OFFSET_FLOOR
         if offsets.size:
@@ -207,6 +217,9 @@ class LightingModel:
         if not measured.any():
             measured = np.ones_like(measured)
         self.typical_level_ = _weighted_median(level[measured], steady[measured])
+        # each channel's typical level: how far a moved black changes the channels' ratios (see estimate)
+        self.typical_channels_ = np.array([_weighted_median(self.ref_blocks_[..., c][measured], steady[measured])
+                                           for c in range(3)])
         self.ceiling_ = int(ceiling)
         self.range_ = (0, self.ceiling_)
         return self
@@ -222,36 +235,52 @@ class LightingModel:
         """A part's block means (BH, BW, 3) in 0..1 and its usable blocks (BH, BW) bool, computed once per part."""
         return _blocks(aligned).astype(np.float64) / 255.0, self._usable(aligned)
 
-    def _line(self, aligned: np.ndarray, log_cast: np.ndarray, gain: float,
-              measured: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[float, float] | None:
-        """The part's grey level as a straight line of the reference's, (slope, black level) in 0..1 units, fitted
-        on the usable blocks (cast divided out) by reweighted least squares: blocks far off the line (a defect, an
-        edge that moved) weigh less, steady blocks more. None with fewer than 8 usable blocks, when they span no
-        range of grey levels, or when the line misses the exposure `gain` at the typical level."""
+    def _line(self, aligned: np.ndarray, gain: float, measured: tuple[np.ndarray, np.ndarray] | None = None,
+              start: np.ndarray | None = None) -> tuple[float, float] | None:
+        """The part's levels as straight lines of the reference's, one per channel through a common black level,
+        fitted on the usable blocks by reweighted least squares (values far off their line, a defect or an edge that
+        moved, weigh less; steady blocks more): (slope, black level in 0..1), the slope the channels' mean. The black
+        is common because what lifts it (stray light, a camera's black level) adds the same to every channel; one
+        grey line through channels divided by a cast measured with that black in is thrown off by the channels'
+        different levels. None with fewer than 8 usable blocks, when they span no range of grey levels, or when the
+        line misses the exposure `gain` at the typical level. `start` (3,): the channels' gains to start from (the
+        exposure times the cast, when the caller has them), else their weighted median ratios."""
         blocks, usable = self._measured(aligned) if measured is None else measured
         if usable.sum() < 8:
             return None
-        p = (blocks[usable] / np.exp(log_cast)[None, :]).mean(axis=1)  # (N,)
-        t = self.ref_blocks_[usable].mean(axis=1)
+        p, t = blocks[usable], self.ref_blocks_[usable]  # (N, 3) each
         steady = self.weights_[usable] if self.weights_.shape == usable.shape else np.ones(len(t))
-        slope = float(np.exp(_weighted_median(np.log(np.maximum(p, 1e-4) / np.maximum(t, 1e-4)), steady)))
+        if start is None:
+            ratio = np.log(np.maximum(p, 0.5 / 255.0) / np.maximum(t, 0.5 / 255.0))
+            start = np.exp([_weighted_median(ratio[:, c], steady) for c in range(3)])
+        slopes = np.asarray(start, dtype=np.float64)
         black = 0.0
         for _ in range(_FIT_ROUNDS):
-            r = p - (slope * t + black)
-            scale = 1.4826 * _weighted_median(np.abs(r), steady) + 1e-5
-            w = steady * np.minimum(1.0, _HUBER * scale / np.maximum(np.abs(r), 1e-12))
-            if w.sum() <= 0.0:  # every usable block weighs nothing (only a damaged profile's weights do this)
+            r = p - (slopes * t + black)  # (N, 3)
+            size = np.abs(r)
+            scale = 1.4826 * _weighted_median(size.mean(axis=1), steady) + 1e-5  # over blocks: a third of the sorting
+            w = steady[:, None] * np.minimum(1.0, _HUBER * scale / np.maximum(size, 1e-12))  # (N, 3)
+            # the normal equations of sum w (p - slope_c t - black)^2 over the slopes (3) and the black, summed at once
+            wt = w * t
+            sums = np.concatenate([wt * t, wt, wt * p, w * p, w], axis=1).sum(axis=0)
+            tt, wt_sum, tp, wp, weight = sums[:3], sums[3:6], sums[6:9], float(sums[9:12].sum()), sums[12:]
+            total = float(weight.sum())
+            if np.min(weight) <= 0.0:  # a channel's usable blocks weigh nothing (only a damaged profile's weights)
                 return None
-            mt, mp = np.average(t, weights=w), np.average(p, weights=w)
-            spread = float(np.sum(w * (t - mt) ** 2))
-            if spread <= 1e-12:
-                return None
-            slope = float(np.sum(w * (t - mt) * (p - mp)) / spread)
-            black = float(mp - slope * mt)
+            if np.min(tt - wt_sum * wt_sum / weight) <= 1e-12 * total:
+                return None  # a channel's usable blocks span no range of levels: no line through them
+            normal = np.diag(np.append(tt, total))
+            normal[3, :3] = normal[:3, 3] = wt_sum
+            solved = np.linalg.solve(normal, np.append(tp, wp))
+            moved = float(np.abs(solved - np.append(slopes, black)).max())
+            slopes, black = solved[:3], float(solved[3])
+            if moved < _FIT_SETTLED:  # a hundredth of a grey level: the weights would not change
+                break
+        slope = float(slopes.mean())
         # the line and the exposure measure the same brightness at the part's typical level; where they disagree
         # the blocks do not follow a line (a camera that clips much of a brighter part leaves the darker blocks)
         typical = self.typical_level_
-        if abs(slope * typical + black - gain * typical) > _LINE_AGREE * typical:
+        if np.any(slopes <= 0.0) or abs(slope * typical + black - gain * typical) > _LINE_AGREE * typical:
             return None
         return slope, black
 
@@ -298,15 +327,25 @@ class LightingModel:
         kept_cast = _kept(log_cast, self.shrink_[0])
         levels = np.linspace(0.0, 1.0, 256)
         gain = float(np.exp(log_g))
-        fwd_grey, black = gain * levels, 0.0
-        line = self._line(aligned, kept_cast, gain, measured)
+        black = 0.0
+        line = self._line(aligned, gain, measured, start=np.exp(log_g + log_cast))
         if line is not None and abs(line[1] - self.offset_ref_) > self.offset_limit_:
-            # the black level moved beyond what good parts show by themselves: follow the line (a lifted or lowered
-            # black, or what a gamma change looks like over the part's levels), never flatter than a tenth
-            # against the typical good part's line (slope ~1: the reference is their median, black offset_ref_)
-            black = line[1] - self.offset_ref_
-            fwd_grey = max(line[0], 0.1) * levels + black
-        lut = self._inverse(np.exp(kept_cast)[None, :] * fwd_grey[:, None])
+            # the black level moved beyond what good parts show by themselves: follow the lines (a lifted or
+            # lowered black, or what a gamma change looks like over the part's levels), never flatter than a tenth
+            # against the typical good part's (slope ~1: the reference is their median, black offset_ref_)
+            slope, black = max(line[0], 0.1), line[1] - self.offset_ref_
+            # the same grey levels added to every channel raise a dark channel's ratio more than a bright one's:
+            # the cast read from the ratios carries log(1 + black / (slope * level)) per channel at its typical
+            # level, less their mean, which is taken off. Per channel the smaller of the two readings is used: a
+            # lamp's colour shows in both, a moved black's ratios only in the first, and a black that a large
+            # defect drew (the line through a contaminated bottle) only in the second
+            lift = np.log1p(black / (slope * np.maximum(self.typical_channels_, _DARK)))
+            lifted_cast = _kept(log_cast - (lift - lift.mean()), self.shrink_[0])
+            kept_cast = np.where(np.abs(lifted_cast) < np.abs(kept_cast), lifted_cast, kept_cast)
+            fwd = np.exp(kept_cast)[None, :] * (slope * levels)[:, None] + black
+        else:
+            fwd = np.exp(kept_cast)[None, :] * (gain * levels)[:, None]
+        lut = self._inverse(fwd)
         return Lighting(lut=lut, exposure=gain, cast=np.exp(kept_cast), offset=255.0 * black, bend=abs(black),
                         raw=np.concatenate([[log_g], log_cast, summary[1:]]))
 

@@ -80,6 +80,27 @@ def test_a_moved_black_level_is_measured_and_followed(fitted: tuple[LightingMode
         assert model.estimate(_light(part, offset=offset * model.offset_limit_ * 255 / 30.0)).offset == 0.0
 
 
+@pytest.mark.parametrize(("offset", "tint"), [(-5.0, (1.0, 1.0, 1.0)), (7.0, (1.0, 1.0, 1.0)),
+                                             (7.0, (0.95, 1.0, 1.05)), (-5.0, (1.05, 1.0, 0.95))])
+def test_a_moved_black_on_a_dark_coloured_part_is_not_read_as_a_colour_cast(
+        offset: float, tint: tuple[float, float, float]) -> None:
+    """The same grey levels added to every channel change their ratios where the channels sit at different levels
+    (a dark, tinted product: +7 levels is +35% on a channel at 20 and +14% on one at 50); read as a cast, the part
+    came out several percent off in colour (a dark tyre: 40 of 54 good parts flagged at +7, 2026-12-04). The black
+    is fitted common to all channels and the cast corrected for what it adds to their ratios; a warmer lamp is still
+    read as one."""
+    rng = np.random.default_rng(11)
+    dark = [_light(make_part(rng, 128, 96), gain=0.3, tint=(1.4, 1.0, 0.6)) for _ in range(40)]
+    model = LightingModel().fit(dark)
+    for part in dark[:4]:
+        moved = _light(part, offset=offset, tint=tint)
+        found = model.estimate(moved)
+        assert found.offset == pytest.approx(offset, abs=1.5)
+        assert found.cast == pytest.approx(np.array(tint) / tint[1], abs=0.015), f"read a cast of {found.cast}"
+        restored = model.apply(moved, found).astype(float)
+        assert np.abs(restored - model.apply(part, model.estimate(part))).mean() < 1.0
+
+
 def test_parts_under_the_trained_lighting_are_corrected_by_their_exposure_alone(
         fitted: tuple[LightingModel, list[np.ndarray]]) -> None:
     model, probes = fitted
