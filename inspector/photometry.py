@@ -339,7 +339,9 @@ class LightingModel:
             # level, less their mean, which is taken off. Per channel the smaller of the two readings is used: a
             # lamp's colour shows in both, a moved black's ratios only in the first, and a black that a large
             # defect drew (the line through a contaminated bottle) only in the second
-            lift = np.log1p(black / (slope * np.maximum(self.typical_channels_, _DARK)))
+            # (a black lowered below half a channel's typical level is far beyond any tolerated lighting; held there
+            # so that the logarithm stays finite)
+            lift = np.log1p(np.maximum(black / (slope * np.maximum(self.typical_channels_, _DARK)), -0.5))
             lifted_cast = _kept(log_cast - (lift - lift.mean()), self.shrink_[0])
             kept_cast = np.where(np.abs(lifted_cast) < np.abs(kept_cast), lifted_cast, kept_cast)
             fwd = np.exp(kept_cast)[None, :] * (slope * levels)[:, None] + black
