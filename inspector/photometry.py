@@ -185,13 +185,14 @@ class LightingModel:
         self.set_reference(ref, np.zeros(1 + N_LEVELS), np.minimum(weights, np.median(weights)), self.ceiling_)
         # each part's exposure and cast, once; the per-level departures are not measured (a fitted model follows
         # the black level's line, so its level thresholds stay at their floor: only a profile saved before uses them)
-        terms = [self._terms(a, levels=False) for a in aligned]
+        measured = [self._measured(a) for a in aligned]
+        terms = [self._terms(a, levels=False, measured=m) for a, m in zip(aligned, measured)]
         casts = np.array([t[0][0] for t in terms])  # (N,) max |log cast|
         self.shrink_ = np.full(1 + N_LEVELS, _SHRINK_FLOOR[1])
         self.shrink_[0] = max(_SHRINK_SDS * 1.4826 * float(np.median(np.abs(casts - np.median(casts)))),
                               _SHRINK_FLOOR[0])
         # the black level each good part shows against the reference, and how much it scatters by itself
-        lines = [self._line(a, float(np.exp(t[1])), start=np.exp(t[1] + t[2])) for a, t in zip(aligned, terms)]
+        lines = [self._line(m, float(np.exp(t[1])), np.exp(t[1] + t[2])) for m, t in zip(measured, terms)]
         offsets = np.array([line[1] for line in lines if line is not None])
         self.offset_ref_, self.offset_limit_ = 0.0, OFFSET_FLOOR
         if offsets.size:
@@ -235,24 +236,21 @@ class LightingModel:
         """A part's block means (BH, BW, 3) in 0..1 and its usable blocks (BH, BW) bool, computed once per part."""
         return _blocks(aligned).astype(np.float64) / 255.0, self._usable(aligned)
 
-    def _line(self, aligned: np.ndarray, gain: float, measured: tuple[np.ndarray, np.ndarray] | None = None,
-              start: np.ndarray | None = None) -> tuple[float, float] | None:
+    def _line(self, measured: tuple[np.ndarray, np.ndarray], gain: float, start: np.ndarray
+              ) -> tuple[float, float] | None:
         """The part's levels as straight lines of the reference's, one per channel through a common black level,
-        fitted on the usable blocks by reweighted least squares (values far off their line, a defect or an edge that
-        moved, weigh less; steady blocks more): (slope, black level in 0..1), the slope the channels' mean. The black
-        is common because what lifts it (stray light, a camera's black level) adds the same to every channel; one
-        grey line through channels divided by a cast measured with that black in is thrown off by the channels'
-        different levels. None with fewer than 8 usable blocks, when they span no range of grey levels, or when the
-        line misses the exposure `gain` at the typical level. `start` (3,): the channels' gains to start from (the
-        exposure times the cast, when the caller has them), else their weighted median ratios."""
-        blocks, usable = self._measured(aligned) if measured is None else measured
+        fitted on the usable blocks of `measured` (see _measured) by reweighted least squares (values far off their
+        line, a defect or an edge that moved, weigh less; steady blocks more): (slope, black level in 0..1), the slope
+        the channels' mean. The black is common because what lifts it (stray light, a camera's black level) adds the
+        same to every channel; one grey line through channels divided by a cast measured with that black in is thrown
+        off by the channels' different levels. None with fewer than 8 usable blocks, when they span no range of grey
+        levels, or when the line misses the exposure `gain` at the typical level. `start` (3,): the channels' gains
+        to start from (the exposure times the cast)."""
+        blocks, usable = measured
         if usable.sum() < 8:
             return None
         p, t = blocks[usable], self.ref_blocks_[usable]  # (N, 3) each
         steady = self.weights_[usable] if self.weights_.shape == usable.shape else np.ones(len(t))
-        if start is None:
-            ratio = np.log(np.maximum(p, 0.5 / 255.0) / np.maximum(t, 0.5 / 255.0))
-            start = np.exp([_weighted_median(ratio[:, c], steady) for c in range(3)])
         slopes = np.asarray(start, dtype=np.float64)
         black = 0.0
         for _ in range(_FIT_ROUNDS):
@@ -328,7 +326,7 @@ class LightingModel:
         levels = np.linspace(0.0, 1.0, 256)
         gain = float(np.exp(log_g))
         black = 0.0
-        line = self._line(aligned, gain, measured, start=np.exp(log_g + log_cast))
+        line = self._line(measured, gain, np.exp(log_g + log_cast))
         if line is not None and abs(line[1] - self.offset_ref_) > self.offset_limit_:
             # the black level moved beyond what good parts show by themselves: follow the lines (a lifted or
             # lowered black, or what a gamma change looks like over the part's levels), never flatter than a tenth
