@@ -72,15 +72,19 @@ def texture_energy(image: np.ndarray) -> np.ndarray:
     gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
     magnitude, angle = cv2.cartToPolar(gx, gy)  # angle in [0, 2 pi)
-    position = (angle * np.float32(N_TEXTURE / np.pi)) % N_TEXTURE  # orientation (mod pi) in bin units
+    position = angle * np.float32(N_TEXTURE / np.pi)  # in [0, 2 N_TEXTURE): orientation in bin units ...
+    position -= np.float32(N_TEXTURE) * (position >= N_TEXTURE)  # ... mod pi (exact: the value is below twice N)
     lower = np.floor(position)
     upper_share = position - lower
-    out = np.zeros((*grey.shape, N_TEXTURE), np.float32)
-    rows, cols = np.indices(grey.shape)
-    low = lower.astype(np.int64)
-    out[rows, cols, low] = magnitude * (1.0 - upper_share)
-    out[rows, cols, (low + 1) % N_TEXTURE] += magnitude * upper_share
-    return out
+    # each pixel's magnitude split between its two nearest bins; bincount places both shares in one pass each
+    # (a pixel's bins differ, so every output value is one share, exactly as a scatter would write it)
+    h, w = grey.shape
+    size = h * w * N_TEXTURE
+    first = np.arange(0, size, N_TEXTURE).reshape(h, w)  # (H, W): each pixel's bin 0
+    low = lower.astype(np.intp)
+    out = (np.bincount((first + low).ravel(), (magnitude * (1.0 - upper_share)).ravel(), size)
+           + np.bincount((first + (low + 1) % N_TEXTURE).ravel(), (magnitude * upper_share).ravel(), size))
+    return out.astype(np.float32).reshape(h, w, N_TEXTURE)
 
 
 def relative_energy(image: np.ndarray) -> np.ndarray:
