@@ -20,13 +20,21 @@ def overlay(image: np.ndarray, amap: np.ndarray, alpha: float = 0.45) -> np.ndar
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     h, w = image.shape[:2]
-    a = np.nan_to_num(amap.astype(np.float32), nan=0.0, posinf=MAP_CLIP, neginf=0.0)
+    a = amap.astype(np.float32)
+    if not np.isfinite(a).all():
+        a = np.nan_to_num(a, nan=0.0, posinf=MAP_CLIP, neginf=0.0)
     up = cv2.resize(a, (w, h), interpolation=cv2.INTER_LINEAR)
-    colour = cv2.applyColorMap(np.round(np.clip(up / MAP_CLIP, 0.0, 1.0) * 255.0).astype(np.uint8), cv2.COLORMAP_JET)
-    # Tint only where the map is high-ish: none below BLEND_FROM, half at the normal limit, full from 1.5 up.
-    weight = (alpha * np.clip(up - BLEND_FROM, 0.0, 1.0))[..., None]
-    out = image.astype(np.float32) * (1.0 - weight) + colour.astype(np.float32) * weight
-    out = np.clip(np.round(out), 0, 255).astype(np.uint8)
+    # Tint only where the map is high-ish: none below BLEND_FROM, half at the normal limit, full from 1.5 up. Only
+    # those pixels are coloured and blended (a defect's map is high on a small region; the rest is the part as is).
+    tinted = up > BLEND_FROM
+    values = up[tinted]  # (T,)
+    out = image.copy()
+    if values.size:
+        shades = np.round(np.clip(values / MAP_CLIP, 0.0, 1.0) * 255.0).astype(np.uint8)
+        colour = cv2.applyColorMap(shades.reshape(-1, 1), cv2.COLORMAP_JET).reshape(-1, 3)  # (T, 3)
+        weight = (alpha * np.clip(values - BLEND_FROM, 0.0, 1.0))[:, None]  # (T, 1)
+        out[tinted] = np.clip(np.round(image[tinted].astype(np.float32) * (1.0 - weight)
+                                       + colour.astype(np.float32) * weight), 0, 255).astype(np.uint8)
     contours, _ = cv2.findContours((up > MAP_LIMIT).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     if contours:
         t = max(1, round(min(h, w) / 300))
