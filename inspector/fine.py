@@ -145,12 +145,22 @@ class VariationModel:
         return self
 
     def _set_template(self, mean: np.ndarray) -> None:
-        """The small grey image (REFINE_WIDTH across) float32 parts are registered against, from a mean (h, w, 3)."""
+        """The small grey image (about REFINE_WIDTH across) float32 parts are registered against, from a mean
+        (h, w, 3)."""
+        self._refine_factor = max(1, round(self.size[0] / REFINE_WIDTH))
         grey = cv2.cvtColor(np.clip(mean, 0, 255).astype(np.uint8), cv2.COLOR_BGR2GRAY)
-        w, h = self.size
-        self._refine_factor = max(1.0, w / REFINE_WIDTH)
-        size = (max(1, round(w / self._refine_factor)), max(1, round(h / self._refine_factor)))
-        self.template_ = cv2.resize(grey, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+        self.template_ = self._small(grey).astype(np.float32)
+
+    def _small(self, grey: np.ndarray) -> np.ndarray:
+        """A grey image (h, w) shrunk by the whole refine factor k: (h // k, w // k), each pixel the mean of a k x k
+        block (the last rows and columns that make no whole block are left out). A whole factor keeps OpenCV's area
+        resize on its fast path (a fine image 324 px wide shrunk to 160: 0.12 ms, by 2 to 162: 0.004 ms)."""
+        k = self._refine_factor
+        if k == 1:
+            return grey
+        h, w = grey.shape
+        return cv2.resize(grey[: h - h % k, : w - w % k], (max(1, w // k), max(1, h // k)),
+                          interpolation=cv2.INTER_AREA)
 
     def refine(self, image: np.ndarray, start: np.ndarray) -> np.ndarray:
         """The placement (2, 3) photo -> frame of a fine image (h, w, 3) uint8, refined from `start` by ECC on small
@@ -159,8 +169,10 @@ class VariationModel:
         if self.template_ is None:
             return start
         th, tw = self.template_.shape
-        grey = cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), (tw, th), interpolation=cv2.INTER_AREA)
-        factor = self._refine_factor
+        grey = self._small(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
+        if grey.shape != (th, tw):  # (the fine image is always at the fine size; kept safe for any caller)
+            grey = cv2.resize(grey, (tw, th), interpolation=cv2.INTER_AREA)
+        factor = float(self._refine_factor)
         half_start = fine_matrix(start, 1.0 / factor)
         moved = grey if np.array_equal(start, IDENTITY) else cv2.warpAffine(
             grey, half_start, (tw, th), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
