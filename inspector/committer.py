@@ -236,13 +236,19 @@ class Committer:
     with every database action run through `retry`."""
 
     def __init__(self, store: Store, results: queue.Queue, stop: threading.Event, emit: Emit, *,
-                 batch_size: int, batch_wait_s: float, busy_timeout_s: float = 5.0):
+                 batch_size: int, batch_wait_s: float, busy_timeout_s: float = 5.0, busy_wait_s: float = 0.0,
+                 busy: Callable[[], bool] = lambda: False):
+        """`batch_wait_s`: after a batch's first verdict, how long to wait for more; `busy_wait_s`: how long while
+        `busy()` says parts are queued for judging (the line is at capacity, and commits shared by more verdicts
+        leave more of the cores to judging)."""
         self.store = store
         self.results = results
         self.stop = stop
         self.emit = emit
         self.batch_size = batch_size
         self.batch_wait_s = batch_wait_s
+        self.busy_wait_s = busy_wait_s
+        self.busy = busy
         store.refuse_to_create()  # a deleted database file is not silently replaced by an empty one
         self.file = DatabaseFile(store.file, busy_timeout_s)
         self.degraded = False
@@ -276,10 +282,12 @@ class Committer:
                 return
             batch = [item]
             stop_after = False
-            deadline = time.monotonic() + self.batch_wait_s
+            start = time.monotonic()
             while len(batch) < self.batch_size:
+                waited = time.monotonic() - start
+                wait = max(self.batch_wait_s, self.busy_wait_s if self.busy() else 0.0) - waited
                 try:
-                    more = self.results.get(timeout=max(0.0, deadline - time.monotonic()))
+                    more = self.results.get(timeout=wait) if wait > 0 else self.results.get_nowait()
                 except queue.Empty:
                     break
                 if more is STOP:

@@ -58,6 +58,7 @@ class WatchConfig:
     claim_lease_s: float = 60.0  # a claim not released by then (its station died) may be taken over
     batch_size: int = 64  # verdicts per database transaction at most
     batch_wait_s: float = 0.0  # after the first verdict of a batch, wait this long for more (0: what is queued)
+    batch_wait_busy_s: float = 0.05  # ... and this long while parts queue for judging (the line is at capacity)
     log_format: str = "text"  # "text" (one line per verdict) or "json" (JSON lines)
     stats_every_s: float = 10.0  # throughput line every this many seconds (0 = never)
     product_from: str = "single"  # how a part's product is chosen: "single", "folder", "name" or "recipe" (products.py)
@@ -496,6 +497,7 @@ def _validate_service(w: WatchConfig, db: DatabaseConfig, st: StationConfig) -> 
         (w.claim_lease_s > 0, "watch.claim_lease_s must be positive"),
         (w.batch_size >= 1, "watch.batch_size must be at least 1"),
         (0 <= w.batch_wait_s <= 5, "watch.batch_wait_s must be between 0 and 5"),
+        (0 <= w.batch_wait_busy_s <= 5, "watch.batch_wait_busy_s must be between 0 and 5"),
         (w.stats_every_s >= 0, "watch.stats_every_s must not be negative"),
         (w.product_from in ("single", "folder", "name", "recipe"),
          'watch.product_from must be "single", "folder", "name" or "recipe"'),

@@ -162,7 +162,8 @@ class WatchService:
         self._stop = threading.Event()
         self.committer = Committer(self.store, self._results, self._stop, self._emit,
                                    batch_size=self.w.batch_size, batch_wait_s=self.w.batch_wait_s,
-                                   busy_timeout_s=cfg.database.busy_timeout_ms / 1000)
+                                   busy_timeout_s=cfg.database.busy_timeout_ms / 1000,
+                                   busy_wait_s=self.w.batch_wait_busy_s, busy=lambda: not self._jobs.empty())
         self.archiver = Archiver(self.archive_root, self._emit)
         self.publisher: Publisher | NullPublisher = NullPublisher()  # verdicts to the line (MQTT), started in run()
         self.webhook: WebhookSender | NullWebhook = NullWebhook()  # verdicts to an MES (HTTP), started in run()

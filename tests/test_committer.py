@@ -54,3 +54,32 @@ def test_a_lone_verdict_is_handed_on_while_the_queue_stays_open(tmp_path: Path) 
             results.put(STOP)
             thread.join(10.0)
     assert not thread.is_alive()
+
+
+def _batches_of_trickle(tmp_path: Path, busy: bool, gap_s: float, n: int) -> list[int]:
+    """Batch sizes when `n` verdicts arrive `gap_s` apart, with parts queued for judging (`busy`) or not."""
+    results: queue.Queue = queue.Queue()
+    sizes: list[int] = []
+    with Store(f"sqlite:///{tmp_path / 'v.db'}") as store:
+        committer = Committer(store, results, threading.Event(), lambda *a, **k: None, batch_size=64,
+                              batch_wait_s=0.0, busy_wait_s=gap_s * (n + 2), busy=lambda: busy)
+        thread = threading.Thread(target=committer.run,
+                                  args=(lambda batch: sizes.append(len(batch)), lambda exc, batch: None))
+        thread.start()
+        try:
+            for i in range(n):
+                results.put(_outcome(i))
+                threading.Event().wait(gap_s)
+        finally:
+            results.put(STOP)
+            thread.join(30.0)
+    assert not thread.is_alive()
+    return sizes
+
+
+def test_while_parts_queue_for_judging_verdicts_wait_to_share_a_commit(tmp_path: Path) -> None:
+    """At capacity (parts waiting for a judge) verdicts arriving 50 ms apart share one commit: fewer commits
+    leave more of the cores to judging. Without a queue each is recorded at once (a lone part is not held back)."""
+    assert WatchConfig().batch_wait_busy_s > 0
+    assert _batches_of_trickle(tmp_path / "busy", busy=True, gap_s=0.05, n=4) == [4]
+    assert _batches_of_trickle(tmp_path / "idle", busy=False, gap_s=0.05, n=4) == [1, 1, 1, 1]
