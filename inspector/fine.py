@@ -239,8 +239,8 @@ class VariationModel:
     def deviation(self, work: np.ndarray) -> np.ndarray:
         """Smoothed deviation map (h, w) float32 of a fine image (h, w, 3) uint8, in spreads."""
         scaled = cv2.multiply(self._outside(work), self._inverse, dtype=cv2.CV_32F)
-        b, g, r = cv2.split(scaled)
-        worst = cv2.max(cv2.max(b, g), r)
+        # the channels' maximum, by numpy on strided views: cv2.split copied them out first (0.37 -> 0.04 ms at 324 px)
+        worst = np.maximum(np.maximum(scaled[..., 0], scaled[..., 1]), scaled[..., 2])
         return cv2.multiply(cv2.blur(worst, (BLUR, BLUR)) if BLUR > 1 else worst, self._frame)
 
     def score(self, dev: np.ndarray) -> float:
