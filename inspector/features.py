@@ -143,16 +143,21 @@ def _window_sums(maps: np.ndarray, layout: FeatureLayout) -> np.ndarray:
     integral = _integral(maps).reshape(-1, c)
     corners, area = _window_corners(layout, h, w)
     i11, i01, i10, i00 = corners
-    sums = integral[i11] - integral[i01] - integral[i10] + integral[i00]  # (GH * GW, C)
+    sums = np.take(integral, i11, axis=0)  # (GH * GW, C); np.take and in-place steps: no temporaries per corner
+    sums -= np.take(integral, i01, axis=0)
+    sums -= np.take(integral, i10, axis=0)
+    sums += np.take(integral, i00, axis=0)
+    sums /= area
     gh, gw = layout.grid
-    return (sums / area).astype(np.float32).reshape(gh, gw, c)
+    return sums.astype(np.float32).reshape(gh, gw, c)
 
 
-def pixel_channels(seg: Segmentation, n_colours: int, novel_distance: float) -> np.ndarray:
-    """Per-pixel indicator channels (H, W, K + 2): one-hot labels, boundary, novel colour."""
+def pixel_channels(seg: Segmentation, n_colours: int, novel_distance: float, extra: int = 0) -> np.ndarray:
+    """Per-pixel indicator channels (H, W, K + 2 + extra): one-hot labels, boundary, novel colour, then `extra`
+    zero channels for the caller to fill (the texture channels: no second array and copy to join them)."""
     labels = seg.labels
     h, w = labels.shape
-    out = np.zeros((h, w, n_colours + 2), dtype=np.float32)
+    out = np.zeros((h, w, n_colours + 2 + extra), dtype=np.float32)
     out[..., :n_colours] = seg.soft
     boundary = np.zeros((h, w), dtype=bool)  # both pixels of a differing pair: symmetric under flips
     across = labels[:, :-1] != labels[:, 1:]

@@ -211,10 +211,10 @@ class NormalProfile:
     def _features(self, work: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Cell features (P, C) and global features (G,) of one working image (H, W, 3)."""
         seg = self.palette_.assign(work)
-        channels = pixel_channels(seg, len(self.palette_.centres_), self.novel_distance_)
-        if self.texture_scale_ is not None:
-            texture = texture_channels(work, self.texture_scale_, self.params.texture_weight)
-            channels = np.concatenate([channels, texture], axis=2)
+        extra = 0 if self.texture_scale_ is None else N_TEXTURE
+        channels = pixel_channels(seg, len(self.palette_.centres_), self.novel_distance_, extra)
+        if extra:
+            channels[..., -extra:] = texture_channels(work, self.texture_scale_, self.params.texture_weight)
         cells = cell_features(channels, self.layout_)
         return cells.reshape(-1, cells.shape[-1]), global_features(channels, self.pooling_)
 
