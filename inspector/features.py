@@ -72,8 +72,10 @@ def texture_energy(image: np.ndarray) -> np.ndarray:
     gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
     magnitude, angle = cv2.cartToPolar(gx, gy)  # angle in [0, 2 pi)
-    position = angle * np.float32(N_TEXTURE / np.pi)  # in [0, 2 N_TEXTURE): orientation in bin units ...
-    position -= np.float32(N_TEXTURE) * (position >= N_TEXTURE)  # ... mod pi (exact: the value is below twice N)
+    position = angle * np.float32(N_TEXTURE / np.pi)  # orientation in bin units, in [0, 2 N] ...
+    for _ in range(2):  # ... mod pi, as `% N` would give, without numpy's slow float remainder: each subtraction is
+        position -= np.float32(N_TEXTURE) * (position >= N_TEXTURE)  # exact, and an angle rounded up to 2 pi
+        # (float32) lands on 2 N, which takes both
     lower = np.floor(position)
     upper_share = position - lower
     # each pixel's magnitude split between its two nearest bins; bincount places both shares in one pass each
