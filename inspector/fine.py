@@ -145,8 +145,9 @@ class VariationModel:
         return self
 
     def _set_template(self, mean: np.ndarray) -> None:
-        """The small grey image (about REFINE_WIDTH across) float32 parts are registered against, from a mean
-        (h, w, 3)."""
+        """The small grey image float32 parts are registered against, from a mean (h, w, 3): the fine size shrunk
+        by the whole factor nearest w / REFINE_WIDTH (at the fine widths the pass runs at, 320 px and up, 107 to
+        213 px across)."""
         self._refine_factor = max(1, round(self.size[0] / REFINE_WIDTH))
         grey = cv2.cvtColor(np.clip(mean, 0, 255).astype(np.uint8), cv2.COLOR_BGR2GRAY)
         self.template_ = self._small(grey).astype(np.float32)
@@ -159,8 +160,10 @@ class VariationModel:
         if k == 1:
             return grey
         h, w = grey.shape
-        return cv2.resize(grey[: h - h % k, : w - w % k], (max(1, w // k), max(1, h // k)),
-                          interpolation=cv2.INTER_AREA)
+        if h >= k and w >= k:
+            grey = grey[: h - h % k, : w - w % k]
+        # (a strip narrower than k in one direction is resized whole; the same for the template and every part)
+        return cv2.resize(grey, (max(1, w // k), max(1, h // k)), interpolation=cv2.INTER_AREA)
 
     def refine(self, image: np.ndarray, start: np.ndarray) -> np.ndarray:
         """The placement (2, 3) photo -> frame of a fine image (h, w, 3) uint8, refined from `start` by ECC on small

@@ -94,20 +94,32 @@ def test_the_map_is_at_the_fine_size_and_marks_the_speck_where_it_was_photograph
         assert math.hypot(px - x * FINE / W, py - y * FINE / W) <= 4.0
 
 
-def test_refine_recovers_a_known_move():
+@pytest.mark.parametrize("size", [(FINE, 288), (324, 243), (480, 361)])  # shrunk by 2, 2 (odd height), 3
+def test_refine_recovers_a_known_move(size):
+    w, h = size
     rng = np.random.default_rng(4)
-    base = cv2.resize(make_part(rng, W, H, noise=0.0), (FINE, 288), interpolation=cv2.INTER_AREA)
-    model = VariationModel((FINE, 288), 2)
+    base = cv2.resize(make_part(rng, W, H, noise=0.0), (w, h), interpolation=cv2.INTER_AREA)
+    model = VariationModel((w, h), 2)
     model.set_state(base.astype(np.float32), np.ones_like(base, np.float32), 1.0)
-    move = cv2.getRotationMatrix2D((FINE / 2, 144), 2.0, 1.0)
-    move[:, 2] += (5.0, -3.0)
-    photo = cv2.warpAffine(base, move, (FINE, 288), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    move = cv2.getRotationMatrix2D((w / 2, h / 2), 2.0, 1.0)
+    move[:, 2] += (5.0 * w / FINE, -3.0 * w / FINE)
+    photo = cv2.warpAffine(base, move, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     found = model.refine(photo, np.eye(2, 3))
     # found maps the photo back into the frame: found after move is the identity near the centre
     both = np.vstack([found, [0, 0, 1]]) @ np.vstack([move, [0, 0, 1]])
-    centre = both @ np.array([FINE / 2, 144, 1.0])
-    assert math.hypot(centre[0] - FINE / 2, centre[1] - 144) < 0.7
+    centre = both @ np.array([w / 2, h / 2, 1.0])
+    assert math.hypot(centre[0] - w / 2, centre[1] - h / 2) < 0.7 * w / FINE
     assert abs(math.degrees(math.atan2(both[1, 0], both[0, 0]))) < 0.2
+
+
+def test_refine_takes_a_strip_thinner_than_its_shrink_factor():
+    """A fine image 1 px high (a line-scan strip) is registered without error, as before the whole-factor shrink."""
+    model = VariationModel((400, 1), 2)
+    strip = np.tile(np.linspace(0, 255, 400, dtype=np.float32)[None, :, None], (1, 1, 3))
+    model.set_state(strip, np.ones_like(strip), 1.0)
+    assert model.template_.shape == (1, 200)
+    found = model.refine(strip.astype(np.uint8), np.eye(2, 3))
+    assert found.shape == (2, 3) and np.isfinite(found).all()
 
 
 def test_fine_matrix_keeps_pixel_centres():
