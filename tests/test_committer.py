@@ -78,8 +78,9 @@ def _batches_of_trickle(tmp_path: Path, busy: bool, gap_s: float, n: int) -> lis
 
 
 def test_while_parts_queue_for_judging_verdicts_wait_to_share_a_commit(tmp_path: Path) -> None:
-    """At capacity (parts waiting for a judge) verdicts arriving 50 ms apart share one commit: fewer commits
-    leave more of the cores to judging. Without a queue each is recorded at once (a lone part is not held back)."""
+    """At capacity (parts waiting for a judge) verdicts arriving 0.2 s apart share one commit: fewer commits leave
+    more of the cores to judging. Without a queue each is recorded at once (a lone part is not held back). The gap
+    is wide so that a loaded runner's thread scheduling cannot merge the idle case's batches."""
     assert WatchConfig().batch_wait_busy_s > 0
-    assert _batches_of_trickle(tmp_path / "busy", busy=True, gap_s=0.05, n=4) == [4]
-    assert _batches_of_trickle(tmp_path / "idle", busy=False, gap_s=0.05, n=4) == [1, 1, 1, 1]
+    assert _batches_of_trickle(tmp_path / "busy", busy=True, gap_s=0.2, n=4) == [4]
+    assert _batches_of_trickle(tmp_path / "idle", busy=False, gap_s=0.2, n=4) == [1, 1, 1, 1]
