@@ -38,6 +38,9 @@ TOP_FRACTION = 0.0001  # the fine score is the mean of this share of a part's la
 MIN_TOP = 4  # ... and of at least this many pixels
 _MAP_SAMPLE = 20000  # deviation values per held-out part kept for the map scale
 _ECC_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 1e-4)
+# after a converged pass at half the size, two steps at the full size finish (within ~0.01 px of 30 steps there)
+_ECC_FINISH = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 2, 1e-4)
+_HALF_MIN = 32  # the registration image is first registered at half size when that is at least this many px each way
 _MAX_REFINE_DEGREES = 10.0 # a refinement that turns the part further than this (or moves it further than
 _MAX_REFINE_SHARE = 0.1  # this share of the width) failed: the coarse placement stands
 REFINE_WIDTH = 160  # parts are registered on grey images about this wide (ECC converges to ~0.1 px there)
@@ -151,6 +154,7 @@ class VariationModel:
         self._refine_factor = max(1, round(self.size[0] / REFINE_WIDTH))
         grey = cv2.cvtColor(np.clip(mean, 0, 255).astype(np.uint8), cv2.COLOR_BGR2GRAY)
         self.template_ = self._small(grey).astype(np.float32)
+        self._template_half = _half(self.template_)
 
     def _small(self, grey: np.ndarray) -> np.ndarray:
         """A grey image (h, w) shrunk by the whole refine factor k: (h // k, w // k), each pixel the mean of a k x k
@@ -179,11 +183,9 @@ class VariationModel:
         half_start = fine_matrix(start, 1.0 / factor)
         moved = grey if np.array_equal(start, IDENTITY) else cv2.warpAffine(
             grey, half_start, (tw, th), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        warp = np.eye(2, 3, dtype=np.float32)
-        try:
-            _, warp = cv2.findTransformECC(self.template_, moved.astype(np.float32), warp, cv2.MOTION_EUCLIDEAN,
-                                           _ECC_CRITERIA, None, 3)
-        except cv2.error:  # no convergence (a blank or badly broken part): keep the coarse placement
+        moved = moved.astype(np.float32)
+        warp = _register(self.template_, moved, self._template_half)
+        if warp is None:  # no convergence (a blank or badly broken part): keep the coarse placement
             return start
         turn = abs(float(np.degrees(np.arctan2(warp[1, 0], warp[0, 0]))))
         if turn > _MAX_REFINE_DEGREES or float(np.hypot(*warp[:, 2])) > _MAX_REFINE_SHARE * tw:
@@ -232,6 +234,7 @@ class VariationModel:
         other = VariationModel(self.size, self.reach)  # its own frame mask: cheap
         other.mean_, other._low, other._high = self.mean_, self._low, self._high
         other.template_, other._refine_factor = self.template_, self._refine_factor
+        other._template_half = self._template_half
         other._set_spread(spread)
         return other
 
@@ -249,6 +252,38 @@ class VariationModel:
     def score(self, dev: np.ndarray) -> float:
         """The fine score of a part from its deviation map (h, w)."""
         return _top_mean(dev)
+
+
+def _half(image: np.ndarray) -> np.ndarray | None:
+    """A float32 image (h, w) at half size, (h // 2, w // 2), each pixel the mean of a 2 x 2 block; None when that
+    would be smaller than _HALF_MIN either way."""
+    h, w = image.shape
+    if min(h, w) < 2 * _HALF_MIN:
+        return None
+    return cv2.resize(image[: h - h % 2, : w - w % 2], (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+
+
+def _ecc(template: np.ndarray, moved: np.ndarray, warp: np.ndarray, criteria: tuple) -> np.ndarray | None:
+    """cv2.findTransformECC (Euclidean) of two float32 images of one size from `warp` (2, 3); None when it fails."""
+    try:
+        return cv2.findTransformECC(template, moved, warp, cv2.MOTION_EUCLIDEAN, criteria, None, 3)[1]
+    except cv2.error:
+        return None
+
+
+def _register(template: np.ndarray, moved: np.ndarray, template_half: np.ndarray | None) -> np.ndarray | None:
+    """The Euclidean warp (2, 3) float32 taking template (h, w) coordinates to moved's, by ECC from the identity;
+    None when it does not converge. Coarse to fine: converged at half size (a quarter of the pixels per step), two
+    steps at full size finish: 1.1 ms instead of 1.8 for a 162 x 121 image, within ~0.01 px of 30 full-size steps
+    (one step: 0.9 ms, within ~0.05 px, but one good bottle more flagged under a warmer lamp)."""
+    identity = np.eye(2, 3, dtype=np.float32)
+    if template_half is not None:
+        half = _ecc(template_half, _half(moved), identity, _ECC_CRITERIA)
+        if half is not None:
+            start = fine_matrix(half.astype(np.float64), 2.0).astype(np.float32)
+            finished = _ecc(template, moved, start, _ECC_FINISH)
+            return start if finished is None else finished
+    return _ecc(template, moved, identity, _ECC_CRITERIA)
 
 
 def check_state(mean: np.ndarray, spread: np.ndarray, size: tuple[int, int]) -> None:

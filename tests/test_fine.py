@@ -14,7 +14,8 @@ import pytest
 
 from inspector import profiles
 from inspector.config import Config, ConfigError, from_dict
-from inspector.fine import FINE_MAX_IMAGES, FinePart, VariationModel, fine_matrix, pick_learners
+from inspector.fine import (_ECC_CRITERIA, FINE_MAX_IMAGES, FinePart, VariationModel, _half, _register, fine_matrix,
+                            pick_learners)
 from inspector.pipeline import Inspector, decode_for_training, fit_profile, need_for
 from inspector import imaging
 from inspector.profile import NormalProfile, fine_frame
@@ -120,6 +121,30 @@ def test_refine_takes_a_strip_thinner_than_its_shrink_factor():
     assert model.template_.shape == (1, 200)
     found = model.refine(strip.astype(np.uint8), np.eye(2, 3))
     assert found.shape == (2, 3) and np.isfinite(found).all()
+
+
+@pytest.mark.parametrize("size", [(162, 121), (107, 80), (60, 45)])
+def test_register_coarse_to_fine_lands_where_full_size_ecc_does(size):
+    """Registration at half size and one step at full size finds the motion that 30 full-size ECC steps find (within
+    0.02 px), and the true one; an image under twice _HALF_MIN px is registered at full size only."""
+    w, h = size
+    rng = np.random.default_rng(7)
+    part = cv2.resize(make_part(rng, 4 * w, 4 * h, noise=0.0), (w, h), interpolation=cv2.INTER_AREA)
+    template = cv2.cvtColor(part, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    for angle, dx, dy in [(0.0, 0.0, 0.0), (1.5, 2.3, -1.7), (-3.0, -4.6, 3.2)]:
+        truth = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+        truth[:, 2] += (dx, dy)
+        moved = cv2.warpAffine(template, truth, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                               borderMode=cv2.BORDER_REPLICATE)  # moved(x) = template(truth x)
+        found = _register(template, moved, _half(template))
+        assert (_half(template) is None) == (min(w, h) < 64)
+        single = cv2.findTransformECC(template, moved, np.eye(2, 3, dtype=np.float32), cv2.MOTION_EUCLIDEAN,
+                                      _ECC_CRITERIA, None, 3)[1]
+        centre = np.array([w / 2, h / 2, 1.0])
+        assert np.hypot(*(found @ centre - single @ centre)) < 0.02, (angle, dx, dy)
+        # ECC finds W with moved(W x) = template(x): the inverse of truth
+        inverse = cv2.invertAffineTransform(truth)
+        assert np.hypot(*(found @ centre - inverse @ centre)) < 0.1, (angle, dx, dy)
 
 
 def test_fine_matrix_keeps_pixel_centres():
