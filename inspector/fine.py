@@ -157,17 +157,8 @@ class VariationModel:
         self._template_half = _half(self.template_)
 
     def _small(self, grey: np.ndarray) -> np.ndarray:
-        """A grey image (h, w) shrunk by the whole refine factor k: (h // k, w // k), each pixel the mean of a k x k
-        block (the last rows and columns that make no whole block are left out). A whole factor keeps OpenCV's area
-        resize on its fast path (a fine image 324 px wide shrunk to 160: 0.12 ms, by 2 to 162: 0.004 ms)."""
-        k = self._refine_factor
-        if k == 1:
-            return grey
-        h, w = grey.shape
-        if h >= k and w >= k:
-            grey = grey[: h - h % k, : w - w % k]
-        # (a strip narrower than k in one direction is resized whole; the same for the template and every part)
-        return cv2.resize(grey, (max(1, w // k), max(1, h // k)), interpolation=cv2.INTER_AREA)
+        """A grey image (h, w) shrunk by the whole refine factor (see _block_mean)."""
+        return _block_mean(grey, self._refine_factor)
 
     def refine(self, image: np.ndarray, start: np.ndarray) -> np.ndarray:
         """The placement (2, 3) photo -> frame of a fine image (h, w, 3) uint8, refined from `start` by ECC on small
@@ -254,19 +245,31 @@ class VariationModel:
         return _top_mean(dev)
 
 
-def _half(image: np.ndarray) -> np.ndarray | None:
-    """A float32 image (h, w) at half size, (h // 2, w // 2), each pixel the mean of a 2 x 2 block; None when that
-    would be smaller than _HALF_MIN either way."""
+def _block_mean(image: np.ndarray, k: int) -> np.ndarray:
+    """An image (h, w) shrunk by the whole factor k: (h // k, w // k), each pixel the mean of a k x k block (the last
+    rows and columns that make no whole block are left out). A whole factor keeps OpenCV's area resize on its fast
+    path (a fine image 324 px wide shrunk to 160: 0.12 ms, by 2 to 162: 0.004 ms)."""
+    if k == 1:
+        return image
     h, w = image.shape
-    if min(h, w) < 2 * _HALF_MIN:
-        return None
-    return cv2.resize(image[: h - h % 2, : w - w % 2], (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    if h >= k and w >= k:
+        image = image[: h - h % k, : w - w % k]
+    # (a strip narrower than k in one direction is resized whole; the same for the template and every part)
+    return cv2.resize(image, (max(1, w // k), max(1, h // k)), interpolation=cv2.INTER_AREA)
+
+
+def _half(image: np.ndarray) -> np.ndarray | None:
+    """A float32 image (h, w) at half size by 2 x 2 block means; None when that would be smaller than _HALF_MIN
+    either way."""
+    return None if min(image.shape) < 2 * _HALF_MIN else _block_mean(image, 2)
 
 
 def _ecc(template: np.ndarray, moved: np.ndarray, warp: np.ndarray, criteria: tuple) -> np.ndarray | None:
-    """cv2.findTransformECC (Euclidean) of two float32 images of one size from `warp` (2, 3); None when it fails."""
+    """cv2.findTransformECC (Euclidean) of two float32 images of one size from `warp` (2, 3); None when it fails.
+    OpenCV writes its steps into the warp it is given, so it gets a copy: `warp` stays the start, also after a
+    failure part way."""
     try:
-        return cv2.findTransformECC(template, moved, warp, cv2.MOTION_EUCLIDEAN, criteria, None, 3)[1]
+        return cv2.findTransformECC(template, moved, warp.copy(), cv2.MOTION_EUCLIDEAN, criteria, None, 3)[1]
     except cv2.error:
         return None
 

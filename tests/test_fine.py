@@ -14,8 +14,8 @@ import pytest
 
 from inspector import profiles
 from inspector.config import Config, ConfigError, from_dict
-from inspector.fine import (_ECC_CRITERIA, FINE_MAX_IMAGES, FinePart, VariationModel, _half, _register, fine_matrix,
-                            pick_learners)
+from inspector.fine import (_ECC_CRITERIA, FINE_MAX_IMAGES, FinePart, VariationModel, _ecc, _half, _register,
+                            fine_matrix, pick_learners)
 from inspector.pipeline import Inspector, decode_for_training, fit_profile, need_for
 from inspector import imaging
 from inspector.profile import NormalProfile, fine_frame
@@ -125,7 +125,7 @@ def test_refine_takes_a_strip_thinner_than_its_shrink_factor():
 
 @pytest.mark.parametrize("size", [(162, 121), (107, 80), (60, 45)])
 def test_register_coarse_to_fine_lands_where_full_size_ecc_does(size):
-    """Registration at half size and one step at full size finds the motion that 30 full-size ECC steps find (within
+    """Registration at half size and two steps at full size find the motion that 30 full-size ECC steps find (within
     0.02 px), and the true one; an image under twice _HALF_MIN px is registered at full size only."""
     w, h = size
     rng = np.random.default_rng(7)
@@ -145,6 +145,17 @@ def test_register_coarse_to_fine_lands_where_full_size_ecc_does(size):
         # ECC finds W with moved(W x) = template(x): the inverse of truth
         inverse = cv2.invertAffineTransform(truth)
         assert np.hypot(*(found @ centre - inverse @ centre)) < 0.1, (angle, dx, dy)
+
+
+def test_ecc_leaves_its_start_warp_as_given():
+    """OpenCV writes its steps into the warp it is handed; the start a caller falls back on must stay as it was."""
+    rng = np.random.default_rng(3)
+    template = cv2.GaussianBlur(rng.random((80, 100)).astype(np.float32), (9, 9), 3)
+    moved = np.roll(template, 2, axis=1)
+    start = np.eye(2, 3, dtype=np.float32)
+    found = _ecc(template, moved, start, _ECC_CRITERIA)
+    assert found is not None and abs(found[0, 2] - 2.0) < 0.1
+    assert np.array_equal(start, np.eye(2, 3, dtype=np.float32))
 
 
 def test_fine_matrix_keeps_pixel_centres():
