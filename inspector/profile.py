@@ -65,6 +65,10 @@ _VALID_SHARE = 0.75  # a cell is compared when this share of its window lies ins
 MIN_REGISTER_SIDE = 16  # working images narrower than this (a line-scan strip) are neither located nor matched
 _EXPOSURE_SD_FLOOR = 0.005  # a training set this steady still leaves the drift monitor this much log-exposure noise
 LEAN_CELLS_BYTES = 64 * 2**20  # reference cells larger than this as float32 are held in float16, as saved
+GLOBAL_SCALE_FLOOR = 0.003  # share of the image added to each global feature's spread over the good parts: a share
+# that never varied among them (novel colours on a part that has none) counts a change of 0.3% of the area as one
+# unit, not 0.1% (1e-3 before: the noise of a camera's raised gain on a grey part flagged it on that alone, and the
+# threshold carried such noise from the held-out parts; measured, see README "Robustness")
 _FINE_MIN_GAIN = 2.5  # a fine pass runs only when it sees at least this many times the working width: below, the
 # cells already see most of the detail there is, and the fine pass would mostly add its own noise
 _FINE_SNAP = 1.1  # see fine_frame
@@ -398,7 +402,7 @@ class NormalProfile:
                 part[...] = part.astype(np.float16)
         self.ref_cells_ = cells
         self.ref_global_ = globs.astype(np.float32)
-        self.global_scale_ = (globs.std(axis=0) + 1e-3).astype(np.float32)
+        self.global_scale_ = (globs.std(axis=0) + GLOBAL_SCALE_FLOOR).astype(np.float32)
 
     def _terms(
         self, cells: np.ndarray, globs: np.ndarray, ref: np.ndarray | None = None, valid: np.ndarray | None = None,
