@@ -36,7 +36,7 @@ serve: $(STAMP)  ## the review page on [web] host:port (default http://127.0.0.1
 bench: $(STAMP)  ## speed ratios on generated 5 MP JPEGs
 	$(PY) -m inspector bench
 
-robustness: $(STAMP)  ## detection quality on perturbed copies of ../shared/data (lighting, colour, JPEG, placement, pasted spots)
+robustness: $(STAMP)  ## detection quality on perturbed copies of ../shared/data (lighting, colour, JPEG, noise, defocus, zoom, placement, pasted spots)
 	$(PY) -m inspector.tooling.robustness
 
 defects: $(STAMP)  ## detection limit: defects of 4-64 px pasted into 5 MP parts, default and finest setting (~5 min, 2 cores; add --real for the shared sets, ~25 min; plot in benchmarks/defects.png)

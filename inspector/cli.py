@@ -1037,8 +1037,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "print its path")
     p.add_argument("--robustness", action="store_true",
                    help="measure detection quality on perturbed copies of every MVTec-layout set in --data "
-                        "(lighting, colour, gamma, JPEG, random placement, pasted spots) beside the clean figures; "
-                        "prints a markdown table (takes minutes; see inspector/tooling/robustness.py)")
+                        "(lighting, colour, gamma, JPEG, sensor noise, defocus, magnification, random placement, "
+                        "pasted spots) beside the clean figures; prints a markdown table (takes minutes; see "
+                        "inspector/tooling/robustness.py)")
     p.add_argument("--data", default=None, metavar="DIR",
                    help="with --robustness or --defects --real: folder of MVTec-layout sets (default ../shared/data)")
     p.add_argument("--sets", default=None, metavar="A,B",
@@ -1047,7 +1048,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--perturb", default=None, metavar="P1,P2",
                    help="with --robustness: comma-separated perturbations (default all: clean, png, gain0.97, "
                         "gain0.9, gain1.1, offset-10, offset+10, offset-5, offset+5, warm, cool, gamma0.9, "
-                        "gamma1.1, alternate, jpeg80, placed, pasted; clean always runs as the reference)")
+                        "gamma1.1, alternate, jpeg80, noise3, noise6, blur1, blur2, zoom1.03, zoom0.97, placed, "
+                        "pasted; clean always runs as the reference)")
     p.add_argument("--seed", type=int, default=0,
                    help="with --robustness or --defects: seed of the random placement and pasting (default 0)")
     p.add_argument("--defects", action="store_true",

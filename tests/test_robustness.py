@@ -218,3 +218,38 @@ def test_cli(data, capsys):
     help_text = capsys.readouterr().out
     for name in rb.PERTURBATIONS:
         assert name in help_text
+
+
+def test_noise_is_grey_on_a_grey_photo_and_per_channel_on_a_colour_one():
+    grey = np.full((60, 80, 3), 120, np.uint8)
+    out = rb.perturb(grey, "noise6", 3).astype(np.float64)
+    assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 1], out[..., 2])  # a mono camera
+    assert abs(out.std() - 6.0) < 0.4 and abs(out.mean() - 120.0) < 0.3
+    assert np.array_equal(rb.perturb(grey, "noise6", 3), rb.perturb(grey, "noise6", 3))  # the part's own noise
+    assert not np.array_equal(rb.perturb(grey, "noise6", 4), rb.perturb(grey, "noise6", 3))
+    colour = grey.copy()
+    colour[..., 2] = 140
+    noisy = rb.perturb(colour, "noise3", 0).astype(np.float64) - colour
+    assert not np.array_equal(noisy[..., 0], noisy[..., 1])  # a colour camera's channels
+    assert abs(noisy.std() - 3.0) < 0.2
+
+
+def test_blur_keeps_the_level_and_softens_an_edge():
+    img = np.zeros((40, 40, 3), np.uint8)
+    img[:, 20:] = 200
+    for name, width in (("blur1", 1.0), ("blur2", 2.0)):
+        out = rb.perturb(img, name).astype(np.float64)
+        assert out.shape == img.shape and abs(out.mean() - img.mean()) < 0.5
+        ramp = out[20, 14:26, 0]
+        assert 0 < ramp[5] < 200 and (np.diff(ramp) >= 0).all()
+    assert rb.perturb(img, "blur2")[20, 17, 0] > rb.perturb(img, "blur1")[20, 17, 0]  # wider defocus reaches further
+
+
+def test_zoom_magnifies_about_the_centre():
+    img = np.zeros((101, 201, 3), np.uint8)
+    img[50, 100] = 255  # the centre
+    img[50, 150] = 255  # 50 px right of it
+    big, small = rb.perturb(img, "zoom1.03"), rb.perturb(img, "zoom0.97")
+    assert big.shape == img.shape and big[50, 100, 0] == 255
+    assert np.argmax(big[50, 120:, 0].astype(int)) + 120 in (151, 152)  # 50 * 1.03 = 51.5 px out
+    assert np.argmax(small[50, 120:, 0].astype(int)) + 120 in (148, 149)  # 50 * 0.97 = 48.5 px out
