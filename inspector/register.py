@@ -13,6 +13,11 @@ centre, then a shift) on the grey working image:
   move with the shift) and from a coarse sweep of turns on quarter-size images, each followed by a
   phase-correlated shift; the candidate that matches best is refined by a local search on half-size images;
 * `off`: the part is not moved (a fixture holds it), only its match is measured;
+* scale, on the line only: a part photographed larger or smaller than the good parts (a camera moved or
+  refocused since training) is also tried magnified by each of SCALES about the frame centre, and the best is
+  taken when it matches the reference better than the placement alone by more than any good training part gains
+  that way, plus SCALE_MARGIN (`scale_limit_`); a product whose good parts already gain from it (a reference that
+  is the median of parts that differ) is left unscaled up to that much;
 * `auto` (default) chooses at fit time: `off` unless a search raises the training images' median match by
   _AUTO_MOVE (every resampling blurs a little, and small defects are a few pixels wide), else the cheapest
   search that matches about as well as the best one.
@@ -44,6 +49,8 @@ _ECC_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 1e-4)
 _AUTO_GAIN = 0.01  # a costlier search is chosen only when it raises the median match this much ...
 _AUTO_MOVE = 0.1  # ... and any search at all only when this much over leaving the parts where they are (each
 # resampling blurs a little, and small defects are few pixels wide: parts held by a fixture are not moved)
+SCALES = (0.97, 0.985, 1.015, 1.03)  # magnifications (about the frame centre) tried on a placed part on the line
+SCALE_MARGIN = 0.01  # one is taken only when it raises the match this much beyond what any good training part gains
 
 
 @dataclass(frozen=True)
@@ -151,6 +158,8 @@ class Locator:
         # half the worst good part's match: a defect, even a large one, leaves most of the part in place, while
         # a missing, wrong or upside-down part or an empty fixture matches far worse
         self.match_limit_ = float(0.5 * train.min())
+        gains = [self._best_scale(g, p).match - p.match for g, p in zip(greys, self.train_placements_)]
+        self.scale_limit_ = float(max(gains)) + SCALE_MARGIN
         return self
 
     def _set_reference(self, ref: np.ndarray) -> None:
@@ -164,21 +173,48 @@ class Locator:
         self.window_small_ = cv2.createHanningWindow(self.ref_small_.shape[::-1], cv2.CV_32F)
         self.window_half_ = cv2.createHanningWindow(self.ref_half_.shape[::-1], cv2.CV_32F)
 
-    def set_state(self, mode: str, ref: np.ndarray, match_limit: float) -> "Locator":
-        """Rebuild a fitted locator from its saved mode, reference (H, W) and match limit."""
+    def set_state(self, mode: str, ref: np.ndarray, match_limit: float,
+                  scale_limit: float | None = None) -> "Locator":
+        """Rebuild a fitted locator from its saved mode, reference (H, W), match limit and scale limit (None: a
+        profile saved before the scale search, which never scales)."""
         if mode not in ROTATIONS[1:]:
             raise ValueError(f"saved rotation mode {mode!r} is not one of off, none, small, any")
         if not (math.isfinite(match_limit) and -1.0 <= match_limit <= 1.0):
             raise ValueError(f"saved match limit {match_limit!r} is not a number in [-1, 1]")
+        if scale_limit is not None and not (math.isfinite(scale_limit) and -2.0 <= scale_limit <= 2.0):
+            raise ValueError(f"saved scale limit {scale_limit!r} is not a number in [-2, 2]")
         self.mode_ = mode
         self._set_reference(ref)
         self.match_limit_ = float(match_limit)
+        self.scale_limit_ = None if scale_limit is None else float(scale_limit)
         return self
 
     # ------------------------------------------------------------------ locating
     def locate(self, work: np.ndarray) -> Placement:
-        """Placement of a BGR uint8 working image (H, W, 3) in the reference frame."""
-        return self.locate_grey(grey(work))
+        """Placement of a BGR uint8 working image (H, W, 3) in the reference frame, magnified where that matches
+        clearly better (see the module's note on scale)."""
+        g = grey(work)
+        placement = self.locate_grey(g)
+        limit = getattr(self, "scale_limit_", None)
+        if limit is None:
+            return placement
+        scaled = self._best_scale(g, placement)
+        return scaled if scaled.match - placement.match > limit else placement
+
+    def _best_scale(self, g: np.ndarray, placement: Placement) -> Placement:
+        """The placement (2, 3) followed by the magnification of SCALES about the frame centre that matches the
+        reference best, with that match."""
+        h, w = g.shape
+        after = np.vstack([placement.matrix, [0.0, 0.0, 1.0]])
+        best: Placement | None = None
+        for scale in SCALES:
+            zoom = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), 0.0, scale)
+            matrix = zoom @ after
+            p = Placement(matrix, zncc(self.warp(g, Placement(matrix, 0.0)), self.ref_))
+            if best is None or p.match > best.match:
+                best = p
+        assert best is not None
+        return best
 
     def locate_grey(self, g: np.ndarray) -> Placement:
         """Placement of a grey float32 working image (H, W)."""

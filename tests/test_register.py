@@ -103,3 +103,40 @@ def test_locating_leaves_the_image_untouched(parts: list[np.ndarray]) -> None:
 def test_an_unknown_rotation_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="rotation must be one of"):
         Locator("sideways")
+
+
+def _zoomed(image: np.ndarray, scale: float) -> np.ndarray:
+    """The image magnified by `scale` about its centre (a camera moved closer or refocused), border replicated."""
+    m = cv2.getRotationMatrix2D(((image.shape[1] - 1) / 2.0, (image.shape[0] - 1) / 2.0), 0.0, scale)
+    return cv2.warpAffine(image, m, (image.shape[1], image.shape[0]), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def _scale_of(p: Placement) -> float:
+    return float(np.sqrt(abs(np.linalg.det(p.matrix[:, :2]))))
+
+
+@pytest.mark.parametrize("rotation", ["off", "small"])
+def test_a_part_photographed_larger_or_smaller_is_brought_to_the_trained_scale(parts: list[np.ndarray],
+                                                                               rotation: str) -> None:
+    loc = Locator(rotation).fit(parts[:16])
+    assert loc.scale_limit_ is not None
+    scaled = []
+    for part in parts[16:]:
+        assert _scale_of(loc.locate(part)) == pytest.approx(1.0, abs=1e-6)  # at the trained scale: not scaled
+        for zoom in (1.03, 0.97):
+            scaled.append((zoom, _scale_of(loc.locate(_zoomed(part, zoom)))))
+    # generated parts differ from each other, and a turn refined by ECC absorbs part of a zoom: measured 16 of 16
+    # brought back with a fixture (`off`), 13 of 16 with `small` (the rest left unscaled, never scaled wrongly)
+    right = [z for z, s in scaled if abs(s - 1.0 / z) < 0.011]
+    assert len(right) >= (15 if rotation == "off" else 12), scaled
+    assert all(abs(s - 1.0 / z) < 0.011 or s == pytest.approx(1.0, abs=1e-6) for z, s in scaled), scaled
+
+
+def test_a_locator_saved_before_the_scale_search_never_scales(parts: list[np.ndarray]) -> None:
+    fitted = Locator("off").fit(parts[:16])
+    old = Locator("off").set_state(fitted.mode_, fitted.ref_, fitted.match_limit_)
+    assert old.scale_limit_ is None
+    assert _scale_of(old.locate(_zoomed(parts[20], 1.03))) == 1.0
+    with pytest.raises(ValueError, match="scale limit"):
+        Locator("off").set_state(fitted.mode_, fitted.ref_, fitted.match_limit_, float("nan"))
