@@ -67,8 +67,9 @@ _EXPOSURE_SD_FLOOR = 0.005  # a training set this steady still leaves the drift 
 LEAN_CELLS_BYTES = 64 * 2**20  # reference cells larger than this as float32 are held in float16, as saved
 GLOBAL_SCALE_FLOOR = 0.003  # share of the image added to each global feature's spread over the good parts: a share
 # that never varied among them (novel colours on a part that has none) counts a change of 0.3% of the area as one
-# unit, not 0.1% (1e-3 before: the noise of a camera's raised gain on a grey part flagged it on that alone, and the
-# threshold carried such noise from the held-out parts; measured, see README "Robustness")
+# unit, not 0.1% (1e-3 before: a speck or a few odd pixels moved the whole-image term by tens of spreads, and the
+# threshold carried that from the held-out parts; measured, see README "Robustness". It does not make a product
+# trained on noise-free images robust to sensor noise: measured on generated grey parts)
 _FINE_MIN_GAIN = 2.5  # a fine pass runs only when it sees at least this many times the working width: below, the
 # cells already see most of the detail there is, and the fine pass would mostly add its own noise
 _FINE_SNAP = 1.1  # see fine_frame
@@ -579,7 +580,7 @@ class NormalProfile:
             "calibration": asdict(self.calibration_),
             "registration": None if self.locator_ is None else {
                 "mode": self.locator_.mode_, "match_limit": self.locator_.match_limit_,
-                "scale_limit": getattr(self.locator_, "scale_limit_", None)},
+                "scale_limit": self.locator_.scale_limit_},
             "lighting": None if self.lighting_ is None else {
                 "exposure_ref": self.exposure_ref_, "exposure_bounds": list(self.exposure_bounds_),
                 "cast_limit": self.cast_limit_, "shrink": [float(v) for v in self.lighting_.shrink_],

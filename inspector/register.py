@@ -87,9 +87,9 @@ def zncc(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum()) / den if den > 0 else 0.0
 
 
-def rotation_matrix(angle: float, h: int, w: int) -> np.ndarray:
-    """(2, 3) float64 rotation by `angle` degrees about the centre of an (h, w) frame."""
-    return cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), float(angle), 1.0)
+def rotation_matrix(angle: float, h: int, w: int, scale: float = 1.0) -> np.ndarray:
+    """(2, 3) float64 rotation by `angle` degrees, and magnification by `scale`, about the centre of an (h, w) frame."""
+    return cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), float(angle), float(scale))
 
 
 def polar_spectrum(g: np.ndarray, window: np.ndarray) -> np.ndarray:
@@ -195,26 +195,19 @@ class Locator:
         clearly better (see the module's note on scale)."""
         g = grey(work)
         placement = self.locate_grey(g)
-        limit = getattr(self, "scale_limit_", None)
-        if limit is None:
+        if self.scale_limit_ is None:
             return placement
         scaled = self._best_scale(g, placement)
-        return scaled if scaled.match - placement.match > limit else placement
+        return scaled if scaled.match - placement.match > self.scale_limit_ else placement
 
     def _best_scale(self, g: np.ndarray, placement: Placement) -> Placement:
         """The placement (2, 3) followed by the magnification of SCALES about the frame centre that matches the
         reference best, with that match."""
         h, w = g.shape
         after = np.vstack([placement.matrix, [0.0, 0.0, 1.0]])
-        best: Placement | None = None
-        for scale in SCALES:
-            zoom = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), 0.0, scale)
-            matrix = zoom @ after
-            p = Placement(matrix, zncc(self.warp(g, Placement(matrix, 0.0)), self.ref_))
-            if best is None or p.match > best.match:
-                best = p
-        assert best is not None
-        return best
+        matrices = [rotation_matrix(0.0, h, w, scale) @ after for scale in SCALES]
+        return max((Placement(m, zncc(self.warp(g, Placement(m, 0.0)), self.ref_)) for m in matrices),
+                   key=lambda p: p.match)
 
     def locate_grey(self, g: np.ndarray) -> Placement:
         """Placement of a grey float32 working image (H, W)."""
