@@ -825,3 +825,34 @@ def test_load_returns_the_bytes_it_decoded(tmp_path: Path, monkeypatch: pytest.M
     assert len(calls) == 1
     assert sha256_hex(data) == hashlib.sha256(path.read_bytes()).hexdigest()
     assert dec.image.shape == (10, 10, 3)
+
+
+def test_the_marker_search_finds_what_the_regex_finds():
+    """_next_marker (regex near pos, numpy in chunks beyond) returns the first match of _JPEG_MARKER, wherever it
+    lies: inside the window, across its last byte, across a chunk's edge, or nowhere."""
+    from inspector import imaging as im
+
+    rng = np.random.default_rng(5)
+    window, chunk = im._MARKER_WINDOW, im._MARKER_CHUNK
+    cases = []
+    for size in (10, window - 1, window, window + 1, window + chunk - 3, window + chunk + 5, 3 * chunk):
+        for _ in range(4):  # entropy-coded-like data: FF always stuffed (FF00) or a restart (FFD0-D7) or fill (FFFF)
+            body = rng.integers(0, 255, size, dtype=np.uint8)
+            ffs = rng.choice(size - 1, size=min(size - 1, 40), replace=False)
+            body[ffs] = 0xFF
+            body[ffs + 1] = rng.choice([0x00, 0xD3, 0xFF], size=len(ffs))
+            body[body == 0xFF] = 0xFF
+            cases.append(body)
+    placed = []
+    for body in cases:
+        data = bytearray(body.tobytes())
+        for where in (len(data) // 2, window - 1, window, window + chunk - 1, window + chunk, len(data) - 2):
+            if 0 <= where < len(data) - 1:
+                marked = bytearray(data)
+                marked[where : where + 2] = b"\xff\xd9"
+                placed.append(bytes(marked))
+        placed.append(bytes(data))
+    for data in placed:
+        for pos in (0, 1, 7):
+            expected = im._JPEG_MARKER.search(data, pos)
+            assert im._next_marker(data, pos) == (None if expected is None else expected.start())
