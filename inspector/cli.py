@@ -1052,6 +1052,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "pasted; clean always runs as the reference)")
     p.add_argument("--seed", type=int, default=0,
                    help="with --robustness or --defects: seed of the random placement and pasting (default 0)")
+    p.add_argument("--seeds", default=None, metavar="S1,S2",
+                   help="with --robustness: the placed and pasted rows once per seed, with their median, e.g. 0,1,2 "
+                        "(instead of --seed)")
     p.add_argument("--defects", action="store_true",
                    help="detection limit: paste dark spots, light spots, scratches and colour specks of diameter d "
                         "into 5 MP good parts and report the share caught per d, false alarms on the same parts, "

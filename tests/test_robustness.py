@@ -253,3 +253,40 @@ def test_zoom_magnifies_about_the_centre():
     assert big.shape == img.shape and big[50, 100, 0] == 255
     assert np.argmax(big[50, 120:, 0].astype(int)) + 120 in (151, 152)  # 50 * 1.03 = 51.5 px out
     assert np.argmax(small[50, 120:, 0].astype(int)) + 120 in (148, 149)  # 50 * 0.97 = 48.5 px out
+
+
+def test_seeds_repeat_only_the_refitted_rows_and_summarise_them(data, cfg):
+    result = rb.run(data, cfg, sets=["beta"], perturbations=["gain0.9", "placed"], seeds=[0, 1])
+    got = [(r["perturbation"], r["seed"]) for r in result["rows"]]
+    assert got == [("clean", None), ("gain0.9", None), ("placed", 0), ("placed", 1)]
+    placed = [r for r in result["rows"] if r["perturbation"] == "placed"]
+    # each seed places the parts anew and refits: the two profiles differ
+    assert placed[0]["threshold"] != placed[1]["threshold"]
+    (entry,) = result["summary"]
+    assert (entry["set"], entry["perturbation"], entry["seeds"]) == ("beta", "placed", [0, 1])
+    aurocs = [r["image_auroc"] for r in placed]
+    assert entry["image_auroc"] == {"median": pytest.approx(sum(aurocs) / 2), "min": min(aurocs), "max": max(aurocs)}
+    assert entry["false_alarms"]["max"] == max(r["false_alarms"] for r in placed)
+    # one seed: the rows of before, no summary
+    single = rb.run(data, cfg, sets=["beta"], perturbations=["placed"], seeds=[1])
+    assert single["summary"] == [] and single["seeds"] == [1]
+    assert single["rows"][1]["threshold"] == placed[1]["threshold"]  # a seed is the same run either way
+    table = rb.markdown(result)
+    assert "| beta | placed (refit, seed 1) |" in table and "median of seeds 0,1" in table
+    assert entry["n_good"] == 4 and f"{entry['false_alarms']['max']:.0f}) of 4 |" in table
+
+
+def test_parse_seeds():
+    assert rb.parse_seeds("0, 1,2,1") == [0, 1, 2]
+    with pytest.raises(ValueError, match="whole numbers"):
+        rb.parse_seeds("0,x")
+    with pytest.raises(ValueError, match="0 or more"):
+        rb.parse_seeds("-1")
+
+
+def test_cli_seeds(data, capsys):
+    args = ["bench", "--robustness", "--data", str(data), "--sets", "beta", "--perturb", "placed", "--json"]
+    assert cli.main([*args, "--seeds", "0,x"]) == 1
+    assert "--seeds takes comma-separated whole numbers" in capsys.readouterr().err
+    assert cli.main([*args, "--seeds", "0,1", "--seed", "3"]) == 1
+    assert "not both" in capsys.readouterr().err
