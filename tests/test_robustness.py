@@ -290,3 +290,10 @@ def test_cli_seeds(data, capsys):
     assert "--seeds takes comma-separated whole numbers" in capsys.readouterr().err
     assert cli.main([*args, "--seeds", "0,1", "--seed", "3"]) == 1
     assert "not both" in capsys.readouterr().err
+
+
+def test_a_median_false_alarm_count_between_two_is_not_rounded_away():
+    assert rb._spread({"median": 0.5, "min": 0, "max": 1}, 0) == "0.5 (0-1)"
+    assert rb._spread({"median": 1.0, "min": 0, "max": 2}, 0) == "1 (0-2)"
+    assert rb._spread({"median": 0.98312, "min": 0.97, "max": 0.99}) == "0.983 (0.970-0.990)"
+    assert rb._spread(None) == "-"

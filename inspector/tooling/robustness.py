@@ -607,7 +607,8 @@ def _spread(entry: dict[str, float] | None, digits: int = 3) -> str:
     """A summary figure as 'median (min-max)'."""
     if entry is None:
         return "-"
-    return f"{entry['median']:.{digits}f} ({entry['min']:.{digits}f}-{entry['max']:.{digits}f})"
+    mid = f"{entry['median']:.{digits}f}" if digits or float(entry["median"]).is_integer() else f"{entry['median']:.1f}"
+    return f"{mid} ({entry['min']:.{digits}f}-{entry['max']:.{digits}f})"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
