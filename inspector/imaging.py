@@ -237,7 +237,7 @@ def _sos_components(body: bytes, components: tuple[tuple[int, int, int], ...]) -
 def _next_marker(data: bytes, pos: int) -> int | None:
     """Where the next marker (FF and a code _JPEG_MARKER takes) starts at or after pos; None when there is none.
     Markers in the header lie a few bytes apart: the regex finds them; past _MARKER_WINDOW bytes (a scan's
-    entropy-coded data, most of a file) numpy compares every byte at once (a 5 MP JPEG's scan: 0.47 -> ~0.15 ms)."""
+    entropy-coded data, most of a file) numpy compares every byte at once (the walk of a 5 MP JPEG: 0.47 -> 0.28 ms)."""
     end = pos + _MARKER_WINDOW
     found = _JPEG_MARKER.search(data, pos, end)
     if found is not None or end >= len(data):

@@ -67,6 +67,7 @@ from inspector.config import Config
 from inspector.errors import DatasetError, ImageRejected, InspectorError
 from inspector.evaluate import MASK_SIDE, find_eval_set, flagged_above
 from inspector.pipeline import Inspector, Progress, decode_for_training, fit_profile
+from inspector.register import rotation_matrix
 
 DEFAULT_DATA = Path("../shared/data")
 TEST_ONLY = ("clean", "png", "gain0.97", "gain0.9", "gain1.1", "offset-10", "offset+10", "offset-5", "offset+5", "warm",
@@ -114,9 +115,7 @@ def perturb(image: np.ndarray, name: str, index: int = 0) -> np.ndarray:
     if name in _BLURS:
         return cv2.GaussianBlur(image, (0, 0), _BLURS[name], borderType=cv2.BORDER_REPLICATE)
     if name in _ZOOMS:
-        h, w = image.shape[:2]
-        m = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), 0.0, _ZOOMS[name])
-        return cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return place(image, rotation_matrix(0.0, *image.shape[:2], _ZOOMS[name]))
     raise ValueError(f"not a test-only pixel perturbation: {name!r}")
 
 
@@ -147,7 +146,7 @@ def placement(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     """A 2x3 affine matrix: rotation by a uniform angle in [0, 360) about the centre, shift up to +-8%."""
     angle = rng.uniform(0.0, 360.0)
     tx, ty = rng.uniform(-MAX_SHIFT, MAX_SHIFT, 2)
-    m = cv2.getRotationMatrix2D(((width - 1) / 2.0, (height - 1) / 2.0), angle, 1.0)
+    m = rotation_matrix(angle, height, width)
     m[0, 2] += tx * width
     m[1, 2] += ty * height
     return m
@@ -593,7 +592,8 @@ def markdown(result: dict) -> str:
         fa = f"{_spread(entry['false_alarms'], 0)} of {entry['n_good']}"
         lines.append(
             f"| {entry['set']} | {entry['perturbation']} (refit), median of seeds {seeds} "
-            f"| {_spread(entry['image_auroc'])} | {_spread(entry['pixel_auroc'])} | {fa} | {_spread(entry['recall'])} | |")
+            f"| {_spread(entry['image_auroc'])} | {_spread(entry['pixel_auroc'])} | {fa} "
+            f"| {_spread(entry['recall'])} | |")
     lines.append("")
     seeds = ",".join(str(s) for s in result["seeds"])
     lines.append(f"{len(result['rows'])} rows, {result['seconds']:.0f} s; data {result['data']}, "
@@ -621,11 +621,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"with --robustness: comma-separated perturbations (default: all: {', '.join(PERTURBATIONS)}; "
                         "clean is always run as the reference)")
     p.add_argument("--seed", type=int, default=0, help="with --robustness: seed of placement and pasting (default 0)")
-    add_seeds_argument(p)
-
-
-def add_seeds_argument(p: argparse.ArgumentParser) -> None:
-    """--seeds, shared with `inspector bench` (whose --seed is its own)."""
     p.add_argument("--seeds", default=None, metavar="S1,S2",
                    help="with --robustness: run the placed and pasted rows once per seed and add their median over "
                         "the seeds, e.g. 0,1,2 (instead of --seed; the placement moves those rows by a few points)")
