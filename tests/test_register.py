@@ -107,8 +107,8 @@ def test_an_unknown_rotation_mode_is_refused() -> None:
 
 def _zoomed(image: np.ndarray, scale: float) -> np.ndarray:
     """The image magnified by `scale` about its centre (a camera moved closer or refocused), border replicated."""
-    m = cv2.getRotationMatrix2D(((image.shape[1] - 1) / 2.0, (image.shape[0] - 1) / 2.0), 0.0, scale)
-    return cv2.warpAffine(image, m, (image.shape[1], image.shape[0]), flags=cv2.INTER_LINEAR,
+    h, w = image.shape[:2]
+    return cv2.warpAffine(image, rotation_matrix(0.0, h, w, scale), (w, h), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)
 
 
