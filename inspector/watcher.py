@@ -23,7 +23,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from watchdog.events import (
-    DirCreatedEvent, DirModifiedEvent, DirMovedEvent, FileClosedEvent, FileCreatedEvent, FileDeletedEvent,
+    DirCreatedEvent, DirMovedEvent, FileClosedEvent, FileCreatedEvent, FileDeletedEvent,
     FileModifiedEvent, FileMovedEvent, FileSystemEvent, FileSystemEventHandler, DirDeletedEvent,
 )
 from watchdog.observers import Observer
@@ -292,7 +292,7 @@ class Handler(FileSystemEventHandler):
             if self.matcher.matches(src):
                 self.settler.complete(src)
         elif isinstance(event, (FileCreatedEvent, FileModifiedEvent)) or (
-                isinstance(event, (DirCreatedEvent, DirModifiedEvent)) and not self.matcher.recursive):
+                isinstance(event, DirCreatedEvent) and not self.matcher.recursive):
             if self.matcher.matches(src):
                 self.settler.seen(src)
         elif isinstance(event, (FileDeletedEvent, DirDeletedEvent)):
@@ -365,11 +365,22 @@ def make_observer(kind: str, poll_interval_s: float) -> BaseObserver:
     return Observer()
 
 
+# The events Handler acts on, and only those: watchdog asks inotify for just these (no IN_OPEN, no IN_CLOSE_NOWRITE)
+# and drops the rest before they are queued (a folder's modified event comes with every file created, closed or moved
+# in it; it never makes a part ready: the folder's own name is no part, and a folder named like one in a flat inbox is
+# found by its created event and the scans). So a read of a part (ours, an archiver's, a virus scanner's) costs the
+# observer threads nothing.
+HANDLED_EVENTS: tuple[type[FileSystemEvent], ...] = (
+    FileCreatedEvent, DirCreatedEvent, FileModifiedEvent, FileClosedEvent, FileMovedEvent, DirMovedEvent,
+    FileDeletedEvent, DirDeletedEvent,
+)
+
+
 def start_observer(kind: str, poll_interval_s: float, handler: Handler, recursive: bool) -> BaseObserver:
-    """Schedule the handler on the matcher's folder and start the observer thread."""
+    """Schedule the handler on the matcher's folder for the events it handles and start the observer thread."""
     observer = make_observer(kind, poll_interval_s)
     observer.daemon = True
-    observer.schedule(handler, handler.matcher.root, recursive=recursive)
+    observer.schedule(handler, handler.matcher.root, recursive=recursive, event_filter=list(HANDLED_EVENTS))
     observer.start()
     return observer
 

@@ -183,6 +183,43 @@ def test_a_real_observer_reports_a_written_and_a_renamed_file(tmp_path: Path, ki
         observer.join(timeout=10)
 
 
+class Recording(Handler):
+    """A Handler that also notes the class of every event the observer hands it."""
+
+    def __init__(self, matcher: Matcher, settler: Settler):
+        super().__init__(matcher, settler)
+        self.kinds: list[str] = []
+
+    def dispatch(self, event) -> None:  # noqa: ANN001 - watchdog's signature
+        self.kinds.append(type(event).__name__)
+        super().dispatch(event)
+
+
+def test_the_observer_hands_on_only_the_events_the_handler_acts_on(tmp_path: Path) -> None:
+    """Reading a part (as the watcher itself does, and archivers and scanners) and the folder-modified events that come
+    with every change are never queued: they only cost the observer's threads CPU for each part."""
+    settler = Settler(settle_s=0.2)
+    handler = Recording(Matcher(tmp_path, PATTERNS, recursive=False), settler)
+    observer = start_observer("native", 0.1, handler, recursive=False)
+    try:
+        (tmp_path / ".a.part").write_bytes(b"written")
+        os.rename(tmp_path / ".a.part", tmp_path / "a.jpg")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "FileMovedEvent" not in handler.kinds:
+            time.sleep(0.02)
+        for _ in range(3):
+            assert (tmp_path / "a.jpg").read_bytes() == b"written"
+        (tmp_path / "a.jpg").unlink()
+        while time.monotonic() < deadline and "FileDeletedEvent" not in handler.kinds:
+            time.sleep(0.02)
+    finally:
+        observer.stop()
+        observer.join(timeout=10)
+    assert "FileMovedEvent" in handler.kinds and "FileDeletedEvent" in handler.kinds
+    assert {"FileOpenedEvent", "FileClosedNoWriteEvent", "DirModifiedEvent"}.isdisjoint(handler.kinds), handler.kinds
+    assert set(handler.kinds) <= {cls.__name__ for cls in watcher.HANDLED_EVENTS}
+
+
 def test_a_paired_move_is_handed_on_without_waiting_out_the_pairing_window() -> None:
     """watchdog's delayed queue slept out an IN_MOVED_FROM's whole window even once its IN_MOVED_TO had paired it;
     ours wakes when the pair is made. A 60 s window: the consumer gets the pair long before it, the unpaired
