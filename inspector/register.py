@@ -11,7 +11,10 @@ centre, then a shift) on the grey working image:
   started from the shift; a result beyond the limit falls back to the shift alone;
 * rotation `any` (round parts): candidate angles from the polar-resampled magnitude spectra (which do not
   move with the shift) and from a coarse sweep of turns on quarter-size images, each followed by a
-  phase-correlated shift; the candidate that matches best is refined by a local search on half-size images;
+  phase-correlated shift; the candidate that matches best is refined by a local search on half-size images
+  (to half a degree), then by the same ECC refinement as `small` (turn and shift together, to a fraction of a
+  pixel: a part's edges land in the same cells as the reference's all round, so turned parts are not flagged at
+  their rims; profiles saved before 2026-12-06 were calibrated without it and keep judging without it);
 * `off`: the part is not moved (a fixture holds it), only its match is measured;
 * scale, on the line only: a part photographed larger or smaller than the good parts (a camera moved or
   refocused since training) is also tried magnified by each of SCALES about the frame centre, and the best is
@@ -132,6 +135,7 @@ class Locator:
     def fit(self, works: Sequence[np.ndarray]) -> "Locator":
         """Learn reference, rotation mode and match limit from good BGR uint8 working images (H, W, 3)."""
         greys = [grey(w) for w in works]
+        self.ecc_any_ = True
         stack = np.stack(greys)
         median = np.median(stack, axis=0)
         # start from the most typical image (a median of parts that lie differently would be a blur)
@@ -174,19 +178,23 @@ class Locator:
         self.window_half_ = cv2.createHanningWindow(self.ref_half_.shape[::-1], cv2.CV_32F)
 
     def set_state(self, mode: str, ref: np.ndarray, match_limit: float,
-                  scale_limit: float | None = None) -> "Locator":
-        """Rebuild a fitted locator from its saved mode, reference (H, W), match limit and scale limit (None: a
-        profile saved before the scale search, which never scales)."""
+                  scale_limit: float | None = None, ecc_any: bool = False) -> "Locator":
+        """Rebuild a fitted locator from its saved mode, reference (H, W), match limit, scale limit (None: a
+        profile saved before the scale search, which never scales) and whether an `any` search ends with the ECC
+        refinement (False: a profile saved before it, calibrated without)."""
         if mode not in ROTATIONS[1:]:
             raise ValueError(f"saved rotation mode {mode!r} is not one of off, none, small, any")
         if not (math.isfinite(match_limit) and -1.0 <= match_limit <= 1.0):
             raise ValueError(f"saved match limit {match_limit!r} is not a number in [-1, 1]")
         if scale_limit is not None and not (math.isfinite(scale_limit) and -2.0 <= scale_limit <= 2.0):
             raise ValueError(f"saved scale limit {scale_limit!r} is not a number in [-2, 2]")
+        if not isinstance(ecc_any, bool):
+            raise ValueError(f"saved ecc_any {ecc_any!r} is not true or false")
         self.mode_ = mode
         self._set_reference(ref)
         self.match_limit_ = float(match_limit)
         self.scale_limit_ = None if scale_limit is None else float(scale_limit)
+        self.ecc_any_ = ecc_any
         return self
 
     # ------------------------------------------------------------------ locating
@@ -232,7 +240,7 @@ class Locator:
             fine = self._shifted(g, rotation_matrix(self._fine_angle(g, best_angle), h, w))
             if fine.match > best.match:
                 best = fine
-        elif self.mode_ == "small":
+        if self.mode_ == "small" or (self.mode_ == "any" and self.ecc_any_):
             refined = self._refine(g, best.matrix)
             if refined is not None and refined.match > best.match:
                 best = refined
@@ -296,7 +304,9 @@ class Locator:
         half = cv2.resize(g, self.ref_half_.shape[::-1], interpolation=cv2.INTER_AREA)
         sx = self.ref_half_.shape[1] / w
         sy = self.ref_half_.shape[0] / h
-        scale = np.array([[sx, 0.0, 0.0], [0.0, sy, 0.0], [0.0, 0.0, 1.0]])
+        # pixel centres: half-size pixel i covers full-size pixels 2i and 2i + 1, so x_half = sx * (x + 0.5) - 0.5 (without
+        # the half pixel, a turn of tens of degrees came back shifted by up to half a pixel)
+        scale = np.array([[sx, 0.0, (sx - 1.0) / 2.0], [0.0, sy, (sy - 1.0) / 2.0], [0.0, 0.0, 1.0]])
         inv_scale = np.linalg.inv(scale)
         start_h = (scale @ np.vstack([start, [0, 0, 1]]) @ inv_scale)[:2]
         # ECC's warp maps the reference's coordinates into the image's: the inverse of ours
