@@ -12,7 +12,7 @@ centre, then a shift) on the grey working image:
 * rotation `any` (round parts): candidate angles from the polar-resampled magnitude spectra (which do not
   move with the shift) and from a coarse sweep of turns on quarter-size images, each followed by a
   phase-correlated shift; the candidate that matches best is refined by a local search on half-size images
-  (to half a degree), then by the same ECC refinement as `small` (turn and shift together, to a fraction of a
+  (to within a degree), then by the same ECC refinement as `small` (turn and shift together, to a fraction of a
   pixel: a part's edges land in the same cells as the reference's all round, so turned parts are not flagged at
   their rims; profiles saved before 2026-12-06 were calibrated without it and keep judging without it);
 * `off`: the part is not moved (a fixture holds it), only its match is measured;
@@ -49,6 +49,7 @@ N_THETA = 360  # angular bins of the polar spectrum (1 degree each)
 COARSE_STEP = 15.0  # degrees between the turns of the coarse sweep (`any`)
 FINE_STEP = 0.5  # the local search around the best turn stops at this step (`any`)
 _ECC_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 1e-4)
+_ANY_REFINE_DEGREES = 2.0  # the `any` search's last step is under a degree: ECC may correct its turn this much
 _AUTO_GAIN = 0.01  # a costlier search is chosen only when it raises the median match this much ...
 _AUTO_MOVE = 0.1  # ... and any search at all only when this much over leaving the parts where they are (each
 # resampling blurs a little, and small defects are few pixels wide: parts held by a fixture are not moved)
@@ -75,6 +76,14 @@ class Placement:
 
 
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+
+
+def rescaled(matrix: np.ndarray, fx: float, fy: float) -> np.ndarray:
+    """A (2, 3) map between images re-expressed for images `fx` times wider and `fy` times taller, pixel centres kept
+    (pixel i of the smaller covers pixels [f * i, f * (i + 1)) of the larger: x' = f * (x + 0.5) - 0.5); (2, 3)
+    float64. Without the half pixel, a turn of tens of degrees comes back shifted by up to half a pixel."""
+    to = np.array([[fx, 0.0, (fx - 1.0) / 2.0], [0.0, fy, (fy - 1.0) / 2.0], [0.0, 0.0, 1.0]])
+    return (to @ np.vstack([matrix, [0.0, 0.0, 1.0]]) @ np.linalg.inv(to))[:2]
 
 
 def grey(image: np.ndarray) -> np.ndarray:
@@ -299,24 +308,25 @@ class Locator:
         return Placement(matrix, zncc(self.warp(g, Placement(matrix, 0.0)), ref))
 
     def _refine(self, g: np.ndarray, start: np.ndarray) -> Placement | None:
-        """ECC (Euclidean) refinement at half resolution from `start` (2, 3); None when it fails or strays."""
+        """ECC (Euclidean) refinement at half resolution of the placement `start` (2, 3); None when it fails or strays.
+
+        The part is first brought into the frame by `start`, so ECC looks only for what is left (the few degrees of a
+        `small` turn, what the `any` search's last step left, a pixel or two of shift) and starts from the identity:
+        OpenCV's Euclidean ECC recovers its angle through an arcsine and cannot start from a turn beyond 90 degrees
+        (measured on OpenCV 5.0: started at 100 degrees it drifts to 91, at 150 it fails)."""
         h, w = g.shape
-        half = cv2.resize(g, self.ref_half_.shape[::-1], interpolation=cv2.INTER_AREA)
-        sx = self.ref_half_.shape[1] / w
-        sy = self.ref_half_.shape[0] / h
-        # pixel centres: half-size pixel i covers full-size pixels 2i and 2i + 1, so x_half = sx * (x + 0.5) - 0.5 (without
-        # the half pixel, a turn of tens of degrees came back shifted by up to half a pixel)
-        scale = np.array([[sx, 0.0, (sx - 1.0) / 2.0], [0.0, sy, (sy - 1.0) / 2.0], [0.0, 0.0, 1.0]])
-        inv_scale = np.linalg.inv(scale)
-        start_h = (scale @ np.vstack([start, [0, 0, 1]]) @ inv_scale)[:2]
-        # ECC's warp maps the reference's coordinates into the image's: the inverse of ours
-        warp = cv2.invertAffineTransform(start_h).astype(np.float32)
+        hh, hw = self.ref_half_.shape
+        moved = cv2.resize(self.warp(g, Placement(start, 0.0)), (hw, hh), interpolation=cv2.INTER_AREA)
         try:
-            _, warp = cv2.findTransformECC(self.ref_half_, half, warp, cv2.MOTION_EUCLIDEAN, _ECC_CRITERIA, None, 3)
+            _, warp = cv2.findTransformECC(self.ref_half_, moved, np.eye(2, 3, dtype=np.float32), cv2.MOTION_EUCLIDEAN,
+                                           _ECC_CRITERIA, None, 3)
         except cv2.error:
             return None  # did not converge: keep the unrefined placement
-        ours = cv2.invertAffineTransform(warp.astype(np.float64))
-        matrix = (inv_scale @ np.vstack([ours, [0, 0, 1]]) @ scale)[:2]
+        # ECC's warp maps the reference's pixels into the moved part's: the correction is its inverse, at full size
+        correction = rescaled(cv2.invertAffineTransform(warp.astype(np.float64)), w / hw, h / hh)
+        if self.mode_ == "any" and abs(Placement(correction, 0.0).angle) > _ANY_REFINE_DEGREES:
+            return None  # the search already compared the turns that far off: ECC strayed
+        matrix = (np.vstack([correction, [0.0, 0.0, 1.0]]) @ np.vstack([start, [0.0, 0.0, 1.0]]))[:2]
         p = Placement(matrix, 0.0)
         centre = np.array([(w - 1) / 2.0, (h - 1) / 2.0, 1.0])
         dx, dy = matrix @ centre - start @ centre  # how far the refinement moved the frame's centre

@@ -368,8 +368,8 @@ def make_observer(kind: str, poll_interval_s: float) -> BaseObserver:
 # The events Handler acts on, and only those: watchdog asks inotify for just these (no IN_OPEN, no IN_CLOSE_NOWRITE)
 # and drops the rest before they are queued (a folder's modified event comes with every file created, closed or moved
 # in it; it never makes a part ready: the folder's own name is no part, and a folder named like one in a flat inbox is
-# found by its created event and the scans). So a read of a part (ours, an archiver's, a virus scanner's) costs the
-# observer threads nothing.
+# found by its created event and the scans). So a read of a part (ours, an archiver's, a virus scanner's) is not
+# even reported by the kernel.
 HANDLED_EVENTS: tuple[type[FileSystemEvent], ...] = (
     FileCreatedEvent, DirCreatedEvent, FileModifiedEvent, FileClosedEvent, FileMovedEvent, DirMovedEvent,
     FileDeletedEvent, DirDeletedEvent,
