@@ -29,8 +29,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from inspector.register import IDENTITY, rescaled
-
 FINE_MAX_IMAGES = 400  # good parts the variation model learns from at most
 FLOOR = 4.0  # grey levels added to every pixel's spread
 BLUR = 3  # deviation map smoothing, in fine pixels
@@ -46,6 +44,7 @@ _HALF_MIN = 32  # the registration image is first registered at half size when t
 _MAX_REFINE_DEGREES = 10.0 # a refinement that turns the part further than this (or moves it further than
 _MAX_REFINE_SHARE = 0.1  # this share of the width) failed: the coarse placement stands
 REFINE_WIDTH = 160  # parts are registered on grey images about this wide (ECC converges to ~0.1 px there)
+IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 
 @dataclass(frozen=True)
@@ -64,7 +63,9 @@ def fine_size(width: int, height: int, fine_width: int) -> tuple[int, int]:
 
 def fine_matrix(matrix: np.ndarray, factor: float) -> np.ndarray:
     """A (2, 3) placement in working pixels re-expressed in pixels `factor` times finer; (2, 3) float64."""
-    return rescaled(matrix, factor, factor)  # working pixel i covers fine pixels [factor * i, factor * (i + 1))
+    half = (factor - 1.0) / 2.0  # working pixel i covers fine pixels [factor * i, factor * (i + 1))
+    to_fine = np.array([[factor, 0.0, half], [0.0, factor, half], [0.0, 0.0, 1.0]])
+    return (to_fine @ np.vstack([matrix, [0.0, 0.0, 1.0]]) @ np.linalg.inv(to_fine))[:2]
 
 
 def _top_mean(dev: np.ndarray) -> float:

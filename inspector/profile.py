@@ -580,7 +580,7 @@ class NormalProfile:
             "calibration": asdict(self.calibration_),
             "registration": None if self.locator_ is None else {
                 "mode": self.locator_.mode_, "match_limit": self.locator_.match_limit_,
-                "scale_limit": self.locator_.scale_limit_, "ecc_any": self.locator_.ecc_any_},
+                "scale_limit": self.locator_.scale_limit_},
             "lighting": None if self.lighting_ is None else {
                 "exposure_ref": self.exposure_ref_, "exposure_bounds": list(self.exposure_bounds_),
                 "cast_limit": self.cast_limit_, "shrink": [float(v) for v in self.lighting_.shrink_],
@@ -741,8 +741,7 @@ class NormalProfile:
         if reg is not None:
             self.locator_ = Locator(self.params.rotation, self.params.max_shift).set_state(
                 str(reg["mode"]), np.asarray(arrays["register_reference"], np.float32), float(reg["match_limit"]),
-                None if reg.get("scale_limit") is None else float(reg["scale_limit"]),
-                reg.get("ecc_any", False))  # saved since 2026-12-06
+                None if reg.get("scale_limit") is None else float(reg["scale_limit"]))
         light = meta.get("lighting")
         if light is None:
             return

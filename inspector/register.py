@@ -11,10 +11,7 @@ centre, then a shift) on the grey working image:
   started from the shift; a result beyond the limit falls back to the shift alone;
 * rotation `any` (round parts): candidate angles from the polar-resampled magnitude spectra (which do not
   move with the shift) and from a coarse sweep of turns on quarter-size images, each followed by a
-  phase-correlated shift; the candidate that matches best is refined by a local search on half-size images
-  (to within a degree), then by the same ECC refinement as `small` (turn and shift together, to a fraction of a
-  pixel: a part's edges land in the same cells as the reference's all round, so turned parts are not flagged at
-  their rims; profiles saved before 2026-12-06 were calibrated without it and keep judging without it);
+  phase-correlated shift; the candidate that matches best is refined by a local search on half-size images;
 * `off`: the part is not moved (a fixture holds it), only its match is measured;
 * scale, on the line only: a part photographed larger or smaller than the good parts (a camera moved or
   refocused since training) is also tried magnified by each of SCALES about the frame centre, and the best is
@@ -49,7 +46,6 @@ N_THETA = 360  # angular bins of the polar spectrum (1 degree each)
 COARSE_STEP = 15.0  # degrees between the turns of the coarse sweep (`any`)
 FINE_STEP = 0.5  # the local search around the best turn stops at this step (`any`)
 _ECC_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 1e-4)
-_ANY_REFINE_DEGREES = 2.0  # the `any` search's last step is under a degree: ECC may correct its turn this much
 _AUTO_GAIN = 0.01  # a costlier search is chosen only when it raises the median match this much ...
 _AUTO_MOVE = 0.1  # ... and any search at all only when this much over leaving the parts where they are (each
 # resampling blurs a little, and small defects are few pixels wide: parts held by a fixture are not moved)
@@ -76,14 +72,6 @@ class Placement:
 
 
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-
-
-def rescaled(matrix: np.ndarray, fx: float, fy: float) -> np.ndarray:
-    """A (2, 3) map between images re-expressed for images `fx` times wider and `fy` times taller, pixel centres kept
-    (pixel i of the smaller covers pixels [f * i, f * (i + 1)) of the larger: x' = f * (x + 0.5) - 0.5); (2, 3)
-    float64. Without the half pixel, a turn of tens of degrees comes back shifted by up to half a pixel."""
-    to = np.array([[fx, 0.0, (fx - 1.0) / 2.0], [0.0, fy, (fy - 1.0) / 2.0], [0.0, 0.0, 1.0]])
-    return (to @ np.vstack([matrix, [0.0, 0.0, 1.0]]) @ np.linalg.inv(to))[:2]
 
 
 def grey(image: np.ndarray) -> np.ndarray:
@@ -144,7 +132,6 @@ class Locator:
     def fit(self, works: Sequence[np.ndarray]) -> "Locator":
         """Learn reference, rotation mode and match limit from good BGR uint8 working images (H, W, 3)."""
         greys = [grey(w) for w in works]
-        self.ecc_any_ = True
         stack = np.stack(greys)
         median = np.median(stack, axis=0)
         # start from the most typical image (a median of parts that lie differently would be a blur)
@@ -187,23 +174,19 @@ class Locator:
         self.window_half_ = cv2.createHanningWindow(self.ref_half_.shape[::-1], cv2.CV_32F)
 
     def set_state(self, mode: str, ref: np.ndarray, match_limit: float,
-                  scale_limit: float | None = None, ecc_any: bool = False) -> "Locator":
-        """Rebuild a fitted locator from its saved mode, reference (H, W), match limit, scale limit (None: a
-        profile saved before the scale search, which never scales) and whether an `any` search ends with the ECC
-        refinement (False: a profile saved before it, calibrated without)."""
+                  scale_limit: float | None = None) -> "Locator":
+        """Rebuild a fitted locator from its saved mode, reference (H, W), match limit and scale limit (None: a
+        profile saved before the scale search, which never scales)."""
         if mode not in ROTATIONS[1:]:
             raise ValueError(f"saved rotation mode {mode!r} is not one of off, none, small, any")
         if not (math.isfinite(match_limit) and -1.0 <= match_limit <= 1.0):
             raise ValueError(f"saved match limit {match_limit!r} is not a number in [-1, 1]")
         if scale_limit is not None and not (math.isfinite(scale_limit) and -2.0 <= scale_limit <= 2.0):
             raise ValueError(f"saved scale limit {scale_limit!r} is not a number in [-2, 2]")
-        if not isinstance(ecc_any, bool):
-            raise ValueError(f"saved ecc_any {ecc_any!r} is not true or false")
         self.mode_ = mode
         self._set_reference(ref)
         self.match_limit_ = float(match_limit)
         self.scale_limit_ = None if scale_limit is None else float(scale_limit)
-        self.ecc_any_ = ecc_any
         return self
 
     # ------------------------------------------------------------------ locating
@@ -249,7 +232,7 @@ class Locator:
             fine = self._shifted(g, rotation_matrix(self._fine_angle(g, best_angle), h, w))
             if fine.match > best.match:
                 best = fine
-        if self.mode_ == "small" or (self.mode_ == "any" and self.ecc_any_):
+        elif self.mode_ == "small":
             refined = self._refine(g, best.matrix)
             if refined is not None and refined.match > best.match:
                 best = refined
@@ -308,25 +291,22 @@ class Locator:
         return Placement(matrix, zncc(self.warp(g, Placement(matrix, 0.0)), ref))
 
     def _refine(self, g: np.ndarray, start: np.ndarray) -> Placement | None:
-        """ECC (Euclidean) refinement at half resolution of the placement `start` (2, 3); None when it fails or strays.
-
-        The part is first brought into the frame by `start`, so ECC looks only for what is left (the few degrees of a
-        `small` turn, what the `any` search's last step left, a pixel or two of shift) and starts from the identity:
-        OpenCV's Euclidean ECC recovers its angle through an arcsine and cannot start from a turn beyond 90 degrees
-        (measured on OpenCV 5.0: started at 100 degrees it drifts to 91, at 150 it fails)."""
+        """ECC (Euclidean) refinement at half resolution from `start` (2, 3); None when it fails or strays."""
         h, w = g.shape
-        hh, hw = self.ref_half_.shape
-        moved = cv2.resize(self.warp(g, Placement(start, 0.0)), (hw, hh), interpolation=cv2.INTER_AREA)
+        half = cv2.resize(g, self.ref_half_.shape[::-1], interpolation=cv2.INTER_AREA)
+        sx = self.ref_half_.shape[1] / w
+        sy = self.ref_half_.shape[0] / h
+        scale = np.array([[sx, 0.0, 0.0], [0.0, sy, 0.0], [0.0, 0.0, 1.0]])
+        inv_scale = np.linalg.inv(scale)
+        start_h = (scale @ np.vstack([start, [0, 0, 1]]) @ inv_scale)[:2]
+        # ECC's warp maps the reference's coordinates into the image's: the inverse of ours
+        warp = cv2.invertAffineTransform(start_h).astype(np.float32)
         try:
-            _, warp = cv2.findTransformECC(self.ref_half_, moved, np.eye(2, 3, dtype=np.float32), cv2.MOTION_EUCLIDEAN,
-                                           _ECC_CRITERIA, None, 3)
+            _, warp = cv2.findTransformECC(self.ref_half_, half, warp, cv2.MOTION_EUCLIDEAN, _ECC_CRITERIA, None, 3)
         except cv2.error:
             return None  # did not converge: keep the unrefined placement
-        # ECC's warp maps the reference's pixels into the moved part's: the correction is its inverse, at full size
-        correction = rescaled(cv2.invertAffineTransform(warp.astype(np.float64)), w / hw, h / hh)
-        if self.mode_ == "any" and abs(Placement(correction, 0.0).angle) > _ANY_REFINE_DEGREES:
-            return None  # the search already compared the turns that far off: ECC strayed
-        matrix = (np.vstack([correction, [0.0, 0.0, 1.0]]) @ np.vstack([start, [0.0, 0.0, 1.0]]))[:2]
+        ours = cv2.invertAffineTransform(warp.astype(np.float64))
+        matrix = (inv_scale @ np.vstack([ours, [0, 0, 1]]) @ scale)[:2]
         p = Placement(matrix, 0.0)
         centre = np.array([(w - 1) / 2.0, (h - 1) / 2.0, 1.0])
         dx, dy = matrix @ centre - start @ centre  # how far the refinement moved the frame's centre

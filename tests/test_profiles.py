@@ -329,19 +329,6 @@ def test_inconsistent_json_is_refused(models, saved, edit):
     refused(models)
 
 
-def test_the_registration_record_says_whether_any_turns_are_finished_by_ecc(models, saved):
-    """A profile saved before the ECC refinement of `any` turns keeps judging without it (as it was calibrated)."""
-    meta = read_meta(saved)
-    assert meta["registration"]["ecc_any"] is True
-    assert profiles.load(models, "v1").profile.locator_.ecc_any_
-    del meta["registration"]["ecc_any"]
-    write_meta(saved, meta)
-    assert profiles.load(models, "v1").profile.locator_.ecc_any_ is False
-    meta["registration"]["ecc_any"] = "yes"
-    write_meta(saved, meta)
-    assert "ecc_any" in str(refused(models))
-
-
 def test_json_layout_with_zero_stride_is_refused(models, saved):
     """Regression: stride 0 made FeatureLayout.grid raise ZeroDivisionError out of load."""
     meta = read_meta(saved)
