@@ -12,6 +12,8 @@ import pytest
 from inspector import cli, config
 from inspector.errors import DatasetError
 from inspector.evaluate import evaluate
+from inspector.params import ProfileParams
+from inspector.profile import NormalProfile
 from inspector.synthetic import make_part
 from inspector.tooling import robustness as rb
 
@@ -297,3 +299,30 @@ def test_a_median_false_alarm_count_between_two_is_not_rounded_away():
     assert rb._spread({"median": 1.0, "min": 0, "max": 2}, 0) == "1 (0-2)"
     assert rb._spread({"median": 0.98312, "min": 0.97, "max": 0.99}) == "0.983 (0.970-0.990)"
     assert rb._spread(None) == "-"
+
+
+def test_where_recall_goes_at_the_parts_threshold_and_the_test_goods_quantile():
+    s = rb.Scored
+    goods = [s("ok", float(v), None, None) for v in range(1, 101)]  # 1..100: their 99% quantile ("higher") is 100
+    defects = [s("defect" if v > 120.0 else "ok", v, None, None) for v in (50.5, 99.5, 150.0, 200.0)]
+    m = rb.metrics(["good"] * 100 + ["spot"] * 4, goods + defects, None, threshold=120.0, parts_threshold=60.0,
+                   budget=0.01)
+    assert m["recall"] == 0.5  # the verdicts: the two above 120 were flagged
+    assert m["parts_threshold"] == 60.0 and m["false_alarms_at_parts_threshold"] == 40
+    assert m["recall_at_parts_threshold"] == 0.75  # 99.5, 150, 200
+    assert m["test_good_quantile"] == 100.0 and m["recall_at_test_good_quantile"] == 0.5  # 150, 200
+    m = rb.metrics(["good"] * 100, goods, None, threshold=120.0)  # no defects, no parts' threshold: nothing to count
+    assert m["recall_at_parts_threshold"] is None and m["recall_at_test_good_quantile"] is None
+    assert m["false_alarms_at_parts_threshold"] is None
+
+
+def test_parts_threshold_leaves_the_lighting_copies_out():
+    rng = np.random.default_rng(3)
+    params = ProfileParams(lighting_copies=1, false_alarm_rate=0.25)  # a budget that 24 parts resolve
+    profile = NormalProfile(params).fit([make_part(rng, W, H) for _ in range(24)])
+    parts = profile.oof_scores_[: profile.n_train_]
+    assert len(profile.oof_scores_) == 2 * profile.n_train_  # each part's lighting copy follows the parts
+    expected = np.quantile(parts, 0.75, method="higher")
+    assert rb.parts_threshold(profile) == expected
+    profile.oof_scores_[profile.n_train_:] += 100.0  # copies that score far above every part change nothing
+    assert rb.parts_threshold(profile) == expected

@@ -41,6 +41,13 @@ reason whatever its score (say, a part not located: a `defect`, counted under `r
 each verdict's anomaly map, as `inspector eval` does; a file rejected without a map ranks above every pixel.
 The false-alarm rate is defect verdicts among test/good, recall defect verdicts among defective parts, both
 over all parts including rejected ones.
+
+Where recall is lost (JSON only, and the log line): each row also has `recall_at_parts_threshold` (and
+`false_alarms_at_parts_threshold`), the recall with the threshold at the held-out training parts' own (1 - budget)
+quantile, `parts_threshold`, leaving out their lighting copies, and `recall_at_test_good_quantile`, with it at the
+test set's good parts' own quantile (`test_good_quantile`; an oracle no line has: what the scores separate). Recall
+low at the threshold but high at the parts' quantile: the lighting copies set the threshold; low at the test goods'
+quantile too: the scores do not separate.
 """
 
 from __future__ import annotations
@@ -67,6 +74,7 @@ from inspector.config import Config
 from inspector.errors import DatasetError, ImageRejected, InspectorError
 from inspector.evaluate import MASK_SIDE, find_eval_set, flagged_above
 from inspector.pipeline import Inspector, Progress, decode_for_training, fit_profile
+from inspector.profile import NormalProfile
 from inspector.register import rotation_matrix
 
 DEFAULT_DATA = Path("../shared/data")
@@ -321,8 +329,10 @@ def score_jobs(inspector: Inspector, jobs: Sequence[Callable[[], bytes]], names:
 
 
 def metrics(kinds: Sequence[str], scored: Sequence[Scored], masks: Sequence[np.ndarray | None] | None,
-            threshold: float) -> dict[str, Any]:
-    """Image and pixel AUROC, false alarms, recall and rejections of one scored test set."""
+            threshold: float, parts_threshold: float | None = None, budget: float = 0.01) -> dict[str, Any]:
+    """Image and pixel AUROC, false alarms, recall and rejections of one scored test set; and where recall is
+    lost: at `parts_threshold` (the held-out training parts' own quantile, without their lighting copies) and at
+    the test set's good parts' own (1 - budget) quantile (an oracle no line has: what the scores separate)."""
     y = np.array([k != "good" for k in kinds])
     s = np.array([x.score for x in scored], np.float64)
     verdicts = np.array([x.verdict for x in scored])
@@ -346,6 +356,7 @@ def metrics(kinds: Sequence[str], scored: Sequence[Scored], masks: Sequence[np.n
         "image_auroc": image_auroc,
         "pixel_auroc": pixel_auroc,
         "threshold": float(threshold),
+        **_where_recall_goes(s, y, parts_threshold, budget),
         "false_alarms": int((flagged & ~y).sum()),
         "false_alarm_rate": float((flagged & ~y).sum() / n_good) if n_good else None,
         "recall": float((flagged & y).sum() / n_def) if n_def else None,
@@ -361,6 +372,31 @@ def metrics(kinds: Sequence[str], scored: Sequence[Scored], masks: Sequence[np.n
         "n_good": n_good,
         "n_defect": n_def,
     }
+
+
+def _where_recall_goes(s: np.ndarray, y: np.ndarray, parts_threshold: float | None, budget: float) -> dict[str, Any]:
+    """Recall and false alarms of scores s (N,) with y (N,) bool = defect, at the parts' own threshold and at the test goods' own
+    (1 - budget) quantile; None where a figure has no parts or no defects to count."""
+    good, bad = s[~y], s[y]
+    out: dict[str, Any] = {"parts_threshold": None if parts_threshold is None else float(parts_threshold),
+                           "recall_at_parts_threshold": None, "false_alarms_at_parts_threshold": None,
+                           "test_good_quantile": None, "recall_at_test_good_quantile": None}
+    if parts_threshold is not None and len(good):
+        out["false_alarms_at_parts_threshold"] = int((good > parts_threshold).sum())
+        if len(bad):
+            out["recall_at_parts_threshold"] = float((bad > parts_threshold).mean())
+    if len(good) and len(bad):
+        q = float(np.quantile(good, 1.0 - budget, method="higher"))
+        out["test_good_quantile"] = q
+        out["recall_at_test_good_quantile"] = float((bad > q).mean())
+    return out
+
+
+def parts_threshold(profile: NormalProfile) -> float:
+    """The (1 - false alarm rate) quantile of the held-out scores of a fitted profile's training parts alone (its
+    threshold is set on them and their lighting copies together)."""
+    scores = np.asarray(profile.oof_scores_[: profile.n_train_], dtype=np.float64)
+    return float(np.quantile(scores, 1.0 - profile.params.false_alarm_rate, method="higher"))
 
 
 # --- the run -----------------------------------------------------------------------------------------------
@@ -393,16 +429,18 @@ def run_set(root: Path, cfg: Config, perturbations: Sequence[str], seeds: Sequen
     kinds = [p.kind for p in ls.test]
     masks = [p.mask for p in ls.test] if ls.has_masks else None
 
-    def add(pert: str, refit: bool, kinds_: Sequence[str], scored: list[Scored], masks_, threshold: float,
+    def add(pert: str, refit: bool, kinds_: Sequence[str], scored: list[Scored], masks_, profile: NormalProfile,
             n_train: int, fit_s: float, score_s: float, seed: int | None = None) -> None:
         row = {"set": ls.name, "perturbation": pert, "refit": refit, "seed": seed, "n_train": n_train}
-        row.update(metrics(kinds_, scored, masks_, threshold))
+        row.update(metrics(kinds_, scored, masks_, profile.threshold_, parts_threshold(profile),
+                           profile.params.false_alarm_rate))
         row.update(fit_s=round(fit_s, 2), score_s=round(score_s, 2))
         rows.append(row)
         label = pert if seed is None else f"{pert} (seed {seed})"
         log(f"{ls.name} {label}: image AUROC {_f(row['image_auroc'])}, pixel AUROC {_f(row['pixel_auroc'])}, "
             f"false alarms {row['false_alarms']}/{row['n_good']}, recall {_f(row['recall'])}, "
-            f"rejected {row['rejected']}")
+            f"rejected {row['rejected']}; recall at the parts' own threshold {_f(row['recall_at_parts_threshold'])}, "
+            f"at the test goods' own quantile {_f(row['recall_at_test_good_quantile'])}")
 
     # test-only perturbations: one fit on the clean train/good
     t = time.perf_counter()
@@ -423,7 +461,7 @@ def run_set(root: Path, cfg: Config, perturbations: Sequence[str], seeds: Sequen
         t = time.perf_counter()
         scored = score_jobs(inspector, [job(i) for i in range(len(ls.test))], names, masks is not None, progress,
                             f"{ls.name} {pert}")
-        add(pert, False, kinds, scored, masks, profile.threshold_, n_train, fit_s if pert == "clean" else 0.0,
+        add(pert, False, kinds, scored, masks, profile, n_train, fit_s if pert == "clean" else 0.0,
             time.perf_counter() - t)
     del inspector, profile
 
@@ -466,7 +504,7 @@ def _refit_rows(ls: LoadedSet, cfg: Config, perturbations: Sequence[str], seed: 
         t = time.perf_counter()
         scored = score_jobs(inspector, jobs, names, masks is not None, progress, f"{ls.name} placed")
         pmasks = [mk for _, mk in placed_test] if masks is not None else None
-        add("placed", True, kinds, scored, pmasks, profile.threshold_, n_train, fit_s, time.perf_counter() - t,
+        add("placed", True, kinds, scored, pmasks, profile, n_train, fit_s, time.perf_counter() - t,
             seed)
     if "pasted" in perturbations:
         rng = _seed(seed, ls.name, 1)
@@ -486,7 +524,7 @@ def _refit_rows(ls: LoadedSet, cfg: Config, perturbations: Sequence[str], seed: 
         jobs = [(lambda im=im: encode(im)) for im in p_images]
         t = time.perf_counter()
         scored = score_jobs(inspector, jobs, p_names, True, progress, f"{ls.name} pasted")
-        add("pasted", True, p_kinds, scored, p_masks, profile.threshold_, n_train, fit_s, time.perf_counter() - t,
+        add("pasted", True, p_kinds, scored, p_masks, profile, n_train, fit_s, time.perf_counter() - t,
             seed)
 
 
@@ -513,7 +551,8 @@ def run(data: Path, cfg: Config, sets: Sequence[str] | None = None, perturbation
             "seconds": round(time.perf_counter() - start, 1), "rows": rows, "summary": summary(rows)}
 
 
-SUMMARISED = ("image_auroc", "pixel_auroc", "false_alarms", "false_alarm_rate", "recall")
+SUMMARISED = ("image_auroc", "pixel_auroc", "false_alarms", "false_alarm_rate", "recall", "recall_at_parts_threshold",
+              "recall_at_test_good_quantile")
 
 
 def summary(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
