@@ -70,13 +70,16 @@ from inspector.errors import InspectorError
 if TYPE_CHECKING:  # Alembic is imported only when a database needs migrating: it costs ~0.4 s at every start
     from alembic.config import Config
 
+# ids and the columns that refer to them: 64 bits on both (PostgreSQL bigint, migration 0011; on SQLite the
+# INTEGER PRIMARY KEY, 64 bits already, which must stay INTEGER to be the rowid)
+ID = BigInteger().with_variant(Integer(), "sqlite")
 SCRIPT_LOCATION = "inspector:migrations"
 VERDICTS = ("ok", "defect", "rejected")
 IN_CHUNK = 500  # max sha256 values per IN (...) list
 _INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 CONNECT_TIMEOUT_S = 10  # PostgreSQL: seconds to wait for a server before giving up (libpq waits forever)
-MAX_ID = 2**63 - 1  # the largest integer an id column holds (SQLite INTEGER, PostgreSQL bigint)
-HEAD = "0010"  # the newest migration in inspector/migrations/versions (a test keeps the two in step)
+MAX_ID = 2**63 - 1  # the largest integer an id column holds (SQLite INTEGER, PostgreSQL bigint since 0011)
+HEAD = "0011"  # the newest migration in inspector/migrations/versions (a test keeps the two in step)
 DEFAULT_PRODUCT = "default"  # the product of a row recorded without one (the same as products.DEFAULT)
 VERSION_TABLE = "alembic_version"
 MIGRATION_LOCK = 0x696E_7370_6563_7472  # PostgreSQL advisory lock key held while migrating ("inspectr")
@@ -147,7 +150,7 @@ class Inspection(Base):
         Index("ix_inspections_product_inspected_at_id", "product", "inspected_at", "id"),  # 0009
     )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
     sha256: Mapped[str | None] = mapped_column(String(64))
     source_key: Mapped[str | None] = mapped_column(String(128))
     name: Mapped[str] = mapped_column(Text)
@@ -195,8 +198,8 @@ class Review(Base):
         Index("ix_reviews_inspection_id_id", "inspection_id", "id"),
     )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    inspection_id: Mapped[int] = mapped_column(Integer, ForeignKey("inspections.id"))
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    inspection_id: Mapped[int] = mapped_column(ID, ForeignKey("inspections.id"))
     decision: Mapped[str] = mapped_column(String(16))  # "defect" (confirmed) or "good" (a false alarm)
     note: Mapped[str | None] = mapped_column(Text)
     reviewer: Mapped[str] = mapped_column(String(64))
@@ -242,7 +245,7 @@ class Delivery(Base):
     __table_args__ = (CheckConstraint("outcome IN ('delivered', 'refused')", name="outcome"),)
 
     sink: Mapped[str] = mapped_column(String(64), primary_key=True)
-    inspection_id: Mapped[int] = mapped_column(Integer, ForeignKey("inspections.id"), primary_key=True)
+    inspection_id: Mapped[int] = mapped_column(ID, ForeignKey("inspections.id"), primary_key=True)
     outcome: Mapped[str] = mapped_column(String(16))
     delivered_at: Mapped[datetime] = mapped_column(UTCDateTime)
     status: Mapped[int | None] = mapped_column(Integer)  # the HTTP status of a refusal
@@ -258,7 +261,7 @@ class DeliveryCursor(Base):
     station: Mapped[str] = mapped_column(String(64), primary_key=True)
     line: Mapped[str] = mapped_column(String(64), primary_key=True)
     camera: Mapped[str] = mapped_column(String(64), primary_key=True)
-    floor_id: Mapped[int] = mapped_column(Integer)  # every row of theirs with id <= floor_id is done or historic
+    floor_id: Mapped[int] = mapped_column(ID)  # every row of theirs with id <= floor_id is done or historic
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

@@ -97,7 +97,7 @@ def test_migrations_reach_the_same_schema_on_postgres_and_sqlite(postgres_databa
     for url in (postgres_database(), f"sqlite:///{tmp_path / 'inspector.db'}"):
         with Store(url, migrate=False) as store:
             assert store.revision() is None and not sa.inspect(store.engine).get_table_names()
-            assert store.upgrade() == "0010" == store.revision()
+            assert store.upgrade() == "0011" == store.revision()
             with store.engine.connect() as conn:
                 assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == [], store.dialect
             schemas[store.dialect] = schema(store.engine)
@@ -109,6 +109,14 @@ def test_migrations_reach_the_same_schema_on_postgres_and_sqlite(postgres_databa
     pg, lite = schemas["postgresql"], schemas["sqlite"]
     assert set(pg) == {"alembic_version", "inspections", "reviews", "claims", "database_identity",
                        "deliveries", "delivery_cursors", "hour_counts"}
+    # ids are 64 bits on both: bigint on PostgreSQL (0011), SQLite's INTEGER PRIMARY KEY (its rowid) on SQLite
+    wide = {("inspections", "id"), ("reviews", "id"), ("reviews", "inspection_id"), ("deliveries", "inspection_id"),
+            ("delivery_cursors", "floor_id")}
+    for table, column in wide:
+        [pg_type] = [c[2] for c in pg[table]["columns"] if c[0] == column]
+        [lite_type] = [c[2] for c in lite[table]["columns"] if c[0] == column]
+        assert (pg_type, lite_type) == ("bigint", "integer"), (table, column)
+        pg[table]["columns"] = [(c[0], c[1], "integer" if c[0] == column else c[2]) for c in pg[table]["columns"]]
     assert pg == lite
     # the comparison has teeth: it sees what the issue cares about
     assert ("uq_inspections_sha256", ("sha256",)) in pg["inspections"]["unique"]
@@ -126,7 +134,40 @@ def test_downgrade_and_upgrade_again_on_postgres(postgres_database) -> None:
             command.downgrade(alembic_config(conn), "base")
         assert sa.inspect(store.engine).get_table_names() == ["alembic_version"]
         assert store.revision() is None
-        assert store.upgrade() == "0010" and store.count() == 0
+        assert store.upgrade() == "0011" and store.count() == 0
+
+
+def test_ids_past_two_to_the_31_on_postgres(postgres_database, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture) -> None:
+    """A year of several stations at 100 parts a second passes 2**31 ids: PostgreSQL's integer ended there (0011)."""
+    url = postgres_database()
+    with Store(url, migrate=False) as store:
+        with store.engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "0010")
+        [first] = store.record([row(1)])
+        store.add_review(first, "good", "ana")
+        assert store.upgrade() == "0011"  # from 0010 with rows in it: they keep their ids
+        for table in ("inspections", "reviews"):  # as if 3 billion parts had been recorded
+            pg_rows(url, f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), 3000000000)")
+        [big] = store.record([row(2)])
+        assert big == 3_000_000_001 and [r["decision"] for r in store.reviews(first)] == ["good"]
+        store.add_review(big, "defect", "ana")
+        assert [r["id"] for r in store.list()] == [big, first] and store.list()[0]["review"] == "defect"
+    types = {(r["table_name"], r["column_name"]): r["data_type"] for r in pg_rows(
+        url, "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE column_name IN "
+             "('id', 'inspection_id', 'floor_id') AND table_name IN ('inspections', 'reviews', 'deliveries', "
+             "'delivery_cursors')")}
+    assert set(types.values()) == {"bigint"} and len(types) == 5
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[database]\nurl = "{url}"\n')
+    code, out, _ = run(capsys, "show", str(big), "--json", "--config", str(cfg))
+    assert code == 0 and json.loads(out)["id"] == big
+    code, _, err = run(capsys, "mark", str(big), "--as", "good", "--by", "bo", "--config", str(cfg))
+    assert code == 0, err
+    code, _, err = run(capsys, "show", str(2**31), "--config", str(cfg))  # out of integer's range: simply not there
+    assert code != 0 and "no inspection" in err and "range" not in err
+    assert [r["decision"] for r in pg_rows(url, "SELECT decision FROM reviews WHERE inspection_id = %s ORDER BY id",
+                                           big)] == ["defect", "good"]
 
 
 STARTER = """
@@ -160,7 +201,7 @@ def test_concurrent_starts_on_an_empty_postgres_database_wait_for_the_migration_
             holder.rollback()  # releases the lock
         outputs = [p.communicate(timeout=60)[0] for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, outputs
-    assert [r["version_num"] for r in pg_rows(url, "SELECT * FROM alembic_version")] == ["0010"]
+    assert [r["version_num"] for r in pg_rows(url, "SELECT * FROM alembic_version")] == ["0011"]
     assert len(pg_rows(url)) == 1
 
 
@@ -332,7 +373,7 @@ def test_watch_once_judges_into_postgres_and_each_row_carries_its_station(site) 
         assert r["inspected_at"].utcoffset() is not None  # timestamptz
         assert r["archived_path"] and Path(r["archived_path"]).is_file()
     assert not any(site.inbox.iterdir())
-    assert pg_rows(url, "SELECT version_num FROM alembic_version") == [{"version_num": "0010"}]
+    assert pg_rows(url, "SELECT version_num FROM alembic_version") == [{"version_num": "0011"}]
 
 
 def test_list_show_mark_stats_export_on_postgres(site, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
