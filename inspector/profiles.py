@@ -35,6 +35,7 @@ import fcntl
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -345,15 +346,29 @@ def describe(models_dir: Path) -> list[dict[str, Any]]:
     for name in versions(models_dir):
         try:
             meta = json.loads((models_dir / name / META).read_text(encoding="utf-8"))
-            if not isinstance(meta, dict):
-                raise ValueError("profile.json is not an object")
-            rows.append({"version": name, "active": name == current, "created_at": meta.get("created_at"),
-                         "threshold": meta.get("threshold"), "n_train": meta.get("n_train"),
-                         "note": meta.get("note", ""), "activated_at": last_active.get(name)})
+            rows.append({"version": name, "active": name == current, **_listed(meta),
+                         "activated_at": last_active.get(name)})
         except (OSError, ValueError):
             rows.append({"version": name, "active": name == current, "created_at": None, "threshold": None,
                          "n_train": None, "note": "unreadable", "activated_at": last_active.get(name)})
     return rows
+
+
+def _listed(meta: Any) -> dict[str, Any]:
+    """What a listing shows of one version's profile.json; ValueError when a field is not what a save writes (a
+    file edited by hand or damaged: the version is listed as unreadable, the others still are)."""
+    if not isinstance(meta, dict):
+        raise ValueError("profile.json is not an object")
+    threshold, n_train = meta.get("threshold"), meta.get("n_train")
+    created_at, note = meta.get("created_at"), meta.get("note", "")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                  or not math.isfinite(threshold)):
+        raise ValueError(f"threshold {threshold!r} is not a number")
+    if n_train is not None and (isinstance(n_train, bool) or not isinstance(n_train, int)):
+        raise ValueError(f"n_train {n_train!r} is not a whole number")
+    if not isinstance(created_at, str | None) or not isinstance(note, str):
+        raise ValueError("created_at or note is not text")
+    return {"created_at": created_at, "threshold": threshold, "n_train": n_train, "note": note}
 
 
 def read_meta(models_dir: Path, version: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import os
 import subprocess
 import sys
@@ -541,6 +542,31 @@ def test_describe_with_a_json_that_is_not_an_object(models, fitted):
     (models / "v1" / profiles.META).write_text("[]", encoding="utf-8")
     rows = profiles.describe(models)
     assert rows[0]["note"] == "unreadable"
+
+
+@pytest.mark.parametrize("field, value", [("threshold", "x"), ("threshold", [1.0]), ("threshold", True),
+                                          ("threshold", float("nan")), ("n_train", "12"), ("n_train", 1.5),
+                                          ("note", 5), ("created_at", 7)])
+def test_a_field_edited_by_hand_lists_that_version_as_unreadable(models, fitted, tmp_path, capsys, field, value):
+    """Found by an adversarial test: `inspector profiles` crashed with a traceback on "threshold": "x" and listed
+    none of the versions after it."""
+    from inspector import cli
+
+    for _ in range(3):
+        profiles.save(models, fitted)
+    meta_path = models / "v2" / profiles.META
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta_path.write_text(json.dumps({**meta, field: value}), encoding="utf-8")
+    rows = profiles.describe(models)
+    assert [(r["version"], r["note"] == "unreadable") for r in rows] == [("v1", False), ("v2", True), ("v3", False)]
+    config = tmp_path / "config.toml"
+    config.write_text(f'[models]\ndir = "{models}"\n')
+    assert cli.main(["profiles", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert [re.match(r"[ *] (v\d+) ", line).group(1) for line in out.splitlines()] == ["v1", "v2", "v3"]
+    assert "unreadable" in out.splitlines()[1]
+    assert cli.main(["profiles", "--json", "--config", str(config)]) == 0
+    assert [r["note"] == "unreadable" for r in json.loads(capsys.readouterr().out)] == [False, True, False]
 
 
 # ---------------------------------------------------------------------------------------------- history, rollback
