@@ -442,7 +442,17 @@ def parse_shifts(shifts: tuple[str, ...]) -> list[tuple[int, str]]:
         out.append((int(hh) * 60 + int(mm), name.strip()))
     if len({m for m, _ in out}) != len(out):
         raise ConfigError("review.shifts: two shifts start at the same time")
+    seen: dict[str, int] = {}
+    for minutes, name in sorted(out):
+        if name in seen:  # `stats --by shift` keys a day's periods by name: two would be counted as one
+            raise ConfigError(f"review.shifts: two shifts are named {name!r} ({_clock(seen[name])} and "
+                              f"{_clock(minutes)}); a shift runs from its start to the next shift's, so name each once")
+        seen[name] = minutes
     return sorted(out)
+
+
+def _clock(minutes: int) -> str:
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
 
 
 def _validate_review(r: ReviewConfig, web: WebConfig) -> None:

@@ -321,6 +321,12 @@ def test_stats_window_cuts_hours_and_errors(timeline_site: Site, capsys: pytest.
     timeline_site.config.write_text(timeline_site.config.read_text() + '\n[review]\nshifts = ["25:00 early"]\n')
     code, _, err = run(capsys, "stats", "--by", "shift", "--config", cfg)
     assert code == 2 and "review.shifts" in err and err.count("\n") == 1
+    # two shifts of one name were counted as one period, with parts of the second under the first's times
+    # (found by an adversarial test): refused, naming both
+    text = timeline_site.config.read_text().replace('["25:00 early"]', '["06:00 early", "14:00 early", "22:00 night"]')
+    timeline_site.config.write_text(text)
+    code, _, err = run(capsys, "stats", "--by", "shift", "--config", cfg)
+    assert code == 2 and "two shifts are named 'early' (06:00 and 14:00)" in err and err.count("\n") == 1
 
 
 def test_stats_compute_cuts_the_window_and_fills_empty_periods() -> None:
