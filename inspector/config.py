@@ -455,6 +455,9 @@ def _clock(minutes: int) -> str:
     return f"{minutes // 60:02d}:{minutes % 60:02d}"
 
 
+MIN_TOKEN = 12  # characters of [web] token at least
+
+
 def _validate_review(r: ReviewConfig, web: WebConfig) -> None:
     """Shifts parse; the web page never listens beyond loopback without a token."""
     if not r.shifts:
@@ -466,6 +469,10 @@ def _validate_review(r: ReviewConfig, web: WebConfig) -> None:
         raise ConfigError("web.page_size must be at least 1")
     if not is_loopback(web.host) and not web.token:
         raise ConfigError(f"web.host {web.host} is not a loopback address: set web.token to require an access token")
+    if web.token and (len(web.token) < MIN_TOKEN or web.token.strip() != web.token):
+        # a blank or one-letter token satisfied the rule above and let anyone in with ?token=%20
+        raise ConfigError(f"web.token must be at least {MIN_TOKEN} characters, without spaces around it (e.g. from "
+                          "`python3 -c 'import secrets; print(secrets.token_urlsafe())'`)")
 
 
 def is_loopback(host: str) -> bool:

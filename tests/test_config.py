@@ -107,3 +107,16 @@ def test_no_file_means_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     cfg = config.load(None)
     assert cfg.profile == config.ProfileParams()
     assert cfg.models.dir == tmp_path / "models"
+
+
+@pytest.mark.parametrize("token, ok", [(" ", False), ("a", False), ("s3cret-tok", False), (" s3cret-token", False),
+                                       ("s3cret-token ", False), ("s3cret-token", True), ("", True)])
+def test_a_blank_or_short_web_token_is_refused(tmp_path: Path, token: str, ok: bool) -> None:
+    """Found by an adversarial test: token = " " met "off loopback needs a token", and ?token=%20 let anyone in."""
+    (tmp_path / "c.toml").write_text(f'[web]\ntoken = "{token}"\n')
+    if ok:
+        assert config.load(tmp_path / "c.toml").web.token == token
+    else:
+        with pytest.raises(ConfigError, match="web.token must be at least 12 characters") as err:
+            config.load(tmp_path / "c.toml")
+        assert "\n" not in str(err.value)
