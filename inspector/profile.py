@@ -605,6 +605,19 @@ class NormalProfile:
             arrays["fine_spread"] = self.fine_.spread_
         return meta, arrays
 
+    def threshold_without(self, part: int) -> float:
+        """The threshold the held-out scores set without training part `part` (0..n_train_ - 1) and its lighting
+        copies: what that part's own held-out score is compared with. With fewer than 100 parts the (1 - false
+        alarm rate) quantile is the largest held-out score, so compared with the threshold itself a part's held-out
+        score could never lie above it."""
+        n = self.n_train_
+        group = np.arange(n)
+        if len(self.oof_scores_) > n:  # the lighting copies follow the parts, in the order they were made
+            copied = copied_parts(n)
+            group = np.concatenate([group] + [copied] * ((len(self.oof_scores_) - n) // len(copied)))
+        others = np.asarray(self.oof_scores_, dtype=np.float64)[group != part]
+        return float(np.quantile(others, 1.0 - self.params.false_alarm_rate, method="higher"))
+
     def drift_baseline(self) -> dict[str, list[float]]:
         """Where a steady line's parts lie, for the drift monitor: [median, robust sd] of the log exposure
         (relative to the training parts) and of the held-out scores of good training parts (not their lighting

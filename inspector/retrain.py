@@ -20,7 +20,9 @@ then both profiles re-score every reviewed part exactly as the watcher would (sa
 test `score > threshold`). The active profile's figures come from this re-scoring, not from the verdicts
 recorded earlier (which may come from older versions). For parts in the candidate's own training set the
 candidate's plain score is in-sample, so the cross-fitted ("held out") score of each such part is reported
-too: it says whether the lesson generalises rather than whether it was memorised. The false-alarm budget on
+too, against the threshold the other training parts set (`NormalProfile.threshold_without`: below 100 parts the
+candidate's own threshold is the largest held-out score, possibly this part's, which its score could never
+exceed): it says whether the lesson generalises rather than whether it was memorised. The false-alarm budget on
 the calibration images is each profile's own cross-fitted figure (`calibration_`).
 
 The gate: the candidate is activated only when no confirmed defect that the active profile flags would be
@@ -52,6 +54,7 @@ from inspector.errors import DatasetError, ImageRejected
 from inspector.pipeline import Inspector, Progress
 
 if TYPE_CHECKING:
+    from inspector.profile import NormalProfile
     from inspector.store import Store
 
 SOURCES = ("profile", "false_alarm", "added")
@@ -79,6 +82,7 @@ class PartRow:
     after_score: float
     after_threshold: float
     after_heldout: float | None = None  # the candidate's cross-fitted score, when the part is in its training set
+    heldout_threshold: float | None = None  # ... and the threshold set without it (NormalProfile.threshold_without)
 
     @property
     def before_flagged(self) -> bool:
@@ -92,8 +96,13 @@ class PartRow:
 
     @property
     def heldout_flagged(self) -> bool | None:
-        """A candidate fitted without this part flags it (None when the part is not in the training set)."""
-        return None if self.after_heldout is None else self.after_heldout > self.after_threshold
+        """A candidate fitted without this part flags it (None when the part is not in the training set): its
+        held-out score against the threshold the other parts set (the candidate's own is the largest held-out score
+        of a small training set, this part's included, and could never be exceeded)."""
+        if self.after_heldout is None:
+            return None
+        limit = self.after_threshold if self.heldout_threshold is None else self.heldout_threshold
+        return self.after_heldout > limit
 
     @property
     def missed(self) -> bool:
@@ -297,6 +306,14 @@ def _score_parts(rows: Sequence[dict[str, Any]], before: Inspector, after: Inspe
         return list(results)
 
 
+def _heldout(candidate: NormalProfile, found: tuple[float, int] | None) -> dict[str, float | None]:
+    """A reviewed part's held-out score in the candidate (when it trained on it) and the threshold set without it."""
+    if found is None:
+        return {"after_heldout": None, "heldout_threshold": None}
+    score, index = found
+    return {"after_heldout": score, "heldout_threshold": candidate.threshold_without(index)}
+
+
 def _figures(stored: profiles.StoredProfile, parts: Sequence[PartRow], after: bool) -> Figures:
     """A profile's figures over the compared parts (after=True: the candidate's columns)."""
     prof = stored.profile
@@ -407,7 +424,7 @@ def retrain(cfg: Config, store: Store, add_dirs: Sequence[Path] = (), force: boo
     version = profiles.save(models_dir, candidate, extra)
     stored = profiles.StoredProfile(version, candidate, extra)
 
-    heldout = {c.sha256: float(candidate.oof_scores_[i]) for i, c in enumerate(chosen)}
+    heldout = {c.sha256: (float(candidate.oof_scores_[i]), i) for i, c in enumerate(chosen)}
     scored = _score_parts(reviewed, Inspector(active.profile, active.version, cfg.input),
                           Inspector(candidate, version, cfg.input), cfg, progress)
     parts: list[PartRow] = []
@@ -419,7 +436,7 @@ def retrain(cfg: Config, store: Store, add_dirs: Sequence[Path] = (), force: boo
             inspection_id=s.row["id"], name=s.row.get("name") or "", review=s.row["review"],
             path=imaging.printable(s.path) if s.path else "", before_score=s.before,
             before_threshold=active.profile.threshold_, after_score=s.after, after_threshold=candidate.threshold_,
-            after_heldout=heldout.get(s.row["sha256"]),
+            **_heldout(candidate, heldout.get(s.row["sha256"])),
         ))
     unchecked = sum(1 for s in scored if s.row["review"] == "defect" and s.before is None)
     if unchecked:

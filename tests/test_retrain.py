@@ -251,6 +251,26 @@ def test_gate_refuses_a_candidate_that_would_miss_a_confirmed_defect_and_force_o
     assert profiles.rollback(cfg.models.dir) == ("v3", "v1")  # the undo for a forced mistake
 
 
+def test_a_single_unusual_part_cleared_as_good_is_memorised_not_learned(station, tmp_path):
+    """Found by an adversarial test: one variant part cleared by an operator, in a training set of fewer than 100
+    parts, sets the candidate's threshold (the 99% quantile of 25 held-out scores and their lighting copies' is the
+    largest of them: its own, or its copy's), so compared with that threshold its held-out score never lay above it
+    and the table said "held out it clears 1 of 1". Compared with the threshold the other parts set, it is what it
+    is: memorised."""
+    cfg, store = station
+    [variant] = [record(store, tmp_path / "archive", "variant.jpg", variant_jpeg(20_000), review="good")]
+    result = retrain.retrain(cfg, store, activate=False)
+    [part] = result.parts
+    assert part.inspection_id == variant and part.after_heldout is not None
+    assert part.after_heldout <= result.after.threshold  # it (or its lighting copy) set the threshold
+    assert part.heldout_threshold < part.after_heldout  # the other parts' threshold
+    assert part.before_flagged and not part.after_flagged and part.outcome == "MEMORISED"
+    assert result.memorised == [variant] and result.after.false_alarms_cleared_heldout == 0
+    assert any(w.startswith("memorised, not learned") for w in result.warnings)
+    candidate = profiles.load(cfg.models.dir, result.version).profile
+    assert candidate.threshold_without(0) == candidate.threshold_  # an ordinary part: the variant still sets it
+
+
 def test_the_candidate_does_not_depend_on_the_order_parts_were_committed_in(base, tmp_path):
     """Two workers (or stations) commit the same false alarms in a different order: same candidate, same threshold.
     Before, false alarms were read in id order, which moved the palette sample and the cross-fitting folds."""
