@@ -379,11 +379,13 @@ def retrain(cfg: Config, store: Store, add_dirs: Sequence[Path] = (), force: boo
                         "([retention] reviewed_days)")
     chosen: list[_Loaded] = []
     seen: set[str] = set()
+    now_defects = 0  # images of the active profile's training set an operator has since confirmed as defects
     for loaded in _load(items, cfg, progress):
         item = loaded.item
         if loaded.image is None or loaded.sha256 is None:
             skipped.append(Skipped(item.source, item.label, loaded.reason or "unreadable"))
         elif loaded.sha256 in confirmed:
+            now_defects += item.source == "profile"
             skipped.append(Skipped(item.source, item.label,
                                    f"the same image is confirmed defect {_label(confirmed[loaded.sha256])}"))
         elif loaded.sha256 not in seen:  # the same content from two sources counts once (the first)
@@ -398,9 +400,13 @@ def retrain(cfg: Config, store: Store, add_dirs: Sequence[Path] = (), force: boo
                   if n_recorded else "it records no training images")
         raise DatasetError(f"cannot retrain profile {active.version}: {detail}; give a folder of good images "
                            "to add (--add DIR) or train a new profile")
-    if counts["profile"] < n_recorded:
-        warnings.append(f"{n_recorded - counts['profile']} of the {n_recorded} images profile {active.version} was "
-                        "trained on were not found or have changed; the candidate does not learn from them")
+    gone = n_recorded - counts["profile"] - now_defects  # (or repeated: the same content counts once)
+    if gone > 0:
+        warnings.append(f"{gone} of the {n_recorded} images profile {active.version} was trained on were not found "
+                        "or have changed; the candidate does not learn from them")
+    if now_defects:
+        warnings.append(f"{now_defects} of the {n_recorded} images profile {active.version} was trained on are "
+                        "confirmed defects now; the candidate does not learn from them")
     if counts["false_alarm"] + counts["added"] == 0:
         raise DatasetError("nothing new to train on: no readable part is marked good (a false alarm) and no "
                            "folder of good images was added")

@@ -271,6 +271,20 @@ def test_a_single_unusual_part_cleared_as_good_is_memorised_not_learned(station,
     assert candidate.threshold_without(0) == candidate.threshold_  # an ordinary part: the variant still sets it
 
 
+def test_a_training_image_confirmed_as_a_defect_is_not_reported_missing(station, tmp_path):
+    """Found by an adversarial test: a training image an operator confirmed as a defect was skipped, rightly, and
+    also counted among the training images "not found or changed"."""
+    cfg, store = station
+    record(store, tmp_path / "archive", "g00.jpg", part_jpeg(10_000), review="defect")  # write_good's first image
+    record(store, tmp_path / "archive", "variant.jpg", variant_jpeg(20_000), review="good")  # something to learn
+    result = retrain.retrain(cfg, store, activate=False)
+    assert result.sources["profile"] == N_GOOD - 1
+    assert [s.reason for s in result.skipped if s.source == "profile"] == ["the same image is confirmed defect #1 g00.jpg"]
+    assert f"1 of the {N_GOOD} images profile v1 was trained on are confirmed defects now; the candidate does not " \
+           "learn from them" in result.warnings
+    assert not any("not found or have changed" in w for w in result.warnings), result.warnings
+
+
 def test_the_candidate_does_not_depend_on_the_order_parts_were_committed_in(base, tmp_path):
     """Two workers (or stations) commit the same false alarms in a different order: same candidate, same threshold.
     Before, false alarms were read in id order, which moved the palette sample and the cross-fitting folds."""
