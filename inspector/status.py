@@ -9,15 +9,19 @@ profile) and the watch folder (files waiting), and says whether the watcher is h
 * running: a fresh heartbeat (within `stale_s`) and not degraded, paused or stuck -> healthy (exit 0);
 * degraded (database away, or disk below the hard limit) or stuck (parts in flight, none finished for
   [metrics] stuck_s) -> unhealthy (exit 1);
+* "gone": the status file says running but its pid no longer runs on this host (killed, out of memory, crashed
+  without a word) -> unhealthy (exit 1) at once, fresh heartbeat or not, so that a monitor notices before the
+  next part waits (found by an adversarial test: it said "running (healthy)" for up to `stale_s`, then "silent");
 * no fresh heartbeat (stopped, killed, hung) while files wait in the folder -> "stuck", unhealthy (exit 1);
-  with nothing waiting, healthy (nothing is held up): "stopped" (it said so), "silent" (it did not: killed, or
-  hung while idle) or "idle" (no status file: never ran here).
+  with nothing waiting, healthy (nothing is held up): "stopped" (it said so), "silent" (it did not: hung while
+  idle, or a watcher on another host) or "idle" (no status file: never ran here).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -58,6 +62,17 @@ def pid_alive(pid: Any) -> bool | None:
     return True
 
 
+def watcher_alive(watcher: dict[str, Any] | None) -> bool | None:
+    """Whether the status file's watcher process runs: its pid on this host; None when the file names another
+    host (a status file on a shared folder) or no pid."""
+    if not watcher:
+        return None
+    host = watcher.get("host")
+    if host is not None and host != socket.gethostname():
+        return None
+    return pid_alive(watcher.get("pid"))
+
+
 def count_waiting(folder: Path, patterns: tuple[str, ...], recursive: bool, exclude: tuple[Path, ...]) -> int:
     """Candidate parts in the watch folder now (at most WAITING_CAP)."""
     from inspector.watcher import Matcher
@@ -70,8 +85,12 @@ def count_waiting(folder: Path, patterns: tuple[str, ...], recursive: bool, excl
     return n
 
 
-def judge(watcher: dict[str, Any] | None, waiting: int, stale_s: float, now: float | None = None) -> tuple[str, bool]:
-    """(state, healthy) from the status file's content and the files waiting in the folder."""
+def judge(watcher: dict[str, Any] | None, waiting: int, stale_s: float, now: float | None = None,
+          alive: bool | None = None) -> tuple[str, bool]:
+    """(state, healthy) from the status file's content, the files waiting in the folder and whether its pid runs
+    (`alive`; None when that cannot be told: another host, or no pid)."""
+    if watcher is not None and watcher.get("running") and alive is False:
+        return "gone", False
     now = time.time() if now is None else now
     beat = watcher.get("heartbeat_unix") if watcher else None
     fresh = isinstance(beat, (int, float)) and now - beat <= stale_s and bool(watcher.get("running"))
@@ -129,14 +148,15 @@ def collect(cfg: Any, stale_s: float) -> dict[str, Any]:
     folder = Path(watcher.get("folder")) if watcher and watcher.get("folder") else Path(w.dir)
     waiting = count_waiting(folder, cfg.watch_patterns, w.recursive,
                             (Path(w.archive_dir).absolute(), Path(w.overlays_dir).absolute()))
-    state, healthy = judge(watcher, waiting, stale_s)
+    alive = watcher_alive(watcher)
+    state, healthy = judge(watcher, waiting, stale_s, alive=alive)
     age = None
     if watcher and isinstance(watcher.get("heartbeat_unix"), (int, float)):
         age = round(time.time() - watcher["heartbeat_unix"], 3)
     return {
         "state": state, "healthy": healthy, "checked_at": datetime.now(timezone.utc).isoformat(),
         "status_file": str(cfg.metrics.status_file), "heartbeat_age_s": age,
-        "pid_alive": pid_alive(watcher.get("pid")) if watcher else None,
+        "pid_alive": alive,
         "inbox": {"folder": str(folder), "waiting": waiting},
         "watcher": watcher, "database": database_facts(cfg), "models": models_facts(Path(cfg.models.dir)),
     }
@@ -150,7 +170,9 @@ def format_text(report: dict[str, Any]) -> list[str]:
     age = report["heartbeat_age_s"]
     beat = f"heartbeat {age:.1f} s ago" if age is not None else "no status file"
     lines = [f"watcher: {report['state']} ({'healthy' if report['healthy'] else 'UNHEALTHY'}; {beat}"
-             + (f", pid {w['pid']}" if w.get("pid") else "") + ")"]
+             + (f", pid {w['pid']}" if w.get("pid") else "")
+             + ("; that process no longer runs: killed or crashed without stopping" if report["state"] == "gone"
+                else "") + ")"]
     if w:
         v = w.get("verdicts") or {}
         lines.append(f"  profile {w.get('profile_version')}, recorded {w.get('recorded', 0)} since "

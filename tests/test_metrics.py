@@ -245,6 +245,32 @@ def test_status_reports_and_fails_when_the_watcher_is_stuck(tmp_path: Path, mode
     assert code == 1 and report["state"] == "stuck"
 
 
+def test_status_fails_at_once_when_the_watcher_was_killed(tmp_path: Path, models: Path) -> None:
+    """Found by an adversarial test: after a SIGKILL (an out-of-memory kill, say) `inspector status` said "running
+    (healthy)" while the heartbeat was fresh and "silent (healthy)" after, as long as no part waited."""
+    site = make_site(tmp_path / "site", models)
+    with open(site.config, "a") as f:
+        f.write("\n[metrics]\nstatus_every_s = 0.5\n")
+    proc = start(site)
+    try:
+        wait_for(lambda: run_status(site, stale=60)[1]["state"] == "running", 60, "the status file", proc, site)
+        report = run_status(site, stale=60)[1]
+        assert report["watcher"]["host"] == socket.gethostname() and report["pid_alive"] is True
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    code, report = run_status(site, stale=60)  # the heartbeat is still fresh, and nothing waits
+    assert code == 1 and report["state"] == "gone" and not report["healthy"] and report["pid_alive"] is False
+    text = subprocess.run([sys.executable, "-m", "inspector", "status", "--config", str(site.config)],
+                          capture_output=True, text=True, timeout=60)
+    assert text.returncode == 1 and text.stdout.startswith("watcher: gone (UNHEALTHY; heartbeat")
+    assert "no longer runs: killed or crashed without stopping" in text.stdout.splitlines()[0]
+    # a status file written on another host (a shared folder) cannot be checked by pid: the heartbeat decides
+    data = json.loads(Path(report["status_file"]).read_text())
+    Path(report["status_file"]).write_text(json.dumps({**data, "host": "elsewhere"}))
+    assert run_status(site, stale=60)[1]["state"] == "running"
+
+
 def test_a_stuck_pipeline_stops_feeding_the_watchdog_and_says_so(tmp_path: Path, models: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Every worker hangs on its part (a hung network read, a deadlock): the main loop still runs, but the watchdog
