@@ -133,7 +133,14 @@ class Archiver:
             if folder not in self._made:
                 os.makedirs(folder, exist_ok=True)
                 self._made.add(folder)
-            rename_noreplace(src, target)
+            try:
+                rename_noreplace(src, target)
+            except FileNotFoundError:
+                if os.path.isdir(folder) or not os.path.lexists(src):
+                    raise
+                # the day's folder went after it was made (an operator took it away): make it again, once
+                os.makedirs(folder, exist_ok=True)
+                rename_noreplace(src, target)
             return "moved"
         except OSError as exc:
             self._made.discard(os.path.dirname(target))  # someone may have removed it: make it again next time

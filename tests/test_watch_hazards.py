@@ -254,6 +254,29 @@ def test_two_parts_with_a_name_at_the_length_limit_are_both_archived(site: Site)
     assert "File name too long" not in log_text(site)
 
 
+def test_the_days_archive_folder_taken_away_is_made_again_at_once(site: Site, tmp_path: Path) -> None:
+    """Found by an adversarial test: an operator moved today's archive folder away (onto a USB stick, say); the next
+    part of that verdict failed to archive ("No such file or directory" naming the part itself) and waited in the
+    inbox for the next rescan, because the folder was remembered as made."""
+    site.write_config(rescan_s=600.0)  # no rescan would move it within the test's wait
+    first, second = part_jpeg(14_011), part_jpeg(14_012)  # both judged ok by the test models
+    proc = start(site)
+    try:
+        wait_started(site, proc)
+        (site.inbox / "first.jpg").write_bytes(first)
+        wait_for(lambda: len(site.rows()) == 1 and not inbox_parts(site), 30, "the first archived", proc, site)
+        day = Path(site.rows()[0]["archived_path"]).parent
+        day.rename(tmp_path / "usb-stick")
+        (site.inbox / "second.jpg").write_bytes(second)
+        wait_for(lambda: len(site.rows()) == 2 and not inbox_parts(site), 30, "the second archived at once", proc,
+                 site)
+    finally:
+        assert stop(proc) == 0
+    assert (tmp_path / "usb-stick" / "first.jpg").read_bytes() == first
+    assert Path(site.rows()[1]["archived_path"]) == day / "second.jpg" and (day / "second.jpg").read_bytes() == second
+    assert "cannot archive" not in log_text(site)
+
+
 # ------------------------------------------------------------------ item 12: the inbox removed
 
 
