@@ -405,7 +405,7 @@ def _setup_logging() -> None:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    """Run the hot-folder service until SIGTERM/SIGINT (or, with --once, until the backlog is done)."""
+    """Run the hot-folder service until SIGTERM/SIGINT/SIGHUP (or, with --once, until the backlog is done)."""
     import dataclasses
 
     from inspector import profiles
@@ -1151,7 +1151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("watch", parents=[common], help="run the hot-folder service: every part gets one verdict",
                        description="Watch DIR (default: [watch] dir) for parts, judge each complete file once with "
                                    "the active profile, record the verdict in the database, and archive the file "
-                                   "into ok/, defect/ or rejected/. Stops cleanly on SIGTERM or Ctrl-C.")
+                                   "into ok/, defect/ or rejected/. Stops cleanly on SIGTERM, Ctrl-C or a hangup.")
     p.add_argument("dir", nargs="?", help="the folder to watch (default: [watch] dir from the config)")
     p.add_argument("--once", action="store_true", help="judge what is in the folder now, then exit")
     p.add_argument("--observer", choices=["native", "polling"], help="override [watch] observer")

@@ -460,3 +460,39 @@ def test_shared_folder_takes_over_and_drops_the_claims_of_a_dead_station(site: S
         assert con.execute("SELECT count(*) FROM claims").fetchone() == (0,)
     finally:
         con.close()
+
+
+def _start_with_hangup(site: Site, disposition: signal.Handlers) -> subprocess.Popen:
+    """`inspector watch` as watchkit.start runs it, with SIGHUP set to `disposition` in the child (SIG_IGN is what
+    nohup leaves; the test runner's own may be either)."""
+    log = open(site.log, "ab")
+    return subprocess.Popen([sys.executable, "-m", "inspector", "watch", "--config", str(site.config)],
+                            cwd=site.root, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, disposition))
+
+
+def test_a_hangup_stops_the_watcher_cleanly_unless_started_under_nohup(site: Site) -> None:
+    """Found by an adversarial test: SIGHUP (the terminal of a watcher started by hand closed) killed it without a
+    line in its log, and its judging processes with it."""
+    proc = _start_with_hangup(site, signal.SIG_DFL)
+    wait_started(site, proc)
+    for i in range(20):
+        (site.inbox / f"h-{i}.jpg").write_bytes(part_jpeg(9_000 + i))
+    wait_for(lambda: site.rows(), 30, "verdicts to start landing", proc, site)
+    os.killpg(proc.pid, signal.SIGHUP)  # as a closing terminal does: the watcher and its judging processes
+    assert proc.wait(timeout=60) == 0
+    rows, left = site.rows(), {p.name for p in site.inbox.glob("h-*.jpg")}
+    assert len(rows) + len(left) == 20 and not {r["name"] for r in rows} & left
+    assert {r["verdict"] for r in rows} <= {"ok", "defect"}, [r["reason"] for r in rows]  # no judge died
+    assert "signal SIGHUP: finishing parts in flight" in site.log.read_text()
+    assert "killed by SIGHUP" not in site.log.read_text()  # the judging processes ignore it
+
+    proc = _start_with_hangup(site, signal.SIG_IGN)  # nohup inspector watch &: a hangup is not for it
+    wait_started(site, proc, count=2)
+    proc.send_signal(signal.SIGHUP)
+    time.sleep(1.5)
+    assert proc.poll() is None
+    wait_for(lambda: not list(site.inbox.glob("h-*.jpg")), 60, "the rest judged after the hangup", proc, site)
+    assert stop(proc) == 0
+    assert len(site.rows()) == 20
