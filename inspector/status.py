@@ -73,16 +73,39 @@ def watcher_alive(watcher: dict[str, Any] | None) -> bool | None:
     return pid_alive(watcher.get("pid"))
 
 
-def count_waiting(folder: Path, patterns: tuple[str, ...], recursive: bool, exclude: tuple[Path, ...]) -> int:
-    """Candidate parts in the watch folder now (at most WAITING_CAP)."""
+def count_waiting(folder: Path, patterns: tuple[str, ...], recursive: bool, exclude: tuple[Path, ...],
+                  newer_than: float | None = None) -> int:
+    """Candidate parts in the watch folder now (at most WAITING_CAP); with `newer_than` (Unix time), only those
+    written after it."""
     from inspector.watcher import Matcher
 
     n = 0
-    for _ in Matcher(folder, patterns, recursive, exclude=exclude).scan():
+    for path in Matcher(folder, patterns, recursive, exclude=exclude).scan():
+        if newer_than is not None:
+            try:
+                if os.lstat(path).st_mtime <= newer_than:
+                    continue
+            except OSError:
+                continue
         n += 1
         if n >= WAITING_CAP:
             break
     return n
+
+
+def waiting_parts(cfg: Any, folder: Path, watcher: dict[str, Any] | None) -> int:
+    """Parts waiting in the watch folder. With `[watch] archive = false` judged files stay where they are, so
+    counting the folder would count them too (a clean stop read as "stuck"; found by an adversarial test): there
+    it is the files written after the watcher's last heartbeat, plus those it had seen and not finished then."""
+    w = cfg.watch
+    exclude = (Path(w.archive_dir).absolute(), Path(w.overlays_dir).absolute())
+    beat = watcher.get("heartbeat_unix") if watcher else None
+    if w.archive or not isinstance(beat, (int, float)):
+        return count_waiting(folder, cfg.watch_patterns, w.recursive, exclude)
+    assert watcher is not None
+    held = sum(int(watcher.get(k) or 0) for k in ("waiting", "queue_depth") if isinstance(watcher.get(k), int))
+    return min(count_waiting(folder, cfg.watch_patterns, w.recursive, exclude, newer_than=float(beat)) + held,
+               WAITING_CAP)
 
 
 def judge(watcher: dict[str, Any] | None, waiting: int, stale_s: float, now: float | None = None,
@@ -146,8 +169,7 @@ def collect(cfg: Any, stale_s: float) -> dict[str, Any]:
     w = cfg.watch
     watcher = read(Path(cfg.metrics.status_file))
     folder = Path(watcher.get("folder")) if watcher and watcher.get("folder") else Path(w.dir)
-    waiting = count_waiting(folder, cfg.watch_patterns, w.recursive,
-                            (Path(w.archive_dir).absolute(), Path(w.overlays_dir).absolute()))
+    waiting = waiting_parts(cfg, folder, watcher)
     alive = watcher_alive(watcher)
     state, healthy = judge(watcher, waiting, stale_s, alive=alive)
     age = None

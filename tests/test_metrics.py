@@ -271,6 +271,29 @@ def test_status_fails_at_once_when_the_watcher_was_killed(tmp_path: Path, models
     assert run_status(site, stale=60)[1]["state"] == "running"
 
 
+def test_status_with_files_left_in_place_counts_only_what_was_not_judged(tmp_path: Path, models: Path) -> None:
+    """Found by an adversarial test: with `archive = false` a clean stop read as "stuck (UNHEALTHY)", every judged
+    file still in the folder counted as waiting."""
+    site = make_site(tmp_path / "site", models, archive=False)
+    with open(site.config, "a") as f:
+        f.write("\n[metrics]\nstatus_every_s = 0.5\n")
+    proc = start(site)
+    try:
+        for i in range(2):
+            atomic_drop(site.inbox, f"p{i}.jpg", part_jpeg(70 + i))
+        wait_for(lambda: len(site.rows()) == 2, 60, "both judged", proc, site)
+        wait_for(lambda: run_status(site)[1]["inbox"]["waiting"] == 0, 20, "nothing waiting", proc, site)
+    finally:
+        assert stop(proc) == 0
+    assert len(list(site.inbox.glob("*.jpg"))) == 2  # left in place, as configured
+    code, report = run_status(site)
+    assert code == 0 and report["state"] == "stopped" and report["inbox"]["waiting"] == 0
+    time.sleep(0.05)
+    atomic_drop(site.inbox, "late.jpg", part_jpeg(79))  # after the stop: nobody will judge it
+    code, report = run_status(site)
+    assert code == 1 and report["state"] == "stuck" and report["inbox"]["waiting"] == 1
+
+
 def test_a_stuck_pipeline_stops_feeding_the_watchdog_and_says_so(tmp_path: Path, models: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Every worker hangs on its part (a hung network read, a deadlock): the main loop still runs, but the watchdog
