@@ -128,12 +128,12 @@ def test_a_child_judges_with_the_version_it_is_told(models: Path) -> None:
         child.close()
 
 
-def test_a_child_ignores_sigint_and_sigterm_and_ends_at_end_of_input(models: Path) -> None:
+def test_a_child_ignores_sigint_sigterm_and_sighup_and_ends_at_end_of_input(models: Path) -> None:
     insp = inspector_of(models)
     child = JudgeProcess(InputConfig(), [(models, insp.version)])
     try:
         child.judge(models, insp.version, part_jpeg(6), "p.jpg", "2" * 64)  # started and serving
-        for sig in (signal.SIGINT, signal.SIGTERM):  # a Ctrl-C in the terminal reaches the whole group
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a Ctrl-C or a hangup reaches the whole group
             os.kill(child.pid, sig)
         time.sleep(0.3)
         assert child.judge(models, insp.version, part_jpeg(7), "p.jpg", "3" * 64).verdict.verdict == "ok"
