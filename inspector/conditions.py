@@ -168,6 +168,7 @@ class ConditionsMonitor:
         span = f" in the last {now - self._lighting_at:.0f} s" if self._lighting_at is not None else ""
         self.emit("lighting", logging.WARNING,
                   f"{n} part{'s' if n != 1 else ''} rejected for lighting{span} (latest #{last.get('id')} "
-                  f"{last.get('name')}: {last.get('detail')}): check the lamp/camera exposure",
+                  f"{last.get('name')}: {last.get('detail')})"
+                  + ("" if "colour mode" in str(last.get("detail")) else ": check the lamp/camera exposure"),
                   count=n, id=last.get("id"), detail=last.get("detail"))
         self._lighting_pending, self._lighting_at = 0, now

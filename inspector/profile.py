@@ -103,12 +103,13 @@ class Assessment:
     colour_cast: float  # largest per-channel gain departure from the training parts' white balance
     offset: float  # grey levels the part's black is lifted by
     lighting_ok: bool  # exposure and colour cast within the tolerance
+    grey_for_colour: bool = False  # the photo is grey-scale and the trained parts are in colour (the camera's mode)
 
     def as_dict(self) -> dict:
         """JSON-able summary (no arrays)."""
         return {"score": self.score, "located": self.located, "match": self.match, "angle": self.angle,
                 "shift": list(self.shift), "exposure": self.exposure, "colour_cast": self.colour_cast,
-                "offset": self.offset, "lighting_ok": self.lighting_ok}
+                "offset": self.offset, "lighting_ok": self.lighting_ok, "grey_for_colour": self.grey_for_colour}
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,13 @@ def _nearest_distances(ref_cells: np.ndarray, picks: np.ndarray, cells: np.ndarr
         best = dist if best is None else cv2.min(best, dist)
         out[k] = best[:, 0]
     return out
+
+
+def _is_grey(image: np.ndarray) -> bool:
+    """Whether a BGR uint8 image (H, W, 3) is grey-scale: its channels agree within 2 levels everywhere (a grey
+    JPEG or PNG decoded to BGR: exactly)."""
+    b, g, r = cv2.split(image)
+    return max(float(cv2.absdiff(b, g).max()), float(cv2.absdiff(g, r).max())) <= 2.0
 
 
 def _top_mean(maps: np.ndarray, fraction: float) -> np.ndarray:
@@ -501,10 +509,12 @@ class NormalProfile:
     # ---------------------------------------------------------------- scoring
     def assess(self, images: Iterable[np.ndarray]) -> list[Assessment]:
         """Score BGR uint8 images and report each part's placement and lighting (see Assessment)."""
-        prepared, fines = [], []
+        prepared, fines, greys = [], [], []
         for image in images:
             image = self.display_image(image)
-            work, placement, lighting = self._prepare(self.working_image(image))
+            work = self.working_image(image)
+            greys.append(self.lighting_ is not None and _is_grey(work) and not self._grey_reference())
+            work, placement, lighting = self._prepare(work)
             prepared.append((work, placement, lighting))
             if self.fine_ is not None:  # at once, so only one full-size image is held at a time
                 fines.append(self.fine_.assess(self._fine_part(image, placement, lighting)))
@@ -535,8 +545,14 @@ class NormalProfile:
                 low, high = self.exposure_bounds_
                 lighting_ok = low <= math.log(max(exposure, 1e-6)) <= high and cast <= self.cast_limit_
             out.append(Assessment(float(scores[i]), np.ascontiguousarray(amap, dtype=np.float32), located, match,
-                                  angle, shift, exposure, cast, offset, lighting_ok))
+                                  angle, shift, exposure, cast, offset, lighting_ok, greys[i]))
         return out
+
+    def _grey_reference(self) -> bool:
+        """Whether the trained parts are grey-scale (their lighting reference has no colour)."""
+        if not hasattr(self, "_grey_ref"):
+            self._grey_ref = _is_grey(np.clip(np.rint(self.lighting_.reference_), 0, 255).astype(np.uint8))
+        return self._grey_ref
 
     def score_images(self, images: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Anomaly scores (N,) and anomaly maps (N, MH, MW) of BGR uint8 images; maps are in map units, on the

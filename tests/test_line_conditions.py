@@ -77,6 +77,24 @@ def test_beyond_the_tolerance_the_part_is_rejected_for_lighting(fitted: NormalPr
         assert v.score is None and "cannot be judged fairly" in v.detail
 
 
+def test_a_grey_scale_photo_of_a_colour_part_names_the_cameras_colour_mode(fitted: NormalProfile,
+                                                                          good: list[np.ndarray]) -> None:
+    """Found by an adversarial test: a camera switched to grey-scale was rejected for a "colour cast", and the
+    warning sent the engineer to the lamp."""
+    grey = cv2.cvtColor(cv2.cvtColor(good[0], cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    v = _inspect(fitted, grey)
+    assert (v.verdict, v.reason) == ("rejected", "lighting"), v
+    assert v.detail == ("the photo is grey-scale while the trained parts are in colour: check the camera's colour "
+                        "mode; the part cannot be judged fairly") and v.score is None
+    assert "colour mode" not in (_inspect(fitted, _lit(good[0], gain=0.5)).detail or "")  # a colour photo: the lamp
+    rng = np.random.default_rng(14)  # a grey product's profile: a grey photo is what it expects
+    grey_parts = [cv2.cvtColor(cv2.cvtColor(make_part(rng, W, H), cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+                  for _ in range(30)]
+    grey_profile = NormalProfile().fit(grey_parts[:24])
+    dark = _inspect(grey_profile, _lit(grey_parts[24], gain=0.5))
+    assert (dark.verdict, dark.reason) == ("rejected", "lighting") and "colour mode" not in dark.detail
+
+
 def test_the_exposure_is_recorded_for_each_part(fitted: NormalProfile, good: list[np.ndarray]) -> None:
     v = _inspect(fitted, _lit(good[1], gain=0.9))
     base = _inspect(fitted, good[1])
