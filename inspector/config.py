@@ -463,6 +463,8 @@ def _validate_review(r: ReviewConfig, web: WebConfig) -> None:
     if not r.shifts:
         raise ConfigError("review.shifts must name at least one shift")
     parse_shifts(r.shifts)
+    if len(r.reviewer.strip()) > 64:  # a reviewer's name is stored in 64 characters (`mark --by`)
+        raise ConfigError("review.reviewer must be at most 64 characters")
     if not 0 < web.port < 65536:
         raise ConfigError("web.port must be between 1 and 65535")
     if web.page_size < 1:

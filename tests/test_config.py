@@ -120,3 +120,13 @@ def test_a_blank_or_short_web_token_is_refused(tmp_path: Path, token: str, ok: b
         with pytest.raises(ConfigError, match="web.token must be at least 12 characters") as err:
             config.load(tmp_path / "c.toml")
         assert "\n" not in str(err.value)
+
+
+def test_a_reviewer_name_too_long_is_named_at_load(tmp_path: Path) -> None:
+    """Found by an adversarial test: a 100-character [review] reviewer failed `mark` with "--by must be 1 to 64
+    characters", though no --by was given."""
+    (tmp_path / "c.toml").write_text(f'[review]\nreviewer = "{"r" * 65}"\n')
+    with pytest.raises(ConfigError, match="review.reviewer must be at most 64 characters"):
+        config.load(tmp_path / "c.toml")
+    (tmp_path / "c.toml").write_text(f'[review]\nreviewer = "{"r" * 64}"\n')
+    assert config.load(tmp_path / "c.toml").review.reviewer == "r" * 64
