@@ -944,8 +944,21 @@ def _station_filters(p: argparse.ArgumentParser) -> None:
     """--station and --line: only the inspections of one station or line (default: all of them together)."""
     p.add_argument("--station", metavar="NAME", help="only this station ([station] name); default: all stations")
     p.add_argument("--line", metavar="NAME", help="only this line ([station] line); default: all lines")
-    p.add_argument("--product", metavar="NAME", help="only the parts of this product (`default`: the default "
-                                                     "product); default: every product")
+    p.add_argument("--product", metavar="NAME", type=_product_filter,
+                   help="only the parts of this product (`default`: the default product); default: every product")
+
+
+def _product_filter(text: str) -> str:
+    """A --product value of list/stats/export: a product name (a typo such as `../x` or `v1` is a usage error, not
+    an empty answer; found by an adversarial test), or "" for the parts whose product could not be told."""
+    from inspector import products
+
+    if text == "":
+        return text
+    try:
+        return products.check_name(text)
+    except products.ProductError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -422,3 +422,20 @@ def test_new_commands_have_help_and_config() -> None:
         p = sub.choices[name]
         assert p.description and all(a.help for a in p._actions if a.dest != "help"), name
         assert "--config" in p.format_help()
+
+
+@pytest.mark.parametrize("command", [["list"], ["stats"], ["export", "--csv", "-"]])
+def test_a_product_filter_that_names_no_product_is_a_usage_error(command: list[str], tmp_path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    """Found by an adversarial test: `--product ../x` (or `v1`) answered "no inspections" with exit 0."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[database]\nurl = "sqlite:///{tmp_path / "i.db"}"\n')
+    assert cli.main(["db", "upgrade", "--config", str(cfg)]) == 0
+    for bad in ("../x", "v1", "ACTIVE"):
+        with pytest.raises(SystemExit) as stop:
+            cli.main([*command, "--product", bad, "--config", str(cfg)])
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert "argument --product" in err and "is not a product name" in err
+    capsys.readouterr()
+    assert cli.main([*command, "--product", "default", "--config", str(cfg)]) == 0
