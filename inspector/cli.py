@@ -388,12 +388,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _setup_logging() -> None:
-    """Service log lines on stderr, one per event, flushed as they come."""
+def _setup_logging(log_format: str = "text") -> None:
+    """Service log lines on stderr, one per event, flushed as they come: the watcher's own lines as it wrote them,
+    the lines of the modules around it (a profile switch, watchdog, paho) in the same form: a local timestamp and
+    the text with control characters escaped, or a JSON object with `log_format = "json"` (they had neither; found
+    by an adversarial test)."""
     import logging
 
+    from inspector.service import LineFormatter
+
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(LineFormatter(log_format))
     root = logging.getLogger("inspector")
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
@@ -426,7 +431,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         from inspector import products
 
         products.require_active(cfg.models.dir)  # several products: at least one must have a profile
-    _setup_logging()
+    _setup_logging(cfg.watch.log_format)
     # a fatal signal (SIGBUS from a memory-mapped file made unwritable under SQLite, SIGSEGV, SIGABRT) ends the
     # process at once: leave the reason and the threads' stacks in the log instead of a silent exit 135
     faulthandler.enable(file=sys.stderr, all_threads=True)

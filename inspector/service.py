@@ -68,6 +68,29 @@ class SecondSignal(KeyboardInterrupt):
         self.name = name
 
 
+_FORMED = {"inspector_formed": True}  # a record _emit formed itself (timestamp or JSON): LineFormatter leaves it
+
+
+class LineFormatter(logging.Formatter):
+    """The watcher's log lines: records its `_emit` formed pass as they are; any other record (another module's
+    logger, a library's) gets the same form: "<local time> <text>" with control characters escaped, or, with
+    log_format "json", {"ts", "event": "log", "level", "logger", "message"}."""
+
+    def __init__(self, log_format: str = "text"):
+        super().__init__("%(message)s")
+        self.json = log_format == "json"
+
+    def format(self, record: logging.LogRecord) -> str:
+        """One line for the record."""
+        text = super().format(record)
+        if getattr(record, "inspector_formed", False):
+            return text
+        if self.json:
+            return json.dumps({"ts": _utcnow().isoformat(), "event": "log", "level": record.levelname.lower(),
+                               "logger": record.name, "message": text}, default=str)
+        return f"{datetime.now().astimezone().isoformat(timespec='milliseconds')} {escape_controls(text)}"
+
+
 def _utcnow() -> datetime:
     """Now, timezone-aware UTC."""
     return datetime.now(timezone.utc)
@@ -577,10 +600,10 @@ class WatchService:
         JSON object when [watch] log_format = "json"."""
         if self.w.log_format == "json":
             log.log(level, json.dumps({"ts": _utcnow().isoformat(), "event": event, "message": text, **fields},
-                                      default=str))
+                                      default=str), extra=_FORMED)
         else:
             log.log(level, "%s %s", datetime.now().astimezone().isoformat(timespec="milliseconds"),
-                    escape_controls(text))
+                    escape_controls(text), extra=_FORMED)
 
     def _log_verdict(self, row: dict[str, Any]) -> None:
         """The per-verdict line."""

@@ -230,3 +230,45 @@ def test_a_plc_sees_a_hung_watcher_stall_recover_and_a_killed_one_go_offline(sit
             proc.wait(30)
         plc.sub.close()
         clear_retained(prefix)
+
+
+def test_lines_from_around_the_watcher_carry_its_timestamp_or_json(tmp_path: Path, models: Path) -> None:
+    """Found by an adversarial test: "profile switch failed, still judging with v1" (logged by the profile cache,
+    not the service) had no timestamp, and was no JSON with log_format = "json"."""
+    import re
+    import shutil
+
+    from inspector import profiles
+
+    own = tmp_path / "models"
+    shutil.copytree(models, own)  # the ACTIVE pointer is changed below
+    site = make_site(tmp_path / "site", own)
+    proc = start(site)
+    try:
+        wait_started(site, proc)
+        atomic_drop(site.inbox, "a.jpg", part_jpeg(9_100))
+        wait_for(lambda: len(site.rows()) == 1, 60, "one verdict", proc, site)
+        (own / profiles.ACTIVE).write_text("v9\n")  # a version that is not there
+        atomic_drop(site.inbox, "b.jpg", part_jpeg(9_101))
+        wait_for(lambda: len(site.rows()) == 2, 60, "judged with the old profile", proc, site)
+    finally:
+        assert stop(proc) == 0
+    [line] = [x for x in site.log.read_text().splitlines() if "switch failed" in x]
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d profile switch failed, still judging with v1",
+                    line), line
+    assert site.rows()[1]["profile_version"] == "v1"
+
+
+def test_the_line_formatter_makes_json_of_other_modules_records() -> None:
+    import logging
+
+    from inspector.service import LineFormatter
+
+    record = logging.LogRecord("inspector.watch", logging.ERROR, __file__, 1, "switch failed: %s", ("x\ny",), None)
+    got = json.loads(LineFormatter("json").format(record))
+    assert (got["event"], got["level"], got["logger"], got["message"]) == ("log", "error", "inspector.watch",
+                                                                          "switch failed: x\ny")
+    assert "\n" not in LineFormatter("text").format(record)  # escaped: one line
+    formed = logging.LogRecord("inspector.watch", logging.INFO, __file__, 1, "as formed", (), None)
+    formed.inspector_formed = True
+    assert LineFormatter("json").format(formed) == "as formed"
