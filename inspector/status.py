@@ -217,4 +217,9 @@ def format_text(report: dict[str, Any]) -> list[str]:
         lines.append(f"database: revision {db['revision']}, {newest}")
     m = report["models"]
     lines.append(f"models: active {m['active']}" if m.get("active") else f"models: {m.get('error')}")
+    judging = w.get("profile_version")
+    if w.get("running") and judging and m.get("active") != judging:
+        # a switch that failed (a missing or corrupt version named by ACTIVE): the watcher keeps the one it had
+        lines.append(f"  the watcher judges with {judging}, not the active pointer's version: it has not switched yet "
+                     "or could not load it (see its log)")
     return lines

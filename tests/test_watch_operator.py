@@ -251,6 +251,15 @@ def test_lines_from_around_the_watcher_carry_its_timestamp_or_json(tmp_path: Pat
         (own / profiles.ACTIVE).write_text("v9\n")  # a version that is not there
         atomic_drop(site.inbox, "b.jpg", part_jpeg(9_101))
         wait_for(lambda: len(site.rows()) == 2, 60, "judged with the old profile", proc, site)
+        import subprocess
+        import sys
+
+        def status_text() -> str:
+            return subprocess.run([sys.executable, "-m", "inspector", "status", "--config", str(site.config)],
+                                  capture_output=True, text=True, timeout=60).stdout
+
+        wait_for(lambda: "the watcher judges with v1, not the active pointer's version" in status_text(), 20,
+                 "status to tell the failed switch", proc, site)
     finally:
         assert stop(proc) == 0
     [line] = [x for x in site.log.read_text().splitlines() if "switch failed" in x]
