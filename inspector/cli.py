@@ -397,12 +397,28 @@ def _setup_logging(log_format: str = "text") -> None:
 
     from inspector.service import LineFormatter
 
-    handler = logging.StreamHandler(sys.stderr)
+    class Stderr(logging.StreamHandler):
+        """Writes to sys.stderr as it is at each line (a handler left on the root logger outlives a swapped stream)."""
+
+        @property  # type: ignore[override]
+        def stream(self):  # noqa: ANN202
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, value) -> None:  # noqa: ANN001
+            pass
+
+    handler = Stderr()
     handler.setFormatter(LineFormatter(log_format))
     root = logging.getLogger("inspector")
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
     root.propagate = False
+    # the libraries' warnings (watchdog, paho, pymodbus) in the same form: beside whatever else the root logger
+    # has (a test runner's capture), replacing only a handler an earlier call put there
+    top = logging.getLogger()
+    handler._inspector = True  # type: ignore[attr-defined]
+    top.handlers[:] = [h for h in top.handlers if not getattr(h, "_inspector", False)] + [handler]
     # watchdog logs an error when its emitter thread is stopped while reading ("queue_events() called when the
     # thread is inactive", gorakhargosh/watchdog#963): harmless at shutdown, so that one line is dropped
     logging.getLogger("watchdog.observers.inotify").addFilter(
@@ -626,6 +642,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 def _default_reviewer(cfg) -> str:
     """[review] reviewer, else the login name."""
     if cfg.review.reviewer.strip():
+        if len(cfg.review.reviewer.strip()) > 64:  # it said "--by must be 1 to 64 characters" with no --by given
+            raise InspectorError("[review] reviewer must be at most 64 characters (or give --by NAME)")
         return cfg.review.reviewer.strip()
     import getpass
 
@@ -715,7 +733,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     cfg = _load_config(args)
     _check_choice("--by", args.by, stats.PERIODS)
     since = None if args.since.strip().lower() == "all" else parse_since(args.since)
-    shifts = config.parse_shifts(cfg.review.shifts) if args.by == "shift" else ()
+    shifts = config.shift_periods(cfg.review.shifts) if args.by == "shift" else ()
     from inspector import conditions
 
     from inspector.store import Selection

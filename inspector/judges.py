@@ -157,6 +157,15 @@ def _pipe_max() -> int:
         return 65536
 
 
+# the child ignores SIGINT, SIGTERM and SIGHUP (a Ctrl-C or a closing terminal reaches the whole process group; the
+# watcher finishes the parts in flight, then closes the pipes) from its first line, before the imports that take
+# most of its start: set only in _child, a hangup while it started killed it (found by review)
+_BOOT = ("import signal\n"
+         "for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP): signal.signal(s, signal.SIG_IGN)\n"
+         "import runpy\n"
+         "runpy.run_module('inspector.judges', run_name='__main__', alter_sys=True)\n")
+
+
 class JudgeProcess:
     """One child process judging one part at a time (not thread-safe: one caller at a time)."""
 
@@ -164,7 +173,7 @@ class JudgeProcess:
         """Start the child; it loads the `preload` (models folder, version) pairs, then says it is ready."""
         start = {"input": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(inp).items()},
                  "preload": [[str(Path(d).absolute()), v] for d, v in preload]}
-        self.proc = subprocess.Popen([sys.executable, "-m", "inspector.judges", json.dumps(start)],
+        self.proc = subprocess.Popen([sys.executable, "-c", _BOOT, json.dumps(start)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ, **_CHILD_ENV},
                                      close_fds=True)
         self._in: BinaryIO = self.proc.stdin  # type: ignore[assignment]

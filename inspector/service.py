@@ -193,7 +193,7 @@ class WatchService:
         self.modbus: ModbusServer | NullModbus = NullModbus()  # registers for PLCs (Modbus TCP), started in run()
         self.ops = Operations(cfg, self.store, self._emit, folder=self.folder, archive=self.archive_root,
                               overlays=self.overlays, once=once, counters=self._counters,
-                              waiting=lambda: len(self.settler), check_db=self.committer.check_file)
+                              waiting=lambda: len(self.settler) + self._left, check_db=self.committer.check_file)
         self.rechecks = Rechecks(wait=not once)  # provisional rejections (empty, truncated ...) of this run
         # judging: one file -> an Outcome for the committer, in the worker threads
         self.intake = Intake(cfg, self.folder, self.overlays, self.store, self.committer.check_file, self.products,
@@ -201,6 +201,7 @@ class WatchService:
         self._inflight: set[str] = set()
         self._dirty: set[str] = set()  # in flight, and an event said the file changed again meanwhile
         self._inflight_lock = threading.Lock()
+        self._left = 0  # queued parts a stop left in the folder (the last status file counts them as waiting)
         self._done: dict[str, Signature | None] = {}  # leave-in-place mode: path -> signature when judged
         self._signals: list[str] = []  # appended by the signal handler (no lock), acted on by the main loop
         self._fatal: BaseException | None = None
@@ -240,6 +241,8 @@ class WatchService:
         files stay in the folder). It runs between two bytecodes of the main thread, which may hold a lock
         (an Event's, the log stream's): so it takes none and logs nothing."""
         name = signal.Signals(signum).name
+        if signum == signal.SIGHUP and (self._signals or self._stop.is_set()):
+            return  # a closing terminal hangs up twice (the shell, then the kernel): only INT and TERM insist
         if self._signals or self._stop.is_set():
             raise SecondSignal(name)
         self._signals.append(name)
@@ -468,6 +471,8 @@ class WatchService:
                 return
             if self._stop.is_set():
                 self._release(job.path)
+                with self._inflight_lock:
+                    self._left += 1
                 continue
             try:
                 claim = self.intake.claim(job) if self.w.shared else None

@@ -83,7 +83,8 @@ def count_waiting(folder: Path, patterns: tuple[str, ...], recursive: bool, excl
     for path in Matcher(folder, patterns, recursive, exclude=exclude).scan():
         if newer_than is not None:
             try:
-                if os.lstat(path).st_mtime <= newer_than:
+                st = os.lstat(path)
+                if max(st.st_mtime, st.st_ctime) <= newer_than:  # moved in with its old mtime: ctime says when
                     continue
             except OSError:
                 continue
@@ -217,8 +218,8 @@ def format_text(report: dict[str, Any]) -> list[str]:
         lines.append(f"database: revision {db['revision']}, {newest}")
     m = report["models"]
     lines.append(f"models: active {m['active']}" if m.get("active") else f"models: {m.get('error')}")
-    judging = w.get("profile_version")
-    if w.get("running") and judging and m.get("active") != judging:
+    judging = w.get("profile_version")  # several products: "default:v1,bolt:v2", no single pointer to compare with
+    if w.get("running") and judging and ":" not in str(judging) and m.get("active") != judging:
         # a switch that failed (a missing or corrupt version named by ACTIVE): the watcher keeps the one it had
         lines.append(f"  the watcher judges with {judging}, not the active pointer's version: it has not switched yet "
                      "or could not load it (see its log)")

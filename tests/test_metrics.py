@@ -292,6 +292,21 @@ def test_status_with_files_left_in_place_counts_only_what_was_not_judged(tmp_pat
     atomic_drop(site.inbox, "late.jpg", part_jpeg(79))  # after the stop: nobody will judge it
     code, report = run_status(site)
     assert code == 1 and report["state"] == "stuck" and report["inbox"]["waiting"] == 1
+    (site.inbox / "late.jpg").unlink()
+    # a stop with parts still queued: they were seen before the last heartbeat, and still count (found by review)
+    proc = start(site)
+    try:
+        for i in range(40):
+            atomic_drop(site.inbox, f"q{i:02d}.jpg", part_jpeg(200 + i))
+        wait_for(lambda: len(site.rows()) > 2, 60, "the queue to start", proc, site)
+    finally:
+        assert stop(proc) == 0
+    left = 42 - len(site.rows())
+    code, report = run_status(site)
+    if left:  # (a fast machine may have judged all 40 before the stop)
+        assert code == 1 and report["state"] == "stuck" and report["inbox"]["waiting"] >= left, (left, report)
+    else:
+        assert code == 0 and report["inbox"]["waiting"] == 0
 
 
 def test_a_stuck_pipeline_stops_feeding_the_watchdog_and_says_so(tmp_path: Path, models: Path,

@@ -311,6 +311,11 @@ def test_where_recall_goes_at_the_parts_threshold_and_the_test_goods_quantile():
     assert m["parts_threshold"] == 60.0 and m["false_alarms_at_parts_threshold"] == 40
     assert m["recall_at_parts_threshold"] == 0.75  # 99.5, 150, 200
     assert m["test_good_quantile"] == 100.0 and m["recall_at_test_good_quantile"] == 0.5  # 150, 200
+    rejected = [s("rejected", float("inf"), "lighting", None)] * 2  # a good and a defect, neither caught nor flagged
+    again = rb.metrics(["good"] * 100 + ["spot"] * 4 + ["good", "spot"], goods + defects + rejected, None,
+                       threshold=120.0, parts_threshold=60.0, budget=0.01)
+    assert {k: again[k] for k in m if "parts_threshold" in k or "test_good" in k} == {
+        k: m[k] for k in m if "parts_threshold" in k or "test_good" in k}  # rejected parts stay out of them
     m = rb.metrics(["good"] * 100, goods, None, threshold=120.0)  # no defects, no parts' threshold: nothing to count
     assert m["recall_at_parts_threshold"] is None and m["recall_at_test_good_quantile"] is None
     assert m["false_alarms_at_parts_threshold"] is None

@@ -480,7 +480,8 @@ def test_a_hangup_stops_the_watcher_cleanly_unless_started_under_nohup(site: Sit
     for i in range(20):
         (site.inbox / f"h-{i}.jpg").write_bytes(part_jpeg(9_000 + i))
     wait_for(lambda: site.rows(), 30, "verdicts to start landing", proc, site)
-    os.killpg(proc.pid, signal.SIGHUP)  # as a closing terminal does: the watcher and its judging processes
+    os.killpg(proc.pid, signal.SIGHUP)  # as a closing terminal does: the watcher and its judging processes,
+    os.killpg(proc.pid, signal.SIGHUP)  # twice (the shell, then the kernel): not a second, insisting signal
     assert proc.wait(timeout=60) == 0
     rows, left = site.rows(), {p.name for p in site.inbox.glob("h-*.jpg")}
     assert len(rows) + len(left) == 20 and not {r["name"] for r in rows} & left

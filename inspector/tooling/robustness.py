@@ -356,7 +356,7 @@ def metrics(kinds: Sequence[str], scored: Sequence[Scored], masks: Sequence[np.n
         "image_auroc": image_auroc,
         "pixel_auroc": pixel_auroc,
         "threshold": float(threshold),
-        **_where_recall_goes(s, y, parts_threshold, budget),
+        **_where_recall_goes(s[~rejected], y[~rejected], parts_threshold, budget),
         "false_alarms": int((flagged & ~y).sum()),
         "false_alarm_rate": float((flagged & ~y).sum() / n_good) if n_good else None,
         "recall": float((flagged & y).sum() / n_def) if n_def else None,
@@ -375,8 +375,10 @@ def metrics(kinds: Sequence[str], scored: Sequence[Scored], masks: Sequence[np.n
 
 
 def _where_recall_goes(s: np.ndarray, y: np.ndarray, parts_threshold: float | None, budget: float) -> dict[str, Any]:
-    """Recall and false alarms of scores s (N,) with y (N,) bool = defect, at the parts' own threshold and at the test goods' own
-    (1 - budget) quantile; None where a figure has no parts or no defects to count."""
+    """Recall and false alarms of scores s (N,) with y (N,) bool = defect, at the parts' own threshold and at the
+    test goods' own (1 - budget) quantile; None where a figure has no parts or no defects to count. The caller
+    leaves the rejected parts out (their score is +inf: no threshold separates them, and `recall` does not count
+    them either)."""
     good, bad = s[~y], s[y]
     out: dict[str, Any] = {"parts_threshold": None if parts_threshold is None else float(parts_threshold),
                            "recall_at_parts_threshold": None, "false_alarms_at_parts_threshold": None,

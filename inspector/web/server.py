@@ -20,6 +20,7 @@ THREADS = 4
 # chunked, once that many arrived), before the app checks token or CSRF: a review form is tiny, and a body this
 # small stays in memory (waitress spools to a temporary file only past its inbuf_overflow, 512 KiB)
 MAX_BODY_BYTES = MAX_FORM_BYTES + 1
+MIN_TOKEN = 12  # characters of [web] token at least
 
 
 def bound_config(cfg: Config, host: str | None = None, port: int | None = None) -> Config:
@@ -29,6 +30,11 @@ def bound_config(cfg: Config, host: str | None = None, port: int | None = None) 
     if not is_loopback(web.host) and not web.token:
         raise ConfigError(f"refusing to serve on {web.host}, which is not a loopback address, without an access "
                           "token: set [web] token")
+    if web.token and (len(web.token) < MIN_TOKEN or web.token.strip() != web.token):
+        # a blank or one-letter token met the rule above and let anyone in with ?token=%20 (found by an adversarial
+        # test); checked here, where the token is used, so that a station's watcher never stops over it
+        raise ConfigError(f"[web] token must be at least {MIN_TOKEN} characters, without spaces around it (e.g. "
+                          "from `python3 -c 'import secrets; print(secrets.token_urlsafe())'`)")
     if not 0 <= web.port < 65536:
         raise ConfigError(f"port {web.port} is not between 0 and 65535")
     return dataclasses.replace(cfg, web=web)
