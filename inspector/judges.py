@@ -350,8 +350,7 @@ def _child(argv: list[str]) -> int:
     import cv2  # noqa: PLC0415
 
     cv2.setNumThreads(0)  # OpenCV's own pool: its threads spin beside the other children
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a closed terminal too: the parent stops them
-        signal.signal(sig, signal.SIG_IGN)
+    # SIGINT, SIGTERM and SIGHUP are ignored from the child's first line (_BOOT), before these imports
     out = os.fdopen(os.dup(1), "wb")  # the answers' own channel; stray prints go to stderr, never into it
     os.dup2(2, 1)
     start = json.loads(argv[0])

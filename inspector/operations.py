@@ -194,7 +194,8 @@ class Operations:
         c = self.counters()
         self.metrics.state(c.get("profile_version"), self.guard.free)
         data = {
-            "pid": os.getpid(), "host": socket.gethostname(), "running": running, "state": self._state(c) if running else "stopped",
+            "pid": os.getpid(), "host": socket.gethostname(), "running": running,
+            "state": self._state(c) if running else "stopped",
             "started_at": self.started_at.isoformat(), "heartbeat_at": datetime.now(timezone.utc).isoformat(),
             "heartbeat_unix": time.time(), "folder": str(self.folder), "station": self.cfg.station.name,
             "profile_version": c.get("profile_version"), "recorded": c.get("judged", 0),

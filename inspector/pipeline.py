@@ -130,8 +130,9 @@ def judge(found: Assessment, threshold: float) -> tuple[str, str | None, str | N
 
     A part whose lighting is beyond the tolerance cannot be judged fairly: `rejected` / `lighting`, never a
     `defect` (a drifting lamp must not flood the review queue); so is a grey-scale photo of a product trained in
-    colour (a camera switched to grey-scale: found by an adversarial test, it read as a colour cast or a defect). A part that cannot be located (a missing,
-    wrong or badly placed part) is a `defect` / `not_located`, never `ok`. Otherwise the score decides.
+    colour (a camera switched to grey-scale: found by an adversarial test, it read as a colour cast or a defect).
+    A part that cannot be located (a missing, wrong or badly placed part) is a `defect` / `not_located`, never
+    `ok`. Otherwise the score decides.
     """
     # a part that cannot be located is judged on that first (a large defect also upsets the lighting estimate),
     # unless its light is grossly off (a lamp out leaves nothing to locate: that is no defect of the part)

@@ -513,7 +513,8 @@ class NormalProfile:
         for image in images:
             image = self.display_image(image)
             work = self.working_image(image)
-            greys.append(self.lighting_ is not None and _is_grey(work) and not self._grey_reference())
+            # the cached reference first: a grey product's parts (and every part without lighting) skip the check
+            greys.append(self.lighting_ is not None and not self._grey_reference() and _is_grey(work))
             work, placement, lighting = self._prepare(work)
             prepared.append((work, placement, lighting))
             if self.fine_ is not None:  # at once, so only one full-size image is held at a time

@@ -279,7 +279,8 @@ def test_a_training_image_confirmed_as_a_defect_is_not_reported_missing(station,
     record(store, tmp_path / "archive", "variant.jpg", variant_jpeg(20_000), review="good")  # something to learn
     result = retrain.retrain(cfg, store, activate=False)
     assert result.sources["profile"] == N_GOOD - 1
-    assert [s.reason for s in result.skipped if s.source == "profile"] == ["the same image is confirmed defect #1 g00.jpg"]
+    assert [s.reason for s in result.skipped if s.source == "profile"] == [
+        "the same image is confirmed defect #1 g00.jpg"]
     assert f"1 of the {N_GOOD} images profile v1 was trained on are confirmed defects now; the candidate does not " \
            "learn from them" in result.warnings
     assert not any("not found or have changed" in w for w in result.warnings), result.warnings
