@@ -27,7 +27,11 @@ the calibration images is each profile's own cross-fitted figure (`calibration_`
 
 The gate: the candidate is activated only when no confirmed defect that the active profile flags would be
 missed by the candidate and its cross-fitted false-alarm rate is within the budget the active profile was
-calibrated for (a candidate calibrated for a looser `[profile] false_alarm_rate` does not slip through), or
+calibrated for (a candidate calibrated for a looser `[profile] false_alarm_rate` does not slip through), and
+it flags at least SENSITIVITY_KEPT of the specks the active profile flags among those the sensitivity probe
+(inspector/probe.py) pastes on the active profile's training images (a part cleared as good that is unusual, a
+sticker, a real defect waved through, widens what the candidate accepts, and the confirmed defects alone do not
+show it: found by an adversarial test, 8 of 8 small spots caught before such a retrain and 3 of 8 after), or
 when `force` is given; and never when the active version changed while retraining ran, nor with
 `activate=False` (a dry run: the result says what the gate would have done). A false alarm the candidate
 clears only because it trained on it (held out, it still flags the part) is "memorised": listed in the
@@ -48,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from inspector import imaging, pipeline, profiles
+from inspector import imaging, pipeline, probe, profiles
 from inspector.config import Config
 from inspector.errors import DatasetError, ImageRejected
 from inspector.pipeline import Inspector, Progress
@@ -144,6 +148,7 @@ class Figures:
     false_alarms_cleared_heldout: int | None = None  # candidate only: cleared by cross-fitted scores
     false_alarms_in_training: int = 0  # candidate only: reviewed-good parts in its training set
     false_alarms_memorised: int = 0  # candidate only: cleared in training, still flagged when held out
+    specks_caught: tuple[int, ...] = ()  # the sensitivity probe: specks flagged, per size (probe.SIZES)
 
 
 @dataclass
@@ -167,13 +172,17 @@ class RetrainResult:
     over_budget: bool = False  # the candidate's cross-fitted false-alarm rate exceeds the active budget
     memorised: list[int] = field(default_factory=list)  # inspection ids of false alarms cleared only in training
     pruned: int = 0  # reviewed parts left out because retention deleted their files
+    specks: int = 0  # the sensitivity probe: specks pasted per size (0: no probe)
+    less_sensitive: bool = False  # the candidate flags clearly fewer of the probe's specks than the active profile
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able summary."""
         return {
             "version": self.version, "previous": self.previous, "activated": self.activated, "forced": self.forced,
             "gate_passed": self.gate_passed, "dry_run": self.dry_run, "over_budget": self.over_budget,
-            "memorised": self.memorised, "pruned": self.pruned, "reason": self.reason, "before": vars(self.before),
+            "memorised": self.memorised, "pruned": self.pruned, "less_sensitive": self.less_sensitive,
+            "probe": {"sizes": list(probe.SIZES), "specks_per_size": self.specks},
+            "reason": self.reason, "before": vars(self.before),
             "after": vars(self.after), "missed": self.missed,
             "sources": self.sources, "warnings": self.warnings,
             "skipped": [vars(s) for s in self.skipped],
@@ -314,8 +323,9 @@ def _heldout(candidate: NormalProfile, found: tuple[float, int] | None) -> dict[
     return {"after_heldout": score, "heldout_threshold": candidate.threshold_without(index)}
 
 
-def _figures(stored: profiles.StoredProfile, parts: Sequence[PartRow], after: bool) -> Figures:
-    """A profile's figures over the compared parts (after=True: the candidate's columns)."""
+def _figures(stored: profiles.StoredProfile, parts: Sequence[PartRow], after: bool,
+             specks: dict[float, int]) -> Figures:
+    """A profile's figures over the compared parts (after=True: the candidate's columns) and the probe's specks."""
     prof = stored.profile
     cal = prof.calibration_
     defects = [p for p in parts if p.review == "defect"]
@@ -333,8 +343,19 @@ def _figures(stored: profiles.StoredProfile, parts: Sequence[PartRow], after: bo
         confirmed=len(defects), confirmed_caught=sum(1 for p in defects if flagged(p)),
         false_alarms=len(goods), false_alarms_cleared=sum(1 for p in goods if not flagged(p)),
         false_alarms_cleared_heldout=heldout, false_alarms_in_training=in_training,
-        false_alarms_memorised=memorised,
+        false_alarms_memorised=memorised, specks_caught=tuple(specks.get(size, 0) for size in probe.SIZES),
     )
+
+
+SENSITIVITY_KEPT = 0.7  # the candidate must flag at least this share of the probe's specks the active one flags
+SENSITIVITY_MIN = 8  # ... when the active one flags at least this many (fewer: the probe cannot tell)
+
+
+def _probe(images: Sequence[np.ndarray], active: NormalProfile,
+           candidate: NormalProfile) -> tuple[list[probe.Speck], dict[float, int], dict[float, int]]:
+    """The sensitivity probe: specks pasted on good images both profiles know, and what each flags."""
+    specks = probe.specks(images) if images else []
+    return specks, probe.caught(active, specks), probe.caught(candidate, specks)
 
 
 # ---------------------------------------------------------------------------------------------- retrain
@@ -453,8 +474,20 @@ def retrain(cfg: Config, store: Store, add_dirs: Sequence[Path] = (), force: boo
 
     missed = [p.inspection_id for p in parts if p.missed]
     memorised = [p.inspection_id for p in parts if p.memorised]
-    before_fig = _figures(active, parts, after=False)
-    after_fig = _figures(stored, parts, after=True)
+    # the probe's specks go on the active profile's own training images (both profiles learned them), in content
+    # order, so the same candidate meets the same specks whatever order the parts were committed in
+    known = sorted((c for c in chosen if c.item.source == "profile" and c.image is not None),
+                   key=lambda c: c.sha256 or "")
+    specks, specks_before, specks_after = _probe([c.image for c in known if c.image is not None], active.profile,
+                                                 candidate)
+    before_fig = _figures(active, parts, after=False, specks=specks_before)
+    after_fig = _figures(stored, parts, after=True, specks=specks_after)
+    n_specks = len(specks) // len(probe.SIZES)
+    flagged_before, flagged_after = sum(before_fig.specks_caught), sum(after_fig.specks_caught)
+    less_sensitive = flagged_before >= SENSITIVITY_MIN and flagged_after < SENSITIVITY_KEPT * flagged_before
+    if specks and flagged_before < SENSITIVITY_MIN:
+        warnings.append(f"the sensitivity probe could not compare: {active.version} flags {flagged_before} of the "
+                        f"{len(specks)} specks pasted on good parts (fewer than {SENSITIVITY_MIN})")
     caught = before_fig.confirmed_caught
     ids = ", ".join(f"#{i}" for i in missed)
     # the budget the line runs with: the active profile's (a candidate calibrated for a looser configured rate
@@ -474,6 +507,12 @@ def retrain(cfg: Config, store: Store, add_dirs: Sequence[Path] = (), force: boo
     if over_budget:
         refusals.append(f"its cross-fitted false-alarm rate {_pct(rate)} is over the budget of {_pct(budget)} "
                         f"{active.version} was calibrated for")
+    if less_sensitive:
+        unusual = sorted((p for p in parts if p.memorised), key=lambda p: -(p.after_heldout or 0.0))
+        suspects = (f"; parts marked good that it still flags held out, the likeliest cause: "
+                    f"{', '.join(f'#{p.inspection_id}' for p in unusual)}" if unusual else "")
+        refusals.append(f"it is less sensitive: it flags {flagged_after} of the {len(specks)} specks pasted on good "
+                        f"parts where {active.version} flags {flagged_before}{suspects}")
     passed = ""
     if not refusals:
         passed = ("no confirmed defect could be re-checked, so the gate had nothing to compare"
@@ -503,18 +542,16 @@ def retrain(cfg: Config, store: Store, add_dirs: Sequence[Path] = (), force: boo
             if missed:
                 reason = (f"{version} activated by force although it misses {len(missed)} confirmed defect(s) "
                           f"that {active.version} catches ({ids})"
-                          + (f" and its cross-fitted false-alarm rate {_pct(rate)} is over the budget of "
-                             f"{_pct(budget)}" if over_budget else ""))
-            elif over_budget:
-                reason = (f"{version} activated by force although its cross-fitted false-alarm rate {_pct(rate)} is "
-                          f"over the budget of {_pct(budget)} {active.version} was calibrated for")
+                          + "".join(f"; {r}" for r in refusals[1:]))
+            elif refusals:
+                reason = f"{version} activated by force although {'; '.join(refusals)}"
             else:
                 reason = f"{version} activated: {passed}"
     return RetrainResult(
         version=version, previous=active.version, activated=activated, forced=bool(activate and force and refusals),
         reason=reason, before=before_fig, after=after_fig, parts=parts, missed=missed, sources=counts,
         skipped=skipped, warnings=warnings, gate_passed=not refusals, dry_run=not activate, over_budget=over_budget,
-        memorised=memorised, pruned=len(pruned),
+        memorised=memorised, pruned=len(pruned), specks=n_specks, less_sensitive=less_sensitive,
     )
 
 
@@ -569,6 +606,12 @@ def format_table(result: RetrainResult) -> str:
         ("cross-fitted false alarms", f"{_pct(b.cross_fitted_false_alarm_rate)} (budget {_pct(b.false_alarm_budget)})",
          f"{_pct(a.cross_fitted_false_alarm_rate)} (budget {_pct(a.false_alarm_budget)}{over})"),
     ]
+    if r.specks:
+        n = r.specks * len(b.specks_caught)
+        less = ", LESS SENSITIVE" if r.less_sensitive else ""
+        table.append(("specks flagged (probe)",
+                      f"{sum(b.specks_caught)} of {n} ({'/'.join(map(str, b.specks_caught))})",
+                      f"{sum(a.specks_caught)} of {n} ({'/'.join(map(str, a.specks_caught))}{less})"))
     w0 = max(len(t[0]) for t in table)
     w1 = max(len(t[1]) for t in table)
     lines += [f"{t[0]:<{w0}}  {t[1]:<{w1}}  {t[2]}".rstrip() for t in table]

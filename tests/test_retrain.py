@@ -271,6 +271,62 @@ def test_a_single_unusual_part_cleared_as_good_is_memorised_not_learned(station,
     assert candidate.threshold_without(0) == candidate.threshold_  # an ordinary part: the variant still sets it
 
 
+def sticker_jpeg(seed: int) -> bytes:
+    """A part with a blue label stuck on its flange: unusual, and what an operator might wave through as good."""
+    img = make_part(np.random.default_rng(seed), 200, 150)
+    img[65:80, 70:85] = (200, 60, 20)
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 92])
+    assert ok
+    return buf.tobytes()
+
+
+def test_a_candidate_that_lost_sensitivity_to_small_defects_is_refused(station, tmp_path):
+    """Found by an adversarial test: one unusual part cleared as good widens what the candidate accepts (below 100
+    parts its held-out score sets the threshold), so small defects nobody has confirmed start to pass, and the gate,
+    which re-checks only the confirmed ones, let it through. The sensitivity probe (specks pasted on the active
+    profile's training images) shows it; the loss it shows is real, on parts with real spots."""
+    cfg, store = station
+    archive = tmp_path / "archive"
+    [odd] = [record(store, archive, "sticker.jpg", sticker_jpeg(40_000), review="good")]
+    record(store, archive, "blob.jpg", part_jpeg(40_001, "spot"), review="defect")  # confirmed: still caught
+
+    result = retrain.retrain(cfg, store)
+    assert not result.activated and result.less_sensitive and result.missed == []
+    assert profiles.active_version(cfg.models.dir) == "v1"
+    assert result.specks == 12 and len(result.before.specks_caught) == 4
+    before, after = sum(result.before.specks_caught), sum(result.after.specks_caught)
+    assert before >= retrain.SENSITIVITY_MIN and after < retrain.SENSITIVITY_KEPT * before
+    assert result.reason == (f"not activated: it is less sensitive: it flags {after} of the 48 specks pasted on good "
+                             f"parts where v1 flags {before}; parts marked good that it still flags held out, the "
+                             f"likeliest cause: #{odd}; v1 stays active (--force activates it anyway)")
+    assert "LESS SENSITIVE" in retrain.format_table(result)
+    assert result.as_dict()["after"]["specks_caught"] == list(result.after.specks_caught) or \
+        tuple(result.as_dict()["after"]["specks_caught"]) == result.after.specks_caught
+
+    # the loss is real: parts with a real spot that v1 flags pass the candidate
+    v1 = profiles.load(cfg.models.dir, "v1")
+    v2 = profiles.load(cfg.models.dir, result.version)
+    spots = [part_jpeg(70_000 + i, "spot") for i in range(12)]
+    flagged = {name: sum(Inspector(p.profile, p.version, cfg.input).inspect_bytes(b, "s.jpg").verdict == "defect"
+                         for b in spots) for name, p in (("v1", v1), ("v2", v2))}
+    assert flagged["v2"] < flagged["v1"], flagged
+
+    forced = retrain.retrain(cfg, store, force=True)
+    assert forced.activated and forced.forced and forced.less_sensitive
+    assert forced.reason.startswith(f"{forced.version} activated by force although it is less sensitive")
+
+
+def test_the_probe_lets_a_variant_learned_from_many_parts_through(station, tmp_path):
+    """The probe's tolerance: eight parts of a legitimate variant (an orange label band) cleared as good make the
+    candidate a little less sensitive (it accepts more), not a refusal."""
+    cfg, store = station
+    for i in range(8):
+        record(store, tmp_path / "archive", f"orange{i}.jpg", variant_jpeg(21_000 + i), review="good")
+    result = retrain.retrain(cfg, store, activate=False)
+    assert result.gate_passed and not result.less_sensitive, result.reason
+    assert sum(result.after.specks_caught) >= retrain.SENSITIVITY_KEPT * sum(result.before.specks_caught)
+
+
 def test_a_training_image_confirmed_as_a_defect_is_not_reported_missing(station, tmp_path):
     """Found by an adversarial test: a training image an operator confirmed as a defect was skipped, rightly, and
     also counted among the training images "not found or changed"."""
