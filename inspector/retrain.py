@@ -28,8 +28,9 @@ the calibration images is each profile's own cross-fitted figure (`calibration_`
 The gate: the candidate is activated only when no confirmed defect that the active profile flags would be
 missed by the candidate and its cross-fitted false-alarm rate is within the budget the active profile was
 calibrated for (a candidate calibrated for a looser `[profile] false_alarm_rate` does not slip through), and
-it flags at least SENSITIVITY_KEPT of the specks the active profile flags among those the sensitivity probe
-(inspector/probe.py) pastes on the active profile's training images (a part cleared as good that is unusual, a
+the specks the sensitivity probe (inspector/probe.py) pastes on the active profile's training images reach at
+least SENSITIVITY_KEPT as far towards its threshold as towards the active profile's, and towards the lineage's
+first version's, so sensitivity is not given away a little at each retrain (a part cleared as good that is unusual, a
 sticker, a real defect waved through, widens what the candidate accepts, and the confirmed defects alone do not
 show it: found by an adversarial test, 8 of 8 small spots caught before such a retrain and 3 of 8 after), or
 when `force` is given; and never when the active version changed while retraining ran, nor with
@@ -149,6 +150,7 @@ class Figures:
     false_alarms_in_training: int = 0  # candidate only: reviewed-good parts in its training set
     false_alarms_memorised: int = 0  # candidate only: cleared in training, still flagged when held out
     specks_caught: tuple[int, ...] = ()  # the sensitivity probe: specks flagged, per size (probe.SIZES)
+    specks_reach: float | None = None  # ... and their mean reach towards the threshold (1 = at it); None: no probe
 
 
 @dataclass
@@ -172,7 +174,8 @@ class RetrainResult:
     over_budget: bool = False  # the candidate's cross-fitted false-alarm rate exceeds the active budget
     memorised: list[int] = field(default_factory=list)  # inspection ids of false alarms cleared only in training
     pruned: int = 0  # reviewed parts left out because retention deleted their files
-    specks: int = 0  # the sensitivity probe: specks pasted per size (0: no probe)
+    specks: int = 0  # the sensitivity probe: specks pasted per size (0: the probe did not run)
+    lineage: tuple[str, float] | None = None  # the lineage's first version and its reach, when compared too
     less_sensitive: bool = False  # the candidate flags clearly fewer of the probe's specks than the active profile
 
     def as_dict(self) -> dict[str, Any]:
@@ -181,7 +184,9 @@ class RetrainResult:
             "version": self.version, "previous": self.previous, "activated": self.activated, "forced": self.forced,
             "gate_passed": self.gate_passed, "dry_run": self.dry_run, "over_budget": self.over_budget,
             "memorised": self.memorised, "pruned": self.pruned, "less_sensitive": self.less_sensitive,
-            "probe": {"sizes": list(probe.SIZES), "specks_per_size": self.specks},
+            "probe": {"compared": self.specks > 0, "sizes": list(probe.SIZES), "specks_per_size": self.specks,
+                      "kept_at_least": SENSITIVITY_KEPT,
+                      "lineage": ({"version": self.lineage[0], "reach": self.lineage[1]} if self.lineage else None)},
             "reason": self.reason, "before": vars(self.before),
             "after": vars(self.after), "missed": self.missed,
             "sources": self.sources, "warnings": self.warnings,
@@ -324,7 +329,7 @@ def _heldout(candidate: NormalProfile, found: tuple[float, int] | None) -> dict[
 
 
 def _figures(stored: profiles.StoredProfile, parts: Sequence[PartRow], after: bool,
-             specks: dict[float, int]) -> Figures:
+             specks: probe.Sensitivity | None) -> Figures:
     """A profile's figures over the compared parts (after=True: the candidate's columns) and the probe's specks."""
     prof = stored.profile
     cal = prof.calibration_
@@ -343,19 +348,54 @@ def _figures(stored: profiles.StoredProfile, parts: Sequence[PartRow], after: bo
         confirmed=len(defects), confirmed_caught=sum(1 for p in defects if flagged(p)),
         false_alarms=len(goods), false_alarms_cleared=sum(1 for p in goods if not flagged(p)),
         false_alarms_cleared_heldout=heldout, false_alarms_in_training=in_training,
-        false_alarms_memorised=memorised, specks_caught=tuple(specks.get(size, 0) for size in probe.SIZES),
+        false_alarms_memorised=memorised, specks_caught=specks.flagged if specks else (),
+        specks_reach=specks.reach if specks else None,
     )
 
 
-SENSITIVITY_KEPT = 0.7  # the candidate must flag at least this share of the probe's specks the active one flags
-SENSITIVITY_MIN = 8  # ... when the active one flags at least this many (fewer: the probe cannot tell)
+SENSITIVITY_KEPT = 0.85  # the candidate's specks must reach at least this share of the active profile's reach
+SENSITIVITY_MIN = 0.1  # ... when the active profile's reach is at least this (below, the probe cannot tell)
 
 
-def _probe(images: Sequence[np.ndarray], active: NormalProfile,
-           candidate: NormalProfile) -> tuple[list[probe.Speck], dict[float, int], dict[float, int]]:
-    """The sensitivity probe: specks pasted on good images both profiles know, and what each flags."""
-    specks = probe.specks(images) if images else []
-    return specks, probe.caught(active, specks), probe.caught(candidate, specks)
+def sensitivity_verdict(active: str, before: float | None, after: float | None,
+                        root: tuple[str, float] | None) -> tuple[bool, str, str]:
+    """The probe's part of the gate from the specks' mean reach towards each profile's threshold (None: the probe
+    did not run): (less sensitive, what it is weaker than, a warning or ""). The candidate must keep
+    SENSITIVITY_KEPT of the active profile's reach, and of the lineage's first version's while the active one still
+    does (so sensitivity is not given away a little at each retrain; once a version was activated below it, by
+    force, only a warning says so)."""
+    if before is None or after is None:
+        return False, "", (f"the sensitivity probe did not run: none of the images {active} was trained on can be "
+                           "read, so no speck can be pasted on a part both profiles know; the gate did not check "
+                           "whether the candidate still sees small defects")
+    if before < SENSITIVITY_MIN:
+        return False, "", (f"the sensitivity probe could not compare: the specks pasted on good parts reach "
+                           f"{before:.2f} of the way to {active}'s threshold (under {SENSITIVITY_MIN})")
+    if after < SENSITIVITY_KEPT * before:
+        return True, f"{active}'s {before:.2f}", ""
+    if root is None:
+        return False, "", ""
+    first, reach = root
+    if before >= SENSITIVITY_KEPT * reach:
+        if after < SENSITIVITY_KEPT * reach:
+            return True, f"{first}'s {reach:.2f} (the first of this lineage)", ""
+        return False, "", ""
+    return False, "", (f"this lineage has lost sensitivity since {first}: specks reach {before:.2f} of the way to "
+                       f"{active}'s threshold against {reach:.2f} to {first}'s (a candidate activated by force?)")
+
+
+def _lineage_root(models_dir: Path, active: profiles.StoredProfile) -> profiles.StoredProfile | None:
+    """The first version of the active profile's lineage (followed through `retrained_from`), when it is another
+    one and still loads; None otherwise."""
+    seen, meta, root = {active.version}, active.meta, None
+    while isinstance(meta.get("retrained_from"), str) and meta["retrained_from"] not in seen:
+        seen.add(meta["retrained_from"])
+        try:
+            root = profiles.load(models_dir, meta["retrained_from"])
+        except Exception:  # noqa: BLE001 - a version deleted or damaged: the lineage ends where it can be read
+            return root
+        meta = root.meta
+    return root
 
 
 # ---------------------------------------------------------------------------------------------- retrain
@@ -474,20 +514,33 @@ def retrain(cfg: Config, store: Store, add_dirs: Sequence[Path] = (), force: boo
 
     missed = [p.inspection_id for p in parts if p.missed]
     memorised = [p.inspection_id for p in parts if p.memorised]
-    # the probe's specks go on the active profile's own training images (both profiles learned them), in content
-    # order, so the same candidate meets the same specks whatever order the parts were committed in
+    # the probe's specks go on the active profile's own training images (both profiles learned them; with an older
+    # lineage, those the lineage's first version learned too), in content order, so the same candidate meets the
+    # same specks whatever order the parts were committed in
+    root = _lineage_root(models_dir, active)
     known = sorted((c for c in chosen if c.item.source == "profile" and c.image is not None),
                    key=lambda c: c.sha256 or "")
-    specks, specks_before, specks_after = _probe([c.image for c in known if c.image is not None], active.profile,
-                                                 candidate)
-    before_fig = _figures(active, parts, after=False, specks=specks_before)
-    after_fig = _figures(stored, parts, after=True, specks=specks_after)
+    if root is not None:
+        first = {im.get("sha256") for im in root.meta.get("training_images") or [] if isinstance(im, dict)}
+        common = [c for c in known if c.sha256 in first]
+        if len(common) >= 2:
+            known = common
+        else:
+            warnings.append(f"the sensitivity probe could not compare with {root.version}, the first version of "
+                            f"this lineage: too few of its training images are still here")
+            root = None
+    specks = probe.specks([c.image for c in known if c.image is not None])
+    sense_before = probe.measure(active.profile, specks) if specks else None
+    sense_after = probe.measure(candidate, specks) if specks else None
+    sense_root = probe.measure(root.profile, specks) if specks and root is not None else None
+    before_fig = _figures(active, parts, after=False, specks=sense_before)
+    after_fig = _figures(stored, parts, after=True, specks=sense_after)
     n_specks = len(specks) // len(probe.SIZES)
-    flagged_before, flagged_after = sum(before_fig.specks_caught), sum(after_fig.specks_caught)
-    less_sensitive = flagged_before >= SENSITIVITY_MIN and flagged_after < SENSITIVITY_KEPT * flagged_before
-    if specks and flagged_before < SENSITIVITY_MIN:
-        warnings.append(f"the sensitivity probe could not compare: {active.version} flags {flagged_before} of the "
-                        f"{len(specks)} specks pasted on good parts (fewer than {SENSITIVITY_MIN})")
+    less_sensitive, weaker_than, note = sensitivity_verdict(
+        active.version, sense_before.reach if sense_before else None, sense_after.reach if sense_after else None,
+        (root.version, sense_root.reach) if root is not None and sense_root is not None else None)
+    if note:
+        warnings.append(note)
     caught = before_fig.confirmed_caught
     ids = ", ".join(f"#{i}" for i in missed)
     # the budget the line runs with: the active profile's (a candidate calibrated for a looser configured rate
@@ -507,12 +560,15 @@ def retrain(cfg: Config, store: Store, add_dirs: Sequence[Path] = (), force: boo
     if over_budget:
         refusals.append(f"its cross-fitted false-alarm rate {_pct(rate)} is over the budget of {_pct(budget)} "
                         f"{active.version} was calibrated for")
-    if less_sensitive:
+    if less_sensitive and sense_after is not None and sense_before is not None:
         unusual = sorted((p for p in parts if p.memorised), key=lambda p: -(p.after_heldout or 0.0))
         suspects = (f"; parts marked good that it still flags held out, the likeliest cause: "
-                    f"{', '.join(f'#{p.inspection_id}' for p in unusual)}" if unusual else "")
-        refusals.append(f"it is less sensitive: it flags {flagged_after} of the {len(specks)} specks pasted on good "
-                        f"parts where {active.version} flags {flagged_before}{suspects}")
+                    f"{', '.join(f'#{p.inspection_id}' for p in unusual)}" if unusual else
+                    "; no part marked good stands out held out: check the parts marked good and any added folder")
+        refusals.append(f"it is less sensitive: specks pasted on good parts reach {sense_after.reach:.2f} of the way "
+                        f"to its threshold against {weaker_than} (at least {SENSITIVITY_KEPT:.0%} kept), and it "
+                        f"flags {sum(sense_after.flagged)} of {len(specks)} where {active.version} flags "
+                        f"{sum(sense_before.flagged)}{suspects}")
     passed = ""
     if not refusals:
         passed = ("no confirmed defect could be re-checked, so the gate had nothing to compare"
@@ -552,6 +608,7 @@ def retrain(cfg: Config, store: Store, add_dirs: Sequence[Path] = (), force: boo
         reason=reason, before=before_fig, after=after_fig, parts=parts, missed=missed, sources=counts,
         skipped=skipped, warnings=warnings, gate_passed=not refusals, dry_run=not activate, over_budget=over_budget,
         memorised=memorised, pruned=len(pruned), specks=n_specks, less_sensitive=less_sensitive,
+        lineage=(root.version, sense_root.reach) if root is not None and sense_root is not None else None,
     )
 
 
@@ -606,12 +663,11 @@ def format_table(result: RetrainResult) -> str:
         ("cross-fitted false alarms", f"{_pct(b.cross_fitted_false_alarm_rate)} (budget {_pct(b.false_alarm_budget)})",
          f"{_pct(a.cross_fitted_false_alarm_rate)} (budget {_pct(a.false_alarm_budget)}{over})"),
     ]
-    if r.specks:
+    if r.specks and b.specks_reach is not None and a.specks_reach is not None:
         n = r.specks * len(b.specks_caught)
         less = ", LESS SENSITIVE" if r.less_sensitive else ""
-        table.append(("specks flagged (probe)",
-                      f"{sum(b.specks_caught)} of {n} ({'/'.join(map(str, b.specks_caught))})",
-                      f"{sum(a.specks_caught)} of {n} ({'/'.join(map(str, a.specks_caught))}{less})"))
+        table.append(("specks: reach (probe)", f"{b.specks_reach:.2f}", f"{a.specks_reach:.2f}{less}"))
+        table.append(("specks flagged", f"{sum(b.specks_caught)} of {n}", f"{sum(a.specks_caught)} of {n}"))
     w0 = max(len(t[0]) for t in table)
     w1 = max(len(t[1]) for t in table)
     lines += [f"{t[0]:<{w0}}  {t[1]:<{w1}}  {t[2]}".rstrip() for t in table]
