@@ -72,6 +72,7 @@ class Operations:
         self.cfg, self.store, self.emit, self.once = cfg, store, emit, once
         self.counters, self.waiting, self.check_db = counters, waiting, check_db
         self.folder = folder
+        self._started, self._boot = status.process_started(os.getpid()), status.boot_id()  # pid reuse, reboots
         r = cfg.retention
         volumes = {"archive": archive if cfg.watch.archive else folder}
         if store.file is not None:
@@ -195,6 +196,7 @@ class Operations:
         self.metrics.state(c.get("profile_version"), self.guard.free)
         data = {
             "pid": os.getpid(), "host": socket.gethostname(), "running": running,
+            "pid_started": self._started, "boot_id": self._boot,
             "state": self._state(c) if running else "stopped",
             "started_at": self.started_at.isoformat(), "heartbeat_at": datetime.now(timezone.utc).isoformat(),
             "heartbeat_unix": time.time(), "folder": str(self.folder), "station": self.cfg.station.name,

@@ -10,7 +10,8 @@ profile) and the watch folder (files waiting), and says whether the watcher is h
 * degraded (database away, or disk below the hard limit) or stuck (parts in flight, none finished for
   [metrics] stuck_s) -> unhealthy (exit 1);
 * "gone": the status file says running but its pid no longer runs on this host (killed, out of memory, crashed
-  without a word) -> unhealthy (exit 1) at once, fresh heartbeat or not, so that a monitor notices before the
+  without a word), or runs another process (the pid reused: the file records when its watcher started, and this
+  boot) -> unhealthy (exit 1) at once, fresh heartbeat or not, so that a monitor notices before the
   next part waits (found by an adversarial test: it said "running (healthy)" for up to `stale_s`, then "silent");
 * no fresh heartbeat (stopped, killed, hung) while files wait in the folder -> "stuck", unhealthy (exit 1);
   with nothing waiting, healthy (nothing is held up): "stopped" (it said so), "silent" (it did not: hung while
@@ -62,15 +63,41 @@ def pid_alive(pid: Any) -> bool | None:
     return True
 
 
+def process_started(pid: int) -> int | None:
+    """When a process started, in clock ticks since boot (Linux /proc; None elsewhere or when it does not run)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat[stat.rindex(")") + 2:].split()[19])  # field 22, starttime; the name may hold spaces
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def boot_id() -> str | None:
+    """This boot of this host (Linux; None elsewhere)."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
 def watcher_alive(watcher: dict[str, Any] | None) -> bool | None:
-    """Whether the status file's watcher process runs: its pid on this host; None when the file names another
-    host (a status file on a shared folder) or no pid."""
+    """Whether the status file's watcher process runs: its pid on this host, started when the file says (a pid
+    reused by another process after a kill, or a file from before a reboot, is no watcher); None when the file
+    names another host (a status file on a shared folder) or no pid."""
     if not watcher:
         return None
     host = watcher.get("host")
     if host is not None and host != socket.gethostname():
         return None
-    return pid_alive(watcher.get("pid"))
+    alive = pid_alive(watcher.get("pid"))
+    if not alive:
+        return alive
+    booted, started = watcher.get("boot_id"), watcher.get("pid_started")
+    if isinstance(booted, str) and boot_id() not in (None, booted):
+        return False
+    if isinstance(started, int) and process_started(watcher["pid"]) not in (None, started):
+        return False
+    return alive
 
 
 def count_waiting(folder: Path, patterns: tuple[str, ...], recursive: bool, exclude: tuple[Path, ...],

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from inspector import cli, config, imaging, sdnotify
+from inspector import cli, config, imaging, sdnotify, status
 from inspector.metrics import Metrics
 from inspector.service import WatchService
 from inspector.store import Store
@@ -269,6 +269,18 @@ def test_status_fails_at_once_when_the_watcher_was_killed(tmp_path: Path, models
     data = json.loads(Path(report["status_file"]).read_text())
     Path(report["status_file"]).write_text(json.dumps({**data, "host": "elsewhere"}))
     assert run_status(site, stale=60)[1]["state"] == "running"
+    # found by an adversarial test: the killed watcher's pid reused by another process read as a running watcher;
+    # the file records when its process started and this boot, so a live stranger (here: this test) is no watcher
+    assert isinstance(data["pid_started"], int) and isinstance(data["boot_id"], str)
+    me = {**data, "pid": os.getpid()}
+    Path(report["status_file"]).write_text(json.dumps(me))
+    code, report = run_status(site, stale=60)
+    assert code == 1 and report["state"] == "gone" and report["pid_alive"] is False
+    Path(report["status_file"]).write_text(json.dumps({**me, "pid_started": status.process_started(os.getpid())}))
+    assert run_status(site, stale=60)[1]["state"] == "running"  # the same start: this is the process it names
+    Path(report["status_file"]).write_text(json.dumps({**me, "pid_started": status.process_started(os.getpid()),
+                                                      "boot_id": "another boot"}))
+    assert run_status(site, stale=60)[1]["state"] == "gone"  # written before a reboot
 
 
 def test_status_with_files_left_in_place_counts_only_what_was_not_judged(tmp_path: Path, models: Path) -> None:
