@@ -21,7 +21,9 @@ A child keeps the profiles it was asked for by (models_dir, version), the newest
 never rewritten once saved, so a cached one is never stale. It ignores SIGINT and SIGTERM (the parent finishes the
 parts in flight and then closes the pipe) and ends at end of input, which is also what it sees when the parent is
 killed. A child that dies while judging (a decoder crash) is replaced; the part is tried once more in the new
-child and rejected as `judge_crashed` if that one dies too, so one poisonous file never stops the line.
+child and rejected as `judge_crashed` if that one dies too, so one poisonous file never stops the line. A child
+found already ended when a part is sent (killed while it waited) is logged as dying while idle, not while judging
+that part (it still counts as the part's first try: the flow does not depend on when a kill landed).
 """
 
 from __future__ import annotations
@@ -59,7 +61,12 @@ _CHILD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THRE
 
 
 class JudgeDied(InspectorError):
-    """The child process ended while it held a part (its exit status in the message)."""
+    """The child process ended while it held a part (its exit status in the message); `idle`: it had already ended
+    before the part was sent (killed while it waited: the part is not to blame)."""
+
+    def __init__(self, message: str, idle: bool = False):
+        super().__init__(message)
+        self.idle = idle
 
 
 @dataclass
@@ -205,6 +212,7 @@ class JudgeProcess:
         """Judge one part's bytes with that profile; JudgeDied when the child ends meanwhile, InspectorError when
         judging raised in it."""
         self.ready(timeout_s=math.inf)  # its answer comes after the ready message
+        idle = self.proc.poll() is not None  # ended while it waited (an OOM kill, a stray kill -9)
         try:
             write_message(self._in, {"op": "judge", "models_dir": str(Path(models_dir).absolute()),
                                      "version": version, "name": name, "digest": digest}, data)
@@ -212,7 +220,7 @@ class JudgeProcess:
         except (BrokenPipeError, EOFError, ValueError, OSError):
             answer = None
         if answer is None:
-            raise JudgeDied(f"the judging process (pid {self.proc.pid}) ended: {self._exit_status()}")
+            raise JudgeDied(f"the judging process (pid {self.proc.pid}) ended: {self._exit_status()}", idle=idle)
         header, payload = answer
         if "error" in header:
             raise InspectorError(f"judging failed: {header['error']}")
@@ -303,7 +311,8 @@ class JudgePool:
                     return child.judge(models_dir, insp.version, data, name, digest)
                 except JudgeDied as exc:
                     child = self._replace(child)
-                    self.emit(f"{exc} while judging {name}; started another"
+                    when = f"while idle, before {name} was sent" if exc.idle else f"while judging {name}"
+                    self.emit(f"{exc} {when}; started another"
                               + ("" if attempt == 1 else "; the part is rejected (judge_crashed)"))
                     died = str(exc)
             return Judged(Verdict(name=name, sha256=digest, verdict="rejected", reason="judge_crashed",
