@@ -1,4 +1,4 @@
-"""Sensitivity probe: specks pasted on good parts, and how many of them a profile flags.
+"""Sensitivity probe: specks pasted on good parts, and how far each profile's scores of them reach.
 
 The retrain gate re-checks the defects operators have confirmed; it cannot see a candidate that has lost its
 sensitivity to defects nobody has confirmed yet. One unusual part cleared as good is enough: the candidate's
@@ -9,7 +9,10 @@ colour of the photo's border) and contrasting with it where it lands, and measur
 reaches towards the profile's threshold (and how many it flags); the gate compares the candidate's mean reach with
 the active profile's, and with the lineage's first profile's, on the same specks.
 
-Pure: arrays in, counts out; no file, database or network I/O.
+A part that fills the photo to its edges gets its specks where it differs from its edge colour (its holes and
+marks, say) or, where nothing stands out, in the photo's middle.
+
+Pure: arrays in, figures out; no file, database or network I/O.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .pipeline import judge
 from .profile import NormalProfile
+from .verdicts import judge
 
 SIZES = (0.01, 0.02, 0.03, 0.04, 0.06, 0.08, 0.12, 0.16)  # speck diameters, fractions of the short side
 CONTRAST = 90.0  # grey levels between a speck and the mean of the part where it lands
@@ -32,6 +35,7 @@ PART_COLOUR = 40.0  # a pixel this far (BGR distance) from the photo's border co
 MIN_PART = 0.01  # ... when such pixels cover at least this share of the photo (and not nearly all of it)
 MAX_REACH = 2.0  # a speck's reach counts up to twice the way to the threshold (larger specks say nothing more)
 SEED = 20_261_206
+_SUBPIXEL = 4  # cv2.circle's fractional bits
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,8 @@ class Sensitivity:
 
     flagged: tuple[int, ...]  # specks judged defect, per size (SIZES)
     reach: float  # mean over specks of (score - median good score) / (threshold - median good score), clipped to
-    # 0..MAX_REACH: 1 is a speck at the threshold; comparable between profiles of different scales
+    # 0..MAX_REACH: 1 is a speck at the threshold; comparable between profiles of different scales; NaN when the
+    # profile's threshold or typical score is not finite (nothing to compare)
 
 
 def pick(n: int, limit: int = MAX_IMAGES) -> list[int]:
@@ -89,7 +94,9 @@ def paste(image: np.ndarray, size: float, rng: np.random.Generator) -> np.ndarra
     rows, cols = on_part(image, radius)
     i = int(rng.integers(len(rows)))
     mask = np.zeros((h, w), np.uint8)
-    cv2.circle(mask, (int(cols[i]), int(rows[i])), int(math.ceil(radius)), 255, -1, cv2.LINE_AA)
+    one = 1 << _SUBPIXEL  # drawn at its true radius (anti-aliased edge), not rounded up to whole pixels
+    cv2.circle(mask, (int(cols[i]) * one, int(rows[i]) * one), int(round(radius * one)), 255, -1, cv2.LINE_AA,
+               _SUBPIXEL)
     under = np.asarray(cv2.mean(image, mask=mask)[:3])
     colour = np.where(under > 127.5, under - CONTRAST, under + CONTRAST).clip(0, 255)
     alpha = (mask.astype(np.float32) / 255.0)[:, :, None]
@@ -104,10 +111,11 @@ def specks(images: Sequence[np.ndarray], sizes: Sequence[float] = SIZES, seed: i
 
 
 def measure(profile: NormalProfile, probes: Sequence[Speck], batch: int = 8) -> Sensitivity:
-    """What the profile makes of the specks: how many of each size it flags (judged as the watcher judges a part)
-    and their mean reach towards its threshold."""
+    """What the profile makes of the specks: how many of each size (SIZES) it flags, judged as the watcher judges a
+    part, and their mean reach towards its threshold (a speck flagged without a score above it, as not located,
+    counts MAX_REACH; a non-finite score counts as its sign says)."""
     middle = float(np.median(profile.oof_scores_[: profile.n_train_]))
-    span = max(profile.threshold_ - middle, 1e-6)
+    span = profile.threshold_ - middle
     flagged = {size: 0 for size in SIZES}
     reach = []
     for start in range(0, len(probes), batch):
@@ -115,6 +123,14 @@ def measure(profile: NormalProfile, probes: Sequence[Speck], batch: int = 8) -> 
         for probe, found in zip(chunk, profile.assess(p.image for p in chunk)):
             defect = judge(found, profile.threshold_)[0] == "defect"
             flagged[probe.size] = flagged.get(probe.size, 0) + defect
-            reach.append(MAX_REACH if defect and found.score <= profile.threshold_  # not located: flagged anyway
-                         else min(max((found.score - middle) / span, 0.0), MAX_REACH))
-    return Sensitivity(tuple(flagged[size] for size in SIZES), float(np.mean(reach)) if reach else 0.0)
+            if defect and not found.score > profile.threshold_:  # not located: flagged whatever its score
+                reach.append(MAX_REACH)
+            elif math.isnan(found.score):
+                reach.append(0.0)
+            else:
+                reach.append(min(max((found.score - middle) / max(span, 1e-6), 0.0), MAX_REACH))
+    if not (math.isfinite(middle) and math.isfinite(profile.threshold_) and span > 0):
+        mean = math.nan
+    else:
+        mean = float(np.mean(reach)) if reach else math.nan
+    return Sensitivity(tuple(flagged.get(size, 0) for size in SIZES), mean)

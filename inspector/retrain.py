@@ -1,5 +1,6 @@
 """Retraining with a gate: a candidate profile built from what the active one knew plus what operators taught
-it, compared with the active profile on every reviewed part, and activated only when it loses no caught defect.
+it, compared with the active profile on every reviewed part and on specks pasted on good parts, and activated only
+when it loses no caught defect, keeps the false-alarm budget and stays as sensitive.
 
 Sources of the candidate's training set, in this order (a file's content counts once, by sha256):
 
@@ -29,8 +30,10 @@ The gate: the candidate is activated only when no confirmed defect that the acti
 missed by the candidate and its cross-fitted false-alarm rate is within the budget the active profile was
 calibrated for (a candidate calibrated for a looser `[profile] false_alarm_rate` does not slip through), and
 the specks the sensitivity probe (inspector/probe.py) pastes on the active profile's training images reach at
-least SENSITIVITY_KEPT as far towards its threshold as towards the active profile's, and towards the lineage's
-first version's, so sensitivity is not given away a little at each retrain (a part cleared as good that is unusual, a
+least SENSITIVITY_KEPT as far towards its threshold as towards the active profile's (when that reach is at least
+SENSITIVITY_MIN: below, a warning says the probe could not compare), and, on the parts the lineage's first version
+trained on, as far as towards that version's while the active one still does, so sensitivity is not given away a
+little at each retrain (see sensitivity_verdict; a part cleared as good that is unusual, a
 sticker, a real defect waved through, widens what the candidate accepts, and the confirmed defects alone do not
 show it: found by an adversarial test, 8 of 8 small spots caught before such a retrain and 3 of 8 after), or
 when `force` is given; and never when the active version changed while retraining ran, nor with
@@ -44,6 +47,7 @@ Library code: no printing. `format_table` renders the result for the CLI.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -55,7 +59,7 @@ import numpy as np
 
 from inspector import imaging, pipeline, probe, profiles
 from inspector.config import Config
-from inspector.errors import DatasetError, ImageRejected
+from inspector.errors import DatasetError, ImageRejected, ProfileError
 from inspector.pipeline import Inspector, Progress
 
 if TYPE_CHECKING:
@@ -175,8 +179,10 @@ class RetrainResult:
     memorised: list[int] = field(default_factory=list)  # inspection ids of false alarms cleared only in training
     pruned: int = 0  # reviewed parts left out because retention deleted their files
     specks: int = 0  # the sensitivity probe: specks pasted per size (0: the probe did not run)
-    lineage: tuple[str, float] | None = None  # the lineage's first version and its reach, when compared too
-    less_sensitive: bool = False  # the candidate flags clearly fewer of the probe's specks than the active profile
+    lineage: Lineage | None = None  # the comparison with the lineage's first version, when there was one
+    probe_status: str = "not_run"  # "compared", "too_weak" (nothing to compare) or "not_run" (no image to paste on)
+    weaker_than: str = ""  # what a less sensitive candidate's reach fell short of
+    less_sensitive: bool = False  # the probe's specks reach clearly less far towards the candidate's threshold
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able summary."""
@@ -184,9 +190,9 @@ class RetrainResult:
             "version": self.version, "previous": self.previous, "activated": self.activated, "forced": self.forced,
             "gate_passed": self.gate_passed, "dry_run": self.dry_run, "over_budget": self.over_budget,
             "memorised": self.memorised, "pruned": self.pruned, "less_sensitive": self.less_sensitive,
-            "probe": {"compared": self.specks > 0, "sizes": list(probe.SIZES), "specks_per_size": self.specks,
-                      "kept_at_least": SENSITIVITY_KEPT,
-                      "lineage": ({"version": self.lineage[0], "reach": self.lineage[1]} if self.lineage else None)},
+            "probe": {"status": self.probe_status, "sizes": list(probe.SIZES), "specks_per_size": self.specks,
+                      "kept_at_least": SENSITIVITY_KEPT, "weaker_than": self.weaker_than or None,
+                      "lineage": vars(self.lineage) if self.lineage else None},
             "reason": self.reason, "before": vars(self.before),
             "after": vars(self.after), "missed": self.missed,
             "sources": self.sources, "warnings": self.warnings,
@@ -328,7 +334,7 @@ def _heldout(candidate: NormalProfile, found: tuple[float, int] | None) -> dict[
     return {"after_heldout": score, "heldout_threshold": candidate.threshold_without(index)}
 
 
-def _figures(stored: profiles.StoredProfile, parts: Sequence[PartRow], after: bool,
+def _figures(stored: profiles.StoredProfile, parts: Sequence[PartRow], after: bool, *,
              specks: probe.Sensitivity | None) -> Figures:
     """A profile's figures over the compared parts (after=True: the candidate's columns) and the probe's specks."""
     prof = stored.profile
@@ -357,45 +363,72 @@ SENSITIVITY_KEPT = 0.85  # the candidate's specks must reach at least this share
 SENSITIVITY_MIN = 0.1  # ... when the active profile's reach is at least this (below, the probe cannot tell)
 
 
+@dataclass(frozen=True)
+class Lineage:
+    """The probe's comparison with the lineage's first version, on the specks pasted on its training images."""
+
+    version: str  # the first version of the active profile's lineage
+    reach: float  # its specks' mean reach
+    active_reach: float  # the active profile's, on the same specks
+    candidate_reach: float  # the candidate's
+
+
+def _weak(value: float | None) -> bool:
+    """A reach the probe cannot compare with (not run, not finite, or too low to tell)."""
+    return value is None or not math.isfinite(value) or value < SENSITIVITY_MIN
+
+
 def sensitivity_verdict(active: str, before: float | None, after: float | None,
-                        root: tuple[str, float] | None) -> tuple[bool, str, str]:
+                        lineage: Lineage | None = None) -> tuple[str, bool, str, str]:
     """The probe's part of the gate from the specks' mean reach towards each profile's threshold (None: the probe
-    did not run): (less sensitive, what it is weaker than, a warning or ""). The candidate must keep
-    SENSITIVITY_KEPT of the active profile's reach, and of the lineage's first version's while the active one still
-    does (so sensitivity is not given away a little at each retrain; once a version was activated below it, by
-    force, only a warning says so)."""
+    did not run): (status "compared" / "too_weak" / "not_run", less sensitive, what it is weaker than, a warning or
+    ""). The candidate must keep SENSITIVITY_KEPT of the active profile's reach, and of the lineage's first
+    version's (on that version's parts) while the active one still keeps it, so sensitivity is not given away a
+    little at each retrain; once the active one is below it, a warning says so."""
     if before is None or after is None:
-        return False, "", (f"the sensitivity probe did not run: none of the images {active} was trained on can be "
-                           "read, so no speck can be pasted on a part both profiles know; the gate did not check "
-                           "whether the candidate still sees small defects")
-    if before < SENSITIVITY_MIN:
-        return False, "", (f"the sensitivity probe could not compare: the specks pasted on good parts reach "
-                           f"{before:.2f} of the way to {active}'s threshold (under {SENSITIVITY_MIN})")
+        return "not_run", False, "", (f"the sensitivity probe did not run: none of the images {active} was trained "
+                                      "on can be read, so no speck can be pasted on a part both profiles know; the "
+                                      "gate did not check whether the candidate still sees small defects")
+    if _weak(before) or not math.isfinite(after):
+        return "too_weak", False, "", (f"the sensitivity probe could not compare: the specks pasted on good parts "
+                                       f"reach {before:.2f} of the way to {active}'s threshold (under "
+                                       f"{SENSITIVITY_MIN}, or not a number) and {after:.2f} to the candidate's")
     if after < SENSITIVITY_KEPT * before:
-        return True, f"{active}'s {before:.2f}", ""
-    if root is None:
-        return False, "", ""
-    first, reach = root
-    if before >= SENSITIVITY_KEPT * reach:
-        if after < SENSITIVITY_KEPT * reach:
-            return True, f"{first}'s {reach:.2f} (the first of this lineage)", ""
-        return False, "", ""
-    return False, "", (f"this lineage has lost sensitivity since {first}: specks reach {before:.2f} of the way to "
-                       f"{active}'s threshold against {reach:.2f} to {first}'s (a candidate activated by force?)")
+        return "compared", True, f"{active}'s {before:.2f}", ""
+    if lineage is None or _weak(lineage.reach) or not math.isfinite(lineage.active_reach + lineage.candidate_reach):
+        return "compared", False, "", ""
+    first, kept = lineage.version, SENSITIVITY_KEPT * lineage.reach
+    if lineage.active_reach >= kept:
+        if lineage.candidate_reach < kept:
+            return "compared", True, (f"{first}'s {lineage.reach:.2f} on {first}'s own parts, where it reaches "
+                                      f"{lineage.candidate_reach:.2f} (the first version of this lineage)"), ""
+        return "compared", False, "", ""
+    return "compared", False, "", (f"this lineage has lost sensitivity since {first}: on {first}'s parts the "
+                                   f"specks reach {lineage.active_reach:.2f} of the way to {active}'s threshold "
+                                   f"against {lineage.reach:.2f} to {first}'s, so the candidate is compared with "
+                                   f"{active} only")
 
 
-def _lineage_root(models_dir: Path, active: profiles.StoredProfile) -> profiles.StoredProfile | None:
-    """The first version of the active profile's lineage (followed through `retrained_from`), when it is another
-    one and still loads; None otherwise."""
-    seen, meta, root = {active.version}, active.meta, None
-    while isinstance(meta.get("retrained_from"), str) and meta["retrained_from"] not in seen:
-        seen.add(meta["retrained_from"])
+def _lineage_root(models_dir: Path, active: profiles.StoredProfile) -> tuple[profiles.StoredProfile | None, str]:
+    """The first version of the active profile's lineage (followed through `retrained_from`) when it is another one
+    and loads, and a warning when the lineage cannot be followed to it (a version deleted or damaged, a loop)."""
+    seen, meta, first = {active.version}, active.meta, None
+    while isinstance(meta.get("retrained_from"), str):
+        version = meta["retrained_from"]
+        if version in seen:
+            return None, f"the sensitivity probe could not follow this lineage: it loops at {version}"
+        seen.add(version)
         try:
-            root = profiles.load(models_dir, meta["retrained_from"])
-        except Exception:  # noqa: BLE001 - a version deleted or damaged: the lineage ends where it can be read
-            return root
-        meta = root.meta
-    return root
+            meta = profiles.read_meta(models_dir, version)
+        except ProfileError as exc:
+            return None, f"the sensitivity probe could not follow this lineage to its first version: {exc}"
+        first = version
+    if first is None:
+        return None, ""
+    try:
+        return profiles.load(models_dir, first), ""
+    except ProfileError as exc:
+        return None, f"the sensitivity probe could not compare with {first}, the first version of this lineage: {exc}"
 
 
 # ---------------------------------------------------------------------------------------------- retrain
@@ -517,28 +550,30 @@ def retrain(cfg: Config, store: Store, add_dirs: Sequence[Path] = (), force: boo
     # the probe's specks go on the active profile's own training images (both profiles learned them; with an older
     # lineage, those the lineage's first version learned too), in content order, so the same candidate meets the
     # same specks whatever order the parts were committed in
-    root = _lineage_root(models_dir, active)
+    root, trouble = _lineage_root(models_dir, active)
+    if trouble:
+        warnings.append(trouble)
     known = sorted((c for c in chosen if c.item.source == "profile" and c.image is not None),
                    key=lambda c: c.sha256 or "")
-    if root is not None:
-        first = {im.get("sha256") for im in root.meta.get("training_images") or [] if isinstance(im, dict)}
-        common = [c for c in known if c.sha256 in first]
-        if len(common) >= 2:
-            known = common
-        else:
-            warnings.append(f"the sensitivity probe could not compare with {root.version}, the first version of "
-                            f"this lineage: too few of its training images are still here")
-            root = None
     specks = probe.specks([c.image for c in known if c.image is not None])
     sense_before = probe.measure(active.profile, specks) if specks else None
     sense_after = probe.measure(candidate, specks) if specks else None
-    sense_root = probe.measure(root.profile, specks) if specks and root is not None else None
+    lineage = None
+    if root is not None and specks:  # the lineage's first version, on the parts it trained on too
+        first = {im.get("sha256") for im in root.meta.get("training_images") or [] if isinstance(im, dict)}
+        common = probe.specks([c.image for c in known if c.sha256 in first and c.image is not None])
+        if len(common) >= 2 * len(probe.SIZES):
+            lineage = Lineage(root.version, probe.measure(root.profile, common).reach,
+                              probe.measure(active.profile, common).reach, probe.measure(candidate, common).reach)
+        else:
+            warnings.append(f"the sensitivity probe could not compare with {root.version}, the first version of "
+                            "this lineage: fewer than 2 of its training images are still here")
     before_fig = _figures(active, parts, after=False, specks=sense_before)
     after_fig = _figures(stored, parts, after=True, specks=sense_after)
     n_specks = len(specks) // len(probe.SIZES)
-    less_sensitive, weaker_than, note = sensitivity_verdict(
+    probe_status, less_sensitive, weaker_than, note = sensitivity_verdict(
         active.version, sense_before.reach if sense_before else None, sense_after.reach if sense_after else None,
-        (root.version, sense_root.reach) if root is not None and sense_root is not None else None)
+        lineage)
     if note:
         warnings.append(note)
     caught = before_fig.confirmed_caught
@@ -566,7 +601,7 @@ def retrain(cfg: Config, store: Store, add_dirs: Sequence[Path] = (), force: boo
                     f"{', '.join(f'#{p.inspection_id}' for p in unusual)}" if unusual else
                     "; no part marked good stands out held out: check the parts marked good and any added folder")
         refusals.append(f"it is less sensitive: specks pasted on good parts reach {sense_after.reach:.2f} of the way "
-                        f"to its threshold against {weaker_than} (at least {SENSITIVITY_KEPT:.0%} kept), and it "
+                        f"to its threshold against {weaker_than} (at least {SENSITIVITY_KEPT:.0%} kept); it "
                         f"flags {sum(sense_after.flagged)} of {len(specks)} where {active.version} flags "
                         f"{sum(sense_before.flagged)}{suspects}")
     passed = ""
@@ -608,7 +643,7 @@ def retrain(cfg: Config, store: Store, add_dirs: Sequence[Path] = (), force: boo
         reason=reason, before=before_fig, after=after_fig, parts=parts, missed=missed, sources=counts,
         skipped=skipped, warnings=warnings, gate_passed=not refusals, dry_run=not activate, over_budget=over_budget,
         memorised=memorised, pruned=len(pruned), specks=n_specks, less_sensitive=less_sensitive,
-        lineage=(root.version, sense_root.reach) if root is not None and sense_root is not None else None,
+        lineage=lineage, probe_status=probe_status, weaker_than=weaker_than,
     )
 
 
@@ -668,6 +703,10 @@ def format_table(result: RetrainResult) -> str:
         less = ", LESS SENSITIVE" if r.less_sensitive else ""
         table.append(("specks: reach (probe)", f"{b.specks_reach:.2f}", f"{a.specks_reach:.2f}{less}"))
         table.append(("specks flagged", f"{sum(b.specks_caught)} of {n}", f"{sum(a.specks_caught)} of {n}"))
+        if r.lineage is not None:
+            first = r.lineage
+            table.append((f"specks: reach on {first.version}'s parts", f"{first.active_reach:.2f} ({first.version} "
+                          f"{first.reach:.2f})", f"{first.candidate_reach:.2f}"))
     w0 = max(len(t[0]) for t in table)
     w1 = max(len(t[1]) for t in table)
     lines += [f"{t[0]:<{w0}}  {t[1]:<{w1}}  {t[2]}".rstrip() for t in table]

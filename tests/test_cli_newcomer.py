@@ -297,6 +297,7 @@ def test_retrain_no_activate_is_a_dry_run_and_keeps_the_note(tmp_path: Path, cap
     config.write_text(config.read_text().replace("false_alarm_rate = 0.05", "false_alarm_rate = 0.3"))
     code, out, _ = run(capsys, "retrain", "--no-activate", "--config", str(config))
     assert code == 7 and "not activated (dry run): v3 is saved; the gate would refuse it: " in out
+    assert "over the budget" in out
     assert profiles.active_version(tmp_path / "models") == "v1"
     with pytest.raises(SystemExit) as info:  # contradictory: argparse's usage error
         cli.main(["retrain", "--no-activate", "--force", "--config", str(config)])

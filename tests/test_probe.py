@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from inspector import probe, retrain
@@ -40,16 +42,32 @@ def test_a_part_that_fills_the_photo_gets_specks_in_its_middle() -> None:
 
 def test_the_verdict_keeps_the_active_reach_and_the_lineage_first() -> None:
     kept = retrain.SENSITIVITY_KEPT
-    assert retrain.sensitivity_verdict("v1", 1.5, 1.5 * kept + 0.01, None) == (False, "", "")
-    less, against, note = retrain.sensitivity_verdict("v1", 1.5, 1.5 * kept - 0.01, None)
-    assert less and against == "v1's 1.50" and note == ""
-    # step by step: each step keeps 90% of the active one, two steps lose 19% of the first version's reach
-    less, against, _ = retrain.sensitivity_verdict("v2", 1.35, 1.215, ("v1", 1.5))
-    assert less and against == "v1's 1.50 (the first of this lineage)"
-    # a lineage already below (a version activated by force): only a warning, compared with the active one
-    less, _, note = retrain.sensitivity_verdict("v2", 1.0, 0.99, ("v1", 1.5))
+    verdict = retrain.sensitivity_verdict
+    assert verdict("v1", 1.5, 1.5 * kept + 0.01) == ("compared", False, "", "")
+    assert verdict("v1", 1.5, 1.5 * kept - 0.01) == ("compared", True, "v1's 1.50", "")
+    # step by step: each step keeps 90% of the active one's reach, two steps lose 19% of the first version's
+    step = retrain.Lineage("v1", reach=1.5, active_reach=1.35, candidate_reach=1.215)
+    status, less, against, _ = verdict("v2", 1.35, 1.25, step)
+    assert status == "compared" and less and against.startswith("v1's 1.50 on v1's own parts, where it reaches 1.22")
+    # a lineage already below (a version activated by force): only a warning, the active one still compared
+    below = retrain.Lineage("v1", reach=1.5, active_reach=1.0, candidate_reach=0.99)
+    status, less, _, note = verdict("v2", 1.0, 0.99, below)
     assert not less and note.startswith("this lineage has lost sensitivity since v1")
-    assert retrain.sensitivity_verdict("v2", 1.0, 0.8, ("v1", 1.5))[0]  # and still refused for a further loss
-    # nothing to compare
-    assert retrain.sensitivity_verdict("v1", None, None, None)[2].startswith("the sensitivity probe did not run")
-    assert retrain.sensitivity_verdict("v1", 0.05, 0.0, None)[2].startswith("the sensitivity probe could not compare")
+    assert verdict("v2", 1.0, 0.8, below)[1]  # and still refused for a further loss
+    # nothing to compare: said, never a silent pass (NaN compares false with everything: found by a review)
+    assert verdict("v1", None, None)[0] == "not_run"
+    assert verdict("v1", 0.05, 0.0)[0] == "too_weak"
+    assert verdict("v1", math.nan, 1.0)[0] == "too_weak" and verdict("v1", 1.5, math.nan)[0] == "too_weak"
+    assert verdict("v1", 1.5, 1.5, retrain.Lineage("v1", math.nan, 1.5, 0.1)) == ("compared", False, "", "")
+
+
+def test_specks_are_drawn_at_their_size() -> None:
+    """Found by a review: radii rounded up to whole pixels made the 1% speck 4-5 px across (2.25 nominal) and the
+    3% and 4% specks the same 9 px square. Their ink (the contrast they add, over the full contrast) is their area."""
+    image = np.full((150, 200, 3), 120, np.uint8)
+    image[20:130, 30:170] = (40, 185, 222)
+    for size in probe.SIZES:
+        pasted = probe.paste(image, size, np.random.default_rng(0))
+        ink = np.abs(pasted.astype(float) - image).max(axis=2).sum() / probe.CONTRAST
+        across = 2.0 * math.sqrt(ink / math.pi)
+        assert abs(across - max(2.0, size * 150)) <= 0.1 * size * 150 + 1.0, (size, across)  # AA: ~half a pixel

@@ -299,12 +299,13 @@ def test_a_candidate_that_lost_sensitivity_to_small_defects_is_refused(station, 
     assert sum(a.specks_caught) < sum(b.specks_caught)
     assert result.reason == (f"not activated: it is less sensitive: specks pasted on good parts reach "
                              f"{a.specks_reach:.2f} of the way to its threshold against v1's {b.specks_reach:.2f} (at "
-                             f"least 85% kept), and it flags {sum(a.specks_caught)} of 96 where v1 flags "
+                             f"least 85% kept); it flags {sum(a.specks_caught)} of 96 where v1 flags "
                              f"{sum(b.specks_caught)}; parts marked good that it still flags held out, the likeliest "
                              f"cause: #{odd}; v1 stays active (--force activates it anyway)")
     assert "LESS SENSITIVE" in retrain.format_table(result)
     probe_json = result.as_dict()["probe"]
-    assert probe_json["compared"] and probe_json["lineage"] is None and probe_json["specks_per_size"] == 12
+    assert probe_json["status"] == "compared" and probe_json["lineage"] is None and probe_json["specks_per_size"] == 12
+    assert probe_json["weaker_than"] == f"v1's {b.specks_reach:.2f}"
 
     # the loss is real: parts with a real spot that v1 flags pass the candidate
     v1 = profiles.load(cfg.models.dir, "v1")
@@ -317,6 +318,31 @@ def test_a_candidate_that_lost_sensitivity_to_small_defects_is_refused(station, 
     forced = retrain.retrain(cfg, store, force=True)
     assert forced.activated and forced.forced and forced.less_sensitive
     assert forced.reason.startswith(f"{forced.version} activated by force although it is less sensitive")
+
+
+def test_the_lineage_first_version_is_compared_on_its_own_parts_and_a_broken_lineage_is_said(station, tmp_path):
+    """v2 activated by force although less sensitive; the next retrain compares with v1 on v1's parts too (so a
+    lineage does not give sensitivity away a little at a time), says the lineage is below v1, and says so when v1
+    can no longer be read rather than comparing with whatever version is oldest."""
+    cfg, store = station
+    archive = tmp_path / "archive"
+    record(store, archive, "sticker.jpg", sticker_jpeg(40_000), review="good")
+    forced = retrain.retrain(cfg, store, force=True)
+    assert forced.activated and forced.less_sensitive and forced.lineage is None  # v1 is active: no lineage
+    for i in range(8):
+        record(store, archive, f"more{i}.jpg", part_jpeg(45_000 + i), review="good")
+    third = retrain.retrain(cfg, store, activate=False)
+    assert third.previous == forced.version and third.lineage is not None and third.lineage.version == "v1"
+    first = third.lineage
+    assert first.active_reach < retrain.SENSITIVITY_KEPT * first.reach  # the forced v2, on v1's parts
+    assert any(w.startswith("this lineage has lost sensitivity since v1") for w in third.warnings), third.warnings
+    assert third.as_dict()["probe"]["lineage"]["version"] == "v1"
+    assert "specks: reach on v1's parts" in retrain.format_table(third)
+    (cfg.models.dir / "v1" / "profile.json").write_text("{not json")
+    fourth = retrain.retrain(cfg, store, activate=False)
+    assert fourth.lineage is None and any(
+        w.startswith("the sensitivity probe could not follow this lineage to its first version: profile v1 is "
+                     "unreadable or corrupt") for w in fourth.warnings), fourth.warnings
 
 
 def test_the_probe_lets_a_variant_learned_from_many_parts_through(station, tmp_path):
