@@ -112,6 +112,8 @@ class Lighting:
     # before 2026-12-04) the largest log departure kept at some grey level
     raw: np.ndarray  # (4 + N_LEVELS,) float64 before thresholds: log exposure, log cast (B, G, R), and each level's
     # departure (profiles saved before 2026-12-04; NaN otherwise)
+    black: float | None = None  # grey levels the part's black lies from the trained parts', as read from its line
+    # whether or not it was corrected (None: no line could be fitted, or a profile saved before the line)
 
     @property
     def cast_change(self) -> float:
@@ -347,7 +349,8 @@ class LightingModel:
             fwd = np.exp(kept_cast)[None, :] * (gain * levels)[:, None]
         lut = self._inverse(fwd)
         return Lighting(lut=lut, exposure=gain, cast=np.exp(kept_cast), offset=255.0 * black, bend=abs(black),
-                        raw=np.concatenate([[log_g], log_cast, summary[1:]]))
+                        raw=np.concatenate([[log_g], log_cast, summary[1:]]),
+                        black=None if line is None else 255.0 * (line[1] - self.offset_ref_))
 
     def _inverse(self, fwd: np.ndarray) -> np.ndarray:
         """The lookup table (1, 256, 3) uint8 that inverts a forward curve (256, 3) (the reference's level -> the

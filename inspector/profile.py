@@ -73,6 +73,20 @@ GLOBAL_SCALE_FLOOR = 0.003  # share of the image added to each global feature's 
 _FINE_MIN_GAIN = 2.5  # a fine pass runs only when it sees at least this many times the working width: below, the
 # cells already see most of the detail there is, and the fine pass would mostly add its own noise
 _FINE_SNAP = 1.1  # see fine_frame
+ASPECT_TOLERANCE = 0.03  # a photo's height to width ratio may differ this much from the trained photos' (beyond: a
+# camera replaced or re-set; the part would be judged stretched: found by an adversarial test, every part a defect)
+
+
+def _aspect_range(saved: object, lay: FeatureLayout) -> tuple[float, float]:
+    """The trained photos' height to width ratios, as saved, or (a profile saved before they were) the working
+    size's, widened by its rounding to whole cells."""
+    if saved is None:
+        aspect, rounding = lay.height / lay.width, lay.stride / (2.0 * lay.width)
+        return aspect - rounding, aspect + rounding
+    if (not isinstance(saved, list) or len(saved) != 2 or not all(isinstance(v, (int, float)) for v in saved)
+            or not 0 < saved[0] <= saved[1] or not math.isfinite(saved[1])):
+        raise ValueError("aspect_range must be two positive numbers, the smaller first")
+    return float(saved[0]), float(saved[1])
 
 
 def fine_frame(image_width: int, image_height: int, params: ProfileParams) -> tuple[int, int] | None:
@@ -104,12 +118,14 @@ class Assessment:
     offset: float  # grey levels the part's black is lifted by
     lighting_ok: bool  # exposure and colour cast within the tolerance
     grey_for_colour: bool = False  # the photo is grey-scale and the trained parts are in colour (the camera's mode)
+    framing: str | None = None  # the photo's shape differs from the trained photos' (a camera replaced or re-set)
 
     def as_dict(self) -> dict:
         """JSON-able summary (no arrays)."""
         return {"score": self.score, "located": self.located, "match": self.match, "angle": self.angle,
                 "shift": list(self.shift), "exposure": self.exposure, "colour_cast": self.colour_cast,
-                "offset": self.offset, "lighting_ok": self.lighting_ok, "grey_for_colour": self.grey_for_colour}
+                "offset": self.offset, "lighting_ok": self.lighting_ok, "grey_for_colour": self.grey_for_colour,
+                "framing": self.framing}
 
 
 @dataclass(frozen=True)
@@ -276,7 +292,9 @@ class NormalProfile:
         p = self.params
         originals: list[np.ndarray] = []
         works: list[np.ndarray] = []
+        aspects: list[float] = []
         for image in images:
+            aspects.append(image.shape[0] / max(image.shape[1], 1))
             if not works:
                 h0, w0 = image.shape[:2]
                 self.layout_ = make_layout(w0, h0, p.width, p.cells_across, p.window_strides, p.n_rings, p.coarse)
@@ -288,6 +306,7 @@ class NormalProfile:
         if len(works) < 2:
             raise ValueError(f"need at least 2 good images to fit a profile, got {len(works)}")
         self.n_train_ = len(works)
+        self.aspect_range_ = (min(aspects), max(aspects))
         works, valid, conditions, groups = self._fit_conditions(works)
         fine_oof = self._fit_fine(originals, conditions)
         originals.clear()  # not needed past here (frees memory when the caller passed images larger than the fine size)
@@ -368,6 +387,9 @@ class NormalProfile:
         low = math.log(max(1.0 - p.max_exposure_change - widen, 0.05))
         high = math.log1p(p.max_exposure_change + widen)
         self.exposure_bounds_ = (float(relative.min()) + low, float(relative.max()) + high)
+        # ... but a part is allowed only the offset its own black shows (a brighter lamp with its black where it
+        # was is a gain: 20%, not 40%; found by an adversarial test, x1.25 flooded the bottle with defects)
+        self.exposure_range_ = (float(relative.min()), float(relative.max()))
         self.cast_limit_ = p.max_colour_cast + max(li.cast_change for li in lights)
         normalised = [self.lighting_.apply(a, li) for a, li in zip(aligned, lights)]
         conditions = list(zip(placements, lights))
@@ -509,8 +531,9 @@ class NormalProfile:
     # ---------------------------------------------------------------- scoring
     def assess(self, images: Iterable[np.ndarray]) -> list[Assessment]:
         """Score BGR uint8 images and report each part's placement and lighting (see Assessment)."""
-        prepared, fines, greys = [], [], []
+        prepared, fines, greys, framings = [], [], [], []
         for image in images:
+            framings.append(self.framing(image.shape[1], image.shape[0]))
             image = self.display_image(image)
             work = self.working_image(image)
             # the cached reference first: a grey product's parts (and every part without lighting) skip the check
@@ -543,11 +566,38 @@ class NormalProfile:
             if lighting is not None:
                 exposure = lighting.exposure / self.exposure_ref_
                 cast, offset = lighting.cast_change, lighting.offset
-                low, high = self.exposure_bounds_
+                low, high = self._exposure_bounds(lighting)
                 lighting_ok = low <= math.log(max(exposure, 1e-6)) <= high and cast <= self.cast_limit_
             out.append(Assessment(float(scores[i]), np.ascontiguousarray(amap, dtype=np.float32), located, match,
-                                  angle, shift, exposure, cast, offset, lighting_ok, greys[i]))
+                                  angle, shift, exposure, cast, offset, lighting_ok, greys[i], framings[i]))
         return out
+
+    def framing(self, width: int, height: int) -> str | None:
+        """What is wrong with a photo of this size for this profile (its height to width ratio beyond the trained
+        photos' by more than ASPECT_TOLERANCE: the part would be judged stretched), or None. `assess` checks the
+        images it is given; a caller that resizes photos first (the Inspector) checks the photo's own size."""
+        low, high = self.aspect_range_
+        aspect = height / max(width, 1)
+        if low / (1.0 + ASPECT_TOLERANCE) <= aspect <= high * (1.0 + ASPECT_TOLERANCE):
+            return None
+        trained = f"{1 / low:.3g}:1" if abs(high - low) < 1e-9 else f"{1 / high:.3g}:1 to {1 / low:.3g}:1"
+        return (f"the photo is {width}x{height} ({width / max(height, 1):.3g}:1) while the parts were trained on "
+                f"{trained} photos: a camera replaced, re-cropped or set to another resolution? Restore its setting "
+                "or train a profile on the new photos")
+
+    def _exposure_bounds(self, lighting: Lighting) -> tuple[float, float]:
+        """The log exposures (relative to the reference) a part lit so is judged within: `max_exposure_change` beyond
+        the training parts', widened by the offset its own black shows (at most `max_offset`, and at most as much as
+        `max_exposure_change` at the typical level: see _fit_conditions); without a reading of its black, or for a
+        profile saved before these bounds, by the largest allowed offset."""
+        if self.exposure_range_ is None or lighting.black is None:
+            return self.exposure_bounds_
+        p = self.params
+        typical = max(self.lighting_.typical_level_ * 255.0, 1.0)
+        widen = min(abs(lighting.black), p.max_offset) / typical
+        widen = min(widen, p.max_exposure_change)
+        low = math.log(max(1.0 - p.max_exposure_change - widen, 0.05))
+        return self.exposure_range_[0] + low, self.exposure_range_[1] + math.log1p(p.max_exposure_change + widen)
 
     def _grey_reference(self) -> bool:
         """Whether the trained parts are grey-scale (their lighting reference has no colour)."""
@@ -588,6 +638,7 @@ class NormalProfile:
             "format_version": FORMAT_VERSION,
             "params": asdict(self.params),
             "layout": asdict(self.layout_),
+            "aspect_range": list(self.aspect_range_),
             "chroma_weight": self.palette_.chroma_weight,
             "novel_distance": self.novel_distance_,
             "texture_scale": None if self.texture_scale_ is None else [float(v) for v in self.texture_scale_],
@@ -600,6 +651,7 @@ class NormalProfile:
                 "scale_limit": self.locator_.scale_limit_},
             "lighting": None if self.lighting_ is None else {
                 "exposure_ref": self.exposure_ref_, "exposure_bounds": list(self.exposure_bounds_),
+                "exposure_range": None if self.exposure_range_ is None else list(self.exposure_range_),
                 "cast_limit": self.cast_limit_, "shrink": [float(v) for v in self.lighting_.shrink_],
                 "ceiling": self.lighting_.ceiling_, "shading": self.lighting_.shading,
                 "offset": None if self.lighting_.offset_ref_ is None else [
@@ -696,6 +748,7 @@ class NormalProfile:
         params.setdefault("shading", False)  # nor a shading field
         self = cls(ProfileParams(**params))
         self.layout_ = FeatureLayout(**meta["layout"])
+        self.aspect_range_ = _aspect_range(meta.get("aspect_range"), self.layout_)
         centres = np.asarray(arrays["palette_centres"], np.float32)
         if centres.ndim != 2 or centres.shape[1] != 3 or not 1 <= len(centres) <= 255:
             raise ValueError(f"palette_centres has shape {centres.shape}, expected (K, 3) with 1 <= K <= 255")
@@ -759,6 +812,7 @@ class NormalProfile:
         self.exposure_ref_ = 1.0
         self.exposure_stats_ = np.array([0.0, _EXPOSURE_SD_FLOOR])
         self.exposure_bounds_ = (-math.inf, math.inf)
+        self.exposure_range_: tuple[float, float] | None = None
         self.cast_limit_ = math.inf
 
     def _load_conditions(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
@@ -801,6 +855,12 @@ class NormalProfile:
         self.exposure_ref_ = float(light["exposure_ref"])
         low, high = (float(v) for v in light["exposure_bounds"])
         self.exposure_bounds_ = (low, high)
+        span = light.get("exposure_range")
+        if span is not None:
+            first, last = (float(v) for v in span)
+            if not (math.isfinite(first) and math.isfinite(last) and low <= first <= last <= high):
+                raise ValueError("lighting exposure_range must be two finite numbers within exposure_bounds")
+            self.exposure_range_ = (first, last)
         self.cast_limit_ = float(light["cast_limit"])
         stats = np.asarray((meta.get("drift") or {}).get("log_exposure", []), np.float64)
         if stats.shape != (2,):
