@@ -73,6 +73,9 @@ GLOBAL_SCALE_FLOOR = 0.003  # share of the image added to each global feature's 
 _FINE_MIN_GAIN = 2.5  # a fine pass runs only when it sees at least this many times the working width: below, the
 # cells already see most of the detail there is, and the fine pass would mostly add its own noise
 _FINE_SNAP = 1.1  # see fine_frame
+MIN_ALLOWANCE_LEVELS = 3.0  # a part's exposure may move by this many grey levels at its typical level beyond
+# max_exposure_change, whatever its black shows: on a dark product a few levels are a large ratio that cannot be told
+# from a gamma (a black tyre at 19 under gamma 1.1 reads 25% darker with its black where it was)
 ASPECT_TOLERANCE = 0.03  # a photo's height to width ratio may differ this much from the trained photos' (beyond: a
 # camera replaced or re-set; the part would be judged stretched: found by an adversarial test, every part a defect)
 
@@ -587,14 +590,14 @@ class NormalProfile:
 
     def _exposure_bounds(self, lighting: Lighting) -> tuple[float, float]:
         """The log exposures (relative to the reference) a part lit so is judged within: `max_exposure_change` beyond
-        the training parts', widened by the offset its own black shows (at most `max_offset`, and at most as much as
-        `max_exposure_change` at the typical level: see _fit_conditions); without a reading of its black, or for a
-        profile saved before these bounds, by the largest allowed offset."""
+        the training parts', widened by the offset its own black shows (at least MIN_ALLOWANCE_LEVELS, at most
+        `max_offset`, and at most as much as `max_exposure_change` at the typical level: see _fit_conditions);
+        without a reading of its black, or for a profile saved before these bounds, by the largest allowed offset."""
         if self.exposure_range_ is None or lighting.black is None:
             return self.exposure_bounds_
         p = self.params
         typical = max(self.lighting_.typical_level_ * 255.0, 1.0)
-        widen = min(abs(lighting.black), p.max_offset) / typical
+        widen = min(max(abs(lighting.black), MIN_ALLOWANCE_LEVELS), p.max_offset) / typical
         widen = min(widen, p.max_exposure_change)
         low = math.log(max(1.0 - p.max_exposure_change - widen, 0.05))
         return self.exposure_range_[0] + low, self.exposure_range_[1] + math.log1p(p.max_exposure_change + widen)
