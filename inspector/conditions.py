@@ -6,8 +6,8 @@ Each part's row names the profile version that judged it; that version's profile
 per station, started afresh whenever the station's profile version changes.
 
 The watcher's side (`ConditionsMonitor`, fed one recorded row at a time by the committer thread) logs a WARNING
-when an alarm is raised and an INFO line when it clears, and a WARNING for parts rejected for lighting: the
-first at once, then at most one every LIGHTING_EVERY_S seconds, with the count since the previous one (a failed
+when an alarm is raised and an INFO line when it clears, and a WARNING for parts rejected for lighting (and one
+for parts rejected as `camera`: a photo of another shape, a camera replaced or re-set): the first at once, then at most one every LIGHTING_EVERY_S seconds, with the count since the previous one (a failed
 lamp rejects every part; the log must not drown in it).
 """
 
@@ -24,6 +24,8 @@ from inspector.errors import ProfileError
 
 LIGHTING_EVERY_S = 10.0
 LIGHTING_REASON = "lighting"
+CAMERA_REASON = "camera"  # a photo of another shape than the trained ones (a camera replaced or re-set)
+WARNED = (LIGHTING_REASON, CAMERA_REASON)  # rejections that say the line's conditions changed: a paced WARNING each
 
 Emit = Callable[..., None]  # emit(event, level, text, **fields), as WatchService._emit
 
@@ -119,16 +121,16 @@ class ConditionsMonitor:
         self.lighting_every_s = lighting_every_s
         self.version: str | None = None
         self.monitor: drift.DriftMonitor | None = None
-        self._lighting_pending = 0
-        self._lighting_at: float | None = None  # when the last lighting warning was logged
-        self._lighting_last: Mapping[str, Any] | None = None
+        self._pending = dict.fromkeys(WARNED, 0)
+        self._warned_at: dict[str, float] = {}  # when the last warning of each reason was logged
+        self._last: dict[str, Mapping[str, Any]] = {}
 
     def observe(self, row: Mapping[str, Any]) -> None:
         """Feed one recorded row (a dict as the watcher records it, with its id)."""
         if row.get("verdict") == "rejected":
-            if row.get("reason") == LIGHTING_REASON:
-                self._lighting_pending += 1
-                self._lighting_last = row
+            if row.get("reason") in self._pending:
+                self._pending[row["reason"]] += 1
+                self._last[row["reason"]] = row
             self._flush_lighting()
             return
         self._flush_lighting()
@@ -158,17 +160,18 @@ class ConditionsMonitor:
                       kind="off", profile_version=version)
 
     def _flush_lighting(self) -> None:
-        """Log the lighting rejections waiting, when the last such warning is old enough."""
-        if not self._lighting_pending:
-            return
+        """Log the lighting (and camera) rejections waiting, when the last such warning is old enough."""
         now = self.clock()
-        if self._lighting_at is not None and now - self._lighting_at < self.lighting_every_s:
-            return
-        n, last = self._lighting_pending, self._lighting_last or {}
-        span = f" in the last {now - self._lighting_at:.0f} s" if self._lighting_at is not None else ""
-        self.emit("lighting", logging.WARNING,
-                  f"{n} part{'s' if n != 1 else ''} rejected for lighting{span} (latest #{last.get('id')} "
-                  f"{last.get('name')}: {last.get('detail')})"
-                  + ("" if "colour mode" in str(last.get("detail")) else ": check the lamp/camera exposure"),
-                  count=n, id=last.get("id"), detail=last.get("detail"))
-        self._lighting_pending, self._lighting_at = 0, now
+        for reason, n in self._pending.items():
+            at = self._warned_at.get(reason)
+            if not n or (at is not None and now - at < self.lighting_every_s):
+                continue
+            last = self._last.get(reason) or {}
+            span = f" in the last {now - at:.0f} s" if at is not None else ""
+            hint = ("" if reason != LIGHTING_REASON or "colour mode" in str(last.get("detail"))
+                    else ": check the lamp/camera exposure")
+            self.emit(reason, logging.WARNING,
+                      f"{n} part{'s' if n != 1 else ''} rejected for {reason}{span} (latest #{last.get('id')} "
+                      f"{last.get('name')}: {last.get('detail')}){hint}",
+                      count=n, id=last.get("id"), detail=last.get("detail"))
+            self._pending[reason], self._warned_at[reason] = 0, now

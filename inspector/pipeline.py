@@ -142,8 +142,8 @@ class Inspector:
             return self._rejected(name, digest, exc, len(data), start)
         shown = self.profile.display_image(decoded.image)  # once: assess starts from it, the overlay draws on it
         found = self.profile.assess([shown])[0]
-        if found.framing is None:  # the shape of the photo as taken, not of the part resized to the trained size
-            found = replace(found, framing=self.profile.framing(decoded.width, decoded.height))
+        # the shape of the photo as taken, not of the part already resized to the decode size (found by a review)
+        found = replace(found, framing=self.profile.framing(decoded.width, decoded.height))
         verdict, reason, detail = judge(found, self.profile.threshold_)
         return Verdict(
             name=name, sha256=digest, verdict=verdict, reason=reason, detail=detail,

@@ -580,9 +580,16 @@ class NormalProfile:
         photos' by more than ASPECT_TOLERANCE: the part would be judged stretched), or None. `assess` checks the
         images it is given; a caller that resizes photos first (the Inspector) checks the photo's own size."""
         low, high = self.aspect_range_
+        lay = self.layout_
+        # training images may reach the profile already resized to the working or fine size, whose height is
+        # rounded to whole cells: a photo's own shape may lie that far from what was recorded (found by a review:
+        # 4096 x 600 photos were trained as 0.141 and checked as 0.146, every part rejected)
+        rounding = lay.stride / (2.0 * lay.width)
+        low, high = min(low, lay.height / lay.width) - rounding, max(high, lay.height / lay.width) + rounding
         aspect = height / max(width, 1)
-        if low / (1.0 + ASPECT_TOLERANCE) <= aspect <= high * (1.0 + ASPECT_TOLERANCE):
+        if width > 0 and height > 0 and low / (1.0 + ASPECT_TOLERANCE) <= aspect <= high * (1.0 + ASPECT_TOLERANCE):
             return None
+        low, high = self.aspect_range_
         trained = f"{1 / low:.3g}:1" if abs(high - low) < 1e-9 else f"{1 / high:.3g}:1 to {1 / low:.3g}:1"
         return (f"the photo is {width}x{height} ({width / max(height, 1):.3g}:1) while the parts were trained on "
                 f"{trained} photos: a camera replaced, re-cropped or set to another resolution? Restore its setting "
@@ -592,12 +599,16 @@ class NormalProfile:
         """The log exposures (relative to the reference) a part lit so is judged within: `max_exposure_change` beyond
         the training parts', widened by the offset its own black shows (at least MIN_ALLOWANCE_LEVELS, at most
         `max_offset`, and at most as much as `max_exposure_change` at the typical level: see _fit_conditions);
-        without a reading of its black, or for a profile saved before these bounds, by the largest allowed offset."""
-        if self.exposure_range_ is None or lighting.black is None:
+        without a reading of its black by MIN_ALLOWANCE_LEVELS; for a profile saved before these bounds, by the
+        largest allowed offset, as it was judged then."""
+        if self.exposure_range_ is None:
             return self.exposure_bounds_
         p = self.params
         typical = max(self.lighting_.typical_level_ * 255.0, 1.0)
-        widen = min(max(abs(lighting.black), MIN_ALLOWANCE_LEVELS), p.max_offset) / typical
+        # no reading of the black (no line through the part's levels: too few usable blocks, or a brighter lamp that
+        # clips them) allows only the least: the whole offset would let a 40% brighter lamp through (found by a review)
+        black = lighting.black if lighting.black is not None and math.isfinite(lighting.black) else 0.0
+        widen = min(max(abs(black), MIN_ALLOWANCE_LEVELS), p.max_offset) / typical
         widen = min(widen, p.max_exposure_change)
         low = math.log(max(1.0 - p.max_exposure_change - widen, 0.05))
         return self.exposure_range_[0] + low, self.exposure_range_[1] + math.log1p(p.max_exposure_change + widen)
@@ -860,6 +871,8 @@ class NormalProfile:
         self.exposure_bounds_ = (low, high)
         span = light.get("exposure_range")
         if span is not None:
+            if not isinstance(span, list) or len(span) != 2 or not all(isinstance(v, (int, float)) for v in span):
+                raise ValueError("lighting exposure_range must be two numbers")
             first, last = (float(v) for v in span)
             if not (math.isfinite(first) and math.isfinite(last) and low <= first <= last <= high):
                 raise ValueError("lighting exposure_range must be two finite numbers within exposure_bounds")

@@ -221,6 +221,20 @@ def test_watcher_adapter_logs_alarms_and_paces_lighting_warnings(tmp_path: Path)
     assert [(lvl, f["count"]) for _, lvl, _, f in lines] == [(logging.WARNING, 1), (logging.WARNING, 29)]
     assert lines[1][2].startswith("29 parts rejected for lighting in the last 10 s (latest #1029 x.jpg")
 
+    # a camera replaced or re-set rejects every part as `camera`: said the same way, paced apart from lighting
+    # (found by a review: the line rejected everything with nothing in the log)
+    lines.clear()
+    shape = {"verdict": "rejected", "reason": "camera", "detail": "the photo is 1600x1200 (1.33:1) while ...",
+             "name": "y.jpg"}
+    for i in range(5):
+        clock.now = 20 + i / 3
+        monitor.observe({**shape, "id": 1500 + i})
+    clock.now = 31
+    monitor.observe({**bad, "id": 1600})
+    assert [(event, lvl, f["count"]) for event, lvl, _, f in lines] == [
+        ("camera", logging.WARNING, 1), ("lighting", logging.WARNING, 1), ("camera", logging.WARNING, 4)]
+    assert lines[0][2] == "1 part rejected for camera (latest #1500 y.jpg: the photo is 1600x1200 (1.33:1) while ...)"
+
     lines.clear()
     monitor.observe({**rows_of(exposures[:1], scores[:1], version="v3")[0], "id": 3000})
     assert "drift monitoring off: profile v3 has no drift baseline" in lines[0][2]

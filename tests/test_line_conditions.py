@@ -324,3 +324,30 @@ def test_a_brighter_lamp_is_allowed_only_the_offset_its_black_shows(fitted: Norm
     old = NormalProfile.from_state({**meta, "lighting": {k: v for k, v in meta["lighting"].items()
                                                          if k != "exposure_range"}}, arrays)
     assert old.exposure_range_ is None and old.assess([_lit(good[0], gain=1.35)])[0].lighting_ok
+
+
+@pytest.mark.parametrize("size", [(600, 88), (300, 40)])
+def test_photos_whose_shape_is_off_the_cell_grid_are_not_taken_for_another_camera(tmp_path, size) -> None:
+    """Found by a review: training images reach the profile resized to the fine or working size, whose height is
+    rounded to whole cells, and the Inspector checked the part already resized: 600 x 88 and 300 x 40 photos (a strip
+    camera) were rejected as `camera`, every one of them."""
+    from inspector import pipeline
+    from inspector.config import Config
+
+    w, h = size
+    rng = np.random.default_rng(5)
+    files = []
+    for i in range(14):
+        strip = cv2.resize(make_part(rng, W, H), (w, w * H // W))[(w * H // W - h) // 2:][:h]
+        files.append(tmp_path / f"s{i}.png")
+        cv2.imwrite(str(files[-1]), strip)
+    cfg = Config()
+    training = pipeline.load_training_images(files[:12], cfg)
+    profile = pipeline.fit_profile(training.images, cfg.profile)
+    inspector = Inspector(profile, "v1", cfg.input)
+    for path in files[12:]:
+        got = inspector.inspect_file(path)
+        assert got.reason != "camera", got.detail
+    squarer = tmp_path / "squarer.png"
+    cv2.imwrite(str(squarer), cv2.imread(str(files[13]))[:, : w * 3 // 4])
+    assert inspector.inspect_file(squarer).reason == "camera"
