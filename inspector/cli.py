@@ -84,6 +84,7 @@ def _no_training_images(folder: Path, patterns: Sequence[str]) -> str:
 def cmd_train(args: argparse.Namespace) -> int:
     """Fit, calibrate, save and activate a profile from a folder of good images."""
     from inspector import pipeline, profiles
+    from inspector.profile import ASPECT_TOLERANCE
 
     cfg = _product_config(args)
     files = pipeline.list_images(Path(args.dir), cfg.input.patterns)
@@ -94,6 +95,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(escape_controls(f"skipped {name}: {reason}"), file=sys.stderr)
     print(f"fitting on {len(ts.images)} good images ...", file=sys.stderr)
     profile = pipeline.fit_profile(ts.images, cfg.profile)
+    warnings = []
+    low, high = profile.aspect_range_
+    if high > low * (1.0 + ASPECT_TOLERANCE):  # found by a review: every shape between them is then judged
+        warnings.append(f"the training photos differ in shape (height to width {low:.3f} to {high:.3f}): photos of "
+                        "any shape between them will be judged as these parts, stretched to one size; train one "
+                        "profile per camera setting")
+    for text in warnings:
+        print(f"warning: {text}", file=sys.stderr)
     extra = {
         "note": args.note or "",
         "trained_from": str(Path(args.dir).resolve()),
@@ -108,7 +117,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = {"version": version, "product": args.product or "default", "active": not args.no_activate,
               "threshold": profile.threshold_,
               "n_train": profile.n_train_, "skipped": len(ts.rejected), "calibration": cal.method,
-              "false_alarm_budget": cal.false_alarm_rate, "cross_fitted_false_alarm_rate": cal.oof_false_alarm_rate}
+              "false_alarm_budget": cal.false_alarm_rate, "cross_fitted_false_alarm_rate": cal.oof_false_alarm_rate,
+              "warnings": warnings}
     if args.json:
         print(json.dumps(result))
     else:

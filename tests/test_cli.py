@@ -52,8 +52,27 @@ def test_train_prints_version_and_threshold(tmp_path: Path, good_dir: Path, caps
     assert out["version"] == "v1" and out["active"] is True and out["n_train"] == 30
     assert (tmp_path / "m" / "ACTIVE").read_text().strip() == "v1"
     assert main(["train", str(good_dir), "--config", str(cfg)]) == 0
-    text = capsys.readouterr().out
-    assert "profile v2 (active): threshold" in text
+    captured = capsys.readouterr()
+    assert "profile v2 (active): threshold" in captured.out and "warning" not in captured.err
+    assert out["warnings"] == []
+
+
+def test_train_warns_when_the_photos_differ_in_shape(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Found by a review: a profile trained on photos of two shapes judges photos of every shape between them
+    (only a camera's other shapes are rejected), each stretched to one size; training says so."""
+    rng = np.random.default_rng(8)
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for i in range(10):
+        part = make_part(rng, 200, 150)
+        cv2.imwrite(str(folder / f"p{i}.png"), part if i % 2 else part[:, 25:175])  # 4:3 and 1:1
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[models]\ndir = "m"\n')
+    assert main(["train", str(folder), "--config", str(cfg), "--json"]) == 0
+    captured = capsys.readouterr()
+    [warning] = json.loads(captured.out)["warnings"]
+    assert warning.startswith("the training photos differ in shape (height to width 0.750 to 1.000)")
+    assert f"warning: {warning}" in captured.err
 
 
 def test_score_verdicts_and_exit_codes(site: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
