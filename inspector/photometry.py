@@ -70,6 +70,7 @@ import numpy as np
 BLOCK = 4  # block side in working pixels
 _CLIP_HIGH = 250.0  # a block with a pixel at or above this (part or reference) is left out of the fit
 _CLIP_LOW = 3.0  # ... or at or below this
+CLIP_SLACK = 0.002  # a part may have this share more of its pixels at the top than good parts (clipped())
 _DARK = 8.0 / 255.0  # blocks this dark in the reference say little about a gain
 _SHRINK_SDS = 3.0  # terms beyond the exposure count only beyond this many training scatters
 _SHRINK_FLOOR = (0.01, 0.01)  # smallest threshold for the log cast, and for each level's log departure
@@ -114,6 +115,8 @@ class Lighting:
     # departure (profiles saved before 2026-12-04; NaN otherwise)
     black: float | None = None  # grey levels the part's black lies from the trained parts', as read from its line
     # whether or not it was corrected (None: no line could be fitted, or a profile saved before the line)
+    clipped_exposure: float | None = None  # the least exposure its pixels at the top imply (LightingModel.clipped);
+    # None when it has no more of them than good parts, or for a profile saved before
 
     @property
     def cast_change(self) -> float:
@@ -126,6 +129,16 @@ def _blocks(image: np.ndarray) -> np.ndarray:
     h, w = image.shape[:2]
     out = cv2.resize(image.astype(np.float32), (max(1, w // BLOCK), max(1, h // BLOCK)), interpolation=cv2.INTER_AREA)
     return out.reshape(out.shape[0], out.shape[1], -1)
+
+
+def top_shares(images: Sequence[np.ndarray]) -> np.ndarray:
+    """(256,) the good parts' mean share of pixels whose brightest channel is at or above each grey level, from
+    images (H, W, 3) uint8; non-increasing, 1.0 at level 0."""
+    shares = []
+    for image in images:
+        counts = np.bincount(np.asarray(image).max(axis=2).ravel(), minlength=256)[:256]
+        shares.append(np.cumsum(counts[::-1])[::-1] / max(counts.sum(), 1))
+    return np.mean(shares, axis=0)
 
 
 def _clipped(image: np.ndarray) -> np.ndarray:
@@ -184,7 +197,8 @@ class LightingModel:
         weights = 1.0 / (spread**2 + _STEADY**2)
         # capped at the median weight: at least half the blocks weigh the most, so a defect on a small steady
         # region (contamination on the bottom of a bottle) cannot carry the medians
-        self.set_reference(ref, np.zeros(1 + N_LEVELS), np.minimum(weights, np.median(weights)), self.ceiling_)
+        self.set_reference(ref, np.zeros(1 + N_LEVELS), np.minimum(weights, np.median(weights)), self.ceiling_,
+                           top_share=top_shares(aligned))
         # each part's exposure and cast, once; the per-level departures are not measured (a fitted model follows
         # the black level's line, so its level thresholds stay at their floor: only a profile saved before uses them)
         measured = [self._measured(a) for a in aligned]
@@ -204,12 +218,14 @@ class LightingModel:
         return self
 
     def set_reference(self, ref: np.ndarray, shrink: np.ndarray, weights: np.ndarray, ceiling: int = 255,
-                      offset: tuple[float, float] | None = None) -> "LightingModel":
+                      offset: tuple[float, float] | None = None,
+                      top_share: np.ndarray | None = None) -> "LightingModel":
         """Store the reference image (H, W, 3), the thresholds (1 + N_LEVELS,) of the cast and of each level's
         departure, the block weights (BH, BW), the highest grey level compared and the black level's (median,
         limit) over the training parts (None: a profile saved before it, whose curve follows each level)."""
         self.offset_ref_, self.offset_limit_ = (None, 0.0) if offset is None else (float(offset[0]), float(offset[1]))
         self.reference_ = np.ascontiguousarray(ref, dtype=np.float32)
+        self.top_share_ = None if top_share is None else np.asarray(top_share, dtype=np.float64)  # (256,), clipped()
         self.weights_ = np.asarray(weights, dtype=np.float64)
         self.ref_blocks_ = _blocks(self.reference_).astype(np.float64) / 255.0
         self.ref_clipped_ = _clipped(self.reference_)
@@ -350,7 +366,23 @@ class LightingModel:
         lut = self._inverse(fwd)
         return Lighting(lut=lut, exposure=gain, cast=np.exp(kept_cast), offset=255.0 * black, bend=abs(black),
                         raw=np.concatenate([[log_g], log_cast, summary[1:]]),
-                        black=None if line is None else 255.0 * (line[1] - self.offset_ref_))
+                        black=None if line is None else 255.0 * (line[1] - self.offset_ref_),
+                        clipped_exposure=self.clipped(aligned))
+
+    def clipped(self, aligned: np.ndarray) -> float | None:
+        """The least exposure (relative to the good parts) a registered part (H, W, 3) uint8 is under, from its pixels
+        at the top: if a share S of them reach _CLIP_HIGH and good parts have that share at and above level q, the
+        lamp lifted q to the top. The blocks the exposure is read from leave such pixels out, so a much brighter
+        lamp read low (found by an adversarial test: a casting under x1.6 read 1.16 and was never rejected). None
+        when the part has no more such pixels than good parts (plus CLIP_SLACK), or without their record."""
+        if self.top_share_ is None:
+            return None
+        tops = aligned.max(axis=2)
+        share = float(np.count_nonzero(tops >= _CLIP_HIGH)) / max(tops.size, 1)
+        if share <= self.top_share_[int(_CLIP_HIGH)] + CLIP_SLACK:
+            return None
+        level = int(np.argmax(self.top_share_ <= share))  # the first level good parts have this share above
+        return _CLIP_HIGH / level if level >= 1 else None
 
     def _inverse(self, fwd: np.ndarray) -> np.ndarray:
         """The lookup table (1, 256, 3) uint8 that inverts a forward curve (256, 3) (the reference's level -> the

@@ -567,7 +567,8 @@ class NormalProfile:
                 angle, shift = placement.angle, placement.shift
             exposure, cast, offset, lighting_ok = None, 0.0, 0.0, True
             if lighting is not None:
-                exposure = lighting.exposure / self.exposure_ref_
+                # its pixels at the top say how bright the lamp is at least, where the blocks cannot
+                exposure = max(lighting.exposure / self.exposure_ref_, lighting.clipped_exposure or 0.0)
                 cast, offset = lighting.cast_change, lighting.offset
                 low, high = self._exposure_bounds(lighting)
                 lighting_ok = low <= math.log(max(exposure, 1e-6)) <= high and cast <= self.cast_limit_
@@ -668,6 +669,8 @@ class NormalProfile:
                 "exposure_range": None if self.exposure_range_ is None else list(self.exposure_range_),
                 "cast_limit": self.cast_limit_, "shrink": [float(v) for v in self.lighting_.shrink_],
                 "ceiling": self.lighting_.ceiling_, "shading": self.lighting_.shading,
+                "top_share": None if self.lighting_.top_share_ is None else [
+                    round(float(v), 6) for v in self.lighting_.top_share_],
                 "offset": None if self.lighting_.offset_ref_ is None else [
                     self.lighting_.offset_ref_, self.lighting_.offset_limit_]},
             "drift": self.drift_baseline(),
@@ -864,8 +867,14 @@ class NormalProfile:
             offset = tuple(float(v) for v in offset)
             if not (math.isfinite(offset[0]) and -1.0 <= offset[0] <= 1.0 and 0.0 < offset[1] <= 1.0):
                 raise ValueError("lighting offset must be [median, limit], the median in [-1, 1], the limit in (0, 1]")
+        top = light.get("top_share")
+        if top is not None:
+            top = np.asarray(top, dtype=np.float64) if isinstance(top, list) else np.zeros(0)
+            if top.shape != (256,) or not np.isfinite(top).all() or (top < 0).any() or (top > 1).any() \
+                    or (np.diff(top) > 1e-6).any():
+                raise ValueError("lighting top_share must be 256 shares in 0..1, none above the one before")
         self.lighting_ = LightingModel(shading).set_reference(
-            np.asarray(arrays["lighting_reference"], np.float32), shrink, weights, ceiling, offset)
+            np.asarray(arrays["lighting_reference"], np.float32), shrink, weights, ceiling, offset, top)
         self.exposure_ref_ = float(light["exposure_ref"])
         low, high = (float(v) for v in light["exposure_bounds"])
         self.exposure_bounds_ = (low, high)

@@ -351,3 +351,30 @@ def test_photos_whose_shape_is_off_the_cell_grid_are_not_taken_for_another_camer
     squarer = tmp_path / "squarer.png"
     cv2.imwrite(str(squarer), cv2.imread(str(files[13]))[:, : w * 3 // 4])
     assert inspector.inspect_file(squarer).reason == "camera"
+
+
+def test_a_much_brighter_lamp_on_a_bright_part_is_read_from_its_pixels_at_the_top() -> None:
+    """Found by an adversarial test: the exposure is read on blocks without clipped pixels, so under a much brighter
+    lamp a bright part left only its darkest blocks to read and a casting under x1.6 read 1.16 (never rejected, and
+    the drift record said so). The share of pixels at the top against the good parts' own says how bright it is
+    at least: x1.6 reads 1.6, and x1.1 (tolerated) still reads 1.1."""
+    def bright(rng: np.random.Generator) -> np.ndarray:
+        grey = cv2.cvtColor(make_part(rng, W, H), cv2.COLOR_BGR2GRAY).astype(np.float64)
+        return cv2.cvtColor(np.clip(120 + 0.5 * grey, 0, 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+
+    rng = np.random.default_rng(3)
+    profile = NormalProfile().fit([bright(rng) for _ in range(30)])
+    parts = [bright(rng) for _ in range(8)]
+    for gain, ok in ((1.1, True), (1.6, False)):
+        found = profile.assess([np.clip(np.rint(p * gain), 0, 255).astype(np.uint8) for p in parts])
+        assert all(abs(f.exposure / gain - 1) < 0.04 for f in found), (gain, [round(f.exposure, 2) for f in found])
+        assert all(f.lighting_ok is ok for f in found)
+    meta, arrays = profile.get_state()
+    again = NormalProfile.from_state(meta, arrays)
+    assert np.allclose(again.lighting_.top_share_, profile.lighting_.top_share_, atol=1e-6)
+    old = NormalProfile.from_state({**meta, "lighting": {k: v for k, v in meta["lighting"].items()
+                                                         if k != "top_share"}}, arrays)
+    assert old.lighting_.top_share_ is None  # a profile saved before: read as it was
+    for broken in ([0.5] * 255, [0.1] + [0.5] * 255, ["x"] * 256):
+        with pytest.raises(ValueError):
+            NormalProfile.from_state({**meta, "lighting": {**meta["lighting"], "top_share": broken}}, arrays)
