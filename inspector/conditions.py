@@ -7,8 +7,9 @@ per station, started afresh whenever the station's profile version changes.
 
 The watcher's side (`ConditionsMonitor`, fed one recorded row at a time by the committer thread) logs a WARNING
 when an alarm is raised and an INFO line when it clears, and a WARNING for parts rejected for lighting (and one
-for parts rejected as `camera`: a photo of another shape, a camera replaced or re-set): the first at once, then at most one every LIGHTING_EVERY_S seconds, with the count since the previous one (a failed
-lamp rejects every part; the log must not drown in it).
+for parts rejected as `camera`: a photo of another shape, a camera replaced or re-set): the first at once, then
+at most one every LIGHTING_EVERY_S seconds, with the count since the previous one (a failed lamp rejects every
+part; the log must not drown in it).
 """
 
 from __future__ import annotations
@@ -19,13 +20,12 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from inspector import drift
+from inspector import drift, verdicts
 from inspector.errors import ProfileError
 
 LIGHTING_EVERY_S = 10.0
-LIGHTING_REASON = "lighting"
-CAMERA_REASON = "camera"  # a photo of another shape than the trained ones (a camera replaced or re-set)
-WARNED = (LIGHTING_REASON, CAMERA_REASON)  # rejections that say the line's conditions changed: a paced WARNING each
+LIGHTING_REASON = verdicts.LIGHTING
+WARNED = (verdicts.LIGHTING, verdicts.CAMERA)  # rejections that say the line's conditions changed: a paced WARNING
 
 Emit = Callable[..., None]  # emit(event, level, text, **fields), as WatchService._emit
 

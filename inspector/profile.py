@@ -386,9 +386,7 @@ class NormalProfile:
         # than max_exposure_change: on a dark product (a black tyre at 19) 10 levels is +50%, which normalisation
         # cannot tell from a gain precisely enough to judge the part (measured), so it is beyond the tolerance
         typical = max(self.lighting_.typical_level_ * 255.0, 1.0)
-        widen = min(p.max_offset / typical, p.max_exposure_change)
-        low = math.log(max(1.0 - p.max_exposure_change - widen, 0.05))
-        high = math.log1p(p.max_exposure_change + widen)
+        low, high = self._tolerance(p.max_offset / typical)
         self.exposure_bounds_ = (float(relative.min()) + low, float(relative.max()) + high)
         # ... but a part is allowed only the offset its own black shows (a brighter lamp with its black where it
         # was is a gain: 20%, not 40%; found by an adversarial test, x1.25 flooded the bottle with defects)
@@ -586,11 +584,10 @@ class NormalProfile:
         # rounded to whole cells: a photo's own shape may lie that far from what was recorded (found by a review:
         # 4096 x 600 photos were trained as 0.141 and checked as 0.146, every part rejected)
         rounding = lay.stride / (2.0 * lay.width)
-        low, high = min(low, lay.height / lay.width) - rounding, max(high, lay.height / lay.width) + rounding
-        aspect = height / max(width, 1)
-        if width > 0 and height > 0 and low / (1.0 + ASPECT_TOLERANCE) <= aspect <= high * (1.0 + ASPECT_TOLERANCE):
+        least = (min(low, lay.height / lay.width) - rounding) / (1.0 + ASPECT_TOLERANCE)
+        most = (max(high, lay.height / lay.width) + rounding) * (1.0 + ASPECT_TOLERANCE)
+        if width > 0 and height > 0 and least <= height / width <= most:
             return None
-        low, high = self.aspect_range_
         trained = f"{1 / low:.3g}:1" if abs(high - low) < 1e-9 else f"{1 / high:.3g}:1 to {1 / low:.3g}:1"
         return (f"the photo is {width}x{height} ({width / max(height, 1):.3g}:1) while the parts were trained on "
                 f"{trained} photos: a camera replaced, re-cropped or set to another resolution? Restore its setting "
@@ -609,10 +606,15 @@ class NormalProfile:
         # no reading of the black (no line through the part's levels: too few usable blocks, or a brighter lamp that
         # clips them) allows only the least: the whole offset would let a 40% brighter lamp through (found by a review)
         black = lighting.black if lighting.black is not None and math.isfinite(lighting.black) else 0.0
-        widen = min(max(abs(black), MIN_ALLOWANCE_LEVELS), p.max_offset) / typical
-        widen = min(widen, p.max_exposure_change)
-        low = math.log(max(1.0 - p.max_exposure_change - widen, 0.05))
-        return self.exposure_range_[0] + low, self.exposure_range_[1] + math.log1p(p.max_exposure_change + widen)
+        low, high = self._tolerance(min(max(abs(black), MIN_ALLOWANCE_LEVELS), p.max_offset) / typical)
+        return self.exposure_range_[0] + low, self.exposure_range_[1] + high
+
+    def _tolerance(self, widen: float) -> tuple[float, float]:
+        """The log exposure change allowed below and above the training parts': `max_exposure_change`, widened by
+        an offset worth `widen` of the typical level (at most `max_exposure_change` again)."""
+        change = self.params.max_exposure_change
+        widen = min(widen, change)
+        return math.log(max(1.0 - change - widen, 0.05)), math.log1p(change + widen)
 
     def _grey_reference(self) -> bool:
         """Whether the trained parts are grey-scale (their lighting reference has no colour)."""

@@ -555,13 +555,13 @@ def retrain(cfg: Config, store: Store, add_dirs: Sequence[Path] = (), force: boo
         warnings.append(trouble)
     known = sorted((c for c in chosen if c.item.source == "profile" and c.image is not None),
                    key=lambda c: c.sha256 or "")
-    specks = probe.specks([c.image for c in known if c.image is not None])
+    specks = probe.specks([c.image for c in known])
     sense_before = probe.measure(active.profile, specks) if specks else None
     sense_after = probe.measure(candidate, specks) if specks else None
     lineage = None
     if root is not None and specks:  # the lineage's first version, on the parts it trained on too
         first = {im.get("sha256") for im in root.meta.get("training_images") or [] if isinstance(im, dict)}
-        common = probe.specks([c.image for c in known if c.sha256 in first and c.image is not None])
+        common = probe.specks([c.image for c in known if c.sha256 in first])
         if len(common) >= 2 * len(probe.SIZES):
             lineage = Lineage(root.version, probe.measure(root.profile, common).reach,
                               probe.measure(active.profile, common).reach, probe.measure(candidate, common).reach)
