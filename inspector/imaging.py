@@ -469,13 +469,19 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
 
 
 def _composite(img: np.ndarray) -> np.ndarray:
-    """(H, W, 4) BGRA uint8/uint16 over black -> (H, W, 3) uint8 BGR, _STRIP_PIXELS at a time (bounded temporaries)."""
+    """(H, W, 4) BGRA uint8/uint16 over black -> (H, W, 3) uint8 BGR in strips; an alpha 0 everywhere is padding."""
     if img.dtype not in (np.uint8, np.uint16):
         raise ImageRejected("decode_failed", f"unsupported sample type {img.dtype}")
     pixels = np.ascontiguousarray(img).reshape(-1, 1, 4)  # (N, 1, 4): OpenCV sees N pixels of 4 channels
+    strips = range(0, pixels.shape[0], _STRIP_PIXELS)
+    # alpha 0 everywhere is a 4th channel written as padding (RGBX: a camera or driver filling it with 0), not a
+    # transparent photo: composited, every part read as black (found by an adversarial test); its colours are used
+    padding = not any(cv2.countNonZero(cv2.extractChannel(pixels[s : s + _STRIP_PIXELS], 3)) for s in strips)
     out = np.empty((pixels.shape[0], 1, 3), np.uint8)
-    for start in range(0, pixels.shape[0], _STRIP_PIXELS):
-        out[start : start + _STRIP_PIXELS] = _composite_strip(pixels[start : start + _STRIP_PIXELS])
+    for start in strips:
+        strip = pixels[start : start + _STRIP_PIXELS]
+        out[start : start + _STRIP_PIXELS] = _to_uint8(cv2.cvtColor(strip, cv2.COLOR_BGRA2BGR)) if padding else (
+            _composite_strip(strip))
     return out.reshape(img.shape[0], img.shape[1], 3)
 
 

@@ -488,6 +488,24 @@ def test_rgba_png_composites_over_black() -> None:
     assert dec.image[0, 2].tolist() == [round(200 * 128 / 255), 0, 0]  # half alpha blue -> half
 
 
+def test_an_alpha_channel_zero_everywhere_is_padding_not_transparency(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by an adversarial test: a camera or driver writing a 4th channel as 0 (RGBX) had every photo composited
+    to black, and the part read as grey-scale or "exposure 0.00x". An alpha 0 everywhere is padding: the colours are
+    used. One pixel with alpha, even in the last strip, makes it transparency again, composited as before."""
+    bgr = noisy(20, 30)
+    for depth, scale in ((np.uint8, 1), (np.uint16, 257)):
+        bgrx = np.dstack([bgr.astype(depth) * depth(scale), np.zeros((20, 30), depth)])
+        dec = decode(encode(bgrx, ".png"), max_pixels=CAP)
+        np.testing.assert_array_equal(dec.image, bgr)
+    rgbx = Image.fromarray(np.dstack([bgr[..., ::-1], np.zeros((20, 30), np.uint8)]), "RGBA")
+    np.testing.assert_array_equal(decode(pil_bytes(rgbx, "PNG"), max_pixels=CAP).image, bgr)
+    monkeypatch.setattr(imaging, "_STRIP_PIXELS", 64)  # the one opaque pixel lies in the last of 10 strips
+    bgra = np.dstack([bgr, np.zeros((20, 30), np.uint8)])
+    bgra[-1, -1, 3] = 255
+    dec = decode(encode(bgra, ".png"), max_pixels=CAP)
+    assert dec.image[-1, -1].tolist() == bgr[-1, -1].tolist() and not dec.image[:-1].any()
+
+
 def test_16bit_rgba_png_composites_over_black() -> None:
     bgra = np.array([[[0, 0, 65535, 65535], [0, 65535, 0, 0], [65535, 0, 0, 32768]]], np.uint16)
     dec = decode(encode(bgra, ".png"), max_pixels=CAP)

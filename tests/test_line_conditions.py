@@ -97,6 +97,16 @@ def test_a_grey_scale_photo_of_a_colour_part_names_the_cameras_colour_mode(fitte
     assert (dark.verdict, dark.reason) == ("rejected", "lighting") and "colour mode" not in dark.detail
 
 
+def test_a_photo_whose_fourth_channel_is_zero_padding_is_judged_on_its_colours(fitted: NormalProfile,
+                                                                             good: list[np.ndarray]) -> None:
+    """Found by an adversarial test: a camera writing RGBX PNGs with the 4th channel 0 had every part composited to
+    black and rejected as "grey-scale" (or "exposure 0.00x"). An alpha 0 everywhere is padding."""
+    for part in good[:3]:
+        v = _inspect(fitted, np.dstack([part, np.zeros(part.shape[:2], np.uint8)]))
+        assert (v.verdict, v.reason) == ("ok", None), v
+        assert v.exposure == pytest.approx(_inspect(fitted, part).exposure)
+
+
 def test_the_exposure_is_recorded_for_each_part(fitted: NormalProfile, good: list[np.ndarray]) -> None:
     v = _inspect(fitted, _lit(good[1], gain=0.9))
     base = _inspect(fitted, good[1])
