@@ -21,7 +21,8 @@ def judge(found: Assessment, threshold: float) -> tuple[str, str | None, str | N
 
     A part whose lighting is beyond the tolerance cannot be judged fairly: `rejected` / `lighting`, never a
     `defect` (a drifting lamp must not flood the review queue); so is a grey-scale photo of a product trained in
-    colour (a camera switched to grey-scale: found by an adversarial test, it read as a colour cast or a defect).
+    colour (a camera switched to grey-scale: found by an adversarial test, it read as a colour cast or a defect),
+    unless its light is grossly off (a black photo is grey too: the light is named).
     A photo whose shape (height to width) differs from the trained photos' is `rejected` / `camera` (a camera
     replaced or re-set: judged stretched, every part read as a defect; found by an adversarial test).
     A part that cannot be located (a missing, wrong or badly placed part) is a `defect` / `not_located`, never
@@ -29,11 +30,13 @@ def judge(found: Assessment, threshold: float) -> tuple[str, str | None, str | N
     """
     if found.framing is not None:  # the photo's shape: the part would be judged stretched, every part a defect
         return "rejected", CAMERA, found.framing
-    if found.grey_for_colour:  # a camera switched to grey-scale: no colour to judge a colour product on
+    gross = found.exposure is not None and not GROSS_EXPOSURE[0] <= found.exposure <= GROSS_EXPOSURE[1]
+    # a camera switched to grey-scale: no colour to judge a colour product on; a black (or white) photo has no colour
+    # either, but the light says why (a lamp out read "grey-scale: check the camera's colour mode"; found by a test)
+    if found.grey_for_colour and not gross:
         return "rejected", LIGHTING, (f"{GREY_FOR_COLOUR}; the part cannot be judged fairly")
     # a part that cannot be located is judged on that first (a large defect also upsets the lighting estimate),
     # unless its light is grossly off (a lamp out leaves nothing to locate: that is no defect of the part)
-    gross = found.exposure is not None and not GROSS_EXPOSURE[0] <= found.exposure <= GROSS_EXPOSURE[1]
     if not found.lighting_ok and (found.located or gross):
         exposure = f"exposure {found.exposure:.2f}x" if found.exposure is not None else "exposure unknown"
         return "rejected", LIGHTING, (f"{exposure} of the trained lighting, colour cast "

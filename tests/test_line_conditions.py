@@ -82,7 +82,8 @@ def test_beyond_the_tolerance_the_part_is_rejected_for_lighting(fitted: NormalPr
 def test_a_grey_scale_photo_of_a_colour_part_names_the_cameras_colour_mode(fitted: NormalProfile,
                                                                           good: list[np.ndarray]) -> None:
     """Found by an adversarial test: a camera switched to grey-scale was rejected for a "colour cast", and the
-    warning sent the engineer to the lamp."""
+    warning sent the engineer to the lamp. A black photo (a lamp out, a padding alpha composited) is grey too, but
+    read "grey-scale: check the camera's colour mode": a light grossly off is named instead."""
     grey = cv2.cvtColor(cv2.cvtColor(good[0], cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
     v = _inspect(fitted, grey)
     assert (v.verdict, v.reason) == ("rejected", "lighting"), v
@@ -95,6 +96,10 @@ def test_a_grey_scale_photo_of_a_colour_part_names_the_cameras_colour_mode(fitte
     grey_profile = NormalProfile().fit(grey_parts[:24])
     dark = _inspect(grey_profile, _lit(grey_parts[24], gain=0.5))
     assert (dark.verdict, dark.reason) == ("rejected", "lighting") and "colour mode" not in dark.detail
+    for gain in (0.0, 0.01):  # a black photo (a lamp out) has no colour either, but the light says why
+        black = _inspect(fitted, _lit(good[0], gain=gain))
+        assert (black.verdict, black.reason) == ("rejected", "lighting"), black
+        assert black.detail.startswith(f"exposure {black.exposure:.2f}x of the trained lighting"), black.detail
 
 
 def test_a_photo_whose_fourth_channel_is_zero_padding_is_judged_on_its_colours(fitted: NormalProfile,
