@@ -122,6 +122,7 @@ class Assessment:
     lighting_ok: bool  # exposure and colour cast within the tolerance
     grey_for_colour: bool = False  # the photo is grey-scale and the trained parts are in colour (the camera's mode)
     framing: str | None = None  # the photo's shape differs from the trained photos' (a camera replaced or re-set)
+    used_bits: int | None = None  # a 16-bit photo's: the bits its largest colour value needs (the Inspector's)
 
     def as_dict(self) -> dict:
         """JSON-able summary (no arrays)."""

@@ -14,6 +14,8 @@ LIGHTING = "lighting"  # reason: the part is lit beyond the tolerance (or photog
 CAMERA = "camera"  # reason: the photo's shape is not the trained photos' (a camera replaced or re-set)
 GROSS_EXPOSURE = (1.0 / 3.0, 3.0)  # exposure this far off the trained one: the light, not the part
 GREY_FOR_COLOUR = "the photo is grey-scale while the trained parts are in colour: check the camera's colour mode"
+CAMERA_DEPTHS = (10, 12, 14)  # bits a camera may write into a 16-bit photo unscaled (right-aligned); not 8: a photo
+# in the low 8 bits decodes to 0 and 1, black, whose exposure reads at its floor whatever the light
 
 
 def judge(found: Assessment, threshold: float) -> tuple[str, str | None, str | None]:
@@ -23,6 +25,8 @@ def judge(found: Assessment, threshold: float) -> tuple[str, str | None, str | N
     `defect` (a drifting lamp must not flood the review queue); so is a grey-scale photo of a product trained in
     colour (a camera switched to grey-scale: found by an adversarial test, it read as a colour cast or a defect),
     unless its light is grossly off (a black photo is grey too: the light is named).
+    A 16-bit photo that reads grossly dark, but within GROSS_EXPOSURE once scaled from the camera bit depth its values
+    fit in, names that depth (a 12-bit camera writing its samples unscaled read "exposure 0.06x"; adversarial test).
     A photo whose shape (height to width) differs from the trained photos' is `rejected` / `camera` (a camera
     replaced or re-set: judged stretched, every part read as a defect; found by an adversarial test).
     A part that cannot be located (a missing, wrong or badly placed part) is a `defect` / `not_located`, never
@@ -39,6 +43,9 @@ def judge(found: Assessment, threshold: float) -> tuple[str, str | None, str | N
     # unless its light is grossly off (a lamp out leaves nothing to locate: that is no defect of the part)
     if not found.lighting_ok and (found.located or gross):
         exposure = f"exposure {found.exposure:.2f}x" if found.exposure is not None else "exposure unknown"
+        depth = _unscaled_depth(found)
+        if depth is not None and found.exposure is not None:  # the camera's bit depth, not the lamp
+            return "rejected", LIGHTING, _unscaled(depth, found.exposure)
         return "rejected", LIGHTING, (f"{exposure} of the trained lighting, colour cast "
                                         f"{100 * found.colour_cast:.0f}%: beyond the tolerance, the part cannot "
                                         "be judged fairly")
@@ -46,3 +53,26 @@ def judge(found: Assessment, threshold: float) -> tuple[str, str | None, str | N
         return "defect", "not_located", (f"the part does not match the trained parts wherever it is placed "
                                          f"(match {found.match:.2f})")
     return ("defect" if found.score > threshold else "ok"), None, None
+
+
+def _unscaled_depth(found: Assessment) -> int | None:
+    """The camera depth its values fit in, if scaled from it a grossly dark 16-bit photo reads within GROSS_EXPOSURE."""
+    if found.used_bits is None or found.exposure is None or found.exposure >= GROSS_EXPOSURE[0]:
+        return None
+    depth = next((d for d in CAMERA_DEPTHS if found.used_bits <= d), None)
+    if depth is None:
+        return None
+    return depth if GROSS_EXPOSURE[0] <= found.exposure * _scale(depth) <= GROSS_EXPOSURE[1] else None
+
+
+def _scale(depth: int) -> float:
+    """What a sample of `depth` bits is multiplied by to span 16 bits (16.004 for 12)."""
+    return 65535.0 / (2 ** depth - 1)
+
+
+def _unscaled(depth: int, exposure: float) -> str:
+    """The detail for a 16-bit photo whose values are a `depth`-bit camera's samples, unscaled."""
+    return (f"the photo is 16-bit but its values are all below {2 ** depth}: a {depth}-bit camera writing its "
+            f"samples unscaled? Scaled to 16 bits it reads exposure {exposure * _scale(depth):.2f}x, as it is "
+            f"{exposure:.2f}x of the trained lighting: if so, set the camera to scale them to 16 bits (or to write "
+            "8-bit photos), else the light is that dim; the part cannot be judged fairly")

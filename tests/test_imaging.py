@@ -471,6 +471,23 @@ def test_16bit_colour_png_scales_to_8bit() -> None:
     assert dec.image.tolist() == [[[255, 0, 100], [7, 255, 0]]]
 
 
+def test_a_16bit_photo_records_the_bits_its_colour_values_use() -> None:
+    """A 12-bit camera writing its samples unscaled fills only the low 12 bits of a 16-bit PNG (found by an adversarial
+    test, read "exposure 0.06x"): the decoder records the bits its largest colour value needs; the image is converted
+    as before (v / 257), and an alpha at 65535 does not count."""
+    bgr = noisy(20, 30).astype(np.uint16)
+    right_aligned = (bgr.astype(np.int64) * 4095 // 255).astype(np.uint16)
+    dec = decode(encode(right_aligned, ".png"), max_pixels=CAP)
+    assert dec.used_bits == 12
+    np.testing.assert_array_equal(dec.image, np.rint(right_aligned / 257).astype(np.uint8))
+    assert decode(encode(right_aligned[..., 0], ".png"), max_pixels=CAP).used_bits == 12  # grey
+    opaque = np.dstack([right_aligned, np.full((20, 30), 65535, np.uint16)])
+    assert decode(encode(opaque, ".png"), max_pixels=CAP).used_bits == 12
+    assert decode(encode(bgr * 257, ".png"), max_pixels=CAP).used_bits == 16
+    assert decode(encode(bgr.astype(np.uint8), ".png"), max_pixels=CAP).used_bits is None  # 8-bit
+    assert decode(encode(bgr.astype(np.uint8), ".jpg"), max_pixels=CAP).used_bits is None
+
+
 def test_16bit_rounding_matches_exact_division() -> None:
     values = np.arange(65536, dtype=np.uint16).reshape(256, 256)
     expected = np.rint(values / 257).astype(np.uint8)

@@ -112,6 +112,26 @@ def test_a_photo_whose_fourth_channel_is_zero_padding_is_judged_on_its_colours(f
         assert v.exposure == pytest.approx(_inspect(fitted, part).exposure)
 
 
+def test_a_16bit_photo_in_the_low_bits_names_the_cameras_bit_depth(fitted: NormalProfile,
+                                                                   good: list[np.ndarray]) -> None:
+    """Found by an adversarial test: a 12-bit camera writing right-aligned 16-bit PNGs (values 0..4095) was rejected
+    as "exposure 0.06x", which sends the engineer to the lamp. Where the camera depth its values fit in explains the
+    dark reading, the detail names it; a full-range 16-bit photo is judged as before, and a black one (a lamp out) is
+    still named by its exposure."""
+    def sixteen(image: np.ndarray, top: float) -> bytes:
+        return cv2.imencode(".png", np.rint(image.astype(np.float64) * top / 255.0).astype(np.uint16))[1].tobytes()
+
+    inspector = Inspector(fitted, "v1", InputConfig())
+    for depth in (10, 12, 14):
+        v = inspector.inspect_bytes(sixteen(good[0], 2 ** depth - 1), "part.png")
+        assert (v.verdict, v.reason) == ("rejected", "lighting"), v
+        assert v.detail.startswith(f"the photo is 16-bit but its values are all below {2 ** depth}: a {depth}-bit "
+                                   "camera writing its samples unscaled? Scaled to 16 bits it reads exposure 1.0"), v
+    assert inspector.inspect_bytes(sixteen(good[0], 65535), "part.png").verdict == "ok"
+    out = inspector.inspect_bytes(sixteen(good[0], 65535 * 0.002), "part.png")
+    assert (out.verdict, out.reason) == ("rejected", "lighting") and out.detail.startswith("exposure 0.00x"), out
+
+
 def test_the_exposure_is_recorded_for_each_part(fitted: NormalProfile, good: list[np.ndarray]) -> None:
     v = _inspect(fitted, _lit(good[1], gain=0.9))
     base = _inspect(fitted, good[1])
