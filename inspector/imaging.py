@@ -69,6 +69,7 @@ class Decoded:
     format: str
     scale: int  # JPEG DCT reduction factor used: 1, 2, 4 or 8
     used_bits: int | None = None  # a 16-bit photo's: the bits its largest colour value needs (None for 8-bit)
+    turned: bool = False  # its EXIF orientation (5..8) turned it: width and height are the stored ones swapped
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ class _JpegLayout:
 
 @dataclass(frozen=True)
 class _Header:
-    """What probing learns beyond ImageInfo: EXIF orientation (JPEG only), alpha, a grey PNG's tRNS key."""
+    """What probing learns beyond ImageInfo: EXIF orientation (JPEG and TIFF), alpha, a grey PNG's tRNS key."""
 
     info: ImageInfo
     orientation: int
@@ -343,8 +344,8 @@ def _check_budget(header: _Header, scale: int, max_pixels: int) -> None:
                                      f"({_BYTES_PER_CAPPED_PIXEL} bytes x {max_pixels} max_pixels)")
 
 
-def _jpeg_orientation(im: Image.Image) -> int:
-    """EXIF orientation 1..8 of a JPEG (its APP1 segment is already parsed); 1 when absent or corrupt."""
+def _header_orientation(im: Image.Image) -> int:
+    """EXIF orientation 1..8 of a JPEG or TIFF (its APP1 segment or IFD is already parsed); 1 when absent or corrupt."""
     try:
         value = im.getexif().get(_ORIENTATION_TAG, 1)
     except Exception:  # noqa: BLE001 - corrupt EXIF must not reject an otherwise fine image
@@ -366,7 +367,7 @@ def _probe(data: bytes, max_pixels: int) -> _Header:
             raise ImageRejected("too_large", f"{width}x{height} = {width * height} pixels exceeds cap of {max_pixels}")
         _check_complete(data, fmt)
         jpeg = _walk_jpeg(data) if fmt in _JPEG_FORMATS else None
-        orientation = _jpeg_orientation(im) if fmt in _JPEG_FORMATS else 1
+        orientation = _header_orientation(im) if fmt in _JPEG_FORMATS or fmt == "TIFF" else 1
         sample_bytes = _sample_bytes(im, data, fmt)
     fmt = "JPEG" if fmt in _JPEG_FORMATS else fmt
     alpha = mode in _ALPHA_MODES or extra is not None
@@ -632,7 +633,9 @@ def decode(data: bytes, *, max_pixels: int, need: tuple[int, int] | None = None)
         raw = _imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)  # keeps 16 bits, applies orientation
         image, scale = _to_bgr(raw), 1
         height, width = image.shape[:2]
-    return Decoded(np.ascontiguousarray(image), width, height, fmt, scale, _used_bits(raw))
+    turned = width != height and (header.orientation >= 5 if fmt == "TIFF"  # Pillow reports a TIFF's size turned
+                                  else (width, height) == (header.info.height, header.info.width))
+    return Decoded(np.ascontiguousarray(image), width, height, fmt, scale, _used_bits(raw), turned)
 
 
 def load(

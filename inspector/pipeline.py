@@ -143,7 +143,7 @@ class Inspector:
         shown = self.profile.display_image(decoded.image)  # once: assess starts from it, the overlay draws on it
         found = self.profile.assess([shown])[0]
         # the shape of the photo as taken, not of the part already resized to the decode size (found by a review)
-        found = replace(found, framing=self.profile.framing(decoded.width, decoded.height),
+        found = replace(found, framing=self.profile.framing(decoded.width, decoded.height, decoded.turned),
                         used_bits=decoded.used_bits)
         verdict, reason, detail = judge(found, self.profile.threshold_)
         return Verdict(

@@ -575,10 +575,11 @@ class NormalProfile:
                                   angle, shift, exposure, cast, offset, lighting_ok, greys[i], framings[i]))
         return out
 
-    def framing(self, width: int, height: int) -> str | None:
+    def framing(self, width: int, height: int, turned: bool = False) -> str | None:
         """What is wrong with a photo of this size for this profile (its height to width ratio beyond the trained
         photos' by more than ASPECT_TOLERANCE: the part would be judged stretched), or None. `assess` checks the
-        images it is given; a caller that resizes photos first (the Inspector) checks the photo's own size."""
+        images it is given; a caller that resizes photos first (the Inspector) checks the photo's own size, and
+        says whether its EXIF orientation `turned` it (stored `height` x `width`): the detail then names that."""
         low, high = self.aspect_range_
         lay = self.layout_
         # training images may reach the profile already resized to the working or fine size, whose height is
@@ -590,9 +591,17 @@ class NormalProfile:
         if width > 0 and height > 0 and least <= height / width <= most:
             return None
         trained = f"{1 / low:.3g}:1" if abs(high - low) < 1e-9 else f"{1 / high:.3g}:1 to {1 / low:.3g}:1"
-        return (f"the photo is {width}x{height} ({width / max(height, 1):.3g}:1) while the parts were trained on "
-                f"{trained} photos: a camera replaced, re-cropped or set to another resolution? Restore its setting "
-                "or train a profile on the new photos")
+        shape = f"the photo is {width}x{height} ({width / max(height, 1):.3g}:1)"
+        if turned and self.framing(height, width) is None:  # a camera writing EXIF orientation inconsistently
+            return (f"{shape} once turned by its EXIF orientation; as stored, {height}x{width}, it has the trained "
+                    f"shape ({trained}): the camera writes an EXIF orientation that turns its photos. Check its "
+                    "orientation setting, or train a profile on turned photos")
+        if turned:
+            return (f"{shape} once turned by its EXIF orientation (stored {height}x{width}) while the parts were "
+                    f"trained on {trained} photos: a camera replaced, re-set or turned? Check its orientation setting "
+                    "(the EXIF orientation it writes) and resolution, or train a profile on the new photos")
+        return (f"{shape} while the parts were trained on {trained} photos: a camera replaced, re-cropped or set to "
+                "another resolution? Restore its setting or train a profile on the new photos")
 
     def _exposure_bounds(self, lighting: Lighting) -> tuple[float, float]:
         """The log exposures (relative to the reference) a part lit so is judged within: `max_exposure_change` beyond

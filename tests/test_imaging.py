@@ -619,6 +619,20 @@ def test_jpeg_orientation_matches_pillow(orientation: int) -> None:
     assert np.abs(dec.image.astype(int) - expected).mean() < 3
 
 
+@pytest.mark.parametrize(("fmt", "mode"), [("JPEG", "RGB"), ("PNG", "RGB"), ("PNG", "RGBA"), ("WEBP", "RGB"),
+                                           ("WEBP", "RGBA"), ("TIFF", "RGB"), ("TIFF", "RGBA")])
+def test_decoded_says_whether_exif_orientation_turned_the_photo(fmt: str, mode: str) -> None:
+    """The Inspector names EXIF orientation when a turned photo has another shape than the trained ones (found by an
+    adversarial test: a camera writing orientation inconsistently read "camera replaced"): orientations 5..8 swap
+    width and height, which `turned` says (a square photo keeps its shape: not turned); 1..4 never."""
+    kwargs = {"lossless": True} if fmt == "WEBP" else {"quality": 95} if fmt == "JPEG" else {}
+    for (w, h), orientation, turned in (((30, 20), 6, True), ((30, 20), 5, True), ((30, 20), 8, True),
+                                        ((30, 20), 3, False), ((30, 20), 1, False), ((24, 24), 6, False)):
+        im = Image.fromarray(two_tone_rgb(w, h)).convert(mode)
+        dec = decode(pil_bytes(im, fmt, exif=exif_with(orientation), **kwargs), max_pixels=CAP)
+        assert (dec.turned, (dec.width, dec.height)) == (turned, (h, w) if turned else (w, h)), (orientation, w, h)
+
+
 def test_webp_with_alpha_applies_orientation() -> None:
     im = Image.fromarray(two_tone_rgb(30, 20)).convert("RGBA")
     data = pil_bytes(im, "WEBP", exif=exif_with(6), lossless=True)

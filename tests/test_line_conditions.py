@@ -3,6 +3,7 @@ path: NormalProfile.assess and the Inspector's verdicts on real encoded files.""
 
 from __future__ import annotations
 
+import io
 import math
 
 import cv2
@@ -339,6 +340,34 @@ def test_a_photo_of_another_shape_is_rejected_naming_the_camera(fitted: NormalPr
     assert old.assess([part])[0].framing is None and old.assess([part[:, 32:-32]])[0].framing is not None
     with pytest.raises(ValueError):
         NormalProfile.from_state({**meta, "aspect_range": [0.8, 0.7]}, arrays)
+
+
+def test_a_photo_turned_by_its_exif_orientation_names_it(fitted: NormalProfile, good: list[np.ndarray]) -> None:
+    """Found by an adversarial test: a camera writing EXIF orientation inconsistently had its photos turned by 90
+    degrees on decoding and rejected as "camera replaced, re-cropped or set to another resolution", without a word
+    about the orientation. The `camera` detail now says the EXIF orientation turned it, and whether the photo as
+    stored has the trained shape."""
+    from PIL import Image
+
+    def with_orientation(image: np.ndarray, orientation: int) -> bytes:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        out = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(image[..., ::-1])).save(out, "JPEG", exif=exif.tobytes(), quality=95)
+        return out.getvalue()
+
+    inspector = Inspector(fitted, "v1", InputConfig())
+    assert inspector.inspect_bytes(with_orientation(good[0], 1), "part.jpg").verdict == "ok"
+    for orientation in (6, 8):
+        v = inspector.inspect_bytes(with_orientation(good[0], orientation), "part.jpg")
+        assert (v.verdict, v.reason) == ("rejected", "camera"), v
+        assert v.detail.startswith(f"the photo is {H}x{W} ({H / W:.3g}:1) once turned by its EXIF orientation; as "
+                                   f"stored, {W}x{H}, it has the trained shape ({W / H:.3g}:1)"), v.detail
+    squarer = inspector.inspect_bytes(with_orientation(good[0][:, 16:-16], 6), "part.jpg")  # no trained shape either
+    assert squarer.reason == "camera", squarer
+    w = W - 32
+    turned = f"the photo is {H}x{w} ({H / w:.3g}:1) once turned by its EXIF orientation (stored {w}x{H})"
+    assert squarer.detail.startswith(f"{turned} while the parts were trained on"), squarer.detail
 
 
 def test_a_brighter_lamp_is_allowed_only_the_offset_its_black_shows(fitted: NormalProfile,
