@@ -98,6 +98,7 @@ _CLIPPED_SHARE = 0.01  # the range is held when this share of the good parts' pi
 SHADING_GRID = 4  # the shading field's grid side (cells a quarter of the part's side: 3 or 6 did worse, measured)
 SHADING_CAP = 0.3  # largest log correction of the field (x0.74 .. x1.35)
 _SHADING_MIN_SHARE = 0.25  # a cell is corrected when this share of its blocks is usable
+_SWAP_FIT = 0.75  # red and blue swapped back must scatter about their cast by less than this share of as photographed
 
 
 @dataclass(frozen=True)
@@ -368,6 +369,26 @@ class LightingModel:
                         raw=np.concatenate([[log_g], log_cast, summary[1:]]),
                         black=None if line is None else 255.0 * (line[1] - self.offset_ref_),
                         clipped_exposure=self.clipped(aligned))
+
+    def red_blue_swapped(self, aligned: np.ndarray, cast_limit: float) -> bool:
+        """Whether a registered part (H, W, 3) uint8 with red and blue swapped back has the reference's colours."""
+        # a camera set to RGB instead of BGR reads as a colour cast; swapped back, its cast is within `cast_limit` and
+        # its blocks follow the reference more closely, where a lamp's colour fits best as photographed (each block's
+        # colour moves alike); a part of one hue fits both ways alike: its swap cannot be told from a lamp's colour
+        blocks, usable = self._measured(aligned)
+        if usable.sum() < 8:
+            return False
+        as_is, back = (self._cast_fit(blocks[usable][:, order], usable) for order in ([0, 1, 2], [2, 1, 0]))
+        return float(np.abs(np.expm1(back[0])).max()) <= cast_limit and back[1] < _SWAP_FIT * as_is[1]
+
+    def _cast_fit(self, part: np.ndarray, usable: np.ndarray) -> tuple[np.ndarray, float]:
+        """Log cast (3,) of usable blocks (N, 3) in 0..1, and red and blue's weighted median log scatter about it."""
+        log_ratio = np.log(np.maximum(part, 0.5 / 255.0) / np.maximum(self.ref_blocks_[usable], 0.5 / 255.0))
+        weights = self.weights_[usable]
+        log_g = _weighted_median(log_ratio.mean(axis=1), weights)
+        centre = np.array([_weighted_median(log_ratio[:, c], weights) for c in range(3)])
+        scatter = np.abs(log_ratio - centre)[:, [0, 2]].mean(axis=1)
+        return centre - log_g, _weighted_median(scatter, weights)
 
     def clipped(self, aligned: np.ndarray) -> float | None:
         """The least exposure (relative to the good parts) a registered part (H, W, 3) uint8 is under, from its pixels

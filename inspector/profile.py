@@ -123,6 +123,7 @@ class Assessment:
     grey_for_colour: bool = False  # the photo is grey-scale and the trained parts are in colour (the camera's mode)
     framing: str | None = None  # the photo's shape differs from the trained photos' (a camera replaced or re-set)
     used_bits: int | None = None  # a 16-bit photo's: the bits its largest colour value needs (the Inspector's)
+    red_blue_swapped: bool = False  # its colour cast is beyond the tolerance and red and blue swapped back undo it
 
     def as_dict(self) -> dict:
         """JSON-able summary (no arrays)."""
@@ -533,14 +534,15 @@ class NormalProfile:
     # ---------------------------------------------------------------- scoring
     def assess(self, images: Iterable[np.ndarray]) -> list[Assessment]:
         """Score BGR uint8 images and report each part's placement and lighting (see Assessment)."""
-        prepared, fines, greys, framings = [], [], [], []
+        prepared, fines, greys, framings, swaps = [], [], [], [], []
         for image in images:
             framings.append(self.framing(image.shape[1], image.shape[0]))
             image = self.display_image(image)
-            work = self.working_image(image)
+            taken = self.working_image(image)
             # the cached reference first: a grey product's parts (and every part without lighting) skip the check
-            greys.append(self.lighting_ is not None and not self._grey_reference() and _is_grey(work))
-            work, placement, lighting = self._prepare(work)
+            greys.append(self.lighting_ is not None and not self._grey_reference() and _is_grey(taken))
+            work, placement, lighting = self._prepare(taken)
+            swaps.append(self._red_blue_swapped(taken, placement, lighting))
             prepared.append((work, placement, lighting))
             if self.fine_ is not None:  # at once, so only one full-size image is held at a time
                 fines.append(self.fine_.assess(self._fine_part(image, placement, lighting)))
@@ -572,8 +574,16 @@ class NormalProfile:
                 low, high = self._exposure_bounds(lighting)
                 lighting_ok = low <= math.log(max(exposure, 1e-6)) <= high and cast <= self.cast_limit_
             out.append(Assessment(float(scores[i]), np.ascontiguousarray(amap, dtype=np.float32), located, match,
-                                  angle, shift, exposure, cast, offset, lighting_ok, greys[i], framings[i]))
+                                  angle, shift, exposure, cast, offset, lighting_ok, greys[i], framings[i],
+                                  red_blue_swapped=swaps[i]))
         return out
+
+    def _red_blue_swapped(self, work: np.ndarray, placement: Placement | None, lighting: Lighting | None) -> bool:
+        """Whether a working image (H, W, 3) whose colour cast is beyond the tolerance has red and blue swapped."""
+        if self.lighting_ is None or lighting is None or lighting.cast_change <= self.cast_limit_:
+            return False  # the rare path: the part is warped again only here
+        aligned = work if self.locator_ is None or placement is None else self.locator_.warp(work, placement)
+        return self.lighting_.red_blue_swapped(aligned, self.cast_limit_)
 
     def framing(self, width: int, height: int, turned: bool = False) -> str | None:
         """What is wrong with a photo of this size for this profile (its height to width ratio beyond the trained

@@ -27,6 +27,7 @@ def judge(found: Assessment, threshold: float) -> tuple[str, str | None, str | N
     unless its light is grossly off (a black photo is grey too: the light is named).
     A 16-bit photo that reads grossly dark, but within GROSS_EXPOSURE once scaled from the camera bit depth its values
     fit in, names that depth (a 12-bit camera writing its samples unscaled read "exposure 0.06x"; adversarial test).
+    A colour cast that red and blue swapped back undo names the camera's colour order (it read as a lamp's colour).
     A photo whose shape (height to width) differs from the trained photos' is `rejected` / `camera` (a camera
     replaced or re-set: judged stretched, every part read as a defect; found by an adversarial test).
     A part that cannot be located (a missing, wrong or badly placed part) is a `defect` / `not_located`, never
@@ -46,6 +47,10 @@ def judge(found: Assessment, threshold: float) -> tuple[str, str | None, str | N
         depth = _unscaled_depth(found)
         if depth is not None and found.exposure is not None:  # the camera's bit depth, not the lamp
             return "rejected", LIGHTING, _unscaled(depth, found.exposure)
+        if found.red_blue_swapped:  # the camera's colour order, not the lamp's colour (found by an adversarial test)
+            return "rejected", LIGHTING, (f"red and blue look swapped: swapped back, the part has the trained colours "
+                                            f"(as photographed, colour cast {100 * found.colour_cast:.0f}%): check the "
+                                            "camera's colour order (RGB or BGR); the part cannot be judged fairly")
         return "rejected", LIGHTING, (f"{exposure} of the trained lighting, colour cast "
                                         f"{100 * found.colour_cast:.0f}%: beyond the tolerance, the part cannot "
                                         "be judged fairly")

@@ -133,6 +133,28 @@ def test_a_16bit_photo_in_the_low_bits_names_the_cameras_bit_depth(fitted: Norma
     assert (out.verdict, out.reason) == ("rejected", "lighting") and out.detail.startswith("exposure 0.00x"), out
 
 
+def test_red_and_blue_swapped_is_named_and_a_lamps_colour_is_not_taken_for_it() -> None:
+    """Found by an adversarial test: a camera set to RGB instead of BGR read as a lamp's colour cast. Swapped back,
+    its red and blue have the trained colours and follow the reference more closely than as photographed; a lamp's
+    colour (warm, cool, magenta) fits best as photographed and is still named as a colour cast."""
+    rng = np.random.default_rng(21)
+
+    def close_up() -> np.ndarray:  # the flange fills the photo: its colours, not the grey belt, set the cast
+        return np.ascontiguousarray(make_part(rng, W, H)[46:146, 68:188])
+
+    profile = NormalProfile(rotation="small").fit([close_up() for _ in range(30)])
+    for part in [close_up() for _ in range(3)]:
+        swapped = _inspect(profile, np.ascontiguousarray(part[..., ::-1]))
+        assert (swapped.verdict, swapped.reason) == ("rejected", "lighting"), swapped
+        assert swapped.detail.startswith("red and blue look swapped: swapped back, the part has the trained colours "
+                                         "(as photographed, colour cast "), swapped.detail
+        assert "camera's colour order (RGB or BGR)" in swapped.detail
+        for tint in ((0.8, 1.0, 1.25), (1.25, 1.0, 0.8), (1.2, 0.85, 1.2)):
+            lamp = _inspect(profile, _lit(part, tint=tint))
+            assert (lamp.verdict, lamp.reason) == ("rejected", "lighting"), (tint, lamp)
+            assert "colour cast" in lamp.detail and "swapped" not in lamp.detail, (tint, lamp.detail)
+
+
 def test_the_exposure_is_recorded_for_each_part(fitted: NormalProfile, good: list[np.ndarray]) -> None:
     v = _inspect(fitted, _lit(good[1], gain=0.9))
     base = _inspect(fitted, good[1])
