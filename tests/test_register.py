@@ -133,6 +133,17 @@ def test_a_part_photographed_larger_or_smaller_is_brought_to_the_trained_scale(p
     assert all(abs(s - 1.0 / z) < 0.011 or s == pytest.approx(1.0, abs=1e-6) for z, s in scaled), scaled
 
 
+@pytest.mark.parametrize("zoom", [1.05, 0.95])
+def test_a_camera_moved_5_percent_closer_or_further_is_searched_beyond_3_percent(parts: list[np.ndarray],
+                                                                                 zoom: float) -> None:
+    """Past an end of SCALES the search goes on while the match rises (FURTHER_SCALES): a camera moved 5% closer
+    flagged 15 of 20 good bottles of the shared set, now 1."""
+    loc = Locator("off").fit(parts[:16])
+    found = [_scale_of(loc.locate(_zoomed(part, zoom))) for part in parts[16:]]
+    assert sum(abs(s - 1.0 / zoom) < 0.011 for s in found) == len(found) == 8, found
+    assert all(abs(s - 1.0 / zoom) < 0.011 or s == pytest.approx(1.0, abs=1e-6) for s in found), found
+
+
 def test_a_locator_saved_before_the_scale_search_never_scales(parts: list[np.ndarray]) -> None:
     fitted = Locator("off").fit(parts[:16])
     old = Locator("off").set_state(fitted.mode_, fitted.ref_, fitted.match_limit_)
