@@ -257,6 +257,25 @@ def test_zoom_magnifies_about_the_centre():
     assert np.argmax(small[50, 120:, 0].astype(int)) + 120 in (148, 149)  # 50 * 0.97 = 48.5 px out
 
 
+def test_uneven_light_darkens_where_it_says():
+    img = np.full((60, 90, 3), 200, np.uint8)
+    side = rb.perturb(img, "side10")[..., 0].astype(float)
+    assert side[:, 0].mean() == pytest.approx(180, abs=1.5) and side[:, -1].mean() == pytest.approx(220, abs=1.5)
+    assert (np.diff(side[30]) >= 0).all()  # rising left to right
+    vignette = rb.perturb(img, "vignette30")[..., 0].astype(float)
+    assert vignette[0, 0] == pytest.approx(140, abs=2) and vignette[30, 45] == pytest.approx(200, abs=1)
+    shadow = rb.perturb(img, "shadow20")[..., 0].astype(float)
+    assert (shadow[:, :25] == 160).all() and (shadow[:, 35:] == 200).all()  # the left third, its edge soft
+    assert 160 < shadow[30, 30] < 200
+
+
+def test_zoom_by_5_percent():
+    img = np.zeros((101, 201, 3), np.uint8)
+    img[50, 150] = 255  # 50 px right of the centre
+    assert np.argmax(rb.perturb(img, "zoom1.05")[50, 120:, 0].astype(int)) + 120 in (152, 153)  # 52.5 px out
+    assert np.argmax(rb.perturb(img, "zoom0.95")[50, 120:, 0].astype(int)) + 120 in (147, 148)  # 47.5 px out
+
+
 def test_seeds_repeat_only_the_refitted_rows_and_summarise_them(data, cfg):
     result = rb.run(data, cfg, sets=["beta"], perturbations=["gain0.9", "placed"], seeds=[0, 1])
     got = [(r["perturbation"], r["seed"]) for r in result["rows"]]

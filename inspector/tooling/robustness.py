@@ -19,8 +19,13 @@ as PNG, lossless; `jpeg80` re-encodes as JPEG quality 80):
   other test part x0.92, the others x1.08, in test order), `jpeg80`; conditions the issue did not list, for what
   else a line's camera does: `noise3`, `noise6` (Gaussian sensor noise of sd 3 or 6 grey levels, as a raised gain
   gives: the same in every channel of a photo that is grey throughout, a mono camera's, independent per channel
-  otherwise), `blur1`, `blur2` (defocus: Gaussian blur of sd 1 or 2 px of the photo), `zoom1.03`, `zoom0.97`
-  (magnified or reduced by 3% about the centre, as a camera moved or refocused gives; replicated borders);
+  otherwise), `blur1`, `blur2` (defocus: Gaussian blur of sd 1 or 2 px of the photo), `zoom1.03`, `zoom0.97`,
+  `zoom1.05`, `zoom0.95` (magnified or reduced by 3% or 5% about the centre, as a camera moved or refocused gives;
+  replicated borders);
+  uneven light: `side5`, `side10` (a lamp dimmed on one side: x0.95 .. x0.90 at the left edge rising linearly to
+  x1.05 .. x1.10 at the right), `vignette30` (corners 30% darker, falling with the squared distance from the centre,
+  as a lens opened or changed gives), `shadow20` (the left third of the field 20% darker, its edge soft over 4% of
+  the width: something standing between lamp and part);
 * train and test alike, refitted: `placed` (every image rotated by a uniform random angle in [0, 360) about
   its centre and shifted by up to +-8% of the field in x and y; INTER_LINEAR with replicated borders, the
   masks warped the same way with INTER_NEAREST and border 0), and `pasted` (the placed profile, scored on the
@@ -80,7 +85,7 @@ from inspector.register import rotation_matrix
 DEFAULT_DATA = Path("../shared/data")
 TEST_ONLY = ("clean", "png", "gain0.97", "gain0.9", "gain1.1", "offset-10", "offset+10", "offset-5", "offset+5", "warm",
              "cool", "gamma0.9", "gamma1.1", "alternate", "jpeg80", "noise3", "noise6", "blur1", "blur2", "zoom1.03",
-             "zoom0.97")
+             "zoom0.97", "zoom1.05", "zoom0.95", "side5", "side10", "vignette30", "shadow20")
 REFIT = ("placed", "pasted")
 PERTURBATIONS = TEST_ONLY + REFIT
 MAX_SHIFT = 0.08  # placement shift, fraction of the field
@@ -94,7 +99,10 @@ _GAMMAS = {"gamma0.9": 0.9, "gamma1.1": 1.1}
 _TINTS = {"warm": (0.95, 1.0, 1.05), "cool": (1.05, 1.0, 0.95)}  # per channel, BGR order
 _NOISES = {"noise3": 3.0, "noise6": 6.0}  # sensor noise sd, grey levels
 _BLURS = {"blur1": 1.0, "blur2": 2.0}  # defocus: Gaussian sd, pixels of the photo
-_ZOOMS = {"zoom1.03": 1.03, "zoom0.97": 0.97}  # magnification about the centre
+_ZOOMS = {"zoom1.03": 1.03, "zoom0.97": 0.97, "zoom1.05": 1.05, "zoom0.95": 0.95}  # magnification about the centre
+_SIDES = {"side5": 0.05, "side10": 0.10}  # a lamp dimmed on one side: x(1 - s) at the left edge .. x(1 + s) right
+VIGNETTE = 0.30  # `vignette30`: corners this much darker, falling off with the squared distance from the centre
+SHADOW = (1.0 / 3.0, 0.20, 0.04)  # `shadow20`: the left third of the field 20% darker, edge soft over 4% of the width
 
 
 # --- perturbations (pure) ---------------------------------------------------------------------------------
@@ -124,7 +132,25 @@ def perturb(image: np.ndarray, name: str, index: int = 0) -> np.ndarray:
         return cv2.GaussianBlur(image, (0, 0), _BLURS[name], borderType=cv2.BORDER_REPLICATE)
     if name in _ZOOMS:
         return place(image, rotation_matrix(0.0, *image.shape[:2], _ZOOMS[name]))
+    if name in _SIDES or name in ("vignette30", "shadow20"):
+        return _to_u8(x * uneven_field(name, *image.shape[:2])[..., None])
     raise ValueError(f"not a test-only pixel perturbation: {name!r}")
+
+
+def uneven_field(name: str, height: int, width: int) -> np.ndarray:
+    """The (H, W) float32 brightness factor of an uneven-light perturbation (side*, vignette30, shadow20)."""
+    u = (np.arange(width, dtype=np.float32) + 0.5) / width  # 0..1 left to right
+    v = (np.arange(height, dtype=np.float32) + 0.5) / height
+    if name in _SIDES:
+        return np.broadcast_to(1.0 + _SIDES[name] * (2.0 * u - 1.0), (height, width)).astype(np.float32)
+    if name == "vignette30":
+        r2 = ((2.0 * u - 1.0) ** 2)[None, :] + ((2.0 * v - 1.0) ** 2)[:, None]  # 2 at the corners
+        return (1.0 - VIGNETTE * r2 / 2.0).astype(np.float32)
+    if name == "shadow20":
+        edge, depth, soft = SHADOW
+        ramp = np.clip((u - edge) / soft + 0.5, 0.0, 1.0)  # 0 in the shadow, 1 outside
+        return np.broadcast_to(1.0 - depth * (1.0 - ramp), (height, width)).astype(np.float32)
+    raise ValueError(f"not an uneven-light perturbation: {name!r}")
 
 
 def _noise(image: np.ndarray, sd: float, index: int) -> np.ndarray:
