@@ -563,7 +563,8 @@ def _validate(p: ProfileParams) -> None:
         (p.fine_width <= 8192, "profile.fine_width must be at most 8192"),
         (0.0 <= p.texture_weight <= 10.0, "profile.texture_weight must be between 0 (off) and 10"),
         (0 <= p.lighting_copies <= 8, "profile.lighting_copies must be between 0 (off) and 8"),
-        (isinstance(p.shading, bool) or p.shading == "auto", 'profile.shading must be true, false or "auto"'),
+        (isinstance(p.shading, bool) or p.shading in ("auto", "smooth"),
+         'profile.shading must be true, false, "smooth" or "auto"'),
     ]
     for ok, message in checks:
         if not ok:

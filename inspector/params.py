@@ -38,4 +38,4 @@ class ProfileParams:
     fine_width: int = 320
     texture_weight: float = 1.0
     lighting_copies: int = 1
-    shading: bool | str = "auto"  # true, false, or "auto": on where registration turns parts freely
+    shading: bool | str = "auto"  # true (grid), false, "smooth", or "auto": the grid where parts turn freely

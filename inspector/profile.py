@@ -52,7 +52,7 @@ from inspector.features import (
 )
 from inspector.fine import FINE_REACH, FinePart, VariationModel, check_state as check_fine_state, fine_matrix, fine_size
 from inspector.params import ProfileParams  # defined apart: config.py loads without OpenCV
-from inspector.photometry import BLOCK, N_LEVELS, Lighting, LightingModel
+from inspector.photometry import BLOCK, N_LEVELS, SMOOTH, Lighting, LightingModel
 from inspector.register import IDENTITY, Locator, Placement
 from inspector.segment import Palette
 from inspector.variations import copied_parts, draw, relit
@@ -191,14 +191,15 @@ def _top_mean(maps: np.ndarray, fraction: float) -> np.ndarray:
     return part.mean(axis=1)
 
 
-def shading_on(setting: bool | str, locator: Locator | None) -> bool:
-    """Whether parts are divided by their smooth brightness field (`[profile] shading`): as set, or with "auto" where
-    registration turns the parts freely (rotation `any`): a part turned by hand under a lamp from one side has its lit
-    side anywhere once it is registered, while a fixtured part is lit the same way every time (measured: turned
-    castings 75% -> 83% of defects caught at the threshold; castings as photographed 90% -> 81% with it on)."""
+def shading_on(setting: bool | str, locator: Locator | None) -> bool | str:
+    """How parts are divided by their brightness field (`[profile] shading`): True by a 4 x 4 grid field, SMOOTH by a
+    tilt and a vignetting, False not at all; as set, or with "auto" by the grid where registration turns the parts
+    freely (rotation `any`: a part turned by hand under a lamp from one side has its lit side anywhere once it is
+    registered; measured: turned castings 75% -> 83% of defects caught at the threshold) and by the smooth field
+    elsewhere (a lamp dimmed on one side, a lens's vignetting: the grid cost castings as photographed 90% -> 81%)."""
     if setting == "auto":
         return locator is not None and locator.mode_ == "any"
-    return bool(setting)
+    return setting if setting == SMOOTH else bool(setting)
 
 
 class NormalProfile:
@@ -287,8 +288,7 @@ class NormalProfile:
             placement = self.locator_.locate(work)
             work = self.locator_.warp(work, placement)
         if self.lighting_ is not None:
-            lighting = self.lighting_.estimate(work)
-            work = self.lighting_.apply(work, lighting)
+            work, lighting = self.lighting_.normalise(work, self.lighting_.estimate(work))
         return work, placement, lighting
 
     # ---------------------------------------------------------------- fitting
@@ -394,7 +394,8 @@ class NormalProfile:
         # was is a gain: 20%, not 40%; found by an adversarial test, x1.25 flooded the bottle with defects)
         self.exposure_range_ = (float(relative.min()), float(relative.max()))
         self.cast_limit_ = p.max_colour_cast + max(li.cast_change for li in lights)
-        normalised = [self.lighting_.apply(a, li) for a, li in zip(aligned, lights)]
+        done = [self.lighting_.normalise(a, li) for a, li in zip(aligned, lights)]
+        normalised, lights = [d[0] for d in done], [d[1] for d in done]
         conditions = list(zip(placements, lights))
         if p.lighting_copies == 0:
             return normalised, valid, conditions, None
@@ -880,8 +881,9 @@ class NormalProfile:
         if not 128 <= ceiling <= 255:
             raise ValueError(f"lighting ceiling {ceiling} is not a grey level between 128 and 255")
         shading = light.get("shading", shading_on(self.params.shading, self.locator_))  # saved since "auto"
-        if not isinstance(shading, bool):
-            raise ValueError(f"lighting shading must be true or false, not {shading!r}")
+        if not (isinstance(shading, bool) or shading == SMOOTH):
+            raise ValueError(f"lighting shading must be true, false or {SMOOTH!r}, not {shading!r}")
+
         offset = light.get("offset")  # the black level's median and limit; absent before 2026-12-04 (by levels)
         if offset is not None:
             if not isinstance(offset, (list, tuple)) or len(offset) != 2:

@@ -52,8 +52,9 @@ def test_wrong_type_is_named(tmp_path: Path, text: str, key: str) -> None:
         config.load(tmp_path / "c.toml")
 
 
-@pytest.mark.parametrize("value,ok", [("true", True), ("false", False), ('"auto"', "auto"), ('"yes"', None), ("1", None)])
-def test_shading_is_true_false_or_auto(tmp_path: Path, value: str, ok) -> None:
+@pytest.mark.parametrize("value,ok", [("true", True), ("false", False), ('"auto"', "auto"), ('"smooth"', "smooth"),
+                                      ('"yes"', None), ("1", None)])
+def test_shading_is_true_false_smooth_or_auto(tmp_path: Path, value: str, ok) -> None:
     (tmp_path / "c.toml").write_text(f"[profile]\nshading = {value}\n")
     if ok is None:
         with pytest.raises(ConfigError, match="profile.shading"):

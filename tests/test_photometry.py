@@ -3,11 +3,13 @@ tolerance is undone, a defect cannot drive the estimate, parts under the trained
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 import pytest
 
-from inspector.photometry import NEAR_CLIP, SHARED_RANGE, LightingModel
+from inspector.photometry import NEAR_CLIP, SHARED_RANGE, SMOOTH, LightingModel
 from inspector.synthetic import make_part
 
 
@@ -184,3 +186,53 @@ def test_without_shading_the_tone_curve_alone_is_applied(
     lit = side_lamp(probes[0])
     found = plain.estimate(lit)
     assert np.array_equal(plain.apply(lit, found), cv2.LUT(lit, found.lut))
+
+
+def vignetted(image: np.ndarray, depth: float = 0.3) -> np.ndarray:
+    """The part seen through a lens that darkens its corners by `depth`, falling with the squared distance."""
+    h, w = image.shape[:2]
+    x = (np.arange(w) + 0.5) / w * 2.0 - 1.0
+    y = (np.arange(h) + 0.5) / h * 2.0 - 1.0
+    gain = 1.0 - depth * (x[None, :] ** 2 + y[:, None] ** 2) / 2.0
+    return np.clip(np.round(image * gain[..., None]), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def smooth() -> tuple[LightingModel, LightingModel, list[np.ndarray]]:
+    rng = np.random.default_rng(3)
+    train = [make_part(rng, 128, 96) for _ in range(40)]
+    probes = [make_part(rng, 128, 96) for _ in range(4)]
+    return LightingModel(shading=SMOOTH).fit(train), LightingModel().fit(train), probes
+
+
+def test_the_smooth_field_reads_a_side_lamp_and_a_vignetting_and_undoes_them(
+        smooth: tuple[LightingModel, LightingModel, list[np.ndarray]]) -> None:
+    model, plain, probes = smooth
+    for part in probes:
+        as_trained = model.apply(part, model.estimate(part)).astype(float)
+        for lit, expect in ((side_lamp(part, 0.9, 1.1), "tilt"), (vignetted(part), "corners")):
+            image, found = model.normalise(lit, model.estimate(lit))
+            a, b, c = found.field
+            if expect == "tilt":  # x0.9 .. x1.1 across: log 1.1 at the right edge
+                assert abs(a - math.log(1.1)) < 0.02 and abs(b) < 0.02 and abs(c) < 0.03
+            else:  # 30% darker corners: about -0.15 (x^2 + y^2) in log
+                assert c < -0.12 and abs(a) < 0.02 and abs(b) < 0.02
+            flattened = np.abs(image - as_trained).mean()
+            toned = np.abs(plain.apply(lit, plain.estimate(lit)) - plain.apply(part, plain.estimate(part))).mean()
+            assert flattened < 0.5 * toned
+
+
+def test_the_smooth_field_keeps_a_defect(smooth: tuple[LightingModel, LightingModel, list[np.ndarray]]) -> None:
+    model, plain, probes = smooth
+    for part in probes:
+        spotted = part.copy()
+        cv2.circle(spotted, (40, 30), 12, (20, 20, 20), -1)  # a large dark spot, off centre: it pulls on a tilt
+        inside = np.zeros(part.shape[:2], bool)
+        cv2.circle(inside.view(np.uint8), (40, 30), 10, 1, -1)
+        depth = {}
+        for m in (model, plain):
+            clean = m.apply(part, m.estimate(part)).astype(float)
+            found = m.apply(spotted, m.estimate(spotted)).astype(float)
+            depth[m] = np.abs(found - clean)[inside].mean()
+        assert depth[model] >= 0.9 * depth[plain] > 0
+        assert np.abs(model.normalise(spotted, model.estimate(spotted))[1].field).max() < 0.02
