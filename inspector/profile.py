@@ -59,8 +59,10 @@ from inspector.variations import copied_parts, draw, relit
 
 FORMAT_VERSION = 4  # bump when the meaning of saved arrays changes
 # 1: before registration and lighting; 2: before the fine pass (each loads without); 3: before the black-level line
-# and shading = "auto" (4: an older build must refuse these, it would judge them with the per-level curve)
-READABLE_FORMATS = (1, 2, 3, 4)
+# and shading = "auto" (4: an older build must refuse these, it would judge them with the per-level curve); 5 is
+# written only by profiles with shading = "smooth", so an older build says the profile is newer than it reads
+SMOOTH_FORMAT = 5
+READABLE_FORMATS = (1, 2, 3, 4, 5)
 _VALID_SHARE = 0.75  # a cell is compared when this share of its window lies inside the photo
 MIN_REGISTER_SIDE = 16  # working images narrower than this (a line-scan strip) are neither located nor matched
 _EXPOSURE_SD_FLOOR = 0.005  # a training set this steady still leaves the drift monitor this much log-exposure noise
@@ -195,8 +197,8 @@ def shading_on(setting: bool | str, locator: Locator | None) -> bool | str:
     """How parts are divided by their brightness field (`[profile] shading`): True by a 4 x 4 grid field, SMOOTH by a
     tilt and a vignetting, False not at all; as set, or with "auto" by the grid where registration turns the parts
     freely (rotation `any`: a part turned by hand under a lamp from one side has its lit side anywhere once it is
-    registered; measured: turned castings 75% -> 83% of defects caught at the threshold) and by the smooth field
-    elsewhere (a lamp dimmed on one side, a lens's vignetting: the grid cost castings as photographed 90% -> 81%)."""
+    registered; measured: turned castings 75% -> 83% of defects caught at the threshold) and not at all elsewhere
+    (the grid cost castings as photographed 90% -> 81%, the smooth field 98% -> 95%: README "Uneven light")."""
     if setting == "auto":
         return locator is not None and locator.mode_ == "any"
     return setting if setting == SMOOTH else bool(setting)
@@ -673,7 +675,8 @@ class NormalProfile:
     def get_state(self) -> tuple[dict, dict[str, np.ndarray]]:
         """Everything learned, as JSON-able metadata and plain numeric arrays (no objects)."""
         meta = {
-            "format_version": FORMAT_VERSION,
+            "format_version": SMOOTH_FORMAT if self.lighting_ is not None and self.lighting_.shading == SMOOTH
+            else FORMAT_VERSION,
             "params": asdict(self.params),
             "layout": asdict(self.layout_),
             "aspect_range": list(self.aspect_range_),
@@ -686,7 +689,7 @@ class NormalProfile:
             "calibration": asdict(self.calibration_),
             "registration": None if self.locator_ is None else {
                 "mode": self.locator_.mode_, "match_limit": self.locator_.match_limit_,
-                "scale_limit": self.locator_.scale_limit_},
+                "scale_limit": self.locator_.scale_limit_, "further_scales": self.locator_.further_},
             "lighting": None if self.lighting_ is None else {
                 "exposure_ref": self.exposure_ref_, "exposure_bounds": list(self.exposure_bounds_),
                 "exposure_range": None if self.exposure_range_ is None else list(self.exposure_range_),
@@ -865,7 +868,8 @@ class NormalProfile:
         if reg is not None:
             self.locator_ = Locator(self.params.rotation, self.params.max_shift).set_state(
                 str(reg["mode"]), np.asarray(arrays["register_reference"], np.float32), float(reg["match_limit"]),
-                None if reg.get("scale_limit") is None else float(reg["scale_limit"]))
+                None if reg.get("scale_limit") is None else float(reg["scale_limit"]),
+                reg.get("further_scales") is True)  # saved since the search past 3% (2026-12-06)
         light = meta.get("lighting")
         if light is None:
             return

@@ -131,6 +131,8 @@ class Locator:
             raise ValueError(f"rotation must be one of {', '.join(ROTATIONS)}, got {rotation!r}")
         self.rotation = rotation
         self.max_shift = max_shift
+        self.further_ = True  # the scale search goes on past SCALES (False: a profile saved before it, whose limit
+        # was learned within SCALES only: found by a review, 7 of 262 good castings were scaled and flagged with it)
 
     # ------------------------------------------------------------------ fitting
     def fit(self, works: Sequence[np.ndarray]) -> "Locator":
@@ -180,9 +182,9 @@ class Locator:
         self.window_half_ = cv2.createHanningWindow(self.ref_half_.shape[::-1], cv2.CV_32F)
 
     def set_state(self, mode: str, ref: np.ndarray, match_limit: float,
-                  scale_limit: float | None = None) -> "Locator":
+                  scale_limit: float | None = None, further: bool = False) -> "Locator":
         """Rebuild a fitted locator from its saved mode, reference (H, W), match limit and scale limit (None: a
-        profile saved before the scale search, which never scales)."""
+        profile saved before the scale search, which never scales), and whether its search goes past SCALES."""
         if mode not in ROTATIONS[1:]:
             raise ValueError(f"saved rotation mode {mode!r} is not one of off, none, small, any")
         if not (math.isfinite(match_limit) and -1.0 <= match_limit <= 1.0):
@@ -193,6 +195,7 @@ class Locator:
         self._set_reference(ref)
         self.match_limit_ = float(match_limit)
         self.scale_limit_ = None if scale_limit is None else float(scale_limit)
+        self.further_ = bool(further)
         return self
 
     # ------------------------------------------------------------------ locating
@@ -218,7 +221,7 @@ class Locator:
             return scale, Placement(m, zncc(self.warp(g, Placement(m, 0.0)), self.ref_))
 
         scale, best = max((tried(s) for s in SCALES), key=lambda t: t[1].match)
-        for beyond in FURTHER_SCALES.get(scale, ()):
+        for beyond in FURTHER_SCALES.get(scale, ()) if self.further_ else ():
             _, found = tried(beyond)
             if found.match <= best.match + FURTHER_MARGIN:  # a peak between two samples stays at the nearer one
                 break

@@ -5,6 +5,7 @@ Pure: an Assessment and a threshold in, a verdict out.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # an annotation only: the reason codes are read by modules that never score (conditions.py)
@@ -61,13 +62,14 @@ def judge(found: Assessment, threshold: float) -> tuple[str, str | None, str | N
 
 
 def _unscaled_depth(found: Assessment) -> int | None:
-    """The camera depth its values fit in, if scaled from it a grossly dark 16-bit photo reads within GROSS_EXPOSURE."""
+    """The camera depth its values fit in whose scaling brings a grossly dark 16-bit photo nearest the trained
+    exposure, within GROSS_EXPOSURE; None if none does. Every depth its values fit in is tried: a dark 12-bit photo
+    whose values fit in 10 bits read "exposure 0.06x" when only the smallest was (found by a review)."""
     if found.used_bits is None or found.exposure is None or found.exposure >= GROSS_EXPOSURE[0]:
         return None
-    depth = next((d for d in CAMERA_DEPTHS if found.used_bits <= d), None)
-    if depth is None:
-        return None
-    return depth if GROSS_EXPOSURE[0] <= found.exposure * _scale(depth) <= GROSS_EXPOSURE[1] else None
+    fits = [d for d in CAMERA_DEPTHS if found.used_bits <= d
+            and GROSS_EXPOSURE[0] <= found.exposure * _scale(d) <= GROSS_EXPOSURE[1]]
+    return min(fits, key=lambda d: abs(math.log(found.exposure * _scale(d))), default=None)
 
 
 def _scale(depth: int) -> float:

@@ -12,7 +12,8 @@ import pytest
 
 from inspector.config import InputConfig
 from inspector.pipeline import Inspector
-from inspector.profile import NormalProfile
+from inspector.profile import Assessment, NormalProfile
+from inspector.verdicts import judge
 from inspector.register import rotation_matrix
 from inspector.synthetic import make_part
 from inspector.photometry import SMOOTH
@@ -132,6 +133,20 @@ def test_a_16bit_photo_in_the_low_bits_names_the_cameras_bit_depth(fitted: Norma
     assert inspector.inspect_bytes(sixteen(good[0], 65535), "part.png").verdict == "ok"
     out = inspector.inspect_bytes(sixteen(good[0], 65535 * 0.002), "part.png")
     assert (out.verdict, out.reason) == ("rejected", "lighting") and out.detail.startswith("exposure 0.00x"), out
+
+
+def test_the_camera_depth_named_is_the_one_that_explains_the_reading_best() -> None:
+    """Found by a review: a dark product from a 12-bit camera (its brightest value below 1024, so its values fit in
+    10 bits) read "exposure 0.06x" because only the smallest depth was tried (scaled from 10 bits it reads 4x)."""
+    def detail(exposure: float, bits: int) -> str:
+        found = Assessment(0.0, np.zeros((2, 2), np.float32), True, 1.0, 0.0, (0.0, 0.0), exposure, 0.0, 0.0, False,
+                           used_bits=bits)
+        return judge(found, 1.0)[2]
+
+    assert "a 12-bit camera" in detail(1 / 16, 10) and "reads exposure 1.00x" in detail(1 / 16, 10)
+    assert "a 14-bit camera" in detail(1 / 4, 12)
+    assert "a 10-bit camera" in detail(1 / 64, 10)
+    assert detail(0.002, 10).startswith("exposure 0.00x")  # no depth explains it: the light
 
 
 def test_red_and_blue_swapped_is_named_and_a_lamps_colour_is_not_taken_for_it() -> None:
@@ -297,6 +312,14 @@ def test_with_the_smooth_field_a_lamp_dimmed_on_one_side_or_a_vignetting_is_judg
         assert [_inspect(smooth, p).verdict for p in spotted] == ["defect"] * 4
 
 
+def test_the_scale_search_past_3_percent_is_saved_with_the_profile(fitted: NormalProfile) -> None:
+    meta, arrays = fitted.get_state()
+    assert meta["registration"]["further_scales"] is True
+    assert NormalProfile.from_state(meta, arrays).locator_.further_
+    before = {k: v for k, v in meta["registration"].items() if k != "further_scales"}
+    assert not NormalProfile.from_state(dict(meta, registration=before), arrays).locator_.further_
+
+
 def test_the_smooth_field_is_saved_with_the_profile(good: list[np.ndarray]) -> None:
     rng = np.random.default_rng(13)
     smooth = NormalProfile(rotation="small", shading=SMOOTH).fit([make_part(rng, W, H) for _ in range(30)])
@@ -305,6 +328,7 @@ def test_the_smooth_field_is_saved_with_the_profile(good: list[np.ndarray]) -> N
     lit = [side_lamp(p, 0.85, 1.15) for p in good[:3]]
     assert np.allclose(again.anomaly_score(lit), smooth.anomaly_score(lit))
     meta, arrays = smooth.get_state()
+    assert meta["format_version"] == 5  # an older build reads 1-4: it says the profile is newer than it reads
     with pytest.raises(ValueError, match="shading"):
         NormalProfile.from_state(dict(meta, lighting={**meta["lighting"], "shading": "smoothly"}), arrays)
 

@@ -144,6 +144,18 @@ def test_a_camera_moved_5_percent_closer_or_further_is_searched_beyond_3_percent
     assert all(abs(s - 1.0 / zoom) < 0.011 or s == pytest.approx(1.0, abs=1e-6) for s in found), found
 
 
+def test_a_locator_saved_before_the_search_past_3_percent_keeps_within_it(parts: list[np.ndarray]) -> None:
+    """Its scale limit was learned within SCALES: searched further on the line, good parts it would not have scaled
+    are (found by a review: 7 of 262 good castings scaled and flagged). A profile saves that it searches further."""
+    fitted = Locator("off").fit(parts[:16])
+    assert fitted.further_
+    old = Locator("off").set_state(fitted.mode_, fitted.ref_, fitted.match_limit_, fitted.scale_limit_)
+    again = Locator("off").set_state(fitted.mode_, fitted.ref_, fitted.match_limit_, fitted.scale_limit_, True)
+    for part in parts[16:20]:
+        assert abs(_scale_of(old.locate(_zoomed(part, 1.05))) - 0.97) < 1e-6  # the end of SCALES
+        assert abs(_scale_of(again.locate(_zoomed(part, 1.05))) - 1.0 / 1.05) < 0.011
+
+
 def test_a_locator_saved_before_the_scale_search_never_scales(parts: list[np.ndarray]) -> None:
     fitted = Locator("off").fit(parts[:16])
     old = Locator("off").set_state(fitted.mode_, fitted.ref_, fitted.match_limit_)
