@@ -55,6 +55,7 @@ from inspector.params import ProfileParams  # defined apart: config.py loads wit
 from inspector.photometry import BLOCK, N_LEVELS, SMOOTH, Lighting, LightingModel
 from inspector.register import IDENTITY, Locator, Placement
 from inspector.segment import Palette
+from inspector.sharpness import FocusModel, detail
 from inspector.variations import copied_parts, draw, relit
 
 FORMAT_VERSION = 4  # bump when the meaning of saved arrays changes
@@ -124,6 +125,7 @@ class Assessment:
     lighting_ok: bool  # exposure and colour cast within the tolerance
     grey_for_colour: bool = False  # the photo is grey-scale and the trained parts are in colour (the camera's mode)
     framing: str | None = None  # the photo's shape differs from the trained photos' (a camera replaced or re-set)
+    blurred: str | None = None  # the photo has lost the detail good parts show (focus, motion blur)
     used_bits: int | None = None  # a 16-bit photo's: the bits its largest colour value needs (the Inspector's)
     red_blue_swapped: bool = False  # its colour cast is beyond the tolerance and red and blue swapped back undo it
 
@@ -132,7 +134,7 @@ class Assessment:
         return {"score": self.score, "located": self.located, "match": self.match, "angle": self.angle,
                 "shift": list(self.shift), "exposure": self.exposure, "colour_cast": self.colour_cast,
                 "offset": self.offset, "lighting_ok": self.lighting_ok, "grey_for_colour": self.grey_for_colour,
-                "framing": self.framing}
+                "framing": self.framing, "blurred": self.blurred}
 
 
 @dataclass(frozen=True)
@@ -315,6 +317,7 @@ class NormalProfile:
         self.n_train_ = len(works)
         self.aspect_range_ = (min(aspects), max(aspects))
         works, valid, conditions, groups = self._fit_conditions(works)
+        self.focus_ = FocusModel().fit(works[: self.n_train_])  # the parts registered and normalised, no copies
         fine_oof = self._fit_fine(originals, conditions)
         originals.clear()  # not needed past here (frees memory when the caller passed images larger than the fine size)
         rng = np.random.default_rng(p.seed)
@@ -537,7 +540,7 @@ class NormalProfile:
     # ---------------------------------------------------------------- scoring
     def assess(self, images: Iterable[np.ndarray]) -> list[Assessment]:
         """Score BGR uint8 images and report each part's placement and lighting (see Assessment)."""
-        prepared, fines, greys, framings, swaps = [], [], [], [], []
+        prepared, fines, greys, framings, swaps, blurs = [], [], [], [], [], []
         for image in images:
             framings.append(self.framing(image.shape[1], image.shape[0]))
             image = self.display_image(image)
@@ -545,6 +548,7 @@ class NormalProfile:
             # the cached reference first: a grey product's parts (and every part without lighting) skip the check
             greys.append(self.lighting_ is not None and not self._grey_reference() and _is_grey(taken))
             work, placement, lighting = self._prepare(taken)
+            blurs.append(self._blurred(work))
             swaps.append(self._red_blue_swapped(taken, placement, lighting))
             prepared.append((work, placement, lighting))
             if self.fine_ is not None:  # at once, so only one full-size image is held at a time
@@ -578,8 +582,19 @@ class NormalProfile:
                 lighting_ok = low <= math.log(max(exposure, 1e-6)) <= high and cast <= self.cast_limit_
             out.append(Assessment(float(scores[i]), np.ascontiguousarray(amap, dtype=np.float32), located, match,
                                   angle, shift, exposure, cast, offset, lighting_ok, greys[i], framings[i],
-                                  red_blue_swapped=swaps[i]))
+                                  red_blue_swapped=swaps[i], blurred=blurs[i]))
         return out
+
+    def _blurred(self, work: np.ndarray) -> str | None:
+        """What is wrong with a registered, normalised working image (H, W, 3) that has lost its detail, or None."""
+        if self.focus_ is None:
+            return None
+        sharpness = self.focus_.sharpness(work)
+        if not self.focus_.blurred(sharpness):
+            return None
+        return (f"the photo is blurred: its detail is {100 * math.exp(sharpness):.0f}% of the good parts' typical "
+                f"(the least sharp good part's {100 * math.exp(self.focus_.low_):.0f}%): check the camera's focus, the "
+                "exposure time (a part moving) and vibration")
 
     def _red_blue_swapped(self, work: np.ndarray, placement: Placement | None, lighting: Lighting | None) -> bool:
         """Whether a working image (H, W, 3) whose colour cast is beyond the tolerance has red and blue swapped."""
@@ -703,6 +718,7 @@ class NormalProfile:
             "fine": None if self.fine_ is None else {
                 "size": list(self.fine_.size), "reach": self.fine_.reach, "stats": [float(v) for v in self.fine_stats_],
                 "scale": self.fine_.scale_},
+            "focus": None if self.focus_ is None else {"low": self.focus_.low_},
         }
         arrays = {name.rstrip("_"): getattr(self, name) for name in self._ARRAYS}
         arrays["ref_cells"] = self.ref_cells_.astype(np.float16)  # shares are multiples of 1/area
@@ -712,6 +728,8 @@ class NormalProfile:
         if self.lighting_ is not None:
             arrays["lighting_reference"] = self.lighting_.reference_
             arrays["lighting_weights"] = self.lighting_.weights_
+        if self.focus_ is not None:
+            arrays["focus_typical"] = self.focus_.typical_
         if self.fine_ is not None:
             arrays["fine_mean"] = self.fine_.mean_
             arrays["fine_spread"] = self.fine_.spread_
@@ -820,6 +838,7 @@ class NormalProfile:
         self.calibration_ = Calibration(**meta["calibration"])
         self._load_conditions(meta, arrays)
         self._load_fine(meta, arrays)
+        self._load_focus(meta, arrays)
         self._derive()
         self._check_state()
         return self
@@ -848,6 +867,21 @@ class NormalProfile:
             raise ValueError(f"fine reach {reach} is not between 0 and 64 pixels")
         self.fine_ = VariationModel(size, reach).set_state(mean, spread, scale)
         self.fine_stats_ = stats
+
+    def _load_focus(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+        """The good parts' detail, saved since 2026-12-06 (a profile saved before judges no blur)."""
+        self.focus_ = None
+        focus = meta.get("focus")
+        if focus is None:
+            return
+        typical = np.asarray(arrays["focus_typical"], np.float32)
+        blocks = detail(np.zeros((self.layout_.height, self.layout_.width, 3), np.uint8)).shape
+        if typical.shape != blocks or not np.isfinite(typical).all() or (typical < 0).any():
+            raise ValueError(f"focus_typical must be {blocks} non-negative finite numbers")
+        low = focus.get("low")
+        if not isinstance(low, (int, float)) or isinstance(low, bool) or not math.isfinite(low) or abs(low) > 50:
+            raise ValueError(f"focus low must be a finite number, not {low!r}")
+        self.focus_ = FocusModel().set_state(typical, float(low))
 
     def _without_lighting(self) -> None:
         """No lighting model: parts are taken as lit, every lighting is within the tolerance."""

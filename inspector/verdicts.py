@@ -12,7 +12,7 @@ if TYPE_CHECKING:  # an annotation only: the reason codes are read by modules th
     from inspector.profile import Assessment
 
 LIGHTING = "lighting"  # reason: the part is lit beyond the tolerance (or photographed in grey for a colour product)
-CAMERA = "camera"  # reason: the photo's shape is not the trained photos' (a camera replaced or re-set)
+CAMERA = "camera"  # reason: the photo's shape is not the trained photos' (a camera replaced or re-set), or blurred
 GROSS_EXPOSURE = (1.0 / 3.0, 3.0)  # exposure this far off the trained one: the light, not the part
 GREY_FOR_COLOUR = "the photo is grey-scale while the trained parts are in colour: check the camera's colour mode"
 CAMERA_DEPTHS = (10, 12, 14)  # bits a camera may write into a 16-bit photo unscaled (right-aligned); not 8: a photo
@@ -31,6 +31,9 @@ def judge(found: Assessment, threshold: float) -> tuple[str, str | None, str | N
     A colour cast that red and blue swapped back undo names the camera's colour order (it read as a lamp's colour).
     A photo whose shape (height to width) differs from the trained photos' is `rejected` / `camera` (a camera
     replaced or re-set: judged stretched, every part read as a defect; found by an adversarial test).
+    A located part whose photo has lost the detail good parts show (out of focus, motion blur) and that would be
+    flagged is `rejected` / `camera` (found by an adversarial test: a 15 px motion blur flagged 33-100% of good parts
+    as defects); one the blur leaves within the threshold is `ok` (how much blur a product bears varies).
     A part that cannot be located (a missing, wrong or badly placed part) is a `defect` / `not_located`, never
     `ok`. Otherwise the score decides.
     """
@@ -58,6 +61,8 @@ def judge(found: Assessment, threshold: float) -> tuple[str, str | None, str | N
     if not found.located:
         return "defect", "not_located", (f"the part does not match the trained parts wherever it is placed "
                                          f"(match {found.match:.2f})")
+    if found.blurred is not None and found.score > threshold:  # the camera's focus or a moving part, not the part
+        return "rejected", CAMERA, f"{found.blurred}; the part cannot be judged fairly"
     return ("defect" if found.score > threshold else "ok"), None, None
 
 

@@ -312,6 +312,30 @@ def test_with_the_smooth_field_a_lamp_dimmed_on_one_side_or_a_vignetting_is_judg
         assert [_inspect(smooth, p).verdict for p in spotted] == ["defect"] * 4
 
 
+def test_a_blurred_photo_is_rejected_naming_the_camera_not_flagged(fitted: NormalProfile,
+                                                                    good: list[np.ndarray]) -> None:
+    """Found by an adversarial test: a camera out of focus or a part moving during the exposure flagged every good
+    part as a defect. Where the blur is what flags it, the part is `rejected` / `camera`, saying so."""
+    for part in good[:3]:
+        found = _inspect(fitted, cv2.GaussianBlur(part, (0, 0), 2.5))
+        assert (found.verdict, found.reason) == ("rejected", "camera"), found
+        assert found.detail.startswith("the photo is blurred: its detail is "), found.detail
+        assert _inspect(fitted, part).verdict == "ok"
+    spotted = make_part(np.random.default_rng(3), W, H, defect="spot")
+    assert _inspect(fitted, spotted).verdict == "defect"  # a defect is no blur
+    meta, arrays = fitted.get_state()
+    again = NormalProfile.from_state(meta, arrays)
+    blurred = cv2.GaussianBlur(good[0], (0, 0), 2.5)
+    assert _inspect(again, blurred).reason == "camera"
+    old = NormalProfile.from_state({k: v for k, v in meta.items() if k != "focus"}, arrays)  # saved before
+    assert old.focus_ is None and _inspect(old, blurred).verdict == "defect"
+    for bad in ({"low": float("nan")}, {"low": "0"}, {}):
+        with pytest.raises(ValueError, match="focus"):
+            NormalProfile.from_state(dict(meta, focus=bad), arrays)
+    with pytest.raises(ValueError, match="focus_typical"):
+        NormalProfile.from_state(meta, dict(arrays, focus_typical=np.ones((3, 3), np.float32)))
+
+
 def test_the_scale_search_past_3_percent_is_saved_with_the_profile(fitted: NormalProfile) -> None:
     meta, arrays = fitted.get_state()
     assert meta["registration"]["further_scales"] is True

@@ -21,7 +21,7 @@ as PNG, lossless; `jpeg80` re-encodes as JPEG quality 80):
   gives: the same in every channel of a photo that is grey throughout, a mono camera's, independent per channel
   otherwise), `blur1`, `blur2` (defocus: Gaussian blur of sd 1 or 2 px of the photo), `zoom1.03`, `zoom0.97`,
   `zoom1.05`, `zoom0.95` (magnified or reduced by 3% or 5% about the centre, as a camera moved or refocused gives;
-  replicated borders);
+  replicated borders), `motion15` (motion blur: a part that moved 15 px of the photo during the exposure);
   uneven light: `side5`, `side10` (a lamp dimmed on one side: x0.95 .. x0.90 at the left edge rising linearly to
   x1.05 .. x1.10 at the right), `vignette30` (corners 30% darker, falling with the squared distance from the centre,
   as a lens opened or changed gives), `shadow20` (the left third of the field 20% darker, its edge soft over 4% of
@@ -85,7 +85,7 @@ from inspector.register import rotation_matrix
 DEFAULT_DATA = Path("../shared/data")
 TEST_ONLY = ("clean", "png", "gain0.97", "gain0.9", "gain1.1", "offset-10", "offset+10", "offset-5", "offset+5", "warm",
              "cool", "gamma0.9", "gamma1.1", "alternate", "jpeg80", "noise3", "noise6", "blur1", "blur2", "zoom1.03",
-             "zoom0.97", "zoom1.05", "zoom0.95", "side5", "side10", "vignette30", "shadow20")
+             "zoom0.97", "zoom1.05", "zoom0.95", "motion15", "side5", "side10", "vignette30", "shadow20")
 REFIT = ("placed", "pasted")
 PERTURBATIONS = TEST_ONLY + REFIT
 MAX_SHIFT = 0.08  # placement shift, fraction of the field
@@ -132,6 +132,9 @@ def perturb(image: np.ndarray, name: str, index: int = 0) -> np.ndarray:
         return cv2.GaussianBlur(image, (0, 0), _BLURS[name], borderType=cv2.BORDER_REPLICATE)
     if name in _ZOOMS:
         return place(image, rotation_matrix(0.0, *image.shape[:2], _ZOOMS[name]))
+    if name == "motion15":  # the part moved 15 px of the photo during the exposure, left to right
+        kernel = np.full((1, 15), 1.0 / 15.0, np.float32)
+        return cv2.filter2D(image, -1, kernel, borderType=cv2.BORDER_REPLICATE)
     if name in _SIDES or name in ("vignette30", "shadow20"):
         return _to_u8(x * uneven_field(name, *image.shape[:2])[..., None])
     raise ValueError(f"not a test-only pixel perturbation: {name!r}")

@@ -1,0 +1,76 @@
+"""Sharpness: whether a photo shows as much detail as the good parts did (a camera out of focus, motion blur from
+a part that moved during the exposure, a fogged lens).
+
+A blurred photo is a camera's fault, not the part's: every cell looks different from the good parts and every
+part would be flagged (an adversarial test, 2026-12-06: a horizontal motion blur of 15 px flagged 33-100% of good
+parts of the shared sets). Each registered, normalised working image's detail is read as the mean squared
+Laplacian of its grey image in BLOCK x BLOCK px blocks; the good parts' median of it is the typical detail. A
+part's sharpness is the median, over the blocks where the typical detail is at least the median block's (edges
+and texture: flat blocks carry only noise), of log((part + 1) / (typical + 1)). A part is blurred when its
+sharpness lies below the least sharp good training part's by more than BLUR_MARGIN (half of that part's detail);
+verdicts.judge rejects it (`camera`) only where it would be flagged: how much blur a product bears varies (the tyre
+under a defocus of sd 1 px is judged as well as sharp, a generated part is flagged).
+
+Measured 2026-12-06 with a script on the shared sets (sharpness relative to the least sharp good training part; the
+limit is -0.69): no defective part reads as blurred (the lowest lie at +0.52 / -0.26 / -0.05 on casting / bottle /
+tyre); sensor noise reads sharper; JPEG quality 80 stays above the limit. With the benchmark (README "Blur"): a
+motion blur of 15 px flagged 18 of 20 good bottles and 19 of 54 tyres, now none (rejected, `camera`); a defocus of
+sd 2 px flagged 19 of 54 tyres, now none; castings, whose good parts already differ in detail by a factor of 3, keep
+their flood under motion blur (253 of 262 against 262). The cost: where a blur leaves the good parts judged, a
+defect in a blurred photo is rejected as blurred rather than caught (2 of 63 bottles at sd 2 px).
+
+Pure core: no file, database or network I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+BLOCK = 4  # block side in working pixels
+BLUR_MARGIN = float(np.log(2.0))  # blurred: sharpness below the least sharp good part's by more than this (x0.5)
+_FLOOR = 1.0  # added to the block energies (grey levels squared): a flat block's noise is no detail
+
+
+def detail(image: np.ndarray) -> np.ndarray:
+    """Block means (BH, BW) float32 of the squared Laplacian of a BGR uint8 image (H, W, 3)."""
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    lap = cv2.Laplacian(grey, cv2.CV_32F, ksize=1)
+    h, w = grey.shape
+    return cv2.resize(lap * lap, (max(1, w // BLOCK), max(1, h // BLOCK)), interpolation=cv2.INTER_AREA)
+
+
+class FocusModel:
+    """The good parts' typical detail and their least sharpness; says how sharp a part is against them."""
+
+    def fit(self, images: Sequence[np.ndarray]) -> "FocusModel":
+        """Learn from registered, normalised good working images (H, W, 3) uint8."""
+        energies = np.stack([detail(image) for image in images])  # (N, BH, BW)
+        typical = np.median(energies, axis=0)
+        self.set_state(typical, 0.0)
+        self.low_ = min(self.sharpness(image) for image in images)
+        return self
+
+    def set_state(self, typical: np.ndarray, low: float) -> "FocusModel":
+        """Store the typical detail (BH, BW) and the least sharpness of the good parts."""
+        self.typical_ = np.asarray(typical, dtype=np.float32)
+        self.low_ = float(low)
+        cut = max(float(np.median(self.typical_)), _FLOOR)
+        self._detailed = self.typical_ >= cut  # edges and texture
+        if not self._detailed.any():  # a blank product: every block
+            self._detailed = np.ones_like(self._detailed)
+        self._log_typical = np.log(self.typical_[self._detailed] + _FLOOR)
+        return self
+
+    def sharpness(self, image: np.ndarray) -> float:
+        """Log detail of a registered, normalised working image (H, W, 3) against the typical (0 = as good parts)."""
+        energy = detail(image)
+        if energy.shape != self.typical_.shape:
+            return 0.0
+        return float(np.median(np.log(energy[self._detailed] + _FLOOR) - self._log_typical))
+
+    def blurred(self, sharpness: float) -> bool:
+        """Whether a part of this sharpness is beyond BLUR_MARGIN below the least sharp good part."""
+        return sharpness < self.low_ - BLUR_MARGIN
