@@ -874,6 +874,8 @@ class NormalProfile:
         focus = meta.get("focus")
         if focus is None:
             return
+        if not isinstance(focus, dict) or "focus_typical" not in arrays:
+            raise ValueError("focus must be a record with its focus_typical array")
         typical = np.asarray(arrays["focus_typical"], np.float32)
         blocks = detail(np.zeros((self.layout_.height, self.layout_.width, 3), np.uint8)).shape
         if typical.shape != blocks or not np.isfinite(typical).all() or (typical < 0).any():

@@ -34,6 +34,18 @@ BLUR_MARGIN = float(np.log(2.0))  # blurred: sharpness below the least sharp goo
 _FLOOR = 1.0  # added to the block energies (grey levels squared): a flat block's noise is no detail
 
 
+def _leave_one_out(logs: np.ndarray) -> np.ndarray:
+    """(N,) each row's median over columns of its log detail (N, D) less the (lower) median of the other rows'."""
+    n = len(logs)
+    order = np.argsort(logs, axis=0, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(n)[:, None], axis=0)
+    ordered = np.take_along_axis(logs, order, axis=0)
+    middle = (n - 2) // 2  # the lower median of n - 1 values
+    others = np.where(ranks > middle, ordered[middle][None, :], ordered[min(middle + 1, n - 1)][None, :])
+    return np.median(logs - others, axis=1)
+
+
 def detail(image: np.ndarray) -> np.ndarray:
     """Block means (BH, BW) float32 of the squared Laplacian of a BGR uint8 image (H, W, 3)."""
     grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32)
@@ -46,11 +58,13 @@ class FocusModel:
     """The good parts' typical detail and their least sharpness; says how sharp a part is against them."""
 
     def fit(self, images: Sequence[np.ndarray]) -> "FocusModel":
-        """Learn from registered, normalised good working images (H, W, 3) uint8."""
+        """Learn from registered, normalised good working images (H, W, 3) uint8: the typical detail, and the least
+        sharpness of a good part, each part read against the median of the others (against a median it is part of,
+        a part reads sharper than it is, the more so the fewer the parts: the limit would be too strict)."""
         energies = np.stack([detail(image) for image in images])  # (N, BH, BW)
-        typical = np.median(energies, axis=0)
-        self.set_state(typical, 0.0)
-        self.low_ = min(self.sharpness(image) for image in images)
+        self.set_state(np.median(energies, axis=0), 0.0)
+        flat = energies.reshape(len(energies), -1)[:, self._detailed.ravel()]  # (N, D) on the detailed blocks
+        self.low_ = float(_leave_one_out(np.log(flat + _FLOOR)).min()) if len(flat) > 1 else 0.0
         return self
 
     def set_state(self, typical: np.ndarray, low: float) -> "FocusModel":

@@ -329,11 +329,25 @@ def test_a_blurred_photo_is_rejected_naming_the_camera_not_flagged(fitted: Norma
     assert _inspect(again, blurred).reason == "camera"
     old = NormalProfile.from_state({k: v for k, v in meta.items() if k != "focus"}, arrays)  # saved before
     assert old.focus_ is None and _inspect(old, blurred).verdict == "defect"
-    for bad in ({"low": float("nan")}, {"low": "0"}, {}):
+    for bad in ({"low": float("nan")}, {"low": "0"}, {}, [0.0]):
         with pytest.raises(ValueError, match="focus"):
             NormalProfile.from_state(dict(meta, focus=bad), arrays)
+    with pytest.raises(ValueError, match="focus"):
+        NormalProfile.from_state(meta, {k: v for k, v in arrays.items() if k != "focus_typical"})
     with pytest.raises(ValueError, match="focus_typical"):
         NormalProfile.from_state(meta, dict(arrays, focus_typical=np.ones((3, 3), np.float32)))
+
+
+def test_blur_is_judged_after_the_light_and_the_location_and_only_where_it_would_flag() -> None:
+    def verdict(score: float, located: bool = True, lighting_ok: bool = True) -> tuple[str, str | None]:
+        found = Assessment(score, np.zeros((2, 2), np.float32), located, 0.9, 0.0, (0.0, 0.0), 1.0, 0.0, 0.0,
+                           lighting_ok, blurred="the photo is blurred")
+        return judge(found, 1.0)[:2]
+
+    assert verdict(2.0) == ("rejected", "camera")
+    assert verdict(0.5) == ("ok", None)  # a blur the product bears: judged
+    assert verdict(2.0, located=False) == ("defect", "not_located")  # a missing part is a defect
+    assert verdict(2.0, lighting_ok=False) == ("rejected", "lighting")
 
 
 def test_the_scale_search_past_3_percent_is_saved_with_the_profile(fitted: NormalProfile) -> None:

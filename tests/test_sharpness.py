@@ -50,3 +50,13 @@ def test_the_margin_counts_from_the_least_sharp_good_part(model_and_probes) -> N
     assert again.sharpness(part) == model.sharpness(part)
     assert detail(part).shape == model.typical_.shape == (24, 32)
     assert FocusModel().set_state(model.typical_, 0.0).sharpness(np.zeros((10, 10, 3), np.uint8)) == 0.0  # other size
+
+
+def test_each_good_part_is_read_against_the_others(model_and_probes) -> None:
+    """Against a median it is part of, a part reads sharper than it is, the more so the fewer the parts: with two,
+    the soft one read against their median (the mean of the two) reads half as soft as against the other."""
+    _, probes = model_and_probes
+    parts = [probes[0], cv2.GaussianBlur(probes[1], (0, 0), 1.0)]
+    model = FocusModel().fit(parts)
+    in_sample = min(model.sharpness(p) for p in parts)
+    assert model.low_ < in_sample - 0.1
