@@ -143,12 +143,17 @@ def side_lamp(image: np.ndarray, low: float = 0.8, high: float = 1.2) -> np.ndar
     return np.clip(np.round(image * ramp), 0, 255).astype(np.uint8)
 
 
-@pytest.fixture(scope="module")
-def shaded() -> tuple[LightingModel, LightingModel, list[np.ndarray]]:
+def _with_and_without(shading: bool | str) -> tuple[LightingModel, LightingModel, list[np.ndarray]]:
+    """A model with `shading` and a plain one fitted on the same 40 generated parts, and 4 other parts."""
     rng = np.random.default_rng(3)
     train = [make_part(rng, 128, 96) for _ in range(40)]
     probes = [make_part(rng, 128, 96) for _ in range(4)]
-    return LightingModel(shading=True).fit(train), LightingModel().fit(train), probes
+    return LightingModel(shading=shading).fit(train), LightingModel().fit(train), probes
+
+
+@pytest.fixture(scope="module")
+def shaded() -> tuple[LightingModel, LightingModel, list[np.ndarray]]:
+    return _with_and_without(True)
 
 
 def test_shading_undoes_a_lamp_from_one_side(shaded: tuple[LightingModel, LightingModel, list[np.ndarray]]) -> None:
@@ -163,18 +168,25 @@ def test_shading_undoes_a_lamp_from_one_side(shaded: tuple[LightingModel, Lighti
         assert (np.diff(field, axis=1) > 0).all()  # it rises to the right, as the lamp does
 
 
+def _spot_depths(part: np.ndarray, centre: tuple[int, int], radius: int, inner: int,
+                 models: tuple[LightingModel, ...]) -> tuple[np.ndarray, dict[LightingModel, float]]:
+    """The part with a dark spot, and how deep each model leaves it (mean grey-level change within `inner` px)."""
+    spotted = part.copy()
+    cv2.circle(spotted, centre, radius, (20, 20, 20), -1)
+    inside = np.zeros(part.shape[:2], bool)
+    cv2.circle(inside.view(np.uint8), centre, inner, 1, -1)
+    depth = {}
+    for model in models:
+        clean = model.apply(part, model.estimate(part)).astype(float)
+        found = model.apply(spotted, model.estimate(spotted)).astype(float)
+        depth[model] = float(np.abs(found - clean)[inside].mean())
+    return spotted, depth
+
+
 def test_shading_keeps_a_small_defect(shaded: tuple[LightingModel, LightingModel, list[np.ndarray]]) -> None:
     with_field, plain, probes = shaded
     for part in probes:
-        spotted = part.copy()
-        cv2.circle(spotted, (64, 48), 5, (20, 20, 20), -1)  # a dark spot, smaller than half a field cell
-        inside = np.zeros(part.shape[:2], bool)
-        cv2.circle(inside.view(np.uint8), (64, 48), 4, 1, -1)
-        depth = {}
-        for model in (with_field, plain):
-            clean = model.apply(part, model.estimate(part)).astype(float)
-            found = model.apply(spotted, model.estimate(spotted)).astype(float)
-            depth[model] = np.abs(found - clean)[inside].mean()
+        spotted, depth = _spot_depths(part, (64, 48), 5, 4, (with_field, plain))  # smaller than half a field cell
         assert depth[with_field] >= 0.9 * depth[plain] > 0
         field = with_field.shading_field(with_field.apply(spotted, with_field.estimate(spotted)))
         assert np.abs(field).max() < 0.03  # the spot does not move any cell's median
@@ -199,10 +211,7 @@ def vignetted(image: np.ndarray, depth: float = 0.3) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def smooth() -> tuple[LightingModel, LightingModel, list[np.ndarray]]:
-    rng = np.random.default_rng(3)
-    train = [make_part(rng, 128, 96) for _ in range(40)]
-    probes = [make_part(rng, 128, 96) for _ in range(4)]
-    return LightingModel(shading=SMOOTH).fit(train), LightingModel().fit(train), probes
+    return _with_and_without(SMOOTH)
 
 
 def test_the_smooth_field_reads_a_side_lamp_and_a_vignetting_and_undoes_them(
@@ -225,14 +234,6 @@ def test_the_smooth_field_reads_a_side_lamp_and_a_vignetting_and_undoes_them(
 def test_the_smooth_field_keeps_a_defect(smooth: tuple[LightingModel, LightingModel, list[np.ndarray]]) -> None:
     model, plain, probes = smooth
     for part in probes:
-        spotted = part.copy()
-        cv2.circle(spotted, (40, 30), 12, (20, 20, 20), -1)  # a large dark spot, off centre: it pulls on a tilt
-        inside = np.zeros(part.shape[:2], bool)
-        cv2.circle(inside.view(np.uint8), (40, 30), 10, 1, -1)
-        depth = {}
-        for m in (model, plain):
-            clean = m.apply(part, m.estimate(part)).astype(float)
-            found = m.apply(spotted, m.estimate(spotted)).astype(float)
-            depth[m] = np.abs(found - clean)[inside].mean()
+        spotted, depth = _spot_depths(part, (40, 30), 12, 10, (model, plain))  # large, off centre: pulls on a tilt
         assert depth[model] >= 0.9 * depth[plain] > 0
         assert np.abs(model.normalise(spotted, model.estimate(spotted))[1].field).max() < 0.02
