@@ -317,7 +317,9 @@ class NormalProfile:
         self.n_train_ = len(works)
         self.aspect_range_ = (min(aspects), max(aspects))
         works, valid, conditions, groups = self._fit_conditions(works)
-        self.focus_ = FocusModel().fit(works[: self.n_train_])  # the parts registered and normalised, no copies
+        # blur is judged where a part is known to be there (located): a strip photographed without registration is
+        # never "not located", and an empty belt would read as blurred (found by a review)
+        self.focus_ = None if self.locator_ is None else FocusModel().fit(works[: self.n_train_])
         fine_oof = self._fit_fine(originals, conditions)
         originals.clear()  # not needed past here (frees memory when the caller passed images larger than the fine size)
         rng = np.random.default_rng(p.seed)

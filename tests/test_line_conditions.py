@@ -235,6 +235,8 @@ def test_a_narrow_strip_trains_without_registration() -> None:
     profile = NormalProfile().fit(strips)
     assert profile.locator_ is None
     assert np.isfinite(profile.assess([strips[0]])[0].score)
+    # nor is blur judged there: nothing says the part is there, and an empty belt would read as blurred
+    assert profile.focus_ is None and profile.assess([np.full_like(strips[0], 90)])[0].blurred is None
 
 
 @pytest.mark.parametrize("field,value", [("match_limit", float("nan")), ("exposure_bounds", [0.1, 0.2]),
