@@ -64,6 +64,8 @@ FORMAT_VERSION = 4  # bump when the meaning of saved arrays changes
 # written only by profiles with shading = "smooth", so an older build says the profile is newer than it reads
 SMOOTH_FORMAT = 5
 READABLE_FORMATS = (1, 2, 3, 4, 5)
+SIZE_TOLERANCE = 0.0375  # a part found this much larger or smaller (past the scale search's +-3%) is not judged: a
+# camera moved or a part of another size (found by an adversarial test: 6% larger bottles passed as good)
 _VALID_SHARE = 0.75  # a cell is compared when this share of its window lies inside the photo
 MIN_REGISTER_SIDE = 16  # working images narrower than this (a line-scan strip) are neither located nor matched
 _EXPOSURE_SD_FLOOR = 0.005  # a training set this steady still leaves the drift monitor this much log-exposure noise
@@ -126,6 +128,7 @@ class Assessment:
     grey_for_colour: bool = False  # the photo is grey-scale and the trained parts are in colour (the camera's mode)
     framing: str | None = None  # the photo's shape differs from the trained photos' (a camera replaced or re-set)
     blurred: str | None = None  # the photo has lost the detail good parts show (focus, motion blur)
+    resized: str | None = None  # the part appears larger or smaller than the good parts beyond SIZE_TOLERANCE
     used_bits: int | None = None  # a 16-bit photo's: the bits its largest colour value needs (the Inspector's)
     red_blue_swapped: bool = False  # its colour cast is beyond the tolerance and red and blue swapped back undo it
 
@@ -134,7 +137,7 @@ class Assessment:
         return {"score": self.score, "located": self.located, "match": self.match, "angle": self.angle,
                 "shift": list(self.shift), "exposure": self.exposure, "colour_cast": self.colour_cast,
                 "offset": self.offset, "lighting_ok": self.lighting_ok, "grey_for_colour": self.grey_for_colour,
-                "framing": self.framing, "blurred": self.blurred}
+                "framing": self.framing, "blurred": self.blurred, "resized": self.resized}
 
 
 @dataclass(frozen=True)
@@ -193,6 +196,16 @@ def _top_mean(maps: np.ndarray, fraction: float) -> np.ndarray:
     k = max(1, math.ceil(fraction * maps.shape[1]))
     part = np.partition(maps, maps.shape[1] - k, axis=1)[:, -k:]
     return part.mean(axis=1)
+
+
+def _resized(placement: Placement) -> str | None:
+    """What is wrong with a part the scale search brought from beyond SIZE_TOLERANCE of the trained size, or None."""
+    size = 1.0 / max(float(np.sqrt(abs(np.linalg.det(placement.matrix[:, :2])))), 1e-6)  # as photographed
+    if abs(math.log(size)) <= math.log1p(SIZE_TOLERANCE):
+        return None
+    return (f"the part appears {100 * abs(size - 1):.0f}% {'larger' if size > 1 else 'smaller'} than the good parts: "
+            "the camera moved or refocused, or a part of another size? Check the camera's distance and focus and the "
+            "part; after moving the camera, train a profile on new photos")
 
 
 def shading_on(setting: bool | str, locator: Locator | None) -> bool | str:
@@ -566,7 +579,7 @@ class NormalProfile:
         out = []
         for i, (_, placement, lighting) in enumerate(prepared):
             amap = maps[i]
-            located, match, angle, shift = True, None, 0.0, (0.0, 0.0)
+            located, match, angle, shift, resized = True, None, 0.0, (0.0, 0.0), None
             if placement is not None:
                 amap = Locator.unwarp_map(amap, placement, self.layout_.stride)
             if fines:  # the cell map brought to the fine size; the fine map where it is the larger
@@ -575,6 +588,7 @@ class NormalProfile:
                 match = placement.match
                 located = match >= self.locator_.match_limit_
                 angle, shift = placement.angle, placement.shift
+                resized = _resized(placement)
             exposure, cast, offset, lighting_ok = None, 0.0, 0.0, True
             if lighting is not None:
                 # its pixels at the top say how bright the lamp is at least, where the blocks cannot
@@ -584,7 +598,7 @@ class NormalProfile:
                 lighting_ok = low <= math.log(max(exposure, 1e-6)) <= high and cast <= self.cast_limit_
             out.append(Assessment(float(scores[i]), np.ascontiguousarray(amap, dtype=np.float32), located, match,
                                   angle, shift, exposure, cast, offset, lighting_ok, greys[i], framings[i],
-                                  red_blue_swapped=swaps[i], blurred=blurs[i]))
+                                  red_blue_swapped=swaps[i], blurred=blurs[i], resized=resized))
         return out
 
     def _blurred(self, work: np.ndarray) -> str | None:

@@ -31,6 +31,8 @@ def judge(found: Assessment, threshold: float) -> tuple[str, str | None, str | N
     A colour cast that red and blue swapped back undo names the camera's colour order (it read as a lamp's colour).
     A photo whose shape (height to width) differs from the trained photos' is `rejected` / `camera` (a camera
     replaced or re-set: judged stretched, every part read as a defect; found by an adversarial test).
+    A located part found larger or smaller than the good parts beyond SIZE_TOLERANCE (the scale search reaches 6%)
+    is `rejected` / `camera`: a camera moved, or a part of another size (found by an adversarial test).
     A located part whose photo has lost the detail good parts show (out of focus, motion blur) and that would be
     flagged is `rejected` / `camera` (found by an adversarial test: a 15 px motion blur flagged 33-100% of good parts
     as defects); one the blur leaves within the threshold is `ok` (how much blur a product bears varies).
@@ -61,6 +63,8 @@ def judge(found: Assessment, threshold: float) -> tuple[str, str | None, str | N
     if not found.located:
         return "defect", "not_located", (f"the part does not match the trained parts wherever it is placed "
                                          f"(match {found.match:.2f})")
+    if found.resized is not None:  # a camera moved, or a part of another size: not judged as a good one's size
+        return "rejected", CAMERA, f"{found.resized}; the part cannot be judged fairly"
     if found.blurred is not None and found.score > threshold:  # the camera's focus or a moving part, not the part
         return "rejected", CAMERA, f"{found.blurred}; the part cannot be judged fairly"
     return ("defect" if found.score > threshold else "ok"), None, None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 
 import cv2
 import numpy as np
@@ -338,6 +339,32 @@ def test_a_blurred_photo_is_rejected_naming_the_camera_not_flagged(fitted: Norma
         NormalProfile.from_state(meta, {k: v for k, v in arrays.items() if k != "focus_typical"})
     with pytest.raises(ValueError, match="focus_typical"):
         NormalProfile.from_state(meta, dict(arrays, focus_typical=np.ones((3, 3), np.float32)))
+
+
+def test_a_quieter_camera_is_no_blur_and_its_defects_stay_defects() -> None:
+    """Found by an adversarial test: the blocks read for detail included the plain belt's camera noise, so a camera
+    with less noise (sd 0.5 or 1 against the trained 3) read as blurred and its defects were rejected as `camera`."""
+    rng = np.random.default_rng(1)
+    profile = NormalProfile().fit([make_part(rng, W, H) for _ in range(60)])
+    for noise in (0.5, 1.0):
+        for defect in ("spot", "scratch"):
+            found = _inspect(profile, make_part(rng, W, H, defect=defect, noise=noise))
+            assert found.verdict == "defect", found
+
+
+def test_a_part_much_larger_or_smaller_than_the_good_ones_is_rejected_naming_the_size(fitted: NormalProfile,
+                                                                                      good: list[np.ndarray]) -> None:
+    """Found by an adversarial test: once the scale search reached 6%, parts 6% larger passed as good (a part of
+    another size, or a camera moved, judged at the trained size). Past SIZE_TOLERANCE the part is rejected."""
+    for part in good[:3]:
+        for zoom, word in ((1.06, "larger"), (0.94, "smaller")):
+            m = rotation_matrix(0.0, H, W, zoom)
+            zoomed = cv2.warpAffine(part, m, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            found = _inspect(fitted, zoomed)
+            assert (found.verdict, found.reason) == ("rejected", "camera"), found
+            assert re.match(rf"the part appears [456]% {word} than the good parts: the camera moved", found.detail), found
+        m = rotation_matrix(0.0, H, W, 1.015)
+        assert _inspect(fitted, cv2.warpAffine(part, m, (W, H), borderMode=cv2.BORDER_REPLICATE)).verdict == "ok"
 
 
 def test_blur_is_judged_after_the_light_and_the_location_and_only_where_it_would_flag() -> None:
