@@ -64,8 +64,8 @@ FORMAT_VERSION = 4  # bump when the meaning of saved arrays changes
 # written only by profiles with shading = "smooth", so an older build says the profile is newer than it reads
 SMOOTH_FORMAT = 5
 READABLE_FORMATS = (1, 2, 3, 4, 5)
-SIZE_TOLERANCE = 0.0375  # a part found this much larger or smaller (past the scale search's +-3%) is not judged: a
-# camera moved or a part of another size (found by an adversarial test: 6% larger bottles passed as good)
+SIZE_TOLERANCE = 0.0375  # a part found this much larger or smaller (past the scale search's +-3%) is a defect: a
+# part of another size or a camera moved (found by an adversarial test: 6% larger bottles passed as good)
 _VALID_SHARE = 0.75  # a cell is compared when this share of its window lies inside the photo
 MIN_REGISTER_SIDE = 16  # working images narrower than this (a line-scan strip) are neither located nor matched
 _EXPOSURE_SD_FLOOR = 0.005  # a training set this steady still leaves the drift monitor this much log-exposure noise
@@ -204,8 +204,8 @@ def _resized(placement: Placement) -> str | None:
     if abs(math.log(size)) <= math.log1p(SIZE_TOLERANCE):
         return None
     return (f"the part appears {100 * abs(size - 1):.0f}% {'larger' if size > 1 else 'smaller'} than the good parts: "
-            "the camera moved or refocused, or a part of another size? Check the camera's distance and focus and the "
-            "part; after moving the camera, train a profile on new photos")
+            "a part of another size, or the camera moved or refocused? If every part says so, check the camera's "
+            "distance and focus; after moving the camera, train a profile on new photos")
 
 
 def shading_on(setting: bool | str, locator: Locator | None) -> bool | str:
@@ -563,7 +563,7 @@ class NormalProfile:
             # the cached reference first: a grey product's parts (and every part without lighting) skip the check
             greys.append(self.lighting_ is not None and not self._grey_reference() and _is_grey(taken))
             work, placement, lighting = self._prepare(taken)
-            blurs.append(self._blurred(work))
+            blurs.append(self._blurred(work, placement))
             swaps.append(self._red_blue_swapped(taken, placement, lighting))
             prepared.append((work, placement, lighting))
             if self.fine_ is not None:  # at once, so only one full-size image is held at a time
@@ -601,16 +601,17 @@ class NormalProfile:
                                   red_blue_swapped=swaps[i], blurred=blurs[i], resized=resized))
         return out
 
-    def _blurred(self, work: np.ndarray) -> str | None:
-        """What is wrong with a registered, normalised working image (H, W, 3) that has lost its detail, or None."""
-        if self.focus_ is None:
+    def _blurred(self, work: np.ndarray, placement: Placement | None) -> str | None:
+        """What is wrong with a registered, normalised working image (H, W, 3) that has lost its detail, or None
+        (only a located part is judged for it: see verdicts.judge)."""
+        if self.focus_ is None or placement is None:
             return None
         sharpness = self.focus_.sharpness(work)
         if not self.focus_.blurred(sharpness):
             return None
         return (f"the photo is blurred: its detail is {100 * math.exp(sharpness):.0f}% of the good parts' typical "
-                f"(the least sharp good part's {100 * math.exp(self.focus_.low_):.0f}%): check the camera's focus, the "
-                "exposure time (a part moving) and vibration")
+                f"(the least sharp good part's {100 * math.exp(self.focus_.low_):.0f}%): if every part says so, check "
+                "the camera's focus, the exposure time (a part moving) and vibration")
 
     def _red_blue_swapped(self, work: np.ndarray, placement: Placement | None, lighting: Lighting | None) -> bool:
         """Whether a working image (H, W, 3) whose colour cast is beyond the tolerance has red and blue swapped."""

@@ -8,15 +8,9 @@ Laplacian of its grey image in BLOCK x BLOCK px blocks; the good parts' median o
 part's sharpness is the median, over the blocks where the typical detail is at least the median block's and
 OVER_NOISE times the quietest quarter's (edges and texture: a plain belt's blocks carry only the camera's noise, and
 with them a quieter camera read as blurred), of log((part + 1) / (typical + 1)). A part is blurred when its
-sharpness lies below the least sharp good training part's by more than BLUR_MARGIN (half of that part's detail);
-verdicts.judge rejects it (`camera`) only where it would be flagged: how much blur a product bears varies (the tyre
-under a defocus of sd 1 px is judged as well as sharp, a generated part is flagged).
-
-Measured 2026-12-06 with the benchmark (README "Blur"): a motion blur of 15 px flagged 18 of 20 good bottles and 19
-of 54 tyres, now none and 4 (rejected, `camera`); a defocus of sd 2 px flagged 19 of 54 tyres, now 3; castings, whose
-good parts already differ in detail by a factor of 3, keep their flood under motion blur; no clean, JPEG 80 or noisy
-part is rejected. The cost: a defect in a blurred photo is rejected as blurred rather than caught (2 of 63 bottles
-at sd 2 px, where the good parts are still judged).
+sharpness lies below the least sharp good training part's (each read against the median of the others) by more than
+BLUR_MARGIN (half of that part's detail); verdicts.judge names it (`defect` / `blurred`) where the part is flagged:
+it says why, it does not hide the part (README "Blur").
 
 Pure core: no file, database or network I/O.
 """

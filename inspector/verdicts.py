@@ -13,6 +13,8 @@ if TYPE_CHECKING:  # an annotation only: the reason codes are read by modules th
 
 LIGHTING = "lighting"  # reason: the part is lit beyond the tolerance (or photographed in grey for a colour product)
 CAMERA = "camera"  # reason: the photo's shape is not the trained photos' (a camera replaced or re-set), or blurred
+BLURRED = "blurred"  # reason: a flagged part whose photo has lost the good parts' detail (focus, motion blur)
+SIZE = "size"  # reason: the part is larger or smaller than the good parts (a part of another size, a camera moved)
 GROSS_EXPOSURE = (1.0 / 3.0, 3.0)  # exposure this far off the trained one: the light, not the part
 GREY_FOR_COLOUR = "the photo is grey-scale while the trained parts are in colour: check the camera's colour mode"
 CAMERA_DEPTHS = (10, 12, 14)  # bits a camera may write into a 16-bit photo unscaled (right-aligned); not 8: a photo
@@ -32,10 +34,12 @@ def judge(found: Assessment, threshold: float) -> tuple[str, str | None, str | N
     A photo whose shape (height to width) differs from the trained photos' is `rejected` / `camera` (a camera
     replaced or re-set: judged stretched, every part read as a defect; found by an adversarial test).
     A located part found larger or smaller than the good parts beyond SIZE_TOLERANCE (the scale search reaches 6%)
-    is `rejected` / `camera`: a camera moved, or a part of another size (found by an adversarial test).
-    A located part whose photo has lost the detail good parts show (out of focus, motion blur) and that would be
-    flagged is `rejected` / `camera` (found by an adversarial test: a 15 px motion blur flagged 33-100% of good parts
-    as defects); one the blur leaves within the threshold is `ok` (how much blur a product bears varies).
+    is a `defect` / `size`: a part of another size is a wrong part (found by an adversarial test: such parts passed
+    as good), and a camera moved closer makes every part one, each saying so.
+    A located part whose photo has lost the detail good parts show (out of focus, motion blur) and that is flagged
+    is a `defect` / `blurred`, saying so (found by an adversarial test: a 15 px motion blur flagged 33-100% of good
+    parts as plain defects); never `rejected`: another product, located, also reads as blurred, and a wrong part is a
+    defect. One the blur leaves within the threshold is `ok` (how much blur a product bears varies).
     A part that cannot be located (a missing, wrong or badly placed part) is a `defect` / `not_located`, never
     `ok`. Otherwise the score decides.
     """
@@ -63,10 +67,10 @@ def judge(found: Assessment, threshold: float) -> tuple[str, str | None, str | N
     if not found.located:
         return "defect", "not_located", (f"the part does not match the trained parts wherever it is placed "
                                          f"(match {found.match:.2f})")
-    if found.resized is not None:  # a camera moved, or a part of another size: not judged as a good one's size
-        return "rejected", CAMERA, f"{found.resized}; the part cannot be judged fairly"
-    if found.blurred is not None and found.score > threshold:  # the camera's focus or a moving part, not the part
-        return "rejected", CAMERA, f"{found.blurred}; the part cannot be judged fairly"
+    if found.resized is not None:  # a part of another size (or a camera moved): a wrong part is a defect
+        return "defect", SIZE, found.resized
+    if found.blurred is not None and found.score > threshold:  # flagged, and the photo says why it may be
+        return "defect", BLURRED, found.blurred
     return ("defect" if found.score > threshold else "ok"), None, None
 
 
