@@ -7,7 +7,7 @@ per station, started afresh whenever the station's profile version changes.
 
 The watcher's side (`ConditionsMonitor`, fed one recorded row at a time by the committer thread) logs a WARNING
 when an alarm is raised and an INFO line when it clears, and a WARNING for parts rejected for lighting (and one
-for parts rejected as `camera`: a photo of another shape, a camera replaced or re-set, or a blurred photo): the first at once, then
+for parts rejected as `camera`: a photo of another shape, a camera replaced or re-set): the first at once, then
 at most one every LIGHTING_EVERY_S seconds, with the count since the previous one (a failed lamp rejects every
 part; the log must not drown in it).
 """
