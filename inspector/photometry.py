@@ -472,13 +472,9 @@ class LightingModel:
     def shading_field(self, normalised: np.ndarray) -> np.ndarray:
         """The log brightness field (SHADING_GRID, SHADING_GRID) of a tone-corrected part (H, W, 3) uint8 against
         the reference: per cell, the weighted median log ratio of its usable blocks; 0 where too few are usable."""
-        part = _blocks(normalised).astype(np.float64).mean(axis=2) / 255.0  # (BH, BW)
-        ref = self.ref_blocks_.mean(axis=2)
-        usable = ~(_clipped(normalised) | self.ref_clipped_) & (ref > _DARK)
-        log_ratio = np.log(np.maximum(part, 0.5 / 255.0) / np.maximum(ref, 0.5 / 255.0))
-        weights = self.weights_ if self.weights_.shape == ref.shape else np.ones_like(ref)
-        rows = np.linspace(0, ref.shape[0], SHADING_GRID + 1).astype(int)
-        cols = np.linspace(0, ref.shape[1], SHADING_GRID + 1).astype(int)
+        log_ratio, usable, weights = self._grey_ratio(normalised)
+        rows = np.linspace(0, usable.shape[0], SHADING_GRID + 1).astype(int)
+        cols = np.linspace(0, usable.shape[1], SHADING_GRID + 1).astype(int)
         grid = np.zeros((SHADING_GRID, SHADING_GRID))
         for i in range(SHADING_GRID):
             for j in range(SHADING_GRID):
@@ -488,19 +484,26 @@ class LightingModel:
                     grid[i, j] = _weighted_median(log_ratio[cell][use], weights[cell][use])
         return np.clip(grid, -SHADING_CAP, SHADING_CAP)
 
+    def _grey_ratio(self, normalised: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A tone-corrected part's (H, W, 3) uint8 block brightness against the reference's, for its fields: the log
+        ratio (BH, BW), the usable blocks (unclipped, not black) and the blocks' weights."""
+        part = _blocks(normalised).astype(np.float64).mean(axis=2) / 255.0  # (BH, BW)
+        ref = self.ref_blocks_.mean(axis=2)
+        usable = ~(_clipped(normalised) | self.ref_clipped_) & (ref > _DARK)
+        log_ratio = np.log(np.maximum(part, 0.5 / 255.0) / np.maximum(ref, 0.5 / 255.0))
+        weights = self.weights_ if self.weights_.shape == ref.shape else np.ones_like(ref)
+        return log_ratio, usable, weights
+
     def smooth_field(self, normalised: np.ndarray) -> np.ndarray:
         """The smooth log brightness field (3,) of a tone-corrected part (H, W, 3) uint8 against the reference: the
         tilt across x, across y and the vignetting of smooth_map, fitted to its usable blocks' log ratios by
         reweighted least squares (blocks far off the field, a defect or an edge, weigh less; steady blocks more);
         zeros with fewer than _SMOOTH_MIN_BLOCKS usable blocks."""
-        part = _blocks(normalised).astype(np.float64).mean(axis=2) / 255.0  # (BH, BW)
-        ref = self.ref_blocks_.mean(axis=2)
-        usable = ~(_clipped(normalised) | self.ref_clipped_) & (ref > _DARK)
+        ratio, usable, weights = self._grey_ratio(normalised)
         if usable.sum() < _SMOOTH_MIN_BLOCKS:
             return np.zeros(3)
-        log_ratio = np.log(np.maximum(part[usable], 0.5 / 255.0) / np.maximum(ref[usable], 0.5 / 255.0))  # (N,)
-        steady = (self.weights_ if self.weights_.shape == ref.shape else np.ones_like(ref))[usable]
-        bh, bw = ref.shape
+        log_ratio, steady = ratio[usable], weights[usable]  # (N,)
+        bh, bw = usable.shape
         rows, cols = np.nonzero(usable)
         x = (cols + 0.5) / bw * 2.0 - 1.0
         y = (rows + 0.5) / bh * 2.0 - 1.0

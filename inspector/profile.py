@@ -200,7 +200,7 @@ def _top_mean(maps: np.ndarray, fraction: float) -> np.ndarray:
 
 def _resized(placement: Placement) -> str | None:
     """What is wrong with a part the scale search brought from beyond SIZE_TOLERANCE of the trained size, or None."""
-    size = 1.0 / max(float(np.sqrt(abs(np.linalg.det(placement.matrix[:, :2])))), 1e-6)  # as photographed
+    size = 1.0 / max(placement.scale, 1e-6)  # as photographed
     if abs(math.log(size)) <= math.log1p(SIZE_TOLERANCE):
         return None
     return (f"the part appears {100 * abs(size - 1):.0f}% {'larger' if size > 1 else 'smaller'} than the good parts: "

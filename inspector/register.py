@@ -70,6 +70,11 @@ class Placement:
         return float(np.degrees(np.arctan2(self.matrix[1, 0], self.matrix[0, 0])))
 
     @property
+    def scale(self) -> float:
+        """Magnification from photo to frame (0.95: the part was photographed 5% larger than the reference)."""
+        return float(np.sqrt(abs(np.linalg.det(self.matrix[:, :2]))))
+
+    @property
     def shift(self) -> tuple[float, float]:
         """Translation part (x, y) in working pixels."""
         return float(self.matrix[0, 2]), float(self.matrix[1, 2])

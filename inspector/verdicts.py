@@ -12,7 +12,7 @@ if TYPE_CHECKING:  # an annotation only: the reason codes are read by modules th
     from inspector.profile import Assessment
 
 LIGHTING = "lighting"  # reason: the part is lit beyond the tolerance (or photographed in grey for a colour product)
-CAMERA = "camera"  # reason: the photo's shape is not the trained photos' (a camera replaced or re-set), or blurred
+CAMERA = "camera"  # reason: the photo's shape is not the trained photos' (a camera replaced or re-set)
 BLURRED = "blurred"  # reason: a flagged part whose photo has lost the good parts' detail (focus, motion blur)
 SIZE = "size"  # reason: the part is larger or smaller than the good parts (a part of another size, a camera moved)
 GROSS_EXPOSURE = (1.0 / 3.0, 3.0)  # exposure this far off the trained one: the light, not the part
