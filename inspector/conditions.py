@@ -5,6 +5,9 @@ Each part's row names the profile version that judged it; that version's profile
 ("drift"). A version without one (trained before drift monitoring, or unreadable) is not monitored. One monitor
 per station, started afresh whenever the station's profile version changes.
 
+The monitor also watches streaks of judged parts whose reason names a station-wide cause (`blurred`, `size`,
+`not_located`: drift.REASON_SIGNALS), from the rows' reasons alone; they run wherever the monitor runs.
+
 The watcher's side (`ConditionsMonitor`, fed one recorded row at a time by the committer thread) logs a WARNING
 when an alarm is raised and an INFO line when it clears, and a WARNING for parts rejected for lighting (and one
 for parts rejected as `camera`: a photo of another shape, a camera replaced or re-set): the first at once, then
@@ -76,7 +79,8 @@ def replay_rows(rows: Iterable[Mapping[str, Any]], models_dir: Path) -> dict[str
 
 def active_alarms(replayed: Mapping[str, drift.StationDrift]) -> list[dict[str, Any]]:
     """Every active alarm after a replay: station, signal, since (inspected_at of the part that raised it), the
-    inspection id of that part, the recent level, and what it means; by station."""
+    inspection id of that part, the recent level (a number and a text), what it watches and what it means; by
+    station."""
     out = []
     for station in sorted(replayed):
         sd = replayed[station]
@@ -86,26 +90,33 @@ def active_alarms(replayed: Mapping[str, drift.StationDrift]) -> list[dict[str, 
             alarm = sd.monitor.alarms[signal]
             out.append({"station": station, "signal": signal, "since": alarm.since, "since_id": alarm.since_ref,
                         "profile_version": sd.profile_version, "recent": sd.monitor.recent(signal),
-                        "what": "exposure" if signal.startswith("exposure") else "score",
+                        "what": drift.watched(signal),
+                        "level": recent_level(drift.watched(signal), sd.monitor.recent(signal)),
                         "meaning": drift.MEANING[signal]})
     return out
 
 
 def recent_level(what: str, recent: float | None) -> str:
-    """How a drifting signal ("exposure" or "score") stands lately, for people: "recent exposure 0.89x of
-    training", or just its name when not known."""
+    """How a drifting signal ("exposure", "score" or a reason code) stands lately, for people: "recent exposure
+    0.89x of training", "85% of the last 20 parts blurred", or just its name when not known."""
     if recent is None:
         return what
-    return f"recent exposure {recent:.2f}x of training" if what == "exposure" else f"recent score {recent:.3f}"
+    if what == "exposure":
+        return f"recent exposure {recent:.2f}x of training"
+    if what == "score":
+        return f"recent score {recent:.3f}"
+    return f"{recent:.0%} of the last {drift.RECENT_PARTS} parts {what}"
 
 
 def describe(event: drift.DriftEvent) -> str:
     """One line for an alarm raised or cleared."""
-    level = recent_level("exposure" if event.signal.startswith("exposure") else "score", event.recent)
+    what = drift.watched(event.signal)
+    level = recent_level(what, event.recent)
     part = f"part #{event.ref}" if event.ref is not None else f"part {event.n}"
     if event.kind == "raised":
         return f"drift alarm: {event.meaning} ({level}; CUSUM {event.value:.1f} > {event.h:g} at {part})"
-    return (f"drift alarm cleared: {event.signal.replace('_', ' ')} back within the training range ({level}; "
+    back = "back within the training range" if what in ("exposure", "score") else f"back to isolated {what} parts"
+    return (f"drift alarm cleared: {event.signal.replace('_', ' ')} {back} ({level}; "
             f"CUSUM {event.value:.1f} <= {drift.CLEAR * event.h:g} at {part})")
 
 
@@ -142,7 +153,7 @@ class ConditionsMonitor:
         if self.monitor is None:
             return
         for event in self.monitor.update(row.get("exposure"), row.get("score"), row.get("inspected_at"),
-                                         row.get("id")):
+                                         row.get("id"), row.get("reason")):
             level = logging.WARNING if event.kind == "raised" else logging.INFO
             self.emit("drift", level, describe(event), **event.as_dict(), profile_version=version)
 

@@ -61,8 +61,8 @@ and 30%: 2.2e5, 2384, 30.8), by the share of parts with the reason:
 | average run length (parts) | 1.9e11 | 4.1e9 | 6.8e7 | 5.5e6 | 2.0e5 | 2.4e3 | 85 | 31 | 13 | 5 (exactly) |
 
 At 2 parts a second, 6.8e7 parts are over a year: isolated parts at 2% never alarm in practice (tests: 0 in 200,000
-parts at 2%, each reason), a station where every part has the reason alarms at its 5th part, one where every
-third part has it within about 30. After a streak (statistic at its cap 2h), 36 parts without the reason clear it.
+parts at 2%, each reason), a station where every part has the reason alarms at its 5th part, one where 30% of
+the parts have it after 31 on average. After a streak (statistic at its cap 2h), 36 parts without the reason clear it.
 """
 
 from __future__ import annotations
