@@ -98,14 +98,15 @@ def active_alarms(replayed: Mapping[str, drift.StationDrift]) -> list[dict[str, 
 
 def recent_level(what: str, recent: float | None) -> str:
     """How a drifting signal ("exposure", "score" or a reason code) stands lately, for people: "recent exposure
-    0.89x of training", "85% of the last 20 parts blurred", or just its name when not known."""
+    0.89x of training", "reason blurred on 17 of the last 20 parts" (drift.RECENT_PARTS), or just its name
+    when not known."""
     if recent is None:
         return what
     if what == "exposure":
         return f"recent exposure {recent:.2f}x of training"
     if what == "score":
         return f"recent score {recent:.3f}"
-    return f"{recent:.0%} of the last {drift.RECENT_PARTS} parts {what}"
+    return f"reason {what} on {recent:g} of the last {drift.RECENT_PARTS} parts"
 
 
 def describe(event: drift.DriftEvent) -> str:

@@ -81,7 +81,7 @@ CAP = 2.0  # a statistic never exceeds CAP * h
 CLEAR = 0.5  # an alarm clears when its statistic falls to CLEAR * h or below
 RECENT = 0.1  # weight of the newest part in the `recent` exponentially weighted means shown to people
 REASON_P0, REASON_P1, REASON_H = 0.02, 0.5, 16.0  # streak alarms: in-control and streak rates, alarm level
-RECENT_PARTS = 20  # a streak alarm's recent level: the share of the last RECENT_PARTS parts with its reason
+RECENT_PARTS = 20  # a streak alarm's recent level: how many of the last RECENT_PARTS parts have its reason
 
 REASON_SIGNALS = {"camera_blurred": "blurred", "camera_size": "size", "not_located": "not_located"}  # -> reason
 SIGNALS = ("exposure_low", "exposure_high", "score_high", *REASON_SIGNALS)
@@ -141,7 +141,7 @@ class DriftEvent:
     at: Any = None  # whatever the caller passed to update (a datetime)
     ref: Any = None  # likewise (an inspection id)
     recent: float | None = None  # exposure_*: recent exposure (1.0 = as trained); score_high: recent score;
-    # a streak signal: the share of the last RECENT_PARTS parts with its reason
+    # a streak signal: how many of the last RECENT_PARTS parts have its reason
 
     @property
     def meaning(self) -> str:
@@ -253,11 +253,9 @@ class DriftMonitor:
 
     def recent(self, signal: str) -> float | None:
         """The recent level behind a signal: exposure (1.0 = as trained) for exposure_*, the score for score_high,
-        the share of the last RECENT_PARTS parts with the reason for a streak signal."""
+        how many of the last RECENT_PARTS parts have the reason for a streak signal."""
         if signal in REASON_SIGNALS:
-            if not self.recent_reasons:
-                return None
-            return round(self.recent_reasons.count(REASON_SIGNALS[signal]) / len(self.recent_reasons), 4)
+            return self.recent_reasons.count(REASON_SIGNALS[signal]) if self.recent_reasons else None
         if signal == "score_high":
             return None if self.recent_score is None else round(self.recent_score, 4)
         return None if self.recent_log_exposure is None else round(math.exp(self.recent_log_exposure), 4)
