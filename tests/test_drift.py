@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from inspector import cli, config, drift
-from inspector.conditions import ConditionsMonitor, replay_rows
+from inspector.conditions import ConditionsMonitor, describe, replay_rows
 from inspector.drift import Baseline, DriftMonitor
 from inspector.store import Store
 
@@ -170,6 +170,74 @@ def test_replay_is_per_station_and_restarts_at_a_version_change(tmp_path: Path) 
     assert replay_rows(dim, models)["s1"].as_dict()["alarm_active"] is True
 
 
+# ---------------------------------------------------------------------------------------------- streaks of a reason
+
+STREAKS = sorted(drift.REASON_SIGNALS.items())  # (signal, reason)
+
+
+def isolated_reasons(seed: int, n: int, rate: float = 0.02) -> list[str | None]:
+    """n parts' reasons: each of blurred, size and not_located at `rate` at random, else None (a plain part)."""
+    u = np.random.default_rng(seed).random(n)
+    reasons = ("blurred", "size", "not_located")
+    return [reasons[int(x // rate)] if x < 3 * rate else None for x in u.tolist()]
+
+
+def feed_reasons(monitor: DriftMonitor, reasons: list[str | None]) -> list[drift.DriftEvent]:
+    """Every event of feeding good parts (steady lamp, training scores) with these reasons (ref = index)."""
+    exposures, scores = good_parts(21, "normal", 0.02, len(reasons))
+    return [e for i, (x, s, r) in enumerate(zip(exposures.tolist(), scores.tolist(), reasons))
+            for e in monitor.update(x, s, ref=i, reason=r)]
+
+
+@pytest.mark.parametrize(("signal", "reason"), STREAKS)
+def test_every_part_with_the_reason_raises_its_alarm_within_10_parts(signal: str, reason: str) -> None:
+    """(a) isolated parts at 2% for 1,000 parts, then every part has the reason (a camera knocked out of focus):
+    its alarm alone, at the 5th part of the streak (h = 16, each such part adds ln 25 = 3.22)."""
+    reasons = isolated_reasons(31, 1_000) + [reason] * 100
+    monitor = DriftMonitor(baseline(0.02))
+    events = feed_reasons(monitor, reasons)
+    assert [(e.kind, e.signal) for e in events] == [("raised", signal)]
+    assert 1_000 <= events[0].ref < 1_010 and events[0].ref == 1_004
+    assert events[0].recent >= 5 and monitor.active == [signal] and monitor.recent(signal) == 20
+    assert monitor.state()["statistics"][signal]["since_ref"] == 1_004 and events[0].meaning == drift.MEANING[signal]
+
+
+def test_no_streak_alarm_in_200000_parts_with_each_reason_at_2_percent() -> None:
+    """(b) isolated parts: each reason on 2% of the parts at random (6% flagged so): no alarm at all (computed
+    average run length at 2%: 6.8e7 parts per reason)."""
+    monitor = DriftMonitor(baseline(0.02))
+    reasons = isolated_reasons(41, 200_000)
+    events = [e for r in reasons for e in monitor.update(1.0, SCORE[0], reason=r)]  # lamp and score as trained
+    assert events == [] and monitor.active == [] and monitor.n == 200_000
+    assert all(0.018 < reasons.count(r) / len(reasons) < 0.022 for r in ("blurred", "size", "not_located"))
+
+
+def test_a_streak_alarm_clears_36_parts_after_the_streak_ends_and_says_so_in_one_line() -> None:
+    """(c) 200 blurred parts, then plain ones: raised once, cleared at the 36th plain part (capped at 2h = 32, each
+    plain part takes 0.67 away, cleared at h/2 = 8)."""
+    monitor = DriftMonitor(baseline(0.02))
+    events = feed_reasons(monitor, [None] * 1_000 + ["blurred"] * 200 + [None] * 300)
+    assert [(e.kind, e.signal) for e in events] == [("raised", "camera_blurred"), ("cleared", "camera_blurred")]
+    raised, cleared = events
+    assert cleared.ref == 1_235 and cleared.value <= drift.CLEAR * drift.REASON_H < raised.value
+    assert monitor.active == [] and monitor.state()["recent_reasons"]["camera_blurred"] == 0
+    json.dumps(monitor.state())
+    up = describe(raised)
+    assert up.startswith("drift alarm: most recent parts are blurred: check the camera's focus") and "\n" not in up
+    assert "reason blurred on 5 of the last 20 parts" in up and "> 16 at part #1004" in up
+    assert describe(cleared).startswith("drift alarm cleared: camera blurred back to isolated blurred parts")
+
+
+def test_old_call_sites_without_a_reason_feed_plain_parts_to_the_streak_alarms() -> None:
+    monitor = DriftMonitor(baseline(0.02))
+    for _ in range(10):
+        monitor.update(1.0, 0.2, reason="size")
+    assert monitor.active == ["camera_size"]
+    for _ in range(40):
+        monitor.update(1.0, 0.2)  # no reason: a plain part
+    assert monitor.active == [] and monitor.n == 50
+
+
 # ---------------------------------------------------------------------------------------------- adapters
 
 
@@ -240,6 +308,24 @@ def test_watcher_adapter_logs_alarms_and_paces_lighting_warnings(tmp_path: Path)
     assert "drift monitoring off: profile v3 has no drift baseline" in lines[0][2]
 
 
+def test_watcher_adapter_warns_of_a_streak_naming_its_cause(tmp_path: Path) -> None:
+    """(e) the camera moved: every part from the 100th a `size` defect; one WARNING naming the cause, then an INFO
+    line once the camera is back."""
+    models = write_models(tmp_path / "models", sd=0.02)
+    lines: list[tuple[str, int, str, dict]] = []
+    monitor = ConditionsMonitor(models, lambda event, level, text, **f: lines.append((event, level, text, f)))
+    exposures, scores = good_parts(9, "normal", 0.02, 300)
+    for i, row in enumerate(rows_of(exposures, scores)):
+        moved = 100 <= i < 200
+        monitor.observe({**row, "id": i + 1, **({"verdict": "defect", "reason": "size"} if moved else {})})
+    streak = [(lvl, f["kind"], f["signal"], text) for event, lvl, text, f in lines if event == "drift"]
+    assert [s[:3] for s in streak] == [(logging.WARNING, "raised", "camera_size"),
+                                       (logging.INFO, "cleared", "camera_size")]
+    text = streak[0][3]
+    assert text.startswith("drift alarm: most recent parts appear larger or smaller than trained: has the camera "
+                           "moved or been refocused, or is this another product?") and "at part #105" in text
+
+
 @pytest.fixture
 def drifted(tmp_path: Path) -> Path:
     """A config whose models folder has v1's drift baseline and whose SQLite database holds 200 parts of
@@ -286,6 +372,46 @@ def test_review_page_banner_and_rejections_by_reason(drifted: Path) -> None:
         assert "<script" not in html
     stats = client.get("/stats?since=all", headers={"Host": "localhost"}).text
     assert "<dt>rejected by reason</dt>" in stats and "<dt>lighting</dt>" in stats
+
+
+@pytest.fixture
+def unfocused(tmp_path: Path) -> Path:
+    """A config and a SQLite database whose station s1 has 200 parts under a steady lamp, the last 30 `blurred`
+    defects (the camera knocked out of focus), and whose s2 has 200 parts with isolated `not_located` ones."""
+    models = write_models(tmp_path / "models", sd=0.02)
+    rows = rows_of(*good_parts(14, "normal", 0.02, 200))
+    rows[170:] = [{**r, "verdict": "defect", "reason": "blurred", "detail": "the photo is blurred"} for r in rows[170:]]
+    steady = rows_of(*good_parts(15, "normal", 0.02, 200), station="s2", start=1000)
+    steady[50:200:40] = [{**r, "verdict": "defect", "reason": "not_located"} for r in steady[50:200:40]]
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[models]\ndir = "{models}"\n[database]\nurl = "sqlite:///{tmp_path / "inspector.db"}"\n')
+    with Store(f"sqlite:///{tmp_path / 'inspector.db'}") as store:
+        store.record(rows + steady)
+    return cfg
+
+
+def test_stats_and_the_review_page_show_a_streak_alarm(unfocused: Path, capsys: pytest.CaptureFixture) -> None:
+    """(d) replayed from the store's rows (their reasons): `inspector stats --json` lists the active alarm, its
+    text line and the review page's banner name the cause."""
+    assert cli.main(["stats", "--since", "all", "--json", "--config", str(unfocused)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    s1, s2 = out["drift"]["s1"], out["drift"]["s2"]
+    assert s1["alarm_active"] is True and s1["active"] == ["camera_blurred"] and s1["alarms_raised"] == 1
+    assert s1["state"]["statistics"]["camera_blurred"]["since"].startswith("2026-12-01T08:02:55")  # part 175
+    assert s1["state"]["recent_reasons"]["camera_blurred"] == 20 and s1["events"][0]["meaning"].startswith(
+        "most recent parts are blurred")
+    assert s2["alarm_active"] is False and s2["state"]["statistics"]["not_located"]["value"] < 1
+
+    assert cli.main(["stats", "--since", "all", "--by", "day", "--config", str(unfocused)]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith("DRIFT ALARM at station s1 since ") and "camera blurred, reason blurred on 20 of the " \
+        "last 20 parts: most recent parts are blurred: check the camera's focus" in last
+
+    from inspector.web import create_app
+
+    html = create_app(config.load(unfocused)).test_client().get("/", headers={"Host": "localhost"}).text
+    assert "Drift alarm at station s1" in html and "most recent parts are blurred" in html
+    assert "Parts with reason blurred one after another since" in html and "station s2" not in html
 
 
 def test_no_banner_without_drift(tmp_path: Path) -> None:
