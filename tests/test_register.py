@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from inspector.register import Locator, Placement, rotation_matrix
+from inspector.register import SCALE_MARGIN, Locator, Placement, grey, rotation_matrix
 from inspector.synthetic import make_part
 
 W, H = 128, 96
@@ -154,6 +154,19 @@ def test_a_locator_saved_before_the_search_past_3_percent_keeps_within_it(parts:
     for part in parts[16:20]:
         assert abs(_scale_of(old.locate(_zoomed(part, 1.05))) - 0.97) < 1e-6  # the end of SCALES
         assert abs(_scale_of(again.locate(_zoomed(part, 1.05))) - 1.0 / 1.05) < 0.011
+
+
+def test_a_scaled_placement_is_taken_only_when_it_matches_better_than_unscaled(parts: list[np.ndarray]) -> None:
+    """Where every good part matches worse scaled, the learned gains are negative; the limit is floored at
+    SCALE_MARGIN, at fit and for a profile saved with a negative limit (one took a scaled placement that matched
+    worse than the part as it lay: found by an adversarial test on a ringed product)."""
+    fitted = Locator("off").fit(parts[:16])
+    assert fitted.scale_limit_ >= SCALE_MARGIN
+    saved = Locator("off").set_state(fitted.mode_, fitted.ref_, fitted.match_limit_, -0.5, True)
+    for part in parts[16:24]:
+        found = saved.locate(part)
+        assert _scale_of(found) == pytest.approx(1.0, abs=1e-6)
+        assert found.match == pytest.approx(saved.locate_grey(grey(part)).match)
 
 
 def test_a_locator_saved_before_the_scale_search_never_scales(parts: list[np.ndarray]) -> None:
