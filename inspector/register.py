@@ -172,9 +172,7 @@ class Locator:
         # what good parts gain by the same search (a casting's median reference: its parts gain by content; searched
         # within SCALES only, 2 of 262 good castings were scaled on the line past 3% and flagged, measured)
         gains = [self._best_scale(g, p).match - p.match for g, p in zip(greys, self.train_placements_)]
-        # never below SCALE_MARGIN: where every good part matches worse scaled (a sharp, steady product) the gains are
-        # all negative, and a negative limit took a scaled placement that matched worse (found by an adversarial test)
-        self.scale_limit_ = max(0.0, float(max(gains))) + SCALE_MARGIN
+        self.scale_limit_ = float(max(gains)) + SCALE_MARGIN
         return self
 
     def _set_reference(self, ref: np.ndarray) -> None:
@@ -214,8 +212,9 @@ class Locator:
         if self.scale_limit_ is None:
             return placement
         scaled = self._best_scale(g, placement)
-        # floored as at fit: a profile saved with a negative limit must not take a scaled placement matching worse
-        return scaled if scaled.match - placement.match > max(self.scale_limit_, SCALE_MARGIN) else placement
+        # never one that matches worse: where every good part matches worse scaled (a sharp, steady product) the limit
+        # is negative, and a scaled placement matching worse than the part as it lay was taken (adversarial test)
+        return scaled if scaled.match - placement.match > max(self.scale_limit_, 0.0) else placement
 
     def _best_scale(self, g: np.ndarray, placement: Placement) -> Placement:
         """The placement (2, 3) followed by the magnification of SCALES about the frame centre that matches the

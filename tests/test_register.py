@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from inspector.register import SCALE_MARGIN, Locator, Placement, grey, rotation_matrix
+from inspector.register import Locator, Placement, grey, rotation_matrix
 from inspector.synthetic import make_part
 
 W, H = 128, 96
@@ -157,16 +157,15 @@ def test_a_locator_saved_before_the_search_past_3_percent_keeps_within_it(parts:
 
 
 def test_a_scaled_placement_is_taken_only_when_it_matches_better_than_unscaled(parts: list[np.ndarray]) -> None:
-    """Where every good part matches worse scaled, the learned gains are negative; the limit is floored at
-    SCALE_MARGIN, at fit and for a profile saved with a negative limit (one took a scaled placement that matched
-    worse than the part as it lay: found by an adversarial test on a ringed product)."""
+    """Where every good part matches worse scaled (sharp generated parts), the learned limit is negative; a scaled
+    placement that matches worse than the part as it lay is never taken (one was: found by an adversarial test on a
+    ringed product), while one that matches better by more than the good parts gain is (a 1.5% zoom)."""
     fitted = Locator("off").fit(parts[:16])
-    assert fitted.scale_limit_ >= SCALE_MARGIN
     saved = Locator("off").set_state(fitted.mode_, fitted.ref_, fitted.match_limit_, -0.5, True)
     for part in parts[16:24]:
-        found = saved.locate(part)
-        assert _scale_of(found) == pytest.approx(1.0, abs=1e-6)
-        assert found.match == pytest.approx(saved.locate_grey(grey(part)).match)
+        found, lay = saved.locate(part), saved.locate_grey(grey(part))
+        assert found.match >= lay.match
+        assert _scale_of(found) == pytest.approx(1.0, abs=1e-6) or found.match > lay.match
 
 
 def test_a_locator_saved_before_the_scale_search_never_scales(parts: list[np.ndarray]) -> None:
