@@ -10,7 +10,8 @@ The monitor also watches streaks of judged parts whose reason names a station-wi
 
 The watcher's side (`ConditionsMonitor`, fed one recorded row at a time by the committer thread) logs a WARNING
 when an alarm is raised and an INFO line when it clears, and a WARNING for parts rejected for lighting (and one
-for parts rejected as `camera`: a photo of another shape, a camera replaced or re-set): the first at once, then
+for parts rejected as `camera`: a photo of another shape, a camera replaced or re-set; and one for `ok` parts judged
+with their light evened out, a lamp dimmed on one side): the first at once, then
 at most one every LIGHTING_EVERY_S seconds, with the count since the previous one (a failed lamp rejects every
 part; the log must not drown in it).
 """
@@ -29,6 +30,7 @@ from inspector.errors import ProfileError
 LIGHTING_EVERY_S = 10.0
 LIGHTING_REASON = verdicts.LIGHTING
 WARNED = (verdicts.LIGHTING, verdicts.CAMERA)  # rejections that say the line's conditions changed: a paced WARNING
+EVENED = "evened"  # ... and ok parts judged with their light evened out (a lamp dimmed on one side): likewise
 
 Emit = Callable[..., None]  # emit(event, level, text, **fields), as WatchService._emit
 
@@ -133,7 +135,7 @@ class ConditionsMonitor:
         self.lighting_every_s = lighting_every_s
         self.version: str | None = None
         self.monitor: drift.DriftMonitor | None = None
-        self._pending = dict.fromkeys(WARNED, 0)
+        self._pending = dict.fromkeys((*WARNED, EVENED), 0)
         self._warned_at: dict[str, float] = {}  # when the last warning of each reason was logged
         self._last: dict[str, Mapping[str, Any]] = {}
 
@@ -145,6 +147,9 @@ class ConditionsMonitor:
                 self._last[row["reason"]] = row
             self._flush_lighting()
             return
+        if row.get("verdict") == "ok" and str(row.get("detail") or "").startswith(verdicts.EVENED):
+            self._pending[EVENED] += 1
+            self._last[EVENED] = row
         self._flush_lighting()
         version = row.get("profile_version")
         if version is None:
@@ -182,8 +187,9 @@ class ConditionsMonitor:
             span = f" in the last {now - at:.0f} s" if at is not None else ""
             hint = ("" if reason != LIGHTING_REASON or "colour mode" in str(last.get("detail"))
                     else ": check the lamp/camera exposure")
+            what = "judged ok with the light evened out" if reason == EVENED else f"rejected for {reason}"
             self.emit(reason, logging.WARNING,
-                      f"{n} part{'s' if n != 1 else ''} rejected for {reason}{span} (latest #{last.get('id')} "
+                      f"{n} part{'s' if n != 1 else ''} {what}{span} (latest #{last.get('id')} "
                       f"{last.get('name')}: {last.get('detail')}){hint}",
                       count=n, id=last.get("id"), detail=last.get("detail"))
             self._pending[reason], self._warned_at[reason] = 0, now

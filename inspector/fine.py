@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from inspector.photometry import divide
+
 FINE_MAX_IMAGES = 400  # good parts the variation model learns from at most
 FLOOR = 4.0  # grey levels added to every pixel's spread
 BLUR = 3  # deviation map smoothing, in fine pixels
@@ -54,6 +56,8 @@ class FinePart:
     image: np.ndarray  # (h, w, 3) uint8 BGR at the fine size, as photographed
     start: np.ndarray  # (2, 3) float64: photo -> profile frame, in fine pixels (from the working image's placement)
     lut: np.ndarray | None  # (1, 256, 3) uint8 lighting lookup table, None without lighting normalisation
+    gain: np.ndarray | None = None  # (h, w) float32 brightness correction in the profile's frame, applied before the
+    # lookup table (a part judged again with its light evened out, NormalProfile._evened); None: none
 
 
 def fine_size(width: int, height: int, fine_width: int) -> tuple[int, int]:
@@ -191,6 +195,8 @@ class VariationModel:
         w, h = self.size
         image = part.image if np.array_equal(matrix, IDENTITY) else cv2.warpAffine(
             part.image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        if part.gain is not None:
+            image = divide(image, part.gain)
         return (image if part.lut is None else cv2.LUT(image, part.lut)), matrix
 
     def assess(self, part: FinePart) -> tuple[float, np.ndarray]:

@@ -132,7 +132,7 @@ class Lighting:
     clipped_exposure: float | None = None  # the least exposure its pixels at the top imply (LightingModel.clipped);
     # None when it has no more of them than good parts, or for a profile saved before
     field: np.ndarray | None = None  # (3,) float64 the smooth brightness field the part was divided by (shading
-    # "smooth": log tilt across x, across y, vignetting; see smooth_map); None for other modes
+    # "smooth", or a flagged part evened out: log tilt across x, across y, vignetting; see smooth_map); else None
 
     @property
     def cast_change(self) -> float:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import cv2
 import numpy as np
@@ -52,11 +52,12 @@ from inspector.features import (
 )
 from inspector.fine import FINE_REACH, FinePart, VariationModel, check_state as check_fine_state, fine_matrix, fine_size
 from inspector.params import ProfileParams  # defined apart: config.py loads without OpenCV
-from inspector.photometry import BLOCK, N_LEVELS, SMOOTH, Lighting, LightingModel
+from inspector.photometry import BLOCK, N_LEVELS, SMOOTH, Lighting, LightingModel, divide, smooth_map
 from inspector.register import IDENTITY, Locator, Placement
 from inspector.segment import Palette
 from inspector.sharpness import FocusModel, detail
 from inspector.variations import copied_parts, draw, relit
+from inspector.verdicts import EVENED
 
 FORMAT_VERSION = 4  # bump when the meaning of saved arrays changes
 # 1: before registration and lighting; 2: before the fine pass (each loads without); 3: before the black-level line
@@ -131,13 +132,14 @@ class Assessment:
     resized: str | None = None  # the part appears larger or smaller than the good parts beyond SIZE_TOLERANCE
     used_bits: int | None = None  # a 16-bit photo's: the bits its largest colour value needs (the Inspector's)
     red_blue_swapped: bool = False  # its colour cast is beyond the tolerance and red and blue swapped back undo it
+    evened: str | None = None  # flagged as lit, within the threshold once its light was evened out: how it was lit
 
     def as_dict(self) -> dict:
         """JSON-able summary (no arrays)."""
         return {"score": self.score, "located": self.located, "match": self.match, "angle": self.angle,
                 "shift": list(self.shift), "exposure": self.exposure, "colour_cast": self.colour_cast,
                 "offset": self.offset, "lighting_ok": self.lighting_ok, "grey_for_colour": self.grey_for_colour,
-                "framing": self.framing, "blurred": self.blurred, "resized": self.resized}
+                "framing": self.framing, "blurred": self.blurred, "resized": self.resized, "evened": self.evened}
 
 
 @dataclass(frozen=True)
@@ -206,6 +208,26 @@ def _resized(placement: Placement) -> str | None:
     return (f"the part appears {100 * abs(size - 1):.0f}% {'larger' if size > 1 else 'smaller'} than the good parts: "
             "a part of another size, or the camera moved or refocused? If every part says so, check the camera's "
             "distance and focus; after moving the camera, train a profile on new photos")
+
+
+EVEN_MIN_FIELD = 0.02  # a flagged part whose smooth field is weaker than this everywhere (log, ~2%) is not evened out
+
+
+def uneven_light(coef: np.ndarray | None) -> str:
+    """How a part evened out was lit, for people, from its smooth field (3,): log tilt across x, across y, vignetting
+    (photometry.smooth_map: each runs -a..a across the part, the vignetting c * (r2 - 2/3) from the centre, r2 = 0, to
+    the corners, r2 = 2)."""
+    a, b, c = (0.0, 0.0, 0.0) if coef is None else (float(v) for v in coef)
+    parts = []
+    if abs(a) >= 0.01:
+        parts.append(f"{100 * math.expm1(2 * abs(a)):.0f}% brighter on the {'right' if a > 0 else 'left'}")
+    if abs(b) >= 0.01:
+        parts.append(f"{100 * math.expm1(2 * abs(b)):.0f}% brighter at the {'bottom' if b > 0 else 'top'}")
+    if abs(c) >= 0.01:
+        size = math.expm1(2 * c) if c > 0 else -math.expm1(2 * c)
+        parts.append(f"corners {100 * size:.0f}% {'brighter' if c > 0 else 'darker'} than the centre")
+    shown = ", ".join(parts) or "slightly unevenly"
+    return f"{EVENED} ({shown}); judged with its light evened out: if every part says so, check the lamps"
 
 
 def shading_on(setting: bool | str, locator: Locator | None) -> bool | str:
@@ -555,7 +577,7 @@ class NormalProfile:
     # ---------------------------------------------------------------- scoring
     def assess(self, images: Iterable[np.ndarray]) -> list[Assessment]:
         """Score BGR uint8 images and report each part's placement and lighting (see Assessment)."""
-        prepared, fines, greys, framings, swaps, blurs = [], [], [], [], [], []
+        prepared, fines, greys, framings, swaps, blurs, sources = [], [], [], [], [], [], []
         for image in images:
             framings.append(self.framing(image.shape[1], image.shape[0]))
             image = self.display_image(image)
@@ -566,6 +588,7 @@ class NormalProfile:
             blurs.append(self._blurred(work, placement))
             swaps.append(self._red_blue_swapped(taken, placement, lighting))
             prepared.append((work, placement, lighting))
+            sources.append((image, taken) if self._evens_light() else None)  # for a second look (_evened)
             if self.fine_ is not None:  # at once, so only one full-size image is held at a time
                 fines.append(self.fine_.assess(self._fine_part(image, placement, lighting)))
         if not prepared:
@@ -576,6 +599,16 @@ class NormalProfile:
         scores = self._combine(local, glob, np.array([score for score, _ in fines]) if fines else None)
         gh, gw = self.layout_.grid
         maps = maps.reshape(-1, gh, gw) / self.map_scale_
+        evened: dict[int, str] = {}
+        for i in np.flatnonzero(scores > self.threshold_) if self._evens_light() else ():
+            again = self._evened(*sources[i], *prepared[i])
+            if again is not None and again[0] <= self.threshold_:  # flagged by its light alone: judged evened out
+                scores[i], cell_map, fine, light = again
+                maps[i] = cell_map.reshape(gh, gw) / self.map_scale_
+                if fine is not None:
+                    fines[i] = fine
+                prepared[i] = (prepared[i][0], prepared[i][1], light)
+                evened[i] = uneven_light(light.field)
         out = []
         for i, (_, placement, lighting) in enumerate(prepared):
             amap = maps[i]
@@ -598,8 +631,41 @@ class NormalProfile:
                 lighting_ok = low <= math.log(max(exposure, 1e-6)) <= high and cast <= self.cast_limit_
             out.append(Assessment(float(scores[i]), np.ascontiguousarray(amap, dtype=np.float32), located, match,
                                   angle, shift, exposure, cast, offset, lighting_ok, greys[i], framings[i],
-                                  red_blue_swapped=swaps[i], blurred=blurs[i], resized=resized))
+                                  red_blue_swapped=swaps[i], blurred=blurs[i], resized=resized,
+                                  evened=evened.get(i)))
         return out
+
+    def _evens_light(self) -> bool:
+        """Whether flagged parts get a second look with their light evened out: `even_light`, lighting normalised and
+        no shading field dividing every part already."""
+        return self.params.even_light and self.lighting_ is not None and not self.lighting_.shading
+
+    def _evened(self, image: np.ndarray, taken: np.ndarray, work: np.ndarray, placement: Placement | None,
+                lighting: Lighting | None) -> tuple[float, np.ndarray, tuple[float, np.ndarray] | None, Lighting] | None:
+        """A flagged part judged again with its light evened out: its smooth brightness field (a tilt across x and y,
+        a vignetting) read on the normalised part `work` (H, W, 3) against the reference, the working image `taken`
+        (H, W, 3) as placed divided by it, its lighting estimated and normalised afresh (a lamp dimmed on one side
+        also reads as a lifted black), scored as before; the fine pass divided alike from the display `image`.
+        (score, cell map (P,), fine (score, map) or None, lighting with the field); None when its field is too weak to
+        matter (below EVEN_MIN_FIELD). The fine pass runs only when the cells alone come within the threshold."""
+        assert self.lighting_ is not None
+        coef = self.lighting_.smooth_field(work)
+        if np.abs(coef).max() < EVEN_MIN_FIELD:
+            return None
+        aligned = taken if placement is None else self.locator_.warp(taken, placement)
+        h, w = aligned.shape[:2]
+        flat = divide(aligned, np.exp(-smooth_map(coef, h, w)))
+        again, light = self.lighting_.normalise(flat, self.lighting_.estimate(flat))
+        light = replace(light, field=coef)
+        cells, globs = self._featurise([again])
+        local, glob, cell_map = self._terms(cells, globs, valid=self._valid_cells(placement)[None])
+        fine = None
+        if self.fine_ is not None and self._combine(local, glob)[0] <= self.threshold_:  # else flagged by the cells
+            fw, fh = self.fine_.size
+            part = replace(self._fine_part(image, placement, light), gain=np.exp(-smooth_map(coef, fh, fw)))
+            fine = self.fine_.assess(part)
+        score = self._combine(local, glob, None if fine is None else np.array([fine[0]]))
+        return float(score[0]), cell_map[0], fine, light
 
     def _blurred(self, work: np.ndarray, placement: Placement | None) -> str | None:
         """What is wrong with a registered, normalised working image (H, W, 3) that has lost its detail, or None
@@ -824,6 +890,7 @@ class NormalProfile:
         params.setdefault("lighting_copies", 0)  # profiles saved before the lighting copies have none
         params.setdefault("fine_width", 0)  # nor a fine pass, before it existed
         params.setdefault("shading", False)  # nor a shading field
+        params.setdefault("even_light", False)  # nor a second look with the light evened out (judged as before)
         self = cls(ProfileParams(**params))
         self.layout_ = FeatureLayout(**meta["layout"])
         self.aspect_range_ = _aspect_range(meta.get("aspect_range"), self.layout_)

@@ -15,6 +15,7 @@ LIGHTING = "lighting"  # reason: the part is lit beyond the tolerance (or photog
 CAMERA = "camera"  # reason: the photo's shape is not the trained photos' (a camera replaced or re-set)
 BLURRED = "blurred"  # reason: a flagged part whose photo has lost the good parts' detail (focus, motion blur)
 SIZE = "size"  # reason: the part is larger or smaller than the good parts (a part of another size, a camera moved)
+EVENED = "lit unevenly"  # how the detail of an ok part judged with its light evened out begins (profile.uneven_light)
 GROSS_EXPOSURE = (1.0 / 3.0, 3.0)  # exposure this far off the trained one: the light, not the part
 GREY_FOR_COLOUR = "the photo is grey-scale while the trained parts are in colour: check the camera's colour mode"
 CAMERA_DEPTHS = (10, 12, 14)  # bits a camera may write into a 16-bit photo unscaled (right-aligned); not 8: a photo
@@ -41,7 +42,8 @@ def judge(found: Assessment, threshold: float) -> tuple[str, str | None, str | N
     parts as plain defects); never `rejected`: another product, located, also reads as blurred, and a wrong part is a
     defect. One the blur leaves within the threshold is `ok` (how much blur a product bears varies).
     A part that cannot be located (a missing, wrong or badly placed part) is a `defect` / `not_located`, never
-    `ok`. Otherwise the score decides.
+    `ok`. Otherwise the score decides; an `ok` part that was flagged as lit and came within the threshold with its
+    light evened out (a lamp dimmed on one side) carries how it was lit as its detail.
     """
     if found.framing is not None:  # the photo's shape: the part would be judged stretched, every part a defect
         return "rejected", CAMERA, found.framing
@@ -71,7 +73,9 @@ def judge(found: Assessment, threshold: float) -> tuple[str, str | None, str | N
         return "defect", SIZE, found.resized
     if found.blurred is not None and found.score > threshold:  # flagged, and the photo says why it may be
         return "defect", BLURRED, found.blurred
-    return ("defect" if found.score > threshold else "ok"), None, None
+    if found.score > threshold:
+        return "defect", None, None
+    return "ok", None, found.evened  # how it was lit, when only its light evened out brought it within the threshold
 
 
 def _unscaled_depth(found: Assessment) -> int | None:

@@ -303,6 +303,20 @@ def test_watcher_adapter_logs_alarms_and_paces_lighting_warnings(tmp_path: Path)
         ("camera", logging.WARNING, 1), ("lighting", logging.WARNING, 1), ("camera", logging.WARNING, 4)]
     assert lines[0][2] == "1 part rejected for camera (latest #1500 y.jpg: the photo is 1600x1200 (1.33:1) while ...)"
 
+    # ok parts judged with their light evened out (a lamp dimmed on one side): said the same way, paced apart
+    lines.clear()
+    even = {**rows_of(exposures[:1], scores[:1])[0], "verdict": "ok", "name": "z.jpg",
+            "detail": "lit unevenly (22% brighter on the right); judged with its light evened out: if every part ..."}
+    for i in range(6):
+        clock.now = 40 + i / 3
+        monitor.observe({**even, "id": 1700 + i})
+    clock.now = 51
+    monitor.observe({**rows_of(exposures[:1], scores[:1])[0], "id": 1800})
+    assert [(event, lvl, f["count"]) for event, lvl, _, f in lines] == [
+        ("evened", logging.WARNING, 1), ("evened", logging.WARNING, 5)]
+    assert lines[1][2].startswith("5 parts judged ok with the light evened out in the last 11 s (latest #1705 z.jpg: "
+                                  "lit unevenly (22% brighter on the right)")
+
     lines.clear()
     monitor.observe({**rows_of(exposures[:1], scores[:1], version="v3")[0], "id": 3000})
     assert "drift monitoring off: profile v3 has no drift baseline" in lines[0][2]

@@ -257,7 +257,7 @@ def test_with_shading_a_part_lit_from_one_side_is_judged_on_its_content() -> Non
     train = [make_part(rng, W, H) for _ in range(40)]
     side = [side_lamp(make_part(rng, W, H), 0.8, 1.2) for _ in range(4)]
     spotted = [side_lamp(make_part(rng, W, H, defect="spot"), 0.8, 1.2) for _ in range(4)]
-    plain = NormalProfile(rotation="off", shading=False).fit(train)
+    plain = NormalProfile(rotation="off", shading=False, even_light=False).fit(train)
     shaded = NormalProfile(rotation="off", shading=True).fit(train)
     # without the field the lamp alone flags good parts; with it they pass and the spotted ones are still caught
     assert (plain.anomaly_score(side) > plain.threshold_).all()
@@ -271,6 +271,7 @@ def test_with_shading_a_part_lit_from_one_side_is_judged_on_its_content() -> Non
     light = {k: v for k, v in meta["lighting"].items() if k != "shading"}
     old = NormalProfile.from_state(dict(meta, params=params, lighting=light), arrays)
     assert not old.params.shading and not old.lighting_.shading
+    assert (old.anomaly_score(side) > old.threshold_).all()
     # one saved with shading = true before "auto" existed (the setting in its params only) keeps the field
     meta, arrays = shaded.get_state()
     light = {k: v for k, v in meta["lighting"].items() if k != "shading"}
@@ -304,7 +305,7 @@ def test_with_the_smooth_field_a_lamp_dimmed_on_one_side_or_a_vignetting_is_judg
     still caught."""
     rng = np.random.default_rng(12)
     train = [make_part(rng, W, H) for _ in range(40)]
-    plain = NormalProfile(rotation="off", shading=False).fit(train)
+    plain = NormalProfile(rotation="off", shading=False, even_light=False).fit(train)
     smooth = NormalProfile(rotation="off", shading=SMOOTH).fit(train)
     assert smooth.lighting_.shading == SMOOTH
     for change in (lambda p: side_lamp(p, 0.8, 1.2), lambda p: vignetted(p, 0.4)):
@@ -587,3 +588,42 @@ def test_a_much_brighter_lamp_on_a_bright_part_is_read_from_its_pixels_at_the_to
     for broken in ([0.5] * 255, [0.1] + [0.5] * 255, ["x"] * 256):
         with pytest.raises(ValueError):
             NormalProfile.from_state({**meta, "lighting": {**meta["lighting"], "top_share": broken}}, arrays)
+
+
+def test_a_flagged_part_lit_unevenly_is_judged_again_with_its_light_evened_out() -> None:
+    """`even_light` (default): a part flagged only because a lamp is dimmed on one side (or the lens darkens the
+    corners) is judged again divided by its smooth brightness field, its lighting read afresh; it passes, saying how
+    it was lit. A defect on a part under the same lamp is still caught; parts as trained are judged as before; a
+    profile saved before the setting existed (none in its params) judges as it did."""
+    rng = np.random.default_rng(12)
+    train = [make_part(rng, W, H) for _ in range(40)]
+    good = [make_part(rng, W, H) for _ in range(6)]
+    spotted = [make_part(rng, W, H, defect="spot") for _ in range(4)]
+    plain = NormalProfile(rotation="off", shading=False, even_light=False).fit(train)
+    evening = NormalProfile(rotation="off", shading=False).fit(train)
+    assert evening.params.even_light and not evening.lighting_.shading
+    for lamp in (lambda im: side_lamp(im, 0.8, 1.2), lambda im: side_lamp(im, 1.2, 0.8), lambda im: vignetted(im, 0.45)):
+        lit = [lamp(p) for p in good]
+        assert (plain.anomaly_score(lit) > plain.threshold_).all()  # the lamp alone flags them
+        found = evening.assess(lit)
+        assert all(f.score <= evening.threshold_ for f in found), [f.score for f in found]
+        evened = [f for f in found if f.evened is not None]
+        assert len(evened) == len(lit) and all("lit unevenly" in f.evened for f in evened)
+        assert all(judge(f, evening.threshold_) == ("ok", None, f.evened) for f in found)
+        caught = evening.assess([lamp(p) for p in spotted])
+        assert all(f.score > evening.threshold_ and f.evened is None for f in caught)
+    right = evening.assess([side_lamp(good[0], 0.8, 1.2)])[0].evened
+    assert "brighter on the right" in right, right
+    # as trained: the same scores, nothing evened (only flagged parts get the second look)
+    assert np.allclose(evening.anomaly_score(good), plain.anomaly_score(good))
+    assert all(f.evened is None for f in evening.assess(good + spotted))
+    # saved and loaded alike; saved before the setting: judged as before
+    again = NormalProfile.from_state(*evening.get_state())
+    lit = [side_lamp(p, 0.8, 1.2) for p in good]
+    assert np.allclose(again.anomaly_score(lit), evening.anomaly_score(lit))
+    meta, arrays = evening.get_state()
+    params = {k: v for k, v in meta["params"].items() if k != "even_light"}
+    old = NormalProfile.from_state(dict(meta, params=params), arrays)
+    assert not old.params.even_light
+    assert np.allclose(old.anomaly_score(lit), plain.anomaly_score(lit))
+
