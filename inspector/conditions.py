@@ -30,7 +30,7 @@ from inspector.errors import ProfileError
 LIGHTING_EVERY_S = 10.0
 LIGHTING_REASON = verdicts.LIGHTING
 WARNED = (verdicts.LIGHTING, verdicts.CAMERA)  # rejections that say the line's conditions changed: a paced WARNING
-EVENED = "evened"  # ... and ok parts judged with their light evened out (a lamp dimmed on one side): likewise
+EVENED_EVENT = "evened"  # ... and ok parts judged with their light evened out (a lamp dimmed on one side): likewise
 
 Emit = Callable[..., None]  # emit(event, level, text, **fields), as WatchService._emit
 
@@ -108,6 +108,8 @@ def recent_level(what: str, recent: float | None) -> str:
         return f"recent exposure {recent:.2f}x of training"
     if what == "score":
         return f"recent score {recent:.3f}"
+    if what == drift.EVENED:
+        return f"evened out to pass on {recent:g} of the last {drift.RECENT_PARTS} parts"
     return f"reason {what} on {recent:g} of the last {drift.RECENT_PARTS} parts"
 
 
@@ -135,7 +137,7 @@ class ConditionsMonitor:
         self.lighting_every_s = lighting_every_s
         self.version: str | None = None
         self.monitor: drift.DriftMonitor | None = None
-        self._pending = dict.fromkeys((*WARNED, EVENED), 0)
+        self._pending = dict.fromkeys((*WARNED, EVENED_EVENT), 0)
         self._warned_at: dict[str, float] = {}  # when the last warning of each reason was logged
         self._last: dict[str, Mapping[str, Any]] = {}
 
@@ -147,9 +149,9 @@ class ConditionsMonitor:
                 self._last[row["reason"]] = row
             self._flush_lighting()
             return
-        if row.get("verdict") == "ok" and str(row.get("detail") or "").startswith(verdicts.EVENED):
-            self._pending[EVENED] += 1
-            self._last[EVENED] = row
+        if drift.cause(row) == drift.EVENED:
+            self._pending[EVENED_EVENT] += 1
+            self._last[EVENED_EVENT] = row
         self._flush_lighting()
         version = row.get("profile_version")
         if version is None:
@@ -159,7 +161,7 @@ class ConditionsMonitor:
         if self.monitor is None:
             return
         for event in self.monitor.update(row.get("exposure"), row.get("score"), row.get("inspected_at"),
-                                         row.get("id"), row.get("reason")):
+                                         row.get("id"), drift.cause(row)):
             level = logging.WARNING if event.kind == "raised" else logging.INFO
             self.emit("drift", level, describe(event), **event.as_dict(), profile_version=version)
 
@@ -187,7 +189,7 @@ class ConditionsMonitor:
             span = f" in the last {now - at:.0f} s" if at is not None else ""
             hint = ("" if reason != LIGHTING_REASON or "colour mode" in str(last.get("detail"))
                     else ": check the lamp/camera exposure")
-            what = "judged ok with the light evened out" if reason == EVENED else f"rejected for {reason}"
+            what = "judged ok with the light evened out" if reason == EVENED_EVENT else f"rejected for {reason}"
             self.emit(reason, logging.WARNING,
                       f"{n} part{'s' if n != 1 else ''} {what}{span} (latest #{last.get('id')} "
                       f"{last.get('name')}: {last.get('detail')}){hint}",

@@ -48,8 +48,9 @@ sizes and alarm on a 0.5% change within ~125 parts.
 
 Streaks of a station-wide cause. A judged part can be flagged with a reason that names a cause outside the part:
 `blurred` (focus, motion blur), `size` (a camera moved or refocused, another product), `not_located` (an empty
-fixture, a wrong product, a camera moved). One at a time they happen; when the camera is knocked out of focus
-every part is one. For each of them a Bernoulli CUSUM (Reynolds & Stoumbos 1999) over the judged parts, x = 1 when
+fixture, a wrong product, a camera moved); and an `ok` part can have passed only with its light evened out (a lamp
+dimmed on one side: `lit_unevenly`, from its detail). One at a time they happen; when the camera is knocked out of
+focus every part is one. For each of them a Bernoulli CUSUM (Reynolds & Stoumbos 1999) over the judged parts, x = 1 when
 the part has that reason: S_n = min(CAP * h, max(0, S_{n-1} + x ln(p1/p0) + (1 - x) ln((1 - p1)/(1 - p0)))), with
 p0 = 0.02 (isolated parts), p1 = 0.5 (a streak), h = 16: a part with the reason adds 3.22, one without takes 0.67
 away; raised above h, cleared at h/2, capped at 2h as above. They need no baseline (only the reasons). Run lengths
@@ -73,6 +74,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from inspector.verdicts import EVENED_DETAIL
+
 WINSOR = 4.0  # standardised values are clipped to +-WINSOR
 EXPOSURE_SD_FLOOR = 0.01  # smallest sd of log exposure used for standardising (about 1% of exposure)
 EXPOSURE_K, EXPOSURE_H = 1.0, 10.0
@@ -83,7 +86,9 @@ RECENT = 0.1  # weight of the newest part in the `recent` exponentially weighted
 REASON_P0, REASON_P1, REASON_H = 0.02, 0.5, 16.0  # streak alarms: in-control and streak rates, alarm level
 RECENT_PARTS = 20  # a streak alarm's recent level: how many of the last RECENT_PARTS parts have its reason
 
-REASON_SIGNALS = {"camera_blurred": "blurred", "camera_size": "size", "not_located": "not_located"}  # -> reason
+EVENED = "evened"  # the cause of an ok part judged with its light evened out (its detail begins EVENED_DETAIL)
+REASON_SIGNALS = {"camera_blurred": "blurred", "camera_size": "size", "not_located": "not_located",
+                  "lit_unevenly": EVENED}  # -> the cause (a reason code, or EVENED)
 SIGNALS = ("exposure_low", "exposure_high", "score_high", *REASON_SIGNALS)
 MEANING = {
     "exposure_low": "lighting has drifted darker: check the lamp/camera exposure",
@@ -95,6 +100,8 @@ MEANING = {
     "camera_size": "most recent parts appear larger or smaller than trained: has the camera moved or been "
                    "refocused, or is this another product?",
     "not_located": "most recent parts were not found: empty fixture, wrong product, or the camera moved",
+    "lit_unevenly": "most recent parts passed only with their light evened out: a lamp dimmed or failed on one side, "
+                    "or a lens or lamp changed; check the lamps",
 }
 
 
@@ -163,6 +170,14 @@ def standardise(value: float, median: float, sd: float) -> float:
 def bernoulli_llr(hit: bool, p0: float = REASON_P0, p1: float = REASON_P1) -> float:
     """One part's log-likelihood ratio of rate p1 against p0 (hit: the part has the reason)."""
     return math.log(p1 / p0) if hit else math.log((1.0 - p1) / (1.0 - p0))
+
+
+def cause(row: Mapping[str, Any]) -> str | None:
+    """The station-wide cause a recorded part carries: its reason code, EVENED for an ok part judged with its light
+    evened out, else None."""
+    if row.get("verdict") == "ok" and str(row.get("detail") or "").startswith(EVENED_DETAIL):
+        return EVENED
+    return row.get("reason")
 
 
 def watched(signal: str) -> str:
@@ -322,5 +337,5 @@ def replay(rows: Iterable[Mapping[str, Any]], baselines: Mapping[str, Baseline |
             sd.monitor = DriftMonitor(baseline) if baseline is not None else None
         if sd.monitor is not None:
             sd.events += sd.monitor.update(row.get("exposure"), row.get("score"), row.get("inspected_at"),
-                                           row.get("id"), row.get("reason"))
+                                           row.get("id"), cause(row))
     return out

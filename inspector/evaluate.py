@@ -152,5 +152,6 @@ def evaluate(root: Path, cfg: Config, progress: Progress | None = None, n_top: i
         "n_not_located": reasons.count("not_located"),
         "registration": (profile.locator_.mode_ if profile.locator_ is not None else None),
         "shading": profile.lighting_ is not None and profile.lighting_.shading,
+        "even_light": profile.evens_light(),
     }
     return EvalResult(metrics, names, types, s, kept + wrong[True] + wrong[False], paths)

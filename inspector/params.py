@@ -39,4 +39,4 @@ class ProfileParams:
     texture_weight: float = 1.0
     lighting_copies: int = 1
     shading: bool | str = "auto"  # true (grid), false, "smooth", or "auto": the grid where parts turn freely
-    even_light: bool = True  # a flagged part is judged again with its light evened out (where no shading divides it)
+    even_light: bool = False  # a flagged part is judged again with its light evened out (where no shading divides it)

@@ -149,6 +149,11 @@ def smooth_map(coef: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.clip(a * x + b * y + c * (x * x + y * y - np.float32(_MEAN_R2)), -SHADING_CAP, SHADING_CAP)
 
 
+def field_gain(coef: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The brightness correction (height, width) float32 that divides out the smooth field of coefficients (3,)."""
+    return np.exp(-smooth_map(coef, height, width))
+
+
 def _blocks(image: np.ndarray) -> np.ndarray:
     """Block means (BH, BW, C) float32 of an image (H, W, C)."""
     h, w = image.shape[:2]
@@ -530,7 +535,7 @@ class LightingModel:
         h, w = out.shape[:2]
         if self.shading == SMOOTH:
             coef = self.smooth_field(out)
-            return divide(out, np.exp(-smooth_map(coef, h, w)), self.range_[1]), replace(lighting, field=coef)
+            return divide(out, field_gain(coef, h, w), self.range_[1]), replace(lighting, field=coef)
         gain = cv2.resize(np.exp(-self.shading_field(out)).astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
         return divide(out, gain, self.range_[1]), lighting
 

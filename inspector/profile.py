@@ -52,19 +52,26 @@ from inspector.features import (
 )
 from inspector.fine import FINE_REACH, FinePart, VariationModel, check_state as check_fine_state, fine_matrix, fine_size
 from inspector.params import ProfileParams  # defined apart: config.py loads without OpenCV
-from inspector.photometry import BLOCK, N_LEVELS, SMOOTH, Lighting, LightingModel, divide, smooth_map
+from inspector.photometry import (
+    BLOCK, N_LEVELS, SHADING_CAP, SMOOTH, Lighting, LightingModel, divide, field_gain,
+)
 from inspector.register import IDENTITY, Locator, Placement
 from inspector.segment import Palette
 from inspector.sharpness import FocusModel, detail
 from inspector.variations import copied_parts, draw, relit
-from inspector.verdicts import EVENED
+from inspector.verdicts import EVENED_DETAIL
 
 FORMAT_VERSION = 4  # bump when the meaning of saved arrays changes
 # 1: before registration and lighting; 2: before the fine pass (each loads without); 3: before the black-level line
 # and shading = "auto" (4: an older build must refuse these, it would judge them with the per-level curve); 5 is
-# written only by profiles with shading = "smooth", so an older build says the profile is newer than it reads
+# written only by profiles with shading = "smooth", so an older build says the profile is newer than it reads; 6 by
+# those with even_light (the second look), which an older build would judge without it
 SMOOTH_FORMAT = 5
-READABLE_FORMATS = (1, 2, 3, 4, 5)
+EVEN_FORMAT = 6
+READABLE_FORMATS = (1, 2, 3, 4, 5, 6)
+EVEN_MIN_FIELD = 0.02  # a flagged part is evened out only when its smooth field moves its light by this much (log)
+EVEN_MAX_FIELD = SHADING_CAP  # ... and by no more than a lamp plausibly does: beyond, a large defect drew it (broken
+# bottles read as fields of 0.5-2.1)
 SIZE_TOLERANCE = 0.0375  # a part found this much larger or smaller (past the scale search's +-3%) is a defect: a
 # part of another size or a camera moved (found by an adversarial test: 6% larger bottles passed as good)
 _VALID_SHARE = 0.75  # a cell is compared when this share of its window lies inside the photo
@@ -210,14 +217,11 @@ def _resized(placement: Placement) -> str | None:
             "distance and focus; after moving the camera, train a profile on new photos")
 
 
-EVEN_MIN_FIELD = 0.02  # a flagged part whose smooth field is weaker than this everywhere (log, ~2%) is not evened out
-
-
-def uneven_light(coef: np.ndarray | None) -> str:
-    """How a part evened out was lit, for people, from its smooth field (3,): log tilt across x, across y, vignetting
-    (photometry.smooth_map: each runs -a..a across the part, the vignetting c * (r2 - 2/3) from the centre, r2 = 0, to
-    the corners, r2 = 2)."""
-    a, b, c = (0.0, 0.0, 0.0) if coef is None else (float(v) for v in coef)
+def uneven_light(coef: np.ndarray) -> str:
+    """How a part evened out was lit, for people, from its smooth field (3,) in the photo's frame (see in_photo)."""
+    # photometry.smooth_map: the tilts run -a..a across the part, the vignetting c * (r2 - 2/3) from the centre (r2 = 0)
+    # to the corners (r2 = 2)
+    a, b, c = (float(v) for v in coef)
     parts = []
     if abs(a) >= 0.01:
         parts.append(f"{100 * math.expm1(2 * abs(a)):.0f}% brighter on the {'right' if a > 0 else 'left'}")
@@ -226,8 +230,28 @@ def uneven_light(coef: np.ndarray | None) -> str:
     if abs(c) >= 0.01:
         size = math.expm1(2 * c) if c > 0 else -math.expm1(2 * c)
         parts.append(f"corners {100 * size:.0f}% {'brighter' if c > 0 else 'darker'} than the centre")
-    shown = ", ".join(parts) or "slightly unevenly"
-    return f"{EVENED} ({shown}); judged with its light evened out: if every part says so, check the lamps"
+    return (f"{EVENED_DETAIL} ({', '.join(parts)}); judged with its light evened out: if every part says so, check "
+            "the lamps")
+
+
+def in_photo(coef: np.ndarray, placement: Placement | None, width: int, height: int) -> np.ndarray:
+    """A smooth field (3,) read in the profile's frame, as it lies on the photo (width x height working pixels): its
+    tilts turned back through the placement (photo -> frame), the vignetting as it is."""
+    if placement is None:
+        return np.asarray(coef, np.float64)
+    a, b, c = (float(v) for v in coef)
+    per_pixel = np.array([a / (width / 2.0), b / (height / 2.0)])  # the frame's tilts per pixel
+    back = placement.matrix[:, :2].T @ per_pixel  # f(M p) = g . (R p + t): the photo's tilts are R^T g
+    return np.array([back[0] * width / 2.0, back[1] * height / 2.0, c])
+
+
+@dataclass(frozen=True)
+class _Look:
+    """One scoring of a prepared part: its score, cell map (GH, GW) in map units in the profile's frame, fine pass."""
+
+    score: float
+    cells: np.ndarray
+    fine: tuple[float, np.ndarray] | None  # raw fine score and deviation map (h, w) on the part as photographed
 
 
 def shading_on(setting: bool | str, locator: Locator | None) -> bool | str:
@@ -322,12 +346,8 @@ class NormalProfile:
 
     def _prepare(self, work: np.ndarray) -> tuple[np.ndarray, Placement | None, Lighting | None]:
         """Register a working image (H, W, 3) and bring it to the reference lighting; (H, W, 3) uint8."""
-        placement = lighting = None
-        if self.locator_ is not None:
-            placement = self.locator_.locate(work)
-            work = self.locator_.warp(work, placement)
-        if self.lighting_ is not None:
-            work, lighting = self.lighting_.normalise(work, self.lighting_.estimate(work))
+        aligned, placement = self._place(work)
+        work, lighting = self._relight(aligned)
         return work, placement, lighting
 
     # ---------------------------------------------------------------- fitting
@@ -577,95 +597,95 @@ class NormalProfile:
     # ---------------------------------------------------------------- scoring
     def assess(self, images: Iterable[np.ndarray]) -> list[Assessment]:
         """Score BGR uint8 images and report each part's placement and lighting (see Assessment)."""
-        prepared, fines, greys, framings, swaps, blurs, sources = [], [], [], [], [], [], []
-        for image in images:
-            framings.append(self.framing(image.shape[1], image.shape[0]))
-            image = self.display_image(image)
-            taken = self.working_image(image)
-            # the cached reference first: a grey product's parts (and every part without lighting) skip the check
-            greys.append(self.lighting_ is not None and not self._grey_reference() and _is_grey(taken))
-            work, placement, lighting = self._prepare(taken)
-            blurs.append(self._blurred(work, placement))
-            swaps.append(self._red_blue_swapped(taken, placement, lighting))
-            prepared.append((work, placement, lighting))
-            sources.append((image, taken) if self._evens_light() else None)  # for a second look (_evened)
-            if self.fine_ is not None:  # at once, so only one full-size image is held at a time
-                fines.append(self.fine_.assess(self._fine_part(image, placement, lighting)))
-        if not prepared:
-            return []
-        cells, globs = self._featurise(work for work, _, _ in prepared)
-        valid = np.stack([self._valid_cells(placement) for _, placement, _ in prepared])
-        local, glob, maps = self._terms(cells, globs, valid=valid)
-        scores = self._combine(local, glob, np.array([score for score, _ in fines]) if fines else None)
-        gh, gw = self.layout_.grid
-        maps = maps.reshape(-1, gh, gw) / self.map_scale_
-        evened: dict[int, str] = {}
-        for i in np.flatnonzero(scores > self.threshold_) if self._evens_light() else ():
-            again = self._evened(*sources[i], *prepared[i])
-            if again is not None and again[0] <= self.threshold_:  # flagged by its light alone: judged evened out
-                scores[i], cell_map, fine, light = again
-                maps[i] = cell_map.reshape(gh, gw) / self.map_scale_
-                if fine is not None:
-                    fines[i] = fine
-                prepared[i] = (prepared[i][0], prepared[i][1], light)
-                evened[i] = uneven_light(light.field)
-        out = []
-        for i, (_, placement, lighting) in enumerate(prepared):
-            amap = maps[i]
-            located, match, angle, shift, resized = True, None, 0.0, (0.0, 0.0), None
-            if placement is not None:
-                amap = Locator.unwarp_map(amap, placement, self.layout_.stride)
-            if fines:  # the cell map brought to the fine size; the fine map where it is the larger
-                amap = cv2.max(cv2.resize(amap, fines[i][1].shape[::-1], interpolation=cv2.INTER_LINEAR), fines[i][1])
-            if placement is not None:
-                match = placement.match
-                located = match >= self.locator_.match_limit_
-                angle, shift = placement.angle, placement.shift
-                resized = _resized(placement)
-            exposure, cast, offset, lighting_ok = None, 0.0, 0.0, True
-            if lighting is not None:
-                # its pixels at the top say how bright the lamp is at least, where the blocks cannot
-                exposure = max(lighting.exposure / self.exposure_ref_, lighting.clipped_exposure or 0.0)
-                cast, offset = lighting.cast_change, lighting.offset
-                low, high = self._exposure_bounds(lighting)
-                lighting_ok = low <= math.log(max(exposure, 1e-6)) <= high and cast <= self.cast_limit_
-            out.append(Assessment(float(scores[i]), np.ascontiguousarray(amap, dtype=np.float32), located, match,
-                                  angle, shift, exposure, cast, offset, lighting_ok, greys[i], framings[i],
-                                  red_blue_swapped=swaps[i], blurred=blurs[i], resized=resized,
-                                  evened=evened.get(i)))
-        return out
+        return [self._assess_one(image) for image in images]  # one at a time: one full-size image held at once
 
-    def _evens_light(self) -> bool:
-        """Whether flagged parts get a second look with their light evened out: `even_light`, lighting normalised and
-        no shading field dividing every part already."""
+    def _assess_one(self, image: np.ndarray) -> Assessment:
+        """Score one BGR uint8 image (H0, W0, 3) and report its placement and lighting."""
+        framing = self.framing(image.shape[1], image.shape[0])
+        image = self.display_image(image)
+        taken = self.working_image(image)
+        # the cached reference first: a grey product's parts (and every part without lighting) skip the check
+        grey = self.lighting_ is not None and not self._grey_reference() and _is_grey(taken)
+        aligned, placement = self._place(taken)
+        work, lighting = self._relight(aligned)
+        look = self._look(image, work, placement, lighting)
+        located, match, angle, shift, resized = True, None, 0.0, (0.0, 0.0), None
+        if placement is not None:
+            match = placement.match
+            located = match >= self.locator_.match_limit_
+            angle, shift = placement.angle, placement.shift
+            resized = _resized(placement)
+        exposure, cast, offset, lighting_ok = None, 0.0, 0.0, True
+        if lighting is not None:
+            # its pixels at the top say how bright the lamp is at least, where the blocks cannot
+            exposure = max(lighting.exposure / self.exposure_ref_, lighting.clipped_exposure or 0.0)
+            cast, offset = lighting.cast_change, lighting.offset
+            low, high = self._exposure_bounds(lighting)
+            lighting_ok = low <= math.log(max(exposure, 1e-6)) <= high and cast <= self.cast_limit_
+        evened = None
+        # a second look only where the score alone decides (the light as first read is what is recorded and judged)
+        if look.score > self.threshold_ and self.evens_light() and located and resized is None and lighting_ok \
+                and not grey and framing is None:
+            field = self.lighting_.smooth_field(work)
+            if EVEN_MIN_FIELD <= np.abs(field).max() <= EVEN_MAX_FIELD:
+                again = self._evened(image, aligned, placement, field)
+                if again.score <= self.threshold_:  # flagged by its light alone
+                    look, evened = again, uneven_light(in_photo(field, placement, *taken.shape[1::-1]))
+        return Assessment(look.score, self._photo_map(look, placement), located, match, angle, shift, exposure, cast,
+                          offset, lighting_ok, grey, framing, red_blue_swapped=self._red_blue_swapped(
+                              taken, placement, lighting), blurred=self._blurred(work, placement), resized=resized,
+                          evened=evened)
+
+    def _place(self, taken: np.ndarray) -> tuple[np.ndarray, Placement | None]:
+        """A working image (H, W, 3) registered into the profile's frame, and its placement (None: not located)."""
+        if self.locator_ is None:
+            return taken, None
+        placement = self.locator_.locate(taken)
+        return self.locator_.warp(taken, placement), placement
+
+    def _relight(self, aligned: np.ndarray) -> tuple[np.ndarray, Lighting | None]:
+        """A registered working image (H, W, 3) brought to the reference lighting, and its lighting."""
+        if self.lighting_ is None:
+            return aligned, None
+        return self.lighting_.normalise(aligned, self.lighting_.estimate(aligned))
+
+    def _look(self, image: np.ndarray, work: np.ndarray, placement: Placement | None, lighting: Lighting | None,
+              field: np.ndarray | None = None, stop_above: float | None = None) -> _Look:
+        """Score a prepared part (H, W, 3), with its fine pass on the display `image` relit alike (and divided by the
+        smooth `field` (3,), when given); the fine pass is skipped when the cells alone score above `stop_above`."""
+        cells, globs = self._featurise([work])
+        local, glob, cell_map = self._terms(cells, globs, valid=self._valid_cells(placement)[None])
+        cell_map = cell_map.reshape(self.layout_.grid) / self.map_scale_
+        if self.fine_ is None or (stop_above is not None and self._combine(local, glob)[0] > stop_above):
+            return _Look(float(self._combine(local, glob)[0]), cell_map, None)
+        part = self._fine_part(image, placement, lighting)
+        if field is not None:
+            part = replace(part, gain=field_gain(field, *part.image.shape[:2]))
+        fine = self.fine_.assess(part)
+        return _Look(float(self._combine(local, glob, np.array([fine[0]]))[0]), cell_map, fine)
+
+    def _photo_map(self, look: _Look, placement: Placement | None) -> np.ndarray:
+        """The anomaly map of a look on the part as photographed: the cell map, or with a fine pass the cell map at the
+        fine size where it is the larger; (MH, MW) float32."""
+        amap = look.cells
+        if placement is not None:
+            amap = Locator.unwarp_map(amap, placement, self.layout_.stride)
+        if look.fine is not None:
+            amap = cv2.max(cv2.resize(amap, look.fine[1].shape[::-1], interpolation=cv2.INTER_LINEAR), look.fine[1])
+        return np.ascontiguousarray(amap, dtype=np.float32)
+
+    def evens_light(self) -> bool:
+        """Whether flagged parts get a second look with their light evened out (`even_light`, where lighting is
+        normalised and no shading field divides every part already)."""
         return self.params.even_light and self.lighting_ is not None and not self.lighting_.shading
 
-    def _evened(self, image: np.ndarray, taken: np.ndarray, work: np.ndarray, placement: Placement | None,
-                lighting: Lighting | None) -> tuple[float, np.ndarray, tuple[float, np.ndarray] | None, Lighting] | None:
-        """A flagged part judged again with its light evened out: its smooth brightness field (a tilt across x and y,
-        a vignetting) read on the normalised part `work` (H, W, 3) against the reference, the working image `taken`
-        (H, W, 3) as placed divided by it, its lighting estimated and normalised afresh (a lamp dimmed on one side
-        also reads as a lifted black), scored as before; the fine pass divided alike from the display `image`.
-        (score, cell map (P,), fine (score, map) or None, lighting with the field); None when its field is too weak to
-        matter (below EVEN_MIN_FIELD). The fine pass runs only when the cells alone come within the threshold."""
+    def _evened(self, image: np.ndarray, aligned: np.ndarray, placement: Placement | None, field: np.ndarray) -> _Look:
+        """A flagged part judged again with its light evened out: the registered part (H, W, 3) divided by its smooth
+        field (3,), its lighting read afresh (a lamp dimmed on one side also reads as a lifted black), scored again."""
         assert self.lighting_ is not None
-        coef = self.lighting_.smooth_field(work)
-        if np.abs(coef).max() < EVEN_MIN_FIELD:
-            return None
-        aligned = taken if placement is None else self.locator_.warp(taken, placement)
-        h, w = aligned.shape[:2]
-        flat = divide(aligned, np.exp(-smooth_map(coef, h, w)))
-        again, light = self.lighting_.normalise(flat, self.lighting_.estimate(flat))
-        light = replace(light, field=coef)
-        cells, globs = self._featurise([again])
-        local, glob, cell_map = self._terms(cells, globs, valid=self._valid_cells(placement)[None])
-        fine = None
-        if self.fine_ is not None and self._combine(local, glob)[0] <= self.threshold_:  # else flagged by the cells
-            fw, fh = self.fine_.size
-            part = replace(self._fine_part(image, placement, light), gain=np.exp(-smooth_map(coef, fh, fw)))
-            fine = self.fine_.assess(part)
-        score = self._combine(local, glob, None if fine is None else np.array([fine[0]]))
-        return float(score[0]), cell_map[0], fine, light
+        flat = divide(aligned, field_gain(field, *aligned.shape[:2]))
+        work, light = self._relight(flat)
+        return self._look(image, work, placement, light, field=field, stop_above=self.threshold_)
 
     def _blurred(self, work: np.ndarray, placement: Placement | None) -> str | None:
         """What is wrong with a registered, normalised working image (H, W, 3) that has lost its detail, or None
@@ -773,8 +793,7 @@ class NormalProfile:
     def get_state(self) -> tuple[dict, dict[str, np.ndarray]]:
         """Everything learned, as JSON-able metadata and plain numeric arrays (no objects)."""
         meta = {
-            "format_version": SMOOTH_FORMAT if self.lighting_ is not None and self.lighting_.shading == SMOOTH
-            else FORMAT_VERSION,
+            "format_version": self._format(),
             "params": asdict(self.params),
             "layout": asdict(self.layout_),
             "aspect_range": list(self.aspect_range_),
@@ -817,6 +836,12 @@ class NormalProfile:
             arrays["fine_mean"] = self.fine_.mean_
             arrays["fine_spread"] = self.fine_.spread_
         return meta, arrays
+
+    def _format(self) -> int:
+        """The format this profile is saved in: the oldest that judges it alike (see FORMAT_VERSION)."""
+        if self.lighting_ is not None and self.lighting_.shading == SMOOTH:
+            return SMOOTH_FORMAT
+        return EVEN_FORMAT if self.params.even_light else FORMAT_VERSION
 
     def threshold_without(self, part: int) -> float:
         """The threshold the held-out scores set without training part `part` (0..n_train_ - 1) and its lighting
@@ -891,6 +916,8 @@ class NormalProfile:
         params.setdefault("fine_width", 0)  # nor a fine pass, before it existed
         params.setdefault("shading", False)  # nor a shading field
         params.setdefault("even_light", False)  # nor a second look with the light evened out (judged as before)
+        if not isinstance(params["even_light"], bool):
+            raise ValueError(f"even_light must be true or false, not {params['even_light']!r}")
         self = cls(ProfileParams(**params))
         self.layout_ = FeatureLayout(**meta["layout"])
         self.aspect_range_ = _aspect_range(meta.get("aspect_range"), self.layout_)

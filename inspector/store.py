@@ -558,7 +558,8 @@ def _merge_bucket(out: dict[int, dict[str, Any]], k: int, add: dict[str, Any]) -
 
 BUCKETS_PER_QUERY = 250  # time buckets counted by one statement (then a probe skips a stretch without parts)
 DRIFT_COLUMNS = (Inspection.id, Inspection.station, Inspection.profile_version, Inspection.verdict,
-                 Inspection.reason, Inspection.exposure, Inspection.score, Inspection.inspected_at, Inspection.product)
+                 Inspection.reason, Inspection.detail, Inspection.exposure, Inspection.score, Inspection.inspected_at,
+                 Inspection.product)
 
 
 # ---------------------------------------------------------------------------------------------- store

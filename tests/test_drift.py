@@ -19,6 +19,7 @@ import pytest
 from inspector import cli, config, drift
 from inspector.conditions import ConditionsMonitor, describe, replay_rows
 from inspector.drift import Baseline, DriftMonitor
+from inspector.profile import uneven_light
 from inspector.store import Store
 
 SDS = (0.005, 0.01, 0.02, 0.03)  # training spreads of log exposure
@@ -306,20 +307,26 @@ def test_watcher_adapter_logs_alarms_and_paces_lighting_warnings(tmp_path: Path)
     # ok parts judged with their light evened out (a lamp dimmed on one side): said the same way, paced apart
     lines.clear()
     even = {**rows_of(exposures[:1], scores[:1])[0], "verdict": "ok", "name": "z.jpg",
-            "detail": "lit unevenly (22% brighter on the right); judged with its light evened out: if every part ..."}
+            "detail": uneven_light(np.array([0.1, 0.0, 0.0]))}
     for i in range(6):
         clock.now = 40 + i / 3
         monitor.observe({**even, "id": 1700 + i})
     clock.now = 51
     monitor.observe({**rows_of(exposures[:1], scores[:1])[0], "id": 1800})
-    assert [(event, lvl, f["count"]) for event, lvl, _, f in lines] == [
-        ("evened", logging.WARNING, 1), ("evened", logging.WARNING, 5)]
-    assert lines[1][2].startswith("5 parts judged ok with the light evened out in the last 11 s (latest #1705 z.jpg: "
-                                  "lit unevenly (22% brighter on the right)")
+    evened = [(lvl, f["count"], text) for event, lvl, text, f in lines if event == "evened"]
+    assert [(lvl, n) for lvl, n, _ in evened] == [(logging.WARNING, 1), (logging.WARNING, 5)]
+    assert evened[1][2].startswith("5 parts judged ok with the light evened out in the last 11 s (latest #1705 "
+                                   "z.jpg: lit unevenly (22% brighter on the right)")
+    # ... and a streak of them is a station-level alarm (the lamps), as a streak of blurred parts is
+    streak = [(lvl, f["signal"], text) for event, lvl, text, f in lines if event == "drift"]
+    assert streak and streak[0][:2] == (logging.WARNING, "lit_unevenly"), streak
+    assert "passed only with their light evened out" in streak[0][2] and "evened out to pass on 5 of the last" \
+        in streak[0][2]
 
     lines.clear()
     monitor.observe({**rows_of(exposures[:1], scores[:1], version="v3")[0], "id": 3000})
-    assert "drift monitoring off: profile v3 has no drift baseline" in lines[0][2]
+    assert "drift alarm reset (lit_unevenly): profile switched v1 -> v3" in lines[0][2]  # the streak above: reset
+    assert "drift monitoring off: profile v3 has no drift baseline" in lines[1][2]
 
 
 def test_watcher_adapter_warns_of_a_streak_naming_its_cause(tmp_path: Path) -> None:
