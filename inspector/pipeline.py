@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections import deque
 from fnmatch import fnmatch
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -122,6 +123,9 @@ def fit_profile(images: list[np.ndarray], params: ProfileParams) -> NormalProfil
     return NormalProfile(params).fit(images)
 
 
+STATION_PARTS = 9  # with even_light, the station's light field is the median of this many recent parts' own
+
+
 class Inspector:
     """Judges files or bytes with one fitted profile, exactly as the service does."""
 
@@ -130,6 +134,12 @@ class Inspector:
         self.version = version
         self.inp = inp
         self._need = profile.decode_size
+        self._fields: deque[np.ndarray] = deque(maxlen=STATION_PARTS)  # recent parts' light fields (even_light)
+
+    def station_field(self) -> np.ndarray | None:
+        """The smooth light field (3,) the recent parts share (their median), or None before STATION_PARTS // 2 + 1."""
+        recent = list(self._fields)
+        return np.median(np.stack(recent), axis=0) if len(recent) > STATION_PARTS // 2 else None
 
     def inspect_bytes(self, data: bytes, name: str, keep_image: bool = False, digest: str | None = None) -> Verdict:
         """Hash (unless `digest` is given), decode and score bytes; bad input becomes a `rejected` verdict."""
@@ -141,7 +151,9 @@ class Inspector:
         except ImageRejected as exc:
             return self._rejected(name, digest, exc, len(data), start)
         shown = self.profile.display_image(decoded.image)  # once: assess starts from it, the overlay draws on it
-        found = self.profile.assess([shown])[0]
+        found = self.profile.assess([shown], self.station_field())[0]
+        if found.light_field is not None and found.located and found.lighting_ok:
+            self._fields.append(found.light_field)
         # the shape of the photo as taken, not of the part already resized to the decode size (found by a review)
         found = replace(found, framing=self.profile.framing(decoded.width, decoded.height, decoded.turned),
                         used_bits=decoded.used_bits)

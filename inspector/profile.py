@@ -6,7 +6,9 @@ How a part is scored (each step earned its place by measurement, see README "Det
    turn as `rotation` allows; see `register.py`) and brought to the trained exposure and white balance (see
    `photometry.py`), then segmented with the learned palette. The anomaly map is drawn back on the part as
    photographed. A part that matches the reference worse than half the worst good training part cannot be located;
-   one whose lighting is beyond the tolerance cannot be judged fairly (`Assessment` says which).
+   one whose lighting is beyond the tolerance cannot be judged fairly (`Assessment` says which). With
+   `even_light`, a flagged part is judged again divided by the smooth light field the station's recent parts share
+   (`station_field`, which pipeline.Inspector keeps), where its own field agrees: a lamp dimmed on one side.
 2. Features: cell features on overlapping windows and global features (see `features.py`).
 3. Local term: the good training images most similar to this part (nearest by global features) are
    retrieved, and every cell is compared with the same cell of each of them (L1 distance); the cell's
@@ -69,9 +71,11 @@ FORMAT_VERSION = 4  # bump when the meaning of saved arrays changes
 SMOOTH_FORMAT = 5
 EVEN_FORMAT = 6
 READABLE_FORMATS = (1, 2, 3, 4, 5, 6)
-EVEN_MIN_FIELD = 0.02  # a flagged part is evened out only when its smooth field moves its light by this much (log)
+EVEN_MIN_FIELD = 0.02  # a flagged part is evened out only where the station's smooth field moves the light this much
+# (log)
 EVEN_MAX_FIELD = SHADING_CAP  # ... and by no more than a lamp plausibly does: beyond, a large defect drew it (broken
 # bottles read as fields of 0.5-2.1)
+EVEN_AGREE = 0.05  # ... and by the station's field only where the part's own departs from it by at most this much
 SIZE_TOLERANCE = 0.0375  # a part found this much larger or smaller (past the scale search's +-3%) is a defect: a
 # part of another size or a camera moved (found by an adversarial test: 6% larger bottles passed as good)
 _VALID_SHARE = 0.75  # a cell is compared when this share of its window lies inside the photo
@@ -140,13 +144,15 @@ class Assessment:
     used_bits: int | None = None  # a 16-bit photo's: the bits its largest colour value needs (the Inspector's)
     red_blue_swapped: bool = False  # its colour cast is beyond the tolerance and red and blue swapped back undo it
     evened: str | None = None  # flagged as lit, within the threshold once its light was evened out: how it was lit
+    light_field: np.ndarray | None = None  # (3,) its smooth light field on the photo (with even_light), else None
 
     def as_dict(self) -> dict:
         """JSON-able summary (no arrays)."""
         return {"score": self.score, "located": self.located, "match": self.match, "angle": self.angle,
                 "shift": list(self.shift), "exposure": self.exposure, "colour_cast": self.colour_cast,
                 "offset": self.offset, "lighting_ok": self.lighting_ok, "grey_for_colour": self.grey_for_colour,
-                "framing": self.framing, "blurred": self.blurred, "resized": self.resized, "evened": self.evened}
+                "framing": self.framing, "blurred": self.blurred, "resized": self.resized, "evened": self.evened,
+                "light_field": None if self.light_field is None else [float(v) for v in self.light_field]}
 
 
 @dataclass(frozen=True)
@@ -234,15 +240,17 @@ def uneven_light(coef: np.ndarray) -> str:
             "the lamps")
 
 
-def in_photo(coef: np.ndarray, placement: Placement | None, width: int, height: int) -> np.ndarray:
+def in_photo(coef: np.ndarray, placement: Placement | None, width: int, height: int,
+             to_frame: bool = False) -> np.ndarray:
     """A smooth field (3,) read in the profile's frame, as it lies on the photo (width x height working pixels): its
-    tilts turned back through the placement (photo -> frame), the vignetting as it is."""
+    tilts turned back through the placement (photo -> frame), the vignetting as it is; `to_frame`: the other way."""
     if placement is None:
         return np.asarray(coef, np.float64)
     a, b, c = (float(v) for v in coef)
-    per_pixel = np.array([a / (width / 2.0), b / (height / 2.0)])  # the frame's tilts per pixel
-    back = placement.matrix[:, :2].T @ per_pixel  # f(M p) = g . (R p + t): the photo's tilts are R^T g
-    return np.array([back[0] * width / 2.0, back[1] * height / 2.0, c])
+    per_pixel = np.array([a / (width / 2.0), b / (height / 2.0)])  # the tilts per pixel
+    turn = placement.matrix[:, :2].T  # f(M p) = g . (R p + t): the photo's tilts are R^T g
+    moved = np.linalg.solve(turn, per_pixel) if to_frame else turn @ per_pixel
+    return np.array([moved[0] * width / 2.0, moved[1] * height / 2.0, c])
 
 
 @dataclass(frozen=True)
@@ -595,11 +603,13 @@ class NormalProfile:
         )
 
     # ---------------------------------------------------------------- scoring
-    def assess(self, images: Iterable[np.ndarray]) -> list[Assessment]:
-        """Score BGR uint8 images and report each part's placement and lighting (see Assessment)."""
-        return [self._assess_one(image) for image in images]  # one at a time: one full-size image held at once
+    def assess(self, images: Iterable[np.ndarray], station_field: np.ndarray | None = None) -> list[Assessment]:
+        """Score BGR uint8 images and report each part's placement and lighting (see Assessment); `station_field` (3,):
+        the smooth light field the station's recent parts share, on the photo (with even_light: see _assess_one)."""
+        # one at a time: one full-size image held at once
+        return [self._assess_one(image, station_field) for image in images]
 
-    def _assess_one(self, image: np.ndarray) -> Assessment:
+    def _assess_one(self, image: np.ndarray, station_field: np.ndarray | None = None) -> Assessment:
         """Score one BGR uint8 image (H0, W0, 3) and report its placement and lighting."""
         framing = self.framing(image.shape[1], image.shape[0])
         image = self.display_image(image)
@@ -622,19 +632,24 @@ class NormalProfile:
             cast, offset = lighting.cast_change, lighting.offset
             low, high = self._exposure_bounds(lighting)
             lighting_ok = low <= math.log(max(exposure, 1e-6)) <= high and cast <= self.cast_limit_
-        evened = None
-        # a second look only where the score alone decides (the light as first read is what is recorded and judged)
-        if look.score > self.threshold_ and self.evens_light() and located and resized is None and lighting_ok \
-                and not grey and framing is None:
-            field = self.lighting_.smooth_field(work)
-            if EVEN_MIN_FIELD <= np.abs(field).max() <= EVEN_MAX_FIELD:
-                again = self._evened(image, aligned, placement, field)
-                if again.score <= self.threshold_:  # flagged by its light alone
-                    look, evened = again, uneven_light(in_photo(field, placement, *taken.shape[1::-1]))
+        evened = own = None
+        if self.evens_light():  # the part's own light field, on the photo: what the station's is made of
+            own = in_photo(self.lighting_.smooth_field(work), placement, *taken.shape[1::-1])
+        # a second look only where the score alone decides (the light as first read is what is recorded and judged),
+        # by the field the station's recent parts share, where the part's own agrees: a lamp lights every part
+        # alike, a stain over half a part is a field of that part alone (per part they cannot be told apart)
+        if look.score > self.threshold_ and own is not None and station_field is not None and located \
+                and resized is None and lighting_ok and not grey and framing is None \
+                and EVEN_MIN_FIELD <= np.abs(station_field).max() <= EVEN_MAX_FIELD \
+                and np.abs(own - station_field).max() <= EVEN_AGREE:
+            field = in_photo(station_field, placement, *taken.shape[1::-1], to_frame=True)
+            again = self._evened(image, aligned, placement, field)
+            if again.score <= self.threshold_:  # flagged by the station's light alone
+                look, evened = again, uneven_light(station_field)
         return Assessment(look.score, self._photo_map(look, placement), located, match, angle, shift, exposure, cast,
                           offset, lighting_ok, grey, framing, red_blue_swapped=self._red_blue_swapped(
                               taken, placement, lighting), blurred=self._blurred(work, placement), resized=resized,
-                          evened=evened)
+                          evened=evened, light_field=own)
 
     def _place(self, taken: np.ndarray) -> tuple[np.ndarray, Placement | None]:
         """A working image (H, W, 3) registered into the profile's frame, and its placement (None: not located)."""
@@ -680,8 +695,8 @@ class NormalProfile:
         return self.params.even_light and self.lighting_ is not None and not self.lighting_.shading
 
     def _evened(self, image: np.ndarray, aligned: np.ndarray, placement: Placement | None, field: np.ndarray) -> _Look:
-        """A flagged part judged again with its light evened out: the registered part (H, W, 3) divided by its smooth
-        field (3,), its lighting read afresh (a lamp dimmed on one side also reads as a lifted black), scored again."""
+        """A flagged part judged again with its light evened out: the registered part (H, W, 3) divided by a smooth
+        field (3,) in the frame, its lighting read afresh (a lamp dimmed on one side also reads as a lifted black)."""
         assert self.lighting_ is not None
         flat = divide(aligned, field_gain(field, *aligned.shape[:2]))
         work, light = self._relight(flat)
