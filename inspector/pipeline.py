@@ -123,7 +123,15 @@ def fit_profile(images: list[np.ndarray], params: ProfileParams) -> NormalProfil
     return NormalProfile(params).fit(images)
 
 
+def _shows_the_light(found: Assessment) -> bool:
+    """Whether a part's own light field may shape the station's: located, of the trained size, shape and colour mode,
+    sharp, lit within the tolerance."""
+    return (found.located and found.lighting_ok and found.resized is None and found.framing is None
+            and not found.grey_for_colour and found.blurred is None)
+
+
 STATION_PARTS = 9  # with even_light, the station's light field is the median of this many recent parts' own
+STATION_MAX_AGE_S = 600.0  # ... judged within this many seconds (after a pause the lamp may have been fixed)
 
 
 class Inspector:
@@ -134,11 +142,14 @@ class Inspector:
         self.version = version
         self.inp = inp
         self._need = profile.decode_size
-        self._fields: deque[np.ndarray] = deque(maxlen=STATION_PARTS)  # recent parts' light fields (even_light)
+        # recent parts' light fields, with when they were judged (even_light)
+        self._fields: deque[tuple[float, np.ndarray]] = deque(maxlen=STATION_PARTS)
 
-    def station_field(self) -> np.ndarray | None:
-        """The smooth light field (3,) the recent parts share (their median), or None before STATION_PARTS // 2 + 1."""
-        recent = list(self._fields)
+    def station_field(self, now: float | None = None) -> np.ndarray | None:
+        """The smooth light field (3,) the recent parts share (their median), or None before STATION_PARTS // 2 + 1
+        parts judged within STATION_MAX_AGE_S."""
+        now = time.monotonic() if now is None else now
+        recent = [f for at, f in list(self._fields) if now - at <= STATION_MAX_AGE_S]
         return np.median(np.stack(recent), axis=0) if len(recent) > STATION_PARTS // 2 else None
 
     def inspect_bytes(self, data: bytes, name: str, keep_image: bool = False, digest: str | None = None) -> Verdict:
@@ -152,11 +163,11 @@ class Inspector:
             return self._rejected(name, digest, exc, len(data), start)
         shown = self.profile.display_image(decoded.image)  # once: assess starts from it, the overlay draws on it
         found = self.profile.assess([shown], self.station_field())[0]
-        if found.light_field is not None and found.located and found.lighting_ok:
-            self._fields.append(found.light_field)
         # the shape of the photo as taken, not of the part already resized to the decode size (found by a review)
         found = replace(found, framing=self.profile.framing(decoded.width, decoded.height, decoded.turned),
                         used_bits=decoded.used_bits)
+        if found.light_field is not None and _shows_the_light(found):
+            self._fields.append((time.monotonic(), found.light_field))
         verdict, reason, detail = judge(found, self.profile.threshold_)
         return Verdict(
             name=name, sha256=digest, verdict=verdict, reason=reason, detail=detail,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import time
 
 import cv2
 import numpy as np
@@ -675,12 +676,17 @@ def test_the_inspector_evens_a_part_by_the_field_its_recent_parts_share() -> Non
         assert insp.inspect_bytes(png(make_part(rng, W, H)), f"clean{i}.png").verdict == "ok"
     verdicts = [insp.inspect_bytes(png(side_lamp(make_part(rng, W, H), 0.8, 1.2)), f"lit{i}.png")
                 for i in range(2 * STATION_PARTS)]
-    first = [v.verdict for v in verdicts[: STATION_PARTS // 2 - 1]]
+    first = [v.verdict for v in verdicts[: STATION_PARTS // 2 + 1]]
     later = verdicts[STATION_PARTS:]
     assert first == ["defect"] * len(first)  # the station's field is still the trained light's
     assert all(v.verdict == "ok" and v.detail.startswith("lit unevenly") for v in later), [v.verdict for v in later]
     stained = insp.inspect_bytes(png(side_lamp(_stained(make_part(rng, W, H), 0.3), 0.8, 1.2)), "stained.png")
     assert stained.verdict == "defect" and stained.detail is None
+    # after a pause the lamp may have been fixed: fields older than STATION_MAX_AGE_S do not count
+    from inspector.pipeline import STATION_MAX_AGE_S
+
+    assert insp.station_field() is not None
+    assert insp.station_field(now=time.monotonic() + STATION_MAX_AGE_S + 1.0) is None
 
 
 def test_the_second_look_evens_the_fine_pass_too_and_keeps_the_light_as_first_read() -> None:
