@@ -6,7 +6,8 @@ Each part's row names the profile version that judged it; that version's profile
 per station, started afresh whenever the station's profile version changes.
 
 The monitor also watches streaks of judged parts whose reason names a station-wide cause (`blurred`, `size`,
-`not_located`: drift.REASON_SIGNALS), from the rows' reasons alone; they run wherever the monitor runs.
+`not_located`: drift.REASON_SIGNALS; and ok parts judged with their light evened out), from the rows' reasons and
+details alone (drift.cause); they run wherever the monitor runs.
 
 The watcher's side (`ConditionsMonitor`, fed one recorded row at a time by the committer thread) logs a WARNING
 when an alarm is raised and an INFO line when it clears, and a WARNING for parts rejected for lighting (and one
@@ -149,7 +150,8 @@ class ConditionsMonitor:
                 self._last[row["reason"]] = row
             self._flush_lighting()
             return
-        if drift.cause(row) == drift.EVENED:
+        cause = drift.cause(row)
+        if cause == drift.EVENED:
             self._pending[EVENED_EVENT] += 1
             self._last[EVENED_EVENT] = row
         self._flush_lighting()
@@ -161,7 +163,7 @@ class ConditionsMonitor:
         if self.monitor is None:
             return
         for event in self.monitor.update(row.get("exposure"), row.get("score"), row.get("inspected_at"),
-                                         row.get("id"), drift.cause(row)):
+                                         row.get("id"), cause):
             level = logging.WARNING if event.kind == "raised" else logging.INFO
             self.emit("drift", level, describe(event), **event.as_dict(), profile_version=version)
 

@@ -352,12 +352,6 @@ class NormalProfile:
                                 flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
         return cell_features(inside[..., None], lay).ravel() >= _VALID_SHARE
 
-    def _prepare(self, work: np.ndarray) -> tuple[np.ndarray, Placement | None, Lighting | None]:
-        """Register a working image (H, W, 3) and bring it to the reference lighting; (H, W, 3) uint8."""
-        aligned, placement = self._place(work)
-        work, lighting = self._relight(aligned)
-        return work, placement, lighting
-
     # ---------------------------------------------------------------- fitting
     def fit(self, images: Iterable[np.ndarray], y=None) -> "NormalProfile":
         """Learn placement, lighting, palette, features and calibration from good BGR uint8 images (H0, W0, 3)."""
@@ -671,8 +665,9 @@ class NormalProfile:
         cells, globs = self._featurise([work])
         local, glob, cell_map = self._terms(cells, globs, valid=self._valid_cells(placement)[None])
         cell_map = cell_map.reshape(self.layout_.grid) / self.map_scale_
-        if self.fine_ is None or (stop_above is not None and self._combine(local, glob)[0] > stop_above):
-            return _Look(float(self._combine(local, glob)[0]), cell_map, None)
+        cells_only = float(self._combine(local, glob)[0])
+        if self.fine_ is None or (stop_above is not None and cells_only > stop_above):
+            return _Look(cells_only, cell_map, None)
         part = self._fine_part(image, placement, lighting)
         if field is not None:
             part = replace(part, gain=field_gain(field, *part.image.shape[:2]))

@@ -448,7 +448,8 @@ def test_a_small_speck_is_the_cells_business_not_the_whole_image_comparison() ->
     profile = NormalProfile(rotation="small").fit([_grey(make_part(rng, W, H)) for _ in range(60)])
 
     def z_terms(image: np.ndarray) -> tuple[float, float]:
-        work, placement, _ = profile._prepare(profile.working_image(profile.display_image(image)))
+        aligned, placement = profile._place(profile.working_image(profile.display_image(image)))
+        work, _ = profile._relight(aligned)
         cells, globs = profile._featurise([work])
         valid = None if placement is None else profile._valid_cells(placement)[None]
         local, glob, _ = profile._terms(cells, globs, valid=valid)
