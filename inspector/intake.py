@@ -3,7 +3,7 @@
 The file is read once and hashed (and judged again later if it changed while being read); a copy of a part
 already recorded is found by its sha256 when files stay in the folder; the part's product is chosen and the
 bytes are judged (in a judging process, judges.py, or in the worker thread itself with [watch] judge_in =
-"threads"), a defect's overlay PNG written; the outcome goes to the committer. Bad input never raises: an
+"threads"), a defect's overlay JPEG written; the outcome goes to the committer. Bad input never raises: an
 unreadable file is retried a few times when the error may pass (an I/O error, not a permission), then rejected;
 a rejection that a file whose writer has only paused would also get (empty, truncated, not yet an image) is
 provisional (watcher.Rechecks). In a shared folder the file is first claimed in the database for this station.
@@ -133,7 +133,7 @@ class Intake:
         # file whose move a crash interrupted, is caught by the unique sha256 at commit)
         choice = self.products.choose(path, job.received_at)
         insp = choice.inspector
-        overlay_png = None  # a defect's overlay, drawn where it was judged
+        overlay = None  # a defect's overlay (JPEG), drawn where it was judged
         if insp is None:
             verdict = _unknown_product(choice, digest, len(data))
         elif not _utf8_name(path):
@@ -144,10 +144,10 @@ class Intake:
         else:
             judged = self.judges.judge(insp, choice.models_dir or Path(self.cfg.models.dir), data,
                                        imaging.printable(os.path.basename(path)), digest)
-            verdict, overlay_png = judged.verdict, judged.overlay_png
+            verdict, overlay = judged.verdict, judged.overlay_jpeg
         row = self._row(job, verdict, key=None, start=start, product=choice.product)
-        if overlay_png is not None:
-            row["overlay_path"] = self._write_overlay(digest, overlay_png)
+        if overlay is not None:
+            row["overlay_path"] = self._write_overlay(digest, overlay)
         return self._unless_provisional(Outcome(job, row=row, sig=sig))
 
     def _unless_provisional(self, o: Outcome) -> Outcome:
@@ -204,13 +204,13 @@ class Intake:
             "product": product or "",  # "" = none could be told (rejected unknown_product)
         }
 
-    def _write_overlay(self, digest: str, png: bytes) -> str | None:
-        """Write the anomaly-map overlay PNG atomically (named by sha256, so a retry rewrites the same file)."""
+    def _write_overlay(self, digest: str, jpeg: bytes) -> str | None:
+        """Write the anomaly-map overlay JPEG atomically (named by sha256, so a retry rewrites the same file)."""
         try:
             self.overlays.mkdir(parents=True, exist_ok=True)
-            final = self.overlays / f"{digest}.png"
-            tmp = self.overlays / f".tmp-{digest}-{threading.get_ident()}.png"
-            tmp.write_bytes(png)
+            final = self.overlays / f"{digest}.jpg"
+            tmp = self.overlays / f".tmp-{digest}-{threading.get_ident()}.jpg"
+            tmp.write_bytes(jpeg)
             os.replace(tmp, final)
             return str(final)
         except OSError as exc:
@@ -218,7 +218,7 @@ class Intake:
             return None
 
     def cleanup_overlay_temps(self) -> None:
-        """Remove temporary overlay files a killed run left (only our own .tmp- names)."""
+        """Remove temporary overlay files a killed run left (only our own .tmp- names; PNG before 2026-12-06)."""
         if self.overlays.is_dir():
-            for p in self.overlays.glob(".tmp-*.png"):
+            for p in (*self.overlays.glob(".tmp-*.jpg"), *self.overlays.glob(".tmp-*.png")):
                 p.unlink(missing_ok=True)

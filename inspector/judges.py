@@ -14,7 +14,7 @@ is a 4-byte big-endian header length, the header (UTF-8 JSON), an 8-byte payload
   loads them, and says `{"ready": true}`. Until then its worker judges in its own thread with the watcher's copy
   of the profile, so the first parts after a start are not held up by the child's imports and profile load.
 * `{"op": "judge", "models_dir": D, "version": V, "name": N, "digest": H}` with the file's bytes -> `{"verdict":
-  {...}}` (Verdict's scalar fields) with the overlay PNG as payload (empty unless a defect), or `{"error": text}`
+  {...}}` (Verdict's scalar fields) with the overlay JPEG as payload (empty unless a defect), or `{"error": text}`
   when judging raised (a bug; the file stays in the folder). A version not loaded yet is loaded first.
 
 A child keeps the profiles it was asked for by (models_dir, version), the newest version per folder; a version is
@@ -45,6 +45,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
+import cv2
+
 from inspector.config import InputConfig
 from inspector.errors import InspectorError
 from inspector.pipeline import Inspector, Verdict
@@ -57,6 +59,9 @@ _PAYLOAD = struct.Struct(">Q")
 _FIELDS = ("name", "sha256", "verdict", "reason", "detail", "score", "threshold", "profile_version", "width",
            "height", "size", "ms", "exposure")
 # one thread per child: BLAS and OpenCV pools inside a child would only fight the other children for the cores
+# the overlay's JPEG: quality 98 without chroma subsampling keeps its thin coloured contour within ~10 grey levels
+# (at 95 with the usual 4:2:0, 115), far under web.regions.MIN_DIFF, so the review page boxes the same regions
+OVERLAY_JPEG = (cv2.IMWRITE_JPEG_QUALITY, 98, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444)
 _CHILD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
@@ -71,30 +76,30 @@ class JudgeDied(InspectorError):
 
 @dataclass
 class Judged:
-    """A verdict (no image or map arrays) and, for a defect, its overlay as PNG bytes."""
+    """A verdict (no image or map arrays) and, for a defect, its overlay as JPEG bytes."""
 
     verdict: Verdict
-    overlay_png: bytes | None = None
+    overlay_jpeg: bytes | None = None
 
 
-def overlay_png(verdict: Verdict) -> bytes | None:
-    """The PNG of a defect's overlay (its image with the anomaly map); None for other verdicts or without arrays."""
+def overlay_jpeg(verdict: Verdict) -> bytes | None:
+    """The JPEG of a defect's overlay (its image with the anomaly map); None for other verdicts or without arrays.
+    JPEG, not PNG: 0.55 ms to encode a 324 px overlay where PNG took 2.8 (every defect waited for it before its
+    verdict was sent on), and about half the bytes."""
     if verdict.verdict != "defect" or verdict.image is None or verdict.anomaly_map is None:
         return None
-    import cv2  # noqa: PLC0415 - only judging needs OpenCV here
+    from inspector.overlay import overlay  # noqa: PLC0415 - only judging draws overlays
 
-    from inspector.overlay import overlay  # noqa: PLC0415
-
-    ok, png = cv2.imencode(".png", overlay(verdict.image, verdict.anomaly_map))
-    return png.tobytes() if ok else None
+    ok, jpeg = cv2.imencode(".jpg", overlay(verdict.image, verdict.anomaly_map), OVERLAY_JPEG)
+    return jpeg.tobytes() if ok else None
 
 
 def judge_here(insp: Inspector, data: bytes, name: str, digest: str) -> Judged:
     """Judge in the calling thread: the verdict, and the overlay PNG of a defect."""
     verdict = insp.inspect_bytes(data, name, keep_image=True, digest=digest)
-    png = overlay_png(verdict)
+    jpeg = overlay_jpeg(verdict)
     verdict.image = verdict.anomaly_map = verdict.assessment = None
-    return Judged(verdict, png)
+    return Judged(verdict, jpeg)
 
 
 # ---------------------------------------------------------------------------------------------- framing
@@ -387,10 +392,10 @@ def _serve(stdin: IO[bytes], out: IO[bytes], cache: dict[str, tuple[str, Inspect
         try:
             insp = _inspector(cache, header["models_dir"], header["version"], inp)
             judged = judge_here(insp, payload, header["name"], header["digest"])
-            answer, png = {"verdict": {k: getattr(judged.verdict, k) for k in _FIELDS}}, judged.overlay_png or b""
+            answer, jpeg = {"verdict": {k: getattr(judged.verdict, k) for k in _FIELDS}}, judged.overlay_jpeg or b""
         except Exception as exc:  # noqa: BLE001 - reported to the parent, which leaves the file for later
-            answer, png = {"error": f"{type(exc).__name__}: {exc}"}, b""
-        write_message(out, answer, png)
+            answer, jpeg = {"error": f"{type(exc).__name__}: {exc}"}, b""
+        write_message(out, answer, jpeg)
 
 
 def _inspector(cache: dict[str, tuple[str, Inspector]], models_dir: str, version: str,

@@ -84,9 +84,10 @@ def test_a_child_judges_exactly_as_the_calling_thread_does(models: Path) -> None
                 assert getattr(there.verdict, key) == getattr(here.verdict, key), key
             assert there.verdict.score == pytest.approx(here.verdict.score, rel=1e-9)
             assert there.verdict.exposure == pytest.approx(here.verdict.exposure, rel=1e-9)
-            assert (there.overlay_png is None) == (here.overlay_png is None) == (here.verdict.verdict != "defect")
-            if there.overlay_png is not None:
-                drawn = cv2.imdecode(np.frombuffer(there.overlay_png, np.uint8), cv2.IMREAD_COLOR)
+            assert (there.overlay_jpeg is None) == (here.overlay_jpeg is None) == (here.verdict.verdict != "defect")
+            if there.overlay_jpeg is not None:
+                assert there.overlay_jpeg == here.overlay_jpeg and there.overlay_jpeg[:3] == b"\xff\xd8\xff"
+                drawn = cv2.imdecode(np.frombuffer(there.overlay_jpeg, np.uint8), cv2.IMREAD_COLOR)
                 assert drawn.shape[:2] == insp.profile.decode_size[::-1]
         rejected = child.judge(models, insp.version, b"not a jpeg at all", "bad.jpg", "0" * 64)
         assert (rejected.verdict.verdict, rejected.verdict.reason) == ("rejected", "not_an_image")

@@ -163,7 +163,8 @@ def test_images_and_overlays_by_id_only(client: FlaskClient, site: Site) -> None
     assert image.data == Path(spot["archived_path"]).read_bytes()
     assert image.headers["X-Content-Type-Options"] == "nosniff"
     overlay = client.get(f"/overlay/{spot['id']}")
-    assert overlay.status_code == 200 and overlay.mimetype == "image/png" and is_png(overlay.data)
+    assert overlay.status_code == 200 and overlay.mimetype == "image/jpeg" and overlay.data[:3] == b"\xff\xd8\xff"
+    assert overlay.data == Path(spot["overlay_path"]).read_bytes() and spot["overlay_path"].endswith(".jpg")
     assert client.get(f"/image/{good['id']}").status_code == 200
     assert client.get(f"/overlay/{good['id']}").status_code == 404  # ok parts have no overlay
     for name in ("empty.jpg", "link.jpg"):  # rejected: never served, the link's target least of all
@@ -182,6 +183,27 @@ def test_encoded_path_traversal_is_404(client: FlaskClient, path: str) -> None:
 def test_static_css_is_served(client: FlaskClient) -> None:
     css = client.get("/static/style.css")
     assert css.status_code == 200 and css.mimetype == "text/css" and b"article.part" in css.data
+
+
+def test_an_overlay_recorded_as_png_before_overlays_were_jpeg_is_still_served(client: FlaskClient, site: Site) -> None:
+    spot = row(site, "spot-1.jpg")
+    drawn = cv2.imdecode(np.frombuffer(Path(spot["overlay_path"]).read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+    old = Path(spot["overlay_path"]).with_suffix(".png")
+    old.write_bytes(cv2.imencode(".png", drawn)[1].tobytes())
+
+    def record(path: str) -> None:
+        with sqlite3.connect(site.db) as db:
+            db.execute("UPDATE inspections SET overlay_path = ? WHERE id = ?", (path, spot["id"]))
+
+    record(str(old))
+    try:
+        response = client.get(f"/overlay/{spot['id']}")
+        assert response.status_code == 200 and response.mimetype == "image/png" and is_png(response.data)
+        page = client.get(f"/inspections/{spot['id']}")  # its regions are found on the PNG too
+        assert page.status_code == 200 and '<rect class="region"' in page.text
+    finally:
+        record(spot["overlay_path"])
+    assert files.open_image(old, only=("image/jpeg",)) is None  # the accepted types are what lets it through
 
 
 def test_open_image_refuses_links_fifos_folders_and_non_images(tmp_path: Path) -> None:

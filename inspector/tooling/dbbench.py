@@ -84,7 +84,7 @@ def make_rows(start: int, n: int, total: int, end: datetime, rng: random.Random)
             score = rng.gauss(5.0, 0.6) if verdict == "ok" else 8.0 + rng.expovariate(0.5)
             row.update(score=score, threshold=7.2)
             if verdict == "defect":
-                row["overlay_path"] = f"/srv/overlays/{digest}.png"
+                row["overlay_path"] = f"/srv/overlays/{digest}.jpg"
         rows.append(row)
     return rows
 

@@ -102,7 +102,7 @@ rescan_s = 10.0
 stats_every_s = 5.0            # a throughput line in the log every 5 s
 archive = true                 # judged files move to archive/ok, archive/defect, archive/rejected
 archive_dir = "archive"
-overlays_dir = "overlays"      # an anomaly-map overlay PNG for each defect
+overlays_dir = "overlays"      # an anomaly-map overlay JPEG for each defect
 workers = 0                    # scoring threads: one per core
 product_from = "name"          # two products on this line: the file name says which (flange_0001.jpg, cap_0002.jpg)
 product_regex = "^(?P<product>[a-z]+)_"
@@ -467,7 +467,7 @@ def summarise(root: Path, cfg: Path, drops: list[Drop], rows: list[dict], elapse
         raise DemoError(f"judged with another product's profile: {', '.join(wrong)}")
     archive, overlays = root / "archive", root / "overlays"
     n_archived = sum(1 for p in archive.rglob("*") if p.is_file()) if archive.exists() else 0
-    n_overlays = len(list(overlays.glob("*.png"))) if overlays.exists() else 0
+    n_overlays = len(list(overlays.glob("*.jpg"))) if overlays.exists() else 0
     first_defect = next((r["id"] for r in rows if r["verdict"] == "defect"), rows[0]["id"])
     exe = Path(sys.executable).parent / "inspector"
     cmd = os.path.relpath(exe) if exe.exists() and not os.path.relpath(exe).startswith("..") else "inspector"

@@ -28,6 +28,7 @@ DIGEST_ENTRIES = 4096  # remembered (file identity -> sha256) pairs
 CONVERTED_BYTES = 64 * 1024 * 1024  # converted TIFFs kept, in encoded bytes
 CONVERTERS = 2  # TIFF conversions at the same time (each holds a decoded image)
 JPEG_QUALITY = 95
+OVERLAY_TYPES = ("image/jpeg", "image/png")  # overlays are JPEG; PNG when recorded before 2026-12-06
 HASH_CHUNK = 1024 * 1024
 
 _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (  # (magic, offset, mimetype)
@@ -245,7 +246,7 @@ class Images:
 
 def open_image(path: Path | None, only: tuple[str, ...] | None = None) -> tuple[BinaryIO, str] | None:
     """(an open binary file positioned at 0, its mimetype) for a regular image file, else None, without a cache.
-    `only` limits the accepted mimetypes (overlays are PNG). TIFF comes back converted to JPEG in memory."""
+    `only` limits the accepted mimetypes (OVERLAY_TYPES for overlays). TIFF comes back converted to JPEG in memory."""
     return Images(converted_bytes=0, digest_entries=0).open(path, only)
 
 

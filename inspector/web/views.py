@@ -157,7 +157,7 @@ def _regions(row: dict[str, Any]) -> regions.Found | None:
     if original is None:
         return None
     with original[0] as image:
-        over = ctx().images.open(files.resolve(row["overlay_path"], ctx().base), ("image/png",))
+        over = ctx().images.open(files.resolve(row["overlay_path"], ctx().base), files.OVERLAY_TYPES)
         if over is None:
             return None
         with over[0] as overlay:
@@ -291,13 +291,13 @@ def image(id: int) -> Response:
 
 @bp.get(f"/overlay/{ID}")
 def overlay(id: int) -> Response:
-    """The anomaly-map overlay PNG of a defect, by inspection id."""
+    """The anomaly-map overlay of a defect (JPEG; PNG when recorded before 2026-12-06), by inspection id."""
     row = ctx().store.get(id)
     if row is None:
         abort(404)
     if row.get("pruned_at") is not None and row["overlay_path"]:  # deleted with its part
         return file_pruned(id, row["pruned_at"], "overlay")
-    return _send((row["overlay_path"],), only=("image/png",))
+    return _send((row["overlay_path"],), only=files.OVERLAY_TYPES)
 
 
 def _since() -> str:
