@@ -92,6 +92,21 @@ def test_overlay_colours_high_values_red_and_alpha_zero_only_draws_the_contour()
     assert np.array_equal(overlay(img, np.zeros((4, 4), np.float32), alpha=0.0), img)
 
 
+def test_overlay_blends_each_pixel_by_its_map_value_within_one_grey_level() -> None:
+    rng = np.random.default_rng(7)
+    img = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    amap = rng.normal(0.9, 0.8, (9, 12)).astype(np.float32)
+    amap[amap > 1.0] = 0.9  # no contour: the blend alone
+    out = overlay(img, amap, alpha=0.45)
+    up = cv2.resize(amap, (120, 90), interpolation=cv2.INTER_LINEAR)
+    shades = np.round(np.clip(up / 2.0, 0.0, 1.0) * 255.0).astype(np.uint8)
+    colour = cv2.applyColorMap(shades, cv2.COLORMAP_JET).astype(np.float64)
+    weight = 0.45 * np.clip(up - 0.5, 0.0, 1.0)[..., None]
+    expected = np.round(img * (1.0 - weight) + colour * weight)
+    assert np.abs(out - expected).max() <= 1.0
+    assert np.array_equal(out[up[..., None].repeat(3, axis=2) <= 0.5], img[up[..., None].repeat(3, axis=2) <= 0.5])
+
+
 def test_overlay_tolerates_non_finite_map_values() -> None:
     amap = _corner_map()
     amap[5, 5] = np.nan
