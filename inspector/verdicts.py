@@ -28,7 +28,8 @@ def judge(found: Assessment, threshold: float) -> tuple[str, str | None, str | N
     A part whose lighting is beyond the tolerance cannot be judged fairly: `rejected` / `lighting`, never a
     `defect` (a drifting lamp must not flood the review queue); so is a grey-scale photo of a product trained in
     colour (a camera switched to grey-scale: found by an adversarial test, it read as a colour cast or a defect),
-    unless its light is grossly off (a black photo is grey too: the light is named).
+    unless its light is grossly off (a black photo is grey too: the light is named) or no part is found there (an
+    empty fixture on a grey belt is grey too: `not_located`, its detail saying the photo is grey).
     A 16-bit photo that reads grossly dark, but within GROSS_EXPOSURE once scaled from the camera bit depth its values
     fit in, names that depth (a 12-bit camera writing its samples unscaled read "exposure 0.06x"; adversarial test).
     A colour cast that red and blue swapped back undo names the camera's colour order (it read as a lamp's colour).
@@ -49,8 +50,10 @@ def judge(found: Assessment, threshold: float) -> tuple[str, str | None, str | N
         return "rejected", CAMERA, found.framing
     gross = found.exposure is not None and not GROSS_EXPOSURE[0] <= found.exposure <= GROSS_EXPOSURE[1]
     # a camera switched to grey-scale: no colour to judge a colour product on; a black (or white) photo has no colour
-    # either, but the light says why (a lamp out read "grey-scale: check the camera's colour mode"; found by a test)
-    if found.grey_for_colour and not gross:
+    # either, but the light says why (a lamp out read "grey-scale: check the camera's colour mode"; found by a test);
+    # so has an empty fixture on a grey belt or a white backlight: no part is there (found by an adversarial test:
+    # an empty backlit station read "check the camera's colour mode", and no `not_located` streak was raised)
+    if found.grey_for_colour and not gross and found.located:
         return "rejected", LIGHTING, (f"{GREY_FOR_COLOUR}; the part cannot be judged fairly")
     # a part that cannot be located is judged on that first (a large defect also upsets the lighting estimate),
     # unless its light is grossly off (a lamp out leaves nothing to locate: that is no defect of the part)
@@ -67,8 +70,10 @@ def judge(found: Assessment, threshold: float) -> tuple[str, str | None, str | N
                                         f"{100 * found.colour_cast:.0f}%: beyond the tolerance, the part cannot "
                                         "be judged fairly")
     if not found.located:
+        grey = ("; the photo is grey-scale too: if every part says so, check the camera's colour mode"
+                if found.grey_for_colour else "")
         return "defect", "not_located", (f"the part does not match the trained parts wherever it is placed "
-                                         f"(match {found.match:.2f})")
+                                         f"(match {found.match:.2f}){grey}")
     if found.resized is not None:  # a part of another size (or a camera moved): a wrong part is a defect
         return "defect", SIZE, found.resized
     if found.blurred is not None and found.score > threshold:  # flagged, and the photo says why it may be

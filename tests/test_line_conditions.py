@@ -107,6 +107,23 @@ def test_a_grey_scale_photo_of_a_colour_part_names_the_cameras_colour_mode(fitte
         assert black.detail.startswith(f"exposure {black.exposure:.2f}x of the trained lighting"), black.detail
 
 
+def test_an_empty_fixture_on_a_grey_belt_is_a_part_not_located_not_a_camera_in_grey_mode(
+        fitted: NormalProfile, good: list[np.ndarray]) -> None:
+    """Found by an adversarial test: an empty photo of a colour product's station (a grey belt, a white backlight)
+    has no colour, and was rejected as "grey-scale: check the camera's colour mode", so an empty fixture sent the
+    engineer to the camera and no `not_located` streak was raised. No part is there: a `defect` / `not_located`,
+    its detail saying the photo is grey too; a grey photo of the part itself still names the colour mode."""
+    rng = np.random.default_rng(16)
+    level = rng.normal(float(np.median(good[0])), 3.0, good[0].shape[:2])  # a grey belt: alike in every channel
+    belt = np.repeat(np.clip(np.rint(level), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    for empty in (belt, np.full_like(good[0], 235)):
+        v = _inspect(fitted, empty)
+        assert (v.verdict, v.reason) == ("defect", "not_located"), v
+        assert v.detail.endswith("the photo is grey-scale too: if every part says so, check the camera's colour mode")
+    grey = cv2.cvtColor(cv2.cvtColor(good[1], cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    assert (_inspect(fitted, grey).verdict, _inspect(fitted, grey).reason) == ("rejected", "lighting")
+
+
 def test_a_photo_whose_fourth_channel_is_zero_padding_is_judged_on_its_colours(fitted: NormalProfile,
                                                                              good: list[np.ndarray]) -> None:
     """Found by an adversarial test: a camera writing RGBX PNGs with the 4th channel 0 had every part composited to
