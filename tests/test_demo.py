@@ -87,3 +87,28 @@ def test_a_stuck_watcher_is_killed(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("demo: error: ") and "verdicts missing" in err[-1]
     assert _gone(int((tmp_path / "pid").read_text()))
+
+
+def test_the_demo_refuses_a_folder_it_did_not_make_and_touches_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by an adversarial test: `--dir .` deleted the folder's files and `--dir notes.txt` the file, before the
+    demo failed. It removes only an empty folder or a previous demo's (one holding its mark)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("keep")
+    monkeypatch.chdir(work)
+    for target in (work, Path("."), work / "notes.txt", tmp_path):
+        assert demo.run(target, n_train=12, n_good=2, per_defect=0, seconds=0.5) == 1, target
+        assert "demo: error:" in capsys.readouterr().err
+        assert (work / "notes.txt").read_text() == "keep"
+    (tmp_path / "link").symlink_to(work)
+    assert demo.run(tmp_path / "link", n_train=12, n_good=2, per_defect=0, seconds=0.5) == 1
+    assert (work / "notes.txt").read_text() == "keep" and (tmp_path / "link").is_symlink()
+    for mark in (demo.MARK, "camera.json"):  # a previous demo's folder is removed (camera.json: an older demo's)
+        old = tmp_path / "old-demo"
+        old.mkdir()
+        (old / mark).write_text("[]")
+        (old / "stale.txt").write_text("x")
+        demo.clear(old)
+        assert not old.exists()
+    demo.clear(tmp_path / "new")  # nothing there: nothing to do

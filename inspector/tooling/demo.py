@@ -319,6 +319,28 @@ TABLE_HEAD = (f"  {'id':<5} {'part':<16} {'verdict':<9} {'score / thresh.':<17} 
 # ---------------------------------------------------------------------------------------------- the demo
 
 
+MARK = ".inspector-demo"  # written first into a demo's folder: a later demo may remove the folder (see clear)
+
+
+def clear(root: Path) -> None:
+    """Remove a previous demo's folder (one holding MARK, or camera.json as before it) before a run; DemoError, touching nothing, for any
+    other existing path: a file, a link, a folder with other files in it, the current folder or one above it (found
+    by an adversarial test: `--dir .` deleted the folder's files, `--dir notes.txt` the file)."""
+    if not (root.exists() or root.is_symlink()):
+        return
+    if root.is_symlink() or not root.is_dir():
+        raise DemoError(f"{root} is a file or a link, not a demo folder: the demo removes and rebuilds its folder; "
+                        "choose another --dir")
+    here, there = Path.cwd().resolve(), root.resolve()
+    if there == here or there in here.parents:
+        raise DemoError(f"{root} is the current folder or holds it: the demo removes and rebuilds its folder; "
+                        "choose a new one with --dir")
+    if any(root.iterdir()) and not (root / MARK).is_file() and not (root / "camera.json").is_file():
+        raise DemoError(f"{root} holds files that are not a previous demo's (no {MARK}): the demo removes and "
+                        "rebuilds its folder; choose another --dir")
+    shutil.rmtree(root)
+
+
 def run(root: Path = Path("demo"), *, n_train: int = 60, n_good: int = 24, per_defect: int = 3,
         seconds: float = 16.0) -> int:
     """The whole demo in `root` (removed first); returns the exit code. Never leaves the watcher running."""
@@ -327,10 +349,10 @@ def run(root: Path = Path("demo"), *, n_train: int = 60, n_good: int = 24, per_d
     log_fh = None
     try:
         t0 = time.monotonic()
-        if root.exists() or root.is_symlink():
-            shutil.rmtree(root) if root.is_dir() and not root.is_symlink() else root.unlink()
+        clear(root)
         for sub in ("good", "inbox"):
             (root / sub).mkdir(parents=True)
+        (root / MARK).write_text("a folder of `python -m inspector.tooling.demo`: it removes and rebuilds it\n")
         cfg = write_config(root)
         inbox, db, log_path = root / "inbox", root / "inspector.db", root / "watch.log"
 
@@ -520,7 +542,8 @@ def summarise(root: Path, cfg: Path, drops: list[Drop], rows: list[dict], elapse
 def main(argv: list[str] | None = None) -> int:
     """`python -m inspector.tooling.demo [--seconds S] ...`; SIGTERM stops the demo (and its watcher) like Ctrl-C."""
     parser = argparse.ArgumentParser(prog="python -m inspector.tooling.demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dir", default="demo", help="demo folder, removed and rebuilt (default ./demo)")
+    parser.add_argument("--dir", default="demo", help="demo folder, removed and rebuilt (default ./demo); an "
+                        "existing folder must be empty or a previous demo's")
     parser.add_argument("--train", type=int, default=60, help="good parts to train on (default 60)")
     parser.add_argument("--good", type=int, default=24, help="good parts the camera drops (default 24)")
     parser.add_argument("--per-defect", type=int, default=3, help="parts per defect kind (default 3)")
