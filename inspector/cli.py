@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -162,6 +163,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from inspector import evaluate
 
     cfg = _load_config(args)
+    if args.report:  # checked before the evaluation, not after it (found by an adversarial test: a traceback then)
+        _check_report_folder(Path(args.report))
     res = evaluate.evaluate(Path(args.dir), cfg, lambda it, total: _progress(it, total, "eval"))
     if args.report:
         import numpy as np
@@ -194,6 +197,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if m.get("report"):
         print(f"report             {escape_controls(m['report'])}")
     return 0
+
+
+def _check_report_folder(out: Path) -> None:
+    """InspectorError unless `out` is a folder that can be written into, or can be made."""
+    if out.exists() and not out.is_dir():
+        raise InspectorError(f"--report {escape_controls(str(out))} is a file, not a folder: name a folder for the report")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InspectorError(f"cannot make the report folder {escape_controls(str(out))}: {exc.strerror or exc}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise InspectorError(f"cannot write into the report folder {escape_controls(str(out))}")
 
 
 def cmd_segment(args: argparse.Namespace) -> int:

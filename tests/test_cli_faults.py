@@ -178,6 +178,29 @@ def test_segment_max_side_too_small_is_one_line(tmp_path: Path, capsys: pytest.C
     assert one_line_error(code, err, "--max-side must be at least 32"), err
 
 
+def test_segment_to_a_name_without_an_image_writer_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Found by an adversarial test: OpenCV raised for `--out p.txt` (and a name without extension, or a folder) and
+    the user saw a traceback."""
+    image = tmp_path / "part.jpg"
+    image.write_bytes(part_jpeg(5))
+    (tmp_path / "folder.png").mkdir()
+    for out, text in (("p.txt", "use a .png or .jpg name"), ("noext", "use a .png or .jpg name"),
+                      ("folder.png", "it is a folder")):
+        code, _, err = run(capsys, "segment", str(image), "--k", "2", "--out", str(tmp_path / out))
+        assert one_line_error(code, err, text), err
+    assert not (tmp_path / "p.txt").exists()
+
+
+def test_eval_report_to_a_file_fails_at_once_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Found by an adversarial test: `eval --report` naming an existing file ran the whole evaluation, then ended in
+    a traceback with the figures lost; the folder is checked first (here the dataset does not even exist)."""
+    taken = tmp_path / "config.toml"
+    taken.write_text("")
+    code, _, err = run(capsys, "eval", str(tmp_path / "no-such-set"), "--report", str(taken))
+    assert one_line_error(code, err, "is a file, not a folder"), err
+    assert taken.read_text() == ""
+
+
 # ---------------------------------------------------------------------------------------------- item 16: escapes
 
 
