@@ -574,12 +574,12 @@ def _require_database(cfg) -> None:
 
 
 def _open_store(cfg):
-    """The configured store for reading (migrated to the current schema first); DatabaseError, creating
-    nothing, when its SQLite file does not exist."""
-    from inspector.store import Store
+    """The configured store for reading and reviews; DatabaseError, creating and migrating nothing, when its SQLite
+    file does not exist or the database is not at this build's schema (see store.open_recorded)."""
+    from inspector.store import open_recorded
 
     _require_database(cfg)
-    return Store(cfg.database.url, busy_timeout_ms=cfg.database.busy_timeout_ms)
+    return open_recorded(cfg.database.url, busy_timeout_ms=cfg.database.busy_timeout_ms)
 
 
 

@@ -603,6 +603,34 @@ class _Statements:
         return self._unpublished[key]
 
 
+def shown_url(url: str) -> str:
+    """A database URL as shown to people: resolved, its password hidden."""
+    return make_url(resolve_url(url)).render_as_string(hide_password=True)
+
+
+def _known_revisions() -> set[str]:
+    """The migration revisions this build ships ("0001" .. HEAD)."""
+    folder = Path(__file__).parent / "migrations" / "versions"
+    return {p.name.split("_", 1)[0] for p in folder.glob("*.py") if p.name[:1].isdigit()}
+
+
+def open_recorded(url: str, busy_timeout_ms: int = 30000) -> Store:
+    """The store of a database watchers record into, for reading and reviews: never created nor migrated here
+    (DatabaseError when its SQLite file is missing, it holds no schema, or another revision than HEAD)."""
+    parsed = make_url(resolve_url(url))
+    path = sqlite_file(parsed) if parsed.get_backend_name() == "sqlite" else None
+    if path is not None and not path.exists():
+        raise DatabaseError(f"no database at {path}: nothing has been recorded there; check the config, or record "
+                            "parts first with `inspector watch`")
+    store = Store(url, busy_timeout_ms=busy_timeout_ms, migrate=False)
+    try:
+        store.require_head()
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
 class Store:
     """The verdict log on one database URL: migrations, batched inserts and the queries the service needs."""
 
@@ -730,6 +758,24 @@ class Store:
             raise DatabaseError(f"cannot migrate database {self._shown}: {_first_line(exc)} "
                                 "(was it written by a newer inspector?)") from exc
         return HEAD
+
+    def require_head(self) -> None:
+        """DatabaseError unless the database is at this build's schema (HEAD): for the commands that read and review
+        what watchers recorded, which never create or migrate a database (found by an adversarial test: `list` on
+        an empty PostgreSQL database created the schema, on an older one ran a migration that rewrites tables under
+        an exclusive lock while stations were recording; `serve` started on a new, empty database and showed an
+        empty queue)."""
+        revision = self.revision()
+        if revision == HEAD:
+            return
+        if revision is None:
+            raise DatabaseError(f"database {self._shown} holds no inspections (no inspector schema): nothing has "
+                                "been recorded there; check the config, or record parts first with `inspector watch`")
+        newer = revision not in _known_revisions()
+        raise DatabaseError(
+            f"database {self._shown} is at schema revision {revision}, this inspector reads {HEAD}: "
+            + ("it was written by a newer inspector" if newer else
+               "stop the watchers and run `inspector db upgrade` (or restart them: a watcher upgrades it)"))
 
     def revision(self) -> str | None:
         """The Alembic revision the database is at (None before the first migration)."""

@@ -201,6 +201,76 @@ def test_eval_report_to_a_file_fails_at_once_in_one_line(tmp_path: Path, capsys:
     assert taken.read_text() == ""
 
 
+def database_error(code: int, err: str, text: str) -> bool:
+    return code == 6 and err.startswith("inspector: error: ") and text in err and err.count("\n") == 1
+
+
+def _revision(url: str) -> str | None:
+    with Store(url, migrate=False) as store:
+        return store.revision()
+
+
+def _config_for(tmp_path: Path, url: str) -> str:
+    cfg = tmp_path / "read.toml"
+    cfg.write_text(f'[database]\nurl = "{url}"\n')
+    return str(cfg)
+
+
+def test_reading_commands_and_the_review_page_never_migrate_an_older_database(site: Site, tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture) -> None:
+    """Found by an adversarial test: `list` on a database one revision behind ran the migration (0011 rewrites the
+    tables under an exclusive lock) while stations were recording. Reading and reviews say what to do instead, and
+    leave the database as it is; `inspector db upgrade` migrates it."""
+    from alembic import command
+
+    from inspector.store import HEAD, alembic_config
+    from inspector.web import create_app
+
+    url = f"sqlite:///{site.db}"
+    with Store(url) as store, store.engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0010")
+    for argv in (["list"], ["stats"], ["show", "1"], ["export", "--csv", "/dev/null"], ["mark", "1", "--as", "defect"]):
+        code, out, err = run(capsys, *argv, "--config", str(site.config))
+        assert database_error(code, err, "is at schema revision 0010, this inspector reads"), (argv, err)
+        assert "inspector db upgrade" in err and out == ""
+    from inspector import config
+    from inspector.store import DatabaseError
+
+    with pytest.raises(DatabaseError, match="schema revision 0010"):
+        create_app(config.load(site.config))
+    assert _revision(url) == "0010"
+    assert cli.main(["db", "upgrade", "--config", str(site.config)]) == 0 and _revision(url) == HEAD
+    code, out, _ = run(capsys, "list", "--config", str(site.config))
+    assert code == 0 and out.count("\n") >= len(NAMES)
+    with Store(url) as store, store.engine.begin() as conn:  # a newer inspector's database: said so
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0099'")
+    code, _, err = run(capsys, "list", "--config", str(site.config))
+    assert database_error(code, err, "written by a newer inspector"), err
+
+
+def test_the_review_page_never_creates_a_database(tmp_path: Path) -> None:
+    """Found by an adversarial test: `serve` started from the wrong folder created ./inspector.db and showed an
+    empty queue, as if nothing were left to review."""
+    from inspector import config
+    from inspector.store import DatabaseError
+    from inspector.web import create_app
+
+    missing = tmp_path / "nowhere" / "inspector.db"
+    cfg = config.load(Path(_config_for(tmp_path, f"sqlite:///{missing}")))
+    with pytest.raises(DatabaseError, match="no database at .*nothing has been recorded there"):
+        create_app(cfg)
+    assert not missing.exists() and not missing.parent.exists()
+
+
+def test_reading_an_empty_postgres_database_creates_no_schema(postgres_database, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    """Found by an adversarial test: `list` on a fresh PostgreSQL database created the whole schema."""
+    url = postgres_database()
+    code, _, err = run(capsys, "list", "--config", _config_for(tmp_path, url))
+    assert database_error(code, err, "holds no inspections (no inspector schema)"), err
+    assert _revision(url) is None
+
+
 # ---------------------------------------------------------------------------------------------- item 16: escapes
 
 

@@ -10,7 +10,7 @@ from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
 
 from inspector.config import Config
-from inspector.store import DatabaseError, Store
+from inspector.store import DatabaseError, Store, open_recorded
 from inspector.web import security
 from inspector.web.access import AccessLog
 from inspector.web.views import Context, bp
@@ -44,8 +44,8 @@ def create_app(cfg: Config, store: Store | None = None) -> Flask:
         MAX_FORM_MEMORY_SIZE=MAX_FORM_BYTES,
         TEMPLATES_AUTO_RELOAD=False,
     )
-    if store is None:
-        store = Store(cfg.database.url, busy_timeout_ms=cfg.database.busy_timeout_ms)
+    if store is None:  # never created nor migrated by the review page (see store.open_recorded)
+        store = open_recorded(cfg.database.url, busy_timeout_ms=cfg.database.busy_timeout_ms)
     base = cfg.source.parent if cfg.source is not None else None
     app.extensions["inspector"] = Context(cfg=cfg, store=store, base=base)
     app.jinja_env.filters["local"] = _local

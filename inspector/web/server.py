@@ -11,7 +11,7 @@ from typing import Any
 
 from inspector.config import Config, is_loopback
 from inspector.errors import ConfigError, InspectorError
-from inspector.store import Store
+from inspector.store import Store, shown_url
 from inspector.web import access
 from inspector.web.app import MAX_FORM_BYTES, create_app
 
@@ -70,7 +70,8 @@ def serve(cfg: Config, host: str | None = None, port: int | None = None) -> None
     server = make_server(cfg, host, port)
     access.log_to_stderr()
     token = " (access token required)" if cfg.web.token else ""
-    print(f"inspector: review page on {' '.join(urls(server))}{token}", file=sys.stderr, flush=True)
+    shown = shown_url(cfg.database.url)  # which log it serves, said at once (an empty queue is then explained)
+    print(f"inspector: review page on {' '.join(urls(server))}{token}, database {shown}", file=sys.stderr, flush=True)
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _stop)
