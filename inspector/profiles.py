@@ -315,8 +315,7 @@ def load(models_dir: Path, version: str | None = None) -> StoredProfile:
         raw = (folder / ARRAYS).read_bytes()
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProfileError(f"profile {name} is unreadable or corrupt: {exc}") from None
-    if not isinstance(meta, dict) or hashlib.sha256(raw).hexdigest() != meta.get("arrays_sha256"):
-        raise ProfileError(f"profile {name} is corrupt: its arrays do not match the recorded checksum")
+    _check_sum(name, meta, hashlib.sha256(raw).hexdigest())
     import numpy as np
 
     from inspector.profile import NormalProfile
@@ -329,6 +328,29 @@ def load(models_dir: Path, version: str | None = None) -> StoredProfile:
             zipfile.BadZipFile) as exc:
         raise ProfileError(f"profile {name} is incompatible or corrupt: {exc}") from None
     return StoredProfile(name, profile, meta)
+
+
+def _check_sum(name: str, meta: Any, digest: str) -> None:
+    """ProfileError unless profile.json (meta) records `digest` as its arrays' sha256."""
+    if not isinstance(meta, dict) or not isinstance(meta.get("arrays_sha256"), str):
+        raise ProfileError(f"profile {name} is corrupt: its {META} records no checksum of its arrays (damaged, or "
+                           "not written by inspector)")
+    if digest != meta["arrays_sha256"]:
+        raise ProfileError(f"profile {name} is corrupt: its arrays do not match the recorded checksum")
+
+
+def verify(models_dir: Path, version: str) -> None:
+    """ProfileError unless a version's files are there and whole (its metadata reads, its arrays match their
+    recorded checksum), without loading it: what a health check can afford to ask often."""
+    meta = read_meta(models_dir, version)
+    digest = hashlib.sha256()
+    try:
+        with open(models_dir / version / ARRAYS, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        raise ProfileError(f"profile {version} is unreadable or corrupt: {exc}") from None
+    _check_sum(version, meta, digest.hexdigest())
 
 
 def describe(models_dir: Path) -> list[dict[str, Any]]:
@@ -346,6 +368,8 @@ def describe(models_dir: Path) -> list[dict[str, Any]]:
     for name in versions(models_dir):
         try:
             meta = json.loads((models_dir / name / META).read_text(encoding="utf-8"))
+            if not (models_dir / name / ARRAYS).is_file():  # found by an adversarial test: listed as usable
+                raise ValueError(f"{ARRAYS} is missing")
             rows.append({"version": name, "active": name == current, **_listed(meta),
                          "activated_at": last_active.get(name)})
         except (OSError, ValueError):

@@ -15,7 +15,9 @@ profile) and the watch folder (files waiting), and says whether the watcher is h
   next part waits (found by an adversarial test: it said "running (healthy)" for up to `stale_s`, then "silent");
 * no fresh heartbeat (stopped, killed, hung) while files wait in the folder -> "stuck", unhealthy (exit 1);
   with nothing waiting, healthy (nothing is held up): "stopped" (it said so), "silent" (it did not: hung while
-  idle, or a watcher on another host) or "idle" (no status file: never ran here).
+  idle, or a watcher on another host) or "idle" (no status file: never ran here);
+* whatever the watcher's state, no active profile, or one whose files are missing or damaged (a watcher started now
+  would exit 4; found by an adversarial test) -> unhealthy (exit 1), the models line saying why.
 """
 
 from __future__ import annotations
@@ -182,14 +184,19 @@ def database_facts(cfg: Any) -> dict[str, Any]:
 
 
 def models_facts(models_dir: Path) -> dict[str, Any]:
-    """The active profile version; {"error": ...} when there is none."""
+    """The active profile version, its files checked (see profiles.verify); {"error": ...} when there is none, or
+    it is missing or damaged: a watcher started now would exit 4 (found by an adversarial test: status said
+    "healthy" with the active version's folder deleted)."""
     from inspector import profiles
     from inspector.errors import InspectorError
 
+    active = None
     try:
-        return {"dir": str(models_dir), "active": profiles.active_version(models_dir)}
+        active = profiles.active_version(models_dir)
+        profiles.verify(models_dir, active)
+        return {"dir": str(models_dir), "active": active}
     except InspectorError as exc:
-        return {"dir": str(models_dir), "active": None, "error": str(exc)}
+        return {"dir": str(models_dir), "active": active, "error": str(exc)}
 
 
 def collect(cfg: Any, stale_s: float) -> dict[str, Any]:
@@ -200,6 +207,8 @@ def collect(cfg: Any, stale_s: float) -> dict[str, Any]:
     waiting = waiting_parts(cfg, folder, watcher)
     alive = watcher_alive(watcher)
     state, healthy = judge(watcher, waiting, stale_s, alive=alive)
+    models = models_facts(Path(cfg.models.dir))
+    healthy = healthy and "error" not in models  # no usable profile: no part can be judged here
     age = None
     if watcher and isinstance(watcher.get("heartbeat_unix"), (int, float)):
         age = round(time.time() - watcher["heartbeat_unix"], 3)
@@ -208,7 +217,7 @@ def collect(cfg: Any, stale_s: float) -> dict[str, Any]:
         "status_file": str(cfg.metrics.status_file), "heartbeat_age_s": age,
         "pid_alive": alive,
         "inbox": {"folder": str(folder), "waiting": waiting},
-        "watcher": watcher, "database": database_facts(cfg), "models": models_facts(Path(cfg.models.dir)),
+        "watcher": watcher, "database": database_facts(cfg), "models": models,
     }
 
 
@@ -235,7 +244,8 @@ def format_text(report: dict[str, Any]) -> list[str]:
             p = w["last_prune"]
             lines.append(f"  last prune {p.get('at')} ({p.get('kind')}): {p.get('files', 0)} files, "
                          f"{human_bytes(p.get('bytes', 0))}" + (f", error: {p['error']}" if p.get("error") else ""))
-    lines.append(f"inbox: {report['inbox']['waiting']} files waiting in {report['inbox']['folder']}")
+    missing = "" if Path(report["inbox"]["folder"]).is_dir() else " (no such folder yet)"
+    lines.append(f"inbox: {report['inbox']['waiting']} files waiting in {report['inbox']['folder']}{missing}")
     db = report["database"]
     if "error" in db:
         lines.append(f"database: {db['error']}")
@@ -244,7 +254,8 @@ def format_text(report: dict[str, Any]) -> list[str]:
                   else "no inspection yet")
         lines.append(f"database: revision {db['revision']}, {newest}")
     m = report["models"]
-    lines.append(f"models: active {m['active']}" if m.get("active") else f"models: {m.get('error')}")
+    lines.append(f"models: {m['error']} (UNHEALTHY: a watcher could not start)" if m.get("error")
+                 else f"models: active {m['active']}")
     judging = w.get("profile_version")  # several products: "default:v1,bolt:v2", no single pointer to compare with
     if w.get("running") and judging and ":" not in str(judging) and m.get("active") != judging:
         # a switch that failed (a missing or corrupt version named by ACTIVE): the watcher keeps the one it had

@@ -245,6 +245,38 @@ def test_status_reports_and_fails_when_the_watcher_is_stuck(tmp_path: Path, mode
     assert code == 1 and report["state"] == "stuck"
 
 
+def test_status_fails_when_the_active_profile_is_missing_or_damaged(tmp_path: Path, models: Path) -> None:
+    """Found by an adversarial test: with the active version's folder deleted, its arrays truncated or ACTIVE empty,
+    `status` said "healthy" (exit 0) while a watcher started then exits 4 at once."""
+    import shutil
+
+    own = tmp_path / "models"  # a copy: the shared folder stays whole
+    shutil.copytree(models, own)
+    site = make_site(tmp_path / "site", own)
+    code, report = run_status(site)
+    assert code == 0 and report["state"] == "idle" and report["models"] == {"dir": report["models"]["dir"],
+                                                                            "active": "v1"}
+    mdir = Path(report["models"]["dir"])
+    arrays = mdir / "v1" / "profile.npz"
+    whole = arrays.read_bytes()
+    arrays.write_bytes(whole[: len(whole) // 2])
+    code, report = run_status(site)
+    assert code == 1 and not report["healthy"] and "do not match the recorded checksum" in report["models"]["error"]
+    text = subprocess.run([sys.executable, "-m", "inspector", "status", "--config", str(site.config)],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert text.returncode == 1 and text.stdout.startswith("watcher: idle (UNHEALTHY")
+    assert "models: profile v1 is corrupt" in text.stdout and "a watcher could not start" in text.stdout
+    arrays.write_bytes(whole)
+    assert run_status(site)[0] == 0
+    (mdir / "ACTIVE").write_text("")
+    code, report = run_status(site)
+    assert code == 1 and "which is not a profile version" in report["models"]["error"]
+    (mdir / "ACTIVE").write_text("v1\n")
+    shutil.rmtree(mdir / "v1")
+    code, report = run_status(site)
+    assert code == 1 and report["models"]["active"] == "v1" and "not found" in report["models"]["error"]
+
+
 def test_status_fails_at_once_when_the_watcher_was_killed(tmp_path: Path, models: Path) -> None:
     """Found by an adversarial test: after a SIGKILL (an out-of-memory kill, say) `inspector status` said "running
     (healthy)" while the heartbeat was fresh and "silent (healthy)" after, as long as no part waited."""

@@ -536,6 +536,21 @@ def test_describe_without_active_and_with_an_unreadable_version(models, fitted):
     assert not any(r["active"] for r in profiles.describe(models))
 
 
+def test_a_version_without_its_arrays_or_its_checksum_says_so(models, fitted):
+    """Found by an adversarial test: with profile.npz deleted `profiles list` showed the version as usable, and a
+    profile.json of `{}` read "its arrays do not match the recorded checksum" where none was recorded."""
+    profiles.save(models, fitted)
+    profiles.save(models, fitted)
+    (models / "v1" / profiles.ARRAYS).unlink()
+    assert [r["note"] == "unreadable" for r in profiles.describe(models)] == [True, False]
+    with pytest.raises(profiles.ProfileError, match="unreadable or corrupt"):
+        profiles.verify(models, "v1")
+    (models / "v2" / profiles.META).write_text("{}", encoding="utf-8")
+    for check in (profiles.load, profiles.verify):
+        with pytest.raises(profiles.ProfileError, match="records no checksum of its arrays"):
+            check(models, "v2")
+
+
 def test_describe_with_a_json_that_is_not_an_object(models, fitted):
     """Regression: describe called .get on a JSON list and raised AttributeError."""
     profiles.save(models, fitted)
