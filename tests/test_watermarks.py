@@ -164,3 +164,50 @@ def test_a_watcher_on_a_small_tmpfs_prunes_early_then_pauses_and_resumes(tmpfs: 
         wait_for(lambda: status(site)[0] == 0, 20, "status healthy again", proc, site)
     finally:
         assert stop(proc) == 0
+
+
+def test_a_once_run_stopped_by_a_full_disk_does_not_say_done(tmp_path: Path, models: Path) -> None:
+    """Found by an adversarial test: `watch --once` below [retention] min_free_mb stopped at once with exit 0,
+    "stopped: 0 verdicts", the parts still in the folder: a script read it as done. It says why and exits 1."""
+    site = make_site(tmp_path / "site", models, workers=1)
+    with open(site.config, "a") as f:
+        f.write(f'\n[retention]\nwarn_free_mb = {10 ** 9}\nmin_free_mb = {10 ** 9}\nprune_at = ""\n')
+    atomic_drop(site.inbox, "a.jpg", part_jpeg(1))
+    done = subprocess.run([sys.executable, "-m", "inspector", "watch", "--once", "--config", str(site.config)],
+                          cwd=site.root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "stopped before the backlog was done: the disk is below [retention] min_free_mb: 1 parts left" in done.stderr
+    assert [p.name for p in site.inbox.iterdir()] == ["a.jpg"] and site.rows() == []
+
+
+def test_a_database_file_this_user_cannot_write_stops_the_watcher_at_start(tmp_path: Path, models: Path) -> None:
+    """Found by an adversarial test: with the SQLite file read-only for the service's user, every verdict was held
+    and retried every 30 s for ever (`--once` never ended). It is a permanent fault: one line, exit 6, at start."""
+    import shutil
+    import stat
+    import tempfile
+
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root and setpriv to run the watcher as another user")
+    root = Path(tempfile.mkdtemp(prefix="inspector-ro-"))  # in /tmp, where another user can reach it
+    try:
+        shutil.copytree(models, root / "models")
+        site = make_site(root / "site", root / "models", workers=1, judge_in="threads")
+        with Store(f"sqlite:///{site.db}"):
+            pass
+        atomic_drop(site.inbox, "a.jpg", part_jpeg(1))
+        for dirpath, dirnames, filenames in os.walk(root):
+            os.chmod(dirpath, 0o777)
+            for name in filenames:
+                os.chmod(os.path.join(dirpath, name), 0o666)
+        os.chmod(root, 0o777)
+        os.chmod(site.db, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)  # 444: nobody may write it
+        done = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
+                               "inspector", "watch", "--once", "--config", str(site.config)], cwd=site.root,
+                              capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(root)})
+        assert done.returncode == 6, done.stderr[-2000:]
+        assert "the file is read-only for this user" in done.stderr and done.stderr.count("\n") == 1, done.stderr
+        assert [p.name for p in site.inbox.iterdir()] == ["a.jpg"]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
