@@ -352,6 +352,10 @@ class NormalProfile:
                                 flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
         return cell_features(inside[..., None], lay).ravel() >= _VALID_SHARE
 
+    def fine_min_width(self) -> int:
+        """The least photo width the fine pass runs at (_FINE_MIN_GAIN times the working width)."""
+        return math.ceil(_FINE_MIN_GAIN * self.layout_.width)
+
     # ---------------------------------------------------------------- fitting
     def fit(self, images: Iterable[np.ndarray], y=None) -> "NormalProfile":
         """Learn placement, lighting, palette, features and calibration from good BGR uint8 images (H0, W0, 3)."""
