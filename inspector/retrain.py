@@ -255,9 +255,11 @@ def _label(row: dict[str, Any]) -> str:
 def _read(paths: Sequence[Path], expected: str | None, max_bytes: int) -> tuple[Path | None, bytes | None, str]:
     """Read the first existing path whose content matches `expected` (when given); else (None, None, reason)."""
     reason = "no file recorded"
+    missing: list[str] = []
     for path in paths:
-        if not os.path.lexists(path):
-            reason = f"missing: {imaging.printable(path)}"
+        if not os.path.lexists(path):  # every place looked named (the archive first: it named the inbox alone)
+            missing.append(imaging.printable(path))
+            reason = f"missing: {' nor '.join(missing)}"
             continue
         try:
             data = imaging.read_file(path, max_bytes)
@@ -502,8 +504,9 @@ def retrain(cfg: Config, store: Store, add_dirs: Sequence[Path] = (), force: boo
         warnings.append(f"{now_defects} of the {n_recorded} images profile {active.version} was trained on are "
                         "confirmed defects now; the candidate does not learn from them")
     if counts["false_alarm"] + counts["added"] == 0:
-        raise DatasetError("nothing new to train on: no readable part is marked good (a false alarm) and no "
-                           "folder of good images was added")
+        added = ("the images of the folder added are all in the training set already, or unreadable" if add_dirs
+                 else "no folder of good images was added")  # (it said "no folder was added" when one was)
+        raise DatasetError(f"nothing new to train on: no readable part is marked good (a false alarm) and {added}")
 
     candidate = pipeline.fit_profile([c.image for c in chosen if c.image is not None], cfg.profile)
     extra = {

@@ -421,6 +421,9 @@ def test_sources_are_verified_deduplicated_and_skips_are_listed(tmp_path):
     assert reasons[("profile", "g00.jpg")].startswith("missing: ")
     assert reasons[("profile", "g01.jpg")].startswith("changed since it was recorded")
     assert reasons[("false_alarm", f"#{gone} variant_b.jpg")].startswith("missing: ")
+    # every place looked in is named, the archive first (it named only where the part arrived: found by an
+    # adversarial test)
+    assert " nor " in reasons[("false_alarm", f"#{gone} variant_b.jpg")]
     assert reasons[("added", str(extra / "spot_copy.jpg"))].startswith("the same image is confirmed defect #")
     assert reasons[("added", str(extra / "broken.jpg"))]
     assert ("review", f"#{gone} variant_b.jpg") in reasons  # nor can it be re-scored
@@ -478,6 +481,16 @@ def test_errors_are_one_line(station, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="no images matching"):
         retrain.retrain(cfg, store, add_dirs=[tmp_path / "empty"])
+    # a folder added whose images are all trained on already: it was added (it said "no folder was added")
+    trained_from = profiles.load(cfg.models.dir).meta["trained_from"]
+    folder = Path(trained_from if isinstance(trained_from, str) else trained_from[0])
+    same = tmp_path / "same"
+    same.mkdir()
+    for i, src in enumerate(sorted(folder.glob("*.jpg"))[:3]):
+        shutil.copy(src, same / f"again_{i}.jpg")
+    assert len(list(same.iterdir())) == 3
+    with pytest.raises(DatasetError, match="the images of the folder added are all in the training set already"):
+        retrain.retrain(cfg, store, add_dirs=[same])
     assert profiles.versions(cfg.models.dir) == ["v1"]  # nothing was saved
 
     # a profile that records no training images cannot be extended without a folder of good images
