@@ -102,13 +102,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         warnings.append(f"the training photos differ in shape (height to width {low:.3f} to {high:.3f}): photos of "
                         "any shape between them will be judged as these parts, stretched to one size; train one "
                         "profile per camera setting")
-    width = ts.images[0].shape[1]
+    width, need = ts.images[0].shape[1], profile.fine_min_width()
+    alone = (f"these parts are judged on their {profile.layout_.width} px working image alone, where a defect or a "
+             "missing feature under about 5% of the photo's width can pass unseen")
     if profile.fine_ is None and cfg.profile.fine_width > 0:  # found by an adversarial test (see README "Fine pass")
-        warnings.append(f"the photos are {width} px wide: the fine pass, which sees defects a few pixels across, runs "
-                        f"on photos at least {profile.fine_min_width()} px wide, so these parts are judged on their "
-                        f"{profile.layout_.width} px working image alone, where a defect or a missing feature under "
-                        "about 5% of the photo's width can pass unseen; photograph the parts at a higher resolution "
-                        "if such defects matter")
+        if width < need:
+            warnings.append(f"the photos are {width} px wide: the fine pass, which sees defects a few pixels across, "
+                            f"runs on photos at least {need} px wide, so {alone}; photograph the parts at a higher "
+                            "resolution if such defects matter")
+        else:  # the config is the limit, not the photos (found by a review)
+            warnings.append(f"[profile] fine_width = {cfg.profile.fine_width} is under 2.5 times the working width "
+                            f"({profile.layout_.width} px): no fine pass, so {alone}; set fine_width to at least "
+                            f"{need}, or to 0 to turn the fine pass off on purpose")
     for text in warnings:
         print(f"warning: {text}", file=sys.stderr)
     extra = {

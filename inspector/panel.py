@@ -34,15 +34,19 @@ def make_panel(image: np.ndarray, ks: Sequence[int], max_side: int = 512) -> np.
     return np.hstack(row[:-1])
 
 
+_WRITABLE = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")  # names OpenCV writes here
+
+
 def write_panel(out: Path, image: np.ndarray, ks: Sequence[int], max_side: int = 512) -> None:
     """Write make_panel() to `out` (PNG or JPEG by extension)."""
-    if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):  # OpenCV raises for a name it has no writer for
+    if out.suffix.lower() not in _WRITABLE:  # OpenCV raises for a name it has no writer for
         raise InspectorError(f"cannot write {out}: use a .png or .jpg name")
     if out.is_dir():
         raise InspectorError(f"cannot write {out}: it is a folder; use a .png or .jpg name")
+    panel = make_panel(image, ks, max_side)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        written = cv2.imwrite(str(out), make_panel(image, ks, max_side))
+        written = cv2.imwrite(str(out), panel)
     except (OSError, cv2.error) as exc:
         raise InspectorError(f"cannot write {out}: {getattr(exc, 'strerror', None) or exc}") from None
     if not written:

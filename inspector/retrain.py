@@ -504,7 +504,8 @@ def retrain(cfg: Config, store: Store, add_dirs: Sequence[Path] = (), force: boo
         warnings.append(f"{now_defects} of the {n_recorded} images profile {active.version} was trained on are "
                         "confirmed defects now; the candidate does not learn from them")
     if counts["false_alarm"] + counts["added"] == 0:
-        added = ("the images of the folder added are all in the training set already, or unreadable" if add_dirs
+        added = ("none of the images of the folder added is new (trained on already, a confirmed defect, or "
+                 "unreadable: see the files skipped)" if add_dirs
                  else "no folder of good images was added")  # (it said "no folder was added" when one was)
         raise DatasetError(f"nothing new to train on: no readable part is marked good (a false alarm) and {added}")
 

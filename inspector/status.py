@@ -183,13 +183,29 @@ def database_facts(cfg: Any) -> dict[str, Any]:
     return out
 
 
-def models_facts(models_dir: Path) -> dict[str, Any]:
+def models_facts(models_dir: Path, several: bool = False) -> dict[str, Any]:
     """The active profile version, its files checked (see profiles.verify); {"error": ...} when there is none, or
     it is missing or damaged: a watcher started now would exit 4 (found by an adversarial test: status said
-    "healthy" with the active version's folder deleted)."""
-    from inspector import profiles
+    "healthy" with the active version's folder deleted). With `several` products (`[watch] product_from` other
+    than "single"): each product's active version ("flange:v2,cap:v1"), an error naming each damaged one, or
+    that none has a profile."""
+    from inspector import products, profiles
     from inspector.errors import InspectorError
 
+    if several:
+        found, broken = [], []
+        for product in products.active_products(models_dir):
+            folder = products.models_dir_for(models_dir, product)
+            try:
+                version = profiles.active_version(folder)
+                profiles.verify(folder, version)
+                found.append(f"{product}:{version}")
+            except InspectorError as exc:
+                broken.append(f"{product}: {exc}")
+        out: dict[str, Any] = {"dir": str(models_dir), "active": ",".join(found) or None}
+        if broken or not found:
+            out["error"] = "; ".join(broken) or f"no product has an active profile in {models_dir}"
+        return out
     active = None
     try:
         active = profiles.active_version(models_dir)
@@ -207,7 +223,7 @@ def collect(cfg: Any, stale_s: float) -> dict[str, Any]:
     waiting = waiting_parts(cfg, folder, watcher)
     alive = watcher_alive(watcher)
     state, healthy = judge(watcher, waiting, stale_s, alive=alive)
-    models = models_facts(Path(cfg.models.dir))
+    models = models_facts(Path(cfg.models.dir), several=cfg.watch.product_from != "single")
     healthy = healthy and "error" not in models  # no usable profile: no part can be judged here
     age = None
     if watcher and isinstance(watcher.get("heartbeat_unix"), (int, float)):

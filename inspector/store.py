@@ -604,8 +604,10 @@ class _Statements:
 
 
 def shown_url(url: str) -> str:
-    """A database URL as shown to people: resolved, its password hidden."""
-    return make_url(resolve_url(url)).render_as_string(hide_password=True)
+    """A database as shown to people: a SQLite file's absolute path, else the URL with its password hidden."""
+    parsed = make_url(resolve_url(url))
+    path = sqlite_file(parsed) if parsed.get_backend_name() == "sqlite" else None
+    return str(path.absolute()) if path is not None else parsed.render_as_string(hide_password=True)
 
 
 def _known_revisions() -> set[str]:

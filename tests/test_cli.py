@@ -72,6 +72,11 @@ def test_train_says_nothing_of_the_fine_pass_where_it_runs(tmp_path: Path, capsy
     assert main(["train", str(folder), "--config", str(cfg), "--json"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["warnings"] == [] and "warning" not in captured.err
+    cfg.write_text('[models]\ndir = "m"\n\n[profile]\nfine_width = 200\n')  # the config turns it off, not the photos
+    assert main(["train", str(folder), "--config", str(cfg), "--json"]) == 0
+    [warning] = json.loads(capsys.readouterr().out)["warnings"]
+    assert warning.startswith("[profile] fine_width = 200 is under 2.5 times the working width (128 px): no fine "
+                              "pass") and "set fine_width to at least 320, or to 0" in warning
 
 
 def test_train_warns_when_the_photos_differ_in_shape(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -104,11 +104,18 @@ def test_the_demo_refuses_a_folder_it_did_not_make_and_touches_nothing(tmp_path:
     (tmp_path / "link").symlink_to(work)
     assert demo.run(tmp_path / "link", n_train=12, n_good=2, per_defect=0, seconds=0.5) == 1
     assert (work / "notes.txt").read_text() == "keep" and (tmp_path / "link").is_symlink()
-    for mark in (demo.MARK, "camera.json"):  # a previous demo's folder is removed (camera.json: an older demo's)
-        old = tmp_path / "old-demo"
+    for marks in ([demo.MARK], ["camera.json", "config.toml", "watch.log"]):  # a previous demo's folder is removed
+        old = tmp_path / "old-demo"  # (the three files: an older demo's, before the mark)
         old.mkdir()
-        (old / mark).write_text("[]")
+        for mark in marks:
+            (old / mark).write_text("[]")
         (old / "stale.txt").write_text("x")
         demo.clear(old)
         assert not old.exists()
+    line = tmp_path / "line3"  # a folder of someone's own with a camera.json in it: kept
+    line.mkdir()
+    (line / "camera.json").write_text("{}")
+    (line / "notes.txt").write_text("keep")
+    assert demo.run(line, n_train=12, n_good=2, per_defect=0, seconds=0.5) == 1
+    assert (line / "notes.txt").read_text() == "keep"
     demo.clear(tmp_path / "new")  # nothing there: nothing to do

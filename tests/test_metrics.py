@@ -277,6 +277,24 @@ def test_status_fails_when_the_active_profile_is_missing_or_damaged(tmp_path: Pa
     assert code == 1 and report["models"]["active"] == "v1" and "not found" in report["models"]["error"]
 
 
+def test_status_with_several_products_checks_each_products_profile(tmp_path: Path, models: Path) -> None:
+    """Found by a review: with several products and no default profile (the demo's layout) the new profile check
+    read the default product's pointer only, and called every such station unhealthy."""
+    import shutil
+
+    own = tmp_path / "models"
+    for product in ("cap", "flange"):
+        shutil.copytree(models, own / product)
+    site = make_site(tmp_path / "site", own, product_from="name", product_regex="^(?P<product>[a-z]+)_")
+    code, report = run_status(site)
+    assert code == 0 and report["models"]["active"] == "cap:v1,flange:v1" and "error" not in report["models"]
+    arrays = own / "cap" / "v1" / "profile.npz"
+    arrays.write_bytes(arrays.read_bytes()[:100])
+    code, report = run_status(site)
+    assert code == 1 and report["models"]["active"] == "flange:v1"
+    assert report["models"]["error"].startswith("cap: profile v1 is corrupt")
+
+
 def test_status_fails_at_once_when_the_watcher_was_killed(tmp_path: Path, models: Path) -> None:
     """Found by an adversarial test: after a SIGKILL (an out-of-memory kill, say) `inspector status` said "running
     (healthy)" while the heartbeat was fresh and "silent (healthy)" after, as long as no part waited."""

@@ -489,7 +489,7 @@ def test_errors_are_one_line(station, tmp_path):
     for i, src in enumerate(sorted(folder.glob("*.jpg"))[:3]):
         shutil.copy(src, same / f"again_{i}.jpg")
     assert len(list(same.iterdir())) == 3
-    with pytest.raises(DatasetError, match="the images of the folder added are all in the training set already"):
+    with pytest.raises(DatasetError, match="none of the images of the folder added is new"):
         retrain.retrain(cfg, store, add_dirs=[same])
     assert profiles.versions(cfg.models.dir) == ["v1"]  # nothing was saved
 

@@ -178,36 +178,55 @@ def test_a_once_run_stopped_by_a_full_disk_does_not_say_done(tmp_path: Path, mod
     assert done.returncode == 1, done.stderr[-2000:]
     assert "stopped before the backlog was done: the disk is below [retention] min_free_mb: 1 parts left" in done.stderr
     assert [p.name for p in site.inbox.iterdir()] == ["a.jpg"] and site.rows() == []
+    (site.inbox / "a.jpg").unlink()  # nothing left to do: a clean end, whatever the disk
+    done = subprocess.run([sys.executable, "-m", "inspector", "watch", "--once", "--config", str(site.config)],
+                          cwd=site.root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "stopped before the backlog was done" not in done.stderr, done.stderr[-2000:]
 
 
-def test_a_database_file_this_user_cannot_write_stops_the_watcher_at_start(tmp_path: Path, models: Path) -> None:
+@pytest.mark.parametrize("what", ["file", "folder"])
+def test_a_database_this_user_cannot_write_stops_the_watcher_at_start(tmp_path: Path, models: Path,
+                                                                     what: str) -> None:
     """Found by an adversarial test: with the SQLite file read-only for the service's user, every verdict was held
-    and retried every 30 s for ever (`--once` never ended). It is a permanent fault: one line, exit 6, at start."""
+    and retried every 30 s for ever (`--once` never ended). It is a permanent fault: one line, exit 6, at start;
+    so is a folder it cannot write (SQLite writes its journal there). Run as another user where the test runs as
+    root (permission bits do not bind root), as itself otherwise."""
     import shutil
     import stat
     import tempfile
 
+    as_root = os.geteuid() == 0
     setpriv = shutil.which("setpriv")
-    if os.geteuid() != 0 or setpriv is None:
-        pytest.skip("needs root and setpriv to run the watcher as another user")
+    if as_root and setpriv is None:
+        pytest.skip("running as root, and no setpriv to run the watcher as another user")
     root = Path(tempfile.mkdtemp(prefix="inspector-ro-"))  # in /tmp, where another user can reach it
     try:
         shutil.copytree(models, root / "models")
         site = make_site(root / "site", root / "models", workers=1, judge_in="threads")
-        with Store(f"sqlite:///{site.db}"):
+        db = site.root / "db" / "inspector.db"  # in a folder of its own: the watch folder's own stay writable
+        site.config.write_text(site.config.read_text().replace('url = "sqlite:///inspector.db"',
+                                                               'url = "sqlite:///db/inspector.db"'))
+        with Store(f"sqlite:///{db}"):
             pass
         atomic_drop(site.inbox, "a.jpg", part_jpeg(1))
-        for dirpath, dirnames, filenames in os.walk(root):
-            os.chmod(dirpath, 0o777)
-            for name in filenames:
-                os.chmod(os.path.join(dirpath, name), 0o666)
-        os.chmod(root, 0o777)
-        os.chmod(site.db, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)  # 444: nobody may write it
-        done = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
-                               "inspector", "watch", "--once", "--config", str(site.config)], cwd=site.root,
-                              capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(root)})
+        if as_root:  # everything open to the other user but what the case takes away
+            for dirpath, _, filenames in os.walk(root):
+                os.chmod(dirpath, 0o777)
+                for name in filenames:
+                    os.chmod(os.path.join(dirpath, name), 0o666)
+        read_only = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
+        if what == "file":
+            os.chmod(db, read_only)  # 444
+        else:
+            os.chmod(db.parent, read_only | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)  # 555
+        user = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"] if as_root else []
+        done = subprocess.run([*user, sys.executable, "-m", "inspector", "watch", "--once", "--config",
+                               str(site.config)], cwd=site.root, capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "HOME": str(root)})
+        os.chmod(db.parent, 0o777)
+        expected = "the file is read-only for this user" if what == "file" else "is read-only for this user (SQLite"
         assert done.returncode == 6, done.stderr[-2000:]
-        assert "the file is read-only for this user" in done.stderr and done.stderr.count("\n") == 1, done.stderr
+        assert expected in done.stderr and done.stderr.count("\n") == 1, done.stderr
         assert [p.name for p in site.inbox.iterdir()] == ["a.jpg"]
     finally:
         shutil.rmtree(root, ignore_errors=True)

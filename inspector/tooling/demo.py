@@ -323,7 +323,8 @@ MARK = ".inspector-demo"  # written first into a demo's folder: a later demo may
 
 
 def clear(root: Path) -> None:
-    """Remove a previous demo's folder (one holding MARK, or camera.json as before it) before a run; DemoError, touching nothing, for any
+    """Remove a previous demo's folder (one holding MARK, or an older demo's camera.json, config.toml and watch.log)
+    before a run; DemoError, touching nothing, for any
     other existing path: a file, a link, a folder with other files in it, the current folder or one above it (found
     by an adversarial test: `--dir .` deleted the folder's files, `--dir notes.txt` the file)."""
     if not (root.exists() or root.is_symlink()):
@@ -335,7 +336,8 @@ def clear(root: Path) -> None:
     if there == here or there in here.parents:
         raise DemoError(f"{root} is the current folder or holds it: the demo removes and rebuilds its folder; "
                         "choose a new one with --dir")
-    if any(root.iterdir()) and not (root / MARK).is_file() and not (root / "camera.json").is_file():
+    older = all((root / name).is_file() for name in ("camera.json", "config.toml", "watch.log"))  # before MARK
+    if any(root.iterdir()) and not (root / MARK).is_file() and not older:
         raise DemoError(f"{root} holds files that are not a previous demo's (no {MARK}): the demo removes and "
                         "rebuilds its folder; choose another --dir")
     shutil.rmtree(root)
@@ -350,9 +352,10 @@ def run(root: Path = Path("demo"), *, n_train: int = 60, n_good: int = 24, per_d
     try:
         t0 = time.monotonic()
         clear(root)
-        for sub in ("good", "inbox"):
-            (root / sub).mkdir(parents=True)
+        root.mkdir(parents=True)
         (root / MARK).write_text("a folder of `python -m inspector.tooling.demo`: it removes and rebuilds it\n")
+        for sub in ("good", "inbox"):
+            (root / sub).mkdir()
         cfg = write_config(root)
         inbox, db, log_path = root / "inbox", root / "inspector.db", root / "watch.log"
 
