@@ -667,8 +667,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**row, "reviews": [_jsonable(r) for r in history]}))
         return 0
-    for key, value in row.items():
-        print(f"{key:<16}{'-' if value is None else escape_controls(str(value))}")
+    for key, value in row.items():  # floats to 6 significant digits (`--json` keeps them whole)
+        shown = f"{value:.6g}" if isinstance(value, float) else str(value)
+        print(f"{key:<16}{'-' if value is None else escape_controls(shown)}")
     if not history:
         print(f"{'reviews':<16}none")
     for i, r in enumerate(history):
@@ -694,10 +695,14 @@ def cmd_mark(args: argparse.Namespace) -> int:
     """Record an operator's decision on one inspection; earlier decisions are kept."""
     cfg = _load_config(args)
     _check_choice("--as", args.decision, _DECISIONS)
+    from inspector.store import MAX_NOTE, MAX_REVIEWER
+
     reviewer = (args.by if args.by is not None else _default_reviewer(cfg)).strip()
-    if not 0 < len(reviewer) <= 64:
-        raise InspectorError("--by must be 1 to 64 characters")
+    if not 0 < len(reviewer) <= MAX_REVIEWER or not reviewer.isprintable():  # as the review page (adversarial test:
+        raise InspectorError(f"--by must be 1 to {MAX_REVIEWER} printable characters")  # a newline was taken)
     note = (args.note or "").strip() or None
+    if note is not None and len(note) > MAX_NOTE:  # the review page refuses it too (it took 600 here)
+        raise InspectorError(f"--note is longer than {MAX_NOTE} characters ({len(note)})")
     with _open_store(cfg) as store:
         row = store.get(args.id) if _is_id(args.id) else None
         if row is None:

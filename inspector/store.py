@@ -278,6 +278,8 @@ class Claim:
 COLUMNS: tuple[str, ...] = tuple(c.key for c in Inspection.__table__.columns)
 REVIEW_COLUMNS: tuple[str, ...] = tuple(c.key for c in Review.__table__.columns)
 DECISIONS = ("defect", "good")
+MAX_NOTE = 500  # characters of a review's note, from the review page or `inspector mark`
+MAX_REVIEWER = 64  # the reviews.reviewer column
 STREAM_COLUMNS: tuple[str, ...] = (*COLUMNS, "review", "reviewer", "note", "reviewed_at", "decisions")  # Store.stream
 _DATETIMES = ("received_at", "inspected_at")
 

@@ -106,6 +106,10 @@ def test_mark_records_every_decision_and_show_prints_the_history(site: Site, cap
     ok = ids_by_name(site)["good-0.jpg"]
     code, out, _ = run(capsys, "show", str(ok), "--config", cfg)
     assert "reviews         none" in out
+    # floats to 6 significant digits, the JSON whole (found by an adversarial test: "ms 59.83237800001007")
+    whole = json.loads(run(capsys, "show", str(ok), "--json", "--config", cfg)[1])
+    shown = dict(line.split(None, 1) for line in out.splitlines() if line.startswith(("ms ", "score ")))
+    assert shown["ms"] == f"{whole['ms']:.6g}" and shown["score"] == f"{whole['score']:.6g}"
     code, out, _ = run(capsys, "show", str(ok), "--json", "--config", cfg)
     assert json.loads(out)["reviews"] == [] and json.loads(out)["review"] is None
 
@@ -140,7 +144,14 @@ def test_mark_errors_are_one_line(site: Site, capsys: pytest.CaptureFixture) -> 
     code, _, err = run(capsys, "mark", str(names["empty.jpg"]), "--as", "good", "--config", cfg)
     assert one_line_error(code, err, "was rejected (empty), never judged")
     code, _, err = run(capsys, "mark", str(names["spot-2.jpg"]), "--as", "good", "--by", " ", "--config", cfg)
-    assert one_line_error(code, err, "--by must be 1 to 64 characters")
+    assert one_line_error(code, err, "--by must be 1 to 64 printable characters")
+    # as the review page: no control characters in a name, no note beyond 500 characters (found by an adversarial
+    # test: the CLI took a name with a newline and a 600-character note)
+    code, _, err = run(capsys, "mark", str(names["spot-2.jpg"]), "--as", "good", "--by", "a\nb", "--config", cfg)
+    assert one_line_error(code, err, "--by must be 1 to 64 printable characters")
+    code, _, err = run(capsys, "mark", str(names["spot-2.jpg"]), "--as", "good", "--by", "zoe", "--note", "x" * 501,
+                       "--config", cfg)
+    assert one_line_error(code, err, "--note is longer than 500 characters (501)")
     code, _, err = run(capsys, "mark", str(names["spot-2.jpg"]), "--as", "good", "--config", str(site.root / "no.toml"))
     assert code == 2 and "config file not found" in err
     assert reviews(site) == []

@@ -15,15 +15,13 @@ from flask import (Blueprint, Response, abort, current_app, flash, redirect, ren
                    session, url_for)
 
 from inspector.config import Config
-from inspector.store import DECISIONS, MAX_ID, Store
+from inspector.store import DECISIONS, MAX_ID, MAX_NOTE, MAX_REVIEWER, Store
 from inspector.web import data, files, plots, regions
 from inspector.web.pruned import file_pruned  # issue 15: retention
 
 bp = Blueprint("web", __name__)
 
 REVIEWER_COOKIE = "inspector_reviewer"
-MAX_NOTE = 500
-MAX_REVIEWER = 64  # the reviews.reviewer column
 ID = f"<int(max={MAX_ID}):id>"  # the largest id a row can have; anything else is a 404 before the query
 
 
