@@ -213,14 +213,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _check_report_folder(out: Path) -> None:
     """InspectorError unless `out` is a folder that can be written into, or can be made."""
+    shown = escape_controls(str(out))
     if out.exists() and not out.is_dir():
-        raise InspectorError(f"--report {escape_controls(str(out))} is a file, not a folder: name a folder for the report")
+        raise InspectorError(f"--report {shown} is a file, not a folder: name a folder for the report")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InspectorError(f"cannot make the report folder {escape_controls(str(out))}: {exc.strerror or exc}") from None
+        raise InspectorError(f"cannot make the report folder {shown}: {exc.strerror or exc}") from None
     if not os.access(out, os.W_OK | os.X_OK):
-        raise InspectorError(f"cannot write into the report folder {escape_controls(str(out))}")
+        raise InspectorError(f"cannot write into the report folder {shown}")
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -570,16 +571,12 @@ def _require_database(cfg) -> None:
     """Read commands never create a database: a SQLite file that does not exist is a one-line DatabaseError
     naming the path and the config it came from (before anything, even its folder, is created). In-memory
     SQLite and server URLs (PostgreSQL) are left to the Store and the server."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    from inspector.store import DatabaseError, sqlite_file
+    from inspector.store import DatabaseError, database_file
 
     try:
-        url = make_url(cfg.database.url)
-    except ArgumentError:  # the Store says so, in one line
+        path = database_file(cfg.database.url)
+    except DatabaseError:  # not a database URL: the Store says so, in one line
         return
-    path = sqlite_file(url) if url.get_backend_name() == "sqlite" else None
     if path is not None and not path.exists():
         raise DatabaseError(f"no database at {path} ({_config_named(cfg)}); nothing has been recorded there: "
                             "check the config, or record parts first with `inspector watch`")
@@ -679,9 +676,11 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def _default_reviewer(cfg) -> str:
     """[review] reviewer, else the login name."""
+    from inspector.store import MAX_REVIEWER
+
     if cfg.review.reviewer.strip():
-        if len(cfg.review.reviewer.strip()) > 64:  # it said "--by must be 1 to 64 characters" with no --by given
-            raise InspectorError("[review] reviewer must be at most 64 characters (or give --by NAME)")
+        if len(cfg.review.reviewer.strip()) > MAX_REVIEWER:  # it said "--by must be 1 to 64 characters", no --by given
+            raise InspectorError(f"[review] reviewer must be at most {MAX_REVIEWER} characters (or give --by NAME)")
         return cfg.review.reviewer.strip()
     import getpass
 
@@ -693,13 +692,13 @@ def _default_reviewer(cfg) -> str:
 
 def cmd_mark(args: argparse.Namespace) -> int:
     """Record an operator's decision on one inspection; earlier decisions are kept."""
+    from inspector.store import MAX_NOTE, MAX_REVIEWER, reviewer_name
+
     cfg = _load_config(args)
     _check_choice("--as", args.decision, _DECISIONS)
-    from inspector.store import MAX_NOTE, MAX_REVIEWER
-
-    reviewer = (args.by if args.by is not None else _default_reviewer(cfg)).strip()
-    if not 0 < len(reviewer) <= MAX_REVIEWER or not reviewer.isprintable():  # as the review page (adversarial test:
-        raise InspectorError(f"--by must be 1 to {MAX_REVIEWER} printable characters")  # a newline was taken)
+    reviewer = reviewer_name(args.by if args.by is not None else _default_reviewer(cfg))
+    if reviewer is None:  # as on the review page (found by an adversarial test: a name with a newline was taken)
+        raise InspectorError(f"--by must be 1 to {MAX_REVIEWER} printable characters")
     note = (args.note or "").strip() or None
     if note is not None and len(note) > MAX_NOTE:  # the review page refuses it too (it took 600 here)
         raise InspectorError(f"--note is longer than {MAX_NOTE} characters ({len(note)})")

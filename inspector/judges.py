@@ -58,10 +58,10 @@ _HEADER = struct.Struct(">I")
 _PAYLOAD = struct.Struct(">Q")
 _FIELDS = ("name", "sha256", "verdict", "reason", "detail", "score", "threshold", "profile_version", "width",
            "height", "size", "ms", "exposure")
-# one thread per child: BLAS and OpenCV pools inside a child would only fight the other children for the cores
 # the overlay's JPEG: quality 98 without chroma subsampling keeps its thin coloured contour within ~10 grey levels
 # (at 95 with the usual 4:2:0, 115), far under web.regions.MIN_DIFF, so the review page boxes the same regions
 OVERLAY_JPEG = (cv2.IMWRITE_JPEG_QUALITY, 98, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444)
+# one thread per child: BLAS and OpenCV pools inside a child would only fight the other children for the cores
 _CHILD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
@@ -95,7 +95,7 @@ def overlay_jpeg(verdict: Verdict) -> bytes | None:
 
 
 def judge_here(insp: Inspector, data: bytes, name: str, digest: str) -> Judged:
-    """Judge in the calling thread: the verdict, and the overlay PNG of a defect."""
+    """Judge in the calling thread: the verdict, and the overlay JPEG of a defect."""
     verdict = insp.inspect_bytes(data, name, keep_image=True, digest=digest)
     jpeg = overlay_jpeg(verdict)
     verdict.image = verdict.anomaly_map = verdict.assessment = None

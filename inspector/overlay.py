@@ -24,9 +24,9 @@ def overlay(image: np.ndarray, amap: np.ndarray, alpha: float = 0.45) -> np.ndar
     if not np.isfinite(a).all():
         a = np.nan_to_num(a, nan=0.0, posinf=MAP_CLIP, neginf=0.0)
     up = cv2.resize(a, (w, h), interpolation=cv2.INTER_LINEAR)
-    # Tint only where the map is high-ish: none below BLEND_FROM, half at the normal limit, full from 1.5 up. Whole-image
-    # OpenCV passes (a weight of 0 leaves a pixel exactly as it was): a defect tinting a third of a 324 px overlay took
-    # 1.8 ms by numpy on the tinted pixels alone, 0.2 so.
+    # Tint only where the map is high-ish: none below BLEND_FROM, half at the normal limit, full from 1.5 up.
+    # Whole-image OpenCV passes (a weight of 0 leaves a pixel exactly as it was): a defect tinting a third of a 324 px
+    # overlay took 1.8 ms by numpy on the tinted pixels alone, 0.2 so.
     weight = cv2.multiply(cv2.min(cv2.max(up - BLEND_FROM, 0.0), 1.0), alpha)  # (H, W) float32, 0..alpha
     shades = cv2.convertScaleAbs(cv2.min(cv2.max(up, 0.0), MAP_CLIP), alpha=255.0 / MAP_CLIP)  # (H, W) uint8, rounded
     colour = cv2.applyColorMap(shades, cv2.COLORMAP_JET)  # (H, W, 3)

@@ -51,7 +51,7 @@ from inspector.webhook import NullWebhook, WebhookSender, open_webhook
 from inspector.modbus import ModbusServer, NullModbus, open_modbus
 from inspector.operations import Operations  # issue 15: disk, retention, metrics, status, watchdog
 from inspector.products import ProductConditions, Products  # issue 16: several products
-from inspector.store import DatabaseError, Store, resolve_url, sqlite_file
+from inspector.store import DatabaseError, Store, database_file
 from inspector.text import escape_controls
 from inspector.watcher import (
     Handler, Matcher, ObserverKeeper, Rechecks, Settler, Signature, signature,
@@ -140,10 +140,7 @@ def _check_writable(url: str) -> None:
     user: a permanent fault, not an outage to wait out (found by an adversarial test: a read-only file held every
     verdict, retried every 30 s for ever, `--once` never ended; a read-only folder read "attempt to write a readonly
     database"). A folder not there yet is the store's to create."""
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(resolve_url(url))
-    path = sqlite_file(parsed) if parsed.get_backend_name() == "sqlite" else None
+    path = database_file(url)
     if path is None or not path.parent.exists():
         return
     if path.exists() and not os.access(path, os.W_OK):

@@ -161,12 +161,10 @@ def database_facts(cfg: Any) -> dict[str, Any]:
     """The schema revision and the newest inspection (id, time, verdict); {"error": ...} when it cannot be read."""
     from sqlalchemy import select
 
-    from inspector.store import DatabaseError, Inspection, Store, sqlite_file
+    from inspector.store import DatabaseError, Inspection, Store, database_file
 
     try:
-        from sqlalchemy.engine import make_url
-
-        path = sqlite_file(make_url(cfg.database.url)) if cfg.database.url.startswith("sqlite") else None
+        path = database_file(cfg.database.url)
         if path is not None and not path.exists():
             return {"error": f"no database at {path}"}
         with Store(cfg.database.url, busy_timeout_ms=cfg.database.busy_timeout_ms, migrate=False) as store:

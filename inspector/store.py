@@ -280,6 +280,15 @@ REVIEW_COLUMNS: tuple[str, ...] = tuple(c.key for c in Review.__table__.columns)
 DECISIONS = ("defect", "good")
 MAX_NOTE = 500  # characters of a review's note, from the review page or `inspector mark`
 MAX_REVIEWER = 64  # the reviews.reviewer column
+
+
+def reviewer_name(text: str | None) -> str | None:
+    """A reviewer's name stripped of surrounding space, or None when empty, longer than MAX_REVIEWER or unprintable
+    (from the review page or `inspector mark` alike)."""
+    name = (text or "").strip()
+    if not name or len(name) > MAX_REVIEWER or not name.isprintable():
+        return None
+    return name
 STREAM_COLUMNS: tuple[str, ...] = (*COLUMNS, "review", "reviewer", "note", "reviewed_at", "decisions")  # Store.stream
 _DATETIMES = ("received_at", "inspected_at")
 
@@ -605,24 +614,30 @@ class _Statements:
         return self._unpublished[key]
 
 
+def database_file(url: str) -> Path | None:
+    """The SQLite file a database URL names; None for PostgreSQL, in-memory and URI-style databases (DatabaseError
+    for a URL that names no supported database: see resolve_url)."""
+    parsed = make_url(resolve_url(url))
+    return sqlite_file(parsed) if parsed.get_backend_name() == "sqlite" else None
+
+
 def shown_url(url: str) -> str:
     """A database as shown to people: a SQLite file's absolute path, else the URL with its password hidden."""
-    parsed = make_url(resolve_url(url))
-    path = sqlite_file(parsed) if parsed.get_backend_name() == "sqlite" else None
-    return str(path.absolute()) if path is not None else parsed.render_as_string(hide_password=True)
+    path = database_file(url)
+    return str(path.absolute()) if path is not None else make_url(url).render_as_string(hide_password=True)
 
 
 def _known_revisions() -> set[str]:
-    """The migration revisions this build ships ("0001" .. HEAD)."""
-    folder = Path(__file__).parent / "migrations" / "versions"
-    return {p.name.split("_", 1)[0] for p in folder.glob("*.py") if p.name[:1].isdigit()}
+    """The migration revisions this build ships ("0001" .. HEAD), as Alembic reads them."""
+    from alembic.script import ScriptDirectory
+
+    return {script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
 
 
 def open_recorded(url: str, busy_timeout_ms: int = 30000) -> Store:
     """The store of a database watchers record into, for reading and reviews: never created nor migrated here
     (DatabaseError when its SQLite file is missing, it holds no schema, or another revision than HEAD)."""
-    parsed = make_url(resolve_url(url))
-    path = sqlite_file(parsed) if parsed.get_backend_name() == "sqlite" else None
+    path = database_file(url)
     if path is not None and not path.exists():
         raise DatabaseError(f"no database at {path}: nothing has been recorded there; check the config, or record "
                             "parts first with `inspector watch`")

@@ -725,7 +725,8 @@ def test_a_smooth_defect_on_two_parts_in_three_never_becomes_the_stations_light(
     for i in range(3 * STATION_PARTS):
         part = make_part(rng, W, H)
         darkened = i % 3 != 2
-        verdicts.append((darkened, insp.inspect_bytes(png(side_lamp(part, 0.8, 1.2) if darkened else part), f"{i}.png")))
+        photo = png(side_lamp(part, 0.8, 1.2) if darkened else part)
+        verdicts.append((darkened, insp.inspect_bytes(photo, f"{i}.png")))
     assert all(v.verdict == "defect" for darkened, v in verdicts if darkened), [v.verdict for _, v in verdicts]
     assert all(v.detail is None for _, v in verdicts)  # none evened (a clean part may be a chance false alarm)
     assert insp.station_field() is None  # any 9 in a row: 6 darkened, 3 not (never STATION_AGREE alike)

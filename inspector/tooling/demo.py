@@ -324,9 +324,9 @@ MARK = ".inspector-demo"  # written first into a demo's folder: a later demo may
 
 def clear(root: Path) -> None:
     """Remove a previous demo's folder (one holding MARK, or an older demo's camera.json, config.toml and watch.log)
-    before a run; DemoError, touching nothing, for any
-    other existing path: a file, a link, a folder with other files in it, the current folder or one above it (found
-    by an adversarial test: `--dir .` deleted the folder's files, `--dir notes.txt` the file)."""
+    before a run; DemoError, touching nothing, for any other existing path: a file, a link, a folder with other files
+    in it, the current folder or one above it (found by an adversarial test: `--dir .` deleted the folder's files,
+    `--dir notes.txt` the file)."""
     if not (root.exists() or root.is_symlink()):
         return
     if root.is_symlink() or not root.is_dir():

@@ -15,7 +15,7 @@ from flask import (Blueprint, Response, abort, current_app, flash, redirect, ren
                    session, url_for)
 
 from inspector.config import Config
-from inspector.store import DECISIONS, MAX_ID, MAX_NOTE, MAX_REVIEWER, Store
+from inspector.store import DECISIONS, MAX_ID, MAX_NOTE, MAX_REVIEWER, Store, reviewer_name
 from inspector.web import data, files, plots, regions
 from inspector.web.pruned import file_pruned  # issue 15: retention
 
@@ -60,17 +60,9 @@ def _filters(args: Any) -> data.QueueFilters:
         abort(400, description=str(exc))
 
 
-def _clean_reviewer(text: str | None) -> str | None:
-    """A reviewer name stripped of surrounding space, or None when empty, too long or unprintable."""
-    name = (text or "").strip()
-    if not name or len(name) > MAX_REVIEWER or not name.isprintable():
-        return None
-    return name
-
-
 def current_reviewer() -> str:
     """The name from the reviewer cookie, else [review] reviewer from the config, else "operator"."""
-    return (_clean_reviewer(request.cookies.get(REVIEWER_COOKIE)) or _clean_reviewer(ctx().cfg.review.reviewer)
+    return (reviewer_name(request.cookies.get(REVIEWER_COOKIE)) or reviewer_name(ctx().cfg.review.reviewer)
             or "operator")
 
 
@@ -177,7 +169,7 @@ def review(id: int) -> Response:
         abort(404)
     if row["verdict"] == "rejected":
         abort(400, description="a rejected file was never judged: there is nothing to review")
-    reviewer = _clean_reviewer(request.form.get("reviewer")) or current_reviewer()
+    reviewer = reviewer_name(request.form.get("reviewer")) or current_reviewer()
     added = ctx().store.add_review(id, decision, reviewer, note or None)
     session["undoable"] = [*session.get("undoable", []), added["id"]][-UNDOABLE:]
     flash({"text": f"#{id} {row['name']}: {_decision_label(row['verdict'], decision)}, recorded for {reviewer}",
@@ -225,7 +217,7 @@ def undo(review_id: int) -> Response:
 def set_reviewer() -> Response:
     """Remember the reviewer's name in a cookie (a year) and go back to the queue."""
     filters = _filters(request.form)
-    name = _clean_reviewer(request.form.get("reviewer"))
+    name = reviewer_name(request.form.get("reviewer"))
     if name is None:
         abort(400, description=f"the reviewer name must be 1 to {MAX_REVIEWER} printable characters")
     response = redirect(url_for("web.queue", **filters.query()), 303)
