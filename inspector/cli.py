@@ -542,7 +542,7 @@ def parse_since(text: str) -> datetime | None:
 
 _LIST_KEYS = ("id", "sha256", "name", "verdict", "reason", "detail", "score", "threshold", "product", "profile_version",
               "received_at", "inspected_at", "archived_path", "overlay_path", "size", "width", "height", "ms",
-              "station", "line", "camera", "exposure", "review")
+              "station", "line", "camera", "exposure", "peak_x", "peak_y", "review")
 _DECISIONS = ("defect", "good")
 
 
@@ -758,7 +758,7 @@ def _drift_lines(alarms: list[dict]) -> list[str]:
     lines = []
     for a in alarms:
         since = _local_time(a["since"]) if hasattr(a["since"], "astimezone") else "-"
-        level = conditions.recent_level(a["what"], a["recent"])
+        level = conditions.recent_level(a["what"], a["recent"], a.get("where"))
         lines.append(escape_controls(
             f"DRIFT ALARM at station {a['station']} since {since} (part #{a['since_id']}, profile "
             f"{a['profile_version']}): {a['signal'].replace('_', ' ')}, {level}: {a['meaning']}"))
@@ -816,7 +816,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 _EXPORT_KEYS = ("id", "name", "verdict", "reason", "detail", "score", "threshold", "product", "profile_version",
                 "received_at", "inspected_at", "sha256", "source_key", "source_path", "archived_path",
-                "overlay_path", "size", "width", "height", "ms", "station", "line", "camera", "exposure")
+                "overlay_path", "size", "width", "height", "ms", "station", "line", "camera", "exposure", "peak_x",
+                "peak_y")
 _EXPORT_REVIEW_KEYS = ("review", "reviewer", "note", "reviewed_at", "decisions")
 
 
@@ -832,7 +833,8 @@ def _csv_value(value) -> object:
     return value
 
 
-_EXPORT_PLAIN = frozenset({"id", "score", "threshold", "size", "width", "height", "ms", "exposure", "decisions",
+_EXPORT_PLAIN = frozenset({"id", "score", "threshold", "size", "width", "height", "ms", "exposure", "peak_x", "peak_y",
+                           "decisions",
                            "received_at", "inspected_at", "reviewed_at"})  # numbers, and times as ISO text
 _FORMULA_STARTS = frozenset(("=", "+", "-", "@", "\t", "\r"))
 

@@ -7,7 +7,8 @@ per station, started afresh whenever the station's profile version changes.
 
 The monitor also watches streaks of judged parts whose reason names a station-wide cause (`blurred`, `size`,
 `not_located`: drift.REASON_SIGNALS; and ok parts judged with their light evened out), from the rows' reasons and
-details alone (drift.cause); they run wherever the monitor runs.
+details alone (drift.cause), and parts flagged at the same place in the photo (`same_place`, from the rows' `peak_x`
+and `peak_y`: drift.place); they run wherever the monitor runs.
 
 The watcher's side (`ConditionsMonitor`, fed one recorded row at a time by the committer thread) logs a WARNING
 when an alarm is raised and an INFO line when it clears, and a WARNING for parts rejected for lighting (and one
@@ -91,20 +92,25 @@ def active_alarms(replayed: Mapping[str, drift.StationDrift]) -> list[dict[str, 
             continue
         for signal in sd.monitor.active:
             alarm = sd.monitor.alarms[signal]
+            where = sd.monitor.spot if signal == drift.PLACE else None
             out.append({"station": station, "signal": signal, "since": alarm.since, "since_id": alarm.since_ref,
                         "profile_version": sd.profile_version, "recent": sd.monitor.recent(signal),
                         "what": drift.watched(signal),
-                        "level": recent_level(drift.watched(signal), sd.monitor.recent(signal)),
-                        "meaning": drift.MEANING[signal]})
+                        "level": recent_level(drift.watched(signal), sd.monitor.recent(signal), where),
+                        "meaning": drift.MEANING[signal],
+                        **({"where": list(where)} if where is not None else {})})
     return out
 
 
-def recent_level(what: str, recent: float | None) -> str:
-    """How a drifting signal ("exposure", "score" or a reason code) stands lately, for people: "recent exposure
-    0.89x of training", "reason blurred on 17 of the last 20 parts" (drift.RECENT_PARTS), or just its name
-    when not known."""
+def recent_level(what: str, recent: float | None, where: tuple[float, float] | None = None) -> str:
+    """How a drifting signal ("exposure", "score", a reason code or drift.PLACE) stands lately, for people: "recent
+    exposure 0.89x of training", "reason blurred on 17 of the last 20 parts" (drift.RECENT_PARTS), "flagged at
+    x 30%, y 35% of the photo on 18 of the last 20 parts", or just its name when not known."""
     if recent is None:
         return what
+    if what == drift.PLACE:
+        at = "" if where is None else f" at x {where[0]:.0%}, y {where[1]:.0%} of the photo (from its left, top)"
+        return f"flagged at the same place{at} on {recent:g} of the last {drift.RECENT_PARTS} parts"
     if what == "exposure":
         return f"recent exposure {recent:.2f}x of training"
     if what == "score":
@@ -117,11 +123,12 @@ def recent_level(what: str, recent: float | None) -> str:
 def describe(event: drift.DriftEvent) -> str:
     """One line for an alarm raised or cleared."""
     what = drift.watched(event.signal)
-    level = recent_level(what, event.recent)
+    level = recent_level(what, event.recent, event.where)
     part = f"part #{event.ref}" if event.ref is not None else f"part {event.n}"
     if event.kind == "raised":
         return f"drift alarm: {event.meaning} ({level}; CUSUM {event.value:.1f} > {event.h:g} at {part})"
-    back = "back within the training range" if what in ("exposure", "score") else f"back to isolated {what} parts"
+    back = ("back within the training range" if what in ("exposure", "score") else
+            "flagged parts back at places of their own" if what == drift.PLACE else f"back to isolated {what} parts")
     return (f"drift alarm cleared: {event.signal.replace('_', ' ')} {back} ({level}; "
             f"CUSUM {event.value:.1f} <= {drift.CLEAR * event.h:g} at {part})")
 
@@ -163,7 +170,7 @@ class ConditionsMonitor:
         if self.monitor is None:
             return
         for event in self.monitor.update(row.get("exposure"), row.get("score"), row.get("inspected_at"),
-                                         row.get("id"), cause):
+                                         row.get("id"), cause, drift.place(row)):
             level = logging.WARNING if event.kind == "raised" else logging.INFO
             self.emit("drift", level, describe(event), **event.as_dict(), profile_version=version)
 

@@ -57,7 +57,7 @@ PIPE_BYTES = 4 << 20  # asked-for capacity of the pipe a child reads parts from 
 _HEADER = struct.Struct(">I")
 _PAYLOAD = struct.Struct(">Q")
 _FIELDS = ("name", "sha256", "verdict", "reason", "detail", "score", "threshold", "profile_version", "width",
-           "height", "size", "ms", "exposure")
+           "height", "size", "ms", "exposure", "peak_x", "peak_y")
 # the overlay's JPEG: quality 98 without chroma subsampling keeps its thin coloured contour within ~10 grey levels
 # (at 95 with the usual 4:2:0, 115), far under web.regions.MIN_DIFF, so the review page boxes the same regions
 OVERLAY_JPEG = (cv2.IMWRITE_JPEG_QUALITY, 98, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444)

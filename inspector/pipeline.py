@@ -48,11 +48,13 @@ class Verdict:
     detail: str | None = None  # human-readable detail of the reason
     exposure: float | None = None  # brightness relative to the profile's training parts (1.0 = as trained)
     assessment: Assessment | None = field(default=None, repr=False)  # placement and lighting as found
+    peak_x: float | None = None  # a defect: where its anomaly map peaks, as a fraction of the photo's width (0 = left)
+    peak_y: float | None = None  # ... and of its height (0 = top); None for other verdicts
 
     def as_dict(self) -> dict:
         """JSON-able summary (no arrays)."""
         keys = ("name", "sha256", "verdict", "reason", "detail", "score", "threshold", "profile_version", "width",
-                "height", "size", "ms", "exposure")
+                "height", "size", "ms", "exposure", "peak_x", "peak_y")
         return {k: getattr(self, k) for k in keys}
 
 
@@ -62,6 +64,15 @@ def list_images(folder: Path, patterns: Sequence[str]) -> list[Path]:
         raise DatasetError(f"not a folder: {folder}")
     lowered = tuple(p.lower() for p in patterns)
     return sorted(p for p in folder.iterdir() if any(fnmatch(p.name.lower(), pat) for pat in lowered))
+
+
+def map_peak(anomaly_map: np.ndarray | None) -> tuple[float | None, float | None]:
+    """Where an anomaly map (MH, MW) peaks, as fractions (x, y) of its width and height (the centre of the highest
+    cell, rounded to 4 digits); (None, None) without a map."""
+    if anomaly_map is None or anomaly_map.size == 0:
+        return None, None
+    y, x = np.unravel_index(int(np.argmax(anomaly_map)), anomaly_map.shape)
+    return round((x + 0.5) / anomaly_map.shape[1], 4), round((y + 0.5) / anomaly_map.shape[0], 4)
 
 
 def need_for(info: imaging.ImageInfo, params: ProfileParams) -> tuple[int, int]:
@@ -178,13 +189,14 @@ class Inspector:
         if found.light_field is not None and _shows_the_light(found):
             self._fields.append((time.monotonic(), found.light_field))
         verdict, reason, detail = judge(found, self.profile.threshold_)
+        peak = map_peak(found.anomaly_map) if verdict == "defect" else (None, None)
         return Verdict(
             name=name, sha256=digest, verdict=verdict, reason=reason, detail=detail,
             score=None if verdict == "rejected" else found.score, threshold=self.profile.threshold_,
             profile_version=self.version, width=decoded.width, height=decoded.height, size=len(data),
             ms=(time.perf_counter() - start) * 1000.0, anomaly_map=found.anomaly_map,
             image=shown if keep_image else None, exposure=found.exposure,
-            assessment=found,
+            assessment=found, peak_x=peak[0], peak_y=peak[1],
         )
 
     def inspect_file(self, path: Path, keep_image: bool = False) -> Verdict:

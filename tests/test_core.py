@@ -401,6 +401,24 @@ def test_anomaly_map_locates_a_painted_spot(profile, offset):
     assert math.hypot(x - centre[0], y - centre[1]) <= 20, ((x, y), centre)
 
 
+@pytest.mark.parametrize("offset", [(25, 30), (-30, -25)])
+def test_a_defect_verdict_says_where_its_map_peaks_and_an_ok_one_says_nothing(profile, offset):
+    """peak_x / peak_y: fractions of the photo's width and height where the anomaly map peaks (the station's
+    same-place alarm compares them across parts), for a defect only."""
+    from inspector.config import InputConfig
+    from inspector.pipeline import Inspector
+
+    judge = Inspector(profile, "v1", InputConfig())
+    img = parts(seed=40, n=1)[0]
+    good = judge.inspect_bytes(cv2.imencode(".png", img)[1].tobytes(), "good.png")
+    assert good.verdict == "ok" and good.peak_x is None and good.peak_y is None
+    centre = (W // 2 + offset[0], H // 2 + offset[1])
+    cv2.circle(img, centre, 7, GREEN_SPOT, -1, cv2.LINE_AA)
+    bad = judge.inspect_bytes(cv2.imencode(".png", img)[1].tobytes(), "bad.png")
+    assert bad.verdict == "defect" and bad.as_dict()["peak_x"] == bad.peak_x
+    assert abs(bad.peak_x - centre[0] / W) <= 0.06 and abs(bad.peak_y - centre[1] / H) <= 0.08, (bad, centre)
+
+
 def test_anomaly_map_is_quiet_on_a_good_part(profile):
     good = parts(seed=41, n=1)[0]
     spotted = good.copy()

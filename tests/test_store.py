@@ -73,8 +73,8 @@ def test_head_constant_is_the_newest_packaged_migration() -> None:
 def test_migration_creates_schema_at_head(url: str) -> None:
     with Store(url, migrate=False) as s:
         assert s.revision() is None
-        assert s.upgrade() == head() == "0011"
-        assert s.revision() == "0011"
+        assert s.upgrade() == head() == "0012"
+        assert s.revision() == "0012"
         assert s.dialect == "sqlite" and s.url == url
         insp = sa.inspect(s.engine)
         assert "inspections" in insp.get_table_names()
@@ -93,9 +93,9 @@ def test_migration_creates_schema_at_head(url: str) -> None:
 
 def test_upgrade_twice_is_noop(store: Store, url: str) -> None:
     store.record([row(1)])
-    assert store.upgrade() == "0011"
+    assert store.upgrade() == "0012"
     with Store(url) as again:
-        assert again.revision() == "0011" and again.count() == 1
+        assert again.revision() == "0012" and again.count() == 1
 
 
 def test_orm_metadata_matches_migrated_schema(store: Store) -> None:
@@ -383,7 +383,7 @@ def test_upgrade_from_0001_keeps_the_rows(tmp_path: Path) -> None:
             " '2026-11-01 08:00:01', 'ok', 's', 'l', 'c')"))
     engine.dispose()
     with Store(url) as s:
-        assert s.revision() == "0011"
+        assert s.revision() == "0012"
         [old] = s.list()
         assert old["name"] == "old.jpg" and old["review"] is None
         s.add_review(old["id"], "good", "ana")
@@ -397,7 +397,7 @@ def test_0004_adds_a_nullable_exposure_and_downgrades_to_0003(tmp_path: Path) ->
             command.upgrade(alembic_config(conn), "0003")
         assert "exposure" not in {c["name"] for c in sa.inspect(s.engine).get_columns("inspections")}
     with Store(url) as s:
-        assert s.revision() == "0011"
+        assert s.revision() == "0012"
         [a, b] = s.record([row(1, exposure=0.9), row(2)])
         assert s.get(a)["exposure"] == 0.9 and s.get(b)["exposure"] is None
         with s.engine.execution_options(immediate=True).begin() as conn:
@@ -438,7 +438,7 @@ def check_migration_0009(url: str) -> None:
                 " camera) VALUES (:sha, 'old.jpg', '/in/old.jpg', :at, :at, 'ok', 's1', 'l1', 'c1')"),
                 {"sha": "a" * 64, "at": T0})
     with Store(url) as s:
-        assert s.revision() == HEAD == "0011"
+        assert s.revision() == HEAD == "0012"
         with s.engine.connect() as conn:
             assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == [], s.dialect
         [old] = s.list()
@@ -454,7 +454,7 @@ def check_migration_0009(url: str) -> None:
             command.downgrade(alembic_config(conn), "0008")
         assert s.revision() == "0008" and s.count() == 4
         assert "product" not in {c["name"] for c in sa.inspect(s.engine).get_columns("inspections")}
-        assert s.upgrade() == "0011" and {r["product"] for r in s.list()} == {"default"}
+        assert s.upgrade() == "0012" and {r["product"] for r in s.list()} == {"default"}
 
 
 def test_migration_0009_on_sqlite(tmp_path: Path) -> None:
