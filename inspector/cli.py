@@ -752,16 +752,13 @@ def _stats_cell(key: str, value) -> str:
 
 
 def _drift_lines(alarms: list[dict]) -> list[str]:
-    """One line per active drift alarm, for `stats`."""
-    from inspector import conditions
-
+    """One line per active drift alarm (conditions.active_alarms), for `stats`."""
     lines = []
     for a in alarms:
         since = _local_time(a["since"]) if hasattr(a["since"], "astimezone") else "-"
-        level = conditions.recent_level(a["what"], a["recent"], a.get("where"))
         lines.append(escape_controls(
             f"DRIFT ALARM at station {a['station']} since {since} (part #{a['since_id']}, profile "
-            f"{a['profile_version']}): {a['signal'].replace('_', ' ')}, {level}: {a['meaning']}"))
+            f"{a['profile_version']}): {a['signal'].replace('_', ' ')}, {a['level']}: {a['meaning']}"))
     return lines
 
 

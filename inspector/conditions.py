@@ -104,13 +104,13 @@ def active_alarms(replayed: Mapping[str, drift.StationDrift]) -> list[dict[str, 
 
 def recent_level(what: str, recent: float | None, where: tuple[float, float] | None = None) -> str:
     """How a drifting signal ("exposure", "score", a reason code or drift.PLACE) stands lately, for people: "recent
-    exposure 0.89x of training", "reason blurred on 17 of the last 20 parts" (drift.RECENT_PARTS), "flagged at
-    x 30%, y 35% of the photo on 18 of the last 20 parts", or just its name when not known."""
+    exposure 0.89x of training", "reason blurred on 17 of the last 20 parts" (drift.RECENT_PARTS), "flagged 30%
+    from the left and 35% from the top of the photo on 18 of the last 20 parts", or just its name when not known."""
     if recent is None:
         return what
     if what == drift.PLACE:
-        at = "" if where is None else f" at x {where[0]:.0%}, y {where[1]:.0%} of the photo (from its left, top)"
-        return f"flagged at the same place{at} on {recent:g} of the last {drift.RECENT_PARTS} parts"
+        at = "" if where is None else f" {where[0]:.0%} from the left and {where[1]:.0%} from the top of the photo"
+        return f"flagged{at} on {recent:g} of the last {drift.RECENT_PARTS} parts"
     if what == "exposure":
         return f"recent exposure {recent:.2f}x of training"
     if what == "score":
@@ -128,7 +128,7 @@ def describe(event: drift.DriftEvent) -> str:
     if event.kind == "raised":
         return f"drift alarm: {event.meaning} ({level}; CUSUM {event.value:.1f} > {event.h:g} at {part})"
     back = ("back within the training range" if what in ("exposure", "score") else
-            "flagged parts back at places of their own" if what == drift.PLACE else f"back to isolated {what} parts")
+            "parts no longer flagged at that place" if what == drift.PLACE else f"back to isolated {what} parts")
     return (f"drift alarm cleared: {event.signal.replace('_', ' ')} {back} ({level}; "
             f"CUSUM {event.value:.1f} <= {drift.CLEAR * event.h:g} at {part})")
 

@@ -67,21 +67,23 @@ the parts have it after 31 on average. After a streak (statistic at its cap 2h),
 
 Parts flagged at the same place in the photo (`same_place`). Dust or a drop on the lens or the station's window, a
 scratch on it, a reflection, or a tool that marks every part alike: every part is flagged, each rightly on its own,
-and nothing says why. A flagged part (a `defect` that was located) carries where its anomaly map peaks, as fractions
-of the photo's width and height (`peak_x`, `peak_y`); the part counts as x = 1 when that lies within PLACE_NEAR of
-both coordinates of where one of the PLACE_MEMORY flagged parts before it peaked, and feeds the same Bernoulli
-CUSUM as the streaks above. Parts flagged at places of their own (real defects, which lie wherever the part has
-them) almost never count: a box of +-5% around each of 3 places covers 3% of the photo, so at 5% defective parts
-with uniform places about 0.15% of the parts count (run length far beyond 1e11 parts by the table above), and even
-defects gathered on a tenth of the photo at 10% defective count at 2.7% of the parts (5.5e6). A speck on the lens
-flags every part at one place: the alarm is raised at the 6th part (the first only marks the place). It names the place, so the person sent to the
-station knows where to look; the parts stay flagged (a mark on every part is a defect on every part until somebody
-has looked).
+and nothing says why. A `defect` carries where its anomaly map peaks, as fractions of the photo's width and height
+(`peak_x`, `peak_y`); a plain one (no reason: a `blurred` or `size` streak has its own alarm, a `not_located` part
+no place) counts as x = 1 when that lies within PLACE_NEAR of both coordinates of where one of the PLACE_MEMORY
+plain defects before it peaked, and feeds the same Bernoulli CUSUM as the streaks above. Parts flagged at places of
+their own (real defects, which lie wherever the part has them) seldom count: a box of +-5% around each of 3 places
+covers 3% of the photo, so at 5% defective parts with uniform places 0.14% of the parts count (simulated; run length
+far beyond 1e11 parts by the table above), and defects gathered on a square tenth of the photo at 10% defective
+2.3% (about 3e7). A mark on every part raises the alarm at the 6th part (the first only marks the place), one on
+three parts in four after 9 on average. The alarm names the place where it was raised (kept while it lasts, moved
+only by parts flagged near it), so the person sent to the station knows where to look; the parts stay flagged (a
+mark on every part is a defect on every part until somebody has looked).
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -118,7 +120,7 @@ MEANING = {
     "not_located": "most recent parts were not found: empty fixture, wrong product, or the camera moved",
     "lit_unevenly": "most recent parts passed only with their light evened out: a lamp dimmed or failed on one side, "
                     "or a lens or lamp changed; check the lamps",
-    PLACE: "most recent parts are flagged at the same place in the photo: dust, a drop or a scratch on the lens or "
+    PLACE: "parts are flagged one after another at one place in the photo: dust, a drop or a scratch on the lens or "
            "the window, a reflection, or a tool marking every part alike; look at that place on the lens and on "
            "the parts",
 }
@@ -167,8 +169,8 @@ class DriftEvent:
     at: Any = None  # whatever the caller passed to update (a datetime)
     ref: Any = None  # likewise (an inspection id)
     recent: float | None = None  # exposure_*: recent exposure (1.0 = as trained); score_high: recent score;
-    # a streak signal: how many of the last RECENT_PARTS parts have its reason (same_place: are flagged at one place)
-    where: tuple[float, float] | None = None  # same_place: where the latest such part peaked (fractions of the photo)
+    # a streak signal: how many of the last RECENT_PARTS parts have its reason (same_place: are flagged at the spot)
+    where: tuple[float, float] | None = None  # same_place: the spot (fractions of the photo's width and height)
 
     @property
     def meaning(self) -> str:
@@ -203,11 +205,11 @@ def cause(row: Mapping[str, Any]) -> str | None:
 
 def place(row: Mapping[str, Any]) -> tuple[float, float] | None:
     """Where a recorded part was flagged, (x, y) as fractions of the photo's width and height; None unless it is a
-    located `defect` with a peak recorded."""
-    if row.get("verdict") != "defect" or row.get("reason") == "not_located":
+    plain `defect` (no reason) with a peak recorded."""
+    if row.get("verdict") != "defect" or row.get("reason") is not None:
         return None
     x, y = row.get("peak_x"), row.get("peak_y")
-    if not isinstance(x, (int, float)) or not isinstance(y, (int, float)):
+    if not isinstance(x, numbers.Real) or not isinstance(y, numbers.Real):
         return None
     return (float(x), float(y)) if math.isfinite(x) and math.isfinite(y) else None
 
@@ -268,8 +270,8 @@ class DriftMonitor:
     recent_score: float | None = None
     recent_reasons: deque[str | None] = field(default_factory=lambda: deque(maxlen=RECENT_PARTS))
     places: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=PLACE_MEMORY))  # last flagged
-    recent_at_place: deque[bool] = field(default_factory=lambda: deque(maxlen=RECENT_PARTS))
-    spot: tuple[float, float] | None = None  # where the latest part flagged at the same place peaked
+    recent_places: deque[tuple[float, float] | None] = field(default_factory=lambda: deque(maxlen=RECENT_PARTS))
+    spot: tuple[float, float] | None = None  # where the latest counted part peaked; frozen near it while raised
 
     def update(self, exposure: float | None, score: float | None, at: Any = None, ref: Any = None,
                reason: str | None = None, place: tuple[float, float] | None = None) -> list[DriftEvent]:
@@ -306,13 +308,15 @@ class DriftMonitor:
         return events
 
     def _place_step(self, place: tuple[float, float] | None) -> str | None:
-        """Step the same-place alarm with where one part was flagged (None: not flagged)."""
+        """Step the same-place alarm with where one part was flagged (None: not a plain defect)."""
         hit = place is not None and any(near(place, p) for p in self.places)
         if place is not None:
             self.places.append(place)
-        if hit:
+        # the spot follows the counted parts, but while the alarm is up only those near it (a chance match of two
+        # real defects elsewhere must not move the place the banner names)
+        if hit and (self.spot is None or not self.alarms[PLACE].active or near(place, self.spot)):
             self.spot = place
-        self.recent_at_place.append(hit)
+        self.recent_places.append(place)
         return self.alarms[PLACE].step(bernoulli_llr(hit))
 
     def _reason_steps(self, reason: str | None) -> list[tuple[str, str | None]]:
@@ -324,7 +328,10 @@ class DriftMonitor:
         """The recent level behind a signal: exposure (1.0 = as trained) for exposure_*, the score for score_high,
         how many of the last RECENT_PARTS parts have the reason for a streak signal (are flagged at one place)."""
         if signal == PLACE:
-            return sum(self.recent_at_place) if self.recent_at_place else None
+            if not self.recent_places:
+                return None
+            spot = self.spot
+            return 0 if spot is None else sum(p is not None and near(p, spot) for p in self.recent_places)
         if signal in REASON_SIGNALS:
             return self.recent_reasons.count(REASON_SIGNALS[signal]) if self.recent_reasons else None
         if signal == "score_high":
@@ -347,7 +354,7 @@ class DriftMonitor:
         return {"parts": self.n, "statistics": stats, "active": self.active,
                 "recent_exposure": self.recent("exposure_low"), "recent_score": self.recent("score_high"),
                 "recent_reasons": {s: self.recent(s) for s in (*REASON_SIGNALS, PLACE)},
-                "spot": None if self.spot is None else [round(v, 4) for v in self.spot],
+                "spot": [round(v, 4) for v in self.spot] if self.spot and self.alarms[PLACE].active else None,
                 "baseline": {"log_exposure": [self.baseline.log_exposure_median, self.baseline.exposure_sd],
                              "score": [self.baseline.score_median, self.baseline.score_sd]}}
 

@@ -56,8 +56,6 @@ CLOSE_WAIT_S = 5.0  # a closed child has this long to end before it is killed
 PIPE_BYTES = 4 << 20  # asked-for capacity of the pipe a child reads parts from (a 5 MP JPEG is ~1-3 MB)
 _HEADER = struct.Struct(">I")
 _PAYLOAD = struct.Struct(">Q")
-_FIELDS = ("name", "sha256", "verdict", "reason", "detail", "score", "threshold", "profile_version", "width",
-           "height", "size", "ms", "exposure", "peak_x", "peak_y")
 # the overlay's JPEG: quality 98 without chroma subsampling keeps its thin coloured contour within ~10 grey levels
 # (at 95 with the usual 4:2:0, 115), far under web.regions.MIN_DIFF, so the review page boxes the same regions
 OVERLAY_JPEG = (cv2.IMWRITE_JPEG_QUALITY, 98, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444)
@@ -392,7 +390,7 @@ def _serve(stdin: IO[bytes], out: IO[bytes], cache: dict[str, tuple[str, Inspect
         try:
             insp = _inspector(cache, header["models_dir"], header["version"], inp)
             judged = judge_here(insp, payload, header["name"], header["digest"])
-            answer, jpeg = {"verdict": {k: getattr(judged.verdict, k) for k in _FIELDS}}, judged.overlay_jpeg or b""
+            answer, jpeg = {"verdict": judged.verdict.as_dict()}, judged.overlay_jpeg or b""
         except Exception as exc:  # noqa: BLE001 - reported to the parent, which leaves the file for later
             answer, jpeg = {"error": f"{type(exc).__name__}: {exc}"}, b""
         write_message(out, answer, jpeg)

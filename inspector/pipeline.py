@@ -28,6 +28,11 @@ from inspector.verdicts import judge
 Progress = Callable[..., Iterator]  # wraps an iterable (with total=N) to show progress, like tqdm
 
 
+# a Verdict's scalar fields: its JSON form, and what crosses the pipe from a judging process (judges.py)
+VERDICT_FIELDS = ("name", "sha256", "verdict", "reason", "detail", "score", "threshold", "profile_version", "width",
+                  "height", "size", "ms", "exposure", "peak_x", "peak_y")
+
+
 @dataclass
 class Verdict:
     """The outcome of inspecting one file."""
@@ -52,10 +57,8 @@ class Verdict:
     peak_y: float | None = None  # ... and of its height (0 = top); None for other verdicts
 
     def as_dict(self) -> dict:
-        """JSON-able summary (no arrays)."""
-        keys = ("name", "sha256", "verdict", "reason", "detail", "score", "threshold", "profile_version", "width",
-                "height", "size", "ms", "exposure", "peak_x", "peak_y")
-        return {k: getattr(self, k) for k in keys}
+        """JSON-able summary (no arrays): the VERDICT_FIELDS."""
+        return {k: getattr(self, k) for k in VERDICT_FIELDS}
 
 
 def list_images(folder: Path, patterns: Sequence[str]) -> list[Path]:
@@ -68,11 +71,11 @@ def list_images(folder: Path, patterns: Sequence[str]) -> list[Path]:
 
 def map_peak(anomaly_map: np.ndarray | None) -> tuple[float | None, float | None]:
     """Where an anomaly map (MH, MW) peaks, as fractions (x, y) of its width and height (the centre of the highest
-    cell, rounded to 4 digits); (None, None) without a map."""
-    if anomaly_map is None or anomaly_map.size == 0:
+    cell, rounded to 4 digits, as Python floats); (None, None) without a map or a finite value in it."""
+    if anomaly_map is None or anomaly_map.size == 0 or not np.isfinite(anomaly_map).any():
         return None, None
-    y, x = np.unravel_index(int(np.argmax(anomaly_map)), anomaly_map.shape)
-    return round((x + 0.5) / anomaly_map.shape[1], 4), round((y + 0.5) / anomaly_map.shape[0], 4)
+    y, x = np.unravel_index(int(np.nanargmax(anomaly_map)), anomaly_map.shape)
+    return round(float((x + 0.5) / anomaly_map.shape[1]), 4), round(float((y + 0.5) / anomaly_map.shape[0]), 4)
 
 
 def need_for(info: imaging.ImageInfo, params: ProfileParams) -> tuple[int, int]:
@@ -189,7 +192,8 @@ class Inspector:
         if found.light_field is not None and _shows_the_light(found):
             self._fields.append((time.monotonic(), found.light_field))
         verdict, reason, detail = judge(found, self.profile.threshold_)
-        peak = map_peak(found.anomaly_map) if verdict == "defect" else (None, None)
+        # where a defect's map peaks (a part not located has no meaningful peak)
+        peak = map_peak(found.anomaly_map) if verdict == "defect" and reason != "not_located" else (None, None)
         return Verdict(
             name=name, sha256=digest, verdict=verdict, reason=reason, detail=detail,
             score=None if verdict == "rejected" else found.score, threshold=self.profile.threshold_,

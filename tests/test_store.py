@@ -91,6 +91,23 @@ def test_migration_creates_schema_at_head(url: str) -> None:
             "ix_inspections_product_inspected_at_id": ["product", "inspected_at", "id"]}
 
 
+def test_migration_0012_keeps_where_defects_peak_and_goes_back_without_it(url: str) -> None:
+    """A defect's peak (0012) is stored and listed; the downgrade to 0011 drops the columns and keeps the rows and
+    their reviews (a plain DROP COLUMN: a table copy would trip the reviews' foreign key on SQLite); the upgrade
+    brings them back empty."""
+    with Store(url) as s:
+        [bad] = s.record([row(1, verdict="defect", score=9.0, peak_x=0.25, peak_y=0.75)])
+        s.record([row(2)])
+        s.add_review(bad, "defect", "ana")
+        assert {(r["id"], r["peak_x"], r["peak_y"]) for r in s.list()} == {(bad, 0.25, 0.75), (bad + 1, None, None)}
+        with s.engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0011")
+        assert "peak_x" not in {c["name"] for c in sa.inspect(s.engine).get_columns("inspections")}
+        assert s.count() == 2 and s.revision() == "0011"
+        assert s.upgrade() == "0012" and [r["peak_x"] for r in s.list()] == [None, None]
+        assert [r["decision"] for r in s.reviews(bad)] == ["defect"]
+
+
 def test_upgrade_twice_is_noop(store: Store, url: str) -> None:
     store.record([row(1)])
     assert store.upgrade() == "0012"
