@@ -174,6 +174,11 @@ class ConditionsMonitor:
             level = logging.WARNING if event.kind == "raised" else logging.INFO
             self.emit("drift", level, describe(event), **event.as_dict(), profile_version=version)
 
+    @property
+    def active(self) -> list[str]:
+        """The signals whose alarm is up now (none while the profile has no baseline)."""
+        return self.monitor.active if self.monitor is not None else []
+
     def _switch(self, version: str) -> None:
         """A new profile version: start a fresh monitor against its baseline."""
         if self.monitor is not None and self.monitor.active:

@@ -18,18 +18,20 @@ committed and files pruned.
 | inspector_disk_free_bytes{volume} | gauge | free bytes on the archive's and the database's filesystems |
 | inspector_pruned_files_total, _bytes_total | counter | files (parts, overlays) deleted by retention |
 | inspector_heartbeat_timestamp_seconds | gauge | the main loop's last turn (Unix time) |
+| inspector_drift_alarm{product, signal} | gauge | 1 while a drift or streak alarm is up (drift.SIGNALS: a lamp drifting, the camera out of focus or moved, parts flagged at one place ...), refreshed with the status file |
 """
 
 from __future__ import annotations
 
 import errno
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import start_http_server
 
+from inspector.drift import SIGNALS
 from inspector.errors import ConfigError
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
@@ -62,6 +64,11 @@ class Metrics:
         self.pruned_files = Counter("inspector_pruned_files", "Files deleted by retention", registry=r)
         self.pruned_bytes = Counter("inspector_pruned_bytes", "Bytes deleted by retention", registry=r)
         self.heartbeat = Gauge("inspector_heartbeat_timestamp_seconds", "The main loop's last turn", registry=r)
+        self.drift = Gauge("inspector_drift_alarm", "1 while the drift or streak alarm is up", ["product", "signal"],
+                           registry=r)
+        self._alarms: set[tuple[str, str]] = {("default", s) for s in SIGNALS}  # every series shown, 0 or 1
+        for product, signal in self._alarms:
+            self.drift.labels(product, signal).set(0)
         self._server: Any = None
         self._thread: Any = None
 
@@ -91,8 +98,10 @@ class Metrics:
         if latency_s is not None:
             self.latency.observe(max(0.0, latency_s))
 
-    def state(self, version: str | None, free: dict[str, int | None]) -> None:
-        """The slowly changing values: active profile, free space, heartbeat."""
+    def state(self, version: str | None, free: dict[str, int | None],
+              alarms: Mapping[str, Sequence[str]] | None = None) -> None:
+        """The slowly changing values: active profile, free space, heartbeat, the drift alarms up ({product:
+        [signal, ...]})."""
         if version != self._version:
             self._version = version
             self.profile.info({"version": version or ""})
@@ -100,6 +109,11 @@ class Metrics:
             if n is not None:
                 self.disk_free.labels(volume).set(n)
         self.heartbeat.set(time.time())
+        up = {(product, signal) for product, signals in (alarms or {}).items() for signal in signals}
+        for product in {p for p, _ in up}:  # a product seen: all its series, so that a rule sees them return to 0
+            self._alarms.update((product, s) for s in SIGNALS)
+        for key in self._alarms:
+            self.drift.labels(*key).set(1.0 if key in up else 0.0)
 
     def pruned(self, files: int, n_bytes: int) -> None:
         """Files deleted by retention."""

@@ -193,7 +193,7 @@ class Operations:
         """Rewrite the status file (a failure is logged once until it works again); refresh the metrics."""
         self._next["status"] = now + self.cfg.metrics.status_every_s
         c = self.counters()
-        self.metrics.state(c.get("profile_version"), self.guard.free)
+        self.metrics.state(c.get("profile_version"), self.guard.free, c.get("drift_alarms") or {})
         data = {
             "pid": os.getpid(), "host": socket.gethostname(), "running": running,
             "pid_started": self._started, "boot_id": self._boot,
@@ -207,6 +207,7 @@ class Operations:
             "paused": self.guard.paused, "disk_low": self.guard.low, "stuck": self.stuck,
             "disk_free_bytes": dict(self.guard.free), "last_prune": self.last_prune,
             "last_daily_prune": self.last_daily, "metrics_port": self.cfg.metrics.port or None,
+            "drift_alarms": dict(c.get("drift_alarms") or {}),
         }
         try:
             status.write_atomic(self.status_path, data)

@@ -366,6 +366,10 @@ class ProductConditions:
                                                                   self._emit_for(product))
         monitor.observe(row)
 
+    def active(self) -> dict[str, list[str]]:
+        """Each product's drift alarms that are up now (products without one left out); safe from other threads."""
+        return {p: m.active for p, m in list(self._monitors.items()) if m.active}
+
     def _emit_for(self, product: str) -> Callable[..., None]:
         """The log of one product's monitor: its lines start with `product NAME: ` (the default product's as before)."""
         if product == DEFAULT:

@@ -648,12 +648,12 @@ class WatchService:
                                             f"{_profile_text(row)}  {row['ms']:.0f} ms")
 
     def _counters(self) -> dict[str, Any]:
-        """Heartbeat counters for the MQTT publisher (called from its thread)."""
+        """Heartbeat counters for the MQTT publisher and the status file and metrics (called from their threads)."""
         v = self.stats.verdicts
         verdicts = {k: v[k] for k in ("ok", "defect", "rejected")}
         return {"judged": sum(verdicts.values()), "verdicts": verdicts, "queue_depth": self._inflight_count(),
                 "degraded": self.committer.degraded or self.ops.paused, "profile_version": self.products.version,
-                **self.webhook.counters()}
+                "drift_alarms": self.conditions.active(), **self.webhook.counters()}
 
     def _throughput(self, now: float) -> None:
         """Every stats_every_s: parts per second since the last line, and what is waiting; while nothing happens,

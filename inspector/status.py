@@ -254,6 +254,10 @@ def format_text(report: dict[str, Any]) -> list[str]:
         free = w.get("disk_free_bytes") or {}
         if free:
             lines.append("  disk free: " + ", ".join(f"{k} {human_bytes(n)}" for k, n in free.items() if n is not None))
+        for product, signals in sorted((w.get("drift_alarms") or {}).items()):
+            where = "" if product == "default" else f" (product {product})"
+            lines.append(f"  drift alarm{where}: {', '.join(signals)} (see the watcher's log, the review page or "
+                         "`inspector stats`)")
         if w.get("last_prune"):
             p = w["last_prune"]
             lines.append(f"  last prune {p.get('at')} ({p.get('kind')}): {p.get('files', 0)} files, "

@@ -582,15 +582,11 @@ def test_parts_marked_at_one_place_raise_the_same_place_alarm_in_the_watcher_and
     """A real `inspector watch --once`: 12 parts with a green mark at one place (as dust on the lens or a tool
     leaves it) are each flagged, their rows carry where (the peak within a few % of the mark), the watcher logs the
     same_place alarm once, naming the place, and `inspector stats --json` replays it from the rows."""
-    import cv2
-
-    from watchkit import make_site, part_jpeg, run_once
+    from watchkit import make_site, marked_png, run_once
 
     site = make_site(tmp_path / "site", models, workers=1)
     for i in range(12):
-        img = cv2.imdecode(np.frombuffer(part_jpeg(53_000 + i), np.uint8), cv2.IMREAD_COLOR)
-        cv2.circle(img, (60, 45), 6, (60, 160, 60), -1, cv2.LINE_AA)  # 200 x 150 parts: at x 30%, y 30%
-        (site.inbox / f"marked-{i:02d}.png").write_bytes(cv2.imencode(".png", img)[1].tobytes())
+        (site.inbox / f"marked-{i:02d}.png").write_bytes(marked_png(53_000 + i))  # at x 30%, y 30%
     done = run_once(site)
     assert done.returncode == 0, done.stderr
     rows = sorted(site.rows(), key=lambda r: r["id"])

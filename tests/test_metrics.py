@@ -23,7 +23,7 @@ from inspector import cli, config, imaging, sdnotify, status
 from inspector.metrics import Metrics
 from inspector.service import WatchService
 from inspector.store import Store
-from watchkit import REPO, Site, atomic_drop, make_site, part_jpeg, start, stop, wait_for
+from watchkit import REPO, Site, atomic_drop, make_site, marked_png, part_jpeg, start, stop, wait_for
 
 
 def free_port() -> int:
@@ -114,6 +114,36 @@ def test_metrics_scraped_while_parts_arrive_agree_with_the_database(tmp_path: Pa
         assert stop(proc) == 0
     with pytest.raises(OSError):  # the port is closed with the watcher
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
+
+
+def test_a_drift_alarm_reaches_the_metrics_the_status_file_and_inspector_status(tmp_path: Path, models: Path,
+                                                                             capsys: pytest.CaptureFixture) -> None:
+    """Parts marked at one place raise the same_place alarm: `inspector_drift_alarm{product="default",
+    signal="same_place"}` goes from 0 to 1 while the watcher runs (every signal's series is there, at 0, from the
+    start: an alert rule can tell "no alarm" from "no data"), the status file lists it and `inspector status` says
+    it (a drift alarm is the line's condition, not the watcher's health: still healthy)."""
+    site = make_site(tmp_path / "site", models, workers=1)
+    port = free_port()
+    with open(site.config, "a") as f:
+        f.write(f"\n[metrics]\nport = {port}\nstatus_every_s = 0.3\n")
+    proc = start(site)
+    try:
+        wait_for(lambda: "metrics on http://127.0.0.1" in site.log.read_text(), 60, "the metrics port", proc, site)
+        alarm = ("inspector_drift_alarm", (("product", "default"), ("signal", "same_place")))
+        first = scrape(port)
+        assert first[alarm] == 0 and first[("inspector_drift_alarm", (("product", "default"),
+                                                                       ("signal", "exposure_low")))] == 0
+        for i in range(10):
+            atomic_drop(site.inbox, f"m{i}.png", marked_png(54_000 + i))
+        wait_for(lambda: len(site.rows()) == 10, 60, "ten verdicts", proc, site)
+        wait_for(lambda: scrape(port)[alarm] == 1, 20, "the alarm in the metrics", proc, site)
+        wait_for(lambda: "same_place" in (status.read(site.root / "status.json") or {}).get("drift_alarms", {}).get(
+            "default", []), 20, "the alarm in the status file", proc, site)
+        assert cli.main(["status", "--config", str(site.config)]) == 0
+        out = capsys.readouterr().out
+        assert "drift alarm: " in out and "same_place" in out and "(healthy;" in out, out
+    finally:
+        assert stop(proc) == 0
 
 
 def test_each_service_has_its_own_registry() -> None:

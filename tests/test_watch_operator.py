@@ -67,6 +67,7 @@ def test_the_watcher_publishes_each_verdict_with_state_and_heartbeat(site: Site)
         assert sub.payloads("state")[0] == "online"
         beat = json.loads(sub.payloads("heartbeat")[-1])
         assert beat["profile_version"] == "v1" and beat["degraded"] is False
+        assert beat["drift_alarms"] == {}  # the drift alarms up, by product: none on four parts
     finally:
         sub.close()
         clear_retained(prefix)

@@ -158,6 +158,16 @@ def part_jpeg(seed: int, defect: str | None = None, size: tuple[int, int] = (200
     return buf.tobytes()
 
 
+def marked_png(seed: int) -> bytes:
+    """A synthetic good part (200 x 150) with a green mark at x 30%, y 30% of the photo, as PNG bytes: what dust on
+    the lens or a tool marking every part alike leaves at one place on every photo."""
+    img = make_part(np.random.default_rng(seed), 200, 150)
+    cv2.circle(img, (60, 45), 6, (60, 160, 60), -1, cv2.LINE_AA)
+    ok, buf = cv2.imencode(".png", img)
+    assert ok
+    return buf.tobytes()
+
+
 def atomic_drop(folder: Path, name: str, data: bytes) -> Path:
     """Write under a temporary name, then rename into place (what careful cameras do)."""
     tmp = folder / f".{name}.part"
