@@ -48,14 +48,15 @@ sizes and alarm on a 0.5% change within ~125 parts.
 
 Streaks of a station-wide cause. A judged part can be flagged with a reason that names a cause outside the part:
 `blurred` (focus, motion blur), `size` (a camera moved or refocused, another product), `not_located` (an empty
-fixture, a wrong product, a camera moved); and an `ok` part can have passed only with its light evened out (a lamp
-dimmed on one side: `lit_unevenly`, from its detail). One at a time they happen; when the camera is knocked out of
-focus every part is one. For each of them a Bernoulli CUSUM (Reynolds & Stoumbos 1999) over the judged parts, x = 1 when
-the part has that reason: S_n = min(CAP * h, max(0, S_{n-1} + x ln(p1/p0) + (1 - x) ln((1 - p1)/(1 - p0)))), with
-p0 = 0.02 (isolated parts), p1 = 0.5 (a streak), h = 16: a part with the reason adds 3.22, one without takes 0.67
-away; raised above h, cleared at h/2, capped at 2h as above. They need no baseline (only the reasons). Run lengths
-(Markov chain on a 0.0005 grid, agreeing with a 0.002 grid to 3 digits; simulated 1e7 to 3e7 parts at 5%, 10%
-and 30%: 2.2e5, 2384, 30.8), by the share of parts with the reason:
+fixture, a wrong product, a camera moved), `sensor` (a line across the whole photo: a stuck sensor column or row);
+and an `ok` part can have passed only with its light evened out (a lamp dimmed on one side: `lit_unevenly`, from its
+detail). One at a time they happen; when the camera is knocked out of focus every part is one. For each of them a
+Bernoulli CUSUM (Reynolds & Stoumbos 1999) over the judged parts, x = 1 when the part has that reason: S_n = min(CAP
+* h, max(0, S_{n-1} + x ln(p1/p0) + (1 - x) ln((1 - p1)/(1 - p0)))), with p0 = 0.02 (isolated parts), p1 = 0.5 (a
+streak), h = 16: a part with the reason adds 3.22, one without takes 0.67 away; raised above h, cleared at h/2,
+capped at 2h as above. They need no baseline (only the reasons). Run lengths (Markov chain on a 0.0005 grid,
+agreeing with a 0.002 grid to 3 digits; simulated 1e7 to 3e7 parts at 5%, 10% and 30%: 2.2e5, 2384, 30.8), by the
+share of parts with the reason:
 
 | share of parts with the reason | 0.5% | 1% | 2% | 3% | 5% | 10% | 20% | 30% | 50% | every part |
 |---|---|---|---|---|---|---|---|---|---|---|
@@ -106,7 +107,7 @@ PLACE_MEMORY = 3  # ... when a part's peak is near that of one of the PLACE_MEMO
 
 EVENED = "evened"  # the cause of an ok part judged with its light evened out (its detail begins EVENED_DETAIL)
 REASON_SIGNALS = {"camera_blurred": "blurred", "camera_size": "size", "not_located": "not_located",
-                  "lit_unevenly": EVENED}  # -> the cause (a reason code, or EVENED)
+                  "camera_sensor": "sensor", "lit_unevenly": EVENED}  # -> the cause (a reason code, or EVENED)
 SIGNALS = ("exposure_low", "exposure_high", "score_high", *REASON_SIGNALS, PLACE)
 MEANING = {
     "exposure_low": "lighting has drifted darker: check the lamp/camera exposure",
@@ -118,6 +119,8 @@ MEANING = {
     "camera_size": "most recent parts appear larger or smaller than trained: has the camera moved or been "
                    "refocused, or is this another product?",
     "not_located": "most recent parts were not found: empty fixture, wrong product, or the camera moved",
+    "camera_sensor": "most recent parts show a line across the whole photo: a stuck sensor column or row (check the "
+                     "camera's sensor and its cable), or a tool scratching every part alike",
     "lit_unevenly": "most recent parts passed only with their light evened out: a lamp dimmed or failed on one side, "
                     "or a lens or lamp changed; check the lamps",
     PLACE: "parts are flagged one after another at one place in the photo: dust, a drop or a scratch on the lens or "

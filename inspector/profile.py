@@ -58,10 +58,11 @@ from inspector.photometry import (
     BLOCK, N_LEVELS, SHADING_CAP, SMOOTH, Lighting, LightingModel, divide, field_gain,
 )
 from inspector.register import IDENTITY, Locator, Placement
+from inspector import sensor
 from inspector.segment import Palette
 from inspector.sharpness import FocusModel, detail
 from inspector.variations import copied_parts, draw, relit
-from inspector.verdicts import EVENED_DETAIL
+from inspector.verdicts import EVENED_DETAIL, judge
 
 FORMAT_VERSION = 4  # bump when the meaning of saved arrays changes
 # 1: before registration and lighting; 2: before the fine pass (each loads without); 3: before the black-level line
@@ -95,6 +96,17 @@ MIN_ALLOWANCE_LEVELS = 3.0  # a part's exposure may move by this many grey level
 # from a gamma (a black tyre at 19 under gamma 1.1 reads 25% darker with its black where it was)
 ASPECT_TOLERANCE = 0.03  # a photo's height to width ratio may differ this much from the trained photos' (beyond: a
 # camera replaced or re-set; the part would be judged stretched: found by an adversarial test, every part a defect)
+
+
+def _sensor_limits(saved: object) -> tuple[float, float]:
+    """The (column, row) line limits saved with a profile (since 2026-12-07; before: sensor.STUCK_SHARE for both)."""
+    if saved is None:
+        return sensor.STUCK_SHARE, sensor.STUCK_SHARE
+    ok = isinstance(saved, list) and len(saved) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and sensor.STUCK_SHARE <= v <= 2 for v in saved)
+    if not ok:
+        raise ValueError(f"sensor_line_limits must be two numbers from {sensor.STUCK_SHARE} to 2, not {saved!r}")
+    return float(saved[0]), float(saved[1])
 
 
 def _aspect_range(saved: object, lay: FeatureLayout) -> tuple[float, float]:
@@ -145,6 +157,7 @@ class Assessment:
     red_blue_swapped: bool = False  # its colour cast is beyond the tolerance and red and blue swapped back undo it
     evened: str | None = None  # flagged as lit, within the threshold once its light was evened out: how it was lit
     light_field: np.ndarray | None = None  # (3,) its smooth light field on the photo (with even_light), else None
+    sensor_line: str | None = None  # a part that would not pass: a line across its whole photo (a stuck sensor line?)
 
     def as_dict(self) -> dict:
         """JSON-able summary (no arrays)."""
@@ -152,6 +165,7 @@ class Assessment:
                 "shift": list(self.shift), "exposure": self.exposure, "colour_cast": self.colour_cast,
                 "offset": self.offset, "lighting_ok": self.lighting_ok, "grey_for_colour": self.grey_for_colour,
                 "framing": self.framing, "blurred": self.blurred, "resized": self.resized, "evened": self.evened,
+                "sensor_line": self.sensor_line,
                 "light_field": None if self.light_field is None else [float(v) for v in self.light_field]}
 
 
@@ -363,6 +377,7 @@ class NormalProfile:
         originals: list[np.ndarray] = []
         works: list[np.ndarray] = []
         aspects: list[float] = []
+        lines: list[tuple[float, float]] = []  # each photo's most line-like column and row (sensor.strengths)
         for image in images:
             aspects.append(image.shape[0] / max(image.shape[1], 1))
             if not works:
@@ -371,12 +386,14 @@ class NormalProfile:
                 size = fine_frame(w0, h0, p)
                 self.fine_ = None if size is None else VariationModel(size, FINE_REACH)
             image = self.display_image(image)  # with a fine pass, every part is first brought to the fine size
+            lines.append(sensor.strengths(image))
             originals.append(image)
             works.append(self.working_image(image))
         if len(works) < 2:
             raise ValueError(f"need at least 2 good images to fit a profile, got {len(works)}")
         self.n_train_ = len(works)
         self.aspect_range_ = (min(aspects), max(aspects))
+        self.sensor_limits_ = sensor.limit_for(lines)
         works, valid, conditions, groups = self._fit_conditions(works)
         # blur is judged where a part is known to be there (located): a strip photographed without registration is
         # never "not located", and an empty belt would read as blurred (found by a review)
@@ -644,10 +661,13 @@ class NormalProfile:
             again = self._evened(image, aligned, placement, field)
             if again.score <= self.threshold_:  # flagged by the station's light alone
                 look, evened = again, uneven_light(station_field)
-        return Assessment(look.score, self._photo_map(look, placement), located, match, angle, shift, exposure, cast,
-                          offset, lighting_ok, grey, framing, red_blue_swapped=self._red_blue_swapped(
-                              taken, placement, lighting), blurred=self._blurred(work, placement), resized=resized,
-                          evened=evened, light_field=own)
+        found = Assessment(look.score, self._photo_map(look, placement), located, match, angle, shift, exposure, cast,
+                           offset, lighting_ok, grey, framing, red_blue_swapped=self._red_blue_swapped(
+                               taken, placement, lighting), blurred=self._blurred(work, placement), resized=resized,
+                           evened=evened, light_field=own)
+        if judge(found, self.threshold_)[0] == "ok":  # a line is looked for only on a part that would not pass
+            return found
+        return replace(found, sensor_line=sensor.stuck_line(image, self.sensor_limits_))
 
     def _place(self, taken: np.ndarray) -> tuple[np.ndarray, Placement | None]:
         """A working image (H, W, 3) registered into the profile's frame, and its placement (None: not located)."""
@@ -835,6 +855,7 @@ class NormalProfile:
                 "size": list(self.fine_.size), "reach": self.fine_.reach, "stats": [float(v) for v in self.fine_stats_],
                 "scale": self.fine_.scale_},
             "focus": None if self.focus_ is None else {"low": self.focus_.low_},
+            "sensor_line_limits": list(self.sensor_limits_),
         }
         arrays = {name.rstrip("_"): getattr(self, name) for name in self._ARRAYS}
         arrays["ref_cells"] = self.ref_cells_.astype(np.float16)  # shares are multiples of 1/area
@@ -964,6 +985,7 @@ class NormalProfile:
         self._load_conditions(meta, arrays)
         self._load_fine(meta, arrays)
         self._load_focus(meta, arrays)
+        self.sensor_limits_ = _sensor_limits(meta.get("sensor_line_limits"))
         self._derive()
         self._check_state()
         return self

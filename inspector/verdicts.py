@@ -15,6 +15,7 @@ LIGHTING = "lighting"  # reason: the part is lit beyond the tolerance (or photog
 CAMERA = "camera"  # reason: the photo's shape is not the trained photos' (a camera replaced or re-set)
 BLURRED = "blurred"  # reason: a flagged part whose photo has lost the good parts' detail (focus, motion blur)
 SIZE = "size"  # reason: the part is larger or smaller than the good parts (a part of another size, a camera moved)
+SENSOR = "sensor"  # reason: a part that would not pass, whose photo has a line across it (a stuck sensor line?)
 EVENED_DETAIL = "lit unevenly"  # how the detail of an ok part judged with its light evened out begins
 GROSS_EXPOSURE = (1.0 / 3.0, 3.0)  # exposure this far off the trained one: the light, not the part
 GREY_FOR_COLOUR = "the photo is grey-scale while the trained parts are in colour: check the camera's colour mode"
@@ -35,6 +36,9 @@ def judge(found: Assessment, threshold: float) -> tuple[str, str | None, str | N
     A colour cast that red and blue swapped back undo names the camera's colour order (it read as a lamp's colour).
     A photo whose shape (height to width) differs from the trained photos' is `rejected` / `camera` (a camera
     replaced or re-set: judged stretched, every part read as a defect; found by an adversarial test).
+    A located part, lit within the tolerance, that would not pass and whose photo has a line across its whole length
+    is a `defect` / `sensor`, naming the line (a stuck sensor column read as a `size` defect or a plain one: found
+    by an adversarial test; a defect, not a rejection: a streak along a strip product looks alike; see sensor.py).
     A located part found larger or smaller than the good parts beyond SIZE_TOLERANCE (the scale search reaches 6%)
     is a `defect` / `size`: a part of another size is a wrong part (found by an adversarial test: such parts passed
     as good), and a camera moved closer makes every part one, each saying so.
@@ -69,6 +73,8 @@ def judge(found: Assessment, threshold: float) -> tuple[str, str | None, str | N
         return "rejected", LIGHTING, (f"{exposure} of the trained lighting, colour cast "
                                         f"{100 * found.colour_cast:.0f}%: beyond the tolerance, the part cannot "
                                         "be judged fairly")
+    if found.sensor_line is not None:  # a line across the photo: before the size and the location it upsets
+        return "defect", SENSOR, found.sensor_line
     if not found.located:
         grey = ("; the photo is grey-scale too: if every part says so, check the camera's colour mode"
                 if found.grey_for_colour else "")
