@@ -114,6 +114,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             warnings.append(f"[profile] fine_width = {cfg.profile.fine_width} is under 2.5 times the working width "
                             f"({profile.layout_.width} px): no fine pass, so {alone}; set fine_width to at least "
                             f"{need}, or to 0 to turn the fine pass off on purpose")
+    for axis, limit in zip(("column", "row"), profile.sensor_limits_):
+        if limit > 1.0:  # found by a review: the check for a stuck sensor line is then off, silently
+            warnings.append(f"the training photos have a {axis} standing out along its whole length (a seam, a wire, "
+                            f"or a stuck sensor {axis}): no stuck sensor {axis} can be told from it, so none is looked "
+                            f"for; if the camera writes it, fix the camera and train again")
     for text in warnings:
         print(f"warning: {text}", file=sys.stderr)
     extra = {

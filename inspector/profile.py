@@ -58,8 +58,8 @@ from inspector.photometry import (
     BLOCK, N_LEVELS, SHADING_CAP, SMOOTH, Lighting, LightingModel, divide, field_gain,
 )
 from inspector.register import IDENTITY, Locator, Placement
-from inspector import sensor
 from inspector.segment import Palette
+from inspector import sensor
 from inspector.sharpness import FocusModel, detail
 from inspector.variations import copied_parts, draw, relit
 from inspector.verdicts import EVENED_DETAIL, judge

@@ -110,3 +110,24 @@ def test_a_product_with_a_line_across_the_whole_photo_keeps_it() -> None:
             NormalProfile.from_state(dict(meta, sensor_line_limits=bad), arrays)
     one_hair = [stuck(p, column=40, value=250) if i == 0 else p for i, p in enumerate(parts(27, 24))]
     assert sensor.limit_for([sensor.strengths(p) for p in one_hair]) < (0.9, 0.9)
+
+
+def test_train_warns_when_a_line_across_the_training_photos_turns_the_check_off(tmp_path, capsys) -> None:
+    """Found by a review: a line on every training photo (a seam, or a camera already faulty) turns the check off
+    for that direction without a word; `inspector train` says so (and in --json `warnings`), for that direction."""
+    import json
+
+    from inspector.cli import main
+
+    folder = tmp_path / "seamed"
+    folder.mkdir()
+    for i, part in enumerate(parts(28, 8)):
+        cv2.imwrite(str(folder / f"p{i}.png"), stuck(part, row=60, value=250))
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[models]\ndir = "m"\n')
+    assert main(["train", str(folder), "--config", str(cfg), "--json"]) == 0
+    captured = capsys.readouterr()
+    lines = [w for w in json.loads(captured.out)["warnings"] if "standing out along its whole length" in w]
+    assert len(lines) == 1 and lines[0].startswith("the training photos have a row standing out") and \
+        f"warning: {lines[0]}" in captured.err
+
