@@ -172,6 +172,20 @@ def test_false_alarm_clicked_in_chromium_is_recorded(browser_tools: tuple[str, A
                 assert img.evaluate("i => i.complete && i.naturalWidth > 0"), img.get_attribute("src")
             stats_shot = tmp_path / "review-stats.png"
             page.screenshot(path=str(stats_shot), full_page=True)
+
+            # 5. a part whose file was moved away: its picture says so (a placeholder served with its 404), not a
+            # broken image (an ok part: its picture was never loaded above, so not in the browser's cache)
+            assert problems == [], problems
+            gone = next(r for r in site.rows() if r["verdict"] == "ok")
+            Path(gone["archived_path"] or gone["source_path"]).unlink()
+            page.goto(server + "?verdict=ok&review=all")
+            img = page.locator(f"#part-{gone['id']} img").first
+            img.scroll_into_view_if_needed()
+            page.wait_for_function("i => i.complete", arg=img.element_handle())
+            assert img.evaluate("i => i.naturalWidth > 0"), img.get_attribute("src")
+            expected = f"404 {server}image/{gone['id']}"
+            assert expected in problems, problems
+            problems[:] = [p for p in problems if p != expected and "status of 404" not in p]
         finally:
             browser.close()
     assert problems == [], problems

@@ -111,6 +111,38 @@ def test_a_part_whose_file_was_overwritten_is_not_shown_as_another_part(client: 
     assert client.get("/?verdict=all").status_code == 200
 
 
+def test_a_part_whose_files_are_gone_says_so_instead_of_a_broken_image(client: FlaskClient, site: Site,
+                                                                      restore: None, tmp_path: Path,
+                                                                      cfg: config.Config) -> None:
+    """Found by an adversarial test: a part whose file was moved or deleted (not by retention, which records it)
+    showed a broken image on the review page. The picture is a placeholder saying the file is missing (404), a
+    text client gets one line; a defect's overlay alike; a part without an overlay has none (a plain 404)."""
+    part = named(site, "part-1.jpg")
+    Path(part["source_path"]).unlink()
+    text = client.get(f"/image/{part['id']}")
+    assert text.status_code == 404 and text.mimetype == "text/plain" and text.text.count("\n") == 1
+    assert text.text.startswith(f"part #{part['id']}: the file is missing: moved or deleted")
+    picture = client.get(f"/image/{part['id']}", headers={"Accept": "image/avif,image/webp,image/*,*/*;q=0.8"})
+    assert picture.status_code == 404 and picture.mimetype == "image/svg+xml"
+    assert "is missing (moved or deleted)" in "".join(ET.fromstring(picture.data).itertext())
+    assert client.get(f"/overlay/{part['id']}").status_code == 404 and "missing" not in client.get(
+        f"/overlay/{part['id']}").text  # an ok part: no overlay was drawn
+
+    import sqlalchemy as sa
+
+    archived = tmp_path / "archived.jpg"
+    archived.write_bytes(part_jpeg(53_010))
+    with Store(record(tmp_path / "o.db", [(archived, tmp_path / "src.jpg")])) as store:
+        with store.engine.begin() as conn:  # a defect whose overlay file is gone
+            conn.execute(sa.text("UPDATE inspections SET verdict = 'defect', overlay_path = :p"),
+                         {"p": str(tmp_path / "gone.jpg")})
+        other = create_app(cfg, store).test_client()
+        id = store.list(limit=1)[0]["id"]
+        gone = other.get(f"/overlay/{id}", headers={"Accept": "image/*"})
+        assert gone.status_code == 404 and gone.mimetype == "image/svg+xml" and b"is missing" in gone.data
+        assert other.get(f"/image/{id}").status_code == 200
+
+
 def test_same_size_other_bytes_is_refused_and_the_original_bytes_are_served_again(client: FlaskClient, site: Site,
                                                                                    restore: None) -> None:
     part = named(site, "part-2.jpg")

@@ -229,7 +229,7 @@ def _send(paths: tuple[str | None, ...], only: tuple[str, ...] | None = None,
           expect: files.Expected | None = None, id: int | None = None) -> Response:
     """Send the first of the recorded files that opens as an image and, with `expect`, still is the judged file;
     409 when one was found but is another file now, else 404 (missing, not a regular file, a symlink, or not an
-    image)."""
+    image): for a part (`id`), a placeholder picture or a line saying so, not a broken image."""
     changed = False
     for path in paths:
         try:
@@ -244,26 +244,35 @@ def _send(paths: tuple[str | None, ...], only: tuple[str, ...] | None = None,
             return response
     if changed:
         return file_changed(id)
-    abort(404)
+    if id is None:
+        abort(404)
+    return _unavailable(id, 404, "is missing (moved or deleted)", MISSING)
 
 
 CHANGED = "the file changed since it was judged"
+MISSING = "the file is missing: moved or deleted since it was judged, and not by retention"
 _PLACEHOLDER = ('<svg xmlns="http://www.w3.org/2000/svg" width="320" height="240" viewBox="0 0 320 240">'
                 '<title>{text}</title><rect width="320" height="240" fill="#eeeeee"/>'
                 '<text x="160" y="112" text-anchor="middle" font-family="sans-serif" font-size="15" fill="#555555">'
                 '{head}</text><text x="160" y="136" text-anchor="middle" font-family="sans-serif" font-size="15" '
-                'fill="#555555">changed since it was judged</text></svg>')
+                'fill="#555555">{tail}</text></svg>')
 
 
 def file_changed(id: int | None) -> Response:
     """409: the recorded file is another one now; a placeholder picture for an <img>, else one line of text."""
+    return _unavailable(id, 409, "changed since it was judged", CHANGED)
+
+
+def _unavailable(id: int | None, status: int, tail: str, text: str) -> Response:
+    """A recorded file that cannot be shown: a placeholder picture saying why for an <img> (a broken image says
+    nothing), else one line of text."""
     what = f"part #{id}: " if id is not None else ""
     headers = {"Cache-Control": "no-store"}
     if request.accept_mimetypes.best_match(["text/plain", "image/svg+xml"]) == "image/svg+xml":
         head = f"The file of part #{id}" if id is not None else "The file"
-        body = _PLACEHOLDER.format(text=what + CHANGED, head=head)
-        return Response(body, 409, headers, mimetype="image/svg+xml")
-    return Response(f"{what}{CHANGED}; not shown\n", 409, headers, mimetype="text/plain")
+        body = _PLACEHOLDER.format(text=what + text, head=head, tail=tail)
+        return Response(body, status, headers, mimetype="image/svg+xml")
+    return Response(f"{what}{text}; not shown\n", status, headers, mimetype="text/plain")
 
 
 @bp.get(f"/image/{ID}")
@@ -287,7 +296,9 @@ def overlay(id: int) -> Response:
         abort(404)
     if row.get("pruned_at") is not None and row["overlay_path"]:  # deleted with its part
         return file_pruned(id, row["pruned_at"], "overlay")
-    return _send((row["overlay_path"],), only=files.OVERLAY_TYPES)
+    if not row["overlay_path"]:
+        abort(404)  # no overlay was drawn (not a defect)
+    return _send((row["overlay_path"],), only=files.OVERLAY_TYPES, id=id)
 
 
 def _since() -> str:
