@@ -17,6 +17,7 @@ from flask import (Blueprint, Response, abort, current_app, flash, redirect, ren
 from inspector.config import Config
 from inspector.store import DECISIONS, MAX_ID, MAX_NOTE, MAX_REVIEWER, Store, reviewer_name
 from inspector.web import data, files, plots, regions
+from inspector.web.placeholder import unavailable
 from inspector.web.pruned import file_pruned  # issue 15: retention
 
 bp = Blueprint("web", __name__)
@@ -251,11 +252,6 @@ def _send(paths: tuple[str | None, ...], only: tuple[str, ...] | None = None,
 
 CHANGED = "the file changed since it was judged"
 MISSING = "the file is missing: moved or deleted since it was judged, and not by retention"
-_PLACEHOLDER = ('<svg xmlns="http://www.w3.org/2000/svg" width="320" height="240" viewBox="0 0 320 240">'
-                '<title>{text}</title><rect width="320" height="240" fill="#eeeeee"/>'
-                '<text x="160" y="112" text-anchor="middle" font-family="sans-serif" font-size="15" fill="#555555">'
-                '{head}</text><text x="160" y="136" text-anchor="middle" font-family="sans-serif" font-size="15" '
-                'fill="#555555">{tail}</text></svg>')
 
 
 def file_changed(id: int | None) -> Response:
@@ -264,15 +260,10 @@ def file_changed(id: int | None) -> Response:
 
 
 def _unavailable(id: int | None, status: int, tail: str, text: str) -> Response:
-    """A recorded file that cannot be shown: a placeholder picture saying why for an <img> (a broken image says
-    nothing), else one line of text."""
+    """A part's recorded file that cannot be shown, saying why (placeholder.unavailable)."""
     what = f"part #{id}: " if id is not None else ""
-    headers = {"Cache-Control": "no-store"}
-    if request.accept_mimetypes.best_match(["text/plain", "image/svg+xml"]) == "image/svg+xml":
-        head = f"The file of part #{id}" if id is not None else "The file"
-        body = _PLACEHOLDER.format(text=what + text, head=head, tail=tail)
-        return Response(body, status, headers, mimetype="image/svg+xml")
-    return Response(f"{what}{text}; not shown\n", status, headers, mimetype="text/plain")
+    head = f"The file of part #{id}" if id is not None else "The file"
+    return unavailable(status, head, tail, f"{what}{text}; not shown")
 
 
 @bp.get(f"/image/{ID}")
