@@ -377,7 +377,6 @@ class NormalProfile:
         originals: list[np.ndarray] = []
         works: list[np.ndarray] = []
         aspects: list[float] = []
-        lines: list[tuple[float, float]] = []  # each photo's most line-like column and row (sensor.strengths)
         for image in images:
             aspects.append(image.shape[0] / max(image.shape[1], 1))
             if not works:
@@ -386,14 +385,13 @@ class NormalProfile:
                 size = fine_frame(w0, h0, p)
                 self.fine_ = None if size is None else VariationModel(size, FINE_REACH)
             image = self.display_image(image)  # with a fine pass, every part is first brought to the fine size
-            lines.append(sensor.strengths(image))
             originals.append(image)
             works.append(self.working_image(image))
         if len(works) < 2:
             raise ValueError(f"need at least 2 good images to fit a profile, got {len(works)}")
         self.n_train_ = len(works)
         self.aspect_range_ = (min(aspects), max(aspects))
-        self.sensor_limits_ = sensor.limit_for(lines)
+        self.sensor_limits_ = sensor.learn_limits(originals)
         works, valid, conditions, groups = self._fit_conditions(works)
         # blur is judged where a part is known to be there (located): a strip photographed without registration is
         # never "not located", and an empty belt would read as blurred (found by a review)

@@ -112,6 +112,21 @@ def test_a_product_with_a_line_across_the_whole_photo_keeps_it() -> None:
     assert sensor.limit_for([sensor.strengths(p) for p in one_hair]) < (0.9, 0.9)
 
 
+def test_a_large_training_set_learns_its_limits_from_an_even_sample() -> None:
+    """Past 2 * LIMIT_SAMPLE photos the limits are learned from ~LIMIT_SAMPLE evenly spaced ones (fit time at 5,000
+    parts): a seam on every photo still turns the column check off, a hair on one photo in a thousand does not, and
+    a seam that only the second half of the photos shows is still found by the sample (the hair's photo, 500, is one
+    of the sample's)."""
+    rng = np.random.default_rng(3)
+    base = [rng.integers(90, 110, (24, 24, 3), dtype=np.uint8) for _ in range(1000)]
+    assert sensor.learn_limits(base) == (sensor.STUCK_SHARE, sensor.STUCK_SHARE)
+    assert sensor.learn_limits([stuck(p, column=9, value=250) for p in base])[0] > 1.0
+    haired = [stuck(p, row=9, value=250) if i == 500 else p for i, p in enumerate(base)]
+    assert sensor.learn_limits(haired) == (sensor.STUCK_SHARE, sensor.STUCK_SHARE)
+    late = [stuck(p, row=9, value=250) if i >= 500 else p for i, p in enumerate(base)]
+    assert sensor.learn_limits(late)[1] > 1.0
+
+
 def test_train_warns_when_a_line_across_the_training_photos_turns_the_check_off(tmp_path, capsys) -> None:
     """Found by a review: a line on every training photo (a seam, or a camera already faulty) turns the check off
     for that direction without a word; `inspector train` says so (and in --json `warnings`), for that direction."""
