@@ -48,7 +48,8 @@ sizes and alarm on a 0.5% change within ~125 parts.
 
 Streaks of a station-wide cause. A judged part can be flagged with a reason that names a cause outside the part:
 `blurred` (focus, motion blur), `size` (a camera moved or refocused, another product), `not_located` (an empty
-fixture, a wrong product, a camera moved), `sensor` (a line across the whole photo: a stuck sensor column or row);
+fixture, a wrong product, a camera moved), `sensor` (a line across the whole photo: a stuck sensor column or row),
+`misplaced` (parts lying off their place: the camera, its mount or the fixture moved, the trigger's timing);
 and an `ok` part can have passed only with its light evened out (a lamp dimmed on one side: `lit_unevenly`, from its
 detail). One at a time they happen; when the camera is knocked out of focus every part is one. For each of them a
 Bernoulli CUSUM (Reynolds & Stoumbos 1999) over the judged parts, x = 1 when the part has that reason: S_n = min(CAP
@@ -107,7 +108,8 @@ PLACE_MEMORY = 3  # ... when a part's peak is near that of one of the PLACE_MEMO
 
 EVENED = "evened"  # the cause of an ok part judged with its light evened out (its detail begins EVENED_DETAIL)
 REASON_SIGNALS = {"camera_blurred": "blurred", "camera_size": "size", "not_located": "not_located",
-                  "camera_sensor": "sensor", "lit_unevenly": EVENED}  # -> the cause (a reason code, or EVENED)
+                  "camera_sensor": "sensor", "camera_moved": "misplaced",
+                  "lit_unevenly": EVENED}  # -> the cause (a reason code, or EVENED)
 SIGNALS = ("exposure_low", "exposure_high", "score_high", *REASON_SIGNALS, PLACE)
 MEANING = {
     "exposure_low": "lighting has drifted darker: check the lamp/camera exposure",
@@ -121,6 +123,9 @@ MEANING = {
     "not_located": "most recent parts were not found: empty fixture, wrong product, or the camera moved",
     "camera_sensor": "most recent parts show a line across the whole photo: a stuck sensor column or row (check the "
                      "camera's sensor and its cable), or a tool scratching every part alike",
+    "camera_moved": "most recent parts lie off where the good parts lay: the camera, its mount or the fixture has "
+                    "moved, or the trigger fires early or late; check them, or train a profile on photos of the new "
+                    "place if it is meant",
     "lit_unevenly": "most recent parts passed only with their light evened out: a lamp dimmed or failed on one side, "
                     "or a lens or lamp changed; check the lamps",
     PLACE: "parts are flagged one after another at one place in the photo: dust, a drop or a scratch on the lens or "

@@ -23,7 +23,7 @@ from inspector import imaging
 from inspector.config import Config, InputConfig
 from inspector.errors import DatasetError, ImageRejected
 from inspector.profile import Assessment, NormalProfile, ProfileParams, fine_frame
-from inspector.verdicts import judge
+from inspector.verdicts import MISPLACED, judge
 
 Progress = Callable[..., Iterator]  # wraps an iterable (with total=N) to show progress, like tqdm
 
@@ -144,6 +144,7 @@ def _shows_the_light(found: Assessment) -> bool:
             and not found.grey_for_colour and found.blurred is None)
 
 
+NO_PEAK = frozenset({"not_located", MISPLACED})  # defects whose anomaly map says nothing of where on the part
 STATION_PARTS = 9  # with even_light, the station's light field is the median of this many recent parts' own
 STATION_MAX_AGE_S = 600.0  # ... judged within this many seconds (after a pause the lamp may have been fixed)
 STATION_AGREE = 7  # ... where at least this many of them lie within STATION_SPREAD of it: a lamp lights every
@@ -192,8 +193,8 @@ class Inspector:
         if found.light_field is not None and _shows_the_light(found):
             self._fields.append((time.monotonic(), found.light_field))
         verdict, reason, detail = judge(found, self.profile.threshold_)
-        # where a defect's map peaks (a part not located has no meaningful peak)
-        peak = map_peak(found.anomaly_map) if verdict == "defect" and reason != "not_located" else (None, None)
+        # where a defect's map peaks (a part not located, or out of place, has no meaningful peak)
+        peak = map_peak(found.anomaly_map) if verdict == "defect" and reason not in NO_PEAK else (None, None)
         return Verdict(
             name=name, sha256=digest, verdict=verdict, reason=reason, detail=detail,
             score=None if verdict == "rejected" else found.score, threshold=self.profile.threshold_,

@@ -57,7 +57,7 @@ from inspector.params import ProfileParams  # defined apart: config.py loads wit
 from inspector.photometry import (
     BLOCK, N_LEVELS, SHADING_CAP, SMOOTH, Lighting, LightingModel, divide, field_gain,
 )
-from inspector.register import IDENTITY, Locator, Placement
+from inspector.register import IDENTITY, Locator, OffPlace, Placement
 from inspector.segment import Palette
 from inspector import sensor
 from inspector.sharpness import FocusModel, detail
@@ -158,6 +158,7 @@ class Assessment:
     evened: str | None = None  # flagged as lit, within the threshold once its light was evened out: how it was lit
     light_field: np.ndarray | None = None  # (3,) its smooth light field on the photo (with even_light), else None
     sensor_line: str | None = None  # a part that would not pass: a line across its whole photo (a stuck sensor line?)
+    off_place: str | None = None  # a part that would not pass: found further off its place than the profile allows
 
     def as_dict(self) -> dict:
         """JSON-able summary (no arrays)."""
@@ -165,7 +166,7 @@ class Assessment:
                 "shift": list(self.shift), "exposure": self.exposure, "colour_cast": self.colour_cast,
                 "offset": self.offset, "lighting_ok": self.lighting_ok, "grey_for_colour": self.grey_for_colour,
                 "framing": self.framing, "blurred": self.blurred, "resized": self.resized, "evened": self.evened,
-                "sensor_line": self.sensor_line,
+                "sensor_line": self.sensor_line, "off_place": self.off_place,
                 "light_field": None if self.light_field is None else [float(v) for v in self.light_field]}
 
 
@@ -235,6 +236,24 @@ def _resized(placement: Placement) -> str | None:
     return (f"the part appears {100 * abs(size - 1):.0f}% {'larger' if size > 1 else 'smaller'} than the good parts: "
             "a part of another size, or the camera moved or refocused? If every part says so, check the camera's "
             "distance and focus; after moving the camera, train a profile on new photos")
+
+
+CUT_OFF = 0.02  # a part off its place, moved back with this share of the frame outside the photo, may be cut off
+
+
+def _off_place(found: OffPlace, moved_score: float, threshold: float) -> str:
+    """What is wrong with a part found further off its place than the profile allows, and how it scores moved back."""
+    where = [f"{100 * abs(v):.0f}% of the photo's {size} {side}" for v, size, side in
+             ((found.dx, "width", "to the right" if found.dx > 0 else "to the left"),
+              (found.dy, "height", "down" if found.dy > 0 else "up")) if abs(v) >= 0.01]
+    back = "moved back, it looks like a good part"
+    if moved_score > threshold:
+        back = f"moved back, it still does not pass (score {moved_score:.2f} against {threshold:.2f})"
+        back += (f" with {100 * found.outside:.0f}% of the frame outside the photo: cut off at its edge, or flawed too; "
+                 "look at the part" if found.outside >= CUT_OFF else ": look at the part too")
+    return (f"the part lies off where the good parts lie: {' and '.join(where)}, further than the profile allows; "
+            f"{back}. A part placed off, or the camera, its mount or the fixture moved, or the trigger early or late: "
+            "if every part says so, check them (or train a profile on photos of the new place)")
 
 
 def uneven_light(coef: np.ndarray) -> str:
@@ -663,9 +682,18 @@ class NormalProfile:
                            offset, lighting_ok, grey, framing, red_blue_swapped=self._red_blue_swapped(
                                taken, placement, lighting), blurred=self._blurred(work, placement), resized=resized,
                            evened=evened, light_field=own)
-        if judge(found, self.threshold_)[0] == "ok":  # a line is looked for only on a part that would not pass
-            return found
-        return replace(found, sensor_line=sensor.stuck_line(image, self.sensor_limits_))
+        if judge(found, self.threshold_)[0] == "ok":  # a line and the place are looked at only for a part that
+            return found  # would not pass
+        off = None if placement is None else self.locator_.off_place(taken, placement)
+        return replace(found, sensor_line=sensor.stuck_line(image, self.sensor_limits_),
+                       off_place=None if off is None else _off_place(off, self._score_at(image, taken, off.placement),
+                                                                      self.threshold_))
+
+    def _score_at(self, image: np.ndarray, taken: np.ndarray, placement: Placement) -> float:
+        """A part's score (display image and working image (H, W, 3)) brought into the frame by `placement` (a part
+        found off its place, moved back: whether it looks like a good part there is said with its place)."""
+        work, lighting = self._relight(self.locator_.warp(taken, placement))
+        return self._look(image, work, placement, lighting, stop_above=self.threshold_).score
 
     def _place(self, taken: np.ndarray) -> tuple[np.ndarray, Placement | None]:
         """A working image (H, W, 3) registered into the profile's frame, and its placement (None: not located)."""
@@ -838,7 +866,8 @@ class NormalProfile:
             "calibration": asdict(self.calibration_),
             "registration": None if self.locator_ is None else {
                 "mode": self.locator_.mode_, "match_limit": self.locator_.match_limit_,
-                "scale_limit": self.locator_.scale_limit_, "further_scales": self.locator_.further_},
+                "scale_limit": self.locator_.scale_limit_, "further_scales": self.locator_.further_,
+                "off_limits": None if self.locator_.off_limits_ is None else list(self.locator_.off_limits_)},
             "lighting": None if self.lighting_ is None else {
                 "exposure_ref": self.exposure_ref_, "exposure_bounds": list(self.exposure_bounds_),
                 "exposure_range": None if self.exposure_range_ is None else list(self.exposure_range_),
@@ -1050,7 +1079,8 @@ class NormalProfile:
             self.locator_ = Locator(self.params.rotation, self.params.max_shift).set_state(
                 str(reg["mode"]), np.asarray(arrays["register_reference"], np.float32), float(reg["match_limit"]),
                 None if reg.get("scale_limit") is None else float(reg["scale_limit"]),
-                reg.get("further_scales") is True)  # saved since the search past 3% (2026-12-06)
+                reg.get("further_scales") is True,  # saved since the search past 3% (2026-12-06)
+                reg.get("off_limits"))  # saved since 2026-12-07
         light = meta.get("lighting")
         if light is None:
             return

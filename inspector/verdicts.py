@@ -16,6 +16,7 @@ CAMERA = "camera"  # reason: the photo's shape is not the trained photos' (a cam
 BLURRED = "blurred"  # reason: a flagged part whose photo has lost the good parts' detail (focus, motion blur)
 SIZE = "size"  # reason: the part is larger or smaller than the good parts (a part of another size, a camera moved)
 SENSOR = "sensor"  # reason: a part that would not pass, whose photo has a line across it (a stuck sensor line?)
+MISPLACED = "misplaced"  # reason: a part that would not pass, found further off its place than the profile allows
 EVENED_DETAIL = "lit unevenly"  # how the detail of an ok part judged with its light evened out begins
 GROSS_EXPOSURE = (1.0 / 3.0, 3.0)  # exposure this far off the trained one: the light, not the part
 GREY_FOR_COLOUR = "the photo is grey-scale while the trained parts are in colour: check the camera's colour mode"
@@ -31,6 +32,11 @@ def judge(found: Assessment, threshold: float) -> tuple[str, str | None, str | N
     colour (a camera switched to grey-scale: found by an adversarial test, it read as a colour cast or a defect),
     unless its light is grossly off (a black photo is grey too: the light is named) or no part is found there (an
     empty fixture on a grey belt is grey too: `not_located`, its detail saying the photo is grey).
+    A part that would not pass, found further off its place than the profile allows and matching the good parts
+    once moved back, is a `defect` / `misplaced`, saying where it lies (register.Locator.off_place): before its
+    lighting, which a part out of place upsets (found by an adversarial test: a bottle in a fixture photographed 5-20%
+    to one side was rejected for "exposure 2.0x"), and before `not_located`, which it explains; unless the light is
+    grossly off (then no place can be found either).
     A 16-bit photo that reads grossly dark, but within GROSS_EXPOSURE once scaled from the camera bit depth its values
     fit in, names that depth (a 12-bit camera writing its samples unscaled read "exposure 0.06x"; adversarial test).
     A colour cast that red and blue swapped back undo names the camera's colour order (it read as a lamp's colour).
@@ -59,6 +65,8 @@ def judge(found: Assessment, threshold: float) -> tuple[str, str | None, str | N
     # an empty backlit station read "check the camera's colour mode", and no `not_located` streak was raised)
     if found.grey_for_colour and not gross and found.located:
         return "rejected", LIGHTING, (f"{GREY_FOR_COLOUR}; the part cannot be judged fairly")
+    if found.off_place is not None and not gross:  # its lighting and its location read a part out of place
+        return "defect", MISPLACED, found.off_place
     # a part that cannot be located is judged on that first (a large defect also upsets the lighting estimate),
     # unless its light is grossly off (a lamp out leaves nothing to locate: that is no defect of the part)
     if not found.lighting_ok and (found.located or gross):
