@@ -49,7 +49,8 @@ sizes and alarm on a 0.5% change within ~125 parts.
 Streaks of a station-wide cause. A judged part can be flagged with a reason that names a cause outside the part:
 `blurred` (focus, motion blur), `size` (a camera moved or refocused, another product), `not_located` (an empty
 fixture, a wrong product, a camera moved), `sensor` (a line across the whole photo: a stuck sensor column or row),
-`misplaced` (parts lying off their place: the camera, its mount or the fixture moved, the trigger's timing);
+`misplaced` (parts lying off their place: the camera, its mount or the fixture moved, the trigger's timing),
+`mirrored` (parts that pass mirrored: a camera set to mirror its image, parts of the other hand);
 and an `ok` part can have passed only with its light evened out (a lamp dimmed on one side: `lit_unevenly`, from its
 detail). One at a time they happen; when the camera is knocked out of focus every part is one. For each of them a
 Bernoulli CUSUM (Reynolds & Stoumbos 1999) over the judged parts, x = 1 when the part has that reason: S_n = min(CAP
@@ -108,8 +109,11 @@ PLACE_MEMORY = 3  # ... when a part's peak is near that of one of the PLACE_MEMO
 
 EVENED = "evened"  # the cause of an ok part judged with its light evened out (its detail begins EVENED_DETAIL)
 REASON_SIGNALS = {"camera_blurred": "blurred", "camera_size": "size", "not_located": "not_located",
-                  "camera_sensor": "sensor", "camera_moved": "misplaced",
+                  "camera_sensor": "sensor", "camera_moved": "misplaced", "camera_mirrored": "mirrored",
                   "lit_unevenly": EVENED}  # -> the cause (a reason code, or EVENED)
+MISREAD = frozenset({"misplaced", "mirrored"})  # reasons whose part's exposure and score are not fed (read against
+# the reference out of place or mirrored: a bottle 15% to one side read "exposure 2.0x", which raised exposure_high
+# before camera_moved; found by a review)
 SIGNALS = ("exposure_low", "exposure_high", "score_high", *REASON_SIGNALS, PLACE)
 MEANING = {
     "exposure_low": "lighting has drifted darker: check the lamp/camera exposure",
@@ -126,6 +130,9 @@ MEANING = {
     "camera_moved": "most recent parts lie off where the good parts lay: the camera, its mount or the fixture has "
                     "moved, or the trigger fires early or late; check them, or train a profile on photos of the new "
                     "place if it is meant",
+    "camera_mirrored": "most recent parts look like the good parts mirrored: the camera set to mirror its image "
+                       "(its reverse X / reverse Y setting), or parts of the other hand; check the camera's settings "
+                       "and the parts",
     "lit_unevenly": "most recent parts passed only with their light evened out: a lamp dimmed or failed on one side, "
                     "or a lens or lamp changed; check the lamps",
     PLACE: "parts are flagged one after another at one place in the photo: dust, a drop or a scratch on the lens or "
@@ -286,6 +293,8 @@ class DriftMonitor:
         """Feed one judged part (exposure relative to the reference, anomaly score, reason code, where it was
         flagged); the alarms raised or cleared. A part with none of the first three is skipped."""
         b = self.baseline
+        if reason in MISREAD:  # its light and score were read against the part out of place or mirrored
+            exposure = score = None
         has_exposure = exposure is not None and math.isfinite(exposure) and exposure > 0
         has_score = score is not None and math.isfinite(score)
         if not (has_exposure or has_score or reason is not None):

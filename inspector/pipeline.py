@@ -23,7 +23,7 @@ from inspector import imaging
 from inspector.config import Config, InputConfig
 from inspector.errors import DatasetError, ImageRejected
 from inspector.profile import Assessment, NormalProfile, ProfileParams, fine_frame
-from inspector.verdicts import MISPLACED, judge
+from inspector.verdicts import MIRRORED, MISPLACED, judge
 
 Progress = Callable[..., Iterator]  # wraps an iterable (with total=N) to show progress, like tqdm
 
@@ -144,7 +144,7 @@ def _shows_the_light(found: Assessment) -> bool:
             and not found.grey_for_colour and found.blurred is None)
 
 
-NO_PEAK = frozenset({"not_located", MISPLACED})  # defects whose anomaly map says nothing of where on the part
+NO_PEAK = frozenset({"not_located", MISPLACED, MIRRORED})  # defects whose map says nothing of where on the part
 STATION_PARTS = 9  # with even_light, the station's light field is the median of this many recent parts' own
 STATION_MAX_AGE_S = 600.0  # ... judged within this many seconds (after a pause the lamp may have been fixed)
 STATION_AGREE = 7  # ... where at least this many of them lie within STATION_SPREAD of it: a lamp lights every

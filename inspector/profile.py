@@ -57,6 +57,7 @@ from inspector.params import ProfileParams  # defined apart: config.py loads wit
 from inspector.photometry import (
     BLOCK, N_LEVELS, SHADING_CAP, SMOOTH, Lighting, LightingModel, divide, field_gain,
 )
+from inspector import register
 from inspector.register import IDENTITY, Locator, OffPlace, Placement
 from inspector.segment import Palette
 from inspector import sensor
@@ -96,6 +97,17 @@ MIN_ALLOWANCE_LEVELS = 3.0  # a part's exposure may move by this many grey level
 # from a gamma (a black tyre at 19 under gamma 1.1 reads 25% darker with its black where it was)
 ASPECT_TOLERANCE = 0.03  # a photo's height to width ratio may differ this much from the trained photos' (beyond: a
 # camera replaced or re-set; the part would be judged stretched: found by an adversarial test, every part a defect)
+
+
+def _mirror_gates(saved: object) -> tuple[float | None, float | None]:
+    """The (left to right, top to bottom) mirror gates saved with a profile (since 2026-12-07; before: none, off)."""
+    if saved is None:
+        return None, None
+    ok = isinstance(saved, list) and len(saved) == 2 and all(
+        v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 < v <= 2.0) for v in saved)
+    if not ok:
+        raise ValueError(f"mirror_gates must be two numbers in (0, 2] or nulls, not {saved!r}")
+    return tuple(None if v is None else float(v) for v in saved)  # type: ignore[return-value]
 
 
 def _sensor_limits(saved: object) -> tuple[float, float]:
@@ -159,6 +171,7 @@ class Assessment:
     light_field: np.ndarray | None = None  # (3,) its smooth light field on the photo (with even_light), else None
     sensor_line: str | None = None  # a part that would not pass: a line across its whole photo (a stuck sensor line?)
     off_place: str | None = None  # a part that would not pass: found further off its place than the profile allows
+    mirrored: str | None = None  # a part that would not pass that passes mirrored: "left to right" or "top to bottom"
 
     def as_dict(self) -> dict:
         """JSON-able summary (no arrays)."""
@@ -166,7 +179,7 @@ class Assessment:
                 "shift": list(self.shift), "exposure": self.exposure, "colour_cast": self.colour_cast,
                 "offset": self.offset, "lighting_ok": self.lighting_ok, "grey_for_colour": self.grey_for_colour,
                 "framing": self.framing, "blurred": self.blurred, "resized": self.resized, "evened": self.evened,
-                "sensor_line": self.sensor_line, "off_place": self.off_place,
+                "sensor_line": self.sensor_line, "off_place": self.off_place, "mirrored": self.mirrored,
                 "light_field": None if self.light_field is None else [float(v) for v in self.light_field]}
 
 
@@ -238,6 +251,10 @@ def _resized(placement: Placement) -> str | None:
             "distance and focus; after moving the camera, train a profile on new photos")
 
 
+MIRRORS = ((1, "left to right"), (0, "top to bottom"))  # the flips a part that would not pass is tried with
+MIRROR_MIN = 0.04  # a direction is tried when good parts mirrored that way match the reference this much worse ...
+MIRROR_SHARE = 0.5  # ... and a part then, when mirrored it matches better than as photographed by this share of that
+MIRROR_SAMPLE = 100  # the gates are learned on at most this many training images (a seeded random sample past it)
 CUT_OFF = 0.02  # a part off its place, moved back with this share of the frame outside the photo, may be cut off
 
 
@@ -410,8 +427,11 @@ class NormalProfile:
             raise ValueError(f"need at least 2 good images to fit a profile, got {len(works)}")
         self.n_train_ = len(works)
         self.aspect_range_ = (min(aspects), max(aspects))
-        self.sensor_limits_ = sensor.learn_limits(originals)
+        picks = register.sample(len(originals), sensor.LIMIT_SAMPLE)
+        self.sensor_limits_ = sensor.learn_limits([originals[i] for i in picks])
+        taken = works
         works, valid, conditions, groups = self._fit_conditions(works)
+        self.mirror_gates_ = self._fit_mirrors(taken)
         # blur is judged where a part is known to be there (located): a strip photographed without registration is
         # never "not located", and an empty belt would read as blurred (found by a review)
         self.focus_ = None if self.locator_ is None else FocusModel().fit(works[: self.n_train_])
@@ -684,10 +704,54 @@ class NormalProfile:
                            evened=evened, light_field=own)
         if judge(found, self.threshold_)[0] == "ok":  # a line and the place are looked at only for a part that
             return found  # would not pass
-        off = None if placement is None else self.locator_.off_place(taken, placement)
-        return replace(found, sensor_line=sensor.stuck_line(image, self.sensor_limits_),
+        # mirrored first: it is named only when the part then passes; off its place, when it then matches, unless it
+        # matched clearly better mirrored (a mirrored tyre flagged as well was named misplaced: its tread matches
+        # again a few grooves along)
+        mirrored, looks_mirrored = (None, False)
+        if placement is not None and look.score > self.threshold_:  # flagged by its look, not only by its light
+            mirrored, looks_mirrored = self._mirrored(image, taken, placement)
+        off = None if placement is None or looks_mirrored else self.locator_.off_place(taken, placement)
+        return replace(found, sensor_line=sensor.stuck_line(image, self.sensor_limits_), mirrored=mirrored,
                        off_place=None if off is None else _off_place(off, self._score_at(image, taken, off.placement),
                                                                       self.threshold_))
+
+    def _fit_mirrors(self, works: Sequence[np.ndarray]) -> tuple[float | None, float | None]:
+        """The (left to right, top to bottom) gates of the mirror check, from the good working images (H, W, 3): for
+        a direction in which good parts mirrored match the reference worse than as photographed by MIRROR_MIN or more
+        (their median), MIRROR_SHARE of that; None where they match alike (a symmetric part: mirrored, it is the same
+        part, and a flagged part mirrored would only pass by chance), or without registration."""
+        if self.locator_ is None:
+            return None, None
+        places = self.locator_.train_placements_
+        picks = [(works[i], places[i]) for i in register.sample(len(works), MIRROR_SAMPLE)]
+        gates: list[float | None] = []
+        for axis, _ in MIRRORS:
+            if axis == 0 and self.locator_.mode_ == "any":  # top to bottom: left to right turned half a turn
+                gates.append(None)
+                continue
+            loss = -float(np.median([self.locator_.locate(np.ascontiguousarray(np.flip(w, axis))).match - p.match
+                                     for w, p in picks]))
+            gates.append(min(MIRROR_SHARE * loss, 2.0) if loss >= MIRROR_MIN else None)
+        return gates[0], gates[1]
+
+    def _mirrored(self, image: np.ndarray, taken: np.ndarray, placement: Placement) -> tuple[str | None, bool]:
+        """How a part that would not pass (display and working images (H, W, 3), its placement) is the good parts
+        mirrored ("left to right" or "top to bottom"): mirrored, it matches the reference better than as photographed
+        by the direction's gate (learned: see _fit_mirrors) and then passes; else None. And whether it matched that
+        much better mirrored at all (then it is no part off its place either)."""
+        better = False
+        for (axis, name), gate in zip(MIRRORS, self.mirror_gates_):
+            if gate is None:
+                continue
+            aligned, moved = self._place(np.ascontiguousarray(np.flip(taken, axis)))
+            if moved.match - placement.match < gate:
+                continue
+            better = True
+            flipped = np.ascontiguousarray(np.flip(image, axis))
+            work, lighting = self._relight(aligned)
+            if self._look(flipped, work, moved, lighting, stop_above=self.threshold_).score <= self.threshold_:
+                return name, True
+        return None, better
 
     def _score_at(self, image: np.ndarray, taken: np.ndarray, placement: Placement) -> float:
         """A part's score (display image and working image (H, W, 3)) brought into the frame by `placement` (a part
@@ -883,6 +947,7 @@ class NormalProfile:
                 "scale": self.fine_.scale_},
             "focus": None if self.focus_ is None else {"low": self.focus_.low_},
             "sensor_line_limits": list(self.sensor_limits_),
+            "mirror_gates": list(self.mirror_gates_),
         }
         arrays = {name.rstrip("_"): getattr(self, name) for name in self._ARRAYS}
         arrays["ref_cells"] = self.ref_cells_.astype(np.float16)  # shares are multiples of 1/area
@@ -1013,6 +1078,7 @@ class NormalProfile:
         self._load_fine(meta, arrays)
         self._load_focus(meta, arrays)
         self.sensor_limits_ = _sensor_limits(meta.get("sensor_line_limits"))
+        self.mirror_gates_ = _mirror_gates(meta.get("mirror_gates"))
         self._derive()
         self._check_state()
         return self

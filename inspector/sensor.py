@@ -18,7 +18,7 @@ line stands out along 82-100% of its length (the rest: where the part behind it 
 most line-like column or row along 7-17%. A column is a line when its share reaches the profile's column limit:
 STUCK_SHARE, or TRAIN_MARGIN above the training photos' most line-like column where that is higher (with 20 photos
 or more, the second most line-like photo's: one photo with a hair across it must not switch the check off); rows
-alike, with their own limit. A large training set is sampled (LIMIT_SAMPLE photos evenly spaced: ~2 ms a photo). A product photographed with a seam or a wire across the whole frame keeps its line (the
+alike, with their own limit. A large training set is sampled (LIMIT_SAMPLE photos at random, seeded: ~1-2 ms a photo). A product photographed with a seam or a wire across the whole frame keeps its line (the
 limit exceeds 1: the check is off for that direction). More than MAX_LINES separate lines at once are a pattern (an
 interlaced camera's alternate rows, a weave), not a stuck line (counting those that reach PATTERN of the limit); so
 is a band of them wider than MAX_WIDTH. Read only for a part that would not pass (the profile's `_assess_one`): a
@@ -41,7 +41,7 @@ LINE_LEVELS = 12  # a pixel stands out when it is brighter (darker) than a neigh
 STUCK_SHARE = 0.6  # a column (row) standing out along at least this share of its length is a line
 TRAIN_MARGIN = 0.2  # ... and at least this much more than the training photos' most line-like column (row)
 ROBUST_FROM = 20  # with at least this many training photos, the second most line-like one sets the limit
-LIMIT_SAMPLE = 200  # the limits are learned on every training photo below twice this many, else on ~this many
+LIMIT_SAMPLE = 200  # the limits are learned on at most this many training photos (the profile draws them)
 MAX_LINES = 3  # more separate lines than this at once: a pattern (interlacing, a weave), not a stuck line
 PATTERN = 0.5  # ... counting those that reach this share of the limit (a pattern's lines stand out unevenly)
 MAX_WIDTH = 3  # ... or a band of adjacent lines wider than this (alternate rows bright and dark: every row stands out)
@@ -102,9 +102,8 @@ def strengths(image: np.ndarray) -> tuple[float, float]:
 
 
 def learn_limits(images: Sequence[np.ndarray]) -> tuple[float, float]:
-    """The (column, row) line limits learned from a product's training photos (each (H, W, 3)), evenly sampled."""
-    sample = images[:: max(1, len(images) // LIMIT_SAMPLE)]
-    return limit_for([strengths(image) for image in sample])
+    """The (column, row) line limits learned from (a sample of, see LIMIT_SAMPLE) a product's training photos."""
+    return limit_for([strengths(image) for image in images])
 
 
 def limit_for(found: Sequence[tuple[float, float]]) -> tuple[float, float]:

@@ -17,6 +17,8 @@ BLURRED = "blurred"  # reason: a flagged part whose photo has lost the good part
 SIZE = "size"  # reason: the part is larger or smaller than the good parts (a part of another size, a camera moved)
 SENSOR = "sensor"  # reason: a part that would not pass, whose photo has a line across it (a stuck sensor line?)
 MISPLACED = "misplaced"  # reason: a part that would not pass, found further off its place than the profile allows
+MIRRORED = "mirrored"  # reason: a part that would not pass, and passes mirrored (a part of the other hand, or a camera
+# set to mirror its image)
 EVENED_DETAIL = "lit unevenly"  # how the detail of an ok part judged with its light evened out begins
 GROSS_EXPOSURE = (1.0 / 3.0, 3.0)  # exposure this far off the trained one: the light, not the part
 GREY_FOR_COLOUR = "the photo is grey-scale while the trained parts are in colour: check the camera's colour mode"
@@ -37,6 +39,9 @@ def judge(found: Assessment, threshold: float) -> tuple[str, str | None, str | N
     lighting, which a part out of place upsets (found by an adversarial test: a bottle in a fixture photographed 5-20%
     to one side was rejected for "exposure 2.0x"), and before `not_located`, which it explains; unless the light is
     grossly off (then no place can be found either).
+    A part that would not pass and passes mirrored (left to right, or top to bottom), matching the good parts clearly
+    better so, is a `defect` / `mirrored` (found by an adversarial test: a camera set to mirror read every tyre as
+    not located and every bottle as a plain defect; a part of the other hand is a wrong part), named alike.
     A 16-bit photo that reads grossly dark, but within GROSS_EXPOSURE once scaled from the camera bit depth its values
     fit in, names that depth (a 12-bit camera writing its samples unscaled read "exposure 0.06x"; adversarial test).
     A colour cast that red and blue swapped back undo names the camera's colour order (it read as a lamp's colour).
@@ -65,6 +70,10 @@ def judge(found: Assessment, threshold: float) -> tuple[str, str | None, str | N
     # an empty backlit station read "check the camera's colour mode", and no `not_located` streak was raised)
     if found.grey_for_colour and not gross and found.located:
         return "rejected", LIGHTING, (f"{GREY_FOR_COLOUR}; the part cannot be judged fairly")
+    if found.mirrored is not None and not gross:  # as for a part out of place (below): its lighting is misread
+        return "defect", MIRRORED, (f"the part looks like the good parts mirrored {found.mirrored}: mirrored back, it "
+                                    "passes. A part of the other hand, or the camera set to mirror its image (its "
+                                    "reverse X / reverse Y setting): if every part says so, check the camera")
     if found.off_place is not None and not gross:  # its lighting and its location read a part out of place
         return "defect", MISPLACED, found.off_place
     # a part that cannot be located is judged on that first (a large defect also upsets the lighting estimate),

@@ -135,11 +135,66 @@ def test_the_detail_says_whether_the_part_moved_back_looks_good_is_cut_off_or_st
     from inspector.register import IDENTITY, OffPlace, Placement
 
     where = Placement(IDENTITY.copy(), 0.95)
-    good = _off_place(OffPlace(0.123, -0.004, where, 0.0), 1.0, 3.0)
+    good = _off_place(OffPlace(0.123, -0.004, where, 0.0, 0.5), 1.0, 3.0)
     assert "12% of the photo's width to the right, further" in good and "looks like a good part" in good
-    cut = _off_place(OffPlace(-0.02, 0.18, where, 0.18), 9.0, 3.0)
+    cut = _off_place(OffPlace(-0.02, 0.18, where, 0.18, 0.5), 9.0, 3.0)
     assert "2% of the photo's width to the left and 18% of the photo's height down" in cut
     assert ("still does not pass (score 9.00 against 3.00) with 18% of the frame outside the photo: cut off at its "
             "edge, or flawed too; look at the part") in cut
-    still = _off_place(OffPlace(0.0, -0.07, where, 0.01), 9.0, 3.0)
+    still = _off_place(OffPlace(0.0, -0.07, where, 0.01, 0.5), 9.0, 3.0)
     assert "7% of the photo's height up" in still and "still does not pass (score 9.00 against 3.00): look" in still
+
+
+def test_a_turned_part_off_its_place_is_named_with_the_side_it_lies_on_in_the_photo() -> None:
+    """rotation `any`: a part turned by any angle and moved beyond the search, when named, is named with the side it
+    lies on in the photo as taken (the shift found after the turn is turned back). Not every one is named: beyond
+    the search the turn itself is often found wrong, and the part is then `not_located` (13 of 20 here are named)."""
+    profile = NormalProfile(rotation="any").fit(parts(31, 40))
+    part = parts(32, 1)[0]
+    named = 0
+    for angle in (0.0, 70.0, 200.0, 120.0):
+        m = cv2.getRotationMatrix2D(((W - 1) / 2, (H - 1) / 2), angle, 1.0)
+        turned = cv2.warpAffine(part, m, (W, H), borderMode=cv2.BORDER_CONSTANT, borderValue=BACKGROUND)
+        for fx, fy in ((0.13, 0.0), (0.16, 0.0), (0.2, 0.0), (-0.16, 0.0), (0.0, 0.17)):
+            found = judge(profile, moved(turned, fx, fy))
+            assert found.verdict == "defect" and found.reason in ("misplaced", "not_located", None), found
+            if found.reason != "misplaced":
+                continue
+            named += 1
+            across, side, down, way = said(found.detail)
+            assert abs(across - 100 * abs(fx)) <= 3 and abs(down - 100 * abs(fy)) <= 3, (angle, found.detail)
+            assert side == ("right" if fx > 0 else "left" if fx < 0 else side), (angle, found.detail)
+            assert way == ("down" if fy > 0 else way), (angle, found.detail)
+    assert named >= 10
+
+
+def test_an_empty_fixture_or_a_repeating_texture_is_not_named_misplaced(held: NormalProfile) -> None:
+    """An empty photo of the background is no part out of place (it stays `not_located`); on a product with a
+    repeating texture, a part in place missing its logo is a plain defect: a shift by a whole number of periods
+    matches about as well, but not clearly better than the part as it lies (found by a review: 7 of 40 named)."""
+    empty = np.clip(np.random.default_rng(5).normal(0, 3, (H, W, 3)) + np.array(BACKGROUND), 0, 255).astype(np.uint8)
+    assert judge(held, empty).reason != "misplaced"
+    assert judge(held, moved(empty, 0.15)).reason != "misplaced"
+
+    def tread(seed: int, logo: bool = True) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        img = np.full((H, W, 3), 60, np.uint8)
+        for x in range(int(rng.integers(0, 3)), W, 24):
+            img[:, x: x + 10] = 140
+        if logo:
+            cv2.putText(img, "XR", (100, 110), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (230, 230, 230), 3)
+        return np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)
+
+    profile = NormalProfile(rotation="off").fit([tread(i) for i in range(40)])
+    found = [judge(profile, tread(100 + i, logo=False)) for i in range(20)]
+    assert all(v.verdict == "defect" for v in found) and [v.reason for v in found] == [None] * 20, found
+
+
+def test_a_misplaced_part_feeds_no_exposure_or_score_to_the_drift_alarms() -> None:
+    """Parts out of place read their light against the reference out of place (a bottle 15% off read "exposure
+    2.0x"): a streak of them raises camera_moved, not "check the lamp" (found by a review: exposure_high came first)."""
+    monitor = drift.DriftMonitor(drift.Baseline(0.0, 0.02, 0.0, 1.0))
+    events = [e for i in range(12) for e in monitor.update(2.0, 40.0, ref=i, reason="misplaced")]
+    assert [(e.kind, e.signal) for e in events] == [("raised", "camera_moved")], events
+    plain = drift.DriftMonitor(drift.Baseline(0.0, 0.02, 0.0, 1.0))
+    assert "exposure_high" in {e.signal for i in range(12) for e in plain.update(2.0, 40.0, ref=i)}
