@@ -252,7 +252,7 @@ def _resized(placement: Placement) -> str | None:
 
 
 MIRRORS = ((1, "left to right"), (0, "top to bottom"))  # the flips a part that would not pass is tried with
-MIRROR_MIN = 0.04  # a direction is tried when good parts mirrored that way match the reference this much worse ...
+MIRROR_MIN = 0.15  # a direction is tried when good parts mirrored that way match the reference this much worse ...
 MIRROR_SHARE = 0.5  # ... and a part then, when mirrored it matches better than as photographed by this share of that
 MIRROR_SAMPLE = 100  # the gates are learned on at most this many training images (a seeded random sample past it)
 CUT_OFF = 0.02  # a part off its place, moved back with this share of the frame outside the photo, may be cut off
