@@ -6,9 +6,9 @@ Each part's row names the profile version that judged it; that version's profile
 per station, started afresh whenever the station's profile version changes.
 
 The monitor also watches streaks of judged parts whose reason names a station-wide cause (`blurred`, `size`,
-`not_located`, `sensor`, `misplaced`, `mirrored`: drift.REASON_SIGNALS; and ok parts judged with their light evened out), from the rows'
-reasons and details alone (drift.cause), and parts flagged at the same place in the photo (`same_place`, from the
-rows' `peak_x` and `peak_y`: drift.place); they run wherever the monitor runs.
+`not_located`, `sensor`, `misplaced`, `mirrored`: drift.REASON_SIGNALS; and ok parts judged with their light
+evened out), from the rows' reasons and details alone (drift.cause), and parts flagged at the same place in the photo
+(`same_place`, from the rows' `peak_x` and `peak_y`: drift.place); they run wherever the monitor runs.
 
 The watcher's side (`ConditionsMonitor`, fed one recorded row at a time by the committer thread) logs a WARNING
 when an alarm is raised and an INFO line when it clears, and a WARNING for parts rejected for lighting (and one

@@ -266,8 +266,8 @@ def _off_place(found: OffPlace, moved_score: float, threshold: float) -> str:
     back = "moved back, it looks like a good part"
     if moved_score > threshold:
         back = f"moved back, it still does not pass (score {moved_score:.2f} against {threshold:.2f})"
-        back += (f" with {100 * found.outside:.0f}% of the frame outside the photo: cut off at its edge, or flawed too; "
-                 "look at the part" if found.outside >= CUT_OFF else ": look at the part too")
+        back += (f" with {100 * found.outside:.0f}% of the frame outside the photo: cut off at its edge, or flawed "
+                 "too; look at the part" if found.outside >= CUT_OFF else ": look at the part too")
     return (f"the part lies off where the good parts lie: {' and '.join(where)}, further than the profile allows; "
             f"{back}. A part placed off, or the camera, its mount or the fixture moved, or the trigger early or late: "
             "if every part says so, check them (or train a profile on photos of the new place)")
@@ -712,8 +712,9 @@ class NormalProfile:
             mirrored, looks_mirrored = self._mirrored(image, taken, placement)
         off = None if placement is None or looks_mirrored else self.locator_.off_place(taken, placement)
         return replace(found, sensor_line=sensor.stuck_line(image, self.sensor_limits_), mirrored=mirrored,
-                       off_place=None if off is None else _off_place(off, self._score_at(image, taken, off.placement),
-                                                                      self.threshold_))
+                       off_place=None if off is None else _off_place(
+                           off, self._score_at(image, self.locator_.warp(taken, off.placement), off.placement),
+                           self.threshold_))
 
     def _fit_mirrors(self, works: Sequence[np.ndarray]) -> tuple[float | None, float | None]:
         """The (left to right, top to bottom) gates of the mirror check, from the good working images (H, W, 3): for
@@ -747,16 +748,14 @@ class NormalProfile:
             if moved.match - placement.match < gate:
                 continue
             better = True
-            flipped = np.ascontiguousarray(np.flip(image, axis))
-            work, lighting = self._relight(aligned)
-            if self._look(flipped, work, moved, lighting, stop_above=self.threshold_).score <= self.threshold_:
+            if self._score_at(np.ascontiguousarray(np.flip(image, axis)), aligned, moved) <= self.threshold_:
                 return name, True
         return None, better
 
-    def _score_at(self, image: np.ndarray, taken: np.ndarray, placement: Placement) -> float:
-        """A part's score (display image and working image (H, W, 3)) brought into the frame by `placement` (a part
-        found off its place, moved back: whether it looks like a good part there is said with its place)."""
-        work, lighting = self._relight(self.locator_.warp(taken, placement))
+    def _score_at(self, image: np.ndarray, aligned: np.ndarray, placement: Placement) -> float:
+        """A part's score (display image, and working image (H, W, 3) brought into the frame by `placement`) when it
+        is judged so: a part found off its place moved back, or mirrored (the fine pass skipped once it is flagged)."""
+        work, lighting = self._relight(aligned)
         return self._look(image, work, placement, lighting, stop_above=self.threshold_).score
 
     def _place(self, taken: np.ndarray) -> tuple[np.ndarray, Placement | None]:

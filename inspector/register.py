@@ -237,8 +237,9 @@ class Locator:
         """Where one phase correlation at the placement's turn, unclipped, finds the part in a grey working image
         (H, W), and the placement moving it back by that."""
         h, w = g.shape
-        turn = rotation_matrix(-placement.angle, h, w)  # the placement's turn, unshifted (not its size: a part out of place
-        # is often read as magnified by the scale search, which moves its middle)
+        # the placement's turn, unshifted (not its size: a part out of place is often read as magnified by the scale
+        # search, which moves its middle)
+        turn = rotation_matrix(-placement.angle, h, w)
         moved = self._shifted(g, turn, limit=False)
         inside = cv2.warpAffine(np.ones_like(g), moved.matrix, (w, h), flags=cv2.INTER_NEAREST,
                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0.0) > 0

@@ -18,10 +18,11 @@ line stands out along 82-100% of its length (the rest: where the part behind it 
 most line-like column or row along 7-17%. A column is a line when its share reaches the profile's column limit:
 STUCK_SHARE, or TRAIN_MARGIN above the training photos' most line-like column where that is higher (with 20 photos
 or more, the second most line-like photo's: one photo with a hair across it must not switch the check off); rows
-alike, with their own limit. A large training set is sampled (LIMIT_SAMPLE photos at random, seeded: ~1-2 ms a photo). A product photographed with a seam or a wire across the whole frame keeps its line (the
-limit exceeds 1: the check is off for that direction). More than MAX_LINES separate lines at once are a pattern (an
-interlaced camera's alternate rows, a weave), not a stuck line (counting those that reach PATTERN of the limit); so
-is a band of them wider than MAX_WIDTH. Read only for a part that would not pass (the profile's `_assess_one`): a
+alike, with their own limit. A large training set is sampled (LIMIT_SAMPLE photos at random, seeded: ~1-2 ms a
+photo). A product photographed with a seam or a wire across the whole frame keeps its line (the limit exceeds 1: the
+check is off for that direction). More than MAX_LINES separate lines at once are a pattern (an interlaced camera's
+alternate rows, a weave), not a stuck line (counting those that reach PATTERN of the limit); so is a band of them
+wider than MAX_WIDTH. Read only for a part that would not pass (the profile's `_assess_one`): a
 good part's photo costs nothing.
 
 What it cannot see: a line in the two columns or rows at each border; one 3 pixels wide or more; a line where the
