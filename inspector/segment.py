@@ -43,9 +43,16 @@ def lut_index(image: np.ndarray) -> np.ndarray:
     return (q[..., 0] << (2 * LUT_BITS)) | (q[..., 1] << LUT_BITS) | q[..., 2]
 
 
+def _distinct_up_to(samples: np.ndarray, k: int, head: int = 4096) -> int:
+    """The number of distinct rows of samples (N, D), or at least k when there are k or more: counted on the first
+    `head` rows first (np.unique sorts; on 200,000 pooled pixels it cost 0.18 s a fit, a fifth of the k-means)."""
+    found = len(np.unique(samples[:head], axis=0))
+    return found if found >= k or len(samples) <= head else len(np.unique(samples, axis=0))
+
+
 def kmeans_centres(samples: np.ndarray, k: int, attempts: int, seed: int) -> np.ndarray:
     """Run k-means++ (cv2.kmeans) on float32 samples of shape (N, D); return centres (k, D) float32."""
-    k = max(1, min(k, len(np.unique(samples, axis=0))))
+    k = max(1, min(k, _distinct_up_to(samples, k)))
     cv2.setRNGSeed(seed)
     criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 50, 0.1)
     _, _, centres = cv2.kmeans(

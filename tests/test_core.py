@@ -153,6 +153,18 @@ def test_palette_fit_is_deterministic(part_pixels, palette):
     assert (np.diff(palette.centres_[:, 0]) >= 0).all()
 
 
+def test_a_palette_asked_for_more_colours_than_the_pixels_hold_gets_one_centre_a_colour():
+    """k-means is asked for at most as many centres as there are distinct colours, counted over every pixel even
+    where the first few thousand show fewer (a large background first, a small part's colours after it)."""
+    background = np.full((6000, 3), 40, np.uint8)
+    part = np.array([[20, 60, 220], [220, 200, 30]], np.uint8).repeat(300, axis=0)
+    palette = Palette(n_colours=8, softness=0.0, balance=0.0, seed=0).fit(np.vstack([background, part]))
+    assert len(palette.centres_) == 3
+    seg = palette.assign(np.array([[(40, 40, 40), (20, 60, 220), (220, 200, 30)]], np.uint8))
+    assert len(set(seg.labels.ravel().tolist())) == 3
+    assert float(seg.distance.max()) < 5.0  # within the lookup table's quantisation of its own colour
+
+
 def test_palette_without_softness_is_one_hot(part_pixels):
     hard = Palette(n_colours=6, softness=0.0, seed=0).fit(part_pixels[::7])
     seg = hard.assign(parts(seed=5, n=1)[0])

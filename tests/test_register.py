@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
+from inspector import register
 from inspector.register import Locator, Placement, grey, rotation_matrix
 from inspector.synthetic import make_part
 
@@ -67,6 +68,30 @@ def test_auto_chooses_any_only_when_training_parts_turn(parts: list[np.ndarray])
     rng = np.random.default_rng(1)
     turned = [_placed(p, rng.uniform(0, 360), 0, 0) for p in parts[:20]]
     assert Locator("auto").fit(turned).mode_ == "any"
+
+
+class _Choosing(Locator):
+    """A Locator that records how many images `auto` chose its search on."""
+
+    def _choose_mode(self, greys):  # type: ignore[no-untyped-def]
+        self.chosen_on = len(greys)
+        return super()._choose_mode(greys)
+
+
+def test_auto_chooses_on_a_sample_and_a_set_mode_chooses_nothing(parts: list[np.ndarray],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Trying every search on every training image was most of a large fit's registration: `auto` tries them on
+    up to MODE_SAMPLE images, and comes to the same choice; a mode set in the profile tries nothing."""
+    monkeypatch.setattr(register, "MODE_SAMPLE", 8)
+    rng = np.random.default_rng(1)
+    turned = [_placed(p, rng.uniform(0, 360), 0, 0) for p in parts[:20]]
+    for images, mode in ((parts[:20], "off"), (turned, "any")):
+        loc = _Choosing("auto").fit(images)
+        assert (loc.chosen_on, loc.mode_) == (8, mode)
+        assert all(p.match >= loc.match_limit_ for p in loc.train_placements_)
+        assert len(loc.train_placements_) == 20  # every image is still placed with the chosen search
+    fixed = _Choosing("any").fit(turned)
+    assert not hasattr(fixed, "chosen_on") and fixed.mode_ == "any"
 
 
 def test_something_else_does_not_match(parts: list[np.ndarray]) -> None:
