@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 import os
+
+# BLAS held to one thread in every test process and the processes the tests start (as the service holds each of its
+# judging workers): OpenBLAS's own threads spin while they wait, and two test workers on two cores, each with two
+# spinning BLAS threads, burned a third of their CPU on it (tests/test_line_conditions.py and tests/test_core.py:
+# 88-91 s of CPU against 58-59 s, measured twice each way, 2026-12-07). Set before numpy is first imported, and
+# again below for a process where a plugin imported it first.
+for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
 import re
 import secrets
 import shutil
@@ -49,7 +57,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     """Keep the file order of pytest_collection_modifyitems under xdist (which otherwise sorts files by their
-    number of tests)."""
+    number of tests); hold BLAS to one thread (see the top of this file) where numpy was loaded before it."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
     if hasattr(config.option, "loadscopereorder"):
         config.option.loadscopereorder = False
 
