@@ -268,7 +268,8 @@ def _off_place(found: OffPlace, moved_score: float, threshold: float) -> str:
         back = f"moved back, it still does not pass (score {moved_score:.2f} against {threshold:.2f})"
         back += (f" with {100 * found.outside:.0f}% of the frame outside the photo: cut off at its edge, or flawed "
                  "too; look at the part" if found.outside >= CUT_OFF else ": look at the part too")
-    return (f"the part lies off where the good parts lie: {' and '.join(where)}, further than the profile allows; "
+    beyond = "further than the profile allows" if found.far else "further than the good parts lay in training"
+    return (f"the part lies off where the good parts lie: {' and '.join(where)}, {beyond}; "
             f"{back}. A part placed off, or the camera, its mount or the fixture moved, or the trigger early or late: "
             "if every part says so, check them (or train a profile on photos of the new place)")
 
@@ -711,10 +712,14 @@ class NormalProfile:
         if placement is not None and look.score > self.threshold_:  # flagged by its look, not only by its light
             mirrored, looks_mirrored = self._mirrored(image, taken, placement)
         off = None if placement is None or looks_mirrored else self.locator_.off_place(taken, placement)
+        named = None
+        if off is not None:  # nearer than the profile allows, only when moved back it passes, and lit as trained (a
+            # part a little off does not upset its light as one far off does: a photo at 0.4x exposure was named so)
+            moved_score = self._score_at(image, self.locator_.warp(taken, off.placement), off.placement)
+            near_ok = moved_score <= self.threshold_ and found.lighting_ok
+            named = _off_place(off, moved_score, self.threshold_) if off.far or near_ok else None
         return replace(found, sensor_line=sensor.stuck_line(image, self.sensor_limits_), mirrored=mirrored,
-                       off_place=None if off is None else _off_place(
-                           off, self._score_at(image, self.locator_.warp(taken, off.placement), off.placement),
-                           self.threshold_))
+                       off_place=named)
 
     def _fit_mirrors(self, works: Sequence[np.ndarray]) -> tuple[float | None, float | None]:
         """The (left to right, top to bottom) gates of the mirror check, from the good working images (H, W, 3): for

@@ -32,7 +32,10 @@ phase correlation, not clipped, finds how far it lies from the reference; moved 
 the reference over the part of the frame still photographed. It lies off its place when that is further than the
 training parts lie (OFF_FLOOR, or OFF_MARGIN beyond the OFF_QUANTILE of those phase correlation places reliably)
 and than the search reaches; when moved back it matches nearly as well as good parts in place do (OFF_SLACK); and
-when it then shows at most OFF_RATIO of the unlikeness it showed as located (`off_limits_`). Found by an
+when it then shows at most OFF_RATIO of the unlikeness it showed as located (`off_limits_`). Where the profile does
+not search (`off`: a fixture holds the parts), a part found only beyond where the training parts lay (without
+OFF_MARGIN) is off its place too when, moved back, it passes: a camera knocked 2-4% aside flagged every part of a
+fixture-held product as a plain defect, and nothing said why. Found by an
 adversarial test: a bottle held in a fixture (`off`) and photographed 5-20% to one side was `rejected` for its
 lighting (exposure read 1.6-2.3x); an operator would have checked the lamp while the fixture, the camera's mount or
 the trigger's timing had moved. Measured on the shared sets: README, "Parts off their place". Products whose phase
@@ -49,7 +52,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -117,6 +120,8 @@ class OffPlace:
     placement: Placement  # its match is over the frame still photographed (-1 when less than OFF_OVERLAP of it is)
     outside: float  # the share of the profile's frame the photo does not cover once the part is moved back
     as_located: float  # the match over the same part of the frame as the part was located (not moved back)
+    far: bool = True  # further off than the profile allows; False: only further than the good parts lay (a profile
+    # that does not search, `off`), to be named only when the part passes once moved back
 
 
 def sample(n: int, k: int) -> list[int]:
@@ -260,14 +265,21 @@ class Locator:
 
     def off_place(self, work: np.ndarray, placement: Placement) -> OffPlace | None:
         """Where a BGR uint8 working image (H, W, 3) shows the part when that is further off its place than the profile
-        allows (see the module's note), else None (or for a profile saved before the check)."""
+        allows (see the module's note), or, where the profile does not search (`off`), further than the good parts lay
+        (`far` False: the caller names it only when it passes moved back); else None (or for a profile saved before
+        the check)."""
         if self.off_limits_ is None:
             return None
         found = self._unclipped(grey(work), placement)
         distance, least = self.off_limits_
-        far = max(abs(found.dx), abs(found.dy)) > distance
+        away = max(abs(found.dx), abs(found.dy))
+        # `off` keeps OFF_MARGIN beyond where its good parts lay (or OFF_FLOOR): without it, the training parts' own
+        # spread (or OFF_FLOOR - OFF_MARGIN)
+        near = distance - OFF_MARGIN if self.mode_ == "off" else distance
         clearer = 1.0 - found.placement.match <= OFF_RATIO * (1.0 - found.as_located)
-        return found if far and found.placement.match >= least and clearer else None
+        if away <= near or found.placement.match < least or not clearer:
+            return None
+        return found if away > distance else replace(found, far=False)
 
     def _set_reference(self, ref: np.ndarray) -> None:
         """Store the reference grey image (H, W) and what follows from it."""
