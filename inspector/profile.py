@@ -171,6 +171,7 @@ class Assessment:
     light_field: np.ndarray | None = None  # (3,) its smooth light field on the photo (with even_light), else None
     sensor_line: str | None = None  # a part that would not pass: a line across its whole photo (a stuck sensor line?)
     off_place: str | None = None  # a part that would not pass: found further off its place than the profile allows
+    # (held by a fixture: beyond where the good parts lay, passing moved back and lit as trained)
     mirrored: str | None = None  # a part that would not pass that passes mirrored: "left to right" or "top to bottom"
 
     def as_dict(self) -> dict:
@@ -259,7 +260,8 @@ CUT_OFF = 0.02  # a part off its place, moved back with this share of the frame 
 
 
 def _off_place(found: OffPlace, moved_score: float, threshold: float) -> str:
-    """What is wrong with a part found further off its place than the profile allows, and how it scores moved back."""
+    """What is wrong with a part found off its place (further than the profile allows, or than the good parts lay),
+    and how it scores moved back."""
     where = [f"{100 * abs(v):.0f}% of the photo's {size} {side}" for v, size, side in
              ((found.dx, "width", "to the right" if found.dx > 0 else "to the left"),
               (found.dy, "height", "down" if found.dy > 0 else "up")) if abs(v) >= 0.01]

@@ -32,13 +32,13 @@ phase correlation, not clipped, finds how far it lies from the reference; moved 
 the reference over the part of the frame still photographed. It lies off its place when that is further than the
 training parts lie (OFF_FLOOR, or OFF_MARGIN beyond the OFF_QUANTILE of those phase correlation places reliably)
 and than the search reaches; when moved back it matches nearly as well as good parts in place do (OFF_SLACK); and
-when it then shows at most OFF_RATIO of the unlikeness it showed as located (`off_limits_`). Where the profile does
-not search (`off`: a fixture holds the parts), a part found only beyond where the training parts lay (without
-OFF_MARGIN) is off its place too when, moved back, it passes: a camera knocked 2-4% aside flagged every part of a
-fixture-held product as a plain defect, and nothing said why. Found by an
+when it then shows at most OFF_RATIO of the unlikeness it showed as located (`off_limits_`). Found by an
 adversarial test: a bottle held in a fixture (`off`) and photographed 5-20% to one side was `rejected` for its
 lighting (exposure read 1.6-2.3x); an operator would have checked the lamp while the fixture, the camera's mount or
-the trigger's timing had moved. Measured on the shared sets: README, "Parts off their place". Products whose phase
+the trigger's timing had moved. Where the profile does not search (`off`), a part found only beyond where the
+training parts lay (without OFF_MARGIN; at least OFF_FLOOR - OFF_MARGIN) is returned too (`far` False): the profile
+names it when, moved back, it passes and its light was read as trained (a camera knocked 2-3% aside flagged every
+bottle as a plain defect, and nothing said why). Measured on the shared sets: README, "Parts off their place". Products whose phase
 correlation wanders (the tyre's tread, the casting's blades) are named only further off; a part turned and moved
 beyond the search is often placed at a wrong turn and then not located (a miss, not a wrong name).
 
@@ -275,7 +275,7 @@ class Locator:
         away = max(abs(found.dx), abs(found.dy))
         # `off` keeps OFF_MARGIN beyond where its good parts lay (or OFF_FLOOR): without it, the training parts' own
         # spread (or OFF_FLOOR - OFF_MARGIN)
-        near = distance - OFF_MARGIN if self.mode_ == "off" else distance
+        near = max(distance - OFF_MARGIN, OFF_FLOOR - OFF_MARGIN) if self.mode_ == "off" else distance
         clearer = 1.0 - found.placement.match <= OFF_RATIO * (1.0 - found.as_located)
         if away <= near or found.placement.match < least or not clearer:
             return None

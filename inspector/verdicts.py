@@ -17,6 +17,7 @@ BLURRED = "blurred"  # reason: a flagged part whose photo has lost the good part
 SIZE = "size"  # reason: the part is larger or smaller than the good parts (a part of another size, a camera moved)
 SENSOR = "sensor"  # reason: a part that would not pass, whose photo has a line across it (a stuck sensor line?)
 MISPLACED = "misplaced"  # reason: a part that would not pass, found further off its place than the profile allows
+# (or, held by a fixture, beyond where the good parts lay, passing once moved back)
 MIRRORED = "mirrored"  # reason: a part that would not pass, and passes mirrored (a part of the other hand, or a camera
 # set to mirror its image)
 EVENED_DETAIL = "lit unevenly"  # how the detail of an ok part judged with its light evened out begins
@@ -35,7 +36,8 @@ def judge(found: Assessment, threshold: float) -> tuple[str, str | None, str | N
     unless its light is grossly off (a black photo is grey too: the light is named) or no part is found there (an
     empty fixture on a grey belt is grey too: `not_located`, its detail saying the photo is grey).
     A part that would not pass, found further off its place than the profile allows and matching the good parts
-    once moved back, is a `defect` / `misplaced`, saying where it lies (register.Locator.off_place): before its
+    once moved back (or, for a product held by a fixture, beyond where its good parts lay, passing once moved back
+    and lit as trained), is a `defect` / `misplaced`, saying where it lies (register.Locator.off_place): before its
     lighting, which a part out of place upsets (found by an adversarial test: a bottle in a fixture photographed 5-20%
     to one side was rejected for "exposure 2.0x"), and before `not_located`, which it explains; unless the light is
     grossly off (then no place can be found either).

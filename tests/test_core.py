@@ -22,7 +22,7 @@ from inspector.features import (
     region_pooling,
 )
 from inspector.profile import NormalProfile
-from inspector.segment import Palette, kmeans_segment
+from inspector.segment import Palette, kmeans_centres, kmeans_segment, lab_weighted
 from inspector.synthetic import DEFECTS, make_part
 
 W, H = 256, 192  # source image size for the profile tests (working size is 128 x 96)
@@ -160,6 +160,9 @@ def test_a_palette_asked_for_more_colours_than_the_pixels_hold_gets_one_centre_a
     part = np.array([[20, 60, 220], [220, 200, 30]], np.uint8).repeat(300, axis=0)
     palette = Palette(n_colours=8, softness=0.0, balance=0.0, seed=0).fit(np.vstack([background, part]))
     assert len(palette.centres_) == 3
+    # the fit resamples the pixels at random; k-means itself counts past the first rows when they hold fewer colours
+    ordered = lab_weighted(np.vstack([background, part]), 2.0)
+    assert len(kmeans_centres(ordered, 8, 1, 0)) == 3 and len(kmeans_centres(ordered[:6000], 8, 1, 0)) == 1
     seg = palette.assign(np.array([[(40, 40, 40), (20, 60, 220), (220, 200, 30)]], np.uint8))
     assert len(set(seg.labels.ravel().tolist())) == 3
     assert float(seg.distance.max()) < 5.0  # within the lookup table's quantisation of its own colour

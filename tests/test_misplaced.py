@@ -1,6 +1,7 @@
 """Parts lying off their place (register.Locator.off_place): a part that would not pass, found further off than the
-profile allows and matching the good parts once moved back, is a `defect` / `misplaced` saying where it lies, not a
-lighting rejection or a plain defect; learned limits are saved with the profile."""
+profile allows and matching the good parts once moved back (held by a fixture: beyond where the good parts lay,
+passing once moved back and lit as trained), is a `defect` / `misplaced` saying where it lies, not a lighting
+rejection or a plain defect; learned limits are saved with the profile."""
 
 from __future__ import annotations
 
