@@ -715,11 +715,12 @@ class NormalProfile:
             mirrored, looks_mirrored = self._mirrored(image, taken, placement)
         off = None if placement is None or looks_mirrored else self.locator_.off_place(taken, placement)
         named = None
-        if off is not None:  # nearer than the profile allows, only when moved back it passes, and lit as trained (a
-            # part a little off does not upset its light as one far off does: a photo at 0.4x exposure was named so)
+        # nearer than the profile allows, only when lit as trained and moved back it passes (a part a little off does
+        # not upset its light as one far off does: a photo at 0.4x exposure was named so)
+        if off is not None and (off.far or found.lighting_ok):
             moved_score = self._score_at(image, self.locator_.warp(taken, off.placement), off.placement)
-            near_ok = moved_score <= self.threshold_ and found.lighting_ok
-            named = _off_place(off, moved_score, self.threshold_) if off.far or near_ok else None
+            if off.far or moved_score <= self.threshold_:
+                named = _off_place(off, moved_score, self.threshold_)
         return replace(found, sensor_line=sensor.stuck_line(image, self.sensor_limits_), mirrored=mirrored,
                        off_place=named)
 

@@ -38,9 +38,9 @@ lighting (exposure read 1.6-2.3x); an operator would have checked the lamp while
 the trigger's timing had moved. Where the profile does not search (`off`), a part found only beyond where the
 training parts lay (without OFF_MARGIN; at least OFF_FLOOR - OFF_MARGIN) is returned too (`far` False): the profile
 names it when, moved back, it passes and its light was read as trained (a camera knocked 2-3% aside flagged every
-bottle as a plain defect, and nothing said why). Measured on the shared sets: README, "Parts off their place". Products whose phase
-correlation wanders (the tyre's tread, the casting's blades) are named only further off; a part turned and moved
-beyond the search is often placed at a wrong turn and then not located (a miss, not a wrong name).
+bottle as a plain defect, and nothing said why). Measured on the shared sets: README, "Parts off their place".
+Products whose phase correlation wanders (the tyre's tread, the casting's blades) are named only further off; a part
+turned and moved beyond the search is often placed at a wrong turn and then not located (a miss, not a wrong name).
 
 OpenCV does the array work (it releases the GIL). Note: OpenCV 5.0's `phaseCorrelate` writes into its
 inputs, so it is only ever given copies.
