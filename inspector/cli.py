@@ -547,7 +547,8 @@ def parse_since(text: str) -> datetime | None:
 
 _LIST_KEYS = ("id", "sha256", "name", "verdict", "reason", "detail", "score", "threshold", "product", "profile_version",
               "received_at", "inspected_at", "archived_path", "overlay_path", "size", "width", "height", "ms",
-              "station", "line", "camera", "exposure", "peak_x", "peak_y", "review")
+              "station", "line", "camera", "exposure", "peak_x", "peak_y", "pos_x", "pos_y",
+              "review")
 _DECISIONS = ("defect", "good")
 
 
@@ -819,7 +820,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 _EXPORT_KEYS = ("id", "name", "verdict", "reason", "detail", "score", "threshold", "product", "profile_version",
                 "received_at", "inspected_at", "sha256", "source_key", "source_path", "archived_path",
                 "overlay_path", "size", "width", "height", "ms", "station", "line", "camera", "exposure", "peak_x",
-                "peak_y")
+                "peak_y", "pos_x", "pos_y")
 _EXPORT_REVIEW_KEYS = ("review", "reviewer", "note", "reviewed_at", "decisions")
 
 
@@ -836,6 +837,7 @@ def _csv_value(value) -> object:
 
 
 _EXPORT_PLAIN = frozenset({"id", "score", "threshold", "size", "width", "height", "ms", "exposure", "peak_x", "peak_y",
+                           "pos_x", "pos_y",
                            "decisions",
                            "received_at", "inspected_at", "reviewed_at"})  # numbers, and times as ISO text
 _FORMULA_STARTS = frozenset(("=", "+", "-", "@", "\t", "\r"))

@@ -7,8 +7,10 @@ per station, started afresh whenever the station's profile version changes.
 
 The monitor also watches streaks of judged parts whose reason names a station-wide cause (`blurred`, `size`,
 `not_located`, `sensor`, `misplaced`, `mirrored`: drift.REASON_SIGNALS; and ok parts judged with their light
-evened out), from the rows' reasons and details alone (drift.cause), and parts flagged at the same place in the photo
-(`same_place`, from the rows' `peak_x` and `peak_y`: drift.place); they run wherever the monitor runs.
+evened out), from the rows' reasons and details alone (drift.cause), parts flagged at the same place in the photo
+(`same_place`, from the rows' `peak_x` and `peak_y`: drift.place), and where the parts lie (`placement_x` and
+`placement_y`, from `pos_x` and `pos_y`: drift.lies, against a baseline that has "position"); they run wherever the
+monitor runs.
 
 The watcher's side (`ConditionsMonitor`, fed one recorded row at a time by the committer thread) logs a WARNING
 when an alarm is raised and an INFO line when it clears, and a WARNING for parts rejected for lighting (and one
@@ -115,6 +117,12 @@ def recent_level(what: str, recent: float | None, where: tuple[float, float] | N
         return f"recent exposure {recent:.2f}x of training"
     if what == "score":
         return f"recent score {recent:.3f}"
+    if what in ("pos_x", "pos_y"):
+        across = what == "pos_x"
+        way = ("right" if recent > 0 else "left") if across else ("below" if recent > 0 else "above")
+        side = "width" if across else "height"
+        return (f"the last {drift.POSITION_PARTS} parts lie {abs(recent):.1%} of the photo's {side} {way}"
+                f"{' of' if across else ''} where the good parts lay (median)")
     if what == drift.EVENED:
         return f"evened out to pass on {recent:g} of the last {drift.RECENT_PARTS} parts"
     return f"reason {what} on {recent:g} of the last {drift.RECENT_PARTS} parts"
@@ -125,8 +133,14 @@ def describe(event: drift.DriftEvent) -> str:
     what = drift.watched(event.signal)
     level = recent_level(what, event.recent, event.where)
     part = f"part #{event.ref}" if event.ref is not None else f"part {event.n}"
+    shift = what in ("pos_x", "pos_y")
     if event.kind == "raised":
+        if shift:
+            return f"drift alarm: {event.meaning} ({level}; {event.value:.1f} > {event.h:g} spreads at {part})"
         return f"drift alarm: {event.meaning} ({level}; CUSUM {event.value:.1f} > {event.h:g} at {part})"
+    if shift:
+        return (f"drift alarm cleared: {event.signal.replace('_', ' ')} back where the good parts lay ({level}; "
+                f"{event.value:.1f} <= {drift.CLEAR * event.h:g} spreads at {part})")
     back = ("back within the training range" if what in ("exposure", "score") else
             "parts no longer flagged at that place" if what == drift.PLACE else f"back to isolated {what} parts")
     return (f"drift alarm cleared: {event.signal.replace('_', ' ')} {back} ({level}; "
@@ -170,7 +184,7 @@ class ConditionsMonitor:
         if self.monitor is None:
             return
         for event in self.monitor.update(row.get("exposure"), row.get("score"), row.get("inspected_at"),
-                                         row.get("id"), cause, drift.place(row)):
+                                         row.get("id"), cause, drift.place(row), drift.lies(row)):
             level = logging.WARNING if event.kind == "raised" else logging.INFO
             self.emit("drift", level, describe(event), **event.as_dict(), profile_version=version)
 

@@ -81,12 +81,33 @@ far beyond 1e11 parts by the table above), and defects gathered on a square tent
 three parts in four after 9 on average. The alarm names the place where it was raised (kept while it lasts, moved
 only by parts flagged near it), so the person sent to the station knows where to look; the parts stay flagged (a
 mark on every part is a defect on every part until somebody has looked).
+
+Where the parts lie (`placement_x`, `placement_y`). A camera, its mount or a fixture knocked a few percent aside moves
+every part alike, by less than good parts may scatter one by one: on a product whose good parts lie up to 7% apart
+(the casting) a part 3% off is not out of place by itself, yet most such parts are flagged, each as a plain defect.
+Every located part records where it lies (`pos_x`, `pos_y`: shares of the photo's width and height from where the
+profile's reference lies, register.Locator.where); the training set gave the median and spread of each
+(Locator.place_spread_, the larger of the MAD's and the 5-95% range's sd, floored here at POSITION_SD_FLOOR). Once
+POSITION_PARTS parts lay somewhere, each axis's statistic is how far the median of the last POSITION_PARTS lies from
+the training median, in spreads; above POSITION_LIMIT the alarm is raised, at POSITION_LIMIT * CLEAR or below it
+clears. Not a CUSUM: positions have heavy tails (a texture that fools the phase correlation reads a good part 20%
+off; the tyre's test photos lie 1.1% left of its training photos, a spread of them away, with a heavier scatter),
+and CUSUMs sized to notice a 3% knock on the casting (k = 1 or 1.5 spreads, h = 8 or 10) raised alarms on the tyre's
+good photos every few hundred to few thousand parts (bootstrapped from them); the median of 49 ignores up to 24 wild
+reads. Window and limit, chosen on the shared sets' positions bootstrapped (25, 35 or 49 parts; 1.5 to 2.5 spreads):
+with 25 parts and 2 spreads the tyre's good photos raised an alarm every 400 parts and a casting knocked 3% aside
+(1.85 spreads) was never noticed; with 49 and 1.5, one in 3e5 tyre parts and the casting after 35. What it costs: a
+knock is noticed only once half the window lies beyond the limit (25 parts for one well beyond it), and a move of
+less than 1.5 spreads never is. Measured by replaying the shared sets' parts through the real code (README, "Where
+the parts lie"). A `not_located` part has no position; a `mirrored` one is read
+against the part mirrored; neither counts. A `misplaced` part counts: it lies where it was found.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import statistics
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -106,6 +127,11 @@ RECENT_PARTS = 20  # a streak alarm's recent level: how many of the last RECENT_
 PLACE = "same_place"  # the signal of parts flagged at one place in the photo
 PLACE_NEAR = 0.05  # two flagged parts peak at the same place within this share of the photo's width and its height
 PLACE_MEMORY = 3  # ... when a part's peak is near that of one of the PLACE_MEMORY flagged parts before it
+POSITION_PARTS = 49  # placement_x/_y: the median of where the last POSITION_PARTS located parts lay ...
+POSITION_LIMIT = 1.5  # ... off where the good parts lay by more than this many of their spreads raises the alarm
+POSITION_SD_FLOOR = 0.005  # smallest spread used (half a percent of the field: a fixture holding parts to a pixel must
+# not make a 1% move an alarm; a camera knocked 2% aside is one)
+POSITIONS = {"placement_x": 0, "placement_y": 1}  # -> the axis (0: across, 1: down)
 
 EVENED = "evened"  # the cause of an ok part judged with its light evened out (its detail begins EVENED_DETAIL)
 REASON_SIGNALS = {"camera_blurred": "blurred", "camera_size": "size", "not_located": "not_located",
@@ -114,7 +140,7 @@ REASON_SIGNALS = {"camera_blurred": "blurred", "camera_size": "size", "not_locat
 MISREAD = frozenset({"misplaced", "mirrored"})  # reasons whose part's exposure and score are not fed (read against
 # the reference out of place or mirrored: a bottle 15% to one side read "exposure 2.0x", which raised exposure_high
 # before camera_moved; found by a review)
-SIGNALS = ("exposure_low", "exposure_high", "score_high", *REASON_SIGNALS, PLACE)
+SIGNALS = ("exposure_low", "exposure_high", "score_high", *REASON_SIGNALS, PLACE, *POSITIONS)
 MEANING = {
     "exposure_low": "lighting has drifted darker: check the lamp/camera exposure",
     "exposure_high": "lighting has drifted brighter: check the lamp/camera exposure",
@@ -138,6 +164,10 @@ MEANING = {
     PLACE: "parts are flagged one after another at one place in the photo: dust, a drop or a scratch on the lens or "
            "the window, a reflection, or a tool marking every part alike; look at that place on the lens and on "
            "the parts",
+    **{signal: f"recent parts lie {way} of where the good parts lay in training: the camera, its mount or the "
+               "fixture has moved, or the part stop or the trigger's timing changed; check them (parts near the "
+               "photo's edge are judged on less of themselves), or train a profile on photos of the new place if it "
+               "is meant" for signal, way in (("placement_x", "to one side"), ("placement_y", "above or below"))},
 }
 
 
@@ -149,6 +179,8 @@ class Baseline:
     log_exposure_sd: float
     score_median: float
     score_sd: float
+    position: tuple[tuple[float, float], tuple[float, float]] | None = None  # ((median, spread) across, down),
+    # shares of the photo's width and height (Locator.place_spread_); None: trained before it (positions not watched)
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any]) -> Baseline | None:
@@ -164,7 +196,13 @@ class Baseline:
             return None
         if not all(math.isfinite(v) for v in values) or values[1] < 0 or values[3] <= 0:
             return None
-        return cls(*values)
+        return cls(*values, position=_position_baseline(drift.get("position")))
+
+    def position_z(self, axis: int, value: float) -> float:
+        """How far a position (share of the field) lies from where the good parts lay, in their spreads (floored)."""
+        assert self.position is not None
+        median, spread = self.position[axis]
+        return (value - median) / max(spread, POSITION_SD_FLOOR)
 
     @property
     def exposure_sd(self) -> float:
@@ -200,6 +238,18 @@ class DriftEvent:
         return out if self.where is None else {**out, "where": list(self.where)}
 
 
+def _position_baseline(value: Any) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """The "position" entry of a drift record, [[median, spread] across, [median, spread] down]; None when absent or
+    malformed (its positions are then not watched, the rest of the baseline still is)."""
+    try:
+        (mx, sx), (my, sy) = value
+        out = ((float(mx), float(sx)), (float(my), float(sy)))
+    except (TypeError, ValueError):
+        return None
+    flat = [v for pair in out for v in pair]
+    return out if all(math.isfinite(v) for v in flat) and sx > 0 and sy > 0 else None
+
+
 def standardise(value: float, median: float, sd: float) -> float:
     """(value - median) / sd, winsorised to +-WINSOR."""
     return min(WINSOR, max(-WINSOR, (value - median) / sd))
@@ -229,15 +279,27 @@ def place(row: Mapping[str, Any]) -> tuple[float, float] | None:
     return (float(x), float(y)) if math.isfinite(x) and math.isfinite(y) else None
 
 
+def lies(row: Mapping[str, Any]) -> tuple[float, float] | None:
+    """Where a recorded part lay, (x, y) as shares of the photo's width and height from where the profile's reference
+    lies; None unless both are recorded and finite (a part not found, or judged before they were recorded)."""
+    x, y = row.get("pos_x"), row.get("pos_y")
+    if not isinstance(x, numbers.Real) or not isinstance(y, numbers.Real) or isinstance(x, bool):
+        return None
+    return (float(x), float(y)) if math.isfinite(x) and math.isfinite(y) else None
+
+
 def near(a: tuple[float, float], b: tuple[float, float]) -> bool:
     """Whether two places lie within PLACE_NEAR of each other in both coordinates."""
     return abs(a[0] - b[0]) <= PLACE_NEAR and abs(a[1] - b[1]) <= PLACE_NEAR
 
 
 def watched(signal: str) -> str:
-    """What a signal watches: "exposure", "score", the reason code of a streak signal, or PLACE."""
+    """What a signal watches: "exposure", "score", the reason code of a streak signal, PLACE, "pos_x" or
+    "pos_y"."""
     if signal == PLACE:
         return PLACE
+    if signal in POSITIONS:
+        return "pos_x" if POSITIONS[signal] == 0 else "pos_y"
     if signal in REASON_SIGNALS:
         return REASON_SIGNALS[signal]
     return "exposure" if signal.startswith("exposure") else "score"
@@ -262,7 +324,12 @@ class _Alarm:
 
     def step(self, z: float) -> str | None:
         """Add one standardised value; "raised", "cleared" or None."""
-        self.s = cusum_step(self.s, z, self.k, self.h)
+        return self.level(cusum_step(self.s, z, self.k, self.h))
+
+    def level(self, value: float) -> str | None:
+        """Set the statistic (a CUSUM's sum, or a level such as placement_x/_y's median, capped at CAP * h);
+        "raised", "cleared" or None."""
+        self.s = min(CAP * self.h, value)
         if not self.active and self.s > self.h:
             self.active = True
             return "raised"
@@ -280,18 +347,22 @@ class DriftMonitor:
     n: int = 0  # parts seen (judged parts only)
     alarms: dict[str, _Alarm] = field(default_factory=lambda: {
         "exposure_low": _Alarm(EXPOSURE_K, EXPOSURE_H), "exposure_high": _Alarm(EXPOSURE_K, EXPOSURE_H),
-        "score_high": _Alarm(SCORE_K, SCORE_H), **{s: _Alarm(0.0, REASON_H) for s in (*REASON_SIGNALS, PLACE)}})
+        "score_high": _Alarm(SCORE_K, SCORE_H), **{s: _Alarm(0.0, REASON_H) for s in (*REASON_SIGNALS, PLACE)},
+        **{s: _Alarm(0.0, POSITION_LIMIT) for s in POSITIONS}})
     recent_log_exposure: float | None = None
     recent_score: float | None = None
     recent_reasons: deque[str | None] = field(default_factory=lambda: deque(maxlen=RECENT_PARTS))
     places: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=PLACE_MEMORY))  # last flagged
     recent_places: deque[tuple[float, float] | None] = field(default_factory=lambda: deque(maxlen=RECENT_PARTS))
     spot: tuple[float, float] | None = None  # where the latest counted part peaked; frozen near it while raised
+    # where the last located parts lay (shares of the field), with a baseline that has "position"
+    positions: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=POSITION_PARTS))
 
     def update(self, exposure: float | None, score: float | None, at: Any = None, ref: Any = None,
-               reason: str | None = None, place: tuple[float, float] | None = None) -> list[DriftEvent]:
+               reason: str | None = None, place: tuple[float, float] | None = None,
+               lies: tuple[float, float] | None = None) -> list[DriftEvent]:
         """Feed one judged part (exposure relative to the reference, anomaly score, reason code, where it was
-        flagged); the alarms raised or cleared. A part with none of the first three is skipped."""
+        flagged, where it lay); the alarms raised or cleared. A part with none of the first three is skipped."""
         b = self.baseline
         if reason in MISREAD:  # its light and score were read against the part out of place or mirrored
             exposure = score = None
@@ -313,6 +384,7 @@ class DriftMonitor:
             steps.append(("score_high", self.alarms["score_high"].step(z)))
         steps += self._reason_steps(reason)
         steps.append((PLACE, self._place_step(place)))
+        steps += self._position_steps(None if reason in ("not_located", "mirrored") else lies)
         events = []
         for signal, kind in steps:
             if kind is None:
@@ -336,6 +408,20 @@ class DriftMonitor:
         self.recent_places.append(place)
         return self.alarms[PLACE].step(bernoulli_llr(hit))
 
+    def _position_steps(self, lies: tuple[float, float] | None) -> list[tuple[str, str | None]]:
+        """Step placement_x/_y with where one part lay (None: not located, read mirrored, or not recorded): once
+        POSITION_PARTS parts lay somewhere, each axis's statistic is how far their median lies from where the good
+        parts lay, in the good parts' spreads (floored)."""
+        b = self.baseline
+        if b.position is None or lies is None or not all(math.isfinite(v) for v in lies):
+            return []
+        self.positions.append((float(lies[0]), float(lies[1])))
+        if len(self.positions) < POSITION_PARTS:
+            return []
+        medians = [statistics.median(p[axis] for p in self.positions) for axis in (0, 1)]
+        return [(signal, self.alarms[signal].level(abs(b.position_z(axis, medians[axis]))))
+                for signal, axis in POSITIONS.items()]
+
     def _reason_steps(self, reason: str | None) -> list[tuple[str, str | None]]:
         """Step each streak alarm (Bernoulli CUSUM) with one part's reason."""
         self.recent_reasons.append(reason)
@@ -343,7 +429,14 @@ class DriftMonitor:
 
     def recent(self, signal: str) -> float | None:
         """The recent level behind a signal: exposure (1.0 = as trained) for exposure_*, the score for score_high,
-        how many of the last RECENT_PARTS parts have the reason for a streak signal (are flagged at one place)."""
+        how many of the last RECENT_PARTS parts have the reason for a streak signal (are flagged at one place), for
+        placement_x/_y how far the last POSITION_PARTS located parts' median lies from where the good parts lay (share
+        of the photo's width or height; positive: right, below; None until POSITION_PARTS parts)."""
+        if signal in POSITIONS:
+            if len(self.positions) < POSITION_PARTS or self.baseline.position is None:
+                return None
+            axis = POSITIONS[signal]
+            return round(statistics.median(p[axis] for p in self.positions) - self.baseline.position[axis][0], 4)
         if signal == PLACE:
             if not self.recent_places:
                 return None
@@ -371,9 +464,12 @@ class DriftMonitor:
         return {"parts": self.n, "statistics": stats, "active": self.active,
                 "recent_exposure": self.recent("exposure_low"), "recent_score": self.recent("score_high"),
                 "recent_reasons": {s: self.recent(s) for s in (*REASON_SIGNALS, PLACE)},
+                "recent_position": [self.recent(s) for s in POSITIONS],
                 "spot": [round(v, 4) for v in self.spot] if self.spot and self.alarms[PLACE].active else None,
                 "baseline": {"log_exposure": [self.baseline.log_exposure_median, self.baseline.exposure_sd],
-                             "score": [self.baseline.score_median, self.baseline.score_sd]}}
+                             "score": [self.baseline.score_median, self.baseline.score_sd],
+                             "position": None if self.baseline.position is None else [
+                                 [m, max(sd, POSITION_SD_FLOOR)] for m, sd in self.baseline.position]}}
 
 
 def _ewma(previous: float | None, value: float) -> float:
@@ -418,5 +514,5 @@ def replay(rows: Iterable[Mapping[str, Any]], baselines: Mapping[str, Baseline |
             sd.monitor = DriftMonitor(baseline) if baseline is not None else None
         if sd.monitor is not None:
             sd.events += sd.monitor.update(row.get("exposure"), row.get("score"), row.get("inspected_at"),
-                                           row.get("id"), cause(row), place(row))
+                                           row.get("id"), cause(row), place(row), lies(row))
     return out

@@ -201,7 +201,7 @@ class Intake:
             "detail": v.detail, "score": v.score, "threshold": v.threshold, "profile_version": v.profile_version,
             "overlay_path": None, "ms": (time.perf_counter() - start) * 1000.0,
             "station": st.name, "line": st.line, "camera": st.camera, "exposure": v.exposure,
-            "peak_x": v.peak_x, "peak_y": v.peak_y,
+            "peak_x": v.peak_x, "peak_y": v.peak_y, "pos_x": v.pos_x, "pos_y": v.pos_y,
             "product": product or "",  # "" = none could be told (rejected unknown_product)
         }
 

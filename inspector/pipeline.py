@@ -30,7 +30,7 @@ Progress = Callable[..., Iterator]  # wraps an iterable (with total=N) to show p
 
 # a Verdict's scalar fields: its JSON form, and what crosses the pipe from a judging process (judges.py)
 VERDICT_FIELDS = ("name", "sha256", "verdict", "reason", "detail", "score", "threshold", "profile_version", "width",
-                  "height", "size", "ms", "exposure", "peak_x", "peak_y")
+                  "height", "size", "ms", "exposure", "peak_x", "peak_y", "pos_x", "pos_y")
 
 
 @dataclass
@@ -55,6 +55,8 @@ class Verdict:
     assessment: Assessment | None = field(default=None, repr=False)  # placement and lighting as found
     peak_x: float | None = None  # a defect: where its anomaly map peaks, as a fraction of the photo's width (0 = left)
     peak_y: float | None = None  # ... and of its height (0 = top); None for other verdicts
+    pos_x: float | None = None  # a judged part located: how far it lies right of where the reference lies, as a
+    pos_y: float | None = None  # fraction of the photo's width; ... below, of its height (the drift monitor's)
 
     def as_dict(self) -> dict:
         """JSON-able summary (no arrays): the VERDICT_FIELDS."""
@@ -195,6 +197,8 @@ class Inspector:
         verdict, reason, detail = judge(found, self.profile.threshold_)
         # where a defect's map peaks (a part not located, or out of place, has no meaningful peak)
         peak = map_peak(found.anomaly_map) if verdict == "defect" and reason not in NO_PEAK else (None, None)
+        # where a judged part lies (not one that was not found, nor one read mirrored)
+        lies = found.lies if verdict != "rejected" and found.located and reason != MIRRORED else None
         return Verdict(
             name=name, sha256=digest, verdict=verdict, reason=reason, detail=detail,
             score=None if verdict == "rejected" else found.score, threshold=self.profile.threshold_,
@@ -202,6 +206,7 @@ class Inspector:
             ms=(time.perf_counter() - start) * 1000.0, anomaly_map=found.anomaly_map,
             image=shown if keep_image else None, exposure=found.exposure,
             assessment=found, peak_x=peak[0], peak_y=peak[1],
+            pos_x=None if lies is None else lies[0], pos_y=None if lies is None else lies[1],
         )
 
     def inspect_file(self, path: Path, keep_image: bool = False) -> Verdict:

@@ -173,6 +173,8 @@ class Assessment:
     off_place: str | None = None  # a part that would not pass: found further off its place than the profile allows
     # (held by a fixture: beyond where the good parts lay, passing moved back and lit as trained)
     mirrored: str | None = None  # a part that would not pass that passes mirrored: "left to right" or "top to bottom"
+    lies: tuple[float, float] | None = None  # where the part lies: shares of the photo's width and height from where
+    # the reference lies (positive: right, below), for the drift monitor (Locator.where); None without registration
 
     def as_dict(self) -> dict:
         """JSON-able summary (no arrays)."""
@@ -181,6 +183,7 @@ class Assessment:
                 "offset": self.offset, "lighting_ok": self.lighting_ok, "grey_for_colour": self.grey_for_colour,
                 "framing": self.framing, "blurred": self.blurred, "resized": self.resized, "evened": self.evened,
                 "sensor_line": self.sensor_line, "off_place": self.off_place, "mirrored": self.mirrored,
+                "lies": None if self.lies is None else list(self.lies),
                 "light_field": None if self.light_field is None else [float(v) for v in self.light_field]}
 
 
@@ -704,7 +707,8 @@ class NormalProfile:
         found = Assessment(look.score, self._photo_map(look, placement), located, match, angle, shift, exposure, cast,
                            offset, lighting_ok, grey, framing, red_blue_swapped=self._red_blue_swapped(
                                taken, placement, lighting), blurred=self._blurred(work, placement), resized=resized,
-                           evened=evened, light_field=own)
+                           evened=evened, light_field=own,
+                           lies=None if placement is None else self.locator_.where(taken, placement))
         if judge(found, self.threshold_)[0] == "ok":  # a line and the place are looked at only for a part that
             return found  # would not pass
         # mirrored first: it is named only when the part then passes; off its place, when it then matches, unless it
@@ -938,7 +942,8 @@ class NormalProfile:
             "registration": None if self.locator_ is None else {
                 "mode": self.locator_.mode_, "match_limit": self.locator_.match_limit_,
                 "scale_limit": self.locator_.scale_limit_, "further_scales": self.locator_.further_,
-                "off_limits": None if self.locator_.off_limits_ is None else list(self.locator_.off_limits_)},
+                "off_limits": None if self.locator_.off_limits_ is None else list(self.locator_.off_limits_),
+                "place_spread": None if self.locator_.place_spread_ is None else list(self.locator_.place_spread_)},
             "lighting": None if self.lighting_ is None else {
                 "exposure_ref": self.exposure_ref_, "exposure_bounds": list(self.exposure_bounds_),
                 "exposure_range": None if self.exposure_range_ is None else list(self.exposure_range_),
@@ -990,15 +995,20 @@ class NormalProfile:
         others = np.asarray(self.oof_scores_, dtype=np.float64)[group != part]
         return float(np.quantile(others, 1.0 - self.params.false_alarm_rate, method="higher"))
 
-    def drift_baseline(self) -> dict[str, list[float]]:
+    def drift_baseline(self) -> dict[str, list]:
         """Where a steady line's parts lie, for the drift monitor: [median, robust sd] of the log exposure
         (relative to the training parts) and of the held-out scores of good training parts (not their lighting
-        copies: the monitor's baseline is the line as trained)."""
+        copies: the monitor's baseline is the line as trained), and, where registration learned it, "position":
+        [median, spread] of where the good parts lay across and down (Locator.place_spread_)."""
         scores = np.asarray(self.oof_scores_[: self.n_train_], dtype=np.float64)
         centre = float(np.median(scores))
         spread = 1.4826 * float(np.median(np.abs(scores - centre)))
-        return {"log_exposure": [float(self.exposure_stats_[0]), float(self.exposure_stats_[1])],
-                "score": [centre, max(spread, 1e-3)]}
+        out = {"log_exposure": [float(self.exposure_stats_[0]), float(self.exposure_stats_[1])],
+               "score": [centre, max(spread, 1e-3)]}
+        places = None if self.locator_ is None else self.locator_.place_spread_
+        if places is not None:  # where the good parts lay: [median, spread] of x and of y, shares of the field
+            out["position"] = [[places[0], places[1]], [places[2], places[3]]]
+        return out
 
     def _check_state(self) -> None:
         """Raise ValueError unless every loaded array has the shape and finiteness this profile needs."""
@@ -1153,7 +1163,8 @@ class NormalProfile:
                 str(reg["mode"]), np.asarray(arrays["register_reference"], np.float32), float(reg["match_limit"]),
                 None if reg.get("scale_limit") is None else float(reg["scale_limit"]),
                 reg.get("further_scales") is True,  # saved since the search past 3% (2026-12-06)
-                reg.get("off_limits"))  # saved since 2026-12-07
+                reg.get("off_limits"),  # saved since 2026-12-07
+                reg.get("place_spread"))  # saved since the afternoon of 2026-12-07
         light = meta.get("lighting")
         if light is None:
             return

@@ -42,6 +42,11 @@ bottle as a plain defect, and nothing said why). Measured on the shared sets: RE
 Products whose phase correlation wanders (the tyre's tread, the casting's blades) are named only further off; a part
 turned and moved beyond the search is often placed at a wrong turn and then not located (a miss, not a wrong name).
 
+Where each part lies (`where`, asked for every placed part): the same unclipped phase correlation, as shares of the
+photo's width and height. At fit time the reliable training places give `place_spread_` (median and spread per
+axis, `place_spread`); the drift monitor compares the recent parts' median with it, so a camera knocked aside by a
+few percent, within the scatter each part may have, is noticed for the station (drift.py, `placement_x`/`_y`).
+
 OpenCV does the array work (it releases the GIL). Note: OpenCV 5.0's `phaseCorrelate` writes into its
 inputs, so it is only ever given copies.
 
@@ -80,6 +85,7 @@ OFF_RATIO = 0.4  # ... with at most this share of the unlikeness it showed there
 # matches about as well a whole number of periods away: found by a review, 7 of 40 parts missing a logo were named)
 OFF_OVERLAP = 0.5  # ... with at least this share of the frame left
 OFF_SAMPLE = 500  # the limits are learned on at most this many training images (a seeded random sample past it)
+SPREAD_MIN_PARTS = 10  # where good parts lie (place_spread_) is learned only from at least this many reliable ones
 MODE_SAMPLE = 200  # `auto` chooses its search on at most this many training images (a seeded random sample past it:
 # trying every search on every image was 85% of a fit's registration, 15 of 17 s on 1,438 castings)
 
@@ -130,6 +136,18 @@ def sample(n: int, k: int) -> list[int]:
     if n <= k:
         return list(range(n))
     return sorted(np.random.default_rng(0).choice(n, size=k, replace=False).tolist())
+
+
+def place_spread(places: Sequence[tuple[float, float]]) -> tuple[float, float, float, float]:
+    """Where good parts lie, from their positions (N, 2) as shares of the field: (median x, spread x, median y,
+    spread y), each spread the larger of 1.4826 x the median absolute deviation and the 5-95% range / 3.29 (both an
+    sd for a normal scatter; the range is wider where a few parts lie far off, as hand-placed tyres do)."""
+    xy = np.asarray(places, dtype=np.float64).reshape(-1, 2)
+    med = np.median(xy, axis=0)
+    mad = 1.4826 * np.median(np.abs(xy - med), axis=0)
+    span = (np.quantile(xy, 0.95, axis=0) - np.quantile(xy, 0.05, axis=0)) / 3.29
+    sd = np.maximum(np.maximum(mad, span), 1e-4)  # a perfectly steady product: phase correlation reads 0 each time
+    return (round(float(med[0]), 5), round(float(sd[0]), 5), round(float(med[1]), 5), round(float(sd[1]), 5))
 
 
 def grey(image: np.ndarray) -> np.ndarray:
@@ -186,6 +204,8 @@ class Locator:
         self.rotation = rotation
         self.max_shift = max_shift
         self.off_limits_: tuple[float, float] | None = None  # see off_place (None: a profile saved before it)
+        self.place_spread_: tuple[float, float, float, float] | None = None  # see place_spread (None: saved before it,
+        # or too few training parts placed reliably)
         self.further_ = True  # the scale search goes on past SCALES (False: a profile saved before it, whose limit
         # was learned within SCALES only: found by a review, 7 of 262 good castings were scaled and flagged with it)
 
@@ -214,7 +234,7 @@ class Locator:
         # within SCALES only, 2 of 262 good castings were scaled on the line past 3% and flagged, measured)
         gains = [self._best_scale(g, p).match - p.match for g, p in zip(greys, self.train_placements_)]
         self.scale_limit_ = float(max(gains)) + SCALE_MARGIN
-        self.off_limits_ = self._off_limits(greys)
+        self.off_limits_, self.place_spread_ = self._off_limits(greys)
         return self
 
     def _choose_mode(self, greys: Sequence[np.ndarray]) -> str:
@@ -230,9 +250,11 @@ class Locator:
             return "off"
         return next(m for m in searched if matches[m] >= best - _AUTO_GAIN)
 
-    def _off_limits(self, greys: Sequence[np.ndarray]) -> tuple[float, float]:
+    def _off_limits(self, greys: Sequence[np.ndarray]
+                    ) -> tuple[tuple[float, float], tuple[float, float, float, float] | None]:
         """(distance, match): how far off a part must lie (share of the field) to be named, and how well it must match
-        once moved back, learned from (a sample of) the good training images (H, W) and their placements."""
+        once moved back; and where the good parts lie (place_spread); learned from (a sample of) the good training
+        images (H, W) and their placements."""
         picks = sample(len(greys), OFF_SAMPLE)
         places = [self.train_placements_[i] for i in picks]
         least = max(self.match_limit_, 1.0 - OFF_SLACK * (1.0 - float(np.quantile([p.match for p in places], 0.05))))
@@ -242,7 +264,8 @@ class Locator:
         away = float(np.quantile([max(abs(f.dx), abs(f.dy)) for f in found], OFF_QUANTILE)) if found else 0.0
         reach = {"off": 0.0, "none": self.max_shift, "small": 2.0 * self.max_shift, "any": self.max_shift}[self.mode_]
         # `small` refines the search's shift by ECC, which may move it by max_shift again
-        return float(max(OFF_FLOOR, away + OFF_MARGIN, reach)), float(least)
+        spread = place_spread([(f.dx, f.dy) for f in found]) if len(found) >= SPREAD_MIN_PARTS else None
+        return (float(max(OFF_FLOOR, away + OFF_MARGIN, reach)), float(least)), spread
 
     def _unclipped(self, g: np.ndarray, placement: Placement) -> OffPlace:
         """Where one phase correlation at the placement's turn, unclipped, finds the part in a grey working image
@@ -262,6 +285,19 @@ class Locator:
         dx, dy = np.linalg.solve(turn[:, :2], turn[:, 2] - moved.matrix[:, 2])
         return OffPlace(float(dx) / w, float(dy) / h, Placement(moved.matrix, match), 1.0 - float(inside.mean()),
                         as_located)
+
+    def where(self, work: np.ndarray, placement: Placement) -> tuple[float, float]:
+        """Where a BGR uint8 working image (H, W, 3) shows the part, as shares of the photo's width and height from
+        where the reference lies (positive: right and below): one phase correlation at the placement's turn, unclipped,
+        as `_unclipped` reads it (the drift monitor's position, compared with place_spread_)."""
+        g = grey(work)
+        h, w = g.shape
+        turn = rotation_matrix(-placement.angle, h, w)
+        turned = g if np.array_equal(turn, IDENTITY) else cv2.warpAffine(
+            g, turn, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        shift, _ = cv2.phaseCorrelate(self.ref_.copy(), np.array(turned, dtype=np.float32), self.window_)
+        dx, dy = np.linalg.solve(turn[:, :2], np.asarray(shift, dtype=np.float64))
+        return round(float(dx) / w, 5), round(float(dy) / h, 5)
 
     def off_place(self, work: np.ndarray, placement: Placement) -> OffPlace | None:
         """Where a BGR uint8 working image (H, W, 3) shows the part when that is further off its place than the profile
@@ -294,10 +330,12 @@ class Locator:
 
     def set_state(self, mode: str, ref: np.ndarray, match_limit: float,
                   scale_limit: float | None = None, further: bool = False,
-                  off_limits: Sequence[float] | None = None) -> "Locator":
+                  off_limits: Sequence[float] | None = None,
+                  place_spread: Sequence[float] | None = None) -> "Locator":
         """Rebuild a fitted locator from its saved mode, reference (H, W), match limit and scale limit (None: a
-        profile saved before the scale search, which never scales), whether its search goes past SCALES, and its
-        off-place limits (None: saved before them; the check is off)."""
+        profile saved before the scale search, which never scales), whether its search goes past SCALES, its
+        off-place limits (None: saved before them; the check is off) and where its good parts lay (None: saved
+        before it; their position is not watched)."""
         if mode not in ROTATIONS[1:]:
             raise ValueError(f"saved rotation mode {mode!r} is not one of off, none, small, any")
         if not (math.isfinite(match_limit) and -1.0 <= match_limit <= 1.0):
@@ -318,6 +356,16 @@ class Locator:
                 raise ValueError(f"saved off-place limits must be a distance in (0, 1] and a match in [-1, 1], "
                                  f"not {off_limits!r}")
             self.off_limits_ = (float(off_limits[0]), float(off_limits[1]))
+        self.place_spread_ = None
+        if place_spread is not None:
+            ok = (isinstance(place_spread, (list, tuple)) and len(place_spread) == 4
+                  and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                          for v in place_spread)
+                  and all(abs(v) <= 1.0 for v in place_spread) and place_spread[1] > 0 and place_spread[3] > 0)
+            if not ok:
+                raise ValueError(f"saved place spread must be a median and a positive spread (shares of the field) "
+                                 f"for x and for y, not {place_spread!r}")
+            self.place_spread_ = tuple(float(v) for v in place_spread)
         return self
 
     # ------------------------------------------------------------------ locating

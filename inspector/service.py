@@ -637,7 +637,7 @@ class WatchService:
         """The per-verdict line."""
         if self.w.log_format == "json":
             keys = ("id", "sha256", "name", "product", "verdict", "reason", "score", "threshold", "profile_version", "ms",
-                    "archived_path", "overlay_path", "exposure", "peak_x", "peak_y")
+                    "archived_path", "overlay_path", "exposure", "peak_x", "peak_y", "pos_x", "pos_y")
             self._emit("verdict", logging.INFO, row["verdict"], **{k: row.get(k) for k in keys})
             return
         if row["verdict"] == "rejected":

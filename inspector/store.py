@@ -79,7 +79,7 @@ IN_CHUNK = 500  # max sha256 values per IN (...) list
 _INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 CONNECT_TIMEOUT_S = 10  # PostgreSQL: seconds to wait for a server before giving up (libpq waits forever)
 MAX_ID = 2**63 - 1  # the largest integer an id column holds (SQLite INTEGER, PostgreSQL bigint since 0011)
-HEAD = "0012"  # the newest migration in inspector/migrations/versions (a test keeps the two in step)
+HEAD = "0013"  # the newest migration in inspector/migrations/versions (a test keeps the two in step)
 DEFAULT_PRODUCT = "default"  # the product of a row recorded without one (the same as products.DEFAULT)
 VERSION_TABLE = "alembic_version"
 MIGRATION_LOCK = 0x696E_7370_6563_7472  # PostgreSQL advisory lock key held while migrating ("inspectr")
@@ -175,6 +175,8 @@ class Inspection(Base):
     exposure: Mapped[float | None] = mapped_column(Float)  # relative to the profile's reference (1.0 = as trained)
     peak_x: Mapped[float | None] = mapped_column(Float)  # a defect: where its map peaks, fraction of the width (0012)
     peak_y: Mapped[float | None] = mapped_column(Float)  # ... and of the height (0 = top); NULL for other verdicts
+    pos_x: Mapped[float | None] = mapped_column(Float)  # a located part: how far right of the reference it lies,
+    pos_y: Mapped[float | None] = mapped_column(Float)  # fraction of the width; ... below, of the height (0013)
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # broker acknowledged it; NULL = in the outbox
     pruned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # retention deleted its file (retention.py)
     # the product whose profile judged it (0009; rows from before products: 'default', see products.py)
@@ -572,7 +574,7 @@ def _merge_bucket(out: dict[int, dict[str, Any]], k: int, add: dict[str, Any]) -
 BUCKETS_PER_QUERY = 250  # time buckets counted by one statement (then a probe skips a stretch without parts)
 DRIFT_COLUMNS = (Inspection.id, Inspection.station, Inspection.profile_version, Inspection.verdict,
                  Inspection.reason, Inspection.detail, Inspection.exposure, Inspection.score, Inspection.inspected_at,
-                 Inspection.product, Inspection.peak_x, Inspection.peak_y)
+                 Inspection.product, Inspection.peak_x, Inspection.peak_y, Inspection.pos_x, Inspection.pos_y)
 
 
 # ---------------------------------------------------------------------------------------------- store

@@ -249,7 +249,7 @@ def test_status_reports_and_fails_when_the_watcher_is_stuck(tmp_path: Path, mode
         assert code == 0 and report["state"] == "running" and report["healthy"]
         assert report["watcher"]["pid"] == proc.pid and report["pid_alive"]
         assert report["watcher"]["verdicts"]["ok"] + report["watcher"]["verdicts"]["defect"] == 1
-        assert report["database"]["revision"] == "0012" and report["database"]["newest_id"] == 1
+        assert report["database"]["revision"] == "0013" and report["database"]["newest_id"] == 1
         assert report["models"]["active"] == "v1" and report["inbox"]["waiting"] == 0
         text = subprocess.run([sys.executable, "-m", "inspector", "status", "--config", str(site.config)],
                               capture_output=True, text=True, timeout=60)

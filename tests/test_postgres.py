@@ -97,7 +97,7 @@ def test_migrations_reach_the_same_schema_on_postgres_and_sqlite(postgres_databa
     for url in (postgres_database(), f"sqlite:///{tmp_path / 'inspector.db'}"):
         with Store(url, migrate=False) as store:
             assert store.revision() is None and not sa.inspect(store.engine).get_table_names()
-            assert store.upgrade() == "0012" == store.revision()
+            assert store.upgrade() == "0013" == store.revision()
             with store.engine.connect() as conn:
                 assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == [], store.dialect
             schemas[store.dialect] = schema(store.engine)
@@ -134,7 +134,7 @@ def test_downgrade_and_upgrade_again_on_postgres(postgres_database) -> None:
             command.downgrade(alembic_config(conn), "base")
         assert sa.inspect(store.engine).get_table_names() == ["alembic_version"]
         assert store.revision() is None
-        assert store.upgrade() == "0012" and store.count() == 0
+        assert store.upgrade() == "0013" and store.count() == 0
 
 
 def test_ids_past_two_to_the_31_on_postgres(postgres_database, tmp_path: Path,
@@ -150,7 +150,7 @@ def test_ids_past_two_to_the_31_on_postgres(postgres_database, tmp_path: Path,
                                                                                   "reviewer", "reviewed_at"))))
                          .values(inspection_id=first, decision="good", reviewer="ana",
                                  reviewed_at=datetime.now(timezone.utc)))
-        assert store.upgrade() == "0012"  # from 0010 with rows in it: they keep their ids
+        assert store.upgrade() == "0013"  # from 0010 with rows in it: they keep their ids
         for table in ("inspections", "reviews"):  # as if 3 billion parts had been recorded
             pg_rows(url, f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), 3000000000)")
         [big] = store.record([row(2)])
@@ -205,7 +205,7 @@ def test_concurrent_starts_on_an_empty_postgres_database_wait_for_the_migration_
             holder.rollback()  # releases the lock
         outputs = [p.communicate(timeout=60)[0] for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, outputs
-    assert [r["version_num"] for r in pg_rows(url, "SELECT * FROM alembic_version")] == ["0012"]
+    assert [r["version_num"] for r in pg_rows(url, "SELECT * FROM alembic_version")] == ["0013"]
     assert len(pg_rows(url)) == 1
 
 
@@ -377,7 +377,7 @@ def test_watch_once_judges_into_postgres_and_each_row_carries_its_station(site) 
         assert r["inspected_at"].utcoffset() is not None  # timestamptz
         assert r["archived_path"] and Path(r["archived_path"]).is_file()
     assert not any(site.inbox.iterdir())
-    assert pg_rows(url, "SELECT version_num FROM alembic_version") == [{"version_num": "0012"}]
+    assert pg_rows(url, "SELECT version_num FROM alembic_version") == [{"version_num": "0013"}]
 
 
 def test_list_show_mark_stats_export_on_postgres(site, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:

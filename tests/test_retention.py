@@ -326,7 +326,7 @@ def test_migration_0008_adds_pruned_at_and_the_partial_index_and_downgrades(tmp_
                                  "inspected_at, verdict, station, line, camera) VALUES ('a', 'n', 's', '/a/x', "
                                  "'2026-01-01', '2026-01-01', 'ok', 'st', 'l', 'c')")
     with Store(url) as s:
-        assert s.revision() == "0012"
+        assert s.revision() == "0013"
         assert s.get(1)["pruned_at"] is None
         con = sqlite3.connect(tmp_path / "m.db")
         sql = con.execute("SELECT sql FROM sqlite_master WHERE name = 'ix_inspections_unpruned'").fetchone()[0]
@@ -432,7 +432,7 @@ def test_prune_and_migration_0008_on_postgres(postgres_database, tmp_path: Path)
     url = postgres_database()
     archive = tmp_path / "archive"
     with Store(url) as store:
-        assert store.revision() == "0012"
+        assert store.revision() == "0013"
         with store.engine.connect() as conn:
             assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
             where = conn.exec_driver_sql("SELECT indexdef FROM pg_indexes WHERE indexname = "

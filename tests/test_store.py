@@ -22,7 +22,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.exc import IntegrityError
 
 from inspector.errors import InspectorError
-from inspector.store import HEAD, Base, DatabaseError, Store, alembic_config, resolve_url
+from inspector.store import HEAD, Base, DatabaseError, Selection, Store, alembic_config, resolve_url
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
 
@@ -73,8 +73,8 @@ def test_head_constant_is_the_newest_packaged_migration() -> None:
 def test_migration_creates_schema_at_head(url: str) -> None:
     with Store(url, migrate=False) as s:
         assert s.revision() is None
-        assert s.upgrade() == head() == "0012"
-        assert s.revision() == "0012"
+        assert s.upgrade() == head() == "0013"
+        assert s.revision() == "0013"
         assert s.dialect == "sqlite" and s.url == url
         insp = sa.inspect(s.engine)
         assert "inspections" in insp.get_table_names()
@@ -104,15 +104,37 @@ def test_migration_0012_keeps_where_defects_peak_and_goes_back_without_it(url: s
             command.downgrade(alembic_config(conn), "0011")
         assert "peak_x" not in {c["name"] for c in sa.inspect(s.engine).get_columns("inspections")}
         assert s.count() == 2 and s.revision() == "0011"
-        assert s.upgrade() == "0012" and [r["peak_x"] for r in s.list()] == [None, None]
+        assert s.upgrade() == "0013" and [r["peak_x"] for r in s.list()] == [None, None]
+        assert [r["decision"] for r in s.reviews(bad)] == ["defect"]
+
+
+def test_migration_0013_keeps_where_parts_lie_and_goes_back_without_it(url: str) -> None:
+    """Where a part lay (0013) is stored and listed; the downgrade to 0012 drops the two columns and keeps the rows,
+    their peaks and their reviews; the upgrade brings them back empty."""
+    with Store(url) as s:
+        [bad] = s.record([row(1, verdict="defect", score=9.0, peak_x=0.25, peak_y=0.75, pos_x=0.031,
+                              pos_y=-0.002)])
+        s.record([row(2, pos_x=-0.004, pos_y=0.001)])
+        s.add_review(bad, "defect", "ana")
+        assert {(r["id"], r["pos_x"], r["pos_y"]) for r in s.list()} == {(bad, 0.031, -0.002),
+                                                                           (bad + 1, -0.004, 0.001)}
+        assert [(r["pos_x"], r["pos_y"]) for r in s.drift_rows(Selection(), 10)] == [(0.031, -0.002),
+                                                                                         (-0.004, 0.001)]
+        with s.engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0012")
+        columns = {c["name"] for c in sa.inspect(s.engine).get_columns("inspections")}
+        assert "pos_x" not in columns and "pos_y" not in columns and "peak_x" in columns
+        assert s.count() == 2 and s.revision() == "0012"
+        assert s.upgrade() == "0013" and [r["pos_x"] for r in s.list()] == [None, None]
+        assert sorted((r["id"], r["peak_x"]) for r in s.list()) == [(bad, 0.25), (bad + 1, None)]
         assert [r["decision"] for r in s.reviews(bad)] == ["defect"]
 
 
 def test_upgrade_twice_is_noop(store: Store, url: str) -> None:
     store.record([row(1)])
-    assert store.upgrade() == "0012"
+    assert store.upgrade() == "0013"
     with Store(url) as again:
-        assert again.revision() == "0012" and again.count() == 1
+        assert again.revision() == "0013" and again.count() == 1
 
 
 def test_orm_metadata_matches_migrated_schema(store: Store) -> None:
@@ -400,7 +422,7 @@ def test_upgrade_from_0001_keeps_the_rows(tmp_path: Path) -> None:
             " '2026-11-01 08:00:01', 'ok', 's', 'l', 'c')"))
     engine.dispose()
     with Store(url) as s:
-        assert s.revision() == "0012"
+        assert s.revision() == "0013"
         [old] = s.list()
         assert old["name"] == "old.jpg" and old["review"] is None
         s.add_review(old["id"], "good", "ana")
@@ -414,7 +436,7 @@ def test_0004_adds_a_nullable_exposure_and_downgrades_to_0003(tmp_path: Path) ->
             command.upgrade(alembic_config(conn), "0003")
         assert "exposure" not in {c["name"] for c in sa.inspect(s.engine).get_columns("inspections")}
     with Store(url) as s:
-        assert s.revision() == "0012"
+        assert s.revision() == "0013"
         [a, b] = s.record([row(1, exposure=0.9), row(2)])
         assert s.get(a)["exposure"] == 0.9 and s.get(b)["exposure"] is None
         with s.engine.execution_options(immediate=True).begin() as conn:
@@ -455,7 +477,7 @@ def check_migration_0009(url: str) -> None:
                 " camera) VALUES (:sha, 'old.jpg', '/in/old.jpg', :at, :at, 'ok', 's1', 'l1', 'c1')"),
                 {"sha": "a" * 64, "at": T0})
     with Store(url) as s:
-        assert s.revision() == HEAD == "0012"
+        assert s.revision() == HEAD == "0013"
         with s.engine.connect() as conn:
             assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == [], s.dialect
         [old] = s.list()
@@ -471,7 +493,7 @@ def check_migration_0009(url: str) -> None:
             command.downgrade(alembic_config(conn), "0008")
         assert s.revision() == "0008" and s.count() == 4
         assert "product" not in {c["name"] for c in sa.inspect(s.engine).get_columns("inspections")}
-        assert s.upgrade() == "0012" and {r["product"] for r in s.list()} == {"default"}
+        assert s.upgrade() == "0013" and {r["product"] for r in s.list()} == {"default"}
 
 
 def test_migration_0009_on_sqlite(tmp_path: Path) -> None:

@@ -90,9 +90,9 @@ def test_db_upgrade_creates_the_schema_and_current_reports_it(tmp_path: Path, ca
     code, out, err = run(capsys, "db", "current", "--config", str(cfg))  # a read: it creates nothing (issue 14)
     assert code == 6 and f"no database at {tmp_path / 'data' / 'v.db'}" in err and not (tmp_path / "data").exists()
     code, out, _ = run(capsys, "db", "upgrade", "--config", str(cfg))
-    assert code == 0 and "revision 0012" in out and "was empty" in out
+    assert code == 0 and "revision 0013" in out and "was empty" in out
     con = sqlite3.connect(tmp_path / "data" / "v.db")
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert con.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0012"
+    assert con.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0013"
     code, out, _ = run(capsys, "db", "upgrade", "--config", str(cfg))
-    assert code == 0 and out.strip() == "database at revision 0012"
+    assert code == 0 and out.strip() == "database at revision 0013"
