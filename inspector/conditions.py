@@ -121,8 +121,8 @@ def recent_level(what: str, recent: float | None, where: tuple[float, float] | N
         across = what == "pos_x"
         way = ("right" if recent > 0 else "left") if across else ("below" if recent > 0 else "above")
         side = "width" if across else "height"
-        return (f"the last {drift.POSITION_PARTS} parts lie {abs(recent):.1%} of the photo's {side} {way}"
-                f"{' of' if across else ''} where the good parts lay (median)")
+        return (f"the median of the last {drift.POSITION_PARTS} parts lies {abs(recent):.1%} of the photo's {side} "
+                f"{way}{' of' if across else ''} where the good parts lay")
     if what == drift.EVENED:
         return f"evened out to pass on {recent:g} of the last {drift.RECENT_PARTS} parts"
     return f"reason {what} on {recent:g} of the last {drift.RECENT_PARTS} parts"

@@ -145,7 +145,7 @@ def test_a_camera_knocked_aside_is_noticed_within_the_window_and_clears_when_it_
     assert drift.POSITION_LIMIT * SPREAD < raised.recent < 3.5 * SPREAD and raised.value > drift.POSITION_LIMIT
     text = describe(raised)
     side = "right of" if axis == 0 else "below"
-    way = f"of the photo's {'width' if axis == 0 else 'height'} {side} where the good parts lay (median)"
+    way = f"of the photo's {'width' if axis == 0 else 'height'} {side} where the good parts lay;"
     assert text.startswith("drift alarm: recent parts lie ") and way in text, text
     assert "the camera, its mount or the fixture" in text
     assert "spreads at part #" in text and "CUSUM" not in text
@@ -218,7 +218,8 @@ def test_parts_photographed_off_their_place_raise_the_placement_alarm_in_the_wat
     alarms = [line for line in done.stderr.splitlines()
               if "drift alarm:" in line and "to one side of where the good parts lay in training" in line]
     assert len(alarms) == 1, done.stderr
-    assert "of the photo's width right of where the good parts lay (median)" in alarms[0]
+    assert "the median of the last 49 parts lies " in alarms[0]
+    assert "of the photo's width right of where the good parts lay; " in alarms[0]
     assert f"at part #{rows[drift.POSITION_PARTS - 1]['id']})" in alarms[0]
 
     assert cli.main(["stats", "--since", "all", "--json", "--config", str(site.config)]) == 0
@@ -227,10 +228,10 @@ def test_parts_photographed_off_their_place_raise_the_placement_alarm_in_the_wat
     assert 0.025 < station["state"]["recent_position"][0] < 0.055
     assert cli.main(["stats", "--since", "all", "--config", str(site.config)]) == 0
     last = capsys.readouterr().out.splitlines()[-1]
-    assert last.startswith("DRIFT ALARM at station ") and "placement x, the last 49 parts lie " in last
+    assert last.startswith("DRIFT ALARM at station ") and "placement x, the median of the last 49 parts lies " in last
 
     from inspector.web import create_app
 
     html = create_app(config.load(site.config)).test_client().get("/", headers={"Host": "localhost"}).text
     assert "Parts lying off where the good parts lay one after another since" in html
-    assert "of the photo&#39;s width right of where the good parts lay (median)" in html
+    assert "of the photo&#39;s width right of where the good parts lay" in html
