@@ -3,9 +3,13 @@
 Two things drift on a line without any single part looking wrong: the lighting (a lamp ages or fails, a camera's
 exposure is changed) and the look of the parts (dirt on the lens, focus, a new batch of material). Each part
 brings its exposure relative to the profile's reference (1.0 = as trained) and its anomaly score; the training
-set gave the median and a robust sd of both (`profile.json` -> "drift"). Each value is standardised against
-them, z = (x - median) / sd, winsorised to +-WINSOR (one odd part, a defect, moves a statistic by at most
-WINSOR - k), and fed to CUSUMs (Page 1954):
+set gave a centre and a robust sd of both (`profile.json` -> "drift"; the score's: median and MAD of the held-out
+scores; the exposure's, since the afternoon of 2026-12-07, `profile.balanced_spread`: the sd the larger of the MAD's
+and the 5-95% range's, the centre where the winsorised z below average zero, because the castings' exposures are
+skewed, a quarter of the good parts reading 1.8 MAD-sds darker, and centred on the median and the MAD the darker
+side raised an alarm every ~800 good castings: 620 in 500,000 replayed through the real code, none since; profiles
+saved before keep their median). Each value is standardised against them, z = (x - centre) / sd, winsorised to
++-WINSOR (one odd part, a defect, moves a statistic by at most WINSOR - k), and fed to CUSUMs (Page 1954):
 
 - exposure: two-sided, on log exposure: S_low (darker) and S_high (brighter), k = 1.0, h = 10, in units of the
   training sd floored at EXPOSURE_SD_FLOOR (0.01 in log exposure, about 1%): a training set shot under one
