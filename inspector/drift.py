@@ -254,6 +254,19 @@ def _position_baseline(value: Any) -> tuple[tuple[float, float], tuple[float, fl
     return out if all(math.isfinite(v) for v in flat) and sx > 0 and sy > 0 else None
 
 
+def robust_spread(values: Iterable[float]) -> tuple[float, float]:
+    """(median, spread) of good parts' values, the spread the larger of 1.4826 x the median absolute deviation and the
+    5-95% range / 3.29 (both an sd for a normal scatter; the range is wider where a few values lie far out, as
+    hand-placed tyres' positions and the castings' exposures do); (0.0, 0.0) for fewer than two values."""
+    x = [float(v) for v in values if math.isfinite(v)]
+    if len(x) < 2:
+        return (x[0] if x else 0.0), 0.0
+    median = statistics.median(x)
+    mad = 1.4826 * statistics.median(abs(v - median) for v in x)
+    cuts = statistics.quantiles(x, n=20, method="inclusive")  # 5%, 10%, ..., 95% (NumPy's default interpolation)
+    return median, max(mad, (cuts[-1] - cuts[0]) / 3.29)
+
+
 def standardise(value: float, median: float, sd: float) -> float:
     """(value - median) / sd, winsorised to +-WINSOR."""
     return min(WINSOR, max(-WINSOR, (value - median) / sd))

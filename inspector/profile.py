@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, replace
 import cv2
 import numpy as np
 
-from inspector.drift import EXPOSURE_SD_FLOOR, WINSOR
+from inspector.drift import EXPOSURE_SD_FLOOR, WINSOR, robust_spread
 from inspector.features import (
     FeatureLayout,
     cell_features,
@@ -200,22 +200,19 @@ class Calibration:
 
 
 def balanced_spread(values: np.ndarray, floor: float, least: float = 0.0) -> tuple[float, float]:
-    """Where the drift monitor centres good parts' values (N,) and how widely they spread: the spread is the larger of
-    1.4826 x the MAD and the 5-95% range / 3.29 (both an sd for a normal scatter; the range is wider where the values
-    have a long tail), at least `least`; the centre is where the values, standardised by that spread (floored at
-    `floor`, as the monitor floors it) and winsorised at +-drift.WINSOR as the monitor does, average zero, so a skewed
-    scatter pushes neither side of a CUSUM (the castings' exposures: a quarter of the good parts read 1.8 MAD-sds
-    darker, and a CUSUM centred on the median raised an alarm every 800 good castings; measured, README "Drift")."""
+    """Where the drift monitor centres good parts' values (N,) and how widely they spread: the spread as
+    drift.robust_spread has it (wider than the MAD's sd where the values have a long tail), at least `least`; the
+    centre where the values, standardised by that spread (floored at `floor`, as the monitor floors it) and
+    winsorised at +-drift.WINSOR as the monitor does, average zero, so a skewed scatter pushes neither side of a
+    CUSUM (the castings' exposures: a quarter of the good parts read 1.8 MAD-sds darker, and a CUSUM centred on the
+    median raised an alarm every ~800 good castings; measured, README "Drift")."""
     x = np.asarray(values, dtype=np.float64)
     x = x[np.isfinite(x)]
     if x.size == 0:
         return 0.0, max(least, floor)
-    median = float(np.median(x))
-    mad = 1.4826 * float(np.median(np.abs(x - median)))
-    span = float(np.quantile(x, 0.95) - np.quantile(x, 0.05)) / 3.29
-    spread = max(mad, span, least)
+    centre, spread = robust_spread(x.tolist())
+    spread = max(spread, least)
     scale = max(spread, floor)
-    centre = median
     for _ in range(20):  # the winsorised mean's fixed point: each step moves it by at most one spread's winsor share
         step = scale * float(np.clip((x - centre) / scale, -WINSOR, WINSOR).mean())
         centre += step

@@ -62,6 +62,8 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
+from inspector.drift import robust_spread
+
 ROTATIONS = ("auto", "off", "none", "small", "any")
 SMALL_DEGREES = 10.0  # the `small` rotation mode's limit
 N_THETA = 360  # angular bins of the polar spectrum (1 degree each)
@@ -140,14 +142,11 @@ def sample(n: int, k: int) -> list[int]:
 
 def place_spread(places: Sequence[tuple[float, float]]) -> tuple[float, float, float, float]:
     """Where good parts lie, from their positions (N, 2) as shares of the field: (median x, spread x, median y,
-    spread y), each spread the larger of 1.4826 x the median absolute deviation and the 5-95% range / 3.29 (both an
-    sd for a normal scatter; the range is wider where a few parts lie far off, as hand-placed tyres do)."""
+    spread y), each as drift.robust_spread has it (at least 1e-4)."""
     xy = np.asarray(places, dtype=np.float64).reshape(-1, 2)
-    med = np.median(xy, axis=0)
-    mad = 1.4826 * np.median(np.abs(xy - med), axis=0)
-    span = (np.quantile(xy, 0.95, axis=0) - np.quantile(xy, 0.05, axis=0)) / 3.29
-    sd = np.maximum(np.maximum(mad, span), 1e-4)  # a perfectly steady product: phase correlation reads 0 each time
-    return (round(float(med[0]), 5), round(float(sd[0]), 5), round(float(med[1]), 5), round(float(sd[1]), 5))
+    (mx, sx), (my, sy) = (robust_spread(xy[:, axis].tolist()) for axis in (0, 1))
+    # a perfectly steady product: phase correlation reads 0 each time
+    return round(mx, 5), round(max(sx, 1e-4), 5), round(my, 5), round(max(sy, 1e-4), 5)
 
 
 def grey(image: np.ndarray) -> np.ndarray:
