@@ -100,7 +100,8 @@ def active_alarms(replayed: Mapping[str, drift.StationDrift]) -> list[dict[str, 
                         "what": drift.watched(signal),
                         "level": recent_level(drift.watched(signal), sd.monitor.recent(signal), where),
                         "meaning": drift.MEANING[signal],
-                        **({"where": list(where)} if where is not None else {})})
+                        **({"where": list(where)} if where is not None else {}),
+                        **({"window": drift.POSITION_PARTS} if signal in drift.POSITIONS else {})})
     return out
 
 

@@ -88,6 +88,7 @@ OFF_RATIO = 0.4  # ... with at most this share of the unlikeness it showed there
 OFF_OVERLAP = 0.5  # ... with at least this share of the frame left
 OFF_SAMPLE = 500  # the limits are learned on at most this many training images (a seeded random sample past it)
 SPREAD_MIN_PARTS = 10  # where good parts lie (place_spread_) is learned only from at least this many reliable ones
+PIVOT_RIDGE = 1e-4  # fit_pivot: turns of good parts below about half a degree leave the pivot at the frame's centre
 MODE_SAMPLE = 200  # `auto` chooses its search on at most this many training images (a seeded random sample past it:
 # trying every search on every image was 85% of a fit's registration, 15 of 17 s on 1,438 castings)
 
@@ -138,6 +139,23 @@ def sample(n: int, k: int) -> list[int]:
     if n <= k:
         return list(range(n))
     return sorted(np.random.default_rng(0).choice(n, size=k, replace=False).tolist())
+
+
+def fit_pivot(matrices: Sequence[np.ndarray], h: int, w: int) -> tuple[float, float]:
+    """The point of the reference frame (x, y working pixels of an (h, w) frame) whose place in the photos varies least
+    over good parts' placements (2, 3: photo -> frame): the centre the parts turn about, where they are turned; least
+    squares, held towards the frame's centre by PIVOT_RIDGE (parts that never turn leave it there)."""
+    inv = [np.linalg.inv(np.vstack([m, [0.0, 0.0, 1.0]]))[:2] for m in matrices]  # frame -> photo
+    a = np.array([m[:, 2] for m in inv])  # (N, 2) where the frame's origin lies in each photo
+    b = np.array([m[:, :2] - np.eye(2) for m in inv])  # (N, 2, 2): the pivot p lies at a_i + (B_i + I) p, moved by
+    # a_i + B_i p from where the frame has it
+    a, b = a - a.mean(axis=0), b - b.mean(axis=0)
+    centre = np.array([(w - 1) / 2.0, (h - 1) / 2.0])
+    ridge = PIVOT_RIDGE * len(matrices)
+    lhs = np.einsum("nji,njk->ik", b, b) + ridge * np.eye(2)
+    rhs = -np.einsum("nji,nj->i", b, a) + ridge * centre
+    x, y = np.linalg.solve(lhs, rhs)
+    return round(float(x), 3), round(float(y), 3)
 
 
 def place_spread(places: Sequence[tuple[float, float]]) -> tuple[float, float, float, float]:
@@ -205,6 +223,7 @@ class Locator:
         self.off_limits_: tuple[float, float] | None = None  # see off_place (None: a profile saved before it)
         self.place_spread_: tuple[float, float, float, float] | None = None  # see place_spread (None: saved before it,
         # or too few training parts placed reliably)
+        self.pivot_: tuple[float, float] | None = None  # see fit_pivot (None: the frame's centre)
         self.further_ = True  # the scale search goes on past SCALES (False: a profile saved before it, whose limit
         # was learned within SCALES only: found by a review, 7 of 262 good castings were scaled and flagged with it)
 
@@ -263,7 +282,11 @@ class Locator:
         away = float(np.quantile([max(abs(f.dx), abs(f.dy)) for f in found], OFF_QUANTILE)) if found else 0.0
         reach = {"off": 0.0, "none": self.max_shift, "small": 2.0 * self.max_shift, "any": self.max_shift}[self.mode_]
         # `small` refines the search's shift by ECC, which may move it by max_shift again
-        spread = place_spread([(f.dx, f.dy) for f in found]) if len(found) >= SPREAD_MIN_PARTS else None
+        spread = None
+        if len(found) >= SPREAD_MIN_PARTS:
+            h, w = greys[0].shape
+            self.pivot_ = fit_pivot([f.placement.matrix for f in found], h, w)
+            spread = place_spread([self._lies(f.placement.matrix, h, w) for f in found])
         return (float(max(OFF_FLOOR, away + OFF_MARGIN, reach)), float(least)), spread
 
     def _unclipped(self, g: np.ndarray, placement: Placement) -> OffPlace:
@@ -287,16 +310,27 @@ class Locator:
 
     def where(self, work: np.ndarray, placement: Placement) -> tuple[float, float]:
         """Where a BGR uint8 working image (H, W, 3) shows the part, as shares of the photo's width and height from
-        where the reference lies (positive: right and below): one phase correlation at the placement's turn, unclipped,
-        as `_unclipped` reads it (the drift monitor's position, compared with place_spread_)."""
+        where the reference shows it (positive: right and below): its pivot (pivot_) brought back into the photo by
+        the placement's turn and one phase correlation, unclipped, as `_unclipped` finds it (the drift monitor's
+        position, compared with place_spread_)."""
         g = grey(work)
         h, w = g.shape
         turn = rotation_matrix(-placement.angle, h, w)
         turned = g if np.array_equal(turn, IDENTITY) else cv2.warpAffine(
             g, turn, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         shift, _ = cv2.phaseCorrelate(self.ref_.copy(), np.array(turned, dtype=np.float32), self.window_)
-        dx, dy = np.linalg.solve(turn[:, :2], np.asarray(shift, dtype=np.float64))
-        return round(float(dx) / w, 5), round(float(dy) / h, 5)
+        matrix = turn.copy()
+        matrix[:, 2] -= shift
+        x, y = self._lies(matrix, h, w)
+        return round(x, 5), round(y, 5)
+
+    def _lies(self, matrix: np.ndarray, h: int, w: int) -> tuple[float, float]:
+        """Where a placement (2, 3: photo -> frame, working pixels of an (h, w) frame) shows the part's pivot in the
+        photo, less where the frame has it, as shares of the width and height: where the part lies, not where a turn
+        about the frame's centre moved it (a part off the centre, turned, would read as moved: found by a review)."""
+        pivot = np.array(self.pivot_ if self.pivot_ is not None else ((w - 1) / 2.0, (h - 1) / 2.0))
+        x, y = np.linalg.solve(matrix[:, :2], pivot - matrix[:, 2]) - pivot
+        return float(x) / w, float(y) / h
 
     def off_place(self, work: np.ndarray, placement: Placement) -> OffPlace | None:
         """Where a BGR uint8 working image (H, W, 3) shows the part when that is further off its place than the profile
@@ -330,11 +364,12 @@ class Locator:
     def set_state(self, mode: str, ref: np.ndarray, match_limit: float,
                   scale_limit: float | None = None, further: bool = False,
                   off_limits: Sequence[float] | None = None,
-                  place_spread: Sequence[float] | None = None) -> "Locator":
+                  place_spread: Sequence[float] | None = None, pivot: Sequence[float] | None = None) -> "Locator":
         """Rebuild a fitted locator from its saved mode, reference (H, W), match limit and scale limit (None: a
         profile saved before the scale search, which never scales), whether its search goes past SCALES, its
-        off-place limits (None: saved before them; the check is off) and where its good parts lay (None: saved
-        before it; their position is not watched)."""
+        off-place limits (None: saved before them; the check is off), where its good parts lay (None: saved
+        before it; their position is not watched) and the pivot it reads their position at (None: the frame's
+        centre)."""
         if mode not in ROTATIONS[1:]:
             raise ValueError(f"saved rotation mode {mode!r} is not one of off, none, small, any")
         if not (math.isfinite(match_limit) and -1.0 <= match_limit <= 1.0):
@@ -365,6 +400,15 @@ class Locator:
                 raise ValueError(f"saved place spread must be a median and a positive spread (shares of the field) "
                                  f"for x and for y, not {place_spread!r}")
             self.place_spread_ = tuple(float(v) for v in place_spread)
+        self.pivot_ = None
+        if pivot is not None:
+            h, w = self.ref_.shape
+            ok = (isinstance(pivot, (list, tuple)) and len(pivot) == 2
+                  and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in pivot)
+                  and -w <= pivot[0] <= 2 * w and -h <= pivot[1] <= 2 * h)
+            if not ok:
+                raise ValueError(f"saved pivot must be a point (x, y) of the {w} x {h} frame or near it, not {pivot!r}")
+            self.pivot_ = (float(pivot[0]), float(pivot[1]))
         return self
 
     # ------------------------------------------------------------------ locating
