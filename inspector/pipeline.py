@@ -55,7 +55,7 @@ class Verdict:
     assessment: Assessment | None = field(default=None, repr=False)  # placement and lighting as found
     peak_x: float | None = None  # a defect: where its anomaly map peaks, as a fraction of the photo's width (0 = left)
     peak_y: float | None = None  # ... and of its height (0 = top); None for other verdicts
-    pos_x: float | None = None  # a judged part located: how far it lies right of where the reference lies, as a
+    pos_x: float | None = None  # a judged part located (or misplaced): how far right of where the reference lies, as a
     pos_y: float | None = None  # fraction of the photo's width; ... below, of its height (the drift monitor's)
 
     def as_dict(self) -> dict:
@@ -197,8 +197,11 @@ class Inspector:
         verdict, reason, detail = judge(found, self.profile.threshold_)
         # where a defect's map peaks (a part not located, or out of place, has no meaningful peak)
         peak = map_peak(found.anomaly_map) if verdict == "defect" and reason not in NO_PEAK else (None, None)
-        # where a judged part lies (not one that was not found, nor one read mirrored)
-        lies = found.lies if verdict != "rejected" and found.located and reason != MIRRORED else None
+        # where a judged part lies: not one that was not found, nor one read mirrored; one found off its place lies
+        # where the off-place check found it, located or not (a part 8% off matched too badly where it lay to be
+        # located, and recorded no position: found by an adversarial test)
+        lies = (found.lies if verdict != "rejected" and (found.located or reason == MISPLACED) and reason != MIRRORED
+                else None)
         return Verdict(
             name=name, sha256=digest, verdict=verdict, reason=reason, detail=detail,
             score=None if verdict == "rejected" else found.score, threshold=self.profile.threshold_,

@@ -175,6 +175,17 @@ def test_a_skewed_training_scatter_is_centred_where_it_pushes_neither_side() -> 
     darker = feed(DriftMonitor(balanced), np.concatenate([line[:500], line[500:700] * 0.9]), scores[:700])
     assert [(e.kind, e.signal) for e in darker][:1] == [("raised", "exposure_low")] and darker[0].ref < 520, darker
     assert balanced_spread(np.zeros(50), 0.01, 0.005) == (0.0, 0.005)
+    # a few odd training photos (8% at 0.6x: a flash misfire) widen the spread by at most half: a lamp 15% darker is
+    # still noticed within a few parts (with the range's sd alone, 0.16, never; found by an adversarial test)
+    rng = np.random.default_rng(3)
+    odd = np.where(rng.random(600) < 0.08, math.log(0.6), 0.0) + rng.normal(0.0, 0.02, 600)
+    centre, spread = balanced_spread(odd, drift.EXPOSURE_SD_FLOOR)
+    mad = 1.4826 * float(np.median(np.abs(odd - np.median(odd))))
+    assert spread <= drift.SPREAD_WIDEN * mad + 1e-12 and spread < 0.04, spread
+    steady = np.exp(rng.normal(0.0, 0.02, 400))
+    lamp = feed(DriftMonitor(Baseline(centre, spread, *SCORE)), np.concatenate([steady[:200], steady[200:] * 0.85]),
+                np.full(400, SCORE[0]))
+    assert [(e.kind, e.signal) for e in lamp][:1] == [("raised", "exposure_low")] and lamp[0].ref < 210, lamp
     assert balanced_spread(np.array([np.nan]), 0.01) == (0.0, 0.01)
 
 

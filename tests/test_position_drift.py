@@ -48,6 +48,9 @@ def test_each_judged_part_records_where_it_lies(held: NormalProfile) -> None:
         placement = held.locator_.locate(taken)
         off = held.locator_._unclipped(register.grey(taken), placement)
         assert held.locator_.where(taken, placement) == pytest.approx((off.dx, off.dy), abs=1e-5)
+    far = judge(held, moved(part, 0.2))  # too far off to be located where it lies: named, and where it lies recorded
+    assert (far.verdict, far.reason, far.assessment.located) == ("defect", "misplaced", False), far
+    assert abs(far.pos_x - home.pos_x - 0.2) < 1.5 / 256 and abs(far.pos_y - home.pos_y) < 0.015, far  # 20% cut off
     nothing = np.full((192, 256, 3), 120, np.uint8)
     empty = judge(held, nothing)
     assert (empty.verdict, empty.reason, empty.pos_x, empty.pos_y) == ("defect", "not_located", None, None)
