@@ -42,10 +42,12 @@ bottle as a plain defect, and nothing said why). Measured on the shared sets: RE
 Products whose phase correlation wanders (the tyre's tread, the casting's blades) are named only further off; a part
 turned and moved beyond the search is often placed at a wrong turn and then not located (a miss, not a wrong name).
 
-Where each part lies (`where`, asked for every placed part): the same unclipped phase correlation, as shares of the
-photo's width and height. At fit time the reliable training places give `place_spread_` (median and spread per
-axis, `place_spread`); the drift monitor compares the recent parts' median with it, so a camera knocked aside by a
-few percent, within the scatter each part may have, is noticed for the station (drift.py, `placement_x`/`_y`).
+Where each part lies (`where`, asked for every placed part): the same unclipped phase correlation, read at the
+part's pivot (`fit_pivot`: the frame point whose place varies least as the good parts turn, learned at fit; a part
+off the frame's centre turned about itself is not read as moved), as shares of the photo's width and height. At fit
+time the reliable training places give `place_spread_` (median and spread per axis, `place_spread`); the drift
+monitor compares the recent parts' median with it, so a camera knocked aside by a few percent, within the scatter
+each part may have, is noticed for the station (drift.py, `placement_x`/`_y`).
 
 OpenCV does the array work (it releases the GIL). Note: OpenCV 5.0's `phaseCorrelate` writes into its
 inputs, so it is only ever given copies.
@@ -271,8 +273,8 @@ class Locator:
     def _off_limits(self, greys: Sequence[np.ndarray]
                     ) -> tuple[tuple[float, float], tuple[float, float, float, float] | None]:
         """(distance, match): how far off a part must lie (share of the field) to be named, and how well it must match
-        once moved back; and where the good parts lie (place_spread); learned from (a sample of) the good training
-        images (H, W) and their placements."""
+        once moved back; and where the good parts lie (place_spread, read at the pivot this also learns: pivot_);
+        learned from (a sample of) the good training images (H, W) and their placements."""
         picks = sample(len(greys), OFF_SAMPLE)
         places = [self.train_placements_[i] for i in picks]
         least = max(self.match_limit_, 1.0 - OFF_SLACK * (1.0 - float(np.quantile([p.match for p in places], 0.05))))
