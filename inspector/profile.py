@@ -741,9 +741,9 @@ class NormalProfile:
         # nearer than the profile allows, only when lit as trained, as it lies or moved back (its light read where it
         # lies takes in what the move brought into the frame: 6 of 20 bottles 4% off read beyond the tolerance), and
         # moved back it passes (a photo at 0.4x exposure a little off was named so, when its light was not looked at)
-        moved = None if off is None else self.locator_.warp(taken, off.placement)
-        if off is not None and (off.far or found.lighting_ok or self._lit(self._relight(moved)[1])[1]):
-            moved_score = self._score_at(image, moved, off.placement)
+        relit = None if off is None else self._relight(self.locator_.warp(taken, off.placement))
+        if off is not None and (off.far or found.lighting_ok or self._lit(relit[1])[1]):
+            moved_score = self._score_at(image, relit, off.placement)
             if off.far or moved_score <= self.threshold_:
                 named = _off_place(off, moved_score, self.threshold_)
         return replace(found, sensor_line=sensor.stuck_line(image, self.sensor_limits_), mirrored=mirrored,
@@ -781,14 +781,16 @@ class NormalProfile:
             if moved.match - placement.match < gate:
                 continue
             better = True
-            if self._score_at(np.ascontiguousarray(np.flip(image, axis)), aligned, moved) <= self.threshold_:
+            if self._score_at(np.ascontiguousarray(np.flip(image, axis)), self._relight(aligned), moved) \
+                    <= self.threshold_:
                 return name, True
         return None, better
 
-    def _score_at(self, image: np.ndarray, aligned: np.ndarray, placement: Placement) -> float:
-        """A part's score (display image, and working image (H, W, 3) brought into the frame by `placement`) when it
-        is judged so: a part found off its place moved back, or mirrored (the fine pass skipped once it is flagged)."""
-        work, lighting = self._relight(aligned)
+    def _score_at(self, image: np.ndarray, relit: tuple[np.ndarray, Lighting | None], placement: Placement) -> float:
+        """A part's score (display image, and its working image brought into the frame by `placement` and relit:
+        _relight's (H, W, 3) image and lighting) when it is judged so: a part found off its place moved back, or
+        mirrored (the fine pass skipped once it is flagged)."""
+        work, lighting = relit
         return self._look(image, work, placement, lighting, stop_above=self.threshold_).score
 
     def _place(self, taken: np.ndarray) -> tuple[np.ndarray, Placement | None]:

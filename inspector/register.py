@@ -318,11 +318,8 @@ class Locator:
         g = grey(work)
         h, w = g.shape
         turn = rotation_matrix(-placement.angle, h, w)
-        turned = g if np.array_equal(turn, IDENTITY) else cv2.warpAffine(
-            g, turn, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        shift, _ = cv2.phaseCorrelate(self.ref_.copy(), np.array(turned, dtype=np.float32), self.window_)
         matrix = turn.copy()
-        matrix[:, 2] -= shift
+        matrix[:, 2] -= self._phase(g, turn)
         x, y = self._lies(matrix, h, w)
         return round(x, 5), round(y, 5)
 
@@ -512,11 +509,8 @@ class Locator:
         """Rotate by `rot` (2, 3), then find the shift by phase correlation against `ref` (default: the full-size
         reference); with `limit`, shifts beyond max_shift are cut (and whole pixels in `none` mode)."""
         ref = self.ref_ if ref is None else ref
-        window = self.window_ if window is None else window
         h, w = g.shape
-        turned = g if np.array_equal(rot, IDENTITY) else cv2.warpAffine(
-            g, rot, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        (dx, dy), _ = cv2.phaseCorrelate(ref.copy(), np.array(turned, dtype=np.float32), window)
+        dx, dy = self._phase(g, rot, ref, window)
         if limit:
             dx = float(np.clip(dx, -self.max_shift * w, self.max_shift * w))
             dy = float(np.clip(dy, -self.max_shift * h, self.max_shift * h))
@@ -525,6 +519,18 @@ class Locator:
         matrix = rot.copy()
         matrix[:, 2] -= (dx, dy)
         return Placement(matrix, zncc(self.warp(g, Placement(matrix, 0.0)), ref))
+
+    def _phase(self, g: np.ndarray, rot: np.ndarray, ref: np.ndarray | None = None,
+               window: np.ndarray | None = None) -> tuple[float, float]:
+        """The shift (dx, dy, pixels) phase correlation finds between `ref` (default: the full-size reference) and a
+        grey image (H, W) turned by `rot` (2, 3), unclipped."""
+        ref = self.ref_ if ref is None else ref
+        window = self.window_ if window is None else window
+        h, w = g.shape
+        turned = g if np.array_equal(rot, IDENTITY) else cv2.warpAffine(
+            g, rot, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        (dx, dy), _ = cv2.phaseCorrelate(ref.copy(), np.array(turned, dtype=np.float32), window)
+        return float(dx), float(dy)
 
     def _refine(self, g: np.ndarray, start: np.ndarray) -> Placement | None:
         """ECC (Euclidean) refinement at half resolution from `start` (2, 3); None when it fails or strays."""
