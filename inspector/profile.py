@@ -975,6 +975,7 @@ class NormalProfile:
             "registration": None if self.locator_ is None else {
                 "mode": self.locator_.mode_, "match_limit": self.locator_.match_limit_,
                 "scale_limit": self.locator_.scale_limit_, "further_scales": self.locator_.further_,
+                "scale_seen": self.locator_.scale_seen_,
                 "off_limits": None if self.locator_.off_limits_ is None else list(self.locator_.off_limits_),
                 "place_spread": None if self.locator_.place_spread_ is None else list(self.locator_.place_spread_),
                 "pivot": None if self.locator_.pivot_ is None else list(self.locator_.pivot_)},
@@ -1198,7 +1199,8 @@ class NormalProfile:
                 None if reg.get("scale_limit") is None else float(reg["scale_limit"]),
                 reg.get("further_scales") is True,  # saved since the search past 3% (2026-12-06)
                 reg.get("off_limits"),  # saved since 2026-12-07
-                reg.get("place_spread"), reg.get("pivot"))  # saved since the afternoon of 2026-12-07
+                reg.get("place_spread"), reg.get("pivot"),  # saved since the afternoon of 2026-12-07
+                reg.get("scale_seen"))  # saved since 2026-12-07 evening (None before: the search as its limit says)
         light = meta.get("lighting")
         if light is None:
             return

@@ -79,6 +79,11 @@ SCALES = (0.97, 0.985, 1.015, 1.03)  # magnifications (about the frame centre) t
 FURTHER_SCALES = {0.97: (0.955, 0.94), 1.03: (1.045, 1.06)}  # tried beyond the best of SCALES where it is at an end
 FURTHER_MARGIN = 0.005  # ... and taken only when it raises the match this much more
 SCALE_MARGIN = 0.01  # one is taken only when it raises the match this much beyond what any good training part gains
+SCALE_CHECK = (0.95, 1.05)  # the search is kept only where good parts photographed 5% smaller or larger (about the
+SCALE_SEEN = 0.5  # ... frame centre) are found scaled past the limit at least this often: where the good parts gain
+# from a scale by their content as much as a moved camera makes them gain, a scale read on the line is noise (placed
+# castings: 0-3% of them were found, while good ones were read 6% smaller and flagged `size`; bottle: 100%)
+SCALE_SAMPLE = 40  # ... measured on at most this many training images (a seeded random sample past it)
 OFF_FLOOR = 0.04  # a part lies off its place when one phase correlation finds it at least this share of the field
 OFF_MARGIN = 0.03  # ... away, and this much further than OFF_QUANTILE of the training parts it finds reliably (and,
 # where the profile searches, further than the search reaches), ...
@@ -228,6 +233,8 @@ class Locator:
         self.pivot_: tuple[float, float] | None = None  # see fit_pivot (None: the frame's centre)
         self.further_ = True  # the scale search goes on past SCALES (False: a profile saved before it, whose limit
         # was learned within SCALES only: found by a review, 7 of 262 good castings were scaled and flagged with it)
+        self.scale_seen_: float | None = None  # how often good parts 5% off the trained scale were found (see
+        # _scale_seen); below SCALE_SEEN the search is off (scale_limit_ None); None: a profile saved before it
 
     # ------------------------------------------------------------------ fitting
     def fit(self, works: Sequence[np.ndarray]) -> "Locator":
@@ -253,9 +260,25 @@ class Locator:
         # what good parts gain by the same search (a casting's median reference: its parts gain by content; searched
         # within SCALES only, 2 of 262 good castings were scaled on the line past 3% and flagged, measured)
         gains = [self._best_scale(g, p).match - p.match for g, p in zip(greys, self.train_placements_)]
-        self.scale_limit_ = float(max(gains)) + SCALE_MARGIN
+        limit = float(max(gains)) + SCALE_MARGIN
+        self.scale_seen_ = self._scale_seen(greys, limit)
+        self.scale_limit_ = limit if self.scale_seen_ >= SCALE_SEEN else None
         self.off_limits_, self.place_spread_ = self._off_limits(greys)
         return self
+
+    def _scale_seen(self, greys: Sequence[np.ndarray], limit: float) -> float:
+        """How often the scale search, with `limit`, finds good grey working images (H, W) magnified by each of
+        SCALE_CHECK about the frame centre (a camera moved; borders replicated) scaled: the share of SCALE_SAMPLE
+        of them, both ways."""
+        h, w = greys[0].shape
+        found = []
+        for scale in SCALE_CHECK:
+            zoom = rotation_matrix(0.0, h, w, scale)
+            for i in sample(len(greys), SCALE_SAMPLE):
+                g = cv2.warpAffine(greys[i], zoom, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                placement = self.locate_grey(g)
+                found.append(self._best_scale(g, placement).match - placement.match > max(limit, 0.0))
+        return float(np.mean(found))
 
     def _choose_mode(self, greys: Sequence[np.ndarray]) -> str:
         """`auto`'s choice, from grey working images (H, W) measured against the current reference: `off` unless a
@@ -363,12 +386,13 @@ class Locator:
     def set_state(self, mode: str, ref: np.ndarray, match_limit: float,
                   scale_limit: float | None = None, further: bool = False,
                   off_limits: Sequence[float] | None = None,
-                  place_spread: Sequence[float] | None = None, pivot: Sequence[float] | None = None) -> "Locator":
+                  place_spread: Sequence[float] | None = None, pivot: Sequence[float] | None = None,
+                  scale_seen: float | None = None) -> "Locator":
         """Rebuild a fitted locator from its saved mode, reference (H, W), match limit and scale limit (None: a
         profile saved before the scale search, which never scales), whether its search goes past SCALES, its
         off-place limits (None: saved before them; the check is off), where its good parts lay (None: saved
-        before it; their position is not watched) and the pivot it reads their position at (None: the frame's
-        centre)."""
+        before it; their position is not watched), the pivot it reads their position at (None: the frame's
+        centre) and how often its scale search found good parts 5% off (None: saved before that was measured)."""
         if mode not in ROTATIONS[1:]:
             raise ValueError(f"saved rotation mode {mode!r} is not one of off, none, small, any")
         if not (math.isfinite(match_limit) and -1.0 <= match_limit <= 1.0):
@@ -380,6 +404,10 @@ class Locator:
         self.match_limit_ = float(match_limit)
         self.scale_limit_ = None if scale_limit is None else float(scale_limit)
         self.further_ = bool(further)
+        if scale_seen is not None and not (isinstance(scale_seen, (int, float)) and not isinstance(scale_seen, bool)
+                                           and 0.0 <= scale_seen <= 1.0):
+            raise ValueError(f"saved scale seen must be a share in [0, 1], not {scale_seen!r}")
+        self.scale_seen_ = None if scale_seen is None else float(scale_seen)
         self.off_limits_ = None
         if off_limits is not None:
             ok = (isinstance(off_limits, (list, tuple)) and len(off_limits) == 2

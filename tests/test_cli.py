@@ -155,6 +155,7 @@ def test_eval_json_keys_and_report(mvtec_dir: Path, tmp_path: Path, capsys: pyte
                 "pixel_auroc", "ms_per_image", "n_train", "n_test"):
         assert key in m
     assert m["n_train"] == 30 and m["n_test"] == 26
+    assert m["scale_search"] is True  # generated parts of one size: a moved camera is found
     assert m["image_auroc"] > 0.95
     assert set(m["per_type_recall"]) == {"spot", "missing", "scratch", "shift"}
     assert m["pixel_auroc"] is not None and m["pixel_auroc"] > 0.7
