@@ -1200,7 +1200,7 @@ class NormalProfile:
                 reg.get("further_scales") is True,  # saved since the search past 3% (2026-12-06)
                 reg.get("off_limits"),  # saved since 2026-12-07
                 reg.get("place_spread"), reg.get("pivot"),  # saved since the afternoon of 2026-12-07
-                reg.get("scale_seen"))  # saved since 2026-12-07 evening (None before: the search as its limit says)
+                reg.get("scale_seen"))  # saved since 2026-12-07 noon (None before: the search as its limit says)
         light = meta.get("lighting")
         if light is None:
             return

@@ -19,7 +19,9 @@ centre, then a shift) on the grey working image:
   bottles; now 1, measured 2026-12-06; parts within 3% cost no more than before), and the best is taken when it
   matches the reference better than the placement alone by more than any good training part gains
   that way, plus SCALE_MARGIN (`scale_limit_`); a product whose good parts already gain from it (a reference that
-  is the median of parts that differ) is left unscaled up to that much;
+  is the median of parts that differ) is left unscaled up to that much; and where the search, so limited, does not
+  bring back at least SCALE_SEEN of the training parts photographed 5% larger and of those 5% smaller (it cannot
+  tell a moved camera from the parts' own differences), it is off (`scale_limit_` None, `scale_seen_` the share);
 * `auto` (default) chooses at fit time, on up to MODE_SAMPLE training images: `off` unless a search raises their
   median match by _AUTO_MOVE (every resampling blurs a little, and small defects are a few pixels wide), else the
   cheapest search that matches about as well as the best one.
@@ -79,10 +81,11 @@ SCALES = (0.97, 0.985, 1.015, 1.03)  # magnifications (about the frame centre) t
 FURTHER_SCALES = {0.97: (0.955, 0.94), 1.03: (1.045, 1.06)}  # tried beyond the best of SCALES where it is at an end
 FURTHER_MARGIN = 0.005  # ... and taken only when it raises the match this much more
 SCALE_MARGIN = 0.01  # one is taken only when it raises the match this much beyond what any good training part gains
-SCALE_CHECK = (0.95, 1.05)  # the search is kept only where good parts photographed 5% smaller or larger (about the
-SCALE_SEEN = 0.5  # ... frame centre) are found scaled past the limit at least this often: where the good parts gain
-# from a scale by their content as much as a moved camera makes them gain, a scale read on the line is noise (placed
-# castings: 0-3% of them were found, while good ones were read 6% smaller and flagged `size`; bottle: 100%)
+SCALE_CHECK = (0.95, 1.05)  # the search is kept only where good parts photographed 5% smaller and 5% larger (about
+SCALE_SEEN = 0.5  # ... the frame centre) are each found scaled back past the limit at least this often: where the
+# good parts gain from a scale by their content as much as a moved camera makes them gain, a scale read on the line
+# is noise (castings placed by hand: 0% and 3% found, while good ones were read 6% smaller and flagged `size`;
+# bottle: 100%)
 SCALE_SAMPLE = 40  # ... measured on at most this many training images (a seeded random sample past it)
 OFF_FLOOR = 0.04  # a part lies off its place when one phase correlation finds it at least this share of the field
 OFF_MARGIN = 0.03  # ... away, and this much further than OFF_QUANTILE of the training parts it finds reliably (and,
@@ -267,18 +270,23 @@ class Locator:
         return self
 
     def _scale_seen(self, greys: Sequence[np.ndarray], limit: float) -> float:
-        """How often the scale search, with `limit`, finds good grey working images (H, W) magnified by each of
-        SCALE_CHECK about the frame centre (a camera moved; borders replicated) scaled: the share of SCALE_SAMPLE
-        of them, both ways."""
+        """How often the scale search, as `locate` runs it with `limit`, brings good grey working images (H, W)
+        magnified by each of SCALE_CHECK about the frame centre (a camera moved; borders replicated) back the right
+        way: the share of SCALE_SAMPLE of them, in the direction where it is smaller (a search blind one way reads
+        noise that way)."""
         h, w = greys[0].shape
-        found = []
-        for scale in SCALE_CHECK:
-            zoom = rotation_matrix(0.0, h, w, scale)
+        shares = []
+        for zoom in SCALE_CHECK:
+            m = rotation_matrix(0.0, h, w, zoom)
+            found = []
             for i in sample(len(greys), SCALE_SAMPLE):
-                g = cv2.warpAffine(greys[i], zoom, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                g = cv2.warpAffine(greys[i], m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
                 placement = self.locate_grey(g)
-                found.append(self._best_scale(g, placement).match - placement.match > max(limit, 0.0))
-        return float(np.mean(found))
+                best = self._best_scale(g, placement)
+                taken = best.match - placement.match > max(limit, 0.0)
+                found.append(taken and (best.scale - 1.0) * (zoom - 1.0) < 0.0)  # a zoom in is brought back out
+            shares.append(float(np.mean(found)))
+        return min(shares)
 
     def _choose_mode(self, greys: Sequence[np.ndarray]) -> str:
         """`auto`'s choice, from grey working images (H, W) measured against the current reference: `off` unless a
@@ -389,7 +397,8 @@ class Locator:
                   place_spread: Sequence[float] | None = None, pivot: Sequence[float] | None = None,
                   scale_seen: float | None = None) -> "Locator":
         """Rebuild a fitted locator from its saved mode, reference (H, W), match limit and scale limit (None: a
-        profile saved before the scale search, which never scales), whether its search goes past SCALES, its
+        profile saved before the scale search, or one whose search is off: see _scale_seen; neither scales), whether
+        its search goes past SCALES, its
         off-place limits (None: saved before them; the check is off), where its good parts lay (None: saved
         before it; their position is not watched), the pivot it reads their position at (None: the frame's
         centre) and how often its scale search found good parts 5% off (None: saved before that was measured)."""

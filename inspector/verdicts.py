@@ -52,8 +52,8 @@ def judge(found: Assessment, threshold: float) -> tuple[str, str | None, str | N
     A located part, lit within the tolerance, that would not pass and whose photo has a line across its whole length
     is a `defect` / `sensor`, naming the line (a stuck sensor column read as a `size` defect or a plain one: found
     by an adversarial test; a defect, not a rejection: a streak along a strip product looks alike; see sensor.py).
-    A located part found larger or smaller than the good parts beyond SIZE_TOLERANCE (the scale search reaches 6%)
-    is a `defect` / `size`: a part of another size is a wrong part (found by an adversarial test: such parts passed
+    A located part found larger or smaller than the good parts beyond SIZE_TOLERANCE (the scale search reaches 6%;
+    a profile whose search cannot see a moved camera has it off, and never says `size`) is a `defect` / `size`: a part of another size is a wrong part (found by an adversarial test: such parts passed
     as good), and a camera moved closer makes every part one, each saying so.
     A located part whose photo has lost the detail good parts show (out of focus, motion blur) and that is flagged
     is a `defect` / `blurred`, saying so (found by an adversarial test: a 15 px motion blur flagged 33-100% of good

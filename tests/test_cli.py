@@ -72,11 +72,33 @@ def test_train_says_nothing_of_the_fine_pass_where_it_runs(tmp_path: Path, capsy
     assert main(["train", str(folder), "--config", str(cfg), "--json"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["warnings"] == [] and "warning" not in captured.err
+    assert json.loads(captured.out)["scale_search"] is True  # parts of one size: a moved camera is found
     cfg.write_text('[models]\ndir = "m"\n\n[profile]\nfine_width = 200\n')  # the config turns it off, not the photos
     assert main(["train", str(folder), "--config", str(cfg), "--json"]) == 0
     [warning] = json.loads(capsys.readouterr().out)["warnings"]
     assert warning.startswith("[profile] fine_width = 200 is under 2.5 times the working width (128 px): no fine "
                               "pass") and "set fine_width to at least 320, or to 0" in warning
+
+
+def test_train_warns_when_no_part_is_tried_at_another_scale(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Found by a review: where good parts differ in size as much as a camera moved 5% makes them, the scale search
+    is off (no part tried at another scale, none said to be of another `size`); training says so, and its JSON."""
+    rng = np.random.default_rng(9)
+    folder = tmp_path / "varied"
+    folder.mkdir()
+    for i in range(16):
+        part = make_part(rng, 400, 300)
+        zoom = cv2.getRotationMatrix2D((199.5, 149.5), 0.0, float(rng.uniform(0.94, 1.06)))
+        cv2.imwrite(str(folder / f"p{i}.png"), cv2.warpAffine(part, zoom, (400, 300), borderMode=cv2.BORDER_REPLICATE))
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[models]\ndir = "m"\n')
+    assert main(["train", str(folder), "--config", str(cfg), "--json"]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    [warning] = out["warnings"]
+    assert out["scale_search"] is False and f"warning: {warning}" in captured.err
+    assert warning.startswith("these parts differ in size or look among themselves as much as a camera moved 5% "
+                              "closer or further would make them") and "(`size`)" in warning
 
 
 def test_train_warns_when_the_photos_differ_in_shape(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
