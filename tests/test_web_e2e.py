@@ -261,12 +261,16 @@ def test_zoom_keyboard_review_and_undo_in_chromium(browser_tools: tuple[str, Any
             pressed(page, "z")
             assert page.url.split("?")[0] == f"{keys_server}inspections/{first}"
             assert page.locator(".side-by-side").first.locator("svg.shot").count() == 2
-            assert page.locator(".side-by-side").first.locator("rect.region").count() == 2
+            # each marked region boxed on both (spot-0 of this site is marked in two places, the others in one; which
+            # of them is the newest depends on the order the judging processes finished: a CI run found 4 == 2)
+            shots_here = page.locator(".side-by-side").first.locator("svg.shot")
+            boxed = [shots_here.nth(i).locator("rect.region").count() for i in range(2)]
+            assert boxed[0] == boxed[1] >= 1, boxed
             loaded = page.evaluate("performance.getEntriesByType('resource').map(e => new URL(e.name).pathname)")
             assert f"/image/{first}" in loaded and f"/overlay/{first}" in loaded
             shown = page.locator("svg.shot").first.bounding_box()
             assert shown is not None and shown["width"] > 480  # half the page, not a 320 x 240 thumbnail
-            box = page.locator("svg.shot").first.locator("rect.region").bounding_box()
+            box = page.locator("svg.shot").first.locator("rect.region").first.bounding_box()
             assert box is not None and shown["x"] <= box["x"] and box["x"] + box["width"] <= shown["x"] + shown["width"]
             shots.append(tmp_path / "review-zoom.png")
             page.screenshot(path=str(shots[-1]), full_page=True)
