@@ -377,7 +377,10 @@ def test_the_review_page_says_file_pruned_instead_of_a_broken_image(station: Sta
         with urllib.request.urlopen(f"{base}/inspections/{pruned}", timeout=10) as response:
             assert "File pruned on" in response.read().decode()
     finally:
-        server.trigger.pull_trigger(server.close)
+        try:
+            server.trigger.pull_trigger(server.close)  # closed inside its own loop
+        except OSError:  # its trigger's pipe already closed (EBADF, once in a CI run of 2026-12-07, after every
+            server.close()  # assertion above had passed; not traced: waitress closes it when the pipe reports an error)
         thread.join(timeout=10)
         server.task_dispatcher.shutdown()
 
