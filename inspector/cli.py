@@ -119,7 +119,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             warnings.append(f"the training photos have a {axis} standing out along its whole length (a seam, a wire, "
                             f"or a stuck sensor {axis}): no stuck sensor {axis} can be told from it, so none is looked "
                             f"for; if the camera writes it, fix the camera and train again")
-    if profile.locator_ is not None and profile.locator_.scale_limit_ is None:  # found by a review: off, silently
+    if profile.locator_ is not None and not profile.searches_scale():  # found by a review: off, silently
         warnings.append(f"these parts differ in size or look among themselves as much as a camera moved 5% closer or "
                         f"further would make them (the scale search brought back "
                         f"{profile.locator_.scale_seen_:.0%} of them so), so no part is tried at another scale and "
@@ -142,7 +142,7 @@ def cmd_train(args: argparse.Namespace) -> int:
               "threshold": profile.threshold_,
               "n_train": profile.n_train_, "skipped": len(ts.rejected), "calibration": cal.method,
               "false_alarm_budget": cal.false_alarm_rate, "cross_fitted_false_alarm_rate": cal.oof_false_alarm_rate,
-              "scale_search": profile.locator_ is not None and profile.locator_.scale_limit_ is not None,
+              "scale_search": profile.searches_scale(),
               "warnings": warnings}
     if args.json:
         print(json.dumps(result))

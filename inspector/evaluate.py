@@ -151,8 +151,7 @@ def evaluate(root: Path, cfg: Config, progress: Progress | None = None, n_top: i
         "n_rejected_lighting": reasons.count("lighting"),
         "n_not_located": reasons.count("not_located"),
         "registration": (profile.locator_.mode_ if profile.locator_ is not None else None),
-        # whether placed parts are tried magnified (a camera moved): off where good parts 5% off were not found so
-        "scale_search": profile.locator_ is not None and profile.locator_.scale_limit_ is not None,
+        "scale_search": profile.searches_scale(),
         "shading": profile.lighting_ is not None and profile.lighting_.shading,
         "even_light": profile.evens_light(),
     }

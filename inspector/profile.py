@@ -832,6 +832,11 @@ class NormalProfile:
             amap = cv2.max(cv2.resize(amap, look.fine[1].shape[::-1], interpolation=cv2.INTER_LINEAR), look.fine[1])
         return np.ascontiguousarray(amap, dtype=np.float32)
 
+    def searches_scale(self) -> bool:
+        """Whether a placed part is also tried at other scales on the line (a camera moved; off where the search
+        could not find good parts photographed 5% off: see register's note on scale)."""
+        return self.locator_ is not None and self.locator_.scale_limit_ is not None
+
     def evens_light(self) -> bool:
         """Whether flagged parts get a second look with their light evened out (`even_light`, where lighting is
         normalised and no shading field divides every part already)."""

@@ -281,10 +281,8 @@ class Locator:
             found = []
             for i in sample(len(greys), SCALE_SAMPLE):
                 g = cv2.warpAffine(greys[i], m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-                placement = self.locate_grey(g)
-                best = self._best_scale(g, placement)
-                taken = best.match - placement.match > max(limit, 0.0)
-                found.append(taken and (best.scale - 1.0) * (zoom - 1.0) < 0.0)  # a zoom in is brought back out
+                scaled = self._rescaled(g, self.locate_grey(g), limit)
+                found.append(scaled is not None and (scaled.scale - 1.0) * (zoom - 1.0) < 0.0)  # a zoom in: out
             shares.append(float(np.mean(found)))
         return min(shares)
 
@@ -398,10 +396,10 @@ class Locator:
                   scale_seen: float | None = None) -> "Locator":
         """Rebuild a fitted locator from its saved mode, reference (H, W), match limit and scale limit (None: a
         profile saved before the scale search, or one whose search is off: see _scale_seen; neither scales), whether
-        its search goes past SCALES, its
-        off-place limits (None: saved before them; the check is off), where its good parts lay (None: saved
-        before it; their position is not watched), the pivot it reads their position at (None: the frame's
-        centre) and how often its scale search found good parts 5% off (None: saved before that was measured)."""
+        its search goes past SCALES, its off-place limits (None: saved before them; the check is off), where its good
+        parts lay (None: saved before it; their position is not watched), the pivot it reads their position at (None:
+        the frame's centre) and how often its scale search found good parts 5% off (None: saved before that was
+        measured)."""
         if mode not in ROTATIONS[1:]:
             raise ValueError(f"saved rotation mode {mode!r} is not one of off, none, small, any")
         if not (math.isfinite(match_limit) and -1.0 <= match_limit <= 1.0):
@@ -455,10 +453,16 @@ class Locator:
         placement = self.locate_grey(g)
         if self.scale_limit_ is None:
             return placement
+        scaled = self._rescaled(g, placement, self.scale_limit_)
+        return placement if scaled is None else scaled
+
+    def _rescaled(self, g: np.ndarray, placement: Placement, limit: float) -> Placement | None:
+        """The placement of a grey working image (H, W) magnified as matches best (_best_scale), when that raises its
+        match by more than `limit`, and never when it matches worse; else None."""
         scaled = self._best_scale(g, placement)
         # never one that matches worse: where every good part matches worse scaled (a sharp, steady product) the limit
         # is negative, and a scaled placement matching worse than the part as it lay was taken (adversarial test)
-        return scaled if scaled.match - placement.match > max(self.scale_limit_, 0.0) else placement
+        return scaled if scaled.match - placement.match > max(limit, 0.0) else None
 
     def _best_scale(self, g: np.ndarray, placement: Placement) -> Placement:
         """The placement (2, 3) followed by the magnification of SCALES about the frame centre that matches the

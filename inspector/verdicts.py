@@ -53,8 +53,9 @@ def judge(found: Assessment, threshold: float) -> tuple[str, str | None, str | N
     is a `defect` / `sensor`, naming the line (a stuck sensor column read as a `size` defect or a plain one: found
     by an adversarial test; a defect, not a rejection: a streak along a strip product looks alike; see sensor.py).
     A located part found larger or smaller than the good parts beyond SIZE_TOLERANCE (the scale search reaches 6%;
-    a profile whose search cannot see a moved camera has it off, and never says `size`) is a `defect` / `size`: a part of another size is a wrong part (found by an adversarial test: such parts passed
-    as good), and a camera moved closer makes every part one, each saying so.
+    a profile whose search cannot see a moved camera has it off, and never says `size`) is a `defect` / `size`: a
+    part of another size is a wrong part (found by an adversarial test: such parts passed as good), and a camera
+    moved closer makes every part one, each saying so.
     A located part whose photo has lost the detail good parts show (out of focus, motion blur) and that is flagged
     is a `defect` / `blurred`, saying so (found by an adversarial test: a 15 px motion blur flagged 33-100% of good
     parts as plain defects); never `rejected`: another product, located, also reads as blurred, and a wrong part is a
