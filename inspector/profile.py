@@ -53,6 +53,7 @@ from inspector.features import (
     relative_energy,
     texture_channels,
 )
+from inspector.fill import unfilled
 from inspector.fine import FINE_REACH, FinePart, VariationModel, check_state as check_fine_state, fine_matrix, fine_size
 from inspector.params import ProfileParams  # defined apart: config.py loads without OpenCV
 from inspector.photometry import (
@@ -450,6 +451,8 @@ class NormalProfile:
                 size = fine_frame(w0, h0, p)
                 self.fine_ = None if size is None else VariationModel(size, FINE_REACH)
             image = self.display_image(image)  # with a fine pass, every part is first brought to the fine size
+            # a turned photo's constant fill (black corners), painted as a replicated border would be: see fill.py
+            image, _ = unfilled(image)
             originals.append(image)
             works.append(self.working_image(image))
         if len(works) < 2:
@@ -692,7 +695,7 @@ class NormalProfile:
     def _assess_one(self, image: np.ndarray, station_field: np.ndarray | None = None) -> Assessment:
         """Score one BGR uint8 image (H0, W0, 3) and report its placement and lighting."""
         framing = self.framing(image.shape[1], image.shape[0])
-        image = self.display_image(image)
+        image, _ = unfilled(self.display_image(image))  # as in fit
         taken = self.working_image(image)
         # the cached reference first: a grey product's parts (and every part without lighting) skip the check
         grey = self.lighting_ is not None and not self._grey_reference() and _is_grey(taken)
