@@ -1139,8 +1139,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --robustness: comma-separated perturbations (default all: clean, png, gain0.97, "
                         "gain0.9, gain1.1, offset-10, offset+10, offset-5, offset+5, warm, cool, gamma0.9, "
                         "gamma1.1, alternate, jpeg80, noise3, noise6, blur1, blur2, zoom1.03, zoom0.97, zoom1.05, "
-                        "zoom0.95, motion15, side5, side10, vignette30, shadow20, placed, pasted; clean always runs "
-                        "as the reference)")
+                        "zoom0.95, motion15, side5, side10, vignette30, shadow20, placed, placed-black, pasted; "
+                        "clean always runs as the reference)")
     p.add_argument("--seed", type=int, default=0,
                    help="with --robustness or --defects: seed of the random placement and pasting (default 0)")
     p.add_argument("--seeds", default=None, metavar="S1,S2",

@@ -128,6 +128,21 @@ def test_placed_warps_the_mask_with_the_image():
     assert not np.array_equal(pm, mask)
 
 
+def test_placed_black_is_the_same_turn_with_black_corners():
+    """`placed-black` turns and shifts as `placed` does; only what lies outside the photo differs: black, where
+    `placed` replicates the border."""
+    img = np.full((120, 160, 3), 60, np.uint8)
+    cv2.rectangle(img, (40, 30), (70, 50), (250, 250, 250), -1)
+    m = rb.placement(np.random.default_rng(3), 160, 120)
+    replicated, black = rb.place(img, m), rb.place(img, m, black=True)
+    photo = rb.place_mask(np.full((120, 160), 255, np.uint8), m)
+    outside = cv2.erode(255 - photo, np.ones((3, 3), np.uint8)) > 0  # past the edge the turn blends
+    inside = cv2.erode(photo, np.ones((3, 3), np.uint8)) > 0
+    assert outside.mean() > 0.05
+    assert (black[outside] == 0).all() and (replicated[outside] == 60).all()
+    assert np.array_equal(black[inside], replicated[inside])
+
+
 def test_paste_spot_marks_where_it_paints():
     img = np.full((200, 200, 3), 128, np.uint8)
     rng = np.random.default_rng(0)
@@ -185,6 +200,7 @@ def test_every_perturbation_on_one_set(data, cfg):
     assert len({rows[p]["threshold"] for p in rb.TEST_ONLY}) == 1
     assert rows["placed"]["refit"] and rows["placed"]["threshold"] != rows["clean"]["threshold"]
     assert rows["pasted"]["threshold"] == rows["placed"]["threshold"]
+    assert rows["placed-black"]["refit"] and rows["placed-black"]["n_good"] == rows["placed"]["n_good"]
     pasted = rows["pasted"]
     assert pasted["n_good"] == 6 and pasted["n_defect"] == 6
     assert set(pasted["per_type_recall"]) <= {"dark_spot", "light_spot"}

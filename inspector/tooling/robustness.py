@@ -28,7 +28,9 @@ as PNG, lossless; `jpeg80` re-encodes as JPEG quality 80):
   the width: something standing between lamp and part);
 * train and test alike, refitted: `placed` (every image rotated by a uniform random angle in [0, 360) about
   its centre and shifted by up to +-8% of the field in x and y; INTER_LINEAR with replicated borders, the
-  masks warped the same way with INTER_NEAREST and border 0), and `pasted` (the placed profile, scored on the
+  masks warped the same way with INTER_NEAREST and border 0), `placed-black` (the same turns and shifts, the
+  corners the turn leaves filled black, as OpenCV's and Pillow's turns leave them by default and as most tools that
+  simulate a part placed by hand do), and `pasted` (the placed profile, scored on the
   placed test/good images and on copies of them with one synthetic spot each: a soft-edged disc of diameter
   3-6% of the image side at a random place in the central 70% of the field, coloured as the local mean
   shifted by -60 (`dark_spot`) or +60 (`light_spot`) grey levels, clipped; the other sign is used where
@@ -86,7 +88,7 @@ DEFAULT_DATA = Path("../shared/data")
 TEST_ONLY = ("clean", "png", "gain0.97", "gain0.9", "gain1.1", "offset-10", "offset+10", "offset-5", "offset+5", "warm",
              "cool", "gamma0.9", "gamma1.1", "alternate", "jpeg80", "noise3", "noise6", "blur1", "blur2", "zoom1.03",
              "zoom0.97", "zoom1.05", "zoom0.95", "motion15", "side5", "side10", "vignette30", "shadow20")
-REFIT = ("placed", "pasted")
+REFIT = ("placed", "placed-black", "pasted")
 PERTURBATIONS = TEST_ONLY + REFIT
 MAX_SHIFT = 0.08  # placement shift, fraction of the field
 SPOT_DIAMETER = (0.03, 0.06)  # pasted spot diameter, fraction of the shorter image side
@@ -189,10 +191,12 @@ def placement(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     return m
 
 
-def place(image: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """The image warped by m (bilinear, borders replicated), same size."""
+def place(image: np.ndarray, m: np.ndarray, black: bool = False) -> np.ndarray:
+    """The image warped by m (bilinear, borders replicated; or filled black, OpenCV's and Pillow's default), same
+    size."""
     h, w = image.shape[:2]
-    return cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    border = cv2.BORDER_CONSTANT if black else cv2.BORDER_REPLICATE
+    return cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=border, borderValue=(0, 0, 0))
 
 
 def place_mask(mask: np.ndarray, m: np.ndarray) -> np.ndarray:
@@ -505,39 +509,16 @@ def run_set(root: Path, cfg: Config, perturbations: Sequence[str], seeds: Sequen
 def _refit_rows(ls: LoadedSet, cfg: Config, perturbations: Sequence[str], seed: int, names: list[str],
                 kinds: list[str], masks: list[np.ndarray | None] | None, add: Callable[..., None],
                 progress: Progress | None, log: Callable[[str], None]) -> None:
-    """The placed and pasted rows of one set at one placement seed (passed to `add`)."""
-    # placed: every image, train and test, rotated and shifted; refit
-    rng = _seed(seed, ls.name, 0)
-    t = time.perf_counter()
-    placed_train: list[np.ndarray] = []
-    for data in ls.train:
-        full = _full_decode(data, cfg)
-        if full is None:
-            continue
-        m = placement(rng, full.shape[1], full.shape[0])
-        placed_train.append(decode_for_training(encode(place(full, m)), cfg.input, cfg.profile))
-    profile = _fit(placed_train, cfg)
-    fit_s = time.perf_counter() - t
-    n_train = len(placed_train)
-    del placed_train
-    log(f"{ls.name}: fitted on {n_train} placed images (seed {seed}) in {fit_s:.1f} s")
-    inspector = Inspector(profile, "robustness-placed", cfg.input)
-    placed_test: list[tuple[np.ndarray | None, np.ndarray | None]] = []
-    for part in ls.test:
-        if part.image is None:
-            placed_test.append((None, None))
-            continue
-        m = placement(rng, part.image.shape[1], part.image.shape[0])
-        placed_test.append((place(part.image, m), None if part.mask is None else place_mask(part.mask, m)))
-    if "placed" in perturbations:
-        jobs = [(lambda im=im, part=part: part.data if im is None else encode(im))
-                for (im, _), part in zip(placed_test, ls.test)]
-        t = time.perf_counter()
-        scored = score_jobs(inspector, jobs, names, masks is not None, progress, f"{ls.name} placed")
-        pmasks = [mk for _, mk in placed_test] if masks is not None else None
-        add("placed", True, kinds, scored, pmasks, profile, n_train, fit_s, time.perf_counter() - t,
-            seed)
-    if "pasted" in perturbations:
+    """The placed, placed-black and pasted rows of one set at one placement seed (passed to `add`)."""
+    placed = None
+    if "placed" in perturbations or "pasted" in perturbations:
+        placed = _placed_rows(ls, cfg, "placed" if "placed" in perturbations else None, seed, names, kinds, masks,
+                              add, progress, log)
+    if "placed-black" in perturbations:  # the same turns and shifts as `placed`, the corners left black
+        _placed_rows(ls, cfg, "placed-black", seed, names, kinds, masks, add, progress, log)
+    if placed is not None and "pasted" in perturbations:
+        profile, n_train, fit_s, placed_test = placed
+        inspector = Inspector(profile, "robustness-placed", cfg.input)
         rng = _seed(seed, ls.name, 1)
         good = [(im, part) for (im, _), part in zip(placed_test, ls.test) if part.kind == "good" and im is not None]
         p_images, p_masks, p_kinds, p_names = [], [], [], []
@@ -557,6 +538,47 @@ def _refit_rows(ls: LoadedSet, cfg: Config, perturbations: Sequence[str], seed: 
         scored = score_jobs(inspector, jobs, p_names, True, progress, f"{ls.name} pasted")
         add("pasted", True, p_kinds, scored, p_masks, profile, n_train, fit_s, time.perf_counter() - t,
             seed)
+
+
+def _placed_rows(ls: LoadedSet, cfg: Config, row: str | None, seed: int, names: list[str], kinds: list[str],
+                 masks: list[np.ndarray | None] | None, add: Callable[..., None], progress: Progress | None,
+                 log: Callable[[str], None]) -> tuple[NormalProfile, int, float,
+                                                      list[tuple[np.ndarray | None, np.ndarray | None]]]:
+    """Every image, train and test, turned and shifted (`placed-black`: its corners black), a profile refitted on
+    the train images, and the test images scored as `row` (None: not scored); the profile, its training count and
+    time, and the placed test images with their masks."""
+    black = row == "placed-black"
+    rng = _seed(seed, ls.name, 0)
+    t = time.perf_counter()
+    placed_train: list[np.ndarray] = []
+    for data in ls.train:
+        full = _full_decode(data, cfg)
+        if full is None:
+            continue
+        m = placement(rng, full.shape[1], full.shape[0])
+        placed_train.append(decode_for_training(encode(place(full, m, black)), cfg.input, cfg.profile))
+    profile = _fit(placed_train, cfg)
+    fit_s = time.perf_counter() - t
+    n_train = len(placed_train)
+    del placed_train
+    log(f"{ls.name}: fitted on {n_train} placed images{' (black corners)' if black else ''} (seed {seed}) in "
+        f"{fit_s:.1f} s")
+    placed_test: list[tuple[np.ndarray | None, np.ndarray | None]] = []
+    for part in ls.test:
+        if part.image is None:
+            placed_test.append((None, None))
+            continue
+        m = placement(rng, part.image.shape[1], part.image.shape[0])
+        placed_test.append((place(part.image, m, black), None if part.mask is None else place_mask(part.mask, m)))
+    if row is not None:
+        inspector = Inspector(profile, "robustness-placed", cfg.input)
+        jobs = [(lambda im=im, part=part: part.data if im is None else encode(im))
+                for (im, _), part in zip(placed_test, ls.test)]
+        t = time.perf_counter()
+        scored = score_jobs(inspector, jobs, names, masks is not None, progress, f"{ls.name} {row}")
+        pmasks = [mk for _, mk in placed_test] if masks is not None else None
+        add(row, True, kinds, scored, pmasks, profile, n_train, fit_s, time.perf_counter() - t, seed)
+    return profile, n_train, fit_s, placed_test
 
 
 def run(data: Path, cfg: Config, sets: Sequence[str] | None = None, perturbations: Sequence[str] | None = None,
