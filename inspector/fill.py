@@ -9,10 +9,15 @@ footing (measured: casting parts turned and shifted with a black fill were caugh
 same turns with the border replicated were caught 97%). `unfilled` paints every filled pixel with the nearest
 photographed one, which is what OpenCV's replicated border gives for the same turn, and says where it painted.
 
-It is found only where it is unmistakable: a colour of a corner, connected to the border, whose complement is a
-convex polygon of at most MAX_SIDES sides that all run along one turned frame (within SIDE_TOLERANCE degrees) and
-cover at least DATA_MIN_SHARE of the photo. A bright backlight or a black velvet around a round or irregular part
-fails that test and is left as photographed. Pure: arrays in, arrays out.
+It is found only where the shape says so: a colour of a corner, connected to the border, whose complement is a
+convex polygon of at most MAX_SIDES sides that all run along one turned frame (within SIDE_TOLERANCE degrees), whose
+opposite sides lie as far apart as the photo is wide or high (a turn keeps the photo's size), which covers at least
+DATA_MIN_SHARE of the photo, and beyond whose sides almost every pixel is that colour. A bright backlight or a black
+velvet around a round or irregular part, letterbox bars, a label or board on a clipped background in the middle of
+the field and a line of the fill's colour across the photo fail it and are left as photographed (found by an
+adversarial review). Left as a limit: a rectangular part covering more than half the field, lying in a corner of it
+on a background clipped to one exact colour, reads as a shifted photo, and its background is painted over.
+Pure: arrays in, arrays out.
 """
 
 from __future__ import annotations
@@ -23,31 +28,42 @@ import cv2
 import numpy as np
 
 FILL_TOLERANCE = 6  # grey levels a filled pixel may lie from the fill's colour (a JPEG's ringing, a PNG's 0)
-EXACT_LEVELS, EXACT_SHARE = 1, 0.8  # ... and most of it (a turn's fill is one colour; a lit background's gradient
-# within FILL_TOLERANCE is a region of the photo with a straight edge, found on the castings as photographed)
+EXACT_LEVELS, EXACT_SHARE = 1, 0.8  # ... and most of it within this (a turn's fill is one colour, and a JPEG keeps
+# it so away from its edge; a lit background's gradient within FILL_TOLERANCE is a region of the photo with a straight
+# edge, found on the castings as photographed)
+CORNER_LEVELS = 3  # a corner's 3 x 3 pixels within this of its colour, where a fill is looked for (a JPEG's ringing)
 FILL_MIN_SHARE = 0.002  # a fill covering less of the photo than this is left as it is
-DATA_MIN_SHARE = 0.3  # a fill leaves at least this much of the photo (more fill: an empty or dark field, not a turn)
+DATA_MIN_SHARE = 0.5  # a fill leaves at least this much of the photo (a turn shifted by up to 10% of the field leaves
+# 70% or more; more fill: an empty or dark field, or a part on a clipped background)
+PAINTED_FILL_SHARE = 0.95  # of the pixels beyond the sides (past the blended rim), at least this share has the fill's
+# colour (a line of that colour across the photo joins the fill, and the far side of it is photograph)
+DATA_MIN_REACH = 0.75  # ... and reaches at least this share of the photo's shorter side across from a side
+SIZE_TOLERANCE = 0.02  # opposite sides lie the photo's width or height apart, within this share (and 2 pixels)
 SOLIDITY = 0.97  # the photographed region fills its convex hull at least this much
 MAX_SIDES = 8  # a rectangle turned and shifted inside the frame keeps at most 8 sides
 SIDE_TOLERANCE = 2.5  # degrees: the sides inside the frame run along one turned frame (0 or 90 degrees apart)
+APPROX = 0.004  # the polygon follows the hull within this share of the image's width and height (0.008: black and
+# white JPEG fills at quality 85 found 3 -> 5 of 8 turns, at quality 95 7 -> 6 of 8: not kept)
 SEARCH_SIDE = 128  # the fill is looked for on an image about this many pixels on its shorter side
 RIM = 2  # pixels painted beyond the polygon: the turn's interpolation blends the fill into its first pixel or two
 
 
 def find_fill(image: np.ndarray) -> np.ndarray | None:
     """Where a BGR uint8 image (H, W, 3) holds a turn's or shift's constant fill: (H, W) bool, or None (none found).
-    Looked for on every STEP-th pixel (a few hundred microseconds on a photo without one), drawn at full size."""
+    Looked for on every step-th pixel (a few hundred microseconds on a photo without one), drawn at full size."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"find_fill takes a BGR uint8 image (H, W, 3), not {image.dtype} {image.shape}")
     h, w = image.shape[:2]
     if min(h, w) < 16:
         return None
     step = max(1, round(min(h, w) / SEARCH_SIDE))
-    small = image[::step, ::step]  # a view: copied only once a corner looks filled
+    small = image[::step, ::step]  # a view: copied only once a corner looks filled; pixel i is the photo's i * step
     sh, sw = small.shape[:2]
     tried: list[np.ndarray] = []
     for y, x in ((0, 0), (0, sw - 1), (sh - 1, 0), (sh - 1, sw - 1)):
         colour = small[y, x].astype(np.int16)
         block = small[max(0, y - 1): y + 2, max(0, x - 1): x + 2].reshape(-1, 3).astype(np.int16)
-        if np.abs(block - colour).max() > EXACT_LEVELS:  # a fill's corner is one colour; a photo's is noisy
+        if np.abs(block - colour).max() > CORNER_LEVELS:  # a fill's corner is one colour; a photo's is noisy
             continue
         if any(np.abs(colour - t).max() <= FILL_TOLERANCE for t in tried):
             continue
@@ -58,9 +74,31 @@ def find_fill(image: np.ndarray) -> np.ndarray | None:
             continue
         poly, filled = found
         sides = [i for i in _inner_sides(poly, sw, sh) if _holds_fill(poly, i, filled)]
-        fill = _beyond_sides(poly * step + (step - 1) / 2.0, sides, w, h, RIM + step - 1)
-        return fill if fill.sum() >= FILL_MIN_SHARE * h * w else None
+        full = poly * step
+        if not sides or not _photo_sized(full, sides, w, h):
+            continue
+        fill = _painted(image, colour, full, sides, RIM + step - 1)
+        if fill is not None:
+            return fill
     return None
+
+
+def _painted(image: np.ndarray, colour: np.ndarray, poly: np.ndarray, sides: list[int], reach: int
+             ) -> np.ndarray | None:
+    """The fill (H, W) bool of a photo (H, W, 3) beyond the inner `sides` of its data polygon (K, 2), in pixels of
+    the photo: where it has the fill's colour (3,) or lies within `reach` of such a pixel; None where what lies
+    clearly beyond the sides is not almost all that colour (photograph beyond a line of the fill's colour)."""
+    h, w = image.shape[:2]
+    low = np.clip(colour - FILL_TOLERANCE, 0, 255).astype(np.float64).tolist()
+    high = np.clip(colour + FILL_TOLERANCE, 0, 255).astype(np.float64).tolist()
+    near = cv2.inRange(image, tuple(low), tuple(high))
+    deep = _beyond_sides(poly, sides, w, h, -float(reach + 1))
+    n_deep = int(deep.sum())
+    if n_deep >= FILL_MIN_SHARE * h * w and np.count_nonzero(near[deep]) < PAINTED_FILL_SHARE * n_deep:
+        return None
+    around = cv2.dilate(near, np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)) > 0
+    fill = _beyond_sides(poly, sides, w, h, float(reach)) & around  # not the border strips a side's line reaches
+    return fill if fill.sum() >= FILL_MIN_SHARE * h * w else None
 
 
 def _data_polygon(image: np.ndarray, colour: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -97,7 +135,7 @@ def _data_polygon(image: np.ndarray, colour: np.ndarray) -> tuple[np.ndarray, np
     hull = cv2.convexHull(outline)
     if area < SOLIDITY * cv2.contourArea(hull):
         return None
-    poly = cv2.approxPolyDP(hull, max(1.5, 0.004 * (h + w)), True).reshape(-1, 2)
+    poly = cv2.approxPolyDP(hull, max(1.5, APPROX * (h + w)), True).reshape(-1, 2)
     if not 3 <= len(poly) <= MAX_SIDES or not _along_one_frame(poly, w, h):
         return None
     return poly.astype(np.float64), filled
@@ -116,8 +154,11 @@ def _inner_sides(poly: np.ndarray, w: int, h: int, near: float = 0.0) -> list[in
 def _along_one_frame(poly: np.ndarray, w: int, h: int) -> bool:
     """Whether the sides of a polygon (K, 2) that do not lie on the image's border all run along one frame turned by
     some angle (directions equal modulo 90 degrees), with at least one such side."""
-    sides = _inner_sides(poly, w, h, near=2.0)  # a side a pixel or two off the border: a thin wedge, too short to
-    if not sides:  # tell its direction, or the border itself as approximated
+    # a side a pixel or two off the border is a thin wedge, too short to tell its direction, or the border itself as
+    # approximated: left out (so a thin strip alone, a turn of a degree or two or a shift by 1-2%, is not found: a
+    # fallback to it found dead sensor rows and a saturated window band, found by an adversarial review)
+    sides = _inner_sides(poly, w, h, near=2.0)
+    if not sides:
         return False
     d = np.array([poly[(i + 1) % len(poly)] - poly[i] for i in sides], dtype=np.float64)
     angles = np.degrees(np.arctan2(d[:, 1], d[:, 0])) % 90.0
@@ -140,6 +181,32 @@ def _holds_fill(poly: np.ndarray, i: int, filled: np.ndarray) -> bool:
             lo, hi = sorted((int(a[1 - axis]), int(b[1 - axis])))
             run = filled[lo: hi + 1, int(edge)] if axis == 0 else filled[int(edge), lo: hi + 1]
             return bool(run.size) and float(np.mean(run > 0)) >= 0.2
+    return True
+
+
+def _photo_sized(poly: np.ndarray, sides: list[int], w: int, h: int) -> bool:
+    """Whether opposite inner sides of a data polygon (K, 2), in pixels of a w x h photo, lie the photo's width or
+    height apart, as the sides of the photo itself turned do (a label, a board or letterbox bars do not), and a side
+    without one opposite has the photograph reach at least DATA_MIN_REACH of the photo's shorter side across from it
+    (a shift by 10% leaves 90%; a saturated band across the top of the field is no shift). Measured across the
+    longest side's direction and the one square to it (a short side's own direction is degrees off)."""
+    ends = [(poly[i], poly[(i + 1) % len(poly)]) for i in sides]
+    longest = max(ends, key=lambda e: float(np.hypot(*(e[1] - e[0]))))
+    u = (longest[1] - longest[0]) / max(float(np.hypot(*(longest[1] - longest[0]))), 1e-9)
+    for axis in (u, np.array([-u[1], u[0]])):  # sides along this axis, measured across it
+        across = np.array([-axis[1], axis[0]])
+        at = [float(np.dot((a + b) / 2.0, across)) for a, b in ends
+              if abs(float(np.dot((b - a) / max(float(np.hypot(*(b - a))), 1e-9), axis))) > 0.7]
+        if not at:
+            continue
+        apart = max(at) - min(at)
+        if apart < 0.25 * min(w, h):  # one side (or pieces of it)
+            reach = poly @ across
+            if float(reach.max() - reach.min()) < DATA_MIN_REACH * min(w, h):
+                return False
+            continue
+        if min(abs(apart - w) / w, abs(apart - h) / h) > SIZE_TOLERANCE and min(abs(apart - w), abs(apart - h)) > 2:
+            return False
     return True
 
 

@@ -123,3 +123,32 @@ def test_parts_turned_with_a_black_fill_are_judged_as_with_a_replicated_border()
     flagged = [judge(a, profile.threshold_)[0] != "ok" for a in profile.assess(good)]
     caught = [judge(a, profile.threshold_)[0] != "ok" for a in profile.assess(bad)]
     assert sum(flagged) <= 1 and all(caught), (sum(flagged), sum(caught))
+
+
+def test_what_an_adversarial_review_found_painted_is_left_alone(photos: list[np.ndarray]) -> None:
+    """A line of the fill's colour across a shifted photo (the fill joined it, and everything beyond it was painted:
+    36-38% of the photo), letterbox bars, a label turned on a white backlight in the middle of the field, a saturated
+    band across the top of it (each read as a shift or a turn before the photo's own size and reach were asked)."""
+    line = photos[0].copy()
+    line[:, 110:114] = 0
+    shifted, truth = _warped(line, 0.0, 0.03, 0.0)
+    found = find_fill(shifted)
+    assert found is None or (found & ~cv2.dilate(truth.astype(np.uint8), np.ones((11, 11), np.uint8)).astype(bool)
+                             ).sum() <= 0.003 * (~truth).sum()
+    letterbox = photos[1].copy()
+    letterbox[:14] = letterbox[-14:] = 0
+    label = np.full((H, W, 3), 255, np.uint8)
+    inner = make_part(np.random.default_rng(4), 220, 160)
+    label[40:200, 50:270] = inner
+    label = cv2.warpAffine(label, rotation_matrix(10.0, H, W), (W, H), borderValue=(255, 255, 255))
+    window = photos[2].copy()
+    window[:100] = 255
+    for case in (letterbox, label, window):
+        assert find_fill(case) is None
+
+
+def test_only_a_colour_photo_is_looked_at() -> None:
+    for bad in (np.zeros((40, 40), np.uint8), np.zeros((40, 40, 4), np.uint8), np.zeros((40, 40, 3), np.uint16),
+                np.zeros((40, 40, 3), bool)):
+        with pytest.raises(ValueError, match="BGR uint8"):
+            find_fill(bad)
