@@ -85,13 +85,11 @@ def find_fill(image: np.ndarray) -> np.ndarray | None:
 
 def _painted(image: np.ndarray, colour: np.ndarray, poly: np.ndarray, sides: list[int], reach: int
              ) -> np.ndarray | None:
-    """The fill (H, W) bool of a photo (H, W, 3) beyond the inner `sides` of its data polygon (K, 2), in pixels of
-    the photo, less `reach`; None where what lies clearly beyond the sides is not almost all the fill's colour (3,)
+    """The fill (H, W) bool of a photo (H, W, 3): what lies beyond the inner `sides` of its data polygon (K, 2), in
+    pixels of the photo, and `reach` pixels within them; None where what lies clearly beyond the sides is not almost all the fill's colour (3,)
     (photograph beyond a line of the fill's colour)."""
     h, w = image.shape[:2]
-    low = np.clip(colour - FILL_TOLERANCE, 0, 255).astype(np.float64).tolist()
-    high = np.clip(colour + FILL_TOLERANCE, 0, 255).astype(np.float64).tolist()
-    near = cv2.inRange(image, tuple(low), tuple(high))
+    near = _near(image, colour)
     deep = _beyond_sides(poly, sides, w, h, -float(reach + 1))
     n_deep = int(deep.sum())
     if n_deep >= FILL_MIN_SHARE * h * w and np.count_nonzero(near[deep]) < PAINTED_FILL_SHARE * n_deep:
@@ -104,13 +102,18 @@ def _painted(image: np.ndarray, colour: np.ndarray, poly: np.ndarray, sides: lis
     return fill if fill.sum() >= FILL_MIN_SHARE * h * w else None
 
 
+def _near(image: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """Where an image (H, W, 3) lies within FILL_TOLERANCE of a colour (3,): (H, W) uint8, 255 there."""
+    low = np.clip(colour - FILL_TOLERANCE, 0, 255).astype(np.float64).tolist()
+    high = np.clip(colour + FILL_TOLERANCE, 0, 255).astype(np.float64).tolist()
+    return cv2.inRange(image, tuple(low), tuple(high))
+
+
 def _data_polygon(image: np.ndarray, colour: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """The polygon (K, 2) float, in pixels, that holds an image's (H, W, 3) photograph where the rest is the fill of
     one corner's colour (3,) along one turned frame, and that fill (H, W) uint8 (255: filled); else None."""
     h, w = image.shape[:2]
-    low = np.clip(colour - FILL_TOLERANCE, 0, 255).astype(np.float64).tolist()
-    high = np.clip(colour + FILL_TOLERANCE, 0, 255).astype(np.float64).tolist()
-    near = cv2.inRange(image, tuple(low), tuple(high))
+    near = _near(image, colour)
     if cv2.countNonZero(near) < FILL_MIN_SHARE * h * w:
         return None
     _, labels = cv2.connectedComponents(near, connectivity=4)
