@@ -44,6 +44,8 @@ MAX_SIDES = 8  # a rectangle turned and shifted inside the frame keeps at most 8
 SIDE_TOLERANCE = 2.5  # degrees: the sides inside the frame run along one turned frame (0 or 90 degrees apart)
 APPROX = 0.004  # the polygon follows the hull within this share of the image's width and height (0.008: black and
 # white JPEG fills at quality 85 found 3 -> 5 of 8 turns, at quality 95 7 -> 6 of 8: not kept)
+OPEN = 3  # the photographed region is opened by this many pixels before its outline is taken (a JPEG's ringing
+# frays the edge into extra corners: black and white fills at quality 75 and 85 found 3 -> 6 of 8 turns)
 SEARCH_SIDE = 128  # the fill is looked for on an image about this many pixels on its shorter side
 RIM = 2  # pixels painted beyond the polygon: the turn's interpolation blends the fill into its first pixel or two
 
@@ -130,7 +132,7 @@ def _data_polygon(image: np.ndarray, colour: np.ndarray) -> tuple[np.ndarray, np
     exact = cv2.inRange(image, tuple((colour - EXACT_LEVELS).tolist()), tuple((colour + EXACT_LEVELS).tolist()))
     if cv2.countNonZero(cv2.bitwise_and(exact, core)) < EXACT_SHARE * max(cv2.countNonZero(core), 1):
         return None
-    data = cv2.bitwise_not(filled)
+    data = cv2.morphologyEx(cv2.bitwise_not(filled), cv2.MORPH_OPEN, np.ones((OPEN, OPEN), np.uint8))
     contours, _ = cv2.findContours(data, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     if not contours:
         return None
