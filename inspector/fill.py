@@ -47,6 +47,7 @@ APPROX = 0.004  # the polygon follows the hull within this share of the image's 
 OPEN = 3  # the photographed region is opened by this many pixels before its outline is taken (a JPEG's ringing
 # frays the edge into extra corners: black and white fills at quality 75 and 85 found 3 -> 6 of 8 turns)
 SEARCH_SIDE = 128  # the fill is looked for on an image about this many pixels on its shorter side
+BORDER_NEAR = 2.0  # sampled pixels: a side this close to the border is a thin wedge of fill, or the border itself
 RIM = 2  # pixels painted beyond the polygon: the turn's interpolation blends the fill into its first pixel or two
 
 
@@ -88,19 +89,19 @@ def find_fill(image: np.ndarray) -> np.ndarray | None:
 def _painted(image: np.ndarray, colour: np.ndarray, poly: np.ndarray, sides: list[int], reach: int
              ) -> np.ndarray | None:
     """The fill (H, W) bool of a photo (H, W, 3): what lies beyond the inner `sides` of its data polygon (K, 2), in
-    pixels of the photo, and `reach` pixels within them; None where what lies clearly beyond the sides is not almost all the fill's colour (3,)
-    (photograph beyond a line of the fill's colour)."""
+    pixels of the photo, and `reach` pixels within them; None where what lies clearly beyond the sides is not almost
+    all the fill's colour (3,) (photograph beyond a line of the fill's colour)."""
     h, w = image.shape[:2]
-    near = _near(image, colour)
-    deep = _beyond_sides(poly, sides, w, h, -float(reach + 1))
+    outside = _outside_sides(poly, sides, w, h)
+    deep = outside > reach + 1
     n_deep = int(deep.sum())
-    if n_deep >= FILL_MIN_SHARE * h * w and np.count_nonzero(near[deep]) < PAINTED_FILL_SHARE * n_deep:
+    if n_deep >= FILL_MIN_SHARE * h * w and np.count_nonzero(_near(image, colour)[deep]) < PAINTED_FILL_SHARE * n_deep:
         return None
     # all of it beyond the sides, their lines extended: a side crossing the border at a shallow angle blends fill
     # into a run of border pixels further than `reach` from any pixel of the fill's colour (painting only near that
     # colour left such runs as dark lines along the border: castings turned with black corners caught 0.735 against
     # 0.894 at seed 0); the price is a strip of `reach` pixels along a border a side's line runs close to
-    fill = _beyond_sides(poly, sides, w, h, float(reach))
+    fill = outside > -reach
     return fill if fill.sum() >= FILL_MIN_SHARE * h * w else None
 
 
@@ -165,7 +166,7 @@ def _along_one_frame(poly: np.ndarray, w: int, h: int) -> bool:
     # a side a pixel or two off the border is a thin wedge, too short to tell its direction, or the border itself as
     # approximated: left out (so a thin strip alone, a turn of a degree or two or a shift by 1-2%, is not found: a
     # fallback to it found dead sensor rows and a saturated window band, found by an adversarial review)
-    sides = _inner_sides(poly, w, h, near=2.0)
+    sides = _inner_sides(poly, w, h, near=BORDER_NEAR)
     if not sides:
         return False
     d = np.array([poly[(i + 1) % len(poly)] - poly[i] for i in sides], dtype=np.float64)
@@ -185,7 +186,7 @@ def _holds_fill(poly: np.ndarray, i: int, filled: np.ndarray) -> bool:
     h, w = filled.shape
     a, b = poly[i], poly[(i + 1) % len(poly)]
     for axis, edge in ((0, 0), (0, w - 1), (1, 0), (1, h - 1)):
-        if abs(a[axis] - edge) <= 2 and abs(b[axis] - edge) <= 2:
+        if abs(a[axis] - edge) <= BORDER_NEAR and abs(b[axis] - edge) <= BORDER_NEAR:
             lo, hi = sorted((int(a[1 - axis]), int(b[1 - axis])))
             run = filled[lo: hi + 1, int(edge)] if axis == 0 else filled[int(edge), lo: hi + 1]
             return bool(run.size) and float(np.mean(run > 0)) >= 0.2
@@ -218,22 +219,22 @@ def _photo_sized(poly: np.ndarray, sides: list[int], w: int, h: int) -> bool:
     return True
 
 
-def _beyond_sides(poly: np.ndarray, sides: list[int], w: int, h: int, reach: float) -> np.ndarray:
-    """(h, w) bool: the pixels outside any of a convex polygon's (K, 2) inner `sides`, each line extended past its
-    corners and moved `reach` pixels in (a turned frame's side runs on past where the polygon meets the border, and
-    the pixels it crosses there are blended with the fill)."""
+def _outside_sides(poly: np.ndarray, sides: list[int], w: int, h: int) -> np.ndarray:
+    """(h, w): how far each pixel lies outside a convex polygon's (K, 2) inner `sides`, the furthest of them, each
+    line extended past its corners (a turned frame's side runs on past where the polygon meets the border, and the
+    pixels it crosses there are blended with the fill); negative inside."""
     centre = poly.mean(axis=0)
     xs = np.arange(w, dtype=np.float32)[None, :]
     ys = np.arange(h, dtype=np.float32)[:, None]
-    fill = np.zeros((h, w), bool)
+    outside = np.full((h, w), -np.inf)
     for i in sides:
         a, b = poly[i], poly[(i + 1) % len(poly)]
         n = np.array([b[1] - a[1], a[0] - b[0]], dtype=np.float64)
         n /= max(float(np.hypot(*n)), 1e-9)
         if float(np.dot(centre - a, n)) > 0:  # outward
             n = -n
-        fill |= (xs - a[0]) * n[0] + (ys - a[1]) * n[1] > -reach
-    return fill
+        outside = np.maximum(outside, (xs - a[0]) * n[0] + (ys - a[1]) * n[1])
+    return outside
 
 
 def unfilled(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
