@@ -178,7 +178,7 @@ def test_the_detail_says_whether_the_part_moved_back_looks_good_is_cut_off_or_st
 def test_a_turned_part_off_its_place_is_named_with_the_side_it_lies_on_in_the_photo() -> None:
     """rotation `any`: a part turned by any angle and moved beyond the search, when named, is named with the side it
     lies on in the photo as taken (the shift found after the turn is turned back). Not every one is named: beyond
-    the search the turn itself is often found wrong, and the part is then `not_located` (13 of 20 here are named)."""
+    the search the turn itself is often found wrong, and the part is then `not_located` (15 of 20 here are named)."""
     profile = NormalProfile(rotation="any").fit(parts(31, 40))
     part = parts(32, 1)[0]
     named = 0
