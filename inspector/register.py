@@ -17,10 +17,12 @@ centre, then a shift) on the grey working image:
   moved 7-8% without a turn were read 8-28 degrees off the turn of the same photo unmoved. So the search also runs
   on the part first moved, by whole pixels, from where it lies to the frame's centre, and the better match is kept.
   Where it lies is read against the reference averaged over every turn about the reference's own centre
-  (`ref_round_`, `ref_centre_`), which does not change as the part turns; the reach stays max_shift from where the
-  reference's part lies, and at fit the reference is first moved to the median of where the good parts lie (it
-  started from one part's place). Turned castings caught at the threshold over placement seeds 0-4: 0.969 / 0.870 /
-  0.863 / 0.898 / 0.885 before, 0.956 / 0.934 / 0.980 / 0.923 / 0.965 after (README, "A part placed anywhere");
+  (_round_reference), which does not change as the part turns; the centred result is taken only where the part lies
+  within max_shift of the reference's part (the search on the part as photographed clips its shift after the turn,
+  as before, so whether a part further off is located depends on its turn), and at fit the reference is first
+  moved to the median of where the good parts lie (it started from one part's place). Turned castings caught at the
+  threshold over placement seeds 0-4: 0.969 / 0.870 / 0.863 / 0.898 / 0.885 before; see README, "A part placed
+  anywhere";
 * `off`: the part is not moved (a fixture holds it), only its match is measured;
 * scale, on the line only: a part photographed larger or smaller than the good parts (a camera moved or
   refocused since training) is also tried magnified by each of SCALES (+-1.5%, +-3%) about the frame centre, and on
@@ -80,7 +82,8 @@ from inspector.drift import robust_spread
 ROTATIONS = ("auto", "off", "none", "small", "any")
 SMALL_DEGREES = 10.0  # the `small` rotation mode's limit
 N_THETA = 360  # angular bins of the polar spectrum (1 degree each)
-ROUND_STEP = 7.5  # degrees between the turns of the reference averaged into `ref_round_` (`any`)
+ROUND_STEP = 7.5  # degrees between the turns of the reference averaged over every turn (`any`, _round_reference)
+CENTRED = 2  # `any`: a part within this many working pixels of the frame's centre each way is not moved first
 COARSE_STEP = 15.0  # degrees between the turns of the coarse sweep (`any`)
 FINE_STEP = 0.5  # the local search around the best turn stops at this step (`any`)
 _ECC_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 1e-4)
@@ -263,7 +266,8 @@ class Locator:
         if self.mode_ == "off":
             self._set_reference(median)
         else:
-            if self.mode_ == "any":  # parts turned and moved by hand: the reference moved to where they lie
+            if self.mode_ == "any":  # parts turned and moved by hand: the reference moved to where they lie (moved
+                # after the first median instead: 16 of 360 generated parts read more than 3 degrees off, against 8)
                 self._set_reference(self._at_typical_place([greys[i] for i in sample(len(greys), MODE_SAMPLE)]))
             for _ in range(2):  # the reference becomes the median of the registered images, twice
                 self._set_reference(np.median(np.stack([self.warp(g, self.locate_grey(g)) for g in greys]), axis=0))
@@ -287,8 +291,8 @@ class Locator:
         (max_shift) then counts from where good parts lie, not from where the one part the reference started from
         happened to lie."""
         h, w = self.ref_.shape
-        places = [cv2.phaseCorrelate(self.ref_round_.copy(), np.array(g, dtype=np.float32), self.window_)[0]
-                  for g in greys]
+        _, average = self._round_reference()
+        places = [cv2.phaseCorrelate(average.copy(), np.array(g, dtype=np.float32), self.window_)[0] for g in greys]
         mx, my = np.round(np.median(np.array(places), axis=0))  # whole pixels: the reference is not blurred
         return cv2.warpAffine(self.ref_, np.array([[1.0, 0.0, mx], [0.0, 1.0, my]]), (w, h), flags=cv2.INTER_NEAREST,
                               borderMode=cv2.BORDER_REPLICATE)
@@ -412,16 +416,33 @@ class Locator:
         self.ref_small_ = cv2.resize(self.ref_, (max(8, w // 4), max(8, h // 4)), interpolation=cv2.INTER_AREA)
         self.window_small_ = cv2.createHanningWindow(self.ref_small_.shape[::-1], cv2.CV_32F)
         self.window_half_ = cv2.createHanningWindow(self.ref_half_.shape[::-1], cv2.CV_32F)
-        # where the reference's part lies (the point it turns about): half the shift between it and itself turned
-        # half a turn about the frame's centre; and the reference averaged over every turn about that point
-        half_turn = cv2.warpAffine(self.ref_, rotation_matrix(180.0, h, w), (w, h), flags=cv2.INTER_LINEAR,
-                                   borderMode=cv2.BORDER_REPLICATE)
-        (sx, sy), _ = cv2.phaseCorrelate(self.ref_.copy(), half_turn, self.window_)
-        self.ref_centre_ = ((w - 1) / 2.0 - sx / 2.0, (h - 1) / 2.0 - sy / 2.0)
-        turns = np.arange(0.0, 360.0, ROUND_STEP)
-        self.ref_round_ = sum(cv2.warpAffine(self.ref_, cv2.getRotationMatrix2D(self.ref_centre_, float(a), 1.0),
-                                             (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-                              for a in turns) / len(turns)
+        self._round: tuple[tuple[float, float], np.ndarray] | None = None  # see _round_reference (`any` only)
+
+    def _round_reference(self) -> tuple[tuple[float, float], np.ndarray]:
+        """Where the reference's part lies (the point it turns about, x and y in working pixels) and the reference
+        averaged over every turn about that point (H, W), which does not change as a part turns; computed once per
+        reference, for `any` only. The point is half the shift, found by plain cross-correlation, between the
+        reference and itself turned half a turn (a whitened phase correlation read a part with a tab 10-30 px off in
+        10 of 40 photos: found by a review); one further from the frame's centre than max_shift is taken as the
+        centre."""
+        if self._round is None:
+            h, w = self.ref_.shape
+            a = (self.ref_ - float(self.ref_.mean())) * self.window_
+            b = np.ascontiguousarray(a[::-1, ::-1])  # turned half a turn about the frame's centre (the window too)
+            spectrum = cv2.mulSpectrums(cv2.dft(b, flags=cv2.DFT_COMPLEX_OUTPUT),
+                                        cv2.dft(a, flags=cv2.DFT_COMPLEX_OUTPUT), 0, conjB=True)
+            corr = np.fft.fftshift(cv2.idft(spectrum, flags=cv2.DFT_REAL_OUTPUT | cv2.DFT_SCALE))
+            py, px = np.unravel_index(int(np.argmax(corr)), corr.shape)
+            sx, sy = float(px - w // 2), float(py - h // 2)  # how far the turned copy lies from the reference
+            cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+            if abs(sx) / 2.0 <= self.max_shift * w and abs(sy) / 2.0 <= self.max_shift * h:
+                cx, cy = cx - sx / 2.0, cy - sy / 2.0
+            turns = np.arange(0.0, 360.0, ROUND_STEP)
+            average = sum(cv2.warpAffine(self.ref_, cv2.getRotationMatrix2D((cx, cy), float(t), 1.0), (w, h),
+                                         flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                          for t in turns) / len(turns)
+            self._round = ((cx, cy), average.astype(np.float32))
+        return self._round
 
     def set_state(self, mode: str, ref: np.ndarray, match_limit: float,
                   scale_limit: float | None = None, further: bool = False,
@@ -534,16 +555,16 @@ class Locator:
     def _any_turn(self, g: np.ndarray) -> Placement:
         """`any`: the better of the turn search on a grey working image (H, W) as photographed and on the part first
         moved (by whole pixels) from where it lies to the frame's centre (see the module's note); the second only
-        where the part lies within max_shift of where the reference's part lies (`ref_centre_`), as before."""
+        where the part lies within max_shift of where the reference's part lies (_round_reference)."""
         h, w = g.shape
         best = self._turned(g)
+        (cx, cy), average = self._round_reference()
         # how far the part lies from the reference's: the average over every turn does not change as the part turns
-        (dx, dy), _ = cv2.phaseCorrelate(self.ref_round_.copy(), np.array(g, dtype=np.float32), self.window_)
-        cx, cy = self.ref_centre_
+        (dx, dy), _ = cv2.phaseCorrelate(average.copy(), np.array(g, dtype=np.float32), self.window_)
         dx = float(np.clip(dx, -self.max_shift * w, self.max_shift * w)) + cx - (w - 1) / 2.0
         dy = float(np.clip(dy, -self.max_shift * h, self.max_shift * h)) + cy - (h - 1) / 2.0
         move = np.array([[1.0, 0.0, -float(round(dx))], [0.0, 1.0, -float(round(dy))]])
-        if move[0, 2] == 0.0 and move[1, 2] == 0.0:
+        if abs(move[0, 2]) <= CENTRED and abs(move[1, 2]) <= CENTRED:  # at the centre already: searched as it lies
             return best
         centred = self._turned(cv2.warpAffine(g, move, (w, h), flags=cv2.INTER_NEAREST,
                                               borderMode=cv2.BORDER_REPLICATE))
