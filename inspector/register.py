@@ -292,7 +292,7 @@ class Locator:
         happened to lie."""
         h, w = self.ref_.shape
         _, average = self._round_reference()
-        places = [cv2.phaseCorrelate(average.copy(), np.array(g, dtype=np.float32), self.window_)[0] for g in greys]
+        places = [self._phase(g, IDENTITY, average) for g in greys]
         mx, my = np.round(np.median(np.array(places), axis=0))  # whole pixels: the reference is not blurred
         return cv2.warpAffine(self.ref_, np.array([[1.0, 0.0, mx], [0.0, 1.0, my]]), (w, h), flags=cv2.INTER_NEAREST,
                               borderMode=cv2.BORDER_REPLICATE)
@@ -560,7 +560,7 @@ class Locator:
         best = self._turned(g)
         (cx, cy), average = self._round_reference()
         # how far the part lies from the reference's: the average over every turn does not change as the part turns
-        (dx, dy), _ = cv2.phaseCorrelate(average.copy(), np.array(g, dtype=np.float32), self.window_)
+        dx, dy = self._phase(g, IDENTITY, average)
         dx = float(np.clip(dx, -self.max_shift * w, self.max_shift * w)) + cx - (w - 1) / 2.0
         dy = float(np.clip(dy, -self.max_shift * h, self.max_shift * h)) + cy - (h - 1) / 2.0
         move = np.array([[1.0, 0.0, -float(round(dx))], [0.0, 1.0, -float(round(dy))]])
