@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from inspector.photometry import divide
+from inspector.register import homogeneous
 
 FINE_MAX_IMAGES = 400  # good parts the variation model learns from at most
 FLOOR = 4.0  # grey levels added to every pixel's spread
@@ -69,7 +70,7 @@ def fine_matrix(matrix: np.ndarray, factor: float) -> np.ndarray:
     """A (2, 3) placement in working pixels re-expressed in pixels `factor` times finer; (2, 3) float64."""
     half = (factor - 1.0) / 2.0  # working pixel i covers fine pixels [factor * i, factor * (i + 1))
     to_fine = np.array([[factor, 0.0, half], [0.0, factor, half], [0.0, 0.0, 1.0]])
-    return (to_fine @ np.vstack([matrix, [0.0, 0.0, 1.0]]) @ np.linalg.inv(to_fine))[:2]
+    return (to_fine @ homogeneous(matrix) @ np.linalg.inv(to_fine))[:2]
 
 
 def _top_mean(dev: np.ndarray) -> float:
@@ -186,8 +187,8 @@ class VariationModel:
         if turn > _MAX_REFINE_DEGREES or float(np.hypot(*warp[:, 2])) > _MAX_REFINE_SHARE * tw:
             return start
         # warp maps frame -> the coarsely placed part (small size); the refined placement is warp^-1 after start
-        full = np.vstack([fine_matrix(warp.astype(np.float64), factor), [0.0, 0.0, 1.0]])
-        return (np.linalg.inv(full) @ np.vstack([start, [0.0, 0.0, 1.0]]))[:2]
+        full = homogeneous(fine_matrix(warp.astype(np.float64), factor))
+        return (np.linalg.inv(full) @ homogeneous(start))[:2]
 
     def prepare(self, part: FinePart) -> tuple[np.ndarray, np.ndarray]:
         """The part in the profile's frame at the fine size, relit: ((h, w, 3) uint8, placement (2, 3))."""

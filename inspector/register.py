@@ -168,7 +168,7 @@ def fit_pivot(matrices: Sequence[np.ndarray], h: int, w: int) -> tuple[float, fl
     """The point of the reference frame (x, y working pixels of an (h, w) frame) whose place in the photos varies least
     over good parts' placements (2, 3: photo -> frame): the centre the parts turn about, where they are turned; least
     squares, held towards the frame's centre by PIVOT_RIDGE (parts that never turn leave it there)."""
-    inv = [np.linalg.inv(np.vstack([m, [0.0, 0.0, 1.0]]))[:2] for m in matrices]  # frame -> photo
+    inv = [np.linalg.inv(homogeneous(m))[:2] for m in matrices]  # frame -> photo
     a = np.array([m[:, 2] for m in inv])  # (N, 2) where the frame's origin lies in each photo
     b = np.array([m[:, :2] - np.eye(2) for m in inv])  # (N, 2, 2): the pivot p lies at a_i + (B_i + I) p, moved by
     # a_i + B_i p from where the frame has it
@@ -201,6 +201,11 @@ def zncc(a: np.ndarray, b: np.ndarray) -> float:
     b = b - float(b.mean())
     den = float(np.sqrt(float((a * a).sum()) * float((b * b).sum())))
     return float((a * b).sum()) / den if den > 0 else 0.0
+
+
+def homogeneous(matrix: np.ndarray) -> np.ndarray:
+    """An affine matrix (2, 3) as (3, 3) float64 with the row [0, 0, 1], for composing and inverting."""
+    return np.vstack([matrix, [0.0, 0.0, 1.0]])
 
 
 def rotation_matrix(angle: float, h: int, w: int, scale: float = 1.0) -> np.ndarray:
@@ -524,7 +529,7 @@ class Locator:
         reference best, with that match; where that is an end of SCALES, the FURTHER_SCALES beyond it too (a camera
         moved 5% closer: found by an adversarial test, it flooded the bottle)."""
         h, w = g.shape
-        after = np.vstack([placement.matrix, [0.0, 0.0, 1.0]])
+        after = homogeneous(placement.matrix)
 
         def tried(scale: float) -> tuple[float, Placement]:
             m = rotation_matrix(0.0, h, w, scale) @ after
@@ -568,7 +573,7 @@ class Locator:
             return best
         centred = self._turned(cv2.warpAffine(g, move, (w, h), flags=cv2.INTER_NEAREST,
                                               borderMode=cv2.BORDER_REPLICATE))
-        matrix = (np.vstack([centred.matrix, [0.0, 0.0, 1.0]]) @ np.vstack([move, [0.0, 0.0, 1.0]]))[:2]
+        matrix = (homogeneous(centred.matrix) @ homogeneous(move))[:2]
         # the point of the photo brought onto the reference's part: where this part lies
         px, py = cv2.invertAffineTransform(matrix) @ np.array([cx, cy, 1.0])
         if abs(px - cx) > self.max_shift * w + 0.5 or abs(py - cy) > self.max_shift * h + 0.5:
@@ -662,7 +667,7 @@ class Locator:
         sy = self.ref_half_.shape[0] / h
         scale = np.array([[sx, 0.0, 0.0], [0.0, sy, 0.0], [0.0, 0.0, 1.0]])
         inv_scale = np.linalg.inv(scale)
-        start_h = (scale @ np.vstack([start, [0, 0, 1]]) @ inv_scale)[:2]
+        start_h = (scale @ homogeneous(start) @ inv_scale)[:2]
         # ECC's warp maps the reference's coordinates into the image's: the inverse of ours
         warp = cv2.invertAffineTransform(start_h).astype(np.float32)
         try:
@@ -670,7 +675,7 @@ class Locator:
         except cv2.error:
             return None  # did not converge: keep the unrefined placement
         ours = cv2.invertAffineTransform(warp.astype(np.float64))
-        matrix = (inv_scale @ np.vstack([ours, [0, 0, 1]]) @ scale)[:2]
+        matrix = (inv_scale @ homogeneous(ours) @ scale)[:2]
         p = Placement(matrix, 0.0)
         centre = np.array([(w - 1) / 2.0, (h - 1) / 2.0, 1.0])
         dx, dy = matrix @ centre - start @ centre  # how far the refinement moved the frame's centre
@@ -696,7 +701,7 @@ class Locator:
             return amap
         # cell j's centre is at pixel stride * j + (stride - 1) / 2
         to_px = np.array([[stride, 0.0, (stride - 1) / 2.0], [0.0, stride, (stride - 1) / 2.0], [0.0, 0.0, 1.0]])
-        cell = (np.linalg.inv(to_px) @ np.vstack([placement.matrix, [0, 0, 1]]) @ to_px)[:2]
+        cell = (np.linalg.inv(to_px) @ homogeneous(placement.matrix) @ to_px)[:2]
         gh, gw = amap.shape
         return cv2.warpAffine(amap, cell, (gw, gh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
