@@ -71,6 +71,7 @@ Pure core: no file, database or network I/O.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -314,6 +315,8 @@ class LightingModel:
             # per channel: sum w t^2, w t, w t p, w p, w
             tt, wt, tp, wp, weight = zip(*np.einsum("nc,nck->ck", w, terms).tolist())
             total = sum(weight)
+            if not math.isfinite(total + sum(tt) + sum(wt) + sum(tp) + sum(wp)):  # (Python's min and max would
+                return None  # pass a NaN by: no line through blocks or a start that are not numbers)
             if min(weight) <= 0.0:  # a channel's usable blocks weigh nothing (only a damaged profile's weights)
                 return None
             if min(a - b * b / c for a, b, c in zip(tt, wt, weight)) <= 1e-12 * total:

@@ -137,6 +137,21 @@ def test_a_flat_grey_image_does_not_break_the_fit(fitted: tuple[LightingModel, l
         assert np.isfinite(found.exposure) and found.exposure > 0
 
 
+def test_the_robust_line_is_the_exact_line_where_the_blocks_lie_on_one_and_none_for_a_start_not_a_number(
+        fitted: tuple[LightingModel, list[np.ndarray]]) -> None:
+    """Blocks that lie exactly on per-channel lines of the reference's through one black level give those lines (the
+    normal equations are solved by substitution: this checks the algebra); a start that is not a number gives no
+    line, never NaN (Python's min and max, which the fit uses, would let a NaN by)."""
+    model, _ = fitted
+    usable = model.ref_blocks_.mean(axis=2) > 0.05
+    blocks = model.ref_blocks_ * np.array([0.9, 1.0, 1.1]) + 0.02
+    typical = model.typical_level_
+    line = model._line((blocks, usable), (typical + 0.02) / typical, np.ones(3))
+    assert line is not None
+    assert line[0] == pytest.approx(1.0, abs=1e-9) and line[1] == pytest.approx(0.02, abs=1e-9)
+    assert model._line((blocks, usable), 1.0, np.full(3, np.nan)) is None
+
+
 def side_lamp(image: np.ndarray, low: float = 0.8, high: float = 1.2) -> np.ndarray:
     """The part under a lamp from one side: brightness rising from x`low` at the left edge to x`high` at the right."""
     ramp = np.linspace(low, high, image.shape[1])[None, :, None]
