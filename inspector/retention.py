@@ -16,8 +16,15 @@ as pruned; one that does not pass the checks is left, with its row, and counted.
 this station's rows are pruned: another station's archive may use the same paths on its own host.
 
 The walk pages through the partial index of migration 0008 (archived, not yet pruned) in id order, a batch at a
-time, and stops at the first batch whose rows are all newer than the latest cutoff: ids follow commit times, so
-the rest is newer still. A daily run reads the rows of one day and those kept for ever, never the pruned millions.
+time, and stops at the first batch whose rows all lie between the latest cutoff and now: ids follow commit times, so
+the rest is newer still. A batch with a row stamped in the future does not stop it: a station clock that ran ahead
+and was set right stamped a stretch of rows "later" than the ones after them (found by an adversarial test: 505
+rows a year ahead stopped every later prune, the early one too, and the disk filled). A daily run reads the rows of
+one day and those kept for ever, never the pruned millions.
+
+A file whose name is not valid UTF-8 (`bad_name`) is recorded with its bad bytes as \\xNN (the database holds text);
+where that path is not found, the file at the path those escapes stand for is the one checked (by size and sha256,
+as any other) and deleted (found by an adversarial test: it was recorded as pruned and stayed for ever).
 Files are deleted before their rows are marked: a crash in between leaves rows whose files are gone, which the
 next run records as pruned.
 """
@@ -30,7 +37,8 @@ import stat
 import threading
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -39,6 +47,7 @@ from sqlalchemy import and_, bindparam, exists, select, update
 
 from inspector.config import Config, RetentionConfig
 from inspector.store import Inspection, Review, Store
+from inspector.text import escape_controls
 
 BATCH = 500  # rows per read, and per marking transaction
 KEPT_REASONS = ("changed", "other_content", "outside", "not_a_file", "error")  # a file left although its time has come
@@ -58,6 +67,7 @@ class Policy:
     defect_days: int = 0
     rejected_days: int = 90
     reviewed_days: int = 0
+    early_ok_days: int = 0  # disk low: ok files not reviewed nor samples go after this many days instead (0: not early)
 
     @classmethod
     def from_config(cls, r: RetentionConfig) -> Policy:
@@ -65,9 +75,10 @@ class Policy:
         return cls(r.ok_days, r.ok_sample_every, r.defect_days, r.rejected_days, r.reviewed_days)
 
     def early(self, keep_days: int) -> Policy:
-        """Pruning ahead of schedule (disk low): ok files after `keep_days` instead of ok_days, when ok files go."""
-        return self if not self.ok_days else Policy(min(self.ok_days, keep_days), self.ok_sample_every,
-                                                    self.defect_days, self.rejected_days, self.reviewed_days)
+        """Pruning ahead of schedule (disk low): ok files after `keep_days` instead of ok_days, when ok files go; a
+        reviewed ok part keeps its own schedule (an adversarial test found it pruned early: a missed defect an
+        operator marked, the best material for retraining, went at 20 days where its policy kept it 30)."""
+        return self if not self.ok_days else replace(self, early_ok_days=min(self.ok_days, keep_days))
 
     def days(self, verdict: str, reviewed: bool, row_id: int) -> int:
         """Days a part's file is kept (0 = for ever)."""
@@ -76,11 +87,12 @@ class Policy:
             return 0
         if reviewed:
             return 0 if not days or not self.reviewed_days else max(days, self.reviewed_days)
-        return days
+        return self.early_ok_days if verdict == "ok" and self.early_ok_days else days
 
     def newest_cutoff(self, now: datetime) -> datetime | None:
         """The latest cutoff of any finite retention (None: everything is kept for ever)."""
-        finite = [d for d in (self.ok_days, self.defect_days, self.rejected_days, self.reviewed_days) if d]
+        finite = [d for d in (self.ok_days, self.defect_days, self.rejected_days, self.reviewed_days,
+                              self.early_ok_days) if d]
         return now - timedelta(days=min(finite)) if finite else None
 
 
@@ -285,7 +297,7 @@ def prune(store: Store, policy: Policy, roots: Roots, *, now: datetime | None = 
             report.marked += _mark(store, done, now)
         if progress is not None:
             progress(report)
-        if all(r.inspected_at >= newest_cutoff for r in rows):
+        if all(newest_cutoff <= r.inspected_at <= now for r in rows):  # (a row stamped later than now: see above)
             break
         if enough is not None and enough():
             report.stopped = True
@@ -308,6 +320,9 @@ def _apply(rows: list[Any], policy: Policy, roots: Roots, report: Report, dry_ru
             continue
         path = under(r.archived_path, roots.archive, roots.inbox)
         outcome, size = ("outside", 0) if path is None else remove(path, r.size, r.sha256, dry_run)
+        if outcome == "missing" and r.sha256 and (raw := unescaped(r.archived_path)) is not None:
+            path = under(raw, roots.archive, roots.inbox)  # a bad_name file, recorded with \xNN escapes
+            outcome, size = ("outside", 0) if path is None else remove(path, r.size, r.sha256, dry_run)
         if outcome not in ("deleted", "missing"):
             _keep(report, r.id, outcome, r.archived_path)
             continue
@@ -323,6 +338,20 @@ def _apply(rows: list[Any], policy: Policy, roots: Roots, report: Report, dry_ru
         _overlay(r, roots, report, dry_run)
         done.append((r.id, r.archived_path))
     return done
+
+
+_ESCAPE = re.compile(r"\\x([0-9a-f]{2})")
+
+
+def unescaped(path: str) -> str | None:
+    """The path a recorded one stands for when it holds \\xNN escapes of bytes that are not valid UTF-8 (what
+    imaging.printable wrote for a bad name), as an OS path (surrogate escapes); None when it holds none."""
+    if not _ESCAPE.search(path):
+        return None
+    parts = _ESCAPE.split(path)  # text, hex, text, hex, ..., text
+    raw = b"".join(bytes([int(piece, 16)]) if i % 2 else piece.encode("utf-8", "surrogateescape")
+                   for i, piece in enumerate(parts))
+    return os.fsdecode(raw)
 
 
 def _keep(report: Report, row_id: int, reason: str, path: str) -> None:
@@ -368,7 +397,7 @@ def summary(report: Report) -> list[str]:
     if report.kept:
         lines.append("  left although their time had come: " + ", ".join(f"{n} {KEPT_WORDS.get(k, k)}"
                                                                         for k, n in sorted(report.kept.items())))
-        lines += [f"    #{f['id']} {KEPT_WORDS.get(f['reason'], f['reason'])}: {f['path']}"
+        lines += [f"    #{f['id']} {KEPT_WORDS.get(f['reason'], f['reason'])}: {escape_controls(f['path'])}"
                   for f in report.kept_files[:SUMMARY_LISTED]]
         more = sum(report.kept.values()) - SUMMARY_LISTED
         if more > 0:

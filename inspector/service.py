@@ -599,6 +599,8 @@ class WatchService:
         recorded = row.get("archived_path")
         copy_exists = bool(recorded) and os.path.lexists(recorded)
         when = row["inspected_at"] or _utcnow()
+        if not copy_exists and row.get("pruned_at") is not None:
+            return self._restore_pruned(o)
         if not copy_exists:  # this file is the part: finish its move
             target = recorded if recorded and recorded == imaging.printable(recorded) else None
             if target is None or not self.archiver.reserve(target):
@@ -619,6 +621,28 @@ class WatchService:
         self._emit("duplicate", logging.INFO,
                    f"duplicate {imaging.printable(path)} of #{row['id']} ({row['verdict']}): no second "
                    f"verdict, archived as {imaging.printable(target)}", id=row["id"])
+        return False
+
+    def _restore_pruned(self, o: Outcome) -> bool:
+        """The content of a part whose file the retention policy deleted came again (a camera re-sending, an
+        operator dropping an old photo): archive it as the part's file again and record that, so that the row and
+        the disk agree and it goes by the policy again (it was moved to the old path, logged as an interrupted run,
+        and kept for ever while the review page said "pruned": found by an adversarial test). True = look at the
+        path again."""
+        row, path = o.existing, o.job.path
+        target = self.archiver.plan(path, row["verdict"], row["sha256"] or row["source_key"],
+                                    row["inspected_at"] or _utcnow())
+        moved = self.archiver.move(path, target, o.sig)
+        if moved != "moved":
+            return moved == "changed"
+        shown = imaging.printable(target)
+        self.committer.retry(lambda: self.store.restore_archived(row["id"], shown, row.get("archived_path")),
+                             "an archive path")
+        self.stats.duplicates += 1
+        self._emit("duplicate", logging.INFO,
+                   f"{imaging.printable(path)}: the content of #{row['id']} ({row['verdict']}), whose file the "
+                   f"retention policy deleted; no second verdict, archived again as {shown} (it goes by the policy "
+                   "again)", id=row["id"])
         return False
 
     # ------------------------------------------------------------------ logging
@@ -653,7 +677,8 @@ class WatchService:
         verdicts = {k: v[k] for k in ("ok", "defect", "rejected")}
         return {"judged": sum(verdicts.values()), "verdicts": verdicts, "queue_depth": self._inflight_count(),
                 "degraded": self.committer.degraded or self.ops.paused, "profile_version": self.products.version,
-                "drift_alarms": self.conditions.active(), **self.webhook.counters()}
+                "drift_alarms": self.conditions.active(), "folder_gone": self.keeper.down == "gone",
+                **self.webhook.counters()}
 
     def _throughput(self, now: float) -> None:
         """Every stats_every_s: parts per second since the last line, and what is waiting; while nothing happens,

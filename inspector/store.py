@@ -860,6 +860,16 @@ class Store:
         with self._guard("write to"), self._writer.begin() as conn:
             return conn.execute(stmt).rowcount > 0
 
+    def restore_archived(self, id: int, path: str, expected: str | None) -> bool:
+        """A part whose file retention deleted came again and was archived at `path`: record it there and clear
+        pruned_at, so that the record says what is on disk and the file goes again by the policy; only where the
+        row still says it was pruned from `expected`. True when the row now says `path`."""
+        was = Inspection.archived_path.is_(None) if expected is None else Inspection.archived_path == expected
+        stmt = (update(Inspection).where(Inspection.id == id, Inspection.pruned_at.is_not(None), was)
+                .values(archived_path=path, pruned_at=None))
+        with self._guard("write to"), self._writer.begin() as conn:
+            return conn.execute(stmt).rowcount > 0
+
     # ------------------------------------------------------------------------------------------ reads
 
     def _rows(self, stmt: Any) -> list[dict[str, Any]]:

@@ -287,6 +287,90 @@ def test_the_walk_pages_by_id_and_stops_at_the_first_batch_of_young_rows(station
     assert all(not path_of(s, i).exists() for i in old)
 
 
+def test_rows_stamped_in_the_future_by_a_clock_set_right_later_do_not_stop_the_walk(station: Station) -> None:
+    """A station clock a year ahead for a while, then set right: a stretch of rows stamped a year later than the rows
+    after them. The walk must not stop at them, or nothing after them goes until they age (an adversarial test:
+    505 such rows stopped every prune, the early one too, and the disk filled)."""
+    s = station
+    ahead = [s.add("ok", -265, size=10) for _ in range(20)]  # stamped 265 days in the future
+    old = [s.add("ok", 99, size=10) for _ in range(5)]  # recorded after the clock was set right, 99 days ago
+    young = s.add("ok", 1, size=10)
+    report = retention.prune(s.store, retention.Policy(), retention.Roots.from_config(s.cfg), batch=7)
+    assert report.files == {"ok": 5}
+    assert all(not path_of(s, i).exists() for i in old)
+    assert all(path_of(s, i).exists() for i in (*ahead, young))
+
+
+def test_the_early_policy_prunes_ok_parts_ahead_but_keeps_reviewed_ones_on_their_own_schedule(
+        station: Station) -> None:
+    """Disk low: ok files go after early_keep_days instead of ok_days, but a part an operator decided on keeps its
+    own schedule, max(ok_days, reviewed_days) (an adversarial test found a missed defect marked by an operator,
+    the best material for retraining, pruned at 20 days where its policy kept it 30)."""
+    s = Station(station.root.parent / "early", ok_days=30, reviewed_days=14)
+    try:
+        plain = s.add("ok", 20, size=10)
+        missed = s.add("ok", 20, size=10, review="defect")
+        cleared = s.add("ok", 20, size=10, review="good")
+        too_young = s.add("ok", 5, size=10)
+        late_reviewed = s.add("ok", 31, size=10, review="defect")
+        policy = retention.Policy.from_config(s.cfg.retention)
+        early = policy.early(7)
+        assert (early.days("ok", False, plain), early.days("ok", True, missed)) == (7, 30)
+        assert early.days("defect", False, 99) == policy.days("defect", False, 99) == 0
+        report = retention.prune(s.store, early, retention.Roots.from_config(s.cfg))
+        assert report.files == {"ok": 2}
+        assert not path_of(s, plain).exists() and not path_of(s, late_reviewed).exists()
+        assert all(path_of(s, i).exists() for i in (missed, cleared, too_young))
+    finally:
+        s.store.close()
+
+
+def test_a_bad_name_file_is_deleted_where_its_row_records_the_name_escaped(station: Station,
+                                                                           capsys: pytest.CaptureFixture) -> None:
+    """A file whose name is not valid UTF-8 is recorded with \\xNN escapes (the database holds text): the file the
+    escapes stand for is checked (size, sha256) and deleted, not recorded as already gone while it stays for ever
+    (an adversarial test). A file of another content at that path stays."""
+    s = station
+    folder = s.archive / "rejected" / "2026-01-01"
+    folder.mkdir(parents=True)
+    raw = os.fsencode(folder) + b"/caf\xe9_1.jpg"
+    data = b"\xff\xd8\xff" + os.urandom(100)
+    with open(raw, "wb") as fh:
+        fh.write(data)
+    other_raw = os.fsencode(folder) + b"/caf\xe9_2.jpg"
+    with open(other_raw, "wb") as fh:
+        fh.write(os.urandom(103))  # the same size, another content
+    at = NOW - timedelta(days=100)
+    ids = s.store.record([{
+        "sha256": imaging.sha256_hex(data if n == 1 else b"x" * n), "name": f"caf\\xe9_{n}.jpg",
+        "source_path": "x", "archived_path": imaging.printable(os.fsdecode(path)), "size": 103,
+        "received_at": at, "inspected_at": at, "verdict": "rejected", "reason": "bad_name", "station": "st-1",
+        "line": "L1", "camera": "c"} for n, path in ((1, raw), (2, other_raw))])
+    assert s.store.get(ids[0])["archived_path"].endswith("caf\\xe9_1.jpg")
+    assert cli.main(["prune", "--config", str(s.config), "--list"]) == 0
+    listing = capsys.readouterr().out
+    assert not os.path.lexists(raw) and os.path.lexists(other_raw)
+    rows = s.rows()
+    assert rows[ids[0]]["pruned_at"] is not None and rows[ids[1]]["pruned_at"] is None
+    assert "caf\\xe9_1.jpg" in listing and "already gone" not in listing  # the listing escapes the bad byte
+    assert "not the recorded part" in listing and "caf\\xe9_2.jpg" in listing
+
+
+def test_names_that_could_forge_lines_are_escaped_in_the_listing_and_the_summary(station: Station,
+                                                                                capsys: pytest.CaptureFixture) -> None:
+    """`prune --list` and the summary's "left although" lines escape control characters as `inspector list` does: a
+    name with a line break cannot forge a line, nor a terminal escape reach the terminal (an adversarial test)."""
+    s = station
+    forged = s.add("ok", 40, size=10, path=s.archive / "ok" / "d" / "good\n#99 defect 123 forged.jpg")
+    swapped = s.add("ok", 40, size=10, path=s.archive / "ok" / "d" / "red\x1b[31m.jpg")
+    path_of(s, swapped).write_bytes(b"y" * 10)  # the same size, another content: left and listed
+    assert cli.main(["prune", "--config", str(s.config), "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and not any(line.startswith("#99") for line in out.splitlines())
+    assert f"#{forged} ok 10 " in out and "good\\n#99 defect 123 forged.jpg" in out
+    assert "red\\x1b[31m.jpg" in out
+
+
 def test_a_simulated_month_keeps_the_archive_under_its_budget_and_loses_no_row(tmp_path: Path) -> None:
     """45 days of a line, pruned once a day: 20 ok parts a day, 1 defect (with overlay), 1 ok part reviewed. The
     archive never holds more than the policy's budget: 31 days of ok parts plus every defect and reviewed part."""
@@ -460,3 +544,38 @@ def test_prune_and_migration_0008_on_postgres(postgres_database, tmp_path: Path)
         with store.engine.execution_options(immediate=True).begin() as conn:
             command.downgrade(alembic_config(conn), "0007")
         assert store.revision() == "0007" and store.count() == 3
+
+
+def test_a_part_dropped_again_after_its_file_was_pruned_is_archived_and_recorded_again(tmp_path: Path,
+                                                                                      models: Path) -> None:
+    """The same content arriving after retention deleted its part's file (a camera re-sending, an operator dropping
+    an old photo) gets no second verdict; its file is archived as the part's again, the row says where and is no
+    longer marked pruned, and the next prune deletes it (an adversarial test: it was moved to the old path, logged as
+    an interrupted run, and kept for ever while the review page said "file pruned")."""
+    from watchkit import atomic_drop, make_site, part_jpeg, start, stop, wait_for
+
+    site = make_site(tmp_path / "site", models)
+    data = part_jpeg(1)
+    proc = start(site)
+    try:
+        atomic_drop(site.inbox, "p1.jpg", data)
+        wait_for(lambda: site.rows() and site.rows()[0]["archived_path"] and not list(site.inbox.iterdir()), 60,
+                 "the first verdict, archived", proc, site)
+        con = sqlite3.connect(site.db)
+        with con:
+            con.execute("UPDATE inspections SET inspected_at = ?", ((NOW - timedelta(days=400)).isoformat(" "),))
+        con.close()
+        assert cli.main(["prune", "--config", str(site.config)]) == 0
+        (row,) = site.rows()
+        assert row["pruned_at"] is not None and not os.path.lexists(row["archived_path"])
+        atomic_drop(site.inbox, "p1-again.jpg", data)
+        wait_for(lambda: "archived again" in site.log.read_text(), 60, "the copy archived again", proc, site)
+        (row,) = site.rows()
+        assert row["pruned_at"] is None and Path(row["archived_path"]).read_bytes() == data
+        assert not list(site.inbox.iterdir()) and "interrupted run" not in site.log.read_text()
+    finally:
+        assert stop(proc) == 0
+    assert cli.main(["prune", "--config", str(site.config)]) == 0
+    (row,) = site.rows()
+    assert row["pruned_at"] is not None and not os.path.lexists(row["archived_path"])
+    assert site.archived_files() == []
