@@ -1,7 +1,10 @@
 """Disk watermarks (issue 15, item 3): free space on the archive's and the database's filesystems.
 
-Below `[retention] warn_free_mb` on either, the watcher warns (at most every WARN_EVERY_S) and prunes early (see
-inspector/operations.py). Below `min_free_mb` it is *paused*: it takes no new parts, which wait in the folder as
+Below `[retention] warn_free_mb` on either, the watcher warns (at most every WARN_EVERY_S); where it is a
+filesystem that pruning frees (`prunable`: the archive's), it prunes early (see inspector/operations.py). A database
+filesystem low on its own is only warned of: deleting archived photos frees nothing there (found by an adversarial
+test: a small partition holding the SQLite file made the watcher delete every ok photo ahead of schedule on an
+archive disk with 77 GB free). Below `min_free_mb` it is *paused*: it takes no new parts, which wait in the folder as
 they do while the database is away, so that no write (a move, an overlay, a commit) fails halfway for want of
 space; parts already in flight are finished, the headroom between the two limits is theirs. It resumes once every
 filesystem has RESUME_MARGIN more than the hard limit free (it does not flap at the limit).
@@ -15,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 MB = 1024 * 1024
@@ -44,8 +47,10 @@ class DiskGuard:
     """Free space on named filesystems against a warning and a hard limit, with the log lines of each change."""
 
     def __init__(self, volumes: Mapping[str, Path], warn_mb: int, min_mb: int, emit: Emit,
-                 free: FreeSpace = free_bytes, clock: Callable[[], float] = time.monotonic) -> None:
+                 free: FreeSpace = free_bytes, clock: Callable[[], float] = time.monotonic,
+                 prunable: Collection[str] = ()) -> None:
         self.volumes = dict(volumes)
+        self.prunable = frozenset(prunable)  # the filesystems an early prune frees space on
         self.warn = warn_mb * MB
         self.min = min_mb * MB
         self.resume = self.min + max(int(self.min * RESUME_MARGIN), MB) if self.min else 0
@@ -72,14 +77,21 @@ class DiskGuard:
                                                        f"({path}): {exc.strerror or exc}")
         return self.free
 
-    def _below(self, limit: int) -> list[str]:
-        """The filesystems with less than `limit` bytes free, as 'name: N MB free'."""
-        return [f"{n} {free / MB:.0f} MB free" for n, free in self.free.items() if free is not None and free < limit]
+    def _below(self, limit: int, names: Collection[str] | None = None) -> list[str]:
+        """The filesystems (of `names`, default all) with less than `limit` bytes free, as 'name N MB free'."""
+        return [f"{n} {free / MB:.0f} MB free" for n, free in self.free.items()
+                if free is not None and free < limit and (names is None or n in names)]
+
+    @property
+    def prune_helps(self) -> bool:
+        """Whether a prunable filesystem was below the warning limit at the last measurement: prune early."""
+        return bool(self._below(self.warn, self.prunable))
 
     def roomy(self) -> bool:
-        """True when every filesystem has at least the warning limit free (measured now): early pruning may stop."""
+        """True when every prunable filesystem has at least the warning limit free (measured now): early pruning
+        may stop (what it cannot free it need not wait for)."""
         self.measure()
-        return not self._below(self.warn)
+        return not self._below(self.warn, self.prunable)
 
     def check(self) -> None:
         """Measure, update `low` and `paused`, and log each change (and, while low, a reminder now and then)."""
@@ -97,8 +109,10 @@ class DiskGuard:
         now = self.clock()
         if low and (not self.low or self._warned_at is None or now - self._warned_at >= WARN_EVERY_S):
             self._warned_at = now
+            action = ("pruning early by the retention policy" if self.prune_helps else
+                      "free space there (pruning the archive would not help: it lies on another filesystem)")
             self.emit("disk", logging.WARNING, f"disk space low ({', '.join(low)}; [retention] warn_free_mb = "
-                                               f"{self.warn // MB}): pruning early by the retention policy")
+                                               f"{self.warn // MB}): {action}")
         elif not low and self.low:
             self.emit("disk", logging.INFO, "disk space is back above [retention] warn_free_mb")
         self.low = bool(low)

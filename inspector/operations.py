@@ -6,9 +6,10 @@ tick() from its main loop, recorded() for each committed verdict, progressed() w
 written or a prune that fails is logged and tried again, and never stops the line.
 
 * Disk (inspector/diskguard.py): measured every DISK_EVERY_S; below the hard limit the service dispatches nothing
-  (`paused`, reported as degraded), below the warning limit the retention thread prunes early: first by the
-  policy (what would go at the next daily run), then ok files ahead of schedule, oldest first, down to
-  `[retention] early_keep_days`; never defects, reviewed parts or samples. At most every EARLY_EVERY_S.
+  (`paused`, reported as degraded), below the warning limit on the archive's filesystem the retention thread prunes
+  early: first by the policy (what would go at the next daily run), then ok files ahead of schedule, oldest first,
+  down to `[retention] early_keep_days`; never defects, reviewed parts or samples. At most every EARLY_EVERY_S;
+  when that frees nothing, a warning at most every diskguard.WARN_EVERY_S.
 * Retention (inspector/retention.py): daily at `[retention] prune_at` local time, and at start when the last daily
   run recorded in the status file is more than a day old (a watcher that was down at that time).
 * Stuck: parts in flight, not degraded, and none finished for `[metrics] stuck_s`. Then the watchdog ping stops
@@ -25,12 +26,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
 
 from inspector import retention, sdnotify, status
 from inspector.config import Config, clock_minutes
-from inspector.diskguard import DiskGuard, FreeSpace, free_bytes
+from inspector.errors import ConfigError
+from inspector.diskguard import WARN_EVERY_S, DiskGuard, FreeSpace, free_bytes
 from inspector.metrics import Metrics
 from inspector.store import DatabaseError, Store
 
@@ -42,11 +45,21 @@ Emit = Callable[..., None]  # (event, level, text, **fields): the service's log 
 
 
 def next_daily(now: datetime, at: str) -> datetime:
-    """The next local time `at` ("HH:MM") after `now` (aware), as an aware datetime."""
+    """The next local time `at` ("HH:MM") after `now` (aware), as an aware datetime, in the offset of the day it
+    falls on (on a daylight-saving day the offset of `now` put 03:00 at 04:00 or 02:00: found by an adversarial
+    test). A time the clocks skip that day is that long after the jump (02:30 on a spring-forward night: 03:30), a
+    time they pass twice is the first."""
     minutes = clock_minutes(at) or 0
-    local = now.astimezone()
-    due = local.replace(hour=minutes // 60, minute=minutes % 60, second=0, microsecond=0)
-    return due if due > local else (due + timedelta(days=1)).astimezone()
+    wall = dt_time(minutes // 60, minutes % 60)
+    day = now.astimezone().date()
+    for ahead in range(3):
+        local = datetime.combine(day + timedelta(days=ahead), wall)
+        due = local.astimezone()  # naive: the system's local time, with that day's offset
+        if due.time() != wall:  # skipped by the clocks: fold=1 reads it with the offset after the jump
+            due = local.replace(fold=1).astimezone()
+        if due > now:
+            return due
+    raise AssertionError("a daily time lies within three days")  # pragma: no cover
 
 
 def first_daily(now: datetime, at: str, last: str | None) -> datetime | None:
@@ -77,7 +90,7 @@ class Operations:
         volumes = {"archive": archive if cfg.watch.archive else folder}
         if store.file is not None:
             volumes["database"] = Path(os.path.abspath(store.file))
-        self.guard = DiskGuard(volumes, r.warn_free_mb, r.min_free_mb, emit, free)
+        self.guard = DiskGuard(volumes, r.warn_free_mb, r.min_free_mb, emit, free, prunable=("archive",))
         self.policy = retention.Policy.from_config(r)
         self.roots = retention.Roots(archive, overlays, folder, None if cfg.watch.shared else cfg.station.name)
         self.stuck = False
@@ -89,6 +102,13 @@ class Operations:
         self.started_at = datetime.now(timezone.utc)
         self.last_prune: dict[str, Any] | None = None
         previous = status.read(self.status_path) or {}
+        theirs = status.owner(previous, cfg)
+        if theirs is not None:  # another config's watcher writes this file (see status.py)
+            if status.watcher_alive(previous) is not False:
+                raise ConfigError(f"the status file {self.status_path} is written by a running watcher of another "
+                                  f"config ({theirs}, station {previous.get('station')}): give each config its own "
+                                  "[metrics] status_file")
+            previous = {}  # a stopped one's: its last daily prune is not this station's
         self.last_daily: str | None = previous.get("last_daily_prune")
         self._next_daily = first_daily(self.started_at, r.prune_at, self.last_daily)
         self._progress_at = time.monotonic()
@@ -100,6 +120,7 @@ class Operations:
         self._thread: threading.Thread | None = None
         self._status_error: str | None = None
         self._pruned_seen = (0, 0)
+        self._stuck_warned_at: float | None = None  # when "nothing more may be pruned early" was last logged
 
     # ------------------------------------------------------------------ the service's calls
 
@@ -143,7 +164,7 @@ class Operations:
         if now >= self._next["disk"]:
             self._next["disk"] = now + DISK_EVERY_S
             self.guard.check()
-            if self.guard.low and not self.once and now >= self._next["early"]:
+            if self.guard.prune_helps and not self.once and now >= self._next["early"]:
                 self._next["early"] = now + EARLY_EVERY_S
                 self._early = True
                 self._wake.set()
@@ -184,10 +205,13 @@ class Operations:
         self.stuck = stuck
 
     def _state(self, c: Mapping[str, Any]) -> str:
-        """running, degraded or stuck."""
+        """running, degraded, stuck or no_folder (the watch folder is gone: nothing can arrive; found by an
+        adversarial test, status said healthy)."""
         if self.stuck:
             return "stuck"
-        return "degraded" if c["degraded"] else "running"
+        if c["degraded"]:
+            return "degraded"
+        return "no_folder" if c.get("folder_gone") else "running"
 
     def _write_status(self, now: float, running: bool = True) -> None:
         """Rewrite the status file (a failure is logged once until it works again); refresh the metrics."""
@@ -200,11 +224,13 @@ class Operations:
             "state": self._state(c) if running else "stopped",
             "started_at": self.started_at.isoformat(), "heartbeat_at": datetime.now(timezone.utc).isoformat(),
             "heartbeat_unix": time.time(), "folder": str(self.folder), "station": self.cfg.station.name,
+            "config": str(self.cfg.source) if self.cfg.source is not None else None,
             "profile_version": c.get("profile_version"), "recorded": c.get("judged", 0),
             "verdicts": dict(c.get("verdicts") or {}), "queue_depth": c.get("queue_depth", 0),
             "waiting": self.waiting(), "degraded": bool(c.get("degraded")),
             "degraded_cause": ("disk" if self.guard.paused else "database") if c.get("degraded") else None,
             "paused": self.guard.paused, "disk_low": self.guard.low, "stuck": self.stuck,
+            "folder_gone": bool(c.get("folder_gone")), "status_every_s": self.cfg.metrics.status_every_s,
             "disk_free_bytes": dict(self.guard.free), "last_prune": self.last_prune,
             "last_daily_prune": self.last_daily, "metrics_port": self.cfg.metrics.port or None,
             "drift_alarms": dict(c.get("drift_alarms") or {}),
@@ -249,7 +275,12 @@ class Operations:
                 break
             report = self._prune("early", policy, enough=self.guard.roomy)
             freed += report.total_bytes if report is not None else 0
-        if not freed and not self.guard.roomy():
+        if freed or self.guard.roomy():
+            self._stuck_warned_at = None
+            return
+        now = time.monotonic()  # paced as the disk's own warning (an early run is tried every EARLY_EVERY_S: a line a
+        if self._stuck_warned_at is None or now - self._stuck_warned_at >= WARN_EVERY_S:  # minute, found by an
+            self._stuck_warned_at = now  # adversarial test)
             self.emit("disk", logging.WARNING, "disk space low and nothing more may be pruned early by the retention "
                                                "policy: free space, or lower [retention] early_keep_days")
 

@@ -16,8 +16,17 @@ profile) and the watch folder (files waiting), and says whether the watcher is h
 * no fresh heartbeat (stopped, killed, hung) while files wait in the folder -> "stuck", unhealthy (exit 1);
   with nothing waiting, healthy (nothing is held up): "stopped" (it said so), "silent" (it did not: hung while
   idle, or a watcher on another host) or "idle" (no status file: never ran here);
+* "no_folder": the watch folder is gone (nothing can arrive) -> unhealthy (exit 1; found by an adversarial test,
+  it said healthy);
 * whatever the watcher's state, no active profile, or one whose files are missing or damaged (a watcher started now
   would exit 4; found by an adversarial test) -> unhealthy (exit 1), the models line saying why.
+
+A heartbeat counts as fresh for at least twice the watcher's `status_every_s` (recorded in the file), whatever
+`stale_s` says: a watcher set to write every 50 s read "stuck" with the default of 30 (an adversarial test). The
+file records the config file its watcher was started with; a file of another config's watcher (two configs in one
+folder, both with the default status.json) is not read as this one's: its watcher refuses to start beside a live
+one (service: ConfigError), and `inspector status` says whose the file is (an adversarial test: it reported the
+other station's watcher as this one's, healthy, while this one was dead with parts waiting).
 """
 
 from __future__ import annotations
@@ -213,10 +222,24 @@ def models_facts(models_dir: Path, several: bool = False) -> dict[str, Any]:
         return {"dir": str(models_dir), "active": active, "error": str(exc)}
 
 
+def owner(watcher: dict[str, Any] | None, cfg: Any) -> str | None:
+    """The config file of the watcher that wrote a status file, when that is another config than `cfg`'s; else
+    None (this config's, or a file that does not say)."""
+    theirs, ours = (watcher or {}).get("config"), getattr(cfg, "source", None)
+    if not theirs or ours is None:
+        return None
+    return None if Path(theirs) == Path(ours).resolve() else str(theirs)
+
+
 def collect(cfg: Any, stale_s: float) -> dict[str, Any]:
     """Everything `inspector status` reports, with `state` and `healthy`."""
     w = cfg.watch
     watcher = read(Path(cfg.metrics.status_file))
+    foreign = owner(watcher, cfg)
+    if foreign is not None:  # another config's watcher wrote it: this config's is not running (see the module doc)
+        watcher = None
+    every = (watcher or {}).get("status_every_s")
+    stale_s = max(stale_s, 2.0 * float(every if isinstance(every, (int, float)) else cfg.metrics.status_every_s))
     folder = Path(watcher.get("folder")) if watcher and watcher.get("folder") else Path(w.dir)
     waiting = waiting_parts(cfg, folder, watcher)
     alive = watcher_alive(watcher)
@@ -228,7 +251,7 @@ def collect(cfg: Any, stale_s: float) -> dict[str, Any]:
         age = round(time.time() - watcher["heartbeat_unix"], 3)
     return {
         "state": state, "healthy": healthy, "checked_at": datetime.now(timezone.utc).isoformat(),
-        "status_file": str(cfg.metrics.status_file), "heartbeat_age_s": age,
+        "status_file": str(cfg.metrics.status_file), "status_file_of": foreign, "heartbeat_age_s": age,
         "pid_alive": alive,
         "inbox": {"folder": str(folder), "waiting": waiting},
         "watcher": watcher, "database": database_facts(cfg), "models": models,
@@ -246,6 +269,11 @@ def format_text(report: dict[str, Any]) -> list[str]:
              + (f", pid {w['pid']}" if w.get("pid") else "")
              + ("; that process no longer runs: killed or crashed without stopping" if report["state"] == "gone"
                 else "") + ")"]
+    if report.get("status_file_of"):
+        lines.append(f"  the status file {report['status_file']} is written by the watcher of another config "
+                     f"({report['status_file_of']}): give each config its own [metrics] status_file")
+    if report["state"] == "no_folder":
+        lines.append("  the watch folder is gone: nothing can arrive until it is back (see the watcher's log)")
     if w:
         v = w.get("verdicts") or {}
         lines.append(f"  profile {w.get('profile_version')}, recorded {w.get('recorded', 0)} since "

@@ -459,10 +459,17 @@ class ObserverKeeper:
         if now >= self._checked_at + FOLDER_CHECK_S:
             self._checked_at = now
             replaced = folder_identity(self.folder) != self._folder_id
-        if not replaced and self.alive():
-            return False
         from inspector.imaging import printable  # noqa: PLC0415 - only here: `inspector status` imports this module
 
+        if not replaced and self.alive():
+            if self.down == "gone" and folder_identity(self.folder) is not None:
+                # moved away and back (the same folder): the observer followed it and runs on, and it was reported
+                # gone for ever after (`inspector status` would say so; found by its test)
+                self.emit("observer", logging.WARNING, f"watch folder {printable(self.folder)} is there again: "
+                                                       "watching it and rescanning")
+                self.down, self._backoff = None, OBSERVER_RETRY_FIRST_S
+                return True
+            return False
         shown = printable(self.folder)
         if folder_identity(self.folder) is None:
             state, error = "gone", None

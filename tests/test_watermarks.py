@@ -48,7 +48,7 @@ def test_the_policy_with_a_free_space_function(tmp_path: Path) -> None:
 
     log = Log()
     guard = DiskGuard({"archive": archive, "database": db}, warn_mb=50, min_mb=10, emit=log, free=free_of,
-                      clock=lambda: clock[0])
+                      clock=lambda: clock[0], prunable=("archive",))
     guard.check()
     assert not guard.low and not guard.paused and log.take() == []
     free[archive] = 40 * MB  # below the warning limit: one warning, then at most one every WARN_EVERY_S
@@ -61,7 +61,7 @@ def test_the_policy_with_a_free_space_function(tmp_path: Path) -> None:
     clock[0] += WARN_EVERY_S
     guard.check()
     assert "archive 40 MB free" in log.take()[0][2]
-    assert not guard.roomy()
+    assert not guard.roomy() and guard.prune_helps
     free[db.parent] = 5 * MB  # below the hard limit: paused, said once
     guard.check()
     guard.check()
@@ -82,6 +82,11 @@ def test_the_policy_with_a_free_space_function(tmp_path: Path) -> None:
     guard.check()
     assert not guard.paused and guard.free["archive"] is None
     assert len([t for _, _, t in log.take() if "cannot read the free space" in t]) == 1
+    free[archive], free[db.parent] = 60 * MB, 30 * MB  # the database's filesystem alone low: warned of, but
+    guard.check()  # pruning the archive would free nothing there (an adversarial test: it deleted every ok photo)
+    (line,) = log.take()
+    assert guard.low and not guard.prune_helps and guard.roomy()
+    assert "database 30 MB free" in line[2] and "pruning the archive would not help" in line[2]
     off = DiskGuard({"archive": archive}, warn_mb=0, min_mb=0, emit=log, free=lambda p: 0)
     off.check()
     assert not off.paused and not off.low  # 0 = no limits
