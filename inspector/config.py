@@ -289,7 +289,9 @@ class MetricsConfig:
 
     port: int = 0  # Prometheus metrics on http://host:port/metrics while `inspector watch` runs; 0 = off
     host: str = "127.0.0.1"  # bind address; the endpoint has no authentication
-    status_file: Path = Path("status.json")  # the watcher's heartbeat, rewritten atomically every status_every_s
+    # the watcher's heartbeat, rewritten atomically every status_every_s; beside a config file not named config.toml
+    # the default is <its stem>.status.json, so that two configs in one folder (two cameras on one PC) keep their own
+    status_file: Path = Path("status.json")
     status_every_s: float = 2.0
     stuck_s: float = 60.0  # parts in flight and none finished for this long (not degraded): the watcher is stuck
 
@@ -586,4 +588,8 @@ def load(path: Path | str | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
     cfg = from_dict(data, file.resolve().parent)
+    metrics = data.get("metrics")
+    if file.name != DEFAULT_CONFIG.name and not (isinstance(metrics, dict) and "status_file" in metrics):
+        own = file.resolve().parent / f"{file.stem}.status.json"
+        cfg = dataclasses.replace(cfg, metrics=dataclasses.replace(cfg.metrics, status_file=own))
     return dataclasses.replace(cfg, source=file.resolve())

@@ -76,6 +76,21 @@ def first_daily(now: datetime, at: str, last: str | None) -> datetime | None:
     return next_daily(now, at)
 
 
+def check_status_file(cfg: Config) -> dict[str, Any]:
+    """The status file's last content when this config's watcher wrote it (or it does not say whose); {} when a
+    stopped watcher of another config did (its last daily prune is not this station's). ConfigError when a running
+    watcher of another config writes it (see status.py)."""
+    path = Path(cfg.metrics.status_file)
+    previous = status.read(path) or {}
+    theirs = status.owner(previous, cfg)
+    if theirs is None:
+        return previous
+    if status.live(previous):
+        raise ConfigError(f"the status file {path} is written by a running watcher of another config ({theirs}, "
+                          f"station {previous.get('station')}): give each config its own [metrics] status_file")
+    return {}
+
+
 class Operations:
     """Disk watermarks, retention, metrics, the status file and the systemd watchdog of one watch service."""
 
@@ -101,14 +116,7 @@ class Operations:
         self.status_path = Path(cfg.metrics.status_file)
         self.started_at = datetime.now(timezone.utc)
         self.last_prune: dict[str, Any] | None = None
-        previous = status.read(self.status_path) or {}
-        theirs = status.owner(previous, cfg)
-        if theirs is not None:  # another config's watcher writes this file (see status.py)
-            if status.watcher_alive(previous) is not False:
-                raise ConfigError(f"the status file {self.status_path} is written by a running watcher of another "
-                                  f"config ({theirs}, station {previous.get('station')}): give each config its own "
-                                  "[metrics] status_file")
-            previous = {}  # a stopped one's: its last daily prune is not this station's
+        previous = check_status_file(cfg)
         self.last_daily: str | None = previous.get("last_daily_prune")
         self._next_daily = first_daily(self.started_at, r.prune_at, self.last_daily)
         self._progress_at = time.monotonic()

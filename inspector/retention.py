@@ -16,15 +16,18 @@ as pruned; one that does not pass the checks is left, with its row, and counted.
 this station's rows are pruned: another station's archive may use the same paths on its own host.
 
 The walk pages through the partial index of migration 0008 (archived, not yet pruned) in id order, a batch at a
-time, and stops at the first batch whose rows all lie between the latest cutoff and now: ids follow commit times, so
-the rest is newer still. A batch with a row stamped in the future does not stop it: a station clock that ran ahead
-and was set right stamped a stretch of rows "later" than the ones after them (found by an adversarial test: 505
-rows a year ahead stopped every later prune, the early one too, and the disk filled). A daily run reads the rows of
-one day and those kept for ever, never the pruned millions.
+time. At the first batch whose rows are all newer than the latest cutoff it asks the index once whether any later
+row is older than the cutoff, and goes on from there if one is, else stops: ids follow commit times, except where a
+station clock ran ahead and was set right, which stamped a stretch of rows "later" than the ones after them (found by
+an adversarial test: 505 rows a year ahead stopped every later prune, the early one too, and the disk filled; and a
+review: once such a stretch is no longer in the future, it stopped the walk for as long again). A daily run reads the
+rows of one day and those kept for ever, and the young rows' entries of the index once, never the pruned millions.
 
 A file whose name is not valid UTF-8 (`bad_name`) is recorded with its bad bytes as \\xNN (the database holds text);
 where that path is not found, the file at the path those escapes stand for is the one checked (by size and sha256,
-as any other) and deleted (found by an adversarial test: it was recorded as pruned and stayed for ever).
+or by size where none was recorded, as any other) and deleted (found by an adversarial test: it was recorded as
+pruned and stayed for ever).
+
 Files are deleted before their rows are marked: a crash in between leaves rows whose files are gone, which the
 next run records as pruned.
 """
@@ -43,7 +46,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, select, update
+from sqlalchemy import and_, bindparam, exists, func, select, update
 
 from inspector.config import Config, RetentionConfig
 from inspector.store import Inspection, Review, Store
@@ -255,6 +258,16 @@ def _batch(store: Store, after: int, limit: int) -> list[Any]:
     return rows
 
 
+def _first_due_after(store: Store, after: int, cutoff: datetime) -> int | None:
+    """The smallest id after `after` of an archived, unpruned row older than `cutoff` (stamped out of order), or
+    None."""
+    stmt = (select(func.min(Inspection.id))
+            .where(Inspection.pruned_at.is_(None), Inspection.archived_path.is_not(None), Inspection.id > after,
+                   Inspection.inspected_at < cutoff))
+    with store._guard("read"), store.engine.connect() as conn:
+        return conn.execute(stmt).scalar()
+
+
 def _mark(store: Store, done: list[tuple[int, str]], now: datetime) -> int:
     """Record pruned_at on these (id, archived_path) rows, where the row still names that path; how many."""
     if not done:
@@ -297,8 +310,11 @@ def prune(store: Store, policy: Policy, roots: Roots, *, now: datetime | None = 
             report.marked += _mark(store, done, now)
         if progress is not None:
             progress(report)
-        if all(newest_cutoff <= r.inspected_at <= now for r in rows):  # (a row stamped later than now: see above)
-            break
+        if all(r.inspected_at >= newest_cutoff for r in rows):
+            later = _first_due_after(store, after, newest_cutoff)  # rows stamped out of order (see the module doc)
+            if later is None:
+                break
+            after = later - 1
         if enough is not None and enough():
             report.stopped = True
             break
@@ -320,7 +336,7 @@ def _apply(rows: list[Any], policy: Policy, roots: Roots, report: Report, dry_ru
             continue
         path = under(r.archived_path, roots.archive, roots.inbox)
         outcome, size = ("outside", 0) if path is None else remove(path, r.size, r.sha256, dry_run)
-        if outcome == "missing" and r.sha256 and (raw := unescaped(r.archived_path)) is not None:
+        if outcome == "missing" and (raw := unescaped(r.archived_path)) is not None:
             path = under(raw, roots.archive, roots.inbox)  # a bad_name file, recorded with \xNN escapes
             outcome, size = ("outside", 0) if path is None else remove(path, r.size, r.sha256, dry_run)
         if outcome not in ("deleted", "missing"):

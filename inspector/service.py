@@ -49,7 +49,7 @@ from inspector.judges import JudgePool, ThreadJudge
 from inspector.publisher import NullPublisher, Publisher, open_publisher
 from inspector.webhook import NullWebhook, WebhookSender, open_webhook
 from inspector.modbus import ModbusServer, NullModbus, open_modbus
-from inspector.operations import Operations  # issue 15: disk, retention, metrics, status, watchdog
+from inspector.operations import Operations, check_status_file  # issue 15: disk, retention, metrics, status, watchdog
 from inspector.products import ProductConditions, Products  # issue 16: several products
 from inspector.store import DatabaseError, Store, database_file
 from inspector.text import escape_controls
@@ -166,6 +166,7 @@ class WatchService:
         self.archive_root = Path(self.w.archive_dir).absolute()
         self.overlays = Path(self.w.overlays_dir).absolute()
         self._check_folders()
+        check_status_file(cfg)  # before the lock: a status file another config's running watcher writes (exit 2)
         # one watcher per folder, unless every one of them says shared = true: FolderBusy (exit 2) otherwise
         self.lock = FolderLock(self.folder, shared=self.w.shared)
         unlockable = self.lock.acquire()
@@ -636,13 +637,18 @@ class WatchService:
         if moved != "moved":
             return moved == "changed"
         shown = imaging.printable(target)
-        self.committer.retry(lambda: self.store.restore_archived(row["id"], shown, row.get("archived_path")),
-                             "an archive path")
+        restored = self.committer.retry(lambda: self.store.restore_archived(row["id"], shown, row.get("archived_path")),
+                                        "an archive path")
         self.stats.duplicates += 1
-        self._emit("duplicate", logging.INFO,
-                   f"{imaging.printable(path)}: the content of #{row['id']} ({row['verdict']}), whose file the "
-                   f"retention policy deleted; no second verdict, archived again as {shown} (it goes by the policy "
-                   "again)", id=row["id"])
+        if restored:
+            self._emit("duplicate", logging.INFO,
+                       f"{imaging.printable(path)}: the content of #{row['id']} ({row['verdict']}), whose file the "
+                       f"retention policy deleted; no second verdict, archived again as {shown} (it goes by the "
+                       "policy again)", id=row["id"])
+        else:  # another copy came back first (the same batch): this one is a plain duplicate
+            self._emit("duplicate", logging.INFO, f"duplicate {imaging.printable(path)} of #{row['id']} "
+                                                  f"({row['verdict']}): no second verdict, archived as {shown}",
+                       id=row["id"])
         return False
 
     # ------------------------------------------------------------------ logging

@@ -1,6 +1,6 @@
 """The watcher's status file and `inspector status` (issue 15, item 4): a health check for scripts.
 
-The watcher rewrites `[metrics] status_file` (default status.json beside the config) every `status_every_s`:
+The watcher rewrites `[metrics] status_file` (default status.json beside config.toml, <name>.status.json beside another config file) every `status_every_s`:
 its pid, a heartbeat (wall clock), its state (running, degraded, paused, stuck, stopped), counters, free space
 and the last prune. It is written to a temporary name and renamed over the old one, so a reader never sees half a
 file. `inspector status` reads it with the database (newest row, schema revision), the models folder (the active
@@ -23,10 +23,12 @@ profile) and the watch folder (files waiting), and says whether the watcher is h
 
 A heartbeat counts as fresh for at least twice the watcher's `status_every_s` (recorded in the file), whatever
 `stale_s` says: a watcher set to write every 50 s read "stuck" with the default of 30 (an adversarial test). The
-file records the config file its watcher was started with; a file of another config's watcher (two configs in one
-folder, both with the default status.json) is not read as this one's: its watcher refuses to start beside a live
-one (service: ConfigError), and `inspector status` says whose the file is (an adversarial test: it reported the
-other station's watcher as this one's, healthy, while this one was dead with parts waiting).
+file records the config file its watcher was started with. Two configs in one folder (two cameras on one PC) each
+have their own file by default (config.load: <stem>.status.json beside a config not named config.toml); where both
+name one file, a file of the other config's watcher is not read as this one's: a watcher does not start beside a
+running one of another config (operations.check_status_file: ConfigError), and `inspector status` says whose the
+file is (an adversarial test: it reported the other station's watcher as this one's, healthy, while this one was
+dead with parts waiting).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 WAITING_CAP = 100_000  # files counted in the watch folder at most
+STALE_S = 30.0  # a heartbeat older than this (and than twice the watcher's status_every_s) counts as none
 
 
 def write_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -220,6 +223,19 @@ def models_facts(models_dir: Path, several: bool = False) -> dict[str, Any]:
         return {"dir": str(models_dir), "active": active}
     except InspectorError as exc:
         return {"dir": str(models_dir), "active": active, "error": str(exc)}
+
+
+def live(watcher: dict[str, Any] | None) -> bool:
+    """Whether a status file's watcher runs now: it says so, and its pid runs on this host (see watcher_alive) or,
+    for another host's, its heartbeat is fresh."""
+    if not watcher or not watcher.get("running"):
+        return False
+    alive = watcher_alive(watcher)
+    if alive is not None:
+        return alive
+    beat, every = watcher.get("heartbeat_unix"), watcher.get("status_every_s")
+    every = every if isinstance(every, (int, float)) else 2.0
+    return isinstance(beat, (int, float)) and time.time() - beat <= max(STALE_S, 2.0 * every)
 
 
 def owner(watcher: dict[str, Any] | None, cfg: Any) -> str | None:

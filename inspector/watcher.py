@@ -462,7 +462,7 @@ class ObserverKeeper:
         from inspector.imaging import printable  # noqa: PLC0415 - only here: `inspector status` imports this module
 
         if not replaced and self.alive():
-            if self.down == "gone" and folder_identity(self.folder) is not None:
+            if self.down == "gone" and folder_identity(self.folder) == self._folder_id:
                 # moved away and back (the same folder): the observer followed it and runs on, and it was reported
                 # gone for ever after (`inspector status` would say so; found by its test)
                 self.emit("observer", logging.WARNING, f"watch folder {printable(self.folder)} is there again: "

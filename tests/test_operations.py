@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from inspector import config, imaging, status
+from inspector import config, imaging, operations, status
 from inspector.diskguard import MB
+from inspector.errors import ConfigError
 from inspector.operations import Operations, next_daily
 from inspector.store import Store
 from watchkit import REPO, atomic_drop, make_site, part_jpeg, start, stop, wait_for
@@ -199,30 +200,65 @@ def test_status_is_unhealthy_while_the_watch_folder_is_gone(tmp_path: Path, mode
 
 def test_two_configs_in_one_folder_do_not_pass_for_each_other_in_the_status_file(tmp_path: Path,
                                                                                 models: Path) -> None:
-    """Two cameras on one PC, two configs side by side, both with the default status.json: the second watcher does
-    not start beside the first (one line, exit 2), and `status` for the second config does not report the first's
-    watcher as its own (an adversarial test: "running (healthy)" while the second was dead with parts waiting)."""
+    """Two cameras on one PC, two configs side by side (an adversarial test: with one status.json between them,
+    `status` reported the first's watcher as the second's, "running (healthy)", while the second was dead with parts
+    waiting). By default each config has its own file; where both name one, the second watcher does not start beside
+    the running first (one line, exit 2), and `status` for the second config says whose the file is."""
     root = tmp_path / "pc"
     root.mkdir()
-    for name in ("a", "b"):
-        (root / f"inbox-{name}").mkdir()
-        (root / f"config-{name}.toml").write_text(
+
+    def write(name: str, extra: str = "") -> Path:
+        (root / f"inbox-{name}").mkdir(exist_ok=True)
+        path = root / f"config-{name}.toml"
+        path.write_text(
             f'[models]\ndir = "{models}"\n\n[database]\nurl = "sqlite:///{name}.db"\n\n[station]\nname = "cam-{name}"'
             f'\n\n[watch]\ndir = "inbox-{name}"\narchive_dir = "archive-{name}"\noverlays_dir = "overlays-{name}"\n'
-            "settle_s = 0.3\nrescan_s = 2.0\nworkers = 2\n\n[metrics]\nstatus_every_s = 0.5\n")
+            f"settle_s = 0.3\nrescan_s = 2.0\nworkers = 2\n\n[metrics]\nstatus_every_s = 0.5\n{extra}")
+        return path
+
+    a, b = write("a"), write("b")
+    assert config.load(a).metrics.status_file == root / "config-a.status.json"
+    assert config.load(b).metrics.status_file == root / "config-b.status.json"
+    assert config.load(a).metrics.status_file != config.load(b).metrics.status_file
+    a, b = write("a", 'status_file = "status.json"\n'), write("b", 'status_file = "status.json"\n')
     log = open(root / "a.log", "ab")
-    first = subprocess.Popen([sys.executable, "-m", "inspector", "watch", "--config", str(root / "config-a.toml")],
-                             cwd=root, stdout=log, stderr=subprocess.STDOUT)
+    first = subprocess.Popen([sys.executable, "-m", "inspector", "watch", "--config", str(a)], cwd=root, stdout=log,
+                             stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: run_status(root / "config-a.toml")[1]["state"] == "running", 60, "the first watcher",
-                 first)
-        second = subprocess.run([sys.executable, "-m", "inspector", "watch", "--config",
-                                 str(root / "config-b.toml")], cwd=root, capture_output=True, text=True, timeout=120)
+        wait_for(lambda: run_status(a)[1]["state"] == "running", 60, "the first watcher", first)
+        second = subprocess.run([sys.executable, "-m", "inspector", "watch", "--config", str(b)], cwd=root,
+                                capture_output=True, text=True, timeout=120)
         assert second.returncode == 2, second.stderr[-2000:]
         assert "status.json" in second.stderr and "give each config its own [metrics] status_file" in second.stderr
+        assert not (root / "b.db").exists()  # refused before anything was opened
         (root / "inbox-b" / "waiting.jpg").write_bytes(part_jpeg(1))
-        code, report = run_status(root / "config-b.toml")
+        code, report = run_status(b)
         assert (code, report["state"]) == (1, "stuck") and report["status_file_of"].endswith("config-a.toml")
-        assert run_status(root / "config-a.toml")[0] == 0
+        assert run_status(a)[0] == 0
     finally:
         assert stop(first) == 0
+    assert operations.check_status_file(config.load(b)) == {}  # a stopped watcher's file: taken over
+
+
+def test_a_stopped_or_silent_watcher_of_another_config_does_not_hold_the_status_file(tmp_path: Path) -> None:
+    """Only a running watcher of another config keeps a config from its status file: one that stopped, or one on
+    another host whose heartbeat is old, does not (a review: a week-old file of a stopped watcher on another host
+    refused the start for ever, exit 2, which systemd does not restart)."""
+    (tmp_path / "a.toml").write_text('[metrics]\nstatus_file = "shared.json"\n')
+    (tmp_path / "b.toml").write_text('[metrics]\nstatus_file = "shared.json"\n')
+    cfg_b = config.load(tmp_path / "b.toml")
+    shared = tmp_path / "shared.json"
+    mine = {"config": str(cfg_b.source), "last_daily_prune": "2026-12-01T03:00:00+00:00"}
+    write_status(shared, **mine)
+    assert operations.check_status_file(cfg_b)["last_daily_prune"] == mine["last_daily_prune"]  # its own
+    theirs = {"config": str(tmp_path / "a.toml"), "host": "cam-pc-2", "last_daily_prune": "2026-12-01T03:00:00+00:00"}
+    write_status(shared, **theirs, running=False, heartbeat_unix=time.time() - 7 * 86400)
+    assert operations.check_status_file(cfg_b) == {}
+    write_status(shared, **theirs, heartbeat_unix=time.time() - 7 * 86400)  # says running, silent for a week
+    assert operations.check_status_file(cfg_b) == {}
+    write_status(shared, **theirs)  # another host's, beating now
+    with pytest.raises(ConfigError, match="written by a running watcher of another config"):
+        operations.check_status_file(cfg_b)
+    write_status(shared, config=str(tmp_path / "a.toml"))  # this host, this (live) process
+    with pytest.raises(ConfigError):
+        operations.check_status_file(cfg_b)

@@ -288,17 +288,20 @@ def test_the_walk_pages_by_id_and_stops_at_the_first_batch_of_young_rows(station
 
 
 def test_rows_stamped_in_the_future_by_a_clock_set_right_later_do_not_stop_the_walk(station: Station) -> None:
-    """A station clock a year ahead for a while, then set right: a stretch of rows stamped a year later than the rows
-    after them. The walk must not stop at them, or nothing after them goes until they age (an adversarial test:
-    505 such rows stopped every prune, the early one too, and the disk filled)."""
+    """A station clock ahead for a while, then set right: a stretch of rows stamped later than the rows after them.
+    The walk must not stop at them, or nothing after them goes until they age (an adversarial test: 505 rows a year
+    ahead stopped every prune, the early one too, and the disk filled), nor once they are no longer in the future
+    but still young (a review: the same stall, later)."""
     s = station
     ahead = [s.add("ok", -265, size=10) for _ in range(20)]  # stamped 265 days in the future
     old = [s.add("ok", 99, size=10) for _ in range(5)]  # recorded after the clock was set right, 99 days ago
+    aged = [s.add("ok", 10, size=10) for _ in range(20)]  # another stretch: 40 days ahead then, 10 days old now
+    older = [s.add("ok", 49, size=10) for _ in range(5)]
     young = s.add("ok", 1, size=10)
     report = retention.prune(s.store, retention.Policy(), retention.Roots.from_config(s.cfg), batch=7)
-    assert report.files == {"ok": 5}
-    assert all(not path_of(s, i).exists() for i in old)
-    assert all(path_of(s, i).exists() for i in (*ahead, young))
+    assert report.files == {"ok": 10}
+    assert all(not path_of(s, i).exists() for i in (*old, *older))
+    assert all(path_of(s, i).exists() for i in (*ahead, *aged, young))
 
 
 def test_the_early_policy_prunes_ok_parts_ahead_but_keeps_reviewed_ones_on_their_own_schedule(
@@ -340,16 +343,18 @@ def test_a_bad_name_file_is_deleted_where_its_row_records_the_name_escaped(stati
     other_raw = os.fsencode(folder) + b"/caf\xe9_2.jpg"
     with open(other_raw, "wb") as fh:
         fh.write(os.urandom(103))  # the same size, another content
+    empty_raw = os.fsencode(folder) + b"/caf\xe9_0.jpg"
+    open(empty_raw, "wb").close()  # rejected unread (empty): no sha256, checked by size only (a review)
     at = NOW - timedelta(days=100)
     ids = s.store.record([{
-        "sha256": imaging.sha256_hex(data if n == 1 else b"x" * n), "name": f"caf\\xe9_{n}.jpg",
-        "source_path": "x", "archived_path": imaging.printable(os.fsdecode(path)), "size": 103,
-        "received_at": at, "inspected_at": at, "verdict": "rejected", "reason": "bad_name", "station": "st-1",
-        "line": "L1", "camera": "c"} for n, path in ((1, raw), (2, other_raw))])
+        "sha256": imaging.sha256_hex(data if n == 1 else b"x" * n) if n else None, "source_key": None if n else "k0",
+        "name": f"caf\\xe9_{n}.jpg", "source_path": "x", "archived_path": imaging.printable(os.fsdecode(path)),
+        "size": 103 if n else 0, "received_at": at, "inspected_at": at, "verdict": "rejected", "reason": "bad_name",
+        "station": "st-1", "line": "L1", "camera": "c"} for n, path in ((1, raw), (2, other_raw), (0, empty_raw))])
     assert s.store.get(ids[0])["archived_path"].endswith("caf\\xe9_1.jpg")
     assert cli.main(["prune", "--config", str(s.config), "--list"]) == 0
     listing = capsys.readouterr().out
-    assert not os.path.lexists(raw) and os.path.lexists(other_raw)
+    assert not os.path.lexists(raw) and os.path.lexists(other_raw) and not os.path.lexists(empty_raw)
     rows = s.rows()
     assert rows[ids[0]]["pruned_at"] is not None and rows[ids[1]]["pruned_at"] is None
     assert "caf\\xe9_1.jpg" in listing and "already gone" not in listing  # the listing escapes the bad byte
