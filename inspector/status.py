@@ -3,8 +3,9 @@
 The watcher rewrites `[metrics] status_file` (default status.json beside config.toml, <name>.status.json beside
 another config file) every `status_every_s`: its pid, a heartbeat (wall clock), its state (running, degraded,
 paused, stuck, no_folder, stopped), counters, free space and the last prune. It is written to a temporary name and
-renamed over the old one, so a reader never sees half a file. `inspector status` reads it with the database (newest row, schema revision), the models folder (the active
-profile) and the watch folder (files waiting), and says whether the watcher is healthy:
+renamed over the old one, so a reader never sees half a file. `inspector status` reads it with the database (newest
+row, schema revision), the models folder (the active profile) and the watch folder (files waiting), and says whether
+the watcher is healthy:
 
 * running: a fresh heartbeat (within `stale_s`) and not degraded, paused or stuck -> healthy (exit 0);
 * degraded (database away, or disk below the hard limit) or stuck (parts in flight, none finished for
