@@ -101,9 +101,11 @@ good photos every few hundred to few thousand parts (bootstrapped from them); th
 reads. Window and limit, chosen on the shared sets' positions bootstrapped (25, 35 or 49 parts; 1.5 to 2.5 spreads):
 with 25 parts and 2 spreads the tyre's good photos raised an alarm every 400 parts and a casting knocked 3% aside
 (1.85 spreads) was never noticed; with 49 and 1.5, bootstrapped, one alarm in 3e5 tyre parts and the casting
-after 35 (replayed through the real code with 5% defective parts: 10 in 1e6 tyre parts; README). What it costs: a
+after 35 (replayed through the real code with 5% defective parts: 10 in 1e6 tyre parts; docs/line-conditions.md).
+What it costs: a
 knock is noticed only once half the window lies beyond the limit (25 parts for one well beyond it), and a move of
-less than 1.5 spreads never is. Measured by replaying the shared sets' parts through the real code (README, "Where
+less than 1.5 spreads never is. Measured by replaying the shared sets' parts through the real code
+(docs/line-conditions.md, "Where
 the parts lie"). A `not_located` part has no position; a `mirrored` one is read
 against the part mirrored; neither counts. A `misplaced` part counts: it lies where it was found.
 """

@@ -57,7 +57,8 @@ and across y and a vignetting (x^2 + y^2), fitted to the blocks' log ratios by r
 defect or an edge weighs little; capped like the grid. It is what a lamp dimmed on one side or a lens darkening
 the corners does (the fine pass compares the part with only its tone curve: dividing every part there too cost the
 bottle 0.03 of pixel AUROC and helped no set; `[profile] even_light` divides a flagged part's, see profile.py).
-Measured 2026-12-06 (README, "Uneven light"): a 10% side lamp flagged 86 of 262 good castings, 8 with it; a 30%
+Measured 2026-12-06 (docs/line-conditions.md, "Uneven light"): a 10% side lamp flagged 86 of 262 good castings, 8
+with it; a 30%
 vignetting 11 of 20 bottles, 1; at a cost on clean photos (castings caught at the threshold 0.98 -> 0.95, 6 of 262
 flagged under offset +10 against 4), so it is chosen, not on by default. The grid follows a defect more than these
 three terms do, and the castings' own lit side (a field of +-20% from part to part) is what both take away.

@@ -89,7 +89,8 @@ LEAN_CELLS_BYTES = 64 * 2**20  # reference cells larger than this as float32 are
 GLOBAL_SCALE_FLOOR = 0.003  # share of the image added to each global feature's spread over the good parts: a share
 # that never varied among them (novel colours on a part that has none) counts a change of 0.3% of the area as one
 # unit, not 0.1% (1e-3 before: a speck or a few odd pixels moved the whole-image term by tens of spreads, and the
-# threshold carried that from the held-out parts; measured, see README "Robustness". It does not make a product
+# threshold carried that from the held-out parts; measured, see docs/line-conditions.md, "Robustness". It does not
+# make a product
 # trained on noise-free images robust to sensor noise: measured on generated grey parts)
 _FINE_MIN_GAIN = 2.5  # a fine pass runs only when it sees at least this many times the working width: below, the
 # cells already see most of the detail there is, and the fine pass would mostly add its own noise
@@ -206,7 +207,7 @@ def balanced_spread(values: np.ndarray, floor: float, least: float = 0.0) -> tup
     centre where the values, standardised by that spread (floored at `floor`, as the monitor floors it) and
     winsorised at +-drift.WINSOR as the monitor does, average zero, so a skewed scatter pushes neither side of a
     CUSUM (the castings' exposures: a quarter of the good parts read 1.8 MAD-sds darker, and a CUSUM centred on the
-    median raised an alarm every ~800 good castings; measured, README "Drift")."""
+    median raised an alarm every ~800 good castings; measured, docs/line-conditions.md, "Drift")."""
     x = np.asarray(values, dtype=np.float64)
     x = x[np.isfinite(x)]
     if x.size == 0:
@@ -347,7 +348,8 @@ def shading_on(setting: bool | str, locator: Locator | None) -> bool | str:
     tilt and a vignetting, False not at all; as set, or with "auto" by the grid where registration turns the parts
     freely (rotation `any`: a part turned by hand under a lamp from one side has its lit side anywhere once it is
     registered; measured: turned castings 75% -> 83% of defects caught at the threshold) and not at all elsewhere
-    (the grid cost castings as photographed 90% -> 81%, the smooth field 98% -> 95%: README "Uneven light")."""
+    (the grid cost castings as photographed 90% -> 81%, the smooth field 98% -> 95%: docs/line-conditions.md, "Uneven
+    light")."""
     if setting == "auto":
         return locator is not None and locator.mode_ == "any"
     return setting if setting == SMOOTH else bool(setting)

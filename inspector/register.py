@@ -21,7 +21,8 @@ centre, then a shift) on the grey working image:
   within max_shift of the reference's part (the search on the part as photographed clips its shift after the turn,
   as before, so whether a part further off is located depends on its turn), and at fit the reference is first
   moved to the median of where the good parts lie (it started from one part's place). Turned castings caught at the
-  threshold over placement seeds 0-4: 0.969 / 0.870 / 0.863 / 0.898 / 0.885 before; see README, "A part placed
+  threshold over placement seeds 0-4: 0.969 / 0.870 / 0.863 / 0.898 / 0.885 before; see docs/line-conditions.md, "A
+  part placed
   anywhere";
 * `off`: the part is not moved (a fixture holds it), only its match is measured;
 * scale, on the line only: a part photographed larger or smaller than the good parts (a camera moved or
@@ -51,7 +52,8 @@ lighting (exposure read 1.6-2.3x); an operator would have checked the lamp while
 the trigger's timing had moved. Where the profile does not search (`off`), a part found only beyond where the
 training parts lay (without OFF_MARGIN; at least OFF_FLOOR - OFF_MARGIN) is returned too (`far` False): the profile
 names it when, moved back, it passes and its light was read as trained (a camera knocked 2-3% aside flagged every
-bottle as a plain defect, and nothing said why). Measured on the shared sets: README, "Parts off their place".
+bottle as a plain defect, and nothing said why). Measured on the shared sets: docs/line-conditions.md, "Parts off
+their place".
 Products whose phase correlation wanders (the tyre's tread, the casting's blades) are named only further off; a part
 turned and moved beyond the search is often placed at a wrong turn and then not located (a miss, not a wrong name).
 

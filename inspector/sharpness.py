@@ -10,7 +10,7 @@ OVER_NOISE times the quietest quarter's (edges and texture: a plain belt's block
 with them a quieter camera read as blurred), of log((part + 1) / (typical + 1)). A part is blurred when its
 sharpness lies below the least sharp good training part's (each read against the median of the others) by more than
 BLUR_MARGIN (half of that part's detail); verdicts.judge names it (`defect` / `blurred`) where the part is flagged:
-it says why, it does not hide the part (README "Blur").
+it says why, it does not hide the part (docs/line-conditions.md, "Blur").
 
 Pure core: no file, database or network I/O.
 """
