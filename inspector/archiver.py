@@ -86,14 +86,19 @@ class Archiver:
         self._reserved: set[str] = set()  # planned targets whose move is not done yet (committer thread only)
         self._made: set[str] = set()  # archive folders known to exist (one per verdict and day)
 
-    def plan(self, path: str, verdict: str, key: str, when: datetime) -> str:
-        """A free archive path: archive/<verdict>/<local date>/<name>, with a content tag on a name clash."""
-        folder = os.path.join(os.fspath(self.root), verdict, when.astimezone().strftime("%Y-%m-%d"))
+    def plan(self, path: str, verdict: str, key: str, when: datetime, copy: bool = False,
+             beside: str | None = None) -> str:
+        """A free archive path: archive/<verdict>/<local date>/<name>, with a content tag on a name clash; for a
+        `copy` (a duplicate of a part archived already), always <stem>__copy-<tag><ext>, in the folder `beside`
+        (its part's file) where given, which retention looks through when it deletes that file."""
+        folder = beside or os.path.join(os.fspath(self.root), verdict, when.astimezone().strftime("%Y-%m-%d"))
         name = os.path.basename(path)
         stem, ext = os.path.splitext(name)
         tag = key[:12] if len(key) == 64 else imaging.sha256_hex(key.encode())[:12]
         for n in range(1_000_000):
-            if n == 0:
+            if copy:
+                candidate = tagged_name(stem, f"__copy-{tag}" if n == 0 else f"__copy-{tag}-{n}", ext)
+            elif n == 0:
                 candidate = name
             else:
                 candidate = tagged_name(stem, f"__{tag}" if n == 1 else f"__{tag}-{n - 1}", ext)

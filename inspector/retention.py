@@ -28,6 +28,12 @@ where that path is not found, the file at the path those escapes stand for is th
 or by size where none was recorded, as any other) and deleted (found by an adversarial test: it was recorded as
 pruned and stayed for ever).
 
+A copy of a part archived already (the same content dropped again under another name) is archived beside its part's
+file as <stem>__copy-<first 12 hex of its sha256><ext> (service), named by no row; when the part's file goes, the
+copies in its folder go with it, each checked by size and sha256 as the part's own file (found by an adversarial
+test: copies kept their own names and stayed for ever, a night of identical black frames from a failed lamp too).
+A folder is read once per walk for them. Copies archived before 2026-12-08 kept their own names and are not found.
+
 Files are deleted before their rows are marked: a crash in between leaves rows whose files are gone, which the
 next run records as pruned.
 """
@@ -127,6 +133,8 @@ class Report:
     bytes: Counter = field(default_factory=Counter)  # their bytes, by verdict
     overlays: int = 0
     overlay_bytes: int = 0
+    copies: int = 0  # copies of the parts (the same content dropped again), deleted with their part's file
+    copy_bytes: int = 0
     missing: int = 0  # files already gone: their rows are recorded as pruned
     kept: Counter = field(default_factory=Counter)  # files left although their time had come, by reason
     kept_files: list[dict[str, Any]] = field(default_factory=list)  # the first KEPT_LISTED of them: id, reason, path
@@ -139,18 +147,18 @@ class Report:
     @property
     def total_files(self) -> int:
         """Files deleted (parts and overlays)."""
-        return sum(self.files.values()) + self.overlays
+        return sum(self.files.values()) + self.overlays + self.copies
 
     @property
     def total_bytes(self) -> int:
         """Bytes freed (parts and overlays)."""
-        return sum(self.bytes.values()) + self.overlay_bytes
+        return sum(self.bytes.values()) + self.overlay_bytes + self.copy_bytes
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able summary."""
         return {"dry_run": self.dry_run, "now": self.now.isoformat(), "rows": self.rows,
                 "files": dict(self.files), "bytes": dict(self.bytes), "overlays": self.overlays,
-                "overlay_bytes": self.overlay_bytes, "total_files": self.total_files,
+                "overlay_bytes": self.overlay_bytes, "copies": self.copies, "copy_bytes": self.copy_bytes, "total_files": self.total_files,
                 "total_bytes": self.total_bytes, "missing": self.missing, "kept": dict(self.kept),
                 "kept_files": list(self.kept_files),
                 "marked": self.marked, "oldest": self.oldest.isoformat() if self.oldest else None,
@@ -298,12 +306,13 @@ def prune(store: Store, policy: Policy, roots: Roots, *, now: datetime | None = 
     if newest_cutoff is None:
         return report
     after = 0
+    copies: dict[Path, dict[str, list[Path]]] = {}  # folder -> copies in it by their tag, read once per walk
     while not (stop is not None and stop.is_set()):
         rows = _batch(store, after, batch)
         if not rows:
             break
         after = report.last_id = rows[-1].id
-        done = _apply(rows, policy, roots, report, dry_run, on_file)
+        done = _apply(rows, policy, roots, report, dry_run, on_file, copies)
         if done and not dry_run:
             if check is not None:
                 check()
@@ -324,7 +333,7 @@ def prune(store: Store, policy: Policy, roots: Roots, *, now: datetime | None = 
 
 
 def _apply(rows: list[Any], policy: Policy, roots: Roots, report: Report, dry_run: bool,
-           on_file: OnFile | None) -> list[tuple[int, str]]:
+           on_file: OnFile | None, copies: dict[Path, dict[str, list[Path]]]) -> list[tuple[int, str]]:
     """Delete the files of one batch whose time has come; the (id, path) of the rows to mark pruned."""
     done: list[tuple[int, str]] = []
     for r in rows:
@@ -352,6 +361,8 @@ def _apply(rows: list[Any], policy: Policy, roots: Roots, report: Report, dry_ru
             if on_file is not None:
                 on_file(r.id, r.verdict, str(path), size)
         _overlay(r, roots, report, dry_run)
+        if r.sha256 and path is not None:
+            _copies(r, path, roots, report, dry_run, copies, on_file)
         done.append((r.id, r.archived_path))
     return done
 
@@ -368,6 +379,41 @@ def unescaped(path: str) -> str | None:
     raw = b"".join(bytes([int(piece, 16)]) if i % 2 else piece.encode("utf-8", "surrogateescape")
                    for i, piece in enumerate(parts))
     return os.fsdecode(raw)
+
+
+COPY_NAME = re.compile(r"__copy-([0-9a-f]{12})(?:-\d+)?(?:\.[^./]*)?$")
+
+
+def _copies_in(folder: Path) -> dict[str, list[Path]]:
+    """The archived copies in a folder by the tag in their names (service: <stem>__copy-<tag>[-n]<ext>)."""
+    found: dict[str, list[Path]] = {}
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                m = COPY_NAME.search(entry.name)
+                if m:
+                    found.setdefault(m.group(1), []).append(Path(entry.path))
+    except OSError:
+        pass  # a folder gone or unreadable: no copies to find there
+    return found
+
+
+def _copies(row: Any, path: Path, roots: Roots, report: Report, dry_run: bool,
+            cache: dict[Path, dict[str, list[Path]]], on_file: OnFile | None) -> None:
+    """Delete the copies of a pruned part beside its file: named with its tag, checked by size and sha256."""
+    folder = path.parent
+    if folder not in cache:
+        cache[folder] = _copies_in(folder)
+    for copy in cache[folder].pop(row.sha256[:12].lower(), []):
+        checked = under(str(copy), roots.archive, roots.inbox)
+        outcome, size = ("outside", 0) if checked is None else remove(checked, row.size, row.sha256, dry_run)
+        if outcome == "deleted":
+            report.copies += 1
+            report.copy_bytes += size
+            if on_file is not None:
+                on_file(row.id, f"{row.verdict} (copy)", str(checked), size)
+        elif outcome != "missing":
+            _keep(report, row.id, outcome, str(copy))
 
 
 def _keep(report: Report, row_id: int, reason: str, path: str) -> None:
@@ -406,6 +452,9 @@ def summary(report: Report) -> list[str]:
         lines.append(f"  {verdict}: {report.files[verdict]} files, {human_bytes(report.bytes[verdict])}")
     if report.overlays:
         lines.append(f"  overlays: {report.overlays} files, {human_bytes(report.overlay_bytes)}")
+    if report.copies:
+        lines.append(f"  copies of those parts (the same content dropped again): {report.copies} files, "
+                     f"{human_bytes(report.copy_bytes)}")
     if report.oldest is not None and report.newest is not None:
         lines.append(f"  parts inspected {report.oldest:%Y-%m-%d %H:%M} .. {report.newest:%Y-%m-%d %H:%M} UTC")
     if report.missing:

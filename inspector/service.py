@@ -614,7 +614,15 @@ class WatchService:
             self._emit("recovered", logging.INFO, f"#{row['id']} archived after an interrupted run or a failed "
                                                   f"move: {imaging.printable(target)}", id=row["id"])
             return False
-        target = self.archiver.plan(path, row["verdict"], row["sha256"] or row["source_key"], when)
+        # named as a copy (__copy-<sha>), beside its part's file: retention deletes it with that file (before
+        # 2026-12-08 a copy kept its own name, no row named it, and it stayed for ever: an adversarial test)
+        beside = os.path.dirname(recorded) if recorded == imaging.printable(recorded) else None
+        if beside is not None and Path(self.archive_root) not in Path(beside).parents \
+                and Path(beside) != Path(self.archive_root):
+            beside = None  # (another station's archive, on a shared folder): the copy goes by its own date
+        copy = bool(row["sha256"])
+        target = self.archiver.plan(path, row["verdict"], row["sha256"] or row["source_key"], when, copy=copy,
+                                    beside=beside if copy else None)
         moved = self.archiver.move(path, target, o.sig)
         if moved != "moved":
             return moved == "changed"

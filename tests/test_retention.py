@@ -584,3 +584,49 @@ def test_a_part_dropped_again_after_its_file_was_pruned_is_archived_and_recorded
     (row,) = site.rows()
     assert row["pruned_at"] is not None and not os.path.lexists(row["archived_path"])
     assert site.archived_files() == []
+
+
+def test_copies_of_a_part_are_archived_beside_it_and_go_with_it(tmp_path: Path, models: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    """The same content dropped again under other names (a failed lamp's identical black frames, a camera
+    re-sending) gets no second verdict; each copy is archived beside its part's file as <stem>__copy-<sha>, and
+    goes with that file when the policy deletes it, checked by size and sha256 (an adversarial test: copies kept
+    their own names, no row named them, and they stayed for ever). A file named like a copy with another content
+    stays, and is listed."""
+    from watchkit import atomic_drop, make_site, part_jpeg, start, stop, wait_for
+
+    site = make_site(tmp_path / "site", models)
+    data, other = part_jpeg(1), part_jpeg(2)
+    proc = start(site)
+    try:
+        atomic_drop(site.inbox, "frame_0.jpg", data)
+        wait_for(lambda: site.rows() and site.rows()[0]["archived_path"] and not list(site.inbox.iterdir()), 60,
+                 "the first verdict, archived", proc, site)
+        for n in (1, 2, 3):
+            atomic_drop(site.inbox, f"frame_{n}.jpg", data)
+        atomic_drop(site.inbox, "another.jpg", other)
+        wait_for(lambda: len(site.archived_files()) == 5 and not list(site.inbox.iterdir()), 60,
+                 "the copies archived", proc, site)
+    finally:
+        assert stop(proc) == 0
+    rows = site.rows()
+    assert len(rows) == 2
+    (first,) = [r for r in rows if r["name"] == "frame_0.jpg"]
+    folder = Path(first["archived_path"]).parent
+    tag = first["sha256"][:12]
+    copies = sorted(p.name for p in folder.iterdir() if "__copy-" in p.name)
+    assert copies == [f"frame_{n}__copy-{tag}.jpg" for n in (1, 2, 3)]
+    (folder / f"frame_1__copy-{tag}.jpg").write_bytes(other[: len(data)].ljust(len(data), b"\0"))  # not a copy now
+    con = sqlite3.connect(site.db)
+    with con:
+        con.execute("UPDATE inspections SET inspected_at = ? WHERE id = ?",
+                    ((NOW - timedelta(days=400)).isoformat(" "), first["id"]))
+    con.close()
+    assert cli.main(["prune", "--config", str(site.config), "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "copies of those parts (the same content dropped again): 2 files" in out
+    assert out.count(" ok (copy) ") + out.count(" defect (copy) ") == 2
+    left = sorted(p.name for p in site.archived_files())
+    assert left == sorted([f"frame_1__copy-{tag}.jpg", Path(next(r for r in rows if r["name"] == "another.jpg")
+                                                               ["archived_path"]).name])
+    assert "not the recorded part" in out
