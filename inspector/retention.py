@@ -146,12 +146,12 @@ class Report:
 
     @property
     def total_files(self) -> int:
-        """Files deleted (parts and overlays)."""
+        """Files deleted (parts, overlays and copies)."""
         return sum(self.files.values()) + self.overlays + self.copies
 
     @property
     def total_bytes(self) -> int:
-        """Bytes freed (parts and overlays)."""
+        """Bytes freed (parts, overlays and copies)."""
         return sum(self.bytes.values()) + self.overlay_bytes + self.copy_bytes
 
     def as_dict(self) -> dict[str, Any]:
@@ -411,7 +411,7 @@ def _copies(row: Any, path: Path, roots: Roots, report: Report, dry_run: bool,
             report.copies += 1
             report.copy_bytes += size
             if on_file is not None:
-                on_file(row.id, f"{row.verdict} (copy)", str(checked), size)
+                on_file(row.id, "copy", str(checked), size)
         elif outcome != "missing":
             _keep(report, row.id, outcome, str(copy))
 

@@ -29,7 +29,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from typing import Any
 from threadpoolctl import threadpool_limits
 from watchdog.observers.api import BaseObserver
 
-from inspector import imaging
+from inspector import imaging, retention
 from inspector.archiver import Archiver
 from inspector.committer import STOP as _STOP
 from inspector.committer import Committer, Job, Outcome
@@ -598,12 +598,16 @@ class WatchService:
                                                       "no second verdict", id=row["id"])
             return False
         recorded = row.get("archived_path")
-        copy_exists = bool(recorded) and os.path.lexists(recorded)
+        # a bad name is recorded with \xNN escapes: the file is at the path they stand for (a duplicate of it was
+        # taken for the part itself and moved to a file named with the escapes: found by a review)
+        real = retention.unescaped(recorded) if recorded else None
+        real = real if real is not None and not os.path.lexists(recorded) else recorded
+        copy_exists = bool(real) and os.path.lexists(real)
         when = row["inspected_at"] or _utcnow()
         if not copy_exists and row.get("pruned_at") is not None:
             return self._restore_pruned(o)
         if not copy_exists:  # this file is the part: finish its move
-            target = recorded if recorded and recorded == imaging.printable(recorded) else None
+            target = real
             if target is None or not self.archiver.reserve(target):
                 target = self.archiver.plan(path, row["verdict"], row["sha256"] or row["source_key"], when)
             moved = self.archiver.move(path, target, o.sig)
@@ -616,13 +620,13 @@ class WatchService:
             return False
         # named as a copy (__copy-<sha>), beside its part's file: retention deletes it with that file (before
         # 2026-12-08 a copy kept its own name, no row named it, and it stayed for ever: an adversarial test)
-        beside = os.path.dirname(recorded) if recorded == imaging.printable(recorded) else None
-        if beside is not None and Path(self.archive_root) not in Path(beside).parents \
-                and Path(beside) != Path(self.archive_root):
-            beside = None  # (another station's archive, on a shared folder): the copy goes by its own date
-        copy = bool(row["sha256"])
+        beside = os.path.dirname(real)
+        if Path(self.archive_root) not in Path(beside).parents and Path(beside) != Path(self.archive_root):
+            beside = None  # another station's archive (a shared folder): this station's retention never sees its
+            # file, so its copy keeps its own name in this archive, as before (a limit, said in the README)
+        copy = bool(row["sha256"]) and beside is not None
         target = self.archiver.plan(path, row["verdict"], row["sha256"] or row["source_key"], when, copy=copy,
-                                    beside=beside if copy else None)
+                                    beside=beside)
         moved = self.archiver.move(path, target, o.sig)
         if moved != "moved":
             return moved == "changed"
@@ -639,6 +643,10 @@ class WatchService:
         and kept for ever while the review page said "pruned": found by an adversarial test). True = look at the
         path again."""
         row, path = o.existing, o.job.path
+        fresh = self.committer.retry(lambda: self.store.find(sha256=row["sha256"], source_key=row["source_key"]),
+                                     "a part's row")
+        if fresh is not None and fresh.get("pruned_at") is None:  # another copy came back first: this is its copy
+            return self._settle_existing(replace(o, existing=fresh))
         target = self.archiver.plan(path, row["verdict"], row["sha256"] or row["source_key"],
                                     row["inspected_at"] or _utcnow())
         moved = self.archiver.move(path, target, o.sig)

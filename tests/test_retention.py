@@ -573,11 +573,17 @@ def test_a_part_dropped_again_after_its_file_was_pruned_is_archived_and_recorded
         assert cli.main(["prune", "--config", str(site.config)]) == 0
         (row,) = site.rows()
         assert row["pruned_at"] is not None and not os.path.lexists(row["archived_path"])
-        atomic_drop(site.inbox, "p1-again.jpg", data)
-        wait_for(lambda: "archived again" in site.log.read_text(), 60, "the copy archived again", proc, site)
+        for name in ("p1-again.jpg", "p1-again-2.jpg"):  # two copies at once: one is the part's file again, the
+            (site.inbox / f".{name}").write_bytes(data)  # other its copy (a review: it kept its plain name, named
+        for name in ("p1-again.jpg", "p1-again-2.jpg"):  # by no row, and stayed for ever)
+            os.rename(site.inbox / f".{name}", site.inbox / name)
+        wait_for(lambda: "archived again" in site.log.read_text() and not list(site.inbox.iterdir())
+                 and len(site.archived_files()) == 2, 60, "both copies archived", proc, site)
         (row,) = site.rows()
         assert row["pruned_at"] is None and Path(row["archived_path"]).read_bytes() == data
-        assert not list(site.inbox.iterdir()) and "interrupted run" not in site.log.read_text()
+        assert "interrupted run" not in site.log.read_text()
+        copies = [p for p in site.archived_files() if "__copy-" in p.name]
+        assert len(copies) == 1 and copies[0].parent == Path(row["archived_path"]).parent
     finally:
         assert stop(proc) == 0
     assert cli.main(["prune", "--config", str(site.config)]) == 0
@@ -625,8 +631,39 @@ def test_copies_of_a_part_are_archived_beside_it_and_go_with_it(tmp_path: Path, 
     assert cli.main(["prune", "--config", str(site.config), "--list"]) == 0
     out = capsys.readouterr().out
     assert "copies of those parts (the same content dropped again): 2 files" in out
-    assert out.count(" ok (copy) ") + out.count(" defect (copy) ") == 2
+    assert out.count(f"#{first['id']} copy ") == 2
     left = sorted(p.name for p in site.archived_files())
     assert left == sorted([f"frame_1__copy-{tag}.jpg", Path(next(r for r in rows if r["name"] == "another.jpg")
                                                                ["archived_path"]).name])
     assert "not the recorded part" in out
+
+
+def test_a_copy_of_a_part_with_a_bad_name_is_archived_as_its_copy(tmp_path: Path, models: Path) -> None:
+    """A part whose name is not valid UTF-8 is recorded with \\xNN escapes; a copy of it dropped later is its copy,
+    beside its file, not taken for the part itself and moved to a file named with the escapes (a review), and both
+    go when the policy deletes the part."""
+    from watchkit import make_site, part_jpeg, start, stop, wait_for
+
+    site = make_site(tmp_path / "site", models)
+    data = part_jpeg(1)
+    proc = start(site)
+    try:
+        with open(os.fsencode(site.inbox) + b"/caf\xe9.jpg", "wb") as fh:
+            fh.write(data)
+        wait_for(lambda: site.rows() and site.rows()[0]["archived_path"] and not os.listdir(site.inbox), 60,
+                 "the part archived", proc, site)
+        with open(os.fsencode(site.inbox) + b"/caf\xe9-2.jpg", "wb") as fh:
+            fh.write(data)
+        wait_for(lambda: len(site.archived_files()) == 2 and not os.listdir(site.inbox), 60, "the copy archived",
+                 proc, site)
+    finally:
+        assert stop(proc) == 0
+    (row,) = site.rows()
+    names = sorted(os.fsencode(p.name) for p in site.archived_files())
+    assert names == sorted([b"caf\xe9.jpg", b"caf\xe9-2__copy-" + row["sha256"][:12].encode() + b".jpg"])
+    con = sqlite3.connect(site.db)
+    with con:
+        con.execute("UPDATE inspections SET inspected_at = ?", ((NOW - timedelta(days=400)).isoformat(" "),))
+    con.close()
+    assert cli.main(["prune", "--config", str(site.config)]) == 0
+    assert site.archived_files() == []
