@@ -112,6 +112,28 @@ def printable(path: str | bytes | os.PathLike) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
+_ESCAPE = re.compile(r"\\x([0-9a-f]{2})")
+
+
+def unprintable(text: str) -> str | None:
+    """The path a printable() form stands for when it holds \\xNN escapes (bytes of a name that is not valid
+    UTF-8), as an OS path (surrogate escapes); None when it holds none."""
+    if not _ESCAPE.search(text):
+        return None
+    parts = _ESCAPE.split(text)  # text, hex, text, hex, ..., text
+    return os.fsdecode(b"".join(bytes([int(piece, 16)]) if i % 2 else piece.encode("utf-8", "surrogateescape")
+                                for i, piece in enumerate(parts)))
+
+
+def recorded_path(recorded: str) -> str:
+    """Where a path recorded as text (printable(), in the database) lies on disk: itself, or, where it is not there
+    and holds \\xNN escapes, the path they stand for when that one is there (a name that is not valid UTF-8)."""
+    if os.path.lexists(recorded):
+        return recorded
+    raw = unprintable(recorded)
+    return raw if raw is not None and os.path.lexists(raw) else recorded
+
+
 _show = printable
 
 

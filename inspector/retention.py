@@ -42,11 +42,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 import threading
 from collections import Counter
 from collections.abc import Callable
-import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -54,6 +54,7 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, exists, func, select, update
 
+from inspector import imaging
 from inspector.config import Config, RetentionConfig
 from inspector.store import Inspection, Review, Store
 from inspector.text import escape_controls
@@ -158,7 +159,8 @@ class Report:
         """JSON-able summary."""
         return {"dry_run": self.dry_run, "now": self.now.isoformat(), "rows": self.rows,
                 "files": dict(self.files), "bytes": dict(self.bytes), "overlays": self.overlays,
-                "overlay_bytes": self.overlay_bytes, "copies": self.copies, "copy_bytes": self.copy_bytes, "total_files": self.total_files,
+                "overlay_bytes": self.overlay_bytes, "copies": self.copies, "copy_bytes": self.copy_bytes,
+                "total_files": self.total_files,
                 "total_bytes": self.total_bytes, "missing": self.missing, "kept": dict(self.kept),
                 "kept_files": list(self.kept_files),
                 "marked": self.marked, "oldest": self.oldest.isoformat() if self.oldest else None,
@@ -343,11 +345,8 @@ def _apply(rows: list[Any], policy: Policy, roots: Roots, report: Report, dry_ru
         days = policy.days(r.verdict, bool(r.reviewed), r.id)
         if not days or r.inspected_at >= report.now - timedelta(days=days):
             continue
-        path = under(r.archived_path, roots.archive, roots.inbox)
+        path = under(imaging.recorded_path(r.archived_path), roots.archive, roots.inbox)  # (a bad name: \xNN)
         outcome, size = ("outside", 0) if path is None else remove(path, r.size, r.sha256, dry_run)
-        if outcome == "missing" and (raw := unescaped(r.archived_path)) is not None:
-            path = under(raw, roots.archive, roots.inbox)  # a bad_name file, recorded with \xNN escapes
-            outcome, size = ("outside", 0) if path is None else remove(path, r.size, r.sha256, dry_run)
         if outcome not in ("deleted", "missing"):
             _keep(report, r.id, outcome, r.archived_path)
             continue
@@ -365,20 +364,6 @@ def _apply(rows: list[Any], policy: Policy, roots: Roots, report: Report, dry_ru
             _copies(r, path, roots, report, dry_run, copies, on_file)
         done.append((r.id, r.archived_path))
     return done
-
-
-_ESCAPE = re.compile(r"\\x([0-9a-f]{2})")
-
-
-def unescaped(path: str) -> str | None:
-    """The path a recorded one stands for when it holds \\xNN escapes of bytes that are not valid UTF-8 (what
-    imaging.printable wrote for a bad name), as an OS path (surrogate escapes); None when it holds none."""
-    if not _ESCAPE.search(path):
-        return None
-    parts = _ESCAPE.split(path)  # text, hex, text, hex, ..., text
-    raw = b"".join(bytes([int(piece, 16)]) if i % 2 else piece.encode("utf-8", "surrogateescape")
-                   for i, piece in enumerate(parts))
-    return os.fsdecode(raw)
 
 
 COPY_NAME = re.compile(r"__copy-([0-9a-f]{12})(?:-\d+)?(?:\.[^./]*)?$")

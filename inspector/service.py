@@ -600,14 +600,13 @@ class WatchService:
         recorded = row.get("archived_path")
         # a bad name is recorded with \xNN escapes: the file is at the path they stand for (a duplicate of it was
         # taken for the part itself and moved to a file named with the escapes: found by a review)
-        real = retention.unescaped(recorded) if recorded else None
-        real = real if real is not None and not os.path.lexists(recorded) else recorded
+        real = imaging.recorded_path(recorded) if recorded else None
         copy_exists = bool(real) and os.path.lexists(real)
         when = row["inspected_at"] or _utcnow()
         if not copy_exists and row.get("pruned_at") is not None:
             return self._restore_pruned(o)
-        if not copy_exists:  # this file is the part: finish its move
-            target = real
+        if not copy_exists:  # this file is the part: finish its move, to the name it was recorded under
+            target = (imaging.unprintable(recorded) or recorded) if recorded else None
             if target is None or not self.archiver.reserve(target):
                 target = self.archiver.plan(path, row["verdict"], row["sha256"] or row["source_key"], when)
             moved = self.archiver.move(path, target, o.sig)
@@ -620,10 +619,9 @@ class WatchService:
             return False
         # named as a copy (__copy-<sha>), beside its part's file: retention deletes it with that file (before
         # 2026-12-08 a copy kept its own name, no row named it, and it stayed for ever: an adversarial test)
-        beside = os.path.dirname(real)
-        if Path(self.archive_root) not in Path(beside).parents and Path(beside) != Path(self.archive_root):
-            beside = None  # another station's archive (a shared folder): this station's retention never sees its
-            # file, so its copy keeps its own name in this archive, as before (a limit, said in the README)
+        # only where retention may delete the part's file: another station's archive (a shared folder) is not this
+        # station's to prune, so a copy of its part keeps its own name here, as before (a limit, said in the README)
+        beside = os.path.dirname(real) if retention.under(real, self.archive_root, self.folder) else None
         copy = bool(row["sha256"]) and beside is not None
         target = self.archiver.plan(path, row["verdict"], row["sha256"] or row["source_key"], when, copy=copy,
                                     beside=beside)

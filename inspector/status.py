@@ -226,6 +226,13 @@ def models_facts(models_dir: Path, several: bool = False) -> dict[str, Any]:
         return {"dir": str(models_dir), "active": active, "error": str(exc)}
 
 
+def stale_limit(watcher: dict[str, Any] | None, stale_s: float, every: float) -> float:
+    """Seconds a heartbeat counts as fresh: `stale_s`, and at least twice the watcher's status interval (as its file
+    records it, else `every`)."""
+    recorded = (watcher or {}).get("status_every_s")
+    return max(stale_s, 2.0 * float(recorded if isinstance(recorded, (int, float)) else every))
+
+
 def live(watcher: dict[str, Any] | None) -> bool:
     """Whether a status file's watcher runs now: it says so, and its pid runs on this host (see watcher_alive) or,
     for another host's, its heartbeat is fresh."""
@@ -234,9 +241,8 @@ def live(watcher: dict[str, Any] | None) -> bool:
     alive = watcher_alive(watcher)
     if alive is not None:
         return alive
-    beat, every = watcher.get("heartbeat_unix"), watcher.get("status_every_s")
-    every = every if isinstance(every, (int, float)) else 2.0
-    return isinstance(beat, (int, float)) and time.time() - beat <= max(STALE_S, 2.0 * every)
+    beat = watcher.get("heartbeat_unix")
+    return isinstance(beat, (int, float)) and time.time() - beat <= stale_limit(watcher, STALE_S, 2.0)
 
 
 def owner(watcher: dict[str, Any] | None, cfg: Any) -> str | None:
@@ -255,8 +261,7 @@ def collect(cfg: Any, stale_s: float) -> dict[str, Any]:
     foreign = owner(watcher, cfg)
     if foreign is not None:  # another config's watcher wrote it: this config's is not running (see the module doc)
         watcher = None
-    every = (watcher or {}).get("status_every_s")
-    stale_s = max(stale_s, 2.0 * float(every if isinstance(every, (int, float)) else cfg.metrics.status_every_s))
+    stale_s = stale_limit(watcher, stale_s, cfg.metrics.status_every_s)
     folder = Path(watcher.get("folder")) if watcher and watcher.get("folder") else Path(w.dir)
     waiting = waiting_parts(cfg, folder, watcher)
     alive = watcher_alive(watcher)

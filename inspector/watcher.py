@@ -450,6 +450,14 @@ class ObserverKeeper:
             return exc
         return None
 
+    def _up_again(self) -> None:
+        """Say the watch folder is watched again, and reset the retry backoff."""
+        from inspector.imaging import printable  # noqa: PLC0415 - see keep()
+
+        self.emit("observer", logging.WARNING, f"watch folder {printable(self.folder)} is there again: watching it "
+                                               "and rescanning")
+        self.down, self._backoff = None, OBSERVER_RETRY_FIRST_S
+
     def keep(self, now: float) -> bool:
         """Restart the observer where it is needed and may be tried now; True when it runs again after being down
         or replaced (the caller rescans the folder at once and checks its lock)."""
@@ -459,17 +467,15 @@ class ObserverKeeper:
         if now >= self._checked_at + FOLDER_CHECK_S:
             self._checked_at = now
             replaced = folder_identity(self.folder) != self._folder_id
-        from inspector.imaging import printable  # noqa: PLC0415 - only here: `inspector status` imports this module
-
         if not replaced and self.alive():
             if self.down == "gone" and folder_identity(self.folder) == self._folder_id:
                 # moved away and back (the same folder): the observer followed it and runs on, and it was reported
                 # gone for ever after (`inspector status` would say so; found by its test)
-                self.emit("observer", logging.WARNING, f"watch folder {printable(self.folder)} is there again: "
-                                                       "watching it and rescanning")
-                self.down, self._backoff = None, OBSERVER_RETRY_FIRST_S
+                self._up_again()
                 return True
             return False
+        from inspector.imaging import printable  # noqa: PLC0415 - only here: `inspector status` imports this module
+
         shown = printable(self.folder)
         if folder_identity(self.folder) is None:
             state, error = "gone", None
@@ -483,8 +489,7 @@ class ObserverKeeper:
             state = "failed" if error else "up"
         if state == "up":
             if self.down in ("gone", "failed"):
-                self.emit("observer", logging.WARNING, f"watch folder {shown} is there again: watching it and "
-                                                       "rescanning")
+                self._up_again()
             self.down, self._backoff = None, OBSERVER_RETRY_FIRST_S
             return True
         if state != self.down:
